@@ -1,0 +1,76 @@
+# rawdiff: one-command set-up, tests, data, models and the demo.
+#   make demo    the pipeline on a bag of RAW frames, with a report
+#   make test    ruff + the whole pytest suite (core and ROS integration)
+#   make setup   Debian ROS packages, .venv, catkin build of the message (idempotent)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY_SYS   := /usr/bin/python3
+VENV     := .venv
+PY       := $(VENV)/bin/python
+WS       := build/ws
+DEVEL    := $(WS)/devel
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages: ROS 1 (ros_comm 1.15, the Noetic line), tools for baselines and
+# metrics, and the data the default corpus is made from.
+APT_PKGS := ros-core python3-rospy python3-rosbag python3-roslaunch python3-rostopic \
+	python3-rostest python3-cv-bridge python3-sensor-msgs ros-sensor-msgs ros-std-msgs \
+	libstd-msgs-dev libsensor-msgs-dev ros-message-generation catkin \
+	python3-diagnostic-updater python3-diagnostic-msgs python3-opencv python3-venv python3-dev \
+	libjxl-tools webp libavif-bin libjxl-devtools opencv-doc libjxl-testdata
+# Source this in any shell that runs ROS tools on rawdiff (roslaunch, rostopic, rosmsg).
+ENV_SH   := build/env.sh
+RUN      := source $(ENV_SH) &&
+
+.PHONY: help setup apt venv catkin test lint fixtures data model demo clean
+help:
+	@sed -n '2,5p' Makefile
+
+setup: build/.apt.stamp $(VENV)/.stamp $(DEVEL)/.stamp $(ENV_SH)
+
+apt: build/.apt.stamp
+build/.apt.stamp:
+	@mkdir -p build
+	@if ! dpkg-query -W -f='$${Status}\n' $(APT_PKGS) 2>/dev/null | grep -qv '^install ok installed' \
+	    && [ $$(dpkg-query -W -f='$${Status}\n' $(APT_PKGS) 2>/dev/null | wc -l) -eq $(words $(APT_PKGS)) ]; then \
+	  echo "apt: all $(words $(APT_PKGS)) packages present"; \
+	else \
+	  echo "apt: installing $(words $(APT_PKGS)) Debian packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements.txt setup.py build/.apt.stamp
+	@[ -x $(PY) ] || $(PY_SYS) -m venv --system-site-packages $(VENV)
+	@echo "venv: torch==2.13.0 (CPU) first, then requirements.txt"
+	@$(PY) -m pip install -q torch==2.13.0 2> >(grep -v '^WARNING: Location' >&2)
+	@$(PY) -m pip install -q -r requirements.txt 2> >(grep -v '^WARNING: Location' >&2)
+	@$(PY) -m pip install -q --no-build-isolation --no-deps -e . 2> >(grep -v '^WARNING: Location' >&2)
+	@touch $@
+
+catkin: $(DEVEL)/.stamp
+$(DEVEL)/.stamp: package.xml CMakeLists.txt msg/CompressedCodes.msg setup.py build/.apt.stamp
+	@mkdir -p $(WS)/src
+	@ln -sfn ../../.. $(WS)/src/rawdiff
+	@echo "catkin: building the rawdiff message in $(WS)"
+	@cd $(WS) && catkin_make -DPYTHON_EXECUTABLE=$(PY_SYS) -DCATKIN_ENABLE_TESTING=OFF > catkin_make.log 2>&1 \
+	  || { tail -30 catkin_make.log; exit 1; }
+	@touch $@
+
+$(ENV_SH): Makefile
+	@mkdir -p build
+	@printf '%s\n' '# rawdiff: source this file for ROS tools and the venv' \
+	  'source $(CURDIR)/$(DEVEL)/setup.bash' \
+	  'source $(CURDIR)/$(VENV)/bin/activate' > $@
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check .
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(RUN) python -m pytest -q
+
+clean:
+	rm -rf build $(VENV)
