@@ -109,8 +109,12 @@ class RawFrame:
         black = np.asarray(self.black_level, dtype=np.float64).reshape(-1)
         if black.size not in (1, 4):
             raise ValueError("black_level must be a scalar or 4 values, got %d" % black.size)
+        if not np.all(np.isfinite(black)):
+            raise ValueError("black_level must be finite, got %s" % (black,))
         self.black_level = float(black[0]) if black.size == 1 else tuple(float(b) for b in black)
         self.white_level = float(self.white_level)
+        if not np.isfinite(self.white_level):
+            raise ValueError("white_level must be finite, got %r" % self.white_level)
         if self.white_level <= float(black.max()):
             raise ValueError(
                 "white_level %g <= black_level %g" % (self.white_level, float(black.max()))
@@ -156,7 +160,7 @@ class RawFrame:
         """float32 4 x H/2 x W/2 normalised planes in the order R, G1, G2, B."""
         return mosaic_to_planes(self.normalize(), self.cfa)
 
-    def copy(self, **changes) -> "RawFrame":
+    def copy(self, **changes) -> RawFrame:
         return replace(self, **changes)
 
 
@@ -168,6 +172,8 @@ def _require_even(shape: Tuple[int, ...], what: str) -> None:
 def mosaic_to_planes(mosaic: np.ndarray, cfa: str) -> np.ndarray:
     """Pack an HxW mosaic into 4 x H/2 x W/2 planes ordered R, G1, G2, B."""
     mosaic = np.asarray(mosaic)
+    if mosaic.ndim != 2:
+        raise ValueError("mosaic must be 2-D (HxW), got shape %s" % (mosaic.shape,))
     _require_even(mosaic.shape, "mosaic")
     offsets = plane_offsets(cfa)
     return np.stack([mosaic[r::2, c::2] for r, c in (offsets[p] for p in PLANE_ORDER)])

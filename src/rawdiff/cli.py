@@ -1,0 +1,209 @@
+"""``rawdiff`` command line: argument parsing only; the work is done by the library.
+
+    rawdiff isp INPUT -o OUT.png
+    rawdiff compress INPUT -o OUT.rdc [--model DIR]
+    rawdiff decompress IN.rdc -o OUT.png [--mode fast] [--model DIR]
+    rawdiff info IN.rdc
+    rawdiff prepare-data (--default | --source PATH...) --out DIR
+    rawdiff train --base CFG.yaml [--resume CKPT] [--accelerator gpu] [--devices N] [key=value ...]
+
+Bad input prints one line naming the problem and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             "models", "default")
+
+
+def _add_raw_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="DNG, 16-bit PNG/TIFF or .npy mosaic (+ .json sidecar), or packed CSI-2")
+    p.add_argument("--format", choices=["raw10p", "raw12p"], help="packed MIPI CSI-2 input")
+    p.add_argument("--width", type=int, help="frame width (packed input)")
+    p.add_argument("--height", type=int, help="frame height (packed input)")
+    p.add_argument("--stride", type=int, help="bytes per line of packed input (default: no padding)")
+    p.add_argument("--cfa", help="CFA pattern: RGGB, BGGR, GRBG or GBRG")
+    p.add_argument("--black-level", type=float, help="sensor black level")
+    p.add_argument("--white-level", type=float, help="sensor white (saturation) level")
+
+
+def _read_input(args):
+    from rawdiff.raw import read_raw
+
+    overrides = {k: getattr(args, k) for k in ("format", "width", "height", "stride", "cfa",
+                                               "black_level", "white_level") if getattr(args, k) is not None}
+    return read_raw(args.input, **overrides)
+
+
+def _write_png(rgb, path: str) -> None:
+    import cv2
+
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    if not cv2.imwrite(path, rgb[:, :, ::-1]):
+        raise ValueError("could not write image %s (unsupported extension?)" % path)
+
+
+def cmd_isp(args) -> int:
+    from rawdiff.raw.isp import render
+
+    frame = _read_input(args)
+    _write_png(render(frame), args.output)
+    print("%s: %dx%d %s -> %s" % (args.input, frame.width, frame.height, frame.cfa, args.output))
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from rawdiff.codec import Codec
+
+    frame = _read_input(args)
+    codec = Codec.load(args.model, device=args.device, backend=args.backend)
+    payload = codec.compress(frame, source_encoding=args.source_encoding)
+    with open(args.output, "wb") as f:
+        f.write(payload)
+    bpp = 8.0 * len(payload) / (frame.width * frame.height)
+    print("%s: %dx%d -> %d bytes, %.4f bpp (%s)" % (args.input, frame.width, frame.height, len(payload), bpp,
+                                                  args.output))
+    return 0
+
+
+def _read_bytes(path: str) -> bytes:
+    if not os.path.isfile(path):
+        raise FileNotFoundError("%s does not exist" % path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def cmd_decompress(args) -> int:
+    from rawdiff.codec import Codec
+
+    payload = _read_bytes(args.input)
+    codec = Codec.load(args.model, device=args.device)
+    rgb = codec.decompress(payload, mode=args.mode, steps=args.steps, seed=args.seed)
+    _write_png(rgb, args.output)
+    print("%s: %d bytes -> %dx%d RGB (%s)" % (args.input, len(payload), rgb.shape[1], rgb.shape[0], args.output))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from rawdiff.codec.bitstream import read_header
+
+    payload = _read_bytes(args.input)
+    info = read_header(payload).to_dict()
+    info["bytes"] = len(payload)
+    info["bpp"] = round(8.0 * len(payload) / (info["width"] * info["height"]), 6)
+    print(json.dumps(info, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_prepare_data(args) -> int:
+    from rawdiff.data import prepare as prep
+
+    if args.default:
+        prep.prepare_default_corpus(args.out, seed=args.seed)
+    elif args.source:
+        prep.prepare(args.source, args.out, seed=args.seed, topic=args.topic, every=args.every)
+    else:
+        raise ValueError("give --default or at least one --source PATH")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from rawdiff.train import train
+
+    devices = args.devices
+    if devices not in (None, "auto"):
+        devices = int(devices) if devices.lstrip("-").isdigit() else devices
+    train(args.base or [], overrides=args.overrides, resume=args.resume, do_train=args.train,
+          accelerator=args.accelerator, devices=devices, max_epochs=args.max_epochs, max_steps=args.max_steps,
+          log_every_n_steps=args.log_every_n_steps, strategy=args.strategy, logdir=args.logdir,
+          name=args.name, seed=args.seed, export=args.export)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rawdiff", description="Learned compression of RAW Bayer frames.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("isp", help="reference ISP: RAW -> sRGB PNG")
+    _add_raw_input(p)
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_isp)
+
+    p = sub.add_parser("compress", help="RAW frame -> .rdc bitstream")
+    _add_raw_input(p)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--source-encoding", default="", help="recorded in the header, e.g. bayer_rggb16")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help=".rdc bitstream -> RGB PNG")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
+    p.add_argument("--steps", type=int, default=4, help="diffusion sampling steps")
+    p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("info", help="print a bitstream's header as JSON")
+    p.add_argument("input")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("prepare-data", help="build a paired RAW/RGB dataset with splits")
+    p.add_argument("--source", nargs="+", help="folders, photos, lists, videos, DNGs, bags")
+    p.add_argument("--default", action="store_true", help="the default corpus from packaged images")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--topic", help="Bayer image topic of bag sources")
+    p.add_argument("--every", type=int, default=None, help="take every N-th video or bag frame")
+    p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("train", help="train a model from a YAML config (Lightning)")
+    p.add_argument("-b", "--base", nargs="*", default=[], help="config files, merged left to right")
+    p.add_argument("-r", "--resume", help="checkpoint or run folder to resume from")
+    p.add_argument("-t", "--train", type=lambda s: s.lower() in ("1", "true", "yes"), default=True,
+                   help="train (default true); false only exports the model of --resume")
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    p.add_argument("--devices", default="auto", help="number of devices or a list")
+    p.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn")
+    p.add_argument("--max_epochs", type=int)
+    p.add_argument("--max_steps", type=int)
+    p.add_argument("--log_every_n_steps", type=int, default=50)
+    p.add_argument("--logdir", default="runs")
+    p.add_argument("--name")
+    p.add_argument("--seed", type=int, default=23)
+    p.add_argument("--export", help="where to write the model directory (default RUN/model)")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. model.params.learning_rate=1e-4")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("rawdiff %s: interrupted" % args.command, file=sys.stderr)
+        return 130
+    except (ValueError, OSError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(msg):
+            msg = "%s: %s" % (exc.filename, exc.strerror or msg)
+        print("rawdiff %s: error: %s" % (args.command, msg), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

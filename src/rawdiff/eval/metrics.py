@@ -1,0 +1,102 @@
+"""Image quality metrics computed the same way for rawdiff and the baselines.
+
+All functions take float tensors in [0, 1] shaped B x 3 x H x W (or numpy uint8 HxWx3
+through :func:`to_tensor`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+# Wang, Simoncelli & Bovik 2003, *Multi-scale structural similarity*, Table/Sec. 3.2
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+_C1, _C2 = 0.01 ** 2, 0.03 ** 2
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> float 1x3xHxW in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, peak: float = 1.0) -> float:
+    mse = F.mse_loss(x.float(), y.float()).item()
+    return float("inf") if mse == 0 else 10.0 * math.log10(peak * peak / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None, dtype=None) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    g = torch.exp(-(coords ** 2) / (2 * sigma * sigma))
+    return (g / g.sum()).to(device=device, dtype=dtype)
+
+
+def _ssim_cs(x: torch.Tensor, y: torch.Tensor, win: torch.Tensor):
+    c = x.shape[1]
+    wx = win.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    wy = win.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+
+    def blur(t):
+        return F.conv2d(F.conv2d(t, wx, groups=c), wy, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x ** 2
+    syy = blur(y * y) - mu_y ** 2
+    sxy = blur(x * y) - mu_x * mu_y
+    cs = (2 * sxy + _C2) / (sxx + syy + _C2)
+    lum = (2 * mu_x * mu_y + _C1) / (mu_x ** 2 + mu_y ** 2 + _C1)
+    return (lum * cs).flatten(1).mean(1), cs.flatten(1).mean(1)
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor, weights: Sequence[float] = MS_SSIM_WEIGHTS,
+            win_size: int = 11) -> torch.Tensor:
+    """MS-SSIM per image (B,), differentiable.
+
+    Uses as many of the five scales as the image size allows (the smallest scale must
+    still hold the 11-tap window); the weights of the scales used are renormalised.
+    """
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError("ms_ssim needs two B x C x H x W tensors of one shape, got %s and %s"
+                         % (tuple(x.shape), tuple(y.shape)))
+    min_side = min(x.shape[-2:])
+    scales = len(weights)
+    while scales > 1 and min_side / 2 ** (scales - 1) < win_size:
+        scales -= 1
+    if min_side < win_size:
+        raise ValueError("ms_ssim needs images of at least %d px, got %d" % (win_size, min_side))
+    w = torch.tensor(weights[:scales], dtype=x.dtype, device=x.device)
+    w = w / w.sum()
+    win = _gaussian_window(win_size, device=x.device, dtype=x.dtype)
+    values = []
+    for s in range(scales):
+        ssim, cs = _ssim_cs(x, y, win)
+        values.append(F.relu(ssim if s == scales - 1 else cs))
+        if s < scales - 1:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    stacked = torch.stack(values, dim=1)  # B x scales
+    return torch.prod(stacked.clamp_min(1e-8) ** w[None], dim=1)
+
+
+def radial_power_spectrum(img: torch.Tensor, bins: int = 64) -> torch.Tensor:
+    """Radially averaged log power spectrum of the luma of B x 3 x H x W images (B x bins)."""
+    luma = 0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]
+    luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fftshift(torch.fft.fft2(luma).abs() ** 2, dim=(-2, -1))
+    h, w = luma.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
+    radius = torch.sqrt((yy.float() / (h / 2)) ** 2 + (xx.float() / (w / 2)) ** 2)
+    idx = torch.clamp((radius / math.sqrt(2) * bins).long(), max=bins - 1).flatten().to(img.device)
+    flat = power.flatten(1)
+    sums = torch.zeros(flat.shape[0], bins, dtype=flat.dtype, device=img.device).index_add_(1, idx, flat)
+    counts = torch.bincount(idx, minlength=bins).clamp_min(1).to(flat.dtype)
+    return torch.log10(sums / counts + 1e-12)
+
+
+def spectral_distance(x: torch.Tensor, y: torch.Tensor, bins: int = 64) -> float:
+    """Realism figure without a pretrained network: mean absolute difference (in decades)
+    between the radially averaged power spectra of output and target. Blurry outputs lose
+    high-frequency power and score high; 0 means the same spectrum."""
+    return float((radial_power_spectrum(x, bins) - radial_power_spectrum(y, bins)).abs().mean())

@@ -1,0 +1,149 @@
+"""VQ-GAN embedder of RAW Bayer frames (Esser et al. 2021, *Taming Transformers*).
+
+    RAW planes R,G1,G2,B (4 x H/2 x W/2)
+      --space-to-depth(stem)--> Encoder --> z (D x H/f x W/f) --VQ--> indices (H/f x W/f)
+      indices --codebook--> z_q --> Decoder --depth-to-space--> RGB (3 x H x W)   [out: rgb]
+                                                           or RAW planes (4 x H/2 x W/2) [out: raw]
+
+``f = 2 * stem * 2 ** (len(ch_mult) - 1)`` is the downsampling factor relative to the
+full-resolution frame. The decoder to RGB is the thesis' embedder: its target is the
+reference-ISP rendering of the frame; ``out: raw`` trains the same network to give the
+planes back instead.
+
+:class:`Embedder` is the plain network the codec runs; ``rawdiff.models.vqgan.VQGAN``
+is the Lightning module that trains it.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rawdiff.models.quantize import VectorQuantizer
+from rawdiff.nn.attention import SelfAttention2d
+from rawdiff.nn.blocks import Downsample, ResBlock, Upsample, normalize
+
+PLANES = 4
+
+
+class Encoder(nn.Module):
+    def __init__(self, in_channels: int, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
+                 z_channels: int, attention: bool = False):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, ch * ch_mult[0], 3, padding=1)
+        blocks = []
+        prev = ch * ch_mult[0]
+        for level, mult in enumerate(ch_mult):
+            for _ in range(num_res_blocks):
+                blocks.append(ResBlock(prev, ch * mult))
+                prev = ch * mult
+            if level < len(ch_mult) - 1:
+                blocks.append(Downsample(prev))
+        blocks.append(ResBlock(prev))
+        if attention:
+            blocks.append(SelfAttention2d(prev))
+        blocks.append(ResBlock(prev))
+        self.blocks = nn.Sequential(*blocks)
+        self.norm_out = normalize(prev)
+        self.conv_out = nn.Conv2d(prev, z_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(x)))))
+
+
+class Decoder(nn.Module):
+    def __init__(self, out_channels: int, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
+                 z_channels: int, attention: bool = False):
+        super().__init__()
+        prev = ch * ch_mult[-1]
+        self.conv_in = nn.Conv2d(z_channels, prev, 3, padding=1)
+        blocks = [ResBlock(prev)]
+        if attention:
+            blocks.append(SelfAttention2d(prev))
+        blocks.append(ResBlock(prev))
+        for level in reversed(range(len(ch_mult))):
+            for _ in range(num_res_blocks + 1):
+                blocks.append(ResBlock(prev, ch * ch_mult[level]))
+                prev = ch * ch_mult[level]
+            if level > 0:
+                blocks.append(Upsample(prev))
+        self.blocks = nn.Sequential(*blocks)
+        self.norm_out = normalize(prev)
+        self.conv_out = nn.Conv2d(prev, out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
+
+
+class Embedder(nn.Module):
+    """Encoder, codebook and decoder; no training logic."""
+
+    def __init__(self, ch: int = 64, ch_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 1,
+                 stem: int = 2, embed_dim: int = 8, n_embed: int = 1024, out: str = "rgb",
+                 attention: bool = False, beta: float = 0.25, restart_after: int = 200):
+        super().__init__()
+        if out not in ("rgb", "raw"):
+            raise ValueError("out must be 'rgb' or 'raw', got %r" % (out,))
+        self.out = out
+        self.stem = int(stem)
+        self.factor = 2 * self.stem * 2 ** (len(ch_mult) - 1)
+        self.n_embed = n_embed
+        out_per_cell = 3 * (2 * self.stem) ** 2 if out == "rgb" else PLANES * self.stem ** 2
+        self.encoder = Encoder(PLANES * self.stem ** 2, ch, ch_mult, num_res_blocks, embed_dim, attention)
+        self.quantize = VectorQuantizer(n_embed, embed_dim, beta=beta, restart_after=restart_after)
+        self.decoder = Decoder(out_per_cell, ch, ch_mult, num_res_blocks, embed_dim, attention)
+
+    @property
+    def plane_multiple(self) -> int:
+        """Planes (H/2 x W/2) must be a multiple of this to encode."""
+        return self.factor // 2
+
+    def encode(self, planes: torch.Tensor) -> torch.Tensor:
+        """B x 4 x h x w planes (h, w multiples of plane_multiple) -> continuous latents."""
+        x = F.pixel_unshuffle(planes, self.stem) if self.stem > 1 else planes
+        return self.encoder(x)
+
+    def encode_indices(self, planes: torch.Tensor) -> torch.Tensor:
+        return self.quantize.encode_indices(self.encode(planes))
+
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        y = self.decoder(z_q)
+        if self.out == "rgb":
+            return F.pixel_shuffle(y, 2 * self.stem)
+        return F.pixel_shuffle(y, self.stem) if self.stem > 1 else y
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.quantize.lookup(indices))
+
+    def forward(self, planes: torch.Tensor):
+        z_q, q_loss, indices, stats = self.quantize(self.encode(planes))
+        return self.decode(z_q), q_loss, indices, stats
+
+    def last_layer(self) -> torch.Tensor:
+        return self.decoder.conv_out.weight
+
+
+def pad_planes(planes: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Replicate-pad B x C x h x w to multiples of ``multiple``; returns the original size."""
+    h, w = planes.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        planes = F.pad(planes, (0, pw, 0, ph), mode="replicate")
+    return planes, (h, w)
+
+
+def embedder_from_config(params: Dict) -> Embedder:
+    """Build the bare network from the ``model.params`` of a vqgan config."""
+    return Embedder(**(params.get("embedder") or {}))
+
+
+def load_embedder(params: Dict, state: Dict[str, torch.Tensor], device: Optional[torch.device] = None) -> Embedder:
+    net = embedder_from_config(params)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError("embedder weights do not match the config: missing %s, unexpected %s"
+                         % (sorted(missing)[:5], sorted(unexpected)[:5]))
+    return net.to(device or "cpu").eval()

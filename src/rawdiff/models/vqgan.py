@@ -1,0 +1,79 @@
+"""Lightning module that trains the VQ-GAN embedder (``target: vqgan`` in a config).
+
+Two optimizers, stepped by hand each batch: the autoencoder + codebook on
+:meth:`VQLoss.generator_loss`, then the PatchGAN on :meth:`VQLoss.discriminator_loss`
+(only after ``loss.disc_start`` steps).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import lightning as L
+import torch
+
+from rawdiff.config import register
+from rawdiff.eval.metrics import psnr
+from rawdiff.models.embedder import Embedder
+from rawdiff.models.losses import VQLoss
+
+
+@register("vqgan")
+class VQGAN(L.LightningModule):
+    def __init__(self, embedder: Optional[Dict[str, Any]] = None, loss: Optional[Dict[str, Any]] = None,
+                 learning_rate: float = 2e-4, betas=(0.5, 0.9)):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.embedder = Embedder(**(embedder or {}))
+        out_channels = 3 if self.embedder.out == "rgb" else 4
+        self.loss = VQLoss(out_channels=out_channels, **(loss or {}))
+        self.learning_rate = learning_rate
+        self.betas = tuple(betas)
+
+    def target_of(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["rgb"] if self.embedder.out == "rgb" else batch["raw"]
+
+    def forward(self, planes: torch.Tensor):
+        return self.embedder(planes)
+
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_d = self.optimizers()
+        target = self.target_of(batch)
+        x_hat, q_loss, _, stats = self.embedder(batch["raw"])
+        step = self.global_step // 2  # two optimizer steps per batch
+        g_loss, logs = self.loss.generator_loss(x_hat, target, q_loss, step, self.embedder.last_layer())
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+
+        if step >= self.loss.disc_start:
+            d_loss, d_logs = self.loss.discriminator_loss(x_hat, target)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+            logs.update(d_logs)
+        else:
+            opt_d.zero_grad(set_to_none=True)
+            opt_d.step()  # keeps the step counters of both optimizers in line
+        logs.update({k: v for k, v in stats.items()})
+        self.log_dict({"train/" + k: v for k, v in logs.items()}, prog_bar=False, sync_dist=False,
+                      batch_size=target.shape[0])
+        self.log("train/rec", logs["rec"], prog_bar=True, batch_size=target.shape[0])
+        self.log("train/perplexity", stats["perplexity"], prog_bar=True, batch_size=target.shape[0])
+
+    def validation_step(self, batch, batch_idx):
+        target = self.target_of(batch)
+        x_hat, q_loss, _, stats = self.embedder(batch["raw"])
+        rec = self.loss.reconstruction(x_hat, target)
+        n = target.shape[0]
+        self.log("val/rec", rec["rec"], prog_bar=True, sync_dist=True, batch_size=n)
+        self.log("val/psnr", psnr(x_hat.clamp(0, 1), target), sync_dist=True, batch_size=n)
+        if "ms_ssim" in rec:
+            self.log("val/ms_ssim", rec["ms_ssim"], sync_dist=True, batch_size=n)
+        self.log("val/perplexity", stats["perplexity"], sync_dist=True, batch_size=n)
+
+    def configure_optimizers(self):
+        opt_g = torch.optim.Adam(self.embedder.parameters(), lr=self.learning_rate, betas=self.betas)
+        opt_d = torch.optim.Adam(self.loss.discriminator.parameters(), lr=self.learning_rate, betas=self.betas)
+        return [opt_g, opt_d]

@@ -1,0 +1,66 @@
+"""Convolutional building blocks shared by the embedder and the diffusion UNet.
+
+After taming-transformers / latent-diffusion (Esser et al. 2021, Rombach et al. 2022):
+GroupNorm + SiLU residual blocks, strided-conv downsampling, nearest + conv upsampling.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def normalize(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups that divide ``channels``."""
+    groups = 32
+    while channels % groups:
+        groups //= 2
+    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block; adds a projected embedding when ``emb_channels``."""
+
+    def __init__(self, in_channels: int, out_channels: Optional[int] = None, emb_channels: int = 0,
+                 dropout: float = 0.0):
+        super().__init__()
+        out_channels = out_channels or in_channels
+        self.norm1 = normalize(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_channels, out_channels) if emb_channels else None
+        self.norm2 = normalize(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        if self.emb_proj is not None and emb is not None:
+            h = h + self.emb_proj(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a stride-2 3x3 conv (zero pad right/bottom like taming)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest neighbour then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
