@@ -93,6 +93,19 @@ def merge(base: Dict[str, Any], other: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _parse_value(raw: str) -> Any:
+    """YAML scalar, with the YAML 1.1 gap closed: ``1e-4`` is a float, not a string."""
+    if not raw.strip():
+        return ""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
     """Apply ``a.b.c=value`` strings; values are parsed as YAML (``1e-4``, ``[1,2]``, ``true``)."""
     out = copy.deepcopy(cfg)
@@ -103,7 +116,7 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ValueError("override %r has an empty key" % item)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _parse_value(raw)
         node = out
         for part in parts[:-1]:
             child = node.get(part)
