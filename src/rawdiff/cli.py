@@ -102,18 +102,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_prepare_data(args) -> int:
-    from rawdiff.data import prepare as prep
-
-    if args.default:
-        prep.prepare_default_corpus(args.out, seed=args.seed)
-    elif args.source:
-        prep.prepare(args.source, args.out, seed=args.seed, topic=args.topic, every=args.every)
-    else:
-        raise ValueError("give --default or at least one --source PATH")
-    return 0
-
-
 def cmd_train(args) -> int:
     from rawdiff.train import train
 
@@ -161,13 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("prepare-data", help="build a paired RAW/RGB dataset with splits")
-    p.add_argument("--source", nargs="+", help="folders, photos, lists, videos, DNGs, bags")
-    p.add_argument("--default", action="store_true", help="the default corpus from packaged images")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--topic", help="Bayer image topic of bag sources")
-    p.add_argument("--every", type=int, default=None, help="take every N-th video or bag frame")
-    p.set_defaults(func=cmd_prepare_data)
+    from rawdiff.data import prepare as prep
+
+    prep.add_arguments(p)
+    p.set_defaults(func=prep.run)
 
     p = sub.add_parser("train", help="train a model from a YAML config (Lightning)")
     p.add_argument("-b", "--base", nargs="*", default=[], help="config files, merged left to right")

@@ -1,0 +1,308 @@
+"""rawdiff.data.prepare: paired RAW/RGB frames, split rules, index files, re-runs."""
+
+import json
+import os
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from rawdiff.data import prepare as prep
+from rawdiff.data.corpus import Source
+from rawdiff.raw import read_raw
+from rawdiff.raw.io import write_raw
+from rawdiff.raw.isp import render
+
+
+def _photo(h, w, seed):
+    """A smooth colourful 8-bit RGB image."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(3, 4, 3)).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _write_png(path, rgb):
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]))
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    photos = root / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for i in range(5):
+        _write_png(photos / ("p%d.png" % i), _photo(64 + 2 * i, 80, i))
+    _write_png(photos / "sub" / "odd.png", _photo(71, 67, 9))  # odd size -> 70x66
+    gray = np.repeat(_photo(64, 64, 10)[:, :, :1], 3, axis=2)
+    _write_png(photos / "gray.png", gray)  # grayscale -> skipped
+    _write_png(photos / "tiny.png", _photo(40, 90, 11))  # < 64 px -> skipped
+    (photos / "notes.md").write_text("not an image")  # ignored inside a folder
+    video = root / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (80, 64))
+    assert writer.isOpened()
+    for i in range(10):
+        writer.write(np.ascontiguousarray(_photo(64, 80, 100 + i)[:, :, ::-1]))
+    writer.release()
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(sources, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    manifest = prep.prepare([str(sources / "photos"), str(sources / "clip.avi")], str(out), seed=0, every=3,
+                            progress=False, verbose=False)
+    return out, manifest
+
+
+def _index(out):
+    return {s: (out / (s + ".txt")).read_text().split() for s in prep.SPLITS}
+
+
+def test_layout_and_index(prepared):
+    out, manifest = prepared
+    index = _index(out)
+    listed = [p for paths in index.values() for p in paths]
+    assert len(listed) == len(set(listed)) == manifest["summary"]["frames"]
+    for rel in listed:
+        assert not os.path.isabs(rel)
+        assert (out / rel).is_file() and rel.endswith(".npy")
+        assert (out / rel).with_suffix(".json").is_file()  # write_raw's sidecar
+        assert os.path.isfile(prep.target_path(str(out / rel)))
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["summary"] == manifest["summary"]
+    # 6 usable photos + 1 video with frames 0, 3, 6, 9
+    assert manifest["summary"]["sources"] == 7
+    assert manifest["summary"]["frames"] == 10
+    video = next(e for e in manifest["sources"] if e["kind"] == "video")
+    assert [fr["index"] for fr in video["frames"]] == [0, 3, 6, 9]
+    for e in manifest["sources"]:
+        assert set(e) >= {"name", "path", "origin", "licence", "kind", "group", "split", "frames"}
+        for fr in e["frames"]:
+            assert fr["meta"]["method"] == "unprocess" and fr["meta"]["white_level"] == 4095
+            assert fr["height"] % 2 == 0 and fr["width"] % 2 == 0
+
+
+def test_skips_are_recorded(prepared):
+    _, manifest = prepared
+    skipped = {os.path.basename(e["path"]): e["skipped"] for e in manifest["sources"] if e.get("skipped")}
+    assert set(skipped) == {"gray.png", "tiny.png"}
+    assert "grayscale" in skipped["gray.png"]
+    assert "too small" in skipped["tiny.png"]
+    assert all(e["split"] is None for e in manifest["sources"] if e.get("skipped"))
+    assert manifest["summary"]["skipped"] == 2
+
+
+def test_odd_sizes_cropped_to_even(prepared):
+    out, manifest = prepared
+    odd = next(e for e in manifest["sources"] if e["path"].endswith("odd.png"))
+    frame = read_raw(out / odd["frames"][0]["raw"])
+    assert frame.shape == (70, 66)
+    assert frame.white_level == 4095 and frame.mosaic.max() <= 4095
+    assert frame.wb_gains is not None and frame.color_matrix is not None
+
+
+def test_no_source_in_two_splits(prepared):
+    out, manifest = prepared
+    index = _index(out)
+    split_of_folder = {}
+    for split, paths in index.items():
+        for rel in paths:
+            folder = os.path.dirname(rel)
+            assert split_of_folder.setdefault(folder, split) == split
+    assert all(index.values())  # 7 groups: every split has one
+    for e in manifest["sources"]:
+        for fr in e["frames"]:
+            assert fr["raw"] in index[e["split"]]
+
+
+def test_target_is_the_isp_render_of_the_whole_frame(prepared):
+    out, manifest = prepared
+    entry = next(e for e in manifest["sources"] if e["frames"])
+    rel = entry["frames"][0]["raw"]
+    frame = read_raw(out / rel)
+    target = cv2.imread(prep.target_path(str(out / rel)))[:, :, ::-1]
+    np.testing.assert_array_equal(target, render(frame))
+
+
+def test_deterministic_and_order_independent(prepared, sources, tmp_path):
+    out, _ = prepared
+    out2 = tmp_path / "again"
+    prep.prepare([str(sources / "clip.avi"), str(sources / "photos")], str(out2), seed=0, every=3,
+                 progress=False, verbose=False)
+    assert _index(out) == _index(out2)
+    for rel in sum(_index(out).values(), []):
+        np.testing.assert_array_equal(np.load(out / rel), np.load(out2 / rel))
+
+
+def test_seed_changes_frames(sources, tmp_path):
+    photo = str(sources / "photos" / "p0.png")
+    a = prep.prepare([photo], str(tmp_path / "a"), seed=0, progress=False, verbose=False)
+    b = prep.prepare([photo], str(tmp_path / "b"), seed=1, progress=False, verbose=False)
+    ra = np.load(tmp_path / "a" / a["sources"][0]["frames"][0]["raw"])
+    rb = np.load(tmp_path / "b" / b["sources"][0]["frames"][0]["raw"])
+    assert not np.array_equal(ra, rb)
+
+
+def test_rerun_skips_done_sources_and_refuses_other_settings(prepared, sources):
+    out, manifest = prepared
+    rel = _index(out)["train"][0]
+    mtime = os.path.getmtime(out / rel)
+    again = prep.prepare([str(sources / "photos"), str(sources / "clip.avi")], str(out), seed=0, every=3,
+                         progress=False, verbose=False)
+    assert again["summary"]["reused"] == len(manifest["sources"])
+    assert os.path.getmtime(out / rel) == mtime
+    assert _index(out)["train"][0] == rel
+    with pytest.raises(prep.PrepareError, match="other settings"):
+        prep.prepare([str(sources / "clip.avi")], str(out), seed=0, every=2, progress=False, verbose=False)
+
+
+def test_overwrite_redoes(sources, tmp_path):
+    clip = str(sources / "clip.avi")
+    prep.prepare([clip], str(tmp_path), every=5, progress=False, verbose=False)
+    m = prep.prepare([clip], str(tmp_path), every=4, overwrite=True, progress=False, verbose=False)
+    assert [fr["index"] for fr in m["sources"][0]["frames"]] == [0, 4, 8]
+    assert m["summary"]["reused"] == 0
+    assert sorted(os.listdir(tmp_path / "frames" / "user__clip.avi")) == sorted(
+        ["source.json"] + ["f%06d%s" % (i, ext) for i in (0, 4, 8) for ext in (".npy", ".json", ".rgb.png")])
+
+
+def test_max_frames_and_clean_target(sources, tmp_path):
+    m = prep.prepare([str(sources / "clip.avi")], str(tmp_path), every=1, max_frames=2, clean_target=True,
+                     progress=False, verbose=False)
+    frames = m["sources"][0]["frames"]
+    assert [fr["index"] for fr in frames] == [0, 1]
+    raw = read_raw(tmp_path / frames[0]["raw"])
+    target = cv2.imread(str(tmp_path / frames[0]["target"]))[:, :, ::-1]
+    assert not np.array_equal(target, render(raw))  # rendered from the noise-free twin
+
+
+def test_raw_mosaic_sources_pass_through(tmp_path):
+    src = tmp_path / "raws"
+    src.mkdir()
+    mosaic = np.random.default_rng(0).integers(0, 1024, size=(67, 81)).astype(np.uint16)
+    write_raw(read_raw_frame(mosaic), src / "shot.npy")
+    m = prep.prepare([str(src)], str(tmp_path / "out"), progress=False, verbose=False)
+    (entry,) = m["sources"]
+    assert entry["kind"] == "raw"
+    got = read_raw(tmp_path / "out" / entry["frames"][0]["raw"])
+    np.testing.assert_array_equal(got.mosaic, mosaic[:66, :80])
+    assert got.cfa == "GBRG" and got.black_level == 64.0 and got.white_level == 1023
+
+
+def read_raw_frame(mosaic):
+    from rawdiff.raw.frame import RawFrame
+
+    return RawFrame(mosaic, cfa="GBRG", black_level=64, white_level=1023, wb_gains=[2.0, 1.0, 1.5])
+
+
+# --- the split rule -------------------------------------------------------------------------
+
+
+def test_split_proportions_and_determinism():
+    groups = ["g%03d" % i for i in range(100)]
+    a = prep.split_groups(groups, seed=0)
+    assert a == prep.split_groups(list(reversed(groups)), seed=0)
+    counts = {s: sum(v == s for v in a.values()) for s in prep.SPLITS}
+    assert counts == {"train": 60, "val": 20, "test": 20}
+    b = prep.split_groups(groups, seed=1)
+    assert a != b
+    assert {s: sum(v == s for v in b.values()) for s in prep.SPLITS} == counts
+
+
+@pytest.mark.parametrize("n", range(1, 12))
+def test_split_few_groups(n):
+    split = prep.split_groups(["s%d" % i for i in range(n)], seed=3)
+    counts = {s: sum(v == s for v in split.values()) for s in prep.SPLITS}
+    assert sum(counts.values()) == n
+    assert counts["train"] >= 1
+    if n >= 3:
+        assert min(counts.values()) >= 1
+        assert counts["train"] >= max(counts["val"], counts["test"])
+
+
+def test_groups_stay_together(tmp_path):
+    for name in ("a", "b", "c", "d", "e", "f"):
+        _write_png(tmp_path / (name + ".png"), _photo(64, 64, ord(name)))
+    srcs = [Source(str(tmp_path / (n + ".png")), "test", name="test/" + n,
+                   group="pair" if n in "ab" else "") for n in "abcdef"]
+    m = prep.prepare(srcs, str(tmp_path / "out"), progress=False, verbose=False)
+    split = {e["name"]: e["split"] for e in m["sources"]}
+    assert split["test/a"] == split["test/b"]
+    assert m["summary"]["groups"] == 5
+
+
+# --- collecting sources ----------------------------------------------------------------------
+
+
+def test_collect_sources(sources, tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text("# photos\n%s\n\n%s\n" % (sources / "photos" / "p1.png", os.path.relpath(
+        sources / "clip.avi", tmp_path)))
+    got = prep.collect_sources([str(lst), str(sources / "photos" / "p2.png")])
+    assert [(s.kind, os.path.basename(s.path)) for s in got] == [
+        ("photo", "p1.png"), ("video", "clip.avi"), ("photo", "p2.png")]
+    assert len({s.name for s in got}) == 3
+    folder = prep.collect_sources([str(sources / "photos")])
+    assert "user/photos/sub/odd.png" in [s.name for s in folder]
+    assert not any(s.path.endswith(".md") for s in folder)
+    bag = tmp_path / "x.bag"
+    bag.write_bytes(b"")
+    with pytest.raises(prep.PrepareError, match="topic"):
+        prep.collect_sources([str(bag)])
+    assert prep.collect_sources([str(bag)], topic="/cam")[0].topic == "/cam"
+    with pytest.raises(prep.PrepareError, match="not found"):
+        prep.collect_sources([str(tmp_path / "missing.png")])
+    (tmp_path / "x.xyz").write_text("")
+    with pytest.raises(prep.PrepareError, match="unknown source type"):
+        prep.collect_sources([str(tmp_path / "x.xyz")])
+
+
+def test_collect_sources_skips_prepared_targets(prepared):
+    out, _ = prepared
+    found = prep.collect_sources([str(out)])
+    assert found and all(s.kind == "raw" for s in found)  # the .npy frames; no .rgb.png targets
+
+
+# --- colour of photos ------------------------------------------------------------------------
+
+
+def _png_with_cicp(path, rgb16, cicp):
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb16[:, :, ::-1]))
+    assert ok
+    data = buf.tobytes()
+    body = b"cICP" + bytes(cicp)
+    chunk = struct.pack(">I", 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    path.write_bytes(data[:33] + chunk + data[33:])  # after the 8-byte signature and IHDR
+
+
+def test_hlg_bt2020_png_converted(tmp_path):
+    rgb = np.full((64, 64, 3), int(0.75 * 65535), np.uint16)  # HLG reference white
+    rgb[:, :32, 0] = 20000
+    path = tmp_path / "hlg.png"
+    _png_with_cicp(path, rgb, (9, 18, 0, 1))
+    assert prep.png_cicp(str(path)) == (9, 18, 0, 1)
+    srgb, note = prep.load_photo(str(path))
+    assert "BT.2020/HLG" in note
+    np.testing.assert_allclose(srgb[0, -1], [1.0, 1.0, 1.0], atol=2e-3)
+    plain = tmp_path / "plain.png"
+    cv2.imwrite(str(plain), rgb[:, :, ::-1])
+    assert prep.png_cicp(str(plain)) is None
+    srgb, note = prep.load_photo(str(plain))
+    assert note == "" and srgb[0, -1, 0] == pytest.approx(0.75, abs=1e-4)
+
+
+def test_run_glue(sources, tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    prep.add_arguments(parser)
+    args = parser.parse_args(["--source", str(sources / "photos" / "p3.png"), "--out", str(tmp_path),
+                              "--seed", "5", "--cfa", "BGGR"])
+    assert prep.run(args) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["params"]["seed"] == 5
+    assert manifest["sources"][0]["frames"][0]["cfa"] == "BGGR"
+    with pytest.raises(prep.PrepareError):
+        prep.run(parser.parse_args(["--out", str(tmp_path)]))
