@@ -22,7 +22,7 @@ APT_PKGS := ros-core python3-rospy python3-rosbag python3-roslaunch python3-rost
 ENV_SH   := build/env.sh
 RUN      := source $(ENV_SH) &&
 
-.PHONY: help setup apt venv catkin test lint fixtures data model demo clean
+.PHONY: help setup apt venv catkin test lint fixtures data clean
 help:
 	@sed -n '2,5p' Makefile
 
@@ -71,6 +71,19 @@ lint: $(VENV)/.stamp
 test: setup
 	$(VENV)/bin/ruff check .
 	$(RUN) python -m pytest -q
+
+# The tiny model the tests use (test/fixtures/model), trained by `rawdiff train` in seconds.
+FIXTURE_DATA := build/fixture-corpus
+fixtures: setup
+	$(RUN) rawdiff prepare-data --default --out $(FIXTURE_DATA) > /dev/null
+	rm -rf test/fixtures/model
+	$(RUN) rawdiff train --base config/models/tiny.yaml --logdir build/fixture-runs --export test/fixtures/model \
+	  --max_steps 60 --log_every_n_steps 10 data.params.root=$(FIXTURE_DATA)
+
+# The default corpus: RAW frames unprocessed from photos and video frames that packages ship.
+data: data/corpus/train.txt
+data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp
+	$(RUN) rawdiff prepare-data --default --out data/corpus
 
 clean:
 	rm -rf build $(VENV)

@@ -135,6 +135,10 @@ def pad_planes(planes: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple
     return planes, (h, w)
 
 
+# Buffers that only matter while training (dead-code restart counters); not shipped.
+TRAINING_ONLY_KEYS = ("quantize.idle_steps",)
+
+
 def embedder_from_config(params: Dict) -> Embedder:
     """Build the bare network from the ``model.params`` of a vqgan config."""
     return Embedder(**(params.get("embedder") or {}))
@@ -143,6 +147,7 @@ def embedder_from_config(params: Dict) -> Embedder:
 def load_embedder(params: Dict, state: Dict[str, torch.Tensor], device: Optional[torch.device] = None) -> Embedder:
     net = embedder_from_config(params)
     missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in TRAINING_ONLY_KEYS]
     if missing or unexpected:
         raise ValueError("embedder weights do not match the config: missing %s, unexpected %s"
                          % (sorted(missing)[:5], sorted(unexpected)[:5]))

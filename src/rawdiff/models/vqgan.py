@@ -56,11 +56,11 @@ class VQGAN(L.LightningModule):
         else:
             opt_d.zero_grad(set_to_none=True)
             opt_d.step()  # keeps the step counters of both optimizers in line
-        logs.update({k: v for k, v in stats.items()})
-        self.log_dict({"train/" + k: v for k, v in logs.items()}, prog_bar=False, sync_dist=False,
-                      batch_size=target.shape[0])
-        self.log("train/rec", logs["rec"], prog_bar=True, batch_size=target.shape[0])
-        self.log("train/perplexity", stats["perplexity"], prog_bar=True, batch_size=target.shape[0])
+        logs.update(stats)
+        shown = ("rec", "perplexity")
+        n = target.shape[0]
+        self.log_dict({"train/" + k: v for k, v in logs.items() if k not in shown}, batch_size=n)
+        self.log_dict({"train/" + k: logs[k] for k in shown}, prog_bar=True, batch_size=n)
 
     def validation_step(self, batch, batch_idx):
         target = self.target_of(batch)

@@ -68,7 +68,7 @@ def crop_cfa(cfa: str, top: int, left: int) -> str:
     return "".join(tile[(top + r) % 2][(left + c) % 2] for r in (0, 1) for c in (0, 1))
 
 
-@dataclass
+@dataclass(eq=False)
 class RawFrame:
     """One RAW Bayer frame.
 
@@ -77,7 +77,8 @@ class RawFrame:
         cfa: the 2x2 pattern read row by row from the top-left pixel, e.g. ``"RGGB"``.
         black_level: scalar, or four values for the 2x2 tile positions in row-major order.
         white_level: the saturation value (e.g. 4095 for 12 bits).
-        wb_gains: optional as-shot white-balance gains (R, G, B), green normalised to 1.
+        wb_gains: optional as-shot white-balance gains (R, G, B) the ISP multiplies by (green is
+            usually 1; unprocessed frames fold a brightness gain in).
         color_matrix: optional 3x3 matrix from white-balanced camera RGB to linear sRGB
             (rows sum to 1, as in Brooks et al. 2019's ``cam2rgb``).
         timestamp: optional capture time in seconds.

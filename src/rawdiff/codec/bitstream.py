@@ -1,0 +1,399 @@
+"""The rawdiff bitstream: the self-contained container of one compressed frame.
+
+A ``.rdc`` file and the ``data`` field of a ``rawdiff/CompressedCodes`` message hold the
+same bytes. Every frame decodes on its own (no inter-frame state).
+
+Layout of format version 1 (all integers and floats little-endian)::
+
+    offset    size  type     field
+    0         4     bytes    magic b"RDCF"
+    4         2     uint16   format version (1)
+    6         16    bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
+    22        4     uint32   height of the source frame in pixels (>= 1)
+    26        4     uint32   width of the source frame in pixels (>= 1)
+    30        1     uint8    cfa: 0 RGGB, 1 BGGR, 2 GRBG, 3 GBRG
+    31        1     uint8    entropy model of the indices: 0 uniform, 1 unigram, 2 context
+    32        2     uint16   code_height: rows of the grid of codebook indices (1..height)
+    34        2     uint16   code_width: columns of the grid (1..width)
+    36        4     uint32   codebook_size K (2..65536); index bit depth = ceil(log2 K)
+    40        32    4 x f64  black_level of the 2x2 CFA tile, row-major (finite)
+    72        8     f64      white_level (finite, > every black level)
+    80        4     uint32   payload length P in bytes
+    84        1     uint8    n = length of source_encoding (0..64)
+    85        n     ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
+                             empty: unknown)
+    85+n      P     bytes    payload: the entropy-coded indices (see rawdiff.codec.entropy)
+    85+n+P    4     uint32   CRC32 (zlib.crc32) of bytes [0, 85+n+P)
+
+The whole container costs ``89 + n`` bytes on top of the payload.
+
+Reading checks, in this order: magic, version (before anything else, so a file of
+another version fails with a clear message even if its layout changed), lengths
+(truncated / trailing bytes), CRC, then the plausibility of every field. All problems
+raise :class:`BitstreamError` (a ``ValueError``) naming what is wrong; no ``struct.error``,
+``IndexError`` or ``UnicodeDecodeError`` escapes. A format change must bump
+:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of version 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+MAGIC = b"RDCF"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+# Codes pinned by the format: never reorder, only append (and bump the version).
+CFA_CODES = ("RGGB", "BGGR", "GRBG", "GBRG")
+ENTROPY_MODELS = ("uniform", "unigram", "context")
+
+MODEL_ID_BYTES = 16
+MAX_SOURCE_ENCODING = 64
+MIN_CODEBOOK_SIZE = 2
+MAX_CODEBOOK_SIZE = 65536
+
+_PREFIX = struct.Struct("<4sH")  # magic, version
+_FIXED = struct.Struct("<4sH16sIIBBHHI4ddIB")  # everything up to the source_encoding
+_CRC = struct.Struct("<I")
+HEADER_FIXED_SIZE = _FIXED.size  # 85
+_SOURCE_ENCODING_RE = re.compile(r"^[A-Za-z0-9_.+-]*$")
+_HEX_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class BitstreamError(ValueError):
+    """A byte string is not a valid rawdiff bitstream (or a header is not writable)."""
+
+
+class ModelMismatchError(BitstreamError):
+    """The bitstream was made with another model than the one that should decode it."""
+
+    def __init__(self, found: str, expected: str):
+        self.found = found
+        self.expected = expected
+        super().__init__(
+            "model mismatch: the bitstream was encoded with model %s, but the loaded model is %s"
+            % (found, expected)
+        )
+
+
+def make_model_id(data: bytes) -> str:
+    """A model id from content: the first 16 bytes of SHA-256 of ``data`` as 32 hex chars."""
+    return hashlib.sha256(bytes(data)).hexdigest()[: 2 * MODEL_ID_BYTES]
+
+
+def _normalize_model_id(model_id: Any) -> str:
+    if isinstance(model_id, (bytes, bytearray)):
+        if len(model_id) != MODEL_ID_BYTES:
+            raise BitstreamError("model_id must be %d bytes, got %d" % (MODEL_ID_BYTES, len(model_id)))
+        return bytes(model_id).hex()
+    if not isinstance(model_id, str):
+        raise BitstreamError("model_id must be a string of 32 hex digits, got %r" % (model_id,))
+    text = model_id.strip().lower()
+    if not _HEX_RE.match(text):
+        raise BitstreamError("model_id must be 32 hex digits (a 128-bit digest), got %r" % (model_id,))
+    return text
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise BitstreamError("%s must be an integer, got %r" % (name, value))
+    try:
+        return operator.index(value)  # int and numpy integers, not floats
+    except TypeError:
+        raise BitstreamError("%s must be an integer, got %r" % (name, value)) from None
+
+
+def _as_float(value: Any, name: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise BitstreamError("%s must be a number, got %r" % (name, value)) from None
+    if not math.isfinite(out):
+        raise BitstreamError("%s must be finite, got %r" % (name, value))
+    return out
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything about one compressed frame except the payload.
+
+    Attributes:
+        model_id: 32 lower-case hex chars (a 128-bit digest of the model's content); bytes
+            of length 16 and upper-case hex are accepted and normalised.
+        height, width: the source frame size in pixels.
+        cfa: ``"RGGB"``, ``"BGGR"``, ``"GRBG"`` or ``"GBRG"``.
+        source_encoding: how the source arrived, e.g. ``"bayer_rggb16"`` or ``"raw12p"``
+            (``""``: unknown).
+        black_level: a scalar or 4 values (2x2 tile, row-major); stored as a 4-tuple.
+        white_level: the saturation value.
+        code_height, code_width: the grid of codebook indices.
+        codebook_size: K; indices are in ``[0, K)``.
+        entropy_model: which prior coded the indices: ``"uniform"``, ``"unigram"`` or ``"context"``.
+        payload_length: set by :func:`unpack`/:func:`read_header`; :func:`pack` checks it if set.
+        version: the format version (only :data:`FORMAT_VERSION` can be written).
+    """
+
+    model_id: str
+    height: int
+    width: int
+    cfa: str
+    source_encoding: str
+    black_level: Union[float, Tuple[float, float, float, float]]
+    white_level: float
+    code_height: int
+    code_width: int
+    codebook_size: int
+    entropy_model: str = "context"
+    payload_length: Optional[int] = None
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("model_id", _normalize_model_id(self.model_id))
+        for name, hi in (("height", 0xFFFFFFFF), ("width", 0xFFFFFFFF),
+                         ("code_height", 0xFFFF), ("code_width", 0xFFFF)):
+            value = _as_int(getattr(self, name), name)
+            if not 1 <= value <= hi:
+                raise BitstreamError("%s must be in [1, %d], got %d" % (name, hi, value))
+            put(name, value)
+        if self.code_height > self.height or self.code_width > self.width:
+            raise BitstreamError(
+                "code grid %dx%d is inconsistent with a %dx%d frame (larger than the frame)"
+                % (self.code_height, self.code_width, self.height, self.width)
+            )
+        cfa = str(self.cfa).upper() if isinstance(self.cfa, str) else self.cfa
+        if cfa not in CFA_CODES:
+            raise BitstreamError("cfa %r is not one of %s" % (self.cfa, ", ".join(CFA_CODES)))
+        put("cfa", cfa)
+        enc = self.source_encoding
+        if not isinstance(enc, str) or len(enc) > MAX_SOURCE_ENCODING or not _SOURCE_ENCODING_RE.match(enc):
+            raise BitstreamError(
+                "source_encoding must be 0..%d characters of [A-Za-z0-9_.+-], got %r"
+                % (MAX_SOURCE_ENCODING, enc)
+            )
+        black = self.black_level
+        if isinstance(black, (str, bytes)):
+            raise BitstreamError("black_level must be a number or 4 numbers, got %r" % (black,))
+        try:
+            values = list(black)
+        except TypeError:  # a scalar
+            values = [black]
+        if len(values) == 1:
+            values = values * 4
+        if len(values) != 4:
+            raise BitstreamError("black_level must be a scalar or 4 values, got %d values" % len(values))
+        black4 = tuple(_as_float(v, "black_level") for v in values)
+        put("black_level", black4)
+        white = _as_float(self.white_level, "white_level")
+        if white <= max(black4):
+            raise BitstreamError("white_level %r must exceed the black level %r" % (white, max(black4)))
+        put("white_level", white)
+        k = _as_int(self.codebook_size, "codebook_size")
+        if not MIN_CODEBOOK_SIZE <= k <= MAX_CODEBOOK_SIZE:
+            raise BitstreamError(
+                "codebook_size must be in [%d, %d], got %d" % (MIN_CODEBOOK_SIZE, MAX_CODEBOOK_SIZE, k)
+            )
+        put("codebook_size", k)
+        if self.entropy_model not in ENTROPY_MODELS:
+            raise BitstreamError(
+                "entropy_model %r is not one of %s" % (self.entropy_model, ", ".join(ENTROPY_MODELS))
+            )
+        if self.payload_length is not None:
+            length = _as_int(self.payload_length, "payload_length")
+            if not 0 <= length <= 0xFFFFFFFF:
+                raise BitstreamError("payload_length must be in [0, 2**32), got %d" % length)
+            put("payload_length", length)
+        put("version", _as_int(self.version, "version"))
+
+    @property
+    def index_bits(self) -> int:
+        """Bits of a fixed-width index: ceil(log2(codebook_size))."""
+        return (self.codebook_size - 1).bit_length()
+
+    @property
+    def code_shape(self) -> Tuple[int, int]:
+        return self.code_height, self.code_width
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-able dict (``rawdiff info``); :meth:`from_dict` reads it back."""
+        return {
+            "format_version": self.version,
+            "model_id": self.model_id,
+            "height": self.height,
+            "width": self.width,
+            "cfa": self.cfa,
+            "source_encoding": self.source_encoding,
+            "black_level": list(self.black_level),
+            "white_level": self.white_level,
+            "code_height": self.code_height,
+            "code_width": self.code_width,
+            "codebook_size": self.codebook_size,
+            "index_bits": self.index_bits,
+            "entropy_model": self.entropy_model,
+            "payload_length": self.payload_length,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> Header:
+        try:
+            return cls(
+                model_id=d["model_id"], height=d["height"], width=d["width"], cfa=d["cfa"],
+                source_encoding=d["source_encoding"], black_level=d["black_level"],
+                white_level=d["white_level"], code_height=d["code_height"],
+                code_width=d["code_width"], codebook_size=d["codebook_size"],
+                entropy_model=d.get("entropy_model", "context"),
+                payload_length=d.get("payload_length"),
+                version=d.get("format_version", FORMAT_VERSION),
+            )
+        except KeyError as exc:
+            raise BitstreamError("header dict lacks the field %s" % exc) from None
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        raise BitstreamError("a bitstream is bytes, got str")
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise BitstreamError("a bitstream is bytes, got %s" % type(data).__name__) from None
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """The bitstream of one frame: header, ``payload`` and CRC32."""
+    if not isinstance(header, Header):
+        raise BitstreamError("pack() needs a Header, got %s" % type(header).__name__)
+    payload = _as_bytes(payload)
+    if header.version != FORMAT_VERSION:
+        raise BitstreamError(
+            "cannot write format version %d (this build writes version %d)" % (header.version, FORMAT_VERSION)
+        )
+    if header.payload_length is not None and header.payload_length != len(payload):
+        raise BitstreamError(
+            "header.payload_length is %d but the payload has %d bytes" % (header.payload_length, len(payload))
+        )
+    if len(payload) > 0xFFFFFFFF:
+        raise BitstreamError("payload of %d bytes is too large (max 2**32 - 1)" % len(payload))
+    enc = header.source_encoding.encode("ascii")
+    head = _FIXED.pack(
+        MAGIC, FORMAT_VERSION, bytes.fromhex(header.model_id), header.height, header.width,
+        CFA_CODES.index(header.cfa), ENTROPY_MODELS.index(header.entropy_model),
+        header.code_height, header.code_width, header.codebook_size,
+        *header.black_level, header.white_level, len(payload), len(enc),
+    )
+    body = head + enc + payload
+    return body + _CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def _check_prefix(buf: bytes) -> None:
+    if len(buf) < len(MAGIC):
+        if MAGIC.startswith(buf) and buf:
+            raise BitstreamError(
+                "truncated bitstream: expected at least %d bytes, got %d" % (HEADER_FIXED_SIZE + 4, len(buf))
+            )
+        raise BitstreamError("not a rawdiff bitstream (%d bytes, no magic %r)" % (len(buf), MAGIC))
+    if buf[:4] != MAGIC:
+        raise BitstreamError("not a rawdiff bitstream (bad magic %r, expected %r)" % (buf[:4], MAGIC))
+    if len(buf) < _PREFIX.size:
+        raise BitstreamError(
+            "truncated bitstream: expected at least %d bytes, got %d" % (HEADER_FIXED_SIZE + 4, len(buf))
+        )
+    _, version = _PREFIX.unpack_from(buf, 0)
+    if version not in SUPPORTED_VERSIONS:
+        raise BitstreamError(
+            "unsupported bitstream format version %d (this build reads version%s %s)"
+            % (version, "s" if len(SUPPORTED_VERSIONS) > 1 else "",
+               ", ".join(str(v) for v in SUPPORTED_VERSIONS))
+        )
+
+
+def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
+    """Parse and check; returns the header and the offset of the payload."""
+    _check_prefix(buf)
+    if len(buf) < HEADER_FIXED_SIZE:
+        raise BitstreamError(
+            "truncated bitstream: expected at least %d bytes, got %d" % (HEADER_FIXED_SIZE + 4, len(buf))
+        )
+    fields = _FIXED.unpack_from(buf, 0)
+    (_, version, model_id, height, width, cfa_code, entropy_code, code_h, code_w, k) = fields[:10]
+    black = fields[10:14]
+    white, payload_length, enc_len = fields[14:17]
+    if enc_len > MAX_SOURCE_ENCODING:
+        raise BitstreamError("source_encoding length %d is not in [0, %d]" % (enc_len, MAX_SOURCE_ENCODING))
+    start = HEADER_FIXED_SIZE + enc_len
+    total = start + payload_length + _CRC.size
+    if len(buf) < (total if verify else start):
+        raise BitstreamError(
+            "truncated bitstream: expected %d bytes (header %d, payload %d, CRC 4), got %d"
+            % (total, start, payload_length, len(buf))
+        )
+    if verify:
+        if len(buf) > total:
+            raise BitstreamError(
+                "%d bytes of trailing garbage after the CRC (expected %d bytes, got %d)"
+                % (len(buf) - total, total, len(buf))
+            )
+        (stored,) = _CRC.unpack_from(buf, total - _CRC.size)
+        computed = zlib.crc32(buf[: total - _CRC.size]) & 0xFFFFFFFF
+        if stored != computed:
+            raise BitstreamError(
+                "CRC mismatch: stored 0x%08x, computed 0x%08x; the bitstream is corrupted" % (stored, computed)
+            )
+    if cfa_code >= len(CFA_CODES):
+        raise BitstreamError("unknown cfa code %d (known: %s)" % (
+            cfa_code, ", ".join("%d=%s" % kv for kv in enumerate(CFA_CODES))))
+    if entropy_code >= len(ENTROPY_MODELS):
+        raise BitstreamError("unknown entropy model code %d (known: %s)" % (
+            entropy_code, ", ".join("%d=%s" % kv for kv in enumerate(ENTROPY_MODELS))))
+    try:
+        enc = buf[HEADER_FIXED_SIZE:start].decode("ascii")
+    except UnicodeDecodeError:
+        raise BitstreamError("source_encoding is not ASCII: %r" % buf[HEADER_FIXED_SIZE:start]) from None
+    header = Header(
+        model_id=model_id, height=height, width=width, cfa=CFA_CODES[cfa_code],
+        source_encoding=enc, black_level=black, white_level=white, code_height=code_h,
+        code_width=code_w, codebook_size=k, entropy_model=ENTROPY_MODELS[entropy_code],
+        payload_length=payload_length, version=version,
+    )
+    return header, start
+
+
+def unpack(data: bytes) -> Tuple[Header, bytes]:
+    """Check a whole bitstream and split it into its header and payload."""
+    buf = _as_bytes(data)
+    header, start = _parse(buf, verify=True)
+    return header, buf[start: start + header.payload_length]
+
+
+def read_header(data: bytes, verify: bool = True) -> Header:
+    """The header of a bitstream (``rawdiff info``).
+
+    With ``verify=True`` (default) the whole bitstream is checked as by :func:`unpack`
+    (length and CRC); with ``verify=False`` a prefix holding the header is enough.
+    """
+    header, _ = _parse(_as_bytes(data), verify=verify)
+    return header
+
+
+def check_model(header: Header, model_id: str) -> None:
+    """Raise :class:`ModelMismatchError` unless ``header`` was made with ``model_id``."""
+    expected = _normalize_model_id(model_id)
+    if header.model_id != expected:
+        raise ModelMismatchError(found=header.model_id, expected=expected)
+
+
+__all__ = [
+    "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC",
+    "SUPPORTED_VERSIONS", "BitstreamError", "Header", "ModelMismatchError", "check_model",
+    "make_model_id", "pack", "read_header", "unpack",
+]

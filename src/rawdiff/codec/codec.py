@@ -1,0 +1,153 @@
+"""The codec: one code path for the ROS nodes, the command line, bags and evaluation.
+
+    compress:   RawFrame --planes--> pad --Embedder.encode_indices--> grid (h x w)
+                --IndexPrior.encode--> payload --bitstream.pack(header)--> bytes
+    decompress: bytes --bitstream.unpack + model check--> payload --IndexPrior.decode--> grid
+                --Embedder.decode_indices (fast) | latent diffusion--> crop --> uint8 RGB
+
+Compression follows CompressAI's contract: ``compress`` returns everything the decoder
+needs (here one self-contained byte string) and ``decompress`` needs nothing else but
+the model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+from rawdiff.codec import bitstream
+from rawdiff.codec.modeldir import read_model_dir
+from rawdiff.device import resolve_device
+from rawdiff.raw.frame import RawFrame
+
+MODES = ("fast", "diffusion")
+
+
+class Codec:
+    def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], embedder, prior,
+                 device: torch.device, backend: str = "torch", onnx_session=None):
+        self.model_dir = model_dir
+        self.config = config
+        self.meta = meta
+        self.model_id: str = meta["model_id"]
+        self.embedder = embedder
+        self.prior = prior
+        self.device = device
+        self.backend = backend
+        self.onnx_session = onnx_session
+        self.factor: int = int(meta["factor"])
+        self.n_embed: int = int(meta["n_embed"])
+        self._diffusion = None
+
+    @classmethod
+    def load(cls, model_dir: str, device: str = "auto", backend: str = "torch") -> Codec:
+        from safetensors.torch import load_file
+
+        from rawdiff.codec.entropy import IndexPrior
+        from rawdiff.models.embedder import load_embedder
+
+        if backend not in ("torch", "onnx"):
+            raise ValueError("backend must be 'torch' or 'onnx', got %r" % (backend,))
+        info = read_model_dir(model_dir)
+        dev = resolve_device(device)
+        params = info["config"].get("model", {}).get("params", {})
+        embedder = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")), dev)
+        prior = IndexPrior.load(os.path.join(model_dir, "prior.safetensors"))
+        session = None
+        if backend == "onnx":
+            from rawdiff.export.onnx import open_session
+
+            session = open_session(model_dir, dev)
+        return cls(model_dir, info["config"], info["meta"], embedder, prior, dev, backend, session)
+
+    # -- encoder side -------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_indices(self, frame: RawFrame) -> np.ndarray:
+        """The code grid (h x w, int64) of a frame."""
+        from rawdiff.models.embedder import pad_planes
+
+        planes = frame.to_planes()  # raises ValueError for odd sizes
+        if self.onnx_session is not None:
+            from rawdiff.export.onnx import run_encoder
+
+            return run_encoder(self.onnx_session, planes, self.embedder.plane_multiple)
+        x = torch.from_numpy(planes)[None].to(self.device)
+        x, _ = pad_planes(x, self.embedder.plane_multiple)
+        return self.embedder.encode_indices(x)[0].cpu().numpy().astype(np.int64)
+
+    def compress(self, frame: RawFrame, source_encoding: str = "") -> bytes:
+        if not isinstance(frame, RawFrame):
+            raise ValueError("compress needs a RawFrame, got %s" % type(frame).__name__)
+        source_encoding = (source_encoding or frame.extra.get("source_encoding")
+                           or "bayer_%s16" % frame.cfa.lower())
+        grid = self.encode_indices(frame)
+        payload = self.prior.encode(grid)
+        header = bitstream.Header(
+            model_id=self.model_id, height=frame.height, width=frame.width, cfa=frame.cfa,
+            source_encoding=source_encoding, black_level=frame.black_level,
+            white_level=frame.white_level, code_height=grid.shape[0], code_width=grid.shape[1],
+            codebook_size=self.n_embed, entropy_model=self.prior.kind)
+        return bitstream.pack(header, payload)
+
+    # -- decoder side -------------------------------------------------------------------
+
+    def parse(self, data: bytes):
+        """Header and code grid of a bitstream; raises BitstreamError on anything wrong."""
+        header, payload = bitstream.unpack(data)
+        bitstream.check_model(header, self.model_id)
+        if header.codebook_size != self.n_embed or header.entropy_model != self.prior.kind:
+            raise bitstream.BitstreamError(
+                "bitstream codes (K=%d, %s prior) do not match model %s (K=%d, %s prior)"
+                % (header.codebook_size, header.entropy_model, self.model_id, self.n_embed, self.prior.kind))
+        expected = (-(-header.height // self.factor), -(-header.width // self.factor))
+        if (header.code_height, header.code_width) != expected:
+            raise bitstream.BitstreamError(
+                "code grid %dx%d does not fit a %dx%d frame at f%d (expected %dx%d)"
+                % (header.code_height, header.code_width, header.height, header.width, self.factor,
+                   expected[0], expected[1]))
+        grid = self.prior.decode(payload, (header.code_height, header.code_width))
+        return header, grid
+
+    @torch.inference_mode()
+    def decode_fast(self, grid: np.ndarray, height: int, width: int) -> np.ndarray:
+        idx = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
+        out = self.embedder.decode_indices(idx)[0].clamp(0, 1)
+        if self.embedder.out == "raw":
+            return self._render_planes(out.float().cpu().numpy(), height, width)
+        rgb = out[:, :height, :width].permute(1, 2, 0).float().cpu().numpy()
+        return np.round(rgb * 255.0).astype(np.uint8)
+
+    @staticmethod
+    def _render_planes(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+        """A decoder to RAW planes gives the mosaic back; the reference ISP renders it
+        (automatic white balance: the bitstream carries no colour metadata)."""
+        from rawdiff.raw.frame import planes_to_mosaic
+        from rawdiff.raw.isp import render
+
+        mosaic = planes_to_mosaic(planes[:, : height // 2, : width // 2], "RGGB")
+        frame = RawFrame(np.round(mosaic * 65535.0).astype(np.uint16), cfa="RGGB", white_level=65535)
+        return render(frame)
+
+    def decompress(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0) -> np.ndarray:
+        """uint8 H x W x 3 sRGB image of the frame in ``data``."""
+        if mode not in MODES:
+            raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
+        header, grid = self.parse(data)
+        if mode == "fast":
+            return self.decode_fast(grid, header.height, header.width)
+        return self.diffusion().decode(grid, header.height, header.width, steps=steps, seed=seed)
+
+    def diffusion(self):
+        if self._diffusion is None:
+            path = os.path.join(self.model_dir, "diffusion.safetensors")
+            if not os.path.isfile(path):
+                raise ValueError("model %s has no diffusion decoder (%s missing); use mode='fast'"
+                                 % (self.model_id, path))
+            from rawdiff.models.ldm import load_diffusion_decoder
+
+            self._diffusion = load_diffusion_decoder(self, path)
+        return self._diffusion

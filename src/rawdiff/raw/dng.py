@@ -1,0 +1,120 @@
+"""Read a DNG (or another Bayer camera RAW that LibRaw reads) into a :class:`RawFrame`.
+
+rawpy (LibRaw) reads the file; this module only maps LibRaw's fields onto RawFrame's::
+
+    raw_image_visible            -> mosaic (uint16, margins removed, not flipped)
+    raw_pattern + color_desc     -> cfa ("RGGB", ...); anything but a 2x2 R/G/B pattern is refused
+    black_level_per_channel      -> black_level on the 2x2 tile positions (a scalar when all equal)
+    white_level                  -> white_level
+    camera_whitebalance          -> wb_gains (R, G, B) / G; None when missing (LibRaw gives 0)
+    color_matrix | rgb_xyz_matrix -> color_matrix (camera -> linear sRGB, rows sum to 1)
+
+The colour matrix: for a DNG, LibRaw converts the ``ColorMatrix`` tag (XYZ -> camera) with
+dcraw's ``cam_xyz_coeff`` into ``color_matrix`` (its ``rgb_cam``) and leaves
+``rgb_xyz_matrix`` at zero (LibRaw 0.21), so that matrix is used when populated: it is what
+LibRaw itself renders with. Otherwise (other RAW formats) the matrix is derived from
+``rgb_xyz_matrix`` (dcraw's ``cam_xyz``, from LibRaw's camera table) with
+:func:`rawdiff.raw.isp.camera_to_srgb_matrix`, the same formula. Both are rows-sum-to-1
+matrices for white-balanced camera RGB, the RawFrame convention.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import numpy as np
+
+from rawdiff.raw.frame import CFA_PATTERNS, RawFrame
+from rawdiff.raw.isp import camera_to_srgb_matrix
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def read_dng(path: PathLike) -> RawFrame:
+    """Read the Bayer mosaic and its metadata from ``path`` with rawpy.
+
+    Raises ``ValueError`` naming the path when the file is missing, not a RAW file LibRaw
+    can read, or not a 2x2 Bayer mosaic (X-Trans, monochrome, linear/demosaiced DNG).
+    ``extra`` holds ``flip`` (LibRaw's orientation code; the mosaic is never flipped) and
+    ``color_matrix_source``.
+    """
+    import rawpy
+
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise ValueError("%s: %s" % (name, "not a file" if os.path.exists(name) else "no such file"))
+    try:
+        with rawpy.imread(name) as raw:
+            return _frame_from_rawpy(raw, name)
+    except (rawpy.LibRawError, NotImplementedError, RuntimeError, OSError) as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError("%s: not a RAW file rawpy can read (%s: %s)" % (name, type(exc).__name__, detail)) from None
+
+
+def _cfa_from_rawpy(raw, name: str):
+    import rawpy
+
+    if raw.raw_type != rawpy.RawType.Flat:
+        raise ValueError("%s: raw_type %s is not a Bayer mosaic (linear or demosaiced data)" % (name, raw.raw_type))
+    pattern = np.asarray(raw.raw_pattern)
+    desc = bytes(raw.color_desc).decode("ascii", errors="replace")
+    if pattern.shape != (2, 2):
+        kind = {1: " (monochrome)", 6: " (Fujifilm X-Trans)"}.get(pattern.shape[0], "")
+        raise ValueError(
+            "%s: CFA pattern is %dx%d%s, not a 2x2 Bayer pattern; only RGGB, BGGR, GRBG, GBRG are supported"
+            % (name, pattern.shape[0], pattern.shape[1], kind)
+        )
+    cfa = "".join(desc[int(i)] if 0 <= int(i) < len(desc) else "?" for i in pattern.ravel())
+    if cfa not in CFA_PATTERNS:
+        raise ValueError("%s: CFA %r (colours %r) is not one of %s" % (name, cfa, desc, ", ".join(CFA_PATTERNS)))
+    return cfa, pattern, desc
+
+
+def _wb_gains(raw, desc: str) -> Optional[np.ndarray]:
+    cam = np.asarray(raw.camera_whitebalance, dtype=np.float64)
+    gains = np.array([cam[desc.index(c)] for c in "RGB"])
+    if not np.all(np.isfinite(gains)) or np.any(gains <= 0):
+        return None
+    return gains / gains[1]
+
+
+def _color_matrix(raw, desc: str):
+    idx = [desc.index(c) for c in "RGB"]
+    rgb_cam = np.asarray(raw.color_matrix, dtype=np.float64)  # 3 x 4: sRGB rows, camera colour columns
+    if rgb_cam.shape == (3, 4) and np.all(np.isfinite(rgb_cam)) and np.any(rgb_cam != 0):
+        ccm = rgb_cam[:, idx].copy()
+        if len(desc) > 3 and desc[3] == "G" and raw.num_colors == 4:  # a separate second green
+            ccm[:, 1] += rgb_cam[:, 3]
+        sums = ccm.sum(axis=1, keepdims=True)
+        if np.all(sums > 1e-6):
+            return ccm / sums, "libraw_color_matrix"
+    cam_xyz = np.asarray(raw.rgb_xyz_matrix, dtype=np.float64)  # 4 x 3: camera colour rows, XYZ columns
+    if cam_xyz.shape == (4, 3) and np.all(np.isfinite(cam_xyz)) and np.any(cam_xyz != 0):
+        try:
+            return camera_to_srgb_matrix(cam_xyz[idx]), "rgb_xyz_matrix"
+        except ValueError:
+            return None, "none"
+    return None, "none"
+
+
+def _frame_from_rawpy(raw, name: str) -> RawFrame:
+    cfa, pattern, desc = _cfa_from_rawpy(raw, name)
+    mosaic = np.array(raw.raw_image_visible, dtype=np.uint16, copy=True)
+    per_colour = [float(b) for b in raw.black_level_per_channel]
+    black = [per_colour[int(i)] for i in pattern.ravel()]
+    black_level = black[0] if len(set(black)) == 1 else black
+    white_level = float(raw.white_level)
+    if white_level <= max(black):
+        raise ValueError("%s: white_level %g <= black_level %g" % (name, white_level, max(black)))
+    color_matrix, source = _color_matrix(raw, desc)
+    return RawFrame(
+        mosaic=mosaic,
+        cfa=cfa,
+        black_level=black_level,
+        white_level=white_level,
+        wb_gains=_wb_gains(raw, desc),
+        color_matrix=color_matrix,
+        frame_id=os.path.basename(name),
+        extra={"flip": int(raw.sizes.flip), "color_matrix_source": source},
+    )
