@@ -15,6 +15,11 @@ from typing import Any, Dict, List, Optional, Sequence
 from rawdiff.config import instantiate, load_config, load_configs, save_config
 
 
+# Lightning's DDP launcher starts the other ranks as new processes running the same command;
+# they learn the run folder that rank 0 made from this variable.
+RUN_DIR_ENV = "RAWDIFF_RUN_DIR"
+
+
 def resolve_resume(resume: str, bases: Sequence[str]):
     """``--resume`` takes a checkpoint or a run folder (then its last.ckpt and config)."""
     if os.path.isdir(resume):
@@ -55,10 +60,13 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
     if not bases:
         raise ValueError("no config given: use --base CONFIG.yaml (or --resume RUN_DIR)")
     cfg = load_configs(bases, overrides)
-    if not resume:
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_DIR_ENV):
+        run_dir = os.environ[RUN_DIR_ENV]  # a DDP worker started by rank 0: share its run
+    elif not resume:
         name = name or os.path.splitext(os.path.basename(bases[-1]))[0]
         run_dir = os.path.join(logdir, time.strftime("%Y-%m-%dT%H-%M-%S") + "_" + name)
     os.makedirs(run_dir, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = run_dir  # inherited by the processes DDP launches
 
     trainer_cfg: Dict[str, Any] = dict((cfg.get("lightning") or {}).get("trainer") or {})
     cli = dict(accelerator=accelerator, devices=devices, strategy=strategy,
@@ -78,7 +86,8 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
                         every_n_train_steps=ckpt_every),
         TQDMProgressBar(refresh_rate=max(1, int(log_every_n_steps) // 5)),
     ]
-    loggers = [CSVLogger(run_dir, name="csv", version=""), TensorBoardLogger(run_dir, name="tb", version="")]
+    # version=None: a resumed run logs into csv/version_1, ... and keeps the earlier logs
+    loggers = [CSVLogger(run_dir, name="csv"), TensorBoardLogger(run_dir, name="tb")]
     trainer_cfg["strategy"] = _strategy(trainer_cfg.get("strategy", "auto"))
     trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, logger=loggers, **trainer_cfg)
 

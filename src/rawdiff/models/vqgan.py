@@ -30,6 +30,9 @@ class VQGAN(L.LightningModule):
         self.loss = VQLoss(out_channels=out_channels, **(loss or {}))
         self.learning_rate = learning_rate
         self.betas = tuple(betas)
+        # Batches trained so far. Lightning's global_step counts optimizer steps, whose number
+        # per batch depends on the optimizers taking part, so the GAN warm-up counts batches.
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
     def target_of(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["rgb"] if self.embedder.out == "rgb" else batch["raw"]
@@ -41,7 +44,8 @@ class VQGAN(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         target = self.target_of(batch)
         x_hat, q_loss, _, stats = self.embedder(batch["raw"])
-        step = self.global_step // 2  # two optimizer steps per batch
+        step = int(self.batches_seen)
+        self.batches_seen += 1
         g_loss, logs = self.loss.generator_loss(x_hat, target, q_loss, step, self.embedder.last_layer())
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
@@ -53,9 +57,6 @@ class VQGAN(L.LightningModule):
             self.manual_backward(d_loss)
             opt_d.step()
             logs.update(d_logs)
-        else:
-            opt_d.zero_grad(set_to_none=True)
-            opt_d.step()  # keeps the step counters of both optimizers in line
         logs.update(stats)
         shown = ("rec", "perplexity")
         n = target.shape[0]

@@ -1,0 +1,106 @@
+"""The `rawdiff` command line: isp on every input kind, compress/decompress/info, and one
+clear line (no traceback) for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from rawdiff.cli import main
+from rawdiff.raw import read_raw
+from rawdiff.raw.io import write_csi2, write_raw
+from rawdiff.raw.isp import render
+from rawdiff.raw.unprocess import unprocess
+
+from conftest import textured_photo
+
+
+@pytest.fixture(scope="module")
+def frame():
+    f, _ = unprocess(textured_photo(64, 96, 5), seed=5, noise=False)
+    return f
+
+
+def _png(path):
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
+
+
+def test_isp_on_a_16bit_png_with_sidecar(tmp_path, frame):
+    src = write_raw(frame, str(tmp_path / "frame.png"))
+    assert main(["isp", str(src), "-o", str(tmp_path / "out.png")]) == 0
+    assert np.array_equal(_png(tmp_path / "out.png"), render(read_raw(str(src))))
+
+
+def test_isp_on_a_packed_raw12_file(tmp_path, frame):
+    src = write_csi2(frame, str(tmp_path / "frame.raw12"), bits=12)
+    os.remove(str(src)[: -len(".raw12")] + ".json")  # geometry from the command line only
+    args = ["isp", str(src), "--format", "raw12p", "--width", "96", "--height", "64", "--cfa", frame.cfa,
+            "--black-level", str(frame.black_level), "--white-level", "4095", "-o", str(tmp_path / "o.png")]
+    assert main(args) == 0
+    out = _png(tmp_path / "o.png")
+    assert out.shape == (64, 96, 3)
+    # RAW12 is lossless for a 12-bit frame, but the file carries no colour metadata: auto WB
+    ref = render(frame.copy(wb_gains=None, color_matrix=None))
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_isp_on_a_dng(tmp_path):
+    from test_dng import write_dng
+
+    mosaic = np.full((32, 48), 1000, np.uint16)
+    path = tmp_path / "x.dng"
+    write_dng(path, mosaic)
+    assert main(["isp", str(path), "-o", str(tmp_path / "x.png")]) == 0
+    assert _png(tmp_path / "x.png").shape == (32, 48, 3)
+
+
+def test_compress_decompress_info(tmp_path, frame, fixture_model, capsys):
+    src = write_raw(frame, str(tmp_path / "f.npy"))
+    rdc = tmp_path / "f.rdc"
+    assert main(["compress", str(src), "-o", str(rdc), "--model", fixture_model]) == 0
+    printed = capsys.readouterr().out
+    bpp = 8.0 * os.path.getsize(rdc) / (96 * 64)
+    assert "%.4f bpp" % bpp in printed
+    assert main(["decompress", str(rdc), "-o", str(tmp_path / "f.png"), "--model", fixture_model]) == 0
+    assert _png(tmp_path / "f.png").shape == (64, 96, 3)
+    capsys.readouterr()
+    assert main(["info", str(rdc)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["width"] == 96 and info["height"] == 64 and info["bytes"] == os.path.getsize(rdc)
+
+
+@pytest.mark.parametrize("make_bad,expect", [
+    (lambda d: str(d / "missing.npy"), "not found"),
+    (lambda d: _write(d / "junk.rdc", b"hello world"), "not a rawdiff bitstream"),
+    (lambda d: _write(d / "frame.xyz", b"\x00" * 16), "xyz"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, make_bad, expect, fixture_model):
+    bad = make_bad(tmp_path)
+    cmd = "info" if bad.endswith(".rdc") else "isp"
+    args = [cmd, bad] + (["-o", str(tmp_path / "o.png")] if cmd == "isp" else [])
+    proc = subprocess.run([sys.executable, "-m", "rawdiff.cli"] + args, capture_output=True, text=True)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert expect in lines[0].lower() or expect in lines[0]
+
+
+def test_decompress_of_a_corrupted_file(tmp_path, frame, fixture_model):
+    src = write_raw(frame, str(tmp_path / "f.npy"))
+    rdc = tmp_path / "f.rdc"
+    assert main(["compress", str(src), "-o", str(rdc), "--model", fixture_model]) == 0
+    data = bytearray(rdc.read_bytes())
+    data[-10] ^= 0xFF
+    rdc.write_bytes(bytes(data))
+    proc = subprocess.run([sys.executable, "-m", "rawdiff.cli", "decompress", str(rdc), "-o",
+                           str(tmp_path / "x.png"), "--model", fixture_model], capture_output=True, text=True)
+    assert proc.returncode == 1 and "CRC" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return str(path)
