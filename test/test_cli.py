@@ -9,14 +9,13 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import textured_photo
 
 from rawdiff.cli import main
 from rawdiff.raw import read_raw
 from rawdiff.raw.io import write_csi2, write_raw
 from rawdiff.raw.isp import render
 from rawdiff.raw.unprocess import unprocess
-
-from conftest import textured_photo
 
 
 @pytest.fixture(scope="module")

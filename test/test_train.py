@@ -8,12 +8,11 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 
 from rawdiff.codec import Codec
 from rawdiff.raw import read_raw
 from rawdiff.train import train
-
-from conftest import ROOT
 
 TINY = os.path.join(ROOT, "config", "models", "tiny.yaml")
 

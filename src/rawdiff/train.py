@@ -14,7 +14,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from rawdiff.config import instantiate, load_config, load_configs, save_config
 
-
 # Lightning's DDP launcher starts the other ranks as new processes running the same command;
 # they learn the run folder that rank 0 made from this variable.
 RUN_DIR_ENV = "RAWDIFF_RUN_DIR"

@@ -1,1 +1,1 @@
-
+"""Diffusion schedules and samplers: pure functions, no ``nn.Module``, no weights."""
