@@ -42,7 +42,7 @@ build/.apt.stamp:
 	@touch $@
 
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: requirements.txt setup.py build/.apt.stamp
+$(VENV)/.stamp: requirements.txt requirements-core.txt setup.py build/.apt.stamp
 	@[ -x $(PY) ] || $(PY_SYS) -m venv --system-site-packages $(VENV)
 	@echo "venv: torch==2.13.0 (CPU) first, then requirements.txt"
 	@$(PY) -m pip install -q torch==2.13.0 2> >(grep -v '^WARNING: Location' >&2)
