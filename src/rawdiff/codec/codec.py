@@ -60,7 +60,7 @@ class Codec:
         if backend == "onnx":
             from rawdiff.export.onnx import open_session
 
-            session = open_session(model_dir, dev)
+            session = open_session(model_dir, device)  # "auto" may pick an onnxruntime GPU provider
         return cls(model_dir, info["config"], info["meta"], embedder, prior, dev, backend, session)
 
     # -- encoder side -------------------------------------------------------------------

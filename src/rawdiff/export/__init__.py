@@ -1,1 +1,1 @@
-
+"""Deployment formats of the encoder: :mod:`rawdiff.export.onnx` (ONNX graph, onnxruntime backend)."""

@@ -48,6 +48,9 @@ class VectorQuantizer(nn.Module):
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for each row of ``flat`` (N x D)."""
         codes = self.codebook()
+        if self.normalize:
+            # unit vectors: the nearest code is the one with the largest dot product
+            return (flat @ codes.t()).argmax(dim=1)
         # ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2; ||a||^2 is the same for every code
         dist = codes.pow(2).sum(1)[None, :] - 2.0 * flat @ codes.t()
         return dist.argmin(dim=1)

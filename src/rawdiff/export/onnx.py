@@ -1,0 +1,331 @@
+"""The encoder as one ONNX graph for the vehicle, and the onnxruntime backend that runs it.
+
+    planes (1 x 4 x h x w float32, h and w multiples of plane_multiple)
+      --pixel_unshuffle--> Encoder --l2-normalise--> nearest code (argmin) --> indices (1 x h/m x w/m int64)
+
+The graph is traced from :meth:`Embedder.encode_indices`, the function the torch backend
+runs, so the two backends cannot drift apart; height and width are dynamic. The
+default opset 17 runs on onnxruntime 1.17 and later (what a vehicle computer may carry);
+onnxruntime 1.17 runs opsets up to 20.
+
+``encoder.onnx`` is not a weight file, so it does not enter ``model_id``
+(:func:`rawdiff.codec.modeldir.compute_model_id`). Instead ``model.json["onnx"]`` records
+the weights it was exported from: ``embedder_id`` (the digest of ``embedder.safetensors``,
+the only weights in the graph), the ``model_id`` of the directory at export time, and the
+file's SHA-256; the graph carries both ids in its metadata. :func:`open_session` refuses a
+file that no longer matches ("stale": the embedder was retrained, or the file was swapped).
+A directory that only gained weights the graph does not contain (a diffusion decoder, a
+refitted index prior: a new ``model_id``, the same ``embedder_id``) keeps its graph.
+
+Execution providers are tried in the order TensorRT, CUDA, CPU, as far as the installed
+onnxruntime has them (``onnxruntime-gpu`` brings the first two); the one chosen is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "encoder.onnx"
+INPUT_NAME = "planes"
+OUTPUT_NAME = "indices"
+DEFAULT_OPSET = 17
+#: opsets the classic exporter writes and onnxruntime 1.17 runs
+OPSET_RANGE = (13, 20)
+#: agreement with torch that the export check and the parity test require
+MIN_AGREEMENT = 0.999
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedder_id(model_dir: str) -> str:
+    """Digest of the embedder weights (32 hex digits, like ``model_id``): what the graph is made of."""
+    return _sha256(os.path.join(model_dir, "embedder.safetensors"))[:32]
+
+
+def check_opset(opset: int) -> int:
+    opset = int(opset)
+    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
+        raise ValueError("opset %d is outside %d..%d (the exporter's opsets that onnxruntime 1.17 runs)"
+                         % (opset, OPSET_RANGE[0], OPSET_RANGE[1]))
+    return opset
+
+
+def export_embedder(embedder, path: str, opset: int = DEFAULT_OPSET,
+                    metadata: Optional[Dict[str, Any]] = None) -> str:
+    """Trace ``embedder.encode_indices`` (planes -> int64 index grid) into ``path``.
+
+    Uses the classic TorchScript exporter (``dynamo=False``): it needs no ``onnxscript``
+    and writes any opset from 13 on. ``metadata`` goes into the graph's metadata_props.
+    """
+    import onnx
+    import torch
+
+    opset = check_opset(opset)
+
+    class EncodeIndices(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, planes):
+            return self.net.encode_indices(planes)
+
+    was_training = embedder.training
+    embedder.eval()
+    device = next(embedder.parameters()).device
+    m = embedder.plane_multiple
+    example = torch.rand(1, 4, 2 * m, 3 * m, device=device)
+    tmp = path + ".tmp"
+    try:
+        with warnings.catch_warnings():
+            # the exporter's deprecation notice, and GroupNorm's training-mode batch check
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                EncodeIndices(embedder), (example,), tmp, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                              OUTPUT_NAME: {0: "batch", 1: "code_height", 2: "code_width"}})
+        model = onnx.load(tmp)
+        onnx.checker.check_model(model)
+        meta = {"producer": "rawdiff", "plane_multiple": m, "factor": embedder.factor,
+                "n_embed": embedder.n_embed, "opset": opset}
+        meta.update(metadata or {})
+        onnx.helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
+        model.doc_string = "rawdiff encoder: RAW planes (R, G1, G2, B) in [0, 1] -> codebook indices"
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        embedder.train(was_training)
+    return path
+
+
+def agreement(session, embedder, planes: np.ndarray) -> float:
+    """Fraction of grid positions where onnxruntime and torch pick the same code."""
+    import torch
+
+    from rawdiff.models.embedder import pad_planes
+
+    m = embedder.plane_multiple
+    ours = run_encoder(session, planes, m)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
+        x, _ = pad_planes(x.to(next(embedder.parameters()).device), m)
+        ref = embedder.encode_indices(x)[0].cpu().numpy()
+    return float(np.mean(ours == ref))
+
+
+def _check_planes(embedder, seed: int = 0) -> np.ndarray:
+    """Smooth, frame-like planes (gradients and blobs, not white noise) for the export check."""
+    m = embedder.plane_multiple
+    h, w = 6 * m + 3, 9 * m + 5  # not multiples: the check covers padding too
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    planes = []
+    for _ in range(4):
+        f = rng.uniform(0.02, 0.2, 2)
+        planes.append(0.5 + 0.3 * np.sin(f[0] * yy + rng.uniform(0, 6)) * np.cos(f[1] * xx))
+    planes = np.stack(planes) + rng.normal(0, 0.01, (4, h, w))
+    return np.clip(planes, 0, 1).astype(np.float32)
+
+
+def _write_json(path: str, data: Dict[str, Any]) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".model.json.", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def export_encoder(model_dir: str, opset: int = DEFAULT_OPSET, verify: bool = True) -> Dict[str, Any]:
+    """Write ``encoder.onnx`` into a model directory and record it in ``model.json``.
+
+    With ``verify`` the new graph is run once by onnxruntime on the CPU and must pick
+    the torch codes on at least 99.9 % of the positions. Returns the record written
+    to ``model.json["onnx"]``.
+    """
+    import onnx
+    import torch
+    from safetensors.torch import load_file
+
+    from rawdiff.codec.modeldir import read_model_dir
+    from rawdiff.models.embedder import load_embedder
+
+    opset = check_opset(opset)
+    info = read_model_dir(model_dir)  # the weights must match model.json before we vouch for them
+    meta = info["meta"]
+    params = info["config"].get("model", {}).get("params", {})
+    embedder = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")), torch.device("cpu"))
+    path = os.path.join(model_dir, ONNX_FILE)
+    ids = {"model_id": meta["model_id"], "embedder_id": embedder_id(model_dir)}
+    export_embedder(embedder, path, opset, metadata=ids)
+    record: Dict[str, Any] = dict(ids)
+    record.update(file=ONNX_FILE, sha256=_sha256(path), opset=opset, exported=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  torch=torch.__version__, onnx=onnx.__version__)
+    if verify:
+        session = create_session(path, "cpu")
+        record["check_agreement"] = agreement(session, embedder, _check_planes(embedder))
+        if record["check_agreement"] < MIN_AGREEMENT:
+            os.remove(path)
+            raise ValueError("exported encoder disagrees with torch on %.2f %% of the codes (allowed %.2f %%)"
+                             % (100 * (1 - record["check_agreement"]), 100 * (1 - MIN_AGREEMENT)))
+    meta = dict(meta)
+    meta["onnx"] = record
+    _write_json(os.path.join(model_dir, "model.json"), meta)
+    return record
+
+
+# --- onnxruntime ---------------------------------------------------------------------------------
+
+
+def select_providers(device: Union[str, Any, None], available: Sequence[str]) -> List[str]:
+    """Execution providers for ``device``, best first, among those onnxruntime has.
+
+    ``auto``: TensorRT, CUDA, CPU as available. ``cpu``: the CPU only. ``cuda[:N]``:
+    TensorRT and CUDA (an error if onnxruntime has neither), then the CPU for the
+    operators they do not take.
+    """
+    name = "auto" if device in (None, "") else str(device)
+    kind = name.split(":")[0]
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind not in ("auto", "cuda"):
+        raise ValueError("device %r: the onnx backend runs on auto, cpu or cuda[:N]" % name)
+    chosen = [p for p in PROVIDER_ORDER if p in available or p == "CPUExecutionProvider"]
+    if kind == "cuda" and chosen == ["CPUExecutionProvider"]:
+        raise ValueError("device %r requested but onnxruntime has no CUDA or TensorRT provider "
+                         "(available: %s); install onnxruntime-gpu" % (name, ", ".join(available)))
+    return chosen
+
+
+def _provider_options(provider: str, device_id: int) -> Dict[str, Any]:
+    if provider == "TensorrtExecutionProvider":
+        # building an engine takes minutes, once per GPU and frame size: keep it across runs
+        # (options that onnxruntime 1.17 already knows; an unknown one fails the session)
+        cache = os.environ.get("RAWDIFF_TRT_CACHE") or os.path.join(
+            os.path.expanduser("~"), ".cache", "rawdiff", "tensorrt")
+        os.makedirs(cache, exist_ok=True)
+        return {"device_id": device_id, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache}
+    if provider == "CUDAExecutionProvider":
+        return {"device_id": device_id}
+    return {}
+
+
+def create_session(path: str, device: Union[str, Any, None] = "auto", threads: Optional[int] = None):
+    """An onnxruntime session for an encoder graph, with no model-directory checks."""
+    import onnxruntime as ort
+
+    providers = select_providers(device, ort.get_available_providers())
+    name = "auto" if device in (None, "") else str(device)
+    device_id = int(name.split(":")[1]) if ":" in name else 0
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(path, sess_options=options, providers=providers,
+                                   provider_options=[_provider_options(p, device_id) for p in providers])
+    chosen = session.get_providers()
+    logger.info("onnx encoder %s runs on %s (requested %s; onnxruntime %s)", path, chosen[0],
+                ", ".join(providers), ort.__version__)
+    if chosen[0] != providers[0]:
+        logger.warning("onnxruntime could not start %s; the encoder runs on %s", providers[0], chosen[0])
+    return session
+
+
+def session_provider(session) -> str:
+    """The execution provider that runs the graph (the first one onnxruntime kept)."""
+    return session.get_providers()[0]
+
+
+def open_session(model_dir: str, device: Union[str, Any, None] = "auto", threads: Optional[int] = None):
+    """The onnxruntime session of a model directory's ``encoder.onnx``.
+
+    Raises ValueError when the file is missing, or stale: exported from other embedder
+    weights, not recorded at all, or changed since the export.
+    """
+    from rawdiff.codec.modeldir import read_model_dir
+
+    meta = read_model_dir(model_dir)["meta"]
+    path = os.path.join(model_dir, ONNX_FILE)
+    hint = "run `rawdiff export-onnx --model %s`" % model_dir
+    if not os.path.isfile(path):
+        raise ValueError("model directory %s has no %s; %s" % (model_dir, ONNX_FILE, hint))
+    record = meta.get("onnx") or {}
+    if not record:
+        raise ValueError("%s is stale: model.json has no record of its export (the model directory was "
+                         "rewritten since); %s" % (path, hint))
+    weights = embedder_id(model_dir)
+    if record.get("embedder_id") != weights:
+        raise ValueError("%s is stale: exported from embedder weights %s (model %s), the directory's are %s; %s"
+                         % (path, record.get("embedder_id"), record.get("model_id"), weights, hint))
+    if record.get("sha256") != _sha256(path):
+        raise ValueError("%s is stale: it changed since the export recorded in model.json; %s" % (path, hint))
+    session = create_session(path, device, threads)
+    graph_id = session.get_modelmeta().custom_metadata_map.get("embedder_id")
+    if graph_id != weights:
+        raise ValueError("%s is stale: the graph says embedder weights %s, the directory's are %s; %s"
+                         % (path, graph_id, weights, hint))
+    if record.get("model_id") != meta["model_id"]:
+        logger.info("%s was exported in model %s; model %s has the same embedder weights", path,
+                    record.get("model_id"), meta["model_id"])
+    return session
+
+
+def pad_to_multiple(planes: np.ndarray, multiple: int) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """Replicate-pad C x h x w to multiples of ``multiple`` (as :func:`rawdiff.models.embedder.pad_planes`)."""
+    h, w = planes.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        planes = np.pad(planes, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    return planes, (h, w)
+
+
+def run_encoder(session, planes: np.ndarray, plane_multiple: int) -> np.ndarray:
+    """4 x h x w float32 planes -> the int64 code grid (ceil(h/m) x ceil(w/m))."""
+    planes = np.asarray(planes)
+    if planes.ndim != 3 or planes.shape[0] != 4:
+        raise ValueError("planes must be 4 x h x w (R, G1, G2, B), got shape %s" % (planes.shape,))
+    planes, _ = pad_to_multiple(planes.astype(np.float32, copy=False), int(plane_multiple))
+    out = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(planes)[None]})[0]
+    return out[0].astype(np.int64, copy=False)
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def run(args) -> int:
+    """``rawdiff export-onnx --model DIR [--opset N]``."""
+    started = time.time()
+    record = export_encoder(args.model, opset=args.opset)
+    path = os.path.join(args.model, ONNX_FILE)
+    print("%s: model %s, opset %d, %.1f MB, %.2f %% of codes as torch (check), %.1f s"
+          % (path, record["model_id"], record["opset"], os.path.getsize(path) / 1e6,
+             100.0 * record.get("check_agreement", float("nan")), time.time() - started))
+    return 0

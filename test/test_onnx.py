@@ -1,0 +1,173 @@
+"""ONNX encoder: export through the command line, parity with torch on frames unprocessed
+from real photos, bitstreams that the torch codec decodes, refusal of stale graphs."""
+
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from rawdiff import cli
+from rawdiff.codec import Codec, bitstream
+from rawdiff.codec.modeldir import compute_model_id
+from rawdiff.export import onnx as onnx_export
+from rawdiff.raw.unprocess import unprocess
+
+
+@pytest.fixture(scope="module")
+def onnx_model(fixture_model, tmp_path_factory):
+    """A copy of the fixture model with encoder.onnx written by `rawdiff export-onnx`."""
+    model_dir = str(tmp_path_factory.mktemp("onnx") / "model")
+    shutil.copytree(fixture_model, model_dir)
+    assert cli.main(["export-onnx", "--model", model_dir]) == 0
+    return model_dir
+
+
+@pytest.fixture
+def model_copy(onnx_model, tmp_path):
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(onnx_model, model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def codecs(onnx_model):
+    return Codec.load(onnx_model, device="cpu"), Codec.load(onnx_model, device="cpu", backend="onnx")
+
+
+def _photo_frame(name, height, width, seed):
+    """A RAW frame unprocessed (Brooks et al.) from one of scikit-image's photographs."""
+    import cv2
+    from skimage import data
+
+    rgb = getattr(data, name)()[..., :3]
+    rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    frame, _ = unprocess(rgb, seed=seed)
+    return frame
+
+
+def _read_meta(model_dir):
+    with open(os.path.join(model_dir, "model.json")) as f:
+        return json.load(f)
+
+
+def test_export_records_the_weights_and_keeps_the_model_id(onnx_model, fixture_model, capsys):
+    import onnx
+
+    meta = _read_meta(onnx_model)
+    assert compute_model_id(onnx_model) == meta["model_id"] == _read_meta(fixture_model)["model_id"]
+    record = meta["onnx"]
+    assert record["model_id"] == meta["model_id"] and record["opset"] == onnx_export.DEFAULT_OPSET
+    assert record["embedder_id"] == onnx_export.embedder_id(onnx_model)
+    assert record["check_agreement"] >= onnx_export.MIN_AGREEMENT
+    model = onnx.load(os.path.join(onnx_model, onnx_export.ONNX_FILE))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["model_id"] == meta["model_id"] and props["embedder_id"] == record["embedder_id"]
+    assert model.opset_import[0].version == onnx_export.DEFAULT_OPSET
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert [d.dim_param for d in inp.type.tensor_type.shape.dim[2:]] == ["height", "width"]
+    assert out.type.tensor_type.elem_type == onnx.TensorProto.INT64
+
+
+@pytest.mark.parametrize("name,height,width,seed", [("astronaut", 256, 256, 0), ("coffee", 200, 300, 1)])
+def test_onnx_indices_match_torch_and_decode_alike(codecs, name, height, width, seed):
+    torch_codec, onnx_codec = codecs
+    frame = _photo_frame(name, height, width, seed)  # 200x300: planes 100x150, padded to 104x152
+    ref, ours = torch_codec.encode_indices(frame), onnx_codec.encode_indices(frame)
+    assert ours.dtype == np.int64 and ours.shape == ref.shape == (-(-height // 8), -(-width // 8))
+    assert np.mean(ours == ref) >= onnx_export.MIN_AGREEMENT
+    rgb_ref = torch_codec.decompress(torch_codec.compress(frame))
+    rgb_ours = torch_codec.decompress(onnx_codec.compress(frame))
+    if np.array_equal(ours, ref):
+        assert np.array_equal(rgb_ours, rgb_ref)
+    else:  # a code or two flipped between near-equidistant neighbours
+        assert np.mean(np.abs(rgb_ours.astype(int) - rgb_ref.astype(int))) < 1.0
+
+
+def test_onnx_bitstream_is_a_valid_torch_bitstream(codecs):
+    torch_codec, onnx_codec = codecs
+    frame = _photo_frame("chelsea", 120, 168, 2)
+    payload = onnx_codec.compress(frame)
+    header, grid = torch_codec.parse(payload)
+    assert header.model_id == torch_codec.model_id and (header.height, header.width) == (120, 168)
+    assert np.array_equal(grid, onnx_codec.encode_indices(frame))
+    assert bitstream.unpack(payload)[0].code_height == 15
+    assert torch_codec.decompress(payload).shape == (120, 168, 3)
+
+
+def test_the_chosen_provider_is_logged(onnx_model, caplog):
+    with caplog.at_level(logging.INFO, logger="rawdiff.export.onnx"):
+        session = onnx_export.open_session(onnx_model, "cpu")
+    assert onnx_export.session_provider(session) == "CPUExecutionProvider"
+    assert "runs on CPUExecutionProvider" in caplog.text
+
+
+def test_provider_order_is_tensorrt_cuda_cpu():
+    everything = ["CPUExecutionProvider", "AzureExecutionProvider", "CUDAExecutionProvider",
+                  "TensorrtExecutionProvider"]
+    assert onnx_export.select_providers("auto", everything) == list(onnx_export.PROVIDER_ORDER)
+    assert onnx_export.select_providers(None, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_export.select_providers("cpu", everything) == ["CPUExecutionProvider"]
+    assert onnx_export.select_providers("cuda:1", everything)[-1] == "CPUExecutionProvider"
+    with pytest.raises(ValueError, match="onnxruntime-gpu"):
+        onnx_export.select_providers("cuda", ["CPUExecutionProvider"])
+    with pytest.raises(ValueError, match="mps"):
+        onnx_export.select_providers("mps", everything)
+
+
+def test_stale_or_missing_graphs_are_refused(model_copy):
+    path = os.path.join(model_copy, onnx_export.ONNX_FILE)
+    meta = _read_meta(model_copy)
+
+    def write_meta(m):
+        with open(os.path.join(model_copy, "model.json"), "w") as f:
+            json.dump(m, f)
+
+    write_meta(dict(meta, onnx=dict(meta["onnx"], embedder_id="0" * 32)))  # e.g. a retrained embedder
+    with pytest.raises(ValueError, match="stale: exported from embedder weights 0000"):
+        Codec.load(model_copy, device="cpu", backend="onnx")
+    write_meta({k: v for k, v in meta.items() if k != "onnx"})  # e.g. the model directory was re-exported
+    with pytest.raises(ValueError, match="stale: model.json has no record"):
+        onnx_export.open_session(model_copy, "cpu")
+    write_meta(meta)
+    with open(path, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="changed since the export"):
+        onnx_export.open_session(model_copy, "cpu")
+    os.remove(path)
+    with pytest.raises(ValueError, match="no encoder.onnx; run `rawdiff export-onnx"):
+        onnx_export.open_session(model_copy, "cpu")
+
+
+def test_new_weights_beside_the_same_embedder_keep_the_graph(model_copy, caplog):
+    """A diffusion export copies the embedder's directory, encoder.onnx and record included,
+    and adds weights: a new model_id, the same embedder_id, so the graph stays valid."""
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(4, np.float32)}, os.path.join(model_copy, "diffusion.safetensors"))
+    meta = _read_meta(model_copy)
+    meta["model_id"] = compute_model_id(model_copy)
+    with open(os.path.join(model_copy, "model.json"), "w") as f:
+        json.dump(meta, f)
+    assert meta["model_id"] != meta["onnx"]["model_id"]
+    with caplog.at_level(logging.INFO, logger="rawdiff.export.onnx"):
+        onnx_export.open_session(model_copy, "cpu")
+    assert "has the same embedder weights" in caplog.text
+
+
+def test_command_line_errors_are_one_line(model_copy, capsys):
+    assert cli.main(["export-onnx", "--model", model_copy, "--opset", "9"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "rawdiff export-onnx: error: opset 9 is outside 13..20 (the exporter's opsets that " \
+                  "onnxruntime 1.17 runs)"
+    assert cli.main(["export-onnx", "--model", model_copy + "-missing"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_run_encoder_checks_the_planes(codecs):
+    _, onnx_codec = codecs
+    with pytest.raises(ValueError, match="planes must be 4 x h x w"):
+        onnx_export.run_encoder(onnx_codec.onnx_session, np.zeros((3, 16, 16), np.float32), 4)
