@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PY_SYS   := /usr/bin/python3
 VENV     := .venv
 PY       := $(VENV)/bin/python
-WS       := build/ws
+WS       := build/.ws
 DEVEL    := $(WS)/devel
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: ROS 1 (ros_comm 1.15, the Noetic line), tools for baselines and
@@ -51,15 +51,15 @@ $(VENV)/.stamp: requirements.txt requirements-core.txt setup.py build/.apt.stamp
 	@touch $@
 
 catkin: $(DEVEL)/.stamp
-$(DEVEL)/.stamp: package.xml CMakeLists.txt msg/CompressedCodes.msg setup.py build/.apt.stamp
+$(DEVEL)/.stamp: package.xml CMakeLists.txt msg/CompressedCodes.msg setup.py $(VENV)/.stamp
 	@mkdir -p $(WS)/src
 	@ln -sfn ../../.. $(WS)/src/rawdiff
 	@echo "catkin: building the rawdiff message in $(WS)"
-	@cd $(WS) && catkin_make -DPYTHON_EXECUTABLE=$(PY_SYS) -DCATKIN_ENABLE_TESTING=OFF > catkin_make.log 2>&1 \
+	@cd $(WS) && catkin_make -DPYTHON_EXECUTABLE=$(CURDIR)/$(PY) -DCATKIN_ENABLE_TESTING=OFF > catkin_make.log 2>&1 \
 	  || { tail -30 catkin_make.log; exit 1; }
 	@touch $@
 
-$(ENV_SH): Makefile
+$(ENV_SH): Makefile $(DEVEL)/.stamp
 	@mkdir -p build
 	@printf '%s\n' '# rawdiff: source this file for ROS tools and the venv' \
 	  'source $(CURDIR)/$(DEVEL)/setup.bash' \

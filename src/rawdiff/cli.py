@@ -154,6 +154,54 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_arguments(p)
     p.set_defaults(func=prep.run)
 
+    p = sub.add_parser("export-onnx", help="write the encoder (with code search) as DIR/encoder.onnx")
+    from rawdiff.export import onnx as onnx_export
+
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
+    p.add_argument("--opset", type=int, default=onnx_export.DEFAULT_OPSET,
+                   help="ONNX opset, %d..%d (default %d: onnxruntime 1.17+)"
+                   % (onnx_export.OPSET_RANGE + (onnx_export.DEFAULT_OPSET,)))
+    p.set_defaults(func=onnx_export.run)
+
+    p = sub.add_parser("bag", help="transcode a rosbag offline, no roscore: RAW frames <-> codes")
+    from rawdiff.ros import bag as bag_tools
+
+    bag_sub = p.add_subparsers(dest="bag_command", metavar="{encode,decode}")
+    bag_sub.required = True
+    q = bag_sub.add_parser("encode", help="RAW sensor_msgs/Image topic -> rawdiff/CompressedCodes")
+    q.add_argument("input", help="input bag")
+    q.add_argument("output", help="output bag (every other topic is copied as is)")
+    q.add_argument("--topic", required=True, help="RAW image topic, e.g. /camera/image_raw")
+    q.add_argument("--output-topic", default=bag_tools.DEFAULT_CODES_TOPIC, help="codes topic (default %(default)s)")
+    q.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
+    q.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    q.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    q.add_argument("--cfa", help="CFA pattern RGGB, BGGR, GRBG or GBRG (mono/packed images; default: the encoding's)")
+    q.add_argument("--black-level", type=float, default=0.0, help="sensor black level (default 0)")
+    q.add_argument("--white-level", type=float, help="sensor white level (default: the container's full scale)")
+    q.add_argument("--input-format", choices=["raw10p", "raw12p"], help="packed MIPI CSI-2 images")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=bag_tools.cmd_encode)
+    q = bag_sub.add_parser("decode", help="rawdiff/CompressedCodes -> sensor_msgs/Image rgb8")
+    q.add_argument("input", help="input bag")
+    q.add_argument("output", help="output bag (every other topic is copied as is)")
+    q.add_argument("--topic", help="codes topic (default: the bag's only rawdiff/CompressedCodes topic)")
+    q.add_argument("--output-topic", default=bag_tools.DEFAULT_DECODED_TOPIC,
+                   help="decoded image topic (default %(default)s)")
+    q.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
+    q.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
+    q.add_argument("--steps", type=int, default=4, help="diffusion sampling steps")
+    q.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
+    q.add_argument("--device", default="auto")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=bag_tools.cmd_decode)
+
+    p = sub.add_parser("eval", help="rate-distortion evaluation against JPEG, WebP, JPEG XL and AVIF")
+    from rawdiff.eval import evaluate
+
+    evaluate.add_arguments(p)
+    p.set_defaults(func=evaluate.run)
+
     p = sub.add_parser("train", help="train a model from a YAML config (Lightning)")
     p.add_argument("-b", "--base", nargs="*", default=[], help="config files, merged left to right")
     p.add_argument("-r", "--resume", help="checkpoint or run folder to resume from")

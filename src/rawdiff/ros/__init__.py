@@ -1,1 +1,13 @@
+"""The ROS side of rawdiff (the only package that imports rospy, rosbag or messages).
 
+    conversions   sensor_msgs/Image <-> RawFrame / RGB arrays
+    transcode     one message through the codec (the nodes' and the bags' code path)
+    node          the nodes' skeleton: parameters, drop-oldest queue, worker, diagnostics
+    diagnostics   counters, rates, latency, throttled errors, /diagnostics status
+    encoder_node  image_raw -> compressed_codes        (scripts/encoder_node)
+    decoder_node  compressed_codes -> image_decoded    (scripts/decoder_node)
+    bag           frames from bags; `rawdiff bag encode|decode` without a roscore
+
+ROS modules are imported inside functions, so ``import rawdiff.ros.bag`` (and the
+``rawdiff`` command line) works where ROS is not installed until a bag is touched.
+"""

@@ -1,0 +1,122 @@
+"""rawdiff decoder node: latent codes in, RGB images out.
+
+    compressed_codes (rawdiff/CompressedCodes) --checks--> Codec.decompress(mode, steps, seed)
+    --> image_decoded (sensor_msgs/Image rgb8, header of the codes: stamp and frame_id)
+
+The header travels unchanged from the camera image through the codes to the decoded
+image, so time synchronisation with other sensors keeps working. The model is loaded
+once at start (the diffusion decoder on the first frame that needs it).
+
+Subscribed topics:
+    ``compressed_codes`` (rawdiff/CompressedCodes).
+
+Published topics:
+    ``image_decoded`` (sensor_msgs/Image, ``rgb8``, the source frame's size).
+    ``/diagnostics`` (diagnostic_msgs/DiagnosticArray), via diagnostic_updater: input
+    and output rate, decode latency and time, bytes per frame, bits per pixel of the
+    codes, frames received, published, dropped, rejected and failed, the last error.
+
+Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`DEFAULTS`):
+    ``~model`` (str, ``""``: the package's ``models/default``): model directory; must be
+        the encoder's model (same ``model_id``).
+    ``~mode`` (str, ``fast``): ``fast`` (the VQ decoder, one pass) or ``diffusion``.
+    ``~steps`` (int, ``4``): diffusion sampling steps.
+    ``~seed`` (int, ``0``): diffusion noise seed; a frame decodes the same for a seed.
+    ``~device`` (str, ``auto``): ``auto`` (the GPU when present), ``cpu``, ``cuda``, ...
+    ``~queue_size`` (int, ``1``): messages kept while the node is busy; when full the
+        oldest is dropped and counted, as in the encoder (see ``rawdiff.ros.node``).
+    ``~buff_size`` (int, ``2**24``): rospy receive buffer.
+    ``~wait_for_subscribers`` (int, ``0``): subscribe to ``compressed_codes`` only once this
+        many nodes listen on ``image_decoded`` (``pipeline.launch`` recording a bag uses it).
+    ``~error_throttle_s`` (float, ``5``): each kind of problem is logged at most once in
+        this period.
+    ``~diagnostic_period`` (float, ``1``): seconds between /diagnostics messages.
+
+Codes from another model (``model_id`` of the message or of the bitstream), an empty,
+corrupted or truncated bitstream, or fields that disagree with it: a throttled error
+naming the problem (both model ids for a mismatch), counted as rejected; the node goes
+on with the next message. Errors of the decode mode itself (a model without a
+diffusion decoder) are handled the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, List, Optional
+
+from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
+from rawdiff.ros.transcode import decode_codes
+
+DEFAULTS: Dict[str, Any] = {
+    "model": "",
+    "mode": "fast",
+    "steps": 4,
+    "seed": 0,
+    "device": "auto",
+    "queue_size": 1,
+    "buff_size": 1 << 24,
+    "wait_for_subscribers": 0,
+    "error_throttle_s": 5.0,
+    "diagnostic_period": 1.0,
+}
+
+
+def decode_args(params: Dict[str, Any]) -> Dict[str, Any]:
+    """``Codec.decompress`` keyword arguments from the parameters; raises ``ValueError``."""
+    from rawdiff.codec.codec import MODES
+
+    mode = str(params["mode"])
+    if mode not in MODES:
+        raise ValueError("~mode must be one of %s, got %r" % (", ".join(MODES), mode))
+    try:
+        steps, seed = int(params["steps"]), int(params["seed"])
+    except (TypeError, ValueError):
+        raise ValueError("~steps and ~seed must be integers, got %r and %r"
+                         % (params["steps"], params["seed"])) from None
+    if steps < 1:
+        raise ValueError("~steps must be >= 1, got %d" % steps)
+    return {"mode": mode, "steps": steps, "seed": seed}
+
+
+class DecoderNode(CodecNode):
+    """``compressed_codes`` -> :func:`rawdiff.ros.transcode.decode_codes` -> ``image_decoded``."""
+
+    verb = "decode"
+    in_topic = "compressed_codes"
+    out_topic = "image_decoded"
+    out_queue_size = 5
+
+    def __init__(self, params: Dict[str, Any]):
+        from sensor_msgs.msg import Image
+
+        from rawdiff.codec import Codec
+        from rawdiff.msg import CompressedCodes
+
+        self.in_type, self.out_type = CompressedCodes, Image
+        self.decode = decode_args(params)
+        self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]))
+        super().__init__(params)
+
+    def process(self, msg):
+        return decode_codes(self.codec, msg, **self.decode)
+
+    def describe(self, msg) -> str:
+        return "%s (model %s, %d bytes)" % (super().describe(msg), msg.model_id or "?", len(msg.data))
+
+    def hardware_id(self) -> str:
+        return "rawdiff model %s" % self.codec.model_id
+
+    def status_extra(self) -> Dict[str, str]:
+        return {"model_id": self.codec.model_id, "model": self.codec.model_dir, "device": str(self.codec.device),
+                "mode": self.decode["mode"], "steps": str(self.decode["steps"]), "seed": str(self.decode["seed"])}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point of ``scripts/decoder_node``; ``argv`` as ``rospy.init_node`` takes it."""
+    code = run_node("rawdiff_decoder", lambda: DecoderNode(read_params(DEFAULTS)), argv)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

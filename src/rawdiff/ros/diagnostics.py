@@ -1,0 +1,212 @@
+"""What both nodes report: counters, rates, latency, throttled errors, diagnostics.
+
+    receive --count_received--> queue --count_dropped (oldest pushed out)
+            worker --count_rejected (bad input) | count_failed (internal error)
+                   --count_published(latency, bytes, pixels)--> NodeStats.snapshot()
+                                       diagnostic_updater task --fill_status()--> /diagnostics
+
+:class:`NodeStats` and :class:`ErrorThrottle` are plain Python (thread-safe, no ROS),
+so they are tested without a roscore; :func:`fill_status` writes a snapshot into a
+``diagnostic_updater.DiagnosticStatusWrapper``. Accounting, at any time::
+
+    received == published + dropped + rejected + failed + (frames queued or in work)
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from typing import Callable, Deque, Dict, Optional, Tuple
+
+# Numbers, hex digests and quoted values change from message to message; what is left
+# names the kind of problem, and each kind is throttled on its own.
+_VARYING = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-f]{8,}\b|[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?|'[^']*'|\"[^\"]*\"")
+
+
+def problem_kind(message: str) -> str:
+    """The throttling key of an error message: the message without its varying values."""
+    return _VARYING.sub("#", str(message))
+
+
+class ErrorThrottle:
+    """Log each kind of problem at most once per ``period_s``, counting the repeats.
+
+    ``rospy.logerr_throttle`` throttles per call site, so one site that reports many
+    kinds of bad input would hide all but the first; here the key is the problem
+    (:func:`problem_kind`). A repeat after the period says how many were suppressed.
+    """
+
+    def __init__(self, period_s: float, log: Callable[[str], None], clock: Callable[[], float] = time.monotonic):
+        self.period_s = float(period_s)
+        self.log = log
+        self.clock = clock
+        self._last: Dict[str, Tuple[float, int]] = {}  # kind -> (time logged, repeats suppressed since)
+        self._lock = threading.Lock()
+
+    def report(self, message: str, context: str = "") -> bool:
+        """Log ``context: message`` unless this kind was logged less than ``period_s`` ago.
+
+        Returns whether it was logged.
+        """
+        kind = problem_kind(message)
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last[0] < self.period_s:
+                self._last[kind] = (last[0], last[1] + 1)
+                return False
+            suppressed = last[1] if last is not None else 0
+            self._last[kind] = (now, 0)
+        text = "%s: %s" % (context, message) if context else str(message)
+        if suppressed:
+            text += " (%d more like it in the last %.0f s)" % (suppressed, now - last[0])
+        self.log(text)
+        return True
+
+
+class NodeStats:
+    """Counters since start and rates over the last ``window_s`` seconds.
+
+    Thread-safe: the receive threads count arrivals and drops, the worker counts the
+    rest, the diagnostics timer reads :meth:`snapshot`.
+    """
+
+    def __init__(self, window_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.window_s = float(window_s)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.started = clock()
+        self.received = 0
+        self.published = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.failed = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.last_error = ""
+        self._arrivals: Deque[float] = deque()
+        # (time, latency_s, work_s, bytes_in, bytes_out, code_bytes, pixels)
+        self._outputs: Deque[Tuple[float, float, float, int, int, int, int]] = deque()
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window_s
+        while self._arrivals and self._arrivals[0] < horizon:
+            self._arrivals.popleft()
+        while self._outputs and self._outputs[0][0] < horizon:
+            self._outputs.popleft()
+
+    def count_received(self) -> None:
+        now = self.clock()
+        with self._lock:
+            self.received += 1
+            self._arrivals.append(now)
+            self._trim(now)
+
+    def count_dropped(self, n: int = 1) -> None:
+        with self._lock:
+            self.dropped += n
+
+    def count_rejected(self, reason: str) -> None:
+        """Bad input: the message could not be used (wrong size, encoding, bitstream, model)."""
+        with self._lock:
+            self.rejected += 1
+            self.last_error = str(reason)
+
+    def count_failed(self, reason: str) -> None:
+        """An internal error on a message that looked valid (a bug, out of memory, ...)."""
+        with self._lock:
+            self.failed += 1
+            self.last_error = str(reason)
+
+    def count_published(self, latency_s: float, work_s: float, bytes_in: int, bytes_out: int,
+                        code_bytes: int, pixels: int) -> None:
+        """One output message: ``latency_s`` from arrival to publication, ``work_s`` in
+        the codec; ``code_bytes`` are the bitstream's bytes, ``pixels`` the frame's."""
+        now = self.clock()
+        with self._lock:
+            self.published += 1
+            self.bytes_in += int(bytes_in)
+            self.bytes_out += int(bytes_out)
+            self._outputs.append((now, float(latency_s), float(work_s), int(bytes_in), int(bytes_out),
+                                  int(code_bytes), int(pixels)))
+            self._trim(now)
+
+    def snapshot(self) -> Dict[str, float]:
+        """Counters and windowed figures (rates in Hz, times in ms, ``bpp`` of the codes)."""
+        now = self.clock()
+        with self._lock:
+            self._trim(now)
+            span = max(min(self.window_s, now - self.started), 1e-6)
+            outs = list(self._outputs)
+            snap = {
+                "received": self.received, "published": self.published, "dropped": self.dropped,
+                "rejected": self.rejected, "failed": self.failed,
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "input_rate_hz": len(self._arrivals) / span,
+                "output_rate_hz": len(outs) / span,
+                "last_error": self.last_error,
+            }
+        if outs:
+            latencies = [o[1] for o in outs]
+            pixels = sum(o[6] for o in outs)
+            snap.update(
+                latency_ms_mean=1000.0 * sum(latencies) / len(latencies),
+                latency_ms_max=1000.0 * max(latencies),
+                work_ms_mean=1000.0 * sum(o[2] for o in outs) / len(outs),
+                bytes_in_per_frame=sum(o[3] for o in outs) / len(outs),
+                bytes_out_per_frame=sum(o[4] for o in outs) / len(outs),
+                code_bytes_per_frame=sum(o[5] for o in outs) / len(outs),
+                bpp=8.0 * sum(o[5] for o in outs) / pixels if pixels else 0.0,
+            )
+        return snap
+
+
+# Keys of /diagnostics values: (label, snapshot key, format). ``{verb}`` is encode/decode.
+_FIELDS = (
+    ("input rate (Hz)", "input_rate_hz", "%.2f"),
+    ("output rate (Hz)", "output_rate_hz", "%.2f"),
+    ("{verb} latency mean (ms)", "latency_ms_mean", "%.1f"),
+    ("{verb} latency max (ms)", "latency_ms_max", "%.1f"),
+    ("{verb} time mean (ms)", "work_ms_mean", "%.1f"),
+    ("bytes in per frame", "bytes_in_per_frame", "%.0f"),
+    ("bytes out per frame", "bytes_out_per_frame", "%.0f"),
+    ("bits per pixel", "bpp", "%.4f"),
+    ("frames received", "received", "%d"),
+    ("frames published", "published", "%d"),
+    ("frames dropped", "dropped", "%d"),
+    ("frames rejected", "rejected", "%d"),
+    ("frames failed", "failed", "%d"),
+)
+
+
+def fill_status(stat, snap: Dict[str, float], verb: str, previous: Optional[Dict[str, float]] = None,
+                extra: Optional[Dict[str, str]] = None):
+    """Write ``snap`` into a ``DiagnosticStatusWrapper``; WARN while frames are dropped,
+    rejected or fail (since ``previous``, the last snapshot published), else OK."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    prev = previous or {}
+    new = {k: snap[k] - prev.get(k, 0) for k in ("dropped", "rejected", "failed")}
+    problems = ["%d %s" % (n, k) for k, n in new.items() if n]
+    if problems:
+        stat.summary(DiagnosticStatus.WARN, "frames %s since the last report" % ", ".join(problems))
+    elif snap["received"] == 0:
+        stat.summary(DiagnosticStatus.OK, "waiting for input")
+    else:
+        stat.summary(DiagnosticStatus.OK, "%sd %d frames, %.2f Hz" % (verb, snap["published"],
+                                                                     snap["output_rate_hz"]))
+    for label, key, fmt in _FIELDS:
+        if key in snap:
+            stat.add(label.format(verb=verb), fmt % snap[key])
+    if snap.get("last_error"):
+        stat.add("last error", snap["last_error"])
+    for key, value in (extra or {}).items():
+        stat.add(key, str(value))
+    return stat
+
+
+def status_values(status) -> Dict[str, str]:
+    """``{key: value}`` of a ``diagnostic_msgs/DiagnosticStatus`` (for tests and tools)."""
+    return {kv.key: kv.value for kv in status.values}

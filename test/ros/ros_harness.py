@@ -1,0 +1,173 @@
+"""Helpers of the ROS integration tests: processes, waiting, collecting messages,
+diagnostics, RAW image messages. Fixtures are in conftest.py."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURE_MODEL = os.path.join(REPO, "test", "fixtures", "model")
+LAUNCH = os.path.join(REPO, "launch")
+
+
+def ros_unavailable() -> str:
+    """Why the ROS tests cannot run here, or "" when they can."""
+    if shutil.which("roscore") is None or shutil.which("roslaunch") is None:
+        return "roscore/roslaunch not on PATH (source build/env.sh)"
+    try:
+        import rospy  # noqa: F401
+
+        from rawdiff.msg import CompressedCodes  # noqa: F401
+    except ImportError as exc:
+        return "ROS Python packages or the built message are missing (%s); source build/env.sh" % exc
+    return ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGINT to the process group we created (roslaunch then stops its nodes), SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # leftovers of the group (nodes that ignored SIGINT)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(5)
+
+
+class Launch:
+    """``roslaunch FILE args...`` in its own process group, output to a log file."""
+
+    def __init__(self, log_dir, name: str, launch_file: str, *args: str):
+        self.log_path = os.path.join(str(log_dir), "%s.log" % name)
+        self._log = open(self.log_path, "wb")
+        # One torch thread per node: two nodes with a thread per core each, beside other
+        # work on a small CI machine, make OpenMP's spinning threads 10-100x slower.
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        self.proc = subprocess.Popen(["roslaunch", "--screen", launch_file] + list(args), stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def output(self) -> str:
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError("roslaunch exited (%s):\n%s" % (self.proc.returncode, self.output()[-4000:]))
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self._log.close()
+
+
+class Collector:
+    """Subscribes and keeps every message (rospy queue off: nothing is dropped here)."""
+
+    def __init__(self, rospy, topic: str, msg_type):
+        self.msgs = []
+        self.times = []
+        self._lock = threading.Lock()
+        self.sub = rospy.Subscriber(topic, msg_type, self._cb, queue_size=None, buff_size=1 << 26)
+
+    def _cb(self, msg):
+        with self._lock:
+            self.msgs.append(msg)
+            self.times.append(time.monotonic())
+
+    def __len__(self):
+        with self._lock:
+            return len(self.msgs)
+
+    def since(self, n: int):
+        with self._lock:
+            return list(self.msgs[n:])
+
+    def unregister(self):
+        self.sub.unregister()
+
+
+class Diagnostics:
+    """The latest DiagnosticStatus per name from /diagnostics, with arrival times."""
+
+    def __init__(self, rospy):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.latest = {}
+        self._lock = threading.Lock()
+        self.sub = rospy.Subscriber("/diagnostics", DiagnosticArray, self._cb, queue_size=None)
+
+    def _cb(self, msg):
+        now = time.monotonic()
+        with self._lock:
+            for status in msg.status:
+                self.latest[status.name] = (now, status)
+
+    def values(self, name_part: str, newer_than: float = 0.0):
+        """``{key: value}`` of the status whose name contains ``name_part``, if it arrived
+        after ``newer_than`` (a ``time.monotonic()``), else None."""
+        from rawdiff.ros.diagnostics import status_values
+
+        with self._lock:
+            for name, (t, status) in self.latest.items():
+                if name_part in name and t > newer_than and status.values:
+                    out = status_values(status)
+                    out["_level"] = status.level
+                    out["_message"] = status.message
+                    return out
+        return None
+
+    def fresh(self, name_part: str, timeout: float = 10.0):
+        """Wait for a status published after now (it sees everything done before)."""
+        start = time.monotonic()
+        return wait_for(lambda: self.values(name_part, start), timeout, what="diagnostics of %s" % name_part)
+
+
+def bayer_image(h=128, w=160, encoding="bayer_rggb16", stamp=None, frame_id="cam0", seed=0):
+    """A ``sensor_msgs/Image`` with a smooth random RAW mosaic (12-bit values in 16 bits)."""
+    import rospy
+    from sensor_msgs.msg import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    mosaic = (800 + 600 * np.sin(xx / 9.0 + seed) + 500 * np.cos(yy / 7.0) + rng.normal(0, 40, (h, w)))
+    mosaic = np.clip(mosaic, 0, 4095)
+    msg = Image()
+    msg.header.stamp = stamp if stamp is not None else rospy.Time(1700000000, 0)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width, msg.encoding, msg.is_bigendian = h, w, encoding, 0
+    if encoding.endswith("8"):
+        msg.data = (mosaic / 16).astype(np.uint8).tobytes()
+        msg.step = w
+    else:
+        msg.data = mosaic.astype("<u2").tobytes()
+        msg.step = 2 * w
+    return msg

@@ -1,0 +1,131 @@
+"""``rawdiff bag encode|decode``: offline transcoding without a roscore, keeping record
+times, headers and every other topic."""
+
+import numpy as np
+import pytest
+
+rosbag = pytest.importorskip("rosbag")
+rospy = pytest.importorskip("rospy")
+pytest.importorskip("rawdiff.msg")
+
+from ros_harness import FIXTURE_MODEL, bayer_image  # noqa: E402
+
+from rawdiff.cli import main  # noqa: E402
+
+H, W = 64, 96
+N = 6
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny frames: one thread is faster, and much faster on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _make_bag(path, bad_frame=None):
+    from std_msgs.msg import String
+
+    with rosbag.Bag(str(path), "w") as bag:
+        for i in range(N):
+            t = rospy.Time(1500000000 + i, 250000000)
+            msg = bayer_image(H, W, stamp=rospy.Time(1400000000 + i, 5), frame_id="cam%d" % i, seed=i)
+            if i == bad_frame:
+                msg.data = msg.data[:-3]
+            bag.write("/camera/image_raw", msg, t)
+            bag.write("/imu", String(data="imu %d" % i), t + rospy.Duration(0, 1000))
+        bag.write("/tf_static", String(data="latched"), rospy.Time(1500000000, 0),
+                  connection_header={"topic": "/tf_static", "type": "std_msgs/String", "md5sum": String._md5sum,
+                                     "message_definition": String._full_text, "latching": "1", "callerid": "/x"})
+
+
+def _read(path):
+    with rosbag.Bag(str(path)) as bag:
+        types = {t: i.msg_type for t, i in bag.get_type_and_topic_info().topics.items()}
+        msgs, conns = [], {}
+        for topic, msg, t, conn in bag.read_messages(return_connection_header=True):
+            msgs.append((topic, msg, t))
+            conns[topic] = conn
+    return types, msgs, conns
+
+
+def test_encode_decode_round_trip_keeps_times_headers_and_other_topics(tmp_path, capsys):
+    from rawdiff.codec import Codec
+
+    raw, codes, rgb = tmp_path / "raw.bag", tmp_path / "codes.bag", tmp_path / "rgb.bag"
+    _make_bag(raw)
+    assert main(["bag", "encode", str(raw), str(codes), "--topic", "/camera/image_raw", "--model", FIXTURE_MODEL,
+                 "--black-level", "64", "--white-level", "4095", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "encoded %d frames of /camera/image_raw -> /compressed_codes" % N in out
+    assert "bytes in %.1f kB" % (N * H * W * 2 / 1000.0) in out and "bpp" in out
+    assert "%d other messages copied, 0 frames rejected" % (2 * N - N + 1) in out  # N imu + tf_static
+
+    types_in, msgs_in, conns_in = _read(raw)
+    types, msgs, conns = _read(codes)
+    assert types == {"/compressed_codes": "rawdiff/CompressedCodes", "/imu": "std_msgs/String",
+                     "/tf_static": "std_msgs/String"}
+    frames_in = [(m, t) for topic, m, t in msgs_in if topic == "/camera/image_raw"]
+    code_msgs = [(m, t) for topic, m, t in msgs if topic == "/compressed_codes"]
+    assert [t for _, t in code_msgs] == [t for _, t in frames_in]  # record times kept
+    codec = Codec.load(FIXTURE_MODEL, device="cpu")
+    for (c, _), (f, _) in zip(code_msgs, frames_in):
+        assert (c.header.stamp, c.header.frame_id) == (f.header.stamp, f.header.frame_id)
+        assert (c.height, c.width, c.model_id, c.source_encoding) == (H, W, codec.model_id, "bayer_rggb16")
+        header, _ = codec.parse(bytes(c.data))
+        assert header.black_level == (64.0,) * 4 and header.white_level == 4095.0
+    others_in = [(topic, m, t) for topic, m, t in msgs_in if topic != "/camera/image_raw"]
+    assert [(topic, m, t) for topic, m, t in msgs if topic != "/compressed_codes"] == others_in
+    assert conns["/tf_static"].get("latching") == b"1"  # connection headers copied too
+
+    assert main(["bag", "decode", str(codes), str(rgb), "--model", FIXTURE_MODEL, "-q"]) == 0
+    assert "decoded %d frames of /compressed_codes -> /camera/image_decoded" % N in capsys.readouterr().out
+    types, msgs, _ = _read(rgb)
+    assert types == {"/camera/image_decoded": "sensor_msgs/Image", "/imu": "std_msgs/String",
+                     "/tf_static": "std_msgs/String"}
+    images = [(m, t) for topic, m, t in msgs if topic == "/camera/image_decoded"]
+    assert [t for _, t in images] == [t for _, t in frames_in]
+    for (img, _), (c, _) in zip(images, code_msgs):
+        assert (img.header.stamp, img.header.frame_id) == (c.header.stamp, c.header.frame_id)
+        assert (img.height, img.width, img.encoding, img.step) == (H, W, "rgb8", 3 * W)
+        expected = codec.decompress(bytes(c.data))  # the same code path as rawdiff decompress
+        np.testing.assert_array_equal(np.frombuffer(img.data, np.uint8).reshape(H, W, 3), expected)
+    assert [(topic, m, t) for topic, m, t in msgs if topic != "/camera/image_decoded"] == others_in
+
+
+def test_bad_frame_is_left_out_reported_and_exits_nonzero(tmp_path, capsys):
+    raw, codes = tmp_path / "raw.bag", tmp_path / "codes.bag"
+    _make_bag(raw, bad_frame=2)
+    assert main(["bag", "encode", str(raw), str(codes), "--topic", "/camera/image_raw", "--model", FIXTURE_MODEL,
+                 "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "encoded %d frames" % (N - 1) in captured.out and "1 frames rejected" in captured.out
+    assert "1 of %d frames of /camera/image_raw rejected" % N in captured.err
+    assert "frame 3 of /camera/image_raw (recorded at 1500000002.250000): image data has" in captured.err
+    types, msgs, _ = _read(codes)
+    assert sum(topic == "/compressed_codes" for topic, _, _ in msgs) == N - 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["encode", "{raw}", "{out}", "--topic", "/nope"], "topic '/nope' is not in"),
+    (["encode", "{raw}", "{out}", "--topic", "/imu"], "topic '/imu' carries std_msgs/String, not sensor_msgs/Image"),
+    (["encode", "{raw}", "{raw}", "--topic", "/camera/image_raw"], "is the input bag"),
+    (["encode", "{missing}", "{out}", "--topic", "/camera/image_raw"], "does not exist"),
+    (["decode", "{raw}", "{out}"], "has no rawdiff/CompressedCodes topic"),
+    (["encode", "{notabag}", "{out}", "--topic", "/camera/image_raw"], "notabag"),
+], ids=["missing-topic", "wrong-type", "same-file", "missing-bag", "no-codes", "not-a-bag"])
+def test_errors_print_one_line(tmp_path, capsys, args, message):
+    raw = tmp_path / "raw.bag"
+    _make_bag(raw)
+    (tmp_path / "notabag.bag").write_bytes(b"not a bag at all")
+    paths = {"raw": raw, "out": tmp_path / "out.bag", "missing": tmp_path / "missing.bag",
+             "notabag": tmp_path / "notabag.bag"}
+    argv = ["bag"] + [a.format(**paths) for a in args] + ["--model", FIXTURE_MODEL, "-q"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rawdiff bag: error: ") and message in err[0], err
+    assert not (tmp_path / "out.bag").exists() and not (tmp_path / "out.bag.part").exists()
