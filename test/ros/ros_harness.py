@@ -3,13 +3,12 @@ diagnostics, RAW image messages. Fixtures are in conftest.py."""
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 
 import numpy as np
+
+from rawdiff.ros.processes import Process, free_port, stop_process, wait_for  # noqa: F401 (re-exported)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE_MODEL = os.path.join(REPO, "test", "fixtures", "model")
@@ -29,64 +28,19 @@ def ros_unavailable() -> str:
     return ""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGINT to the process group we created (roslaunch then stops its nodes), SIGKILL after ``timeout``."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # leftovers of the group (nodes that ignored SIGINT)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(5)
-
-
-class Launch:
+class Launch(Process):
     """``roslaunch FILE args...`` in its own process group, output to a log file."""
 
     def __init__(self, log_dir, name: str, launch_file: str, *args: str):
-        self.log_path = os.path.join(str(log_dir), "%s.log" % name)
-        self._log = open(self.log_path, "wb")
         # One torch thread per node: two nodes with a thread per core each, beside other
         # work on a small CI machine, make OpenMP's spinning threads 10-100x slower.
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen(["roslaunch", "--screen", launch_file] + list(args), stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
-
-    def output(self) -> str:
-        self._log.flush()
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        super().__init__(["roslaunch", "--screen", launch_file] + list(args),
+                         os.path.join(str(log_dir), "%s.log" % name), env)
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise AssertionError("roslaunch exited (%s):\n%s" % (self.proc.returncode, self.output()[-4000:]))
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
 
 
 class Collector:

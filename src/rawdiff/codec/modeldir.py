@@ -101,9 +101,12 @@ def write_model_card(out: str, meta: Dict[str, Any]) -> None:
 
 def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Optional[Dict] = None,
                  prior_kind: Optional[str] = None, prior_frames: Optional[int] = None) -> str:
-    """Write the model directory of a trained embedder (``model.embedder``)."""
+    """Write the model directory of a trained embedder (``model.embedder``), or of a latent
+    diffusion decoder (``model.is_diffusion``: :func:`export_diffusion_model`)."""
     from safetensors.torch import save_file
 
+    if getattr(model, "is_diffusion", False):
+        return export_diffusion_model(model, cfg, out, training=training)
     os.makedirs(out, exist_ok=True)
     embedder = model.embedder
     save_file(embedder_state(embedder), os.path.join(out, "embedder.safetensors"),
@@ -128,6 +131,63 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
     write_model_card(out, meta)
+    return out
+
+
+# What a diffusion model directory takes over unchanged from its embedder's directory. Not
+# encoder.onnx: model.json vouches for it by model_id, which the diffusion weights change
+# (re-export it with `rawdiff export-onnx --model DIR`).
+_FROM_EMBEDDER = ("embedder.safetensors", "prior.safetensors")
+
+
+def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optional[Dict] = None) -> str:
+    """Copy the embedder's model directory (``model.embedder_dir``: its weights and prior) to
+    ``out`` and add the diffusion decoder: ``diffusion.safetensors`` (``model.diffusion_state()``,
+    the EMA weights), the ldm config as the ``diffusion`` node of ``config.yaml`` (the rest stays
+    the embedder's, so :meth:`Codec.load` reads it unchanged), and a new ``model_id`` over all
+    weight files: bitstreams of the embedder's own directory do not decode here."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    src = os.path.abspath(model.embedder_dir)
+    if os.path.abspath(out) == src:
+        raise ValueError("diffusion export %s would overwrite the embedder's model directory" % out)
+    info = read_model_dir(src)
+    os.makedirs(out, exist_ok=True)
+    for name in _FROM_EMBEDDER:
+        shutil.copy2(os.path.join(src, name), os.path.join(out, name))
+    stale = os.path.join(out, "encoder.onnx")
+    if os.path.isfile(stale):
+        os.remove(stale)  # left from an earlier export into the same folder
+    save_file(model.diffusion_state(), os.path.join(out, "diffusion.safetensors"),
+              metadata={"format": "rawdiff-diffusion-1"})
+    merged = dict(info["config"])
+    merged["diffusion"] = cfg
+    save_config(merged, os.path.join(out, "config.yaml"))
+    meta = dict(info["meta"])
+    meta.pop("onnx", None)
+    meta["embedder_model_id"] = info["meta"]["model_id"]
+    meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    meta["diffusion"] = dict(model.diffusion_meta(), training=training or {})
+    meta["model_id"] = compute_model_id(out)
+    with open(os.path.join(out, "model.json"), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    write_model_card(out, meta)
+    d = meta["diffusion"]
+    train = d["training"]
+    lines = ["", "## Diffusion decoder", "",
+             "Latent diffusion on the embedder %s (frozen): %s parameters, %s prediction, %d timesteps, "
+             "default sampler %s." % (meta["embedder_model_id"], d["parameters"], d["prediction"],
+                                      d["num_timesteps"], d["sampler"]),
+             "", "The embedder's encoder.onnx is not carried over: `rawdiff export-onnx --model DIR`."]
+    if train:
+        lines += ["", "```", "rawdiff train --base %s %s" % (" ".join(train.get("bases", [])),
+                                                             " ".join(train.get("overrides", []))), "```", "",
+                  "%s steps, %s s wall time on %s x%s." % (train.get("global_step"), train.get("wall_s"),
+                                                          train.get("accelerator"), train.get("devices"))]
+    with open(os.path.join(out, "MODEL_CARD.md"), "a") as f:
+        f.write("\n".join(lines) + "\n")
     return out
 
 

@@ -1,0 +1,377 @@
+"""Latent diffusion decoder conditioned on the RAW codes (``target: ldm`` in a config).
+
+    training:  planes --Embedder.encode (frozen)--> z_e --l2-normalise--> z;  z --VQ--> indices, z_q
+               x0 = (z - z_q) * latent_scale          (the quantization residual)
+               x_t = alpha_t x0 + sigma_t eps;  UNet(x_t, t, concat=[z_q, E(indices)], context=tokens) -> v
+    decoding:  grid --codebook--> z_q;  noise --sampler(UNet)--> x0
+               z = normalise(z_q + x0 / latent_scale) --Embedder.decode (frozen)--> RGB
+
+Design: what is diffused, and why
+---------------------------------
+The latent is the embedder's own decoder input, the continuous pre-quantization latent
+z = normalise(encoder(planes)) (D = 8 channels at f8, l2-normalised per position like the
+codes). Its decoder already exists and is trained, so nothing but the UNet is trained: no
+second autoencoder, and the UNet works at 1/64 of the pixels with 8 channels, which a
+2-core CPU can train in about half an hour (config/models/ldm.yaml: 2.9 M parameters,
+19 GFLOP per step of 8 crops of 256^2 plus 20 GFLOP for the frozen encoder). The
+alternatives cost more CPU for the same budget: a small RGB autoencoder would have to be
+trained first, and its latent would not be aligned with the codes; pixel-space residual
+diffusion runs the UNet at 64 times the positions, in training and in every sampling step
+of a 1936x1112 frame.
+
+The price: the result can be no better than ``decode(z)``, the embedder's decoder on the
+unquantized latent, and that decoder was trained on codebook vectors only (straight-through
+estimator), so between codes it interpolates. Validation logs ``val/psnr_ceiling``
+(decode(z)) next to ``val/psnr_fast`` (decode(z_q)) and ``val/psnr_diffusion``, so the
+headroom is measured, not assumed. On checkpoints of the default embedder early in its
+training the ceiling was 0.03 dB, then 0.35 dB above the fast path (val crops).
+
+The diffusion restores what quantization removed, so it runs on the residual z - z_q
+(``residual: true``), scaled to unit variance (``latent_scale: auto`` measures it on the
+first batch, as latent diffusion's scale_by_std, averaged over devices). With the
+zero-initialised UNet output and v prediction (Salimans & Ho 2022), an untrained or
+one-step model returns about z_q, the fast path; the loss is Min-SNR weighted (Hang et al.
+2023), which converges faster in a short training.
+
+Conditioning: the quantized latent z_q and a learned embedding of the code indices are
+concatenated to x_t at full latent resolution (the local detail: one code per 8x8 pixels).
+For context across the frame, cross-attention (at the lowest UNet level and in the middle
+block) reads 8 x 8 = 64 tokens: the code embedding average-pooled to a fixed grid, plus a
+learned position. Tokens of the whole code grid (33,638 codes at 1936x1112) are too long a
+sequence; with a fixed grid the cost and the number of keys do not change with the frame
+size (each token averages more codes on a whole frame than on a training crop). Self-
+attention runs in 8 x 8 windows of the lowest level, the size of that level for a 256
+crop, so whole frames see what training saw. Classifier-free guidance (Ho & Salimans 2022)
+is optional: ``conditioning.drop_prob`` replaces the codes by a null code in training,
+``sampling.guidance_scale`` != 1 mixes the two predictions when sampling.
+
+EMA weights (decay ``ema_decay``) are used for validation and exported to the model
+directory as ``diffusion.safetensors`` (:func:`rawdiff.codec.modeldir.export_model`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rawdiff.config import register
+from rawdiff.diffusion import samplers
+from rawdiff.diffusion import schedules as sch
+from rawdiff.models.unet import UNet
+
+Condition = Tuple[torch.Tensor, torch.Tensor]
+
+
+class CodeConditioner(nn.Module):
+    """Code grid -> (concat map B x (D + channels) x h x w, context tokens B x grid^2 x context_dim).
+
+    Index ``n_embed`` is the null code of classifier-free guidance (its z_q is zero)."""
+
+    def __init__(self, n_embed: int, embed_dim: int, channels: int = 16, context_dim: int = 64,
+                 context_grid: int = 8):
+        super().__init__()
+        self.n_embed = n_embed
+        self.embed_dim = embed_dim
+        self.context_grid = int(context_grid)
+        self.embedding = nn.Embedding(n_embed + 1, channels)
+        self.position = nn.Parameter(0.02 * torch.randn(1, self.context_grid ** 2, channels))
+        self.to_context = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, context_dim))
+        self.out_channels = embed_dim + channels
+
+    def forward(self, indices: torch.Tensor, z_q: torch.Tensor) -> Condition:
+        e = self.embedding(indices).permute(0, 3, 1, 2)
+        # codes are unit vectors: sqrt(D) brings their entries to about unit variance
+        concat = torch.cat([z_q * math.sqrt(self.embed_dim), e], dim=1)
+        pooled = F.adaptive_avg_pool2d(e, self.context_grid).flatten(2).transpose(1, 2)
+        return concat, self.to_context(pooled + self.position)
+
+    def null(self, indices: torch.Tensor, z_q: torch.Tensor) -> Condition:
+        return self(torch.full_like(indices, self.n_embed), torch.zeros_like(z_q))
+
+
+class LatentDenoiser(nn.Module):
+    """Conditioner, UNet and schedule: the network that ``diffusion.safetensors`` holds."""
+
+    def __init__(self, n_embed: int, embed_dim: int, unet: Optional[Dict[str, Any]] = None,
+                 conditioning: Optional[Dict[str, Any]] = None, diffusion: Optional[Dict[str, Any]] = None,
+                 normalized: bool = True):
+        super().__init__()
+        cond = dict(conditioning or {})
+        self.drop_prob = float(cond.pop("drop_prob", 0.0))
+        diff = dict(diffusion or {})
+        self.prediction = diff.get("prediction", "v")
+        if self.prediction not in sch.PREDICTIONS:
+            raise ValueError("diffusion.prediction must be one of %s, got %r"
+                             % (", ".join(sch.PREDICTIONS), self.prediction))
+        self.residual = bool(diff.get("residual", True))
+        self.min_snr_gamma = diff.get("min_snr_gamma", 5.0)
+        self.normalized = normalized
+        betas = sch.make_betas(diff.get("schedule", "linear"), int(diff.get("num_timesteps", 1000)),
+                               **(diff.get("schedule_args") or {}))
+        self.register_buffer("alphas_cumprod", sch.alphas_cumprod(betas), persistent=False)
+        scale = diff.get("latent_scale", "auto")
+        self.register_buffer("latent_scale", torch.tensor(0.0 if scale == "auto" else float(scale)))
+        self.conditioner = CodeConditioner(n_embed, embed_dim, **cond)
+        self.unet = UNet(embed_dim, cond_channels=self.conditioner.out_channels,
+                         context_dim=self.conditioner.to_context[1].out_features, **(unet or {}))
+
+    # -- latents ---------------------------------------------------------------------------
+
+    def _scale(self) -> torch.Tensor:
+        if float(self.latent_scale) <= 0:
+            raise ValueError("latent_scale is not set (train at least one step or give diffusion.latent_scale)")
+        return self.latent_scale
+
+    def unscaled_target(self, z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(z_e, dim=1) if self.normalized else z_e
+        return z - z_q if self.residual else z
+
+    def target(self, z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+        """x0 of the diffusion from the encoder's latent and the quantized one."""
+        return self.unscaled_target(z_e, z_q) * self._scale()
+
+    def restore(self, x0: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+        """The decoder's input from a sampled x0 (inverse of :meth:`target`, on the sphere)."""
+        z = x0 / self._scale() + (z_q if self.residual else 0)
+        return F.normalize(z, dim=1) if self.normalized else z
+
+    # -- the network -----------------------------------------------------------------------
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
+        return self.unet(x_t, t, cond[0], cond[1])
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition, null: Optional[Condition] = None,
+                guidance_scale: float = 1.0) -> torch.Tensor:
+        """``model(x, t, cond)`` for the samplers, with classifier-free guidance when
+        ``guidance_scale`` != 1: u + w (c - u) (Ho & Salimans 2022, eq. 6)."""
+        if guidance_scale == 1.0 or null is None:
+            return self(x_t, t, cond)
+        both = self(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                    (torch.cat([cond[0], null[0]]), torch.cat([cond[1], null[1]])))
+        c, u = both.chunk(2)
+        return u + guidance_scale * (c - u)
+
+    def loss(self, z_e: torch.Tensor, indices: torch.Tensor, z_q: torch.Tensor,
+             generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """DDPM training loss (Ho et al. 2020, Algorithm 1), Min-SNR weighted when ``min_snr_gamma``."""
+        b = z_e.shape[0]
+        x0 = self.target(z_e, z_q)
+        dev = x0.device
+        gen_dev = generator.device if generator is not None else dev
+        t = torch.randint(0, len(self.alphas_cumprod), (b,), generator=generator, device=gen_dev).to(dev)
+        noise = samplers.initial_noise(x0.shape, generator, dev, x0.dtype) if generator is not None \
+            else torch.randn_like(x0)
+        if self.training and self.drop_prob > 0:
+            drop = torch.rand(b, device=dev) < self.drop_prob
+            indices = torch.where(drop[:, None, None], torch.full_like(indices, self.conditioner.n_embed), indices)
+            z_q = torch.where(drop[:, None, None, None], torch.zeros_like(z_q), z_q)
+        x_t, target = sch.training_target(x0, noise, self.alphas_cumprod, t, self.prediction)
+        pred = self(x_t, t, self.conditioner(indices, z_q))
+        per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        logs = {"mse": per_sample.mean().detach()}
+        if self.min_snr_gamma:
+            weight = sch.min_snr_weight(sch.snr(self.alphas_cumprod, t), self.prediction, float(self.min_snr_gamma))
+            per_sample = per_sample * weight.to(per_sample.dtype)
+        return per_sample.mean(), logs
+
+    @torch.no_grad()
+    def sample(self, indices: torch.Tensor, z_q: torch.Tensor, steps: int, generator: torch.Generator,
+               sampler: str = "dpmpp_2m", guidance_scale: float = 1.0, eta: float = 0.0) -> torch.Tensor:
+        """The decoder's input (B x D x h x w) for a code grid, from noise drawn with ``generator``."""
+        cond = self.conditioner(indices, z_q)
+        null = self.conditioner.null(indices, z_q) if guidance_scale != 1.0 else None
+        noise = samplers.initial_noise(z_q.shape, generator, z_q.device, z_q.dtype)
+        model = functools.partial(self.predict, null=null, guidance_scale=float(guidance_scale))
+        extra = {"eta": eta} if sampler == "ddim" else {}
+        x0 = samplers.get_sampler(sampler)(model, noise, self.alphas_cumprod, steps, cond,
+                                           prediction=self.prediction, generator=generator, **extra)
+        return self.restore(x0, z_q)
+
+
+def denoiser_from_params(params: Dict[str, Any], n_embed: int, embed_dim: int, normalized: bool = True):
+    """The bare network from the ``model.params`` of an ldm config."""
+    return LatentDenoiser(n_embed, embed_dim, unet=params.get("unet"), conditioning=params.get("conditioning"),
+                          diffusion=params.get("diffusion"), normalized=normalized)
+
+
+def load_frozen_embedder(model_dir: str):
+    """The embedder of a model directory, in eval mode and without gradients."""
+    from safetensors.torch import load_file
+
+    from rawdiff.codec.modeldir import read_model_dir
+    from rawdiff.models.embedder import load_embedder
+
+    info = read_model_dir(model_dir)
+    params = info["config"].get("model", {}).get("params", {})
+    net = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")))
+    return net.requires_grad_(False).eval()
+
+
+def _lightning_base():
+    import lightning as L
+
+    return L.LightningModule
+
+
+@register("ldm")
+class LDM(_lightning_base()):
+    """Trains :class:`LatentDenoiser` on the frozen embedder of ``embedder`` (a model directory)."""
+
+    is_diffusion = True  # rawdiff.codec.modeldir.export_model writes a diffusion model directory
+
+    def __init__(self, embedder: str, unet: Optional[Dict[str, Any]] = None,
+                 conditioning: Optional[Dict[str, Any]] = None, diffusion: Optional[Dict[str, Any]] = None,
+                 sampling: Optional[Dict[str, Any]] = None, learning_rate: float = 2e-4,
+                 weight_decay: float = 0.0, ema_decay: float = 0.999):
+        super().__init__()
+        self.save_hyperparameters()
+        if not isinstance(embedder, str) or not embedder:
+            raise ValueError("model.params.embedder must be the path of an embedder model directory, got %r"
+                             % (embedder,))
+        self.embedder_dir = os.path.abspath(embedder)
+        self.embedder = load_frozen_embedder(self.embedder_dir)
+        q = self.embedder.quantize
+        self.denoiser = denoiser_from_params(self.hparams, q.n_embed, q.embed_dim, q.normalize)
+        self.ema = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.sampling = dict(sampling or {})
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.embedder.eval()  # frozen: the quantizer's restart counters and norms stay put
+        self.ema.eval()
+        return self
+
+    @torch.no_grad()
+    def encode(self, planes: torch.Tensor):
+        """(z_e, indices, z_q) of a batch of planes."""
+        z_e = self.embedder.encode(planes)
+        indices = self.embedder.quantize.encode_indices(z_e)
+        return z_e, indices, self.embedder.quantize.lookup(indices)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if float(self.denoiser.latent_scale) > 0:
+            return
+        z_e, _, z_q = self.encode(batch["raw"])
+        std = self.denoiser.unscaled_target(z_e, z_q).float().std()
+        std = self.trainer.strategy.reduce(std, reduce_op="mean")  # the same scale on every device
+        scale = 1.0 / float(std.clamp(min=1e-6))
+        self.denoiser.latent_scale.fill_(scale)
+        self.ema.latent_scale.fill_(scale)
+        print("rawdiff ldm: latent_scale = %.4f (std of the diffusion target %.4g)" % (scale, float(std)))
+
+    def training_step(self, batch, batch_idx):
+        z_e, indices, z_q = self.encode(batch["raw"])
+        loss, logs = self.denoiser.loss(z_e, indices, z_q)
+        n = z_e.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({"train/" + k: v for k, v in logs.items()}, batch_size=n)
+        return loss
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # EMA with warm-up (latent-diffusion's LitEma): decay min(d, (1 + n) / (10 + n))
+        n = int(self.ema_updates)
+        decay = min(self.ema_decay, (1.0 + n) / (10.0 + n))
+        for e, p in zip(self.ema.parameters(), self.denoiser.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.denoiser.buffers()):
+            e.copy_(b)
+        self.ema_updates += 1
+
+    def validation_step(self, batch, batch_idx):
+        from rawdiff.eval.metrics import psnr
+
+        z_e, indices, z_q = self.encode(batch["raw"])
+        gen = torch.Generator().manual_seed(1000 + batch_idx)
+        loss, _ = self.ema.loss(z_e, indices, z_q, generator=gen)
+        target = batch["rgb"] if self.embedder.out == "rgb" else batch["raw"]
+        n = target.shape[0]
+        steps = int(self.sampling.get("val_steps", 2))
+        z_hat = self.ema.sample(indices, z_q, steps, gen, sampler=self.sampling.get("sampler", "dpmpp_2m"))
+        ceiling = F.normalize(z_e, dim=1) if self.ema.normalized else z_e
+        for name, z in (("fast", z_q), ("ceiling", ceiling), ("diffusion", z_hat)):
+            out = self.embedder.decode(z).clamp(0, 1)
+            self.log("val/psnr_" + name, psnr(out, target), sync_dist=True, batch_size=n)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.denoiser.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+
+    def diffusion_state(self) -> Dict[str, torch.Tensor]:
+        """The EMA weights, as ``diffusion.safetensors`` holds them."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
+
+    def diffusion_meta(self) -> Dict[str, Any]:
+        d = self.ema
+        return {"prediction": d.prediction, "residual": d.residual, "num_timesteps": len(d.alphas_cumprod),
+                "latent_scale": float(d.latent_scale), "ema_updates": int(self.ema_updates),
+                "parameters": sum(p.numel() for p in d.parameters()),
+                "sampler": self.sampling.get("sampler", "dpmpp_2m"),
+                "guidance_scale": float(self.sampling.get("guidance_scale", 1.0))}
+
+
+class DiffusionDecoder:
+    """What :meth:`rawdiff.codec.Codec.decompress` runs for ``mode="diffusion"``."""
+
+    def __init__(self, embedder, denoiser: LatentDenoiser, device: torch.device, sampler: str = "dpmpp_2m",
+                 guidance_scale: float = 1.0, render_planes=None):
+        samplers.get_sampler(sampler)  # fail early on a bad name
+        self.embedder = embedder
+        self.denoiser = denoiser
+        self.device = device
+        self.sampler = sampler
+        self.guidance_scale = float(guidance_scale)
+        self.render_planes = render_planes
+
+    @torch.inference_mode()
+    def decode(self, grid: np.ndarray, height: int, width: int, steps: int = 4, seed: int = 0,
+               sampler: Optional[str] = None, guidance_scale: Optional[float] = None) -> np.ndarray:
+        """uint8 height x width x 3 image of a code grid; the same grid and seed give the same
+        image (the noise is drawn on the CPU from ``seed``)."""
+        steps = int(steps)
+        if steps < 1 or steps > len(self.denoiser.alphas_cumprod):
+            raise ValueError("steps %d must be in [1, %d]" % (steps, len(self.denoiser.alphas_cumprod)))
+        indices = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
+        z_q = self.embedder.quantize.lookup(indices)
+        gen = torch.Generator().manual_seed(int(seed))
+        z = self.denoiser.sample(indices, z_q, steps, gen, sampler=sampler or self.sampler,
+                                 guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale)
+        out = self.embedder.decode(z)[0].clamp(0, 1)
+        if self.embedder.out == "raw":
+            return self.render_planes(out.float().cpu().numpy(), height, width)
+        rgb = out[:, :height, :width].permute(1, 2, 0).float().cpu().numpy()
+        return np.round(rgb * 255.0).astype(np.uint8)
+
+
+def load_diffusion_decoder(codec, path: str) -> DiffusionDecoder:
+    """The diffusion decoder of a codec's model directory (``diffusion.safetensors`` at ``path``;
+    its network is described by the ``diffusion`` node of the directory's config)."""
+    from safetensors.torch import load_file
+
+    ldm_cfg = codec.config.get("diffusion")
+    if not isinstance(ldm_cfg, dict) or "model" not in ldm_cfg:
+        raise ValueError("model %s has diffusion weights but its config.yaml has no 'diffusion' node"
+                         % codec.model_id)
+    params = ldm_cfg["model"].get("params") or {}
+    q = codec.embedder.quantize
+    denoiser = denoiser_from_params(params, q.n_embed, q.embed_dim, q.normalize)
+    missing, unexpected = denoiser.load_state_dict(load_file(path), strict=False)
+    if missing or unexpected:
+        raise ValueError("%s does not match the diffusion config: missing %s, unexpected %s"
+                         % (path, sorted(missing)[:5], sorted(unexpected)[:5]))
+    denoiser.to(codec.device).eval()
+    sampling = params.get("sampling") or {}
+    return DiffusionDecoder(codec.embedder, denoiser, codec.device, sampler=sampling.get("sampler", "dpmpp_2m"),
+                            guidance_scale=sampling.get("guidance_scale", 1.0), render_planes=codec._render_planes)

@@ -1,0 +1,244 @@
+"""``make demo``: the whole pipeline on a bag of RAW frames, with a report.
+
+    vtest.avi (opencv-doc) --unprocess--> camera.bag (bayer_rggb16, 12 bit, 10 Hz)
+    roscore (free port) + pipeline.launch: rosbag play -> encoder_node -> /compressed_codes
+                                           -> decoder_node -> /camera/image_decoded -> rosbag record
+    report/: report.md, report.json, side-by-side PNGs (reference ISP | rawdiff fast)
+
+Everything started here is stopped before it returns. A bag of your own:
+``python -m rawdiff.ros.demo --bag camera.bag --topic /camera/image_raw --black-level ... ``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+TOPIC = "/camera/image_raw"
+
+
+def make_bag(path: str, frames: int = 16, every: int = 10, rate_hz: float = 10.0, seed: int = 7) -> int:
+    """A bag of RAW frames unprocessed from the street video that opencv-doc ships: one
+    camera (fixed colour matrix and gains) with fresh sensor noise per frame."""
+    import cv2
+    import rosbag
+    import rospy
+
+    from rawdiff.raw.unprocess import XYZ_TO_CAMERA, unprocess
+    from rawdiff.ros.conversions import frame_to_image
+
+    if not os.path.isfile(VIDEO):
+        raise FileNotFoundError("%s not found (Debian package opencv-doc); give --bag" % VIDEO)
+    cap = cv2.VideoCapture(VIDEO)
+    camera: Dict = {}
+    written = 0
+    start = rospy.Time(1700000000, 0)
+    with rosbag.Bag(path, "w") as bag:
+        index = 0
+        while written < frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            index += 1
+            if (index - 1) % every:
+                continue
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            frame, meta = unprocess(rgb, seed=seed + written, **camera)
+            if not camera:  # the first frame fixes the camera for the rest
+                xyz = np.tensordot(np.asarray(meta["xyz_to_camera_weights"]), XYZ_TO_CAMERA, axes=1)
+                camera = {"xyz_to_camera": xyz, "rgb_gain": meta["rgb_gain"],
+                          "red_gain": meta["red_gain"], "blue_gain": meta["blue_gain"]}
+            stamp = start + rospy.Duration.from_sec(written / rate_hz)
+            msg = frame_to_image(frame, stamp=stamp, frame_id="camera")
+            bag.write(TOPIC, msg, stamp)
+            written += 1
+    cap.release()
+    if not written:
+        raise ValueError("no frames could be read from %s" % VIDEO)
+    return written
+
+
+def _bag_frames(path: str, topic: str):
+    import rosbag
+
+    with rosbag.Bag(path) as bag:
+        return [(m.header.stamp.to_nsec(), m) for _, m, _ in bag.read_messages(topics=[topic])]
+
+
+def _diagnostics_listener(rospy):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    latest: Dict[str, Dict[str, str]] = {}
+
+    def cb(msg):
+        for status in msg.status:
+            latest[status.name] = {kv.key: kv.value for kv in status.values}
+
+    sub = rospy.Subscriber("/diagnostics", DiagnosticArray, cb, queue_size=10)
+    return latest, sub
+
+
+def _find(latest: Dict[str, Dict[str, str]], part: str) -> Dict[str, str]:
+    for name, values in latest.items():
+        if part in name:
+            return values
+    return {}
+
+
+def run_pipeline(bag: str, record: str, out: str, model: str, launch_args: List[str], expected: int,
+                 timeout: float = 600.0) -> Dict[str, Dict[str, str]]:
+    """roscore + pipeline.launch playing ``bag``; returns the nodes' last diagnostics."""
+    from rawdiff.ros.processes import Process, ros_environment, start_roscore, wait_for
+
+    env = ros_environment(os.path.join(out, "ros"))
+    # one torch thread per node: the encoder and the decoder share a small machine
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
+    core = start_roscore(env, os.path.join(out, "roscore.log"))
+    launch = None
+    try:
+        os.environ.update({k: env[k] for k in ("ROS_MASTER_URI", "ROS_HOME", "ROS_LOG_DIR", "ROS_HOSTNAME")})
+        import rospy
+
+        rospy.init_node("rawdiff_demo", anonymous=True, disable_signals=True)
+        latest, sub = _diagnostics_listener(rospy)
+        args = ["roslaunch", "--screen", "rawdiff", "pipeline.launch", "bag:=" + bag, "record:=" + record,
+                "model:=" + model] + launch_args
+        launch = Process(args, os.path.join(out, "pipeline.log"), env)
+        started = time.monotonic()
+
+        def done():
+            launch.check_alive()
+            published = _find(latest, "rawdiff_decoder").get("frames published")
+            return published is not None and int(published) >= expected
+
+        last = -1
+        while True:
+            try:
+                wait_for(done, 5.0, 0.2, "decoded frames")
+                break
+            except AssertionError:
+                published = int(_find(latest, "rawdiff_decoder").get("frames published") or 0)
+                if published != last:
+                    print("demo: %d/%d frames decoded (%.0f s)" % (published, expected,
+                                                                  time.monotonic() - started), flush=True)
+                    last = published
+                if time.monotonic() - started > timeout:
+                    raise RuntimeError("the pipeline decoded %d of %d frames in %.0f s; see %s"
+                                       % (published, expected, timeout, launch.log_path)) from None
+        time.sleep(1.5)  # one more diagnostics period with the final counters
+        sub.unregister()
+        return latest
+    finally:
+        if launch is not None:
+            launch.stop()  # SIGINT: rosbag record closes its bag
+        core.stop()
+
+
+def write_report(out: str, played, recorded: str, diags: Dict[str, Dict[str, str]], levels: Dict,
+                 wall_s: float) -> Dict:
+    import cv2
+    import rosbag
+
+    from rawdiff.raw.isp import render
+    from rawdiff.ros.conversions import image_to_frame
+
+    with rosbag.Bag(recorded) as bag:
+        codes = [m for _, m, _ in bag.read_messages(topics=["/compressed_codes"])]
+        decoded = {m.header.stamp.to_nsec(): m for _, m, _ in bag.read_messages(topics=["/camera/image_decoded"])}
+    sizes = [len(m.data) for m in codes]
+    h, w = (codes[0].height, codes[0].width) if codes else (0, 0)
+    enc, dec = _find(diags, "rawdiff_encoder"), _find(diags, "rawdiff_decoder")
+    report = {
+        "frames_played": len(played), "frames_encoded": len(codes), "frames_decoded": len(decoded),
+        "frame_size": [int(w), int(h)], "bytes_per_frame_mean": float(np.mean(sizes)) if sizes else 0.0,
+        "bpp_mean": float(np.mean(sizes) * 8.0 / (w * h)) if sizes else 0.0,
+        "compression_vs_raw12": float(w * h * 1.5 / np.mean(sizes)) if sizes else 0.0,
+        "encoder": enc, "decoder": dec, "wall_s": round(wall_s, 1),
+    }
+    pictures = []
+    for i, (stamp, msg) in enumerate(played[:4]):
+        if stamp not in decoded:
+            continue
+        out_msg = decoded[stamp]
+        rgb = np.frombuffer(out_msg.data, np.uint8).reshape(out_msg.height, out_msg.width, 3)
+        reference = render(image_to_frame(msg, **levels))
+        side = np.concatenate([reference, np.full((reference.shape[0], 8, 3), 255, np.uint8), rgb], axis=1)
+        name = "side_by_side_%d.png" % i
+        cv2.imwrite(os.path.join(out, name), side[:, :, ::-1])
+        pictures.append(name)
+    report["pictures"] = pictures
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+    lines = ["# rawdiff demo", "",
+             "| frames played / encoded / decoded | frame | bytes per frame | bits per RAW pixel | vs RAW12 |",
+             "|---|---|---|---|---|",
+             "| %d / %d / %d | %dx%d | %.0f | %.4f | %.0f:1 |" % (
+                 report["frames_played"], report["frames_encoded"], report["frames_decoded"], w, h,
+                 report["bytes_per_frame_mean"], report["bpp_mean"], report["compression_vs_raw12"]),
+             "", "| node | latency mean (ms) | latency max (ms) | dropped | rejected |", "|---|---|---|---|---|"]
+    for name, values, verb in (("encoder", enc, "encode"), ("decoder", dec, "decode")):
+        lines.append("| %s | %s | %s | %s | %s |" % (
+            name, values.get("%s latency mean (ms)" % verb, "?"), values.get("%s latency max (ms)" % verb, "?"),
+            values.get("frames dropped", "?"), values.get("frames rejected", "?")))
+    lines += ["", "Left: reference ISP of the RAW frame; right: rawdiff (fast decoder).", ""]
+    lines += ["![%s](%s)" % (p, p) for p in pictures]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return report
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="rawdiff-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="out/demo", help="report folder")
+    parser.add_argument("--model", default=None, help="model directory (default: models/default)")
+    parser.add_argument("--bag", help="a bag of RAW frames to use instead of the generated one")
+    parser.add_argument("--topic", default=TOPIC)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--cfa", default="")
+    parser.add_argument("--black-level", type=float, default=256)
+    parser.add_argument("--white-level", type=float, default=4095)
+    args = parser.parse_args(argv)
+    from rawdiff.cli import DEFAULT_MODEL
+
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    model = os.path.abspath(args.model or DEFAULT_MODEL)
+    started = time.monotonic()
+    try:
+        bag = os.path.abspath(args.bag) if args.bag else os.path.join(out, "camera.bag")
+        if not args.bag:
+            n = make_bag(bag, frames=args.frames)
+            print("demo: %d RAW frames from %s -> %s" % (n, VIDEO, bag), flush=True)
+        played = _bag_frames(bag, args.topic)
+        if not played:
+            raise ValueError("bag %s has no messages on %s" % (bag, args.topic))
+        record = os.path.join(out, "decoded.bag")
+        if os.path.exists(record):
+            os.remove(record)
+        launch_args = ["black_level:=%g" % args.black_level, "white_level:=%g" % args.white_level]
+        topic = args.topic.strip("/").split("/")
+        if len(topic) == 2:
+            launch_args += ["camera:=" + topic[0], "input:=" + topic[1]]
+        if args.cfa:
+            launch_args.append("cfa:=" + args.cfa)
+        diags = run_pipeline(bag, record, out, model, launch_args, len(played))
+        levels = {"black_level": args.black_level, "white_level": args.white_level, "cfa": args.cfa or None}
+        report = write_report(out, played, record, diags, levels, time.monotonic() - started)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print("demo: error: %s" % exc, file=sys.stderr)
+        return 1
+    print("demo: %d frames decoded of %d played, %.0f bytes/frame, %.4f bpp; report in %s/report.md"
+          % (report["frames_decoded"], report["frames_played"], report["bytes_per_frame_mean"], report["bpp_mean"],
+             out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
