@@ -1,7 +1,8 @@
 # rawdiff: one-command set-up, tests, data, models and the demo.
-#   make demo    the pipeline on a bag of RAW frames, with a report
+#   make demo    the ROS pipeline on a bag of RAW frames with the shipped model; report in out/demo
 #   make test    ruff + the whole pytest suite (core and ROS integration)
 #   make setup   Debian ROS packages, .venv, catkin build of the message (idempotent)
+#   make data    the default corpus;  make model  retrains models/default from it
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -22,7 +23,7 @@ APT_PKGS := ros-core python3-rospy python3-rosbag python3-roslaunch python3-rost
 ENV_SH   := build/env.sh
 RUN      := source $(ENV_SH) &&
 
-.PHONY: help setup apt venv catkin test lint fixtures data clean
+.PHONY: help setup apt venv catkin test lint fixtures data model demo clean
 help:
 	@sed -n '2,5p' Makefile
 
@@ -84,6 +85,25 @@ fixtures: setup
 data: data/corpus/train.txt
 data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp
 	$(RUN) rawdiff prepare-data --default --out data/corpus
+
+# The shipped model: the embedder (config/models/default.yaml), then the latent diffusion
+# decoder on top of it (config/models/ldm.yaml), then the ONNX encoder. Each training stage
+# runs for the fixed wall time in its config; on a GPU add e.g. ARGS="--accelerator gpu".
+MODEL_STAGE := build/model-embedder
+model: data
+	rm -rf $(MODEL_STAGE) models/default.new
+	$(RUN) rawdiff train --base config/models/default.yaml --logdir runs --export $(MODEL_STAGE) $(ARGS)
+	$(RUN) rawdiff train --base config/models/ldm.yaml --logdir runs --export models/default.new $(ARGS) \
+	  model.params.embedder=$(MODEL_STAGE)
+	$(RUN) rawdiff export-onnx --model models/default.new
+	rm -rf models/default && mv models/default.new models/default
+
+# The pipeline on a bag (a short one made from opencv-doc's vtest.avi, or BAG=path with
+# TOPIC, BLACK and WHITE): roscore, pipeline.launch, rosbag play and record, a report.
+DEMO_ARGS := $(if $(BAG),--bag $(abspath $(BAG)) --topic $(or $(TOPIC),/camera/image_raw) \
+	--black-level $(or $(BLACK),0) --white-level $(or $(WHITE),65535))
+demo: setup
+	$(RUN) python -m rawdiff.ros.demo --out out/demo $(DEMO_ARGS)
 
 clean:
 	rm -rf build $(VENV)
