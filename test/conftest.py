@@ -4,23 +4,8 @@ own preparation code from synthetic photos."""
 import os
 
 import cv2
-import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE_MODEL = os.path.join(ROOT, "test", "fixtures", "model")
-
-
-def textured_photo(h, w, seed):
-    """An 8-bit RGB image with smooth colour regions and some edges and texture."""
-    rng = np.random.default_rng(seed)
-    base = cv2.resize(rng.integers(0, 256, (4, 5, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
-    for _ in range(6):
-        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.circle(base, (x, y), int(rng.integers(4, max(5, min(h, w) // 3))), colour, -1)
-    noise = rng.normal(0, 6, base.shape)
-    return np.clip(base + noise, 0, 255).astype(np.uint8)
+from synthetic import FIXTURE_MODEL, textured_photo
 
 
 @pytest.fixture(scope="session")

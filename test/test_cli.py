@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import textured_photo
+from synthetic import textured_photo
 
 from rawdiff.cli import main
 from rawdiff.raw import read_raw

@@ -6,9 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import textured_photo
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic import textured_photo
 
 from rawdiff.codec import Codec, bitstream
 from rawdiff.codec.modeldir import compute_model_id

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
+from synthetic import ROOT
 
 from rawdiff.codec import Codec
 from rawdiff.raw import read_raw

@@ -7,7 +7,8 @@ through :func:`to_tensor`).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import os
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -100,3 +101,115 @@ def spectral_distance(x: torch.Tensor, y: torch.Tensor, bins: int = 64) -> float
     between the radially averaged power spectra of output and target. Blurry outputs lose
     high-frequency power and score high; 0 means the same spectrum."""
     return float((radial_power_spectrum(x, bins) - radial_power_spectrum(y, bins)).abs().mean())
+
+
+# --------------------------------------------------------------------------- external tools
+
+
+class ToolMissing(RuntimeError):
+    """An external program (butteraugli_main, cwebp, cjxl, avifenc, ...) is not installed."""
+
+
+class ToolError(RuntimeError):
+    """An external program ran and failed."""
+
+
+#: Debian packages of the external programs (DESIGN.md, "Environment").
+TOOL_PACKAGES = {"butteraugli_main": "libjxl-devtools", "cwebp": "webp", "dwebp": "webp",
+                 "cjxl": "libjxl-tools", "djxl": "libjxl-tools", "avifenc": "libavif-bin",
+                 "avifdec": "libavif-bin"}
+
+
+def find_tool(name: str) -> str:
+    """Absolute path of program ``name``; :class:`ToolMissing` names the Debian package."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        raise ToolMissing("%s not found on PATH (Debian package %s)" % (name, TOOL_PACKAGES.get(name, "?")))
+    return path
+
+
+def run_tool(argv: Sequence[str], timeout: float = 600.0) -> str:
+    """Run an external program; its stdout, or :class:`ToolError` with the end of stderr."""
+    import subprocess
+
+    argv = [find_tool(argv[0])] + [str(a) for a in argv[1:]]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ToolError("%s took longer than %.0f s" % (os.path.basename(argv[0]), timeout)) from None
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise ToolError("%s exited with %d: %s" % (os.path.basename(argv[0]), done.returncode,
+                                                   " | ".join(tail) or "(no message)"))
+    return done.stdout.decode("utf-8", "replace")
+
+
+def write_png(path: str, rgb: np.ndarray, compression: int = 1) -> None:
+    """uint8 HxWx3 RGB -> PNG (fast compression: these files are scratch inputs of tools)."""
+    import cv2
+
+    if not cv2.imwrite(path, np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, compression]):
+        raise OSError("could not write %s" % path)
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """An 8- or 16-bit PNG or PPM written by a tool -> uint8 HxWx3 RGB (alpha dropped, gray expanded)."""
+    import cv2
+
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ToolError("could not read the decoded image %s" % path)
+    if img.dtype == np.uint16:
+        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(img[:, :, 2::-1])
+
+
+# --------------------------------------------------------------------------- butteraugli
+
+_FLOAT = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|nan)"
+
+
+def centre_crop(rgb: np.ndarray, max_pixels: Optional[int]) -> np.ndarray:
+    """The centre crop of ``rgb`` with at most ``max_pixels`` pixels and its aspect ratio
+    (even offsets and sizes, so a crop of a mosaic keeps its CFA phase)."""
+    h, w = rgb.shape[:2]
+    if not max_pixels or h * w <= max_pixels:
+        return rgb
+    scale = math.sqrt(max_pixels / float(h * w))
+    ch, cw = max(2, int(h * scale) // 2 * 2), max(2, int(w * scale) // 2 * 2)
+    top, left = (h - ch) // 4 * 2, (w - cw) // 4 * 2
+    return rgb[top:top + ch, left:left + cw]
+
+
+def butteraugli(reference: np.ndarray, distorted: np.ndarray, max_pixels: Optional[int] = None,
+                timeout: float = 600.0) -> Tuple[float, float]:
+    """Butteraugli distance of two uint8 sRGB images with libjxl's ``butteraugli_main``
+    (Alakuijala et al., *Guetzli*, 2017; ~1 is "just noticeable", lower is better).
+
+    Returns ``(max_norm, p3_norm)``: the tool prints the max-norm distance (the usual
+    butteraugli score) on its first line and ``3-norm: x`` on the next. ``max_pixels``
+    evaluates the centre crop of both images instead (the tool takes seconds per
+    megapixel). Raises :class:`ToolMissing` when the tool is not installed.
+    """
+    import re
+    import tempfile
+
+    if reference.shape != distorted.shape:
+        raise ValueError("butteraugli needs two images of one shape, got %s and %s"
+                         % (reference.shape, distorted.shape))
+    find_tool("butteraugli_main")
+    reference, distorted = centre_crop(reference, max_pixels), centre_crop(distorted, max_pixels)
+    with tempfile.TemporaryDirectory(prefix="rawdiff-ba-") as tmp:
+        ref_path, dist_path = os.path.join(tmp, "ref.png"), os.path.join(tmp, "dist.png")
+        write_png(ref_path, reference)
+        write_png(dist_path, distorted)
+        out = run_tool(["butteraugli_main", ref_path, dist_path], timeout=timeout)
+    first = re.match(r"\s*" + _FLOAT, out)
+    pnorm = re.search(r"3-norm:\s*" + _FLOAT, out)
+    if first is None or pnorm is None:
+        raise ToolError("cannot read butteraugli_main's output %r" % out[:200])
+    return float(first.group(1)), float(pnorm.group(1))
