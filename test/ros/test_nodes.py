@@ -313,7 +313,7 @@ def test_decoder_rejects_bad_codes_and_keeps_serving(pipe, other_codes, case):
              what="the decoder to connect to the test's codes publisher")
     before = pipe.counters(DEC)
     pipe.codes_pub.publish(msg)
-    errors = wait_for(lambda: pipe.errors_of(DEC, fragment), 30, what="an error naming %r" % fragment)
+    errors = wait_for(lambda: pipe.errors_of(DEC, fragment), 60, what="an error naming %r" % fragment)
     assert "rejected message stamp" in errors[0]
     pipe.roundtrip()  # still answering
     after = _delta(pipe.counters(DEC), before)
