@@ -268,7 +268,9 @@ def _good_codes(pipe):
     """A valid CompressedCodes message made by the running encoder."""
     n = len(pipe.codes)
     img = pipe.roundtrip()
-    return [c for c in pipe.codes.since(n) if c.header.stamp == img.header.stamp][0]
+    # the test's own subscription to the codes may hear them after the decoded image
+    return wait_for(lambda: [c for c in pipe.codes.since(n) if c.header.stamp == img.header.stamp], 30,
+                    what="the codes of frame %s" % img.header.stamp)[0]
 
 
 @pytest.fixture(scope="module")
