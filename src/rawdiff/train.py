@@ -108,7 +108,7 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
         summary["model_dir"] = export_model(model, cfg, out, data=data, training={
             "bases": list(bases), "overrides": list(overrides), "global_step": int(trainer.global_step),
             "wall_s": round(wall, 1), "accelerator": str(trainer.accelerator.__class__.__name__),
-            "devices": int(trainer.num_devices), "run_dir": run_dir})
+            "devices": int(trainer.num_devices), "run_dir": os.path.basename(os.path.normpath(run_dir))})
         print("rawdiff train: %d steps in %.0f s; run %s; model %s"
               % (trainer.global_step, wall, run_dir, summary["model_dir"]))
     return summary
