@@ -113,10 +113,16 @@ def run_pipeline(bag: str, record: str, out: str, model: str, launch_args: List[
         launch = Process(args, os.path.join(out, "pipeline.log"), env)
         started = time.monotonic()
 
+        def count(node: str, *kinds: str) -> int:
+            values = _find(latest, node)
+            return sum(int(values.get("frames " + k) or 0) for k in kinds)
+
         def done():
+            # every played frame accounted for: decoded, or dropped/rejected/failed on the way
             launch.check_alive()
-            published = _find(latest, "rawdiff_decoder").get("frames published")
-            return published is not None and int(published) >= expected
+            lost = count("rawdiff_encoder", "dropped", "rejected", "failed")
+            return count("rawdiff_decoder", "received", "dropped") >= expected - lost and \
+                count("rawdiff_decoder", "published", "dropped", "rejected", "failed") + lost >= expected
 
         last = -1
         while True:
@@ -124,7 +130,7 @@ def run_pipeline(bag: str, record: str, out: str, model: str, launch_args: List[
                 wait_for(done, 5.0, 0.2, "decoded frames")
                 break
             except AssertionError:
-                published = int(_find(latest, "rawdiff_decoder").get("frames published") or 0)
+                published = count("rawdiff_decoder", "published")
                 if published != last:
                     print("demo: %d/%d frames decoded (%.0f s)" % (published, expected,
                                                                   time.monotonic() - started), flush=True)
@@ -146,6 +152,9 @@ def write_report(out: str, played, recorded: str, diags: Dict[str, Dict[str, str
     import cv2
     import rosbag
 
+    levels = dict(levels)
+    rate = levels.pop("rate", None)
+
     from rawdiff.raw.isp import render
     from rawdiff.ros.conversions import image_to_frame
 
@@ -161,6 +170,7 @@ def write_report(out: str, played, recorded: str, diags: Dict[str, Dict[str, str
         "bpp_mean": float(np.mean(sizes) * 8.0 / (w * h)) if sizes else 0.0,
         "compression_vs_raw12": float(w * h * 1.5 / np.mean(sizes)) if sizes else 0.0,
         "encoder": enc, "decoder": dec, "wall_s": round(wall_s, 1),
+        "model_id": codes[0].model_id if codes else "",
     }
     pictures = []
     for i, (stamp, msg) in enumerate(played[:4]):
@@ -183,6 +193,7 @@ def write_report(out: str, played, recorded: str, diags: Dict[str, Dict[str, str
                  report["frames_played"], report["frames_encoded"], report["frames_decoded"], w, h,
                  report["bytes_per_frame_mean"], report["bpp_mean"], report["compression_vs_raw12"]),
              "", "| node | latency mean (ms) | latency max (ms) | dropped | rejected |", "|---|---|---|---|---|"]
+    lines[0:1] = ["# rawdiff demo", "", "Bag played at rosbag rate %s; model %s." % (rate, report["model_id"])]
     for name, values, verb in (("encoder", enc, "encode"), ("decoder", dec, "decode")):
         lines.append("| %s | %s | %s | %s | %s |" % (
             name, values.get("%s latency mean (ms)" % verb, "?"), values.get("%s latency max (ms)" % verb, "?"),
@@ -201,6 +212,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--bag", help="a bag of RAW frames to use instead of the generated one")
     parser.add_argument("--topic", default=TOPIC)
     parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=0.25,
+                        help="rosbag play --rate: slow enough for a CPU; faster frames are dropped and counted")
     parser.add_argument("--cfa", default="")
     parser.add_argument("--black-level", type=float, default=256)
     parser.add_argument("--white-level", type=float, default=4095)
@@ -222,14 +235,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         record = os.path.join(out, "decoded.bag")
         if os.path.exists(record):
             os.remove(record)
-        launch_args = ["black_level:=%g" % args.black_level, "white_level:=%g" % args.white_level]
+        launch_args = ["black_level:=%g" % args.black_level, "white_level:=%g" % args.white_level,
+                       "bag_args:=--rate %g" % args.rate]
         topic = args.topic.strip("/").split("/")
         if len(topic) == 2:
             launch_args += ["camera:=" + topic[0], "input:=" + topic[1]]
         if args.cfa:
             launch_args.append("cfa:=" + args.cfa)
         diags = run_pipeline(bag, record, out, model, launch_args, len(played))
-        levels = {"black_level": args.black_level, "white_level": args.white_level, "cfa": args.cfa or None}
+        levels = {"black_level": args.black_level, "white_level": args.white_level, "cfa": args.cfa or None,
+                  "rate": args.rate}
         report = write_report(out, played, record, diags, levels, time.monotonic() - started)
     except (ValueError, OSError, RuntimeError) as exc:
         print("demo: error: %s" % exc, file=sys.stderr)
