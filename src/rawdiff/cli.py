@@ -18,8 +18,7 @@ import os
 import sys
 from typing import List, Optional
 
-DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                             "models", "default")
+from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 
 
 def _add_raw_input(p: argparse.ArgumentParser) -> None:

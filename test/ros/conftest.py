@@ -8,10 +8,11 @@ group and is stopped by its fixture's finalizer; logs and ROS_HOME live under tm
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
-from ros_harness import FIXTURE_MODEL, free_port, ros_unavailable, stop_process, wait_for
+from ros_harness import FIXTURE_MODEL, ros_unavailable
+
+from rawdiff.ros.processes import ros_environment, start_roscore
 
 
 @pytest.fixture(scope="session")
@@ -22,30 +23,17 @@ def ros_master(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("ros")
-    port = free_port()
     saved = {k: os.environ.get(k) for k in ("ROS_MASTER_URI", "ROS_HOME", "ROS_LOG_DIR", "ROS_HOSTNAME", "ROS_IP")}
-    os.environ.update(ROS_MASTER_URI="http://127.0.0.1:%d" % port, ROS_HOME=str(root / "home"),
-                      ROS_LOG_DIR=str(root / "log"), ROS_HOSTNAME="127.0.0.1")
+    env = ros_environment(str(root))
+    os.environ.update({k: env[k] for k in ("ROS_MASTER_URI", "ROS_HOME", "ROS_LOG_DIR", "ROS_HOSTNAME")})
     os.environ.pop("ROS_IP", None)
-    log = open(root / "roscore.log", "wb")
-    proc = subprocess.Popen(["roscore", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=dict(os.environ))
+    core = None
     try:
-        import rosgraph
-
-        def up():
-            if proc.poll() is not None:
-                raise AssertionError("roscore exited: %s" % (root / "roscore.log").read_text()[-2000:])
-            try:
-                return rosgraph.Master("/rawdiff_test_probe").getPid()
-            except Exception:
-                return None
-
-        wait_for(up, 60, 0.2, "roscore on port %d" % port)
+        core = start_roscore(env, str(root / "roscore.log"))
         yield {"uri": os.environ["ROS_MASTER_URI"], "root": root}
     finally:
-        stop_process(proc)
-        log.close()
+        if core is not None:
+            core.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -47,13 +47,11 @@ def embedder_state(embedder: torch.nn.Module) -> Dict[str, torch.Tensor]:
 
 def iter_index_frames(index_file: str, limit: Optional[int] = None) -> Iterable:
     """RAW frames listed in an index file (one path a line, relative to the file's folder)."""
+    from rawdiff.data.dataset import read_index
     from rawdiff.raw import read_raw
 
-    root = os.path.dirname(os.path.abspath(index_file))
-    with open(index_file) as f:
-        paths = [line.strip() for line in f if line.strip()]
-    for path in paths[:limit]:
-        yield read_raw(path if os.path.isabs(path) else os.path.join(root, path))
+    for path in read_index(index_file)[:limit]:
+        yield read_raw(path)
 
 
 @torch.inference_mode()

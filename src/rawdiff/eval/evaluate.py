@@ -42,6 +42,7 @@ def find_frames(data: Sequence[str]) -> List[str]:
     """RAW frame files named by ``data``: index files (``.txt``/``.lst``, one path a line,
     relative to the index file), folders (searched recursively for camera RAW files,
     ``.npy`` mosaics, and PNG/TIFF/packed files that have a ``.json`` sidecar), or files."""
+    from rawdiff.data.dataset import read_index
     from rawdiff.data.prepare import LIST_SUFFIXES, TARGET_SUFFIX
     from rawdiff.raw.io import PACKED_SUFFIXES, RAWPY_SUFFIXES
 
@@ -61,12 +62,7 @@ def find_frames(data: Sequence[str]) -> List[str]:
                           and not name.endswith(TARGET_SUFFIX) and os.path.isfile(os.path.join(root, stem + ".json"))):
                         frames.append(path)
         elif suffix in LIST_SUFFIXES and os.path.isfile(item):
-            base = os.path.dirname(os.path.abspath(item))
-            with open(item) as f:
-                for line in f:
-                    line = line.strip()
-                    if line and not line.startswith("#"):
-                        frames.append(line if os.path.isabs(line) else os.path.join(base, line))
+            frames.extend(read_index(item))
         elif os.path.isfile(item):
             frames.append(item)
         else:

@@ -218,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--black-level", type=float, default=256)
     parser.add_argument("--white-level", type=float, default=4095)
     args = parser.parse_args(argv)
-    from rawdiff.cli import DEFAULT_MODEL
+    from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)

@@ -26,10 +26,8 @@ import time
 from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
+from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 from rawdiff.ros.diagnostics import ErrorThrottle, NodeStats, fill_status
-
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-DEFAULT_MODEL = os.path.join(PACKAGE_DIR, "models", "default")
 
 
 class DropOldestQueue:
