@@ -49,3 +49,48 @@ def test_no_adversarial_term_before_disc_start():
     loss = VQLoss(disc_start=100, disc_channels=8)
     _, logs = loss.generator_loss(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), torch.tensor(0.0), 5, None)
     assert "g_loss" not in logs
+
+
+PLAIN = {"stem": 4, "ch": 8, "ch_mult": [1], "norm": "none", "act": "relu"}
+
+
+def test_the_encoder_can_have_its_own_shape():
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4, encoder=PLAIN)
+    assert net.factor == 8 and net.encoder_stem == 4 and net.encoder.plain
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in net.encoder.modules())
+    planes = torch.rand(2, 4, 32, 48)
+    rgb, _, idx, _ = net(planes)
+    assert idx.shape == (2, 8, 12) and rgb.shape == (2, 3, 64, 96)
+    # the decoder is the symmetric one: same keys as without an encoder of its own
+    plain_keys = {k for k in net.state_dict() if not k.startswith("encoder.")}
+    sym = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4)
+    assert plain_keys == {k for k in sym.state_dict() if not k.startswith("encoder.")}
+
+
+def test_encoder_and_decoder_must_agree_on_the_factor():
+    with pytest.raises(ValueError, match="encoder downsamples by 16 but the decoder upsamples by 8"):
+        Embedder(ch=8, ch_mult=(1, 2), stem=2, encoder={"stem": 4, "ch_mult": [1, 2]})
+    with pytest.raises(ValueError, match="unknown embedder.encoder keys"):
+        Embedder(ch=8, ch_mult=(1, 2), encoder={"channels": 8})
+    with pytest.raises(ValueError, match="encoder norm must be"):
+        Embedder(ch=8, ch_mult=(1, 2), encoder={"norm": "batch"})
+    with pytest.raises(ValueError, match="activation must be one of relu, silu"):
+        Embedder(ch=8, ch_mult=(1, 2), encoder=dict(PLAIN, act="gelu"))
+
+
+@pytest.mark.parametrize("ch_mult,stem", [([1], 4), ([1, 2], 2)])
+def test_plain_encoder_codes_do_not_depend_on_the_frame_size(ch_mult, stem):
+    """Without GroupNorm a crop is coded as the same part of the whole frame (away from the
+    borders the convolutions see), which a model trained on crops relies on."""
+    torch.manual_seed(0)
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4,
+                   encoder=dict(PLAIN, ch_mult=ch_mult, stem=stem)).eval()
+    planes = torch.rand(1, 4, 256, 256)
+    window = (Ellipsis, slice(64, 192), slice(64, 192))  # code cells 16..48 of 64
+    with torch.no_grad():
+        whole, crop = net.encode(planes), net.encode(planes[window])
+        grouped = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4).eval()
+        g_whole, g_crop = grouped.encode(planes), grouped.encode(planes[window])
+    inner = (Ellipsis, slice(10, 22), slice(10, 22))  # farther from the crop's border than the receptive field
+    assert torch.allclose(crop[inner], whole[..., 16:48, 16:48][inner], atol=1e-5)
+    assert not torch.allclose(g_crop[inner], g_whole[..., 16:48, 16:48][inner], atol=1e-3)

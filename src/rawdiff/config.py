@@ -22,6 +22,7 @@ import yaml
 _REGISTRY_MODULES = (
     "rawdiff.models.vqgan",
     "rawdiff.models.ldm",
+    "rawdiff.models.distill",
     "rawdiff.data.dataset",
 )
 _REGISTRY: Dict[str, Callable] = {}

@@ -106,7 +106,13 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
     if getattr(model, "is_diffusion", False):
         return export_diffusion_model(model, cfg, out, training=training)
     os.makedirs(out, exist_ok=True)
+    for name in ("diffusion.safetensors", "encoder.onnx"):
+        stale = os.path.join(out, name)
+        if os.path.isfile(stale):
+            os.remove(stale)  # left from an earlier export into the same folder
     embedder = model.embedder
+    if hasattr(model, "export_config"):
+        cfg = model.export_config(cfg)  # the model directory's config differs from the run's
     save_file(embedder_state(embedder), os.path.join(out, "embedder.safetensors"),
               metadata={"format": "rawdiff-embedder-1"})
     codec_cfg = cfg.get("codec") or {}
@@ -124,6 +130,8 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
                          "codes_used": int(used)}
     else:
         raise ValueError("the data module has no training index (train_index) to fit the index prior on")
+    if hasattr(model, "export_extras"):
+        meta.update(model.export_extras(out))  # files carried over from another model directory
     save_config(cfg, os.path.join(out, "config.yaml"))
     meta["model_id"] = compute_model_id(out)
     with open(os.path.join(out, "model.json"), "w") as f:

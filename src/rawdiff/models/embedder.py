@@ -16,7 +16,7 @@ is the Lightning module that trains it.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,18 +24,43 @@ from torch.nn import functional as F
 
 from rawdiff.models.quantize import VectorQuantizer
 from rawdiff.nn.attention import SelfAttention2d
-from rawdiff.nn.blocks import Downsample, ResBlock, Upsample, normalize
+from rawdiff.nn.blocks import Downsample, PlainResBlock, ResBlock, Upsample, activation, normalize
 
 PLANES = 4
 
 
 class Encoder(nn.Module):
+    """Planes (after space-to-depth) -> latent, downsampling once per ``ch_mult`` level after the first.
+
+    ``norm: group`` is taming's encoder (GroupNorm + SiLU pre-activation blocks). ``norm: none``
+    is the vehicle encoder: conv + activation, :class:`PlainResBlock` s without normalisation,
+    downsampling by a 2x2 stride-2 conv; every conv fuses with its activation or residual
+    addition in onnxruntime, and no statistic is taken over the frame."""
+
     def __init__(self, in_channels: int, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
-                 z_channels: int, attention: bool = False):
+                 z_channels: int, attention: bool = False, norm: str = "group", act: str = "silu"):
         super().__init__()
-        self.conv_in = nn.Conv2d(in_channels, ch * ch_mult[0], 3, padding=1)
-        blocks = []
+        if norm not in ("group", "none"):
+            raise ValueError("encoder norm must be 'group' or 'none', got %r" % (norm,))
+        self.plain = norm == "none"
         prev = ch * ch_mult[0]
+        blocks: List[nn.Module] = []
+        if self.plain:
+            blocks += [nn.Conv2d(in_channels, prev, 3, padding=1), activation(act)]
+            for level, mult in enumerate(ch_mult):
+                if level > 0:
+                    blocks += [nn.Conv2d(prev, ch * mult, 2, stride=2), activation(act)]
+                    prev = ch * mult
+                blocks += [PlainResBlock(prev, act) for _ in range(num_res_blocks)]
+            blocks += [PlainResBlock(prev, act) for _ in range(2)]
+            if attention:
+                blocks.append(SelfAttention2d(prev))
+            blocks.append(nn.Conv2d(prev, z_channels, 3, padding=1))
+            self.blocks = nn.Sequential(*blocks)
+            return
+        if act != "silu":
+            raise ValueError("the GroupNorm encoder uses silu, got act %r" % (act,))
+        self.conv_in = nn.Conv2d(in_channels, prev, 3, padding=1)
         for level, mult in enumerate(ch_mult):
             for _ in range(num_res_blocks):
                 blocks.append(ResBlock(prev, ch * mult))
@@ -51,6 +76,8 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(prev, z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain:
+            return self.blocks(x)
         return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(x)))))
 
 
@@ -78,21 +105,40 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
 
 
+ENCODER_KEYS = ("ch", "ch_mult", "num_res_blocks", "stem", "attention", "norm", "act")
+
+
 class Embedder(nn.Module):
-    """Encoder, codebook and decoder; no training logic."""
+    """Encoder, codebook and decoder; no training logic.
+
+    ``encoder`` (a dict with any of ENCODER_KEYS) gives the encoder its own shape; what it
+    leaves out is the decoder's. The vehicle runs the encoder and the receiving side the
+    decoder, so they need not be symmetric, but both must have the same factor ``f``."""
 
     def __init__(self, ch: int = 64, ch_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 1,
                  stem: int = 2, embed_dim: int = 8, n_embed: int = 1024, out: str = "rgb",
-                 attention: bool = False, beta: float = 0.25, restart_after: int = 200):
+                 attention: bool = False, beta: float = 0.25, restart_after: int = 200,
+                 encoder: Optional[Dict[str, Any]] = None):
         super().__init__()
         if out not in ("rgb", "raw"):
             raise ValueError("out must be 'rgb' or 'raw', got %r" % (out,))
+        enc: Dict[str, Any] = dict(ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks, stem=stem,
+                                   attention=attention)
+        unknown = sorted(set(encoder or {}) - set(ENCODER_KEYS))
+        if unknown:
+            raise ValueError("unknown embedder.encoder keys %s (known: %s)" % (unknown, ", ".join(ENCODER_KEYS)))
+        enc.update(encoder or {})
         self.out = out
         self.stem = int(stem)
+        self.encoder_stem = int(enc.pop("stem"))
         self.factor = 2 * self.stem * 2 ** (len(ch_mult) - 1)
+        encoder_factor = 2 * self.encoder_stem * 2 ** (len(enc["ch_mult"]) - 1)
+        if encoder_factor != self.factor:
+            raise ValueError("the encoder downsamples by %d but the decoder upsamples by %d (f = 2 * stem * "
+                             "2 ** (len(ch_mult) - 1))" % (encoder_factor, self.factor))
         self.n_embed = n_embed
         out_per_cell = 3 * (2 * self.stem) ** 2 if out == "rgb" else PLANES * self.stem ** 2
-        self.encoder = Encoder(PLANES * self.stem ** 2, ch, ch_mult, num_res_blocks, embed_dim, attention)
+        self.encoder = Encoder(PLANES * self.encoder_stem ** 2, z_channels=embed_dim, **enc)
         self.quantize = VectorQuantizer(n_embed, embed_dim, beta=beta, restart_after=restart_after)
         self.decoder = Decoder(out_per_cell, ch, ch_mult, num_res_blocks, embed_dim, attention)
 
@@ -103,7 +149,7 @@ class Embedder(nn.Module):
 
     def encode(self, planes: torch.Tensor) -> torch.Tensor:
         """B x 4 x h x w planes (h, w multiples of plane_multiple) -> continuous latents."""
-        x = F.pixel_unshuffle(planes, self.stem) if self.stem > 1 else planes
+        x = F.pixel_unshuffle(planes, self.encoder_stem) if self.encoder_stem > 1 else planes
         return self.encoder(x)
 
     def encode_indices(self, planes: torch.Tensor) -> torch.Tensor:

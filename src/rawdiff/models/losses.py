@@ -49,6 +49,19 @@ def feature_matching_loss(feats_fake: List[torch.Tensor], feats_real: List[torch
     return sum(F.l1_loss(f, r.detach()) for f, r in zip(feats_fake, feats_real)) / len(feats_fake)
 
 
+def reconstruction_loss(x_hat: torch.Tensor, target: torch.Tensor, l1_weight: float = 1.0,
+                        ms_ssim_weight: float = 0.5) -> Dict[str, torch.Tensor]:
+    """``rec = l1_weight * L1 + ms_ssim_weight * (1 - MS-SSIM)``, with the parts for logging."""
+    l1 = F.l1_loss(x_hat, target)
+    out = {"l1": l1, "rec": l1_weight * l1}
+    if ms_ssim_weight > 0 and min(target.shape[-2:]) >= 11:
+        # MS-SSIM over the first three channels (RGB, or R/G1/G2 when decoding to RAW)
+        ssim = ms_ssim(x_hat[:, :3].clamp(0, 1).float(), target[:, :3].float()).mean()
+        out["ms_ssim"] = ssim
+        out["rec"] = out["rec"] + ms_ssim_weight * (1.0 - ssim)
+    return out
+
+
 class VQLoss(nn.Module):
     """Reconstruction + codebook + adversarial loss of the embedder.
 
@@ -73,14 +86,7 @@ class VQLoss(nn.Module):
         self.discriminator = PatchDiscriminator(out_channels, disc_channels, disc_layers)
 
     def reconstruction(self, x_hat: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:
-        l1 = F.l1_loss(x_hat, target)
-        out = {"l1": l1, "rec": self.l1_weight * l1}
-        if self.ms_ssim_weight > 0 and min(target.shape[-2:]) >= 11:
-            # MS-SSIM over the first three channels (RGB, or R/G1/G2 when decoding to RAW)
-            ssim = ms_ssim(x_hat[:, :3].clamp(0, 1).float(), target[:, :3].float()).mean()
-            out["ms_ssim"] = ssim
-            out["rec"] = out["rec"] + self.ms_ssim_weight * (1.0 - ssim)
-        return out
+        return reconstruction_loss(x_hat, target, self.l1_weight, self.ms_ssim_weight)
 
     def adaptive_weight(self, rec: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
         rec_grad = torch.autograd.grad(rec, last_layer, retain_graph=True)[0]

@@ -44,6 +44,33 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError("activation must be one of %s, got %r" % (", ".join(sorted(ACTIVATIONS)), name))
+    return ACTIVATIONS[name]()
+
+
+class PlainResBlock(nn.Module):
+    """Residual block without normalisation (Lim et al. 2017, EDSR): ``x + conv(act(conv(x)))``.
+
+    Every conv is followed by its activation or by the residual addition, which inference
+    engines fuse into the convolution (onnxruntime's FusedConv / NCHWc kernels); and with no
+    GroupNorm the output at a position does not depend on the size of the frame, so a model
+    trained on crops encodes whole frames the same way."""
+
+    def __init__(self, channels: int, act: str = "relu"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = activation(act)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
 class Downsample(nn.Module):
     """Halve the resolution with a stride-2 3x3 conv (zero pad right/bottom like taming)."""
 

@@ -1,0 +1,179 @@
+"""A new encoder for a trained embedder (``target: encoder_distill`` in a config).
+
+The vehicle runs the encoder, the receiving side the decoder, so the two need not have the
+same shape: a light encoder can feed the codebook and decoder of a model trained with a
+heavy one. This module trains such an encoder against a *teacher* model directory, whose
+codebook and decoder it copies and keeps frozen:
+
+    planes --teacher encoder (frozen)------> z_t
+    planes --student encoder (trained)-----> z_s --VQ (teacher's codebook)--> z_q --decoder (frozen)--> RGB
+
+    loss = latent_weight * ||n(z_s) - n(z_t)||^2              (n: l2-normalise per position)
+         + rec_weight * (L1 + ms_ssim_weight * (1 - MS-SSIM))(RGB, target)   after rec_start batches
+         + beta * ||n(z_s) - sg(z_q)||^2                      (commitment)
+
+The latent term alone is cheap (no decoder) and brings the student near the teacher's
+codes; the reconstruction term then lets it pick the codes that the decoder renders best,
+which need not be the teacher's. Codebook and decoder are unchanged, so the teacher's
+diffusion decoder works on the student's codes as it does on the teacher's, and is carried
+over to the exported model directory; the index prior is fitted anew (the student's code
+statistics differ a little).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+from typing import Any, Dict, Optional
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+
+from rawdiff.config import register
+from rawdiff.eval.metrics import psnr
+from rawdiff.models.embedder import Embedder
+from rawdiff.models.losses import reconstruction_loss
+
+
+def _normalized(z: torch.Tensor) -> torch.Tensor:
+    return F.normalize(z, dim=1)
+
+
+@register("encoder_distill")
+class EncoderDistill(L.LightningModule):
+    def __init__(self, teacher: str, encoder: Optional[Dict[str, Any]] = None, latent_weight: float = 1.0,
+                 rec_weight: float = 1.0, ms_ssim_weight: float = 0.5, rec_start: int = 0,
+                 learning_rate: float = 1e-3, min_learning_rate: float = 5e-5, decay_batches: int = 0,
+                 betas=(0.9, 0.99)):
+        super().__init__()
+        from safetensors.torch import load_file
+
+        from rawdiff.codec.modeldir import read_model_dir
+        from rawdiff.models.ldm import load_frozen_embedder
+
+        self.save_hyperparameters()
+        if not isinstance(teacher, str) or not teacher:
+            raise ValueError("model.params.teacher must be the path of a model directory, got %r" % (teacher,))
+        self.teacher_dir = os.path.abspath(teacher)
+        info = read_model_dir(self.teacher_dir)
+        self.teacher_config = info["config"]
+        self.teacher_meta = info["meta"]
+        teacher_params = dict(self.teacher_config.get("model", {}).get("params", {}).get("embedder") or {})
+        self.teacher = load_frozen_embedder(self.teacher_dir)
+        student_params = dict(teacher_params, encoder=dict(encoder or {}))
+        self.embedder = Embedder(**student_params)
+        self.embedder_params = student_params
+        # the teacher's codebook and decoder, frozen; the encoder is the student's own
+        state = load_file(os.path.join(self.teacher_dir, "embedder.safetensors"))
+        kept = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        missing, unexpected = self.embedder.load_state_dict(kept, strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.") and k != "quantize.idle_steps"]
+        if missing or unexpected:
+            raise ValueError("teacher %s does not match its config: missing %s, unexpected %s"
+                             % (teacher, missing[:5], unexpected[:5]))
+        self.embedder.quantize.requires_grad_(False)
+        self.embedder.decoder.requires_grad_(False)
+        self.embedder.quantize.restart_after = 0
+        self.latent_weight = latent_weight
+        self.rec_weight = rec_weight
+        self.ms_ssim_weight = ms_ssim_weight
+        self.rec_start = int(rec_start)
+        self.learning_rate = learning_rate
+        self.min_learning_rate = min_learning_rate
+        self.decay_batches = int(decay_batches)
+        self.betas = tuple(betas)
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # frozen parts: no dead-code restart, the teacher's norms as in use
+        self.teacher.eval()
+        self.embedder.quantize.eval()
+        self.embedder.decoder.eval()
+        return self
+
+    def target_of(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["rgb"] if self.embedder.out == "rgb" else batch["raw"]
+
+    def losses(self, batch: Dict[str, torch.Tensor], with_rec: bool) -> Dict[str, torch.Tensor]:
+        planes = batch["raw"]
+        with torch.no_grad():
+            z_t = self.teacher.encode(planes)
+            idx_t = self.teacher.quantize.encode_indices(z_t)
+        z_s = self.embedder.encode(planes)
+        latent = (_normalized(z_s) - _normalized(z_t)).pow(2).sum(1).mean()
+        out: Dict[str, torch.Tensor] = {"latent": latent}
+        q = self.embedder.quantize
+        if with_rec:
+            z_q, q_loss, idx, _ = q(z_s)  # codebook frozen: q_loss's gradient is beta * commitment
+            x_hat = self.embedder.decode(z_q)
+            rec = reconstruction_loss(x_hat, self.target_of(batch), 1.0, self.ms_ssim_weight)
+            out.update(rec=rec["rec"], commitment=q_loss, x_hat=x_hat)
+            if "ms_ssim" in rec:
+                out["ms_ssim"] = rec["ms_ssim"]
+        else:
+            idx = q.encode_indices(z_s)
+        out["agreement"] = (idx == idx_t).float().mean()
+        return out
+
+    def learning_rate_at(self, batch: int) -> float:
+        """Cosine from learning_rate to min_learning_rate over decay_batches, then flat."""
+        if self.decay_batches <= 0:
+            return self.learning_rate
+        t = min(1.0, batch / float(self.decay_batches))
+        span = self.learning_rate - self.min_learning_rate
+        return self.min_learning_rate + 0.5 * span * (1.0 + math.cos(math.pi * t))
+
+    def training_step(self, batch, batch_idx):
+        step = int(self.batches_seen)
+        self.batches_seen += 1
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = self.learning_rate_at(step)
+        out = self.losses(batch, with_rec=step >= self.rec_start and self.rec_weight > 0)
+        loss = self.latent_weight * out["latent"]
+        if "rec" in out:
+            loss = loss + self.rec_weight * out["rec"] + out["commitment"]
+        n = batch["raw"].shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
+        self.log("train/agreement", out["agreement"], prog_bar=True, batch_size=n)
+        self.log_dict({"train/" + k: v.detach() for k, v in out.items() if k not in ("x_hat", "agreement")},
+                      batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        out = self.losses(batch, with_rec=True)
+        target = self.target_of(batch)
+        n = target.shape[0]
+        with torch.no_grad():
+            teacher_hat = self.teacher.decode_indices(self.teacher.encode_indices(batch["raw"]))
+        self.log("val/psnr", psnr(out["x_hat"].clamp(0, 1), target), prog_bar=True, sync_dist=True, batch_size=n)
+        self.log("val/psnr_teacher", psnr(teacher_hat.clamp(0, 1), target), sync_dist=True, batch_size=n)
+        self.log("val/agreement", out["agreement"], sync_dist=True, batch_size=n)
+        self.log("val/latent", out["latent"], sync_dist=True, batch_size=n)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.embedder.encoder.parameters(), lr=self.learning_rate, betas=self.betas)
+
+    # -- export (rawdiff.codec.modeldir.export_model) ----------------------------------
+
+    def export_config(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
+        """The model directory's config: the teacher's, with the student's encoder; the
+        distillation run's own config is kept under ``encoder_distill``."""
+        out = copy.deepcopy(self.teacher_config)
+        out.setdefault("model", {}).setdefault("params", {})["embedder"] = copy.deepcopy(self.embedder_params)
+        out["encoder_distill"] = copy.deepcopy({"model": cfg.get("model"), "data": cfg.get("data"),
+                                                "lightning": cfg.get("lightning")})
+        return out
+
+    def export_extras(self, out_dir: str) -> Dict[str, Any]:
+        """Carry the teacher's diffusion decoder over (same codebook and decoder); metadata."""
+        meta: Dict[str, Any] = {"encoder_teacher_model_id": self.teacher_meta.get("model_id")}
+        src = os.path.join(self.teacher_dir, "diffusion.safetensors")
+        if os.path.isfile(src):
+            shutil.copy2(src, os.path.join(out_dir, "diffusion.safetensors"))
+            if "diffusion" in self.teacher_meta:
+                meta["diffusion"] = self.teacher_meta["diffusion"]
+        return meta

@@ -1,0 +1,143 @@
+"""A light vehicle encoder trained against a teacher model directory (rawdiff.models.distill):
+codebook, decoder and diffusion decoder are the teacher's, the encoder and prior are new."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from synthetic import ROOT
+
+TINY_LDM = os.path.join(ROOT, "config", "models", "ldm_tiny.yaml")
+TINY = os.path.join(ROOT, "config", "models", "vehicle_encoder_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def teacher(fixture_model, tiny_corpus, tmp_path_factory):
+    """The fixture embedder with a tiny diffusion decoder: a teacher with every part."""
+    from rawdiff.train import train
+
+    tmp = tmp_path_factory.mktemp("teacher")
+    out = str(tmp / "model")
+    train([TINY_LDM], ["model.params.embedder=%s" % fixture_model, "data.params.root=%s" % tiny_corpus],
+          logdir=str(tmp / "runs"), export=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def student(teacher, tiny_corpus, tmp_path_factory):
+    from rawdiff.train import train
+
+    tmp = tmp_path_factory.mktemp("student")
+    out = str(tmp / "model")
+    summary = train([TINY], ["model.params.teacher=%s" % teacher, "data.params.root=%s" % tiny_corpus],
+                    logdir=str(tmp / "runs"), export=out, log_every_n_steps=1)
+    assert summary["global_step"] == 4 and summary["model_dir"] == out
+    return out, summary
+
+
+def _meta(model_dir):
+    with open(os.path.join(model_dir, "model.json")) as f:
+        return json.load(f)
+
+
+def test_the_student_keeps_the_teachers_codebook_decoder_and_diffusion(teacher, student):
+    from rawdiff.codec.modeldir import compute_model_id, read_model_dir
+
+    out, summary = student
+    t_state = load_file(os.path.join(teacher, "embedder.safetensors"))
+    s_state = load_file(os.path.join(out, "embedder.safetensors"))
+    assert {k for k in s_state if not k.startswith("encoder.")} == {k for k in t_state if not k.startswith("encoder.")}
+    for k, v in s_state.items():
+        if not k.startswith("encoder."):
+            assert torch.equal(v, t_state[k]), k
+    assert not any("norm" in k for k in s_state if k.startswith("encoder."))
+    with open(os.path.join(teacher, "diffusion.safetensors"), "rb") as a, \
+            open(os.path.join(out, "diffusion.safetensors"), "rb") as b:
+        assert a.read() == b.read()
+    info = read_model_dir(out)
+    embedder_cfg = info["config"]["model"]["params"]["embedder"]
+    assert embedder_cfg["encoder"]["norm"] == "none" and embedder_cfg["encoder"]["stem"] == 4
+    assert info["config"]["model"]["target"] == "vqgan" and info["config"]["diffusion"]["model"]["target"] == "ldm"
+    assert info["config"]["encoder_distill"]["model"]["target"] == "encoder_distill"
+    meta, t_meta = info["meta"], _meta(teacher)
+    assert meta["encoder_teacher_model_id"] == t_meta["model_id"] != meta["model_id"] == compute_model_id(out)
+    assert meta["diffusion"] == t_meta["diffusion"] and meta["training"]["global_step"] == 4
+    (csv,) = glob.glob(os.path.join(summary["run_dir"], "csv", "**", "metrics.csv"), recursive=True)
+    header = open(csv).readline()
+    for key in ("train/latent", "train/rec", "train/agreement", "val/psnr", "val/psnr_teacher", "val/agreement"):
+        assert key in header, key
+
+
+def test_the_student_codes_decode_on_both_paths(student, tiny_corpus):
+    from rawdiff.codec import Codec
+    from rawdiff.data.dataset import read_index
+    from rawdiff.raw import read_raw
+
+    out, _ = student
+    codec = Codec.load(out, device="cpu")
+    assert codec.embedder.encoder.plain
+    frame = read_raw(read_index(os.path.join(tiny_corpus, "test.txt"))[0])
+    payload = codec.compress(frame)
+    fast = codec.decompress(payload)
+    slow = codec.decompress(payload, mode="diffusion", steps=2, seed=0)
+    assert fast.shape == slow.shape == (frame.height, frame.width, 3) and fast.dtype == np.uint8
+
+
+def test_latent_loss_pulls_the_student_to_the_teacher(teacher):
+    """A few hundred latent-only steps on one batch must raise the code agreement: the
+    loss and the frozen parts are wired the right way round."""
+    from rawdiff.models.distill import EncoderDistill
+
+    torch.manual_seed(0)
+    model = EncoderDistill(teacher, encoder={"stem": 4, "ch": 16, "ch_mult": [1], "norm": "none", "act": "relu"},
+                           rec_weight=0.0, learning_rate=3e-3).train()
+    codebook = model.embedder.quantize.embedding.weight
+    frozen = [p.clone() for p in model.embedder.decoder.parameters()] + [codebook.clone()]
+    batch = {"raw": torch.rand(2, 4, 32, 32), "rgb": torch.rand(2, 3, 64, 64)}
+    opt = torch.optim.Adam(model.embedder.encoder.parameters(), lr=3e-3)
+    with torch.no_grad():
+        first = model.losses(batch, with_rec=False)
+    for _ in range(80):
+        out = model.losses(batch, with_rec=False)
+        opt.zero_grad()
+        out["latent"].backward()
+        opt.step()
+    with torch.no_grad():
+        last = model.losses(batch, with_rec=True)
+    assert float(last["latent"]) < 0.25 * float(first["latent"])
+    assert float(last["agreement"]) > float(first["agreement"]) + 0.3
+    after = list(model.embedder.decoder.parameters()) + [codebook]
+    assert all(torch.equal(a, b) for a, b in zip(frozen, after))
+    assert int(model.embedder.quantize.idle_steps.sum()) == 0  # no dead-code restart on a frozen codebook
+
+
+def test_a_teacher_must_be_a_model_directory(tmp_path):
+    from rawdiff.models.distill import EncoderDistill
+
+    with pytest.raises(ValueError, match="teacher must be the path"):
+        EncoderDistill("")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        EncoderDistill(str(tmp_path / "nowhere"))
+
+
+def test_the_plain_encoder_exports_to_onnx_with_torch_parity(student, tiny_corpus, tmp_path):
+    import shutil
+
+    from rawdiff.codec import Codec
+    from rawdiff.data.dataset import read_index
+    from rawdiff.export import onnx as onnx_export
+    from rawdiff.raw import read_raw
+
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(student[0], model_dir)
+    record = onnx_export.export_encoder(model_dir)
+    assert record["check_agreement"] >= onnx_export.MIN_AGREEMENT
+    torch_codec, onnx_codec = Codec.load(model_dir, device="cpu"), Codec.load(model_dir, device="cpu", backend="onnx")
+    for path in read_index(os.path.join(tiny_corpus, "test.txt")):
+        frame = read_raw(path)
+        ref, ours = torch_codec.encode_indices(frame), onnx_codec.encode_indices(frame)
+        assert np.mean(ours == ref) >= onnx_export.MIN_AGREEMENT
