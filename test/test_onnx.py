@@ -171,3 +171,34 @@ def test_run_encoder_checks_the_planes(codecs):
     _, onnx_codec = codecs
     with pytest.raises(ValueError, match="planes must be 4 x h x w"):
         onnx_export.run_encoder(onnx_codec.onnx_session, np.zeros((3, 16, 16), np.float32), 4)
+
+
+def test_auto_backend_takes_a_current_graph_else_torch_and_says_why(model_copy, fixture_model, caplog):
+    assert Codec.load(model_copy, device="cpu", backend="auto").backend == "onnx"
+    with caplog.at_level(logging.INFO, logger="rawdiff.codec.codec"):
+        assert Codec.load(fixture_model, device="cpu", backend="auto").backend == "torch"
+    assert "encoding with torch: model directory %s has no encoder.onnx" % fixture_model in caplog.text
+    with open(os.path.join(model_copy, onnx_export.ONNX_FILE), "ab") as f:
+        f.write(b"\0")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rawdiff.codec.codec"):
+        codec = Codec.load(model_copy, device="cpu", backend="auto")
+    assert codec.backend == "torch" and codec.onnx_session is None and "changed since the export" in caplog.text
+    with pytest.raises(ValueError, match="changed since the export"):
+        Codec.load(model_copy, device="cpu", backend="onnx")  # asked for by name: an error
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, onnx"):
+        Codec.load(model_copy, device="cpu", backend="tensorrt")
+
+
+def test_thread_count_reaches_torch_and_onnxruntime(onnx_model):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        codec = Codec.load(onnx_model, device="cpu", backend="onnx", threads=1)
+        assert torch.get_num_threads() == 1
+        assert codec.onnx_session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        Codec.load(onnx_model, device="cpu", threads=0)

@@ -62,7 +62,7 @@ def cmd_compress(args) -> int:
     from rawdiff.codec import Codec
 
     frame = _read_input(args)
-    codec = Codec.load(args.model, device=args.device, backend=args.backend)
+    codec = Codec.load(args.model, device=args.device, backend=args.backend, threads=args.threads)
     payload = codec.compress(frame, source_encoding=args.source_encoding)
     with open(args.output, "wb") as f:
         f.write(payload)
@@ -129,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="encoder: auto (the model's encoder.onnx when present and current, else torch)")
+    p.add_argument("--threads", type=int, help="CPU threads for the encoder (default: the libraries')")
     p.add_argument("--source-encoding", default="", help="recorded in the header, e.g. bayer_rggb16")
     p.set_defaults(func=cmd_compress)
 
@@ -174,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output-topic", default=bag_tools.DEFAULT_CODES_TOPIC, help="codes topic (default %(default)s)")
     q.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
     q.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    q.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    q.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="encoder: auto (the model's encoder.onnx when present and current, else torch)")
+    q.add_argument("--threads", type=int, help="CPU threads for the encoder (default: the libraries')")
     q.add_argument("--cfa", help="CFA pattern RGGB, BGGR, GRBG or GBRG (mono/packed images; default: the encoding's)")
     q.add_argument("--black-level", type=float, default=0.0, help="sensor black level (default 0)")
     q.add_argument("--white-level", type=float, help="sensor white level (default: the container's full scale)")

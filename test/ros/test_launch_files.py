@@ -14,7 +14,7 @@ from rawdiff.ros import decoder_node, encoder_node
 
 FIND_MODEL = "$(find rawdiff)/models/default"
 ENCODER_ARGS = {"camera": "camera", "input": "image_raw", "output": "/compressed_codes", "model": FIND_MODEL,
-                "backend": "torch", "device": "auto", "cfa": "", "black_level": "0", "white_level": "0",
+                "backend": "auto", "threads": "0", "device": "auto", "cfa": "", "black_level": "0", "white_level": "0",
                 "input_format": ""}
 DECODER_ARGS = {"input": "/compressed_codes", "output": "/camera/image_decoded", "model": FIND_MODEL,
                 "mode": "fast", "steps": "4", "seed": "0", "device": "auto"}
@@ -131,3 +131,14 @@ def test_launch_files_are_found_by_package_name():
         assert proc.returncode == 0, out
         # --files lists the file and everything it includes, in no fixed order
         assert any(os.path.samefile(f, os.path.join(LAUNCH, name)) for f in out.split()), out
+
+
+def test_encoder_threads_parameter(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert encoder_node.encoder_threads(0) is None and encoder_node.encoder_threads("3") == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert encoder_node.encoder_threads(0) == 2 and encoder_node.encoder_threads(4) == 4
+    with pytest.raises(ValueError, match="~threads must be 0"):
+        encoder_node.encoder_threads(-1)
+    with pytest.raises(ValueError, match="~threads must be an integer"):
+        encoder_node.encoder_threads("many")

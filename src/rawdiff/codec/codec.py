@@ -12,8 +12,9 @@ the model.
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from rawdiff.device import resolve_device
 from rawdiff.raw.frame import RawFrame
 
 MODES = ("fast", "diffusion")
+BACKENDS = ("auto", "torch", "onnx")
+
+logger = logging.getLogger(__name__)
 
 
 class Codec:
@@ -43,24 +47,42 @@ class Codec:
         self._diffusion = None
 
     @classmethod
-    def load(cls, model_dir: str, device: str = "auto", backend: str = "torch") -> Codec:
+    def load(cls, model_dir: str, device: str = "auto", backend: str = "torch",
+             threads: Optional[int] = None) -> Codec:
+        """The codec of a model directory.
+
+        ``backend``: ``torch``, ``onnx`` (the directory's ``encoder.onnx``; an error when it is
+        missing or stale) or ``auto`` (``encoder.onnx`` when it is there and current, else torch,
+        saying why). ``threads``: CPU threads for torch and onnxruntime (None: their defaults)."""
         from safetensors.torch import load_file
 
         from rawdiff.codec.entropy import IndexPrior
         from rawdiff.models.embedder import load_embedder
 
-        if backend not in ("torch", "onnx"):
-            raise ValueError("backend must be 'torch' or 'onnx', got %r" % (backend,))
+        if backend not in BACKENDS:
+            raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
+        if threads is not None and int(threads) < 1:
+            raise ValueError("threads must be at least 1, got %r" % (threads,))
         info = read_model_dir(model_dir)
         dev = resolve_device(device)
+        if threads:
+            torch.set_num_threads(int(threads))
         params = info["config"].get("model", {}).get("params", {})
         embedder = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")), dev)
         prior = IndexPrior.load(os.path.join(model_dir, "prior.safetensors"))
         session = None
-        if backend == "onnx":
-            from rawdiff.export.onnx import open_session
+        if backend in ("onnx", "auto"):
+            try:
+                from rawdiff.export.onnx import open_session
 
-            session = open_session(model_dir, device)  # "auto" may pick an onnxruntime GPU provider
+                # device "auto" may pick an onnxruntime GPU provider
+                session = open_session(model_dir, device, threads=threads)
+                backend = "onnx"
+            except (ImportError, ValueError) as exc:
+                if backend == "onnx":
+                    raise
+                logger.info("encoding with torch: %s", exc)
+                backend = "torch"
         return cls(model_dir, info["config"], info["meta"], embedder, prior, dev, backend, session)
 
     # -- encoder side -------------------------------------------------------------------

@@ -183,9 +183,10 @@ def _finish(summary: Dict[str, Any]) -> int:
 
 
 def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = None, device: str = "auto",
-               backend: str = "torch", cfa: Optional[str] = None, black_level=0,
+               backend: str = "auto", cfa: Optional[str] = None, black_level=0,
                white_level: Optional[float] = None, input_format: Optional[str] = None,
-               output_topic: str = DEFAULT_CODES_TOPIC, progress: bool = True, codec=None) -> Dict[str, Any]:
+               output_topic: str = DEFAULT_CODES_TOPIC, progress: bool = True, codec=None,
+               threads: Optional[int] = None) -> Dict[str, Any]:
     """RAW images of ``topic`` -> ``CompressedCodes`` on ``output_topic``; see module doc."""
     from rawdiff.ros.node import resolve_model_dir
     from rawdiff.ros.transcode import encode_image
@@ -193,7 +194,7 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
     if codec is None:
         from rawdiff.codec import Codec
 
-        codec = Codec.load(resolve_model_dir(model or ""), device=device, backend=backend)
+        codec = Codec.load(resolve_model_dir(model or ""), device=device, backend=backend, threads=threads)
     conversion = {"cfa": cfa, "black_level": black_level, "white_level": white_level, "input_format": input_format}
     return transcode_bag(in_path, out_path, topic, IMAGE_TYPE, lambda msg: encode_image(codec, msg, **conversion),
                          output_topic, verb="encode", progress=progress)
@@ -236,7 +237,7 @@ def cmd_encode(args) -> int:
     summary = encode_bag(args.input, args.output, args.topic, model=args.model, device=args.device,
                          backend=args.backend, cfa=args.cfa, black_level=args.black_level,
                          white_level=args.white_level, input_format=args.input_format,
-                         output_topic=args.output_topic, progress=not args.quiet)
+                         output_topic=args.output_topic, progress=not args.quiet, threads=args.threads)
     return _finish(summary)
 
 

@@ -21,7 +21,11 @@ Published topics:
 
 Parameters (private; defaults in ``config/encoder.yaml``, which matches :data:`DEFAULTS`):
     ``~model`` (str, ``""``: the package's ``models/default``): model directory.
-    ``~backend`` (str, ``torch``): ``torch`` or ``onnx`` (the model's ``encoder.onnx``).
+    ``~backend`` (str, ``auto``): ``onnx`` (the model's ``encoder.onnx``, onnxruntime with
+        TensorRT, CUDA or CPU), ``torch``, or ``auto``: onnx when the model has a current
+        ``encoder.onnx``, else torch (the reason is logged).
+    ``~threads`` (int, ``0``): CPU threads of the encoder (torch and onnxruntime); ``0``:
+        ``OMP_NUM_THREADS`` when set, else the libraries' defaults (all cores).
     ``~device`` (str, ``auto``): ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
     ``~cfa`` (str, ``""``): RGGB, BGGR, GRBG or GBRG; needed for mono and packed input
         without a pattern in the encoding; must agree with a ``bayer_*`` encoding.
@@ -49,6 +53,7 @@ the node goes on with the next frame.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -57,7 +62,8 @@ from rawdiff.ros.transcode import encode_image
 
 DEFAULTS: Dict[str, Any] = {
     "model": "",
-    "backend": "torch",
+    "backend": "auto",
+    "threads": 0,
     "device": "auto",
     "cfa": "",
     "black_level": 0,
@@ -109,15 +115,16 @@ class EncoderNode(CodecNode):
         from sensor_msgs.msg import Image
 
         from rawdiff.codec import Codec
+        from rawdiff.codec.codec import BACKENDS
         from rawdiff.msg import CompressedCodes
 
         self.in_type, self.out_type = Image, CompressedCodes
         self.conversion = conversion_args(params)
         backend = str(params["backend"])
-        if backend not in ("torch", "onnx"):
-            raise ValueError("~backend must be torch or onnx, got %r" % (backend,))
+        if backend not in BACKENDS:
+            raise ValueError("~backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]),
-                                backend=backend)
+                                backend=backend, threads=encoder_threads(params["threads"]))
         super().__init__(params)
 
     def process(self, msg):
@@ -131,7 +138,28 @@ class EncoderNode(CodecNode):
 
     def status_extra(self) -> Dict[str, str]:
         return {"model_id": self.codec.model_id, "model": self.codec.model_dir,
-                "backend": self.codec.backend, "device": str(self.codec.device)}
+                "backend": self.codec.backend, "device": str(self.codec.device),
+                "threads": str(torch_threads())}
+
+
+def encoder_threads(value: Any) -> Optional[int]:
+    """``~threads``: a positive count, or 0 for OMP_NUM_THREADS when set, else None (defaults)."""
+    try:
+        threads = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("~threads must be an integer, got %r" % (value,)) from None
+    if threads < 0:
+        raise ValueError("~threads must be 0 (automatic) or a positive count, got %d" % threads)
+    if threads == 0:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() else 0
+    return threads or None
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main(argv: Optional[List[str]] = None) -> None:
