@@ -66,6 +66,9 @@ def test_the_student_keeps_the_teachers_codebook_decoder_and_diffusion(teacher, 
     meta, t_meta = info["meta"], _meta(teacher)
     assert meta["encoder_teacher_model_id"] == t_meta["model_id"] != meta["model_id"] == compute_model_id(out)
     assert meta["diffusion"] == t_meta["diffusion"] and meta["training"]["global_step"] == 4
+    assert meta["prior"]["frames"] == 3  # the run's codec.prior_frames, not the teacher's
+    card = open(os.path.join(out, "MODEL_CARD.md")).read()
+    assert "trained against the encoder of model %s" % t_meta["model_id"] in card
     (csv,) = glob.glob(os.path.join(summary["run_dir"], "csv", "**", "metrics.csv"), recursive=True)
     header = open(csv).readline()
     for key in ("train/latent", "train/rec", "train/agreement", "val/psnr", "val/psnr_teacher", "val/agreement"):
@@ -119,7 +122,7 @@ def test_a_teacher_must_be_a_model_directory(tmp_path):
     from rawdiff.models.distill import EncoderDistill
 
     with pytest.raises(ValueError, match="teacher must be the path"):
-        EncoderDistill("")
+        EncoderDistill()  # config/models/vehicle_encoder.yaml leaves it to the command line
     with pytest.raises(FileNotFoundError, match="does not exist"):
         EncoderDistill(str(tmp_path / "nowhere"))
 
@@ -141,3 +144,18 @@ def test_the_plain_encoder_exports_to_onnx_with_torch_parity(student, tiny_corpu
         frame = read_raw(path)
         ref, ours = torch_codec.encode_indices(frame), onnx_codec.encode_indices(frame)
         assert np.mean(ours == ref) >= onnx_export.MIN_AGREEMENT
+
+
+def test_export_into_the_teacher_and_resume_against_another_teacher_are_refused(teacher, student, tmp_path):
+    from rawdiff.models.distill import EncoderDistill
+
+    model = EncoderDistill(teacher, encoder={"stem": 4, "ch": 8, "ch_mult": [1], "norm": "none", "act": "relu"})
+    with pytest.raises(ValueError, match="would overwrite its teacher"):
+        model.export_config({}, teacher)
+    assert os.path.isfile(os.path.join(teacher, "diffusion.safetensors"))
+    checkpoint = {}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["teacher_model_id"] == _meta(teacher)["model_id"]
+    other = EncoderDistill(student[0], encoder={"stem": 4, "ch": 8, "ch_mult": [1], "norm": "none", "act": "relu"})
+    with pytest.raises(ValueError, match="trained against teacher model %s" % checkpoint["teacher_model_id"]):
+        other.on_load_checkpoint(checkpoint)

@@ -74,6 +74,8 @@ def test_encoder_and_decoder_must_agree_on_the_factor():
         Embedder(ch=8, ch_mult=(1, 2), encoder={"channels": 8})
     with pytest.raises(ValueError, match="encoder norm must be"):
         Embedder(ch=8, ch_mult=(1, 2), encoder={"norm": "batch"})
+    with pytest.raises(ValueError, match="a plain encoder .* has no attention"):
+        Embedder(ch=8, ch_mult=(1, 2), attention=True, encoder=PLAIN)
     with pytest.raises(ValueError, match="activation must be one of relu, silu"):
         Embedder(ch=8, ch_mult=(1, 2), encoder=dict(PLAIN, act="gelu"))
 

@@ -30,6 +30,28 @@ BACKENDS = ("auto", "torch", "onnx")
 logger = logging.getLogger(__name__)
 
 
+def _auto_session(model_dir: str, device: str, dev: torch.device, threads: Optional[int], meta: Dict[str, Any]):
+    """The onnxruntime session of ``encoder.onnx`` when it exists, is current and runs where
+    torch would (no CPU graph for a CUDA device); else None, saying why."""
+    path = os.path.join(model_dir, "encoder.onnx")
+    if not os.path.isfile(path):
+        logger.info("encoding with torch: model directory %s has no encoder.onnx", model_dir)
+        return None
+    try:
+        from rawdiff.export.onnx import open_session, session_provider
+
+        session = open_session(model_dir, device, threads=threads, meta=meta)
+    except Exception as exc:  # noqa: BLE001 - any failure of onnxruntime leaves torch, which works
+        logger.warning("encoding with torch: %s cannot be used: %s", path, exc)
+        return None
+    provider = session_provider(session)
+    if dev.type != "cpu" and provider == "CPUExecutionProvider":
+        logger.warning("encoding with torch on %s: onnxruntime has no GPU provider here (install onnxruntime-gpu)",
+                       dev)
+        return None
+    return session
+
+
 class Codec:
     def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], embedder, prior,
                  device: torch.device, backend: str = "torch", onnx_session=None):
@@ -52,8 +74,10 @@ class Codec:
         """The codec of a model directory.
 
         ``backend``: ``torch``, ``onnx`` (the directory's ``encoder.onnx``; an error when it is
-        missing or stale) or ``auto`` (``encoder.onnx`` when it is there and current, else torch,
-        saying why). ``threads``: CPU threads for torch and onnxruntime (None: their defaults)."""
+        missing or stale) or ``auto`` (``encoder.onnx`` when it is there, current and on the
+        device torch would use, else torch, saying why in the log; the command line and the
+        encoder node use it). ``threads``: CPU threads for torch and onnxruntime (None: their
+        defaults)."""
         from safetensors.torch import load_file
 
         from rawdiff.codec.entropy import IndexPrior
@@ -71,18 +95,14 @@ class Codec:
         embedder = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")), dev)
         prior = IndexPrior.load(os.path.join(model_dir, "prior.safetensors"))
         session = None
-        if backend in ("onnx", "auto"):
-            try:
-                from rawdiff.export.onnx import open_session
+        if backend == "onnx":
+            from rawdiff.export.onnx import open_session
 
-                # device "auto" may pick an onnxruntime GPU provider
-                session = open_session(model_dir, device, threads=threads)
-                backend = "onnx"
-            except (ImportError, ValueError) as exc:
-                if backend == "onnx":
-                    raise
-                logger.info("encoding with torch: %s", exc)
-                backend = "torch"
+            # device "auto" may pick an onnxruntime GPU provider
+            session = open_session(model_dir, device, threads=threads, meta=info["meta"])
+        elif backend == "auto":
+            session = _auto_session(model_dir, device, dev, threads, info["meta"])
+        backend = "onnx" if session is not None else "torch"
         return cls(model_dir, info["config"], info["meta"], embedder, prior, dev, backend, session)
 
     # -- encoder side -------------------------------------------------------------------

@@ -87,6 +87,12 @@ def write_model_card(out: str, meta: Dict[str, Any]) -> None:
         lines.append("%s steps, %s s wall time on %s x%s."
                      % (train.get("global_step"), train.get("wall_s"), train.get("accelerator"),
                         train.get("devices")))
+    if meta.get("encoder_teacher_model_id"):
+        lines += ["", "## Encoder", "",
+                  "A light encoder trained against the encoder of model %s (rawdiff.models.distill); the "
+                  "codebook and decoder%s are that model's." % (meta["encoder_teacher_model_id"],
+                                                                 ", and the diffusion decoder," if "diffusion" in meta
+                                                                 else "")]
     if "prior" in meta:
         p = meta["prior"]
         lines += ["", "## Index prior (training split)", "",
@@ -105,14 +111,14 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
 
     if getattr(model, "is_diffusion", False):
         return export_diffusion_model(model, cfg, out, training=training)
+    if hasattr(model, "export_config"):
+        cfg = model.export_config(cfg, out)  # the model directory's config differs from the run's
     os.makedirs(out, exist_ok=True)
     for name in ("diffusion.safetensors", "encoder.onnx"):
         stale = os.path.join(out, name)
         if os.path.isfile(stale):
             os.remove(stale)  # left from an earlier export into the same folder
     embedder = model.embedder
-    if hasattr(model, "export_config"):
-        cfg = model.export_config(cfg)  # the model directory's config differs from the run's
     save_file(embedder_state(embedder), os.path.join(out, "embedder.safetensors"),
               metadata={"format": "rawdiff-embedder-1"})
     codec_cfg = cfg.get("codec") or {}

@@ -264,15 +264,18 @@ def session_provider(session) -> str:
     return session.get_providers()[0]
 
 
-def open_session(model_dir: str, device: Union[str, Any, None] = "auto", threads: Optional[int] = None):
+def open_session(model_dir: str, device: Union[str, Any, None] = "auto", threads: Optional[int] = None,
+                 meta: Optional[Dict[str, Any]] = None):
     """The onnxruntime session of a model directory's ``encoder.onnx``.
 
     Raises ValueError when the file is missing, or stale: exported from other embedder
-    weights, not recorded at all, or changed since the export.
+    weights, not recorded at all, or changed since the export. ``meta``: the directory's
+    model.json when the caller has just checked it (read_model_dir), to skip a second check.
     """
     from rawdiff.codec.modeldir import read_model_dir
 
-    meta = read_model_dir(model_dir)["meta"]
+    if meta is None:
+        meta = read_model_dir(model_dir)["meta"]
     path = os.path.join(model_dir, ONNX_FILE)
     hint = "run `rawdiff export-onnx --model %s`" % model_dir
     if not os.path.isfile(path):

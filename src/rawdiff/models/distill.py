@@ -9,15 +9,18 @@ codebook and decoder it copies and keeps frozen:
     planes --student encoder (trained)-----> z_s --VQ (teacher's codebook)--> z_q --decoder (frozen)--> RGB
 
     loss = latent_weight * ||n(z_s) - n(z_t)||^2              (n: l2-normalise per position)
-         + rec_weight * (L1 + ms_ssim_weight * (1 - MS-SSIM))(RGB, target)   after rec_start batches
-         + beta * ||n(z_s) - sg(z_q)||^2                      (commitment)
+         + rec_weight * (L1 + ms_ssim_weight * (1 - MS-SSIM))(RGB, target)  } after rec_start
+         + beta * ||n(z_s) - sg(z_q)||^2                      (commitment)  } batches
 
 The latent term alone is cheap (no decoder) and brings the student near the teacher's
 codes; the reconstruction term then lets it pick the codes that the decoder renders best,
 which need not be the teacher's. Codebook and decoder are unchanged, so the teacher's
 diffusion decoder works on the student's codes as it does on the teacher's, and is carried
 over to the exported model directory; the index prior is fitted anew (the student's code
-statistics differ a little).
+statistics differ a little) on the run's data, with the run's ``codec`` settings.
+
+Checkpoints hold the teacher's model_id; resuming against a teacher directory that has
+changed since is refused, as is exporting into the teacher's own directory.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ def _normalized(z: torch.Tensor) -> torch.Tensor:
 
 @register("encoder_distill")
 class EncoderDistill(L.LightningModule):
-    def __init__(self, teacher: str, encoder: Optional[Dict[str, Any]] = None, latent_weight: float = 1.0,
-                 rec_weight: float = 1.0, ms_ssim_weight: float = 0.5, rec_start: int = 0,
+    def __init__(self, teacher: Optional[str] = None, encoder: Optional[Dict[str, Any]] = None,
+                 latent_weight: float = 1.0, rec_weight: float = 1.0, ms_ssim_weight: float = 0.5, rec_start: int = 0,
                  learning_rate: float = 1e-3, min_learning_rate: float = 5e-5, decay_batches: int = 0,
                  betas=(0.9, 0.99)):
         super().__init__()
@@ -86,13 +89,31 @@ class EncoderDistill(L.LightningModule):
         self.decay_batches = int(decay_batches)
         self.betas = tuple(betas)
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self.freeze_modes()
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        # frozen parts: no dead-code restart, the teacher's norms as in use
+    def freeze_modes(self) -> None:
+        """Frozen parts in eval mode: no dead-code restart, no counters. Lightning restores
+        the modes it saved around validation rather than calling ``train()``, so this runs at
+        the start of every training batch as well."""
         self.teacher.eval()
         self.embedder.quantize.eval()
         self.embedder.decoder.eval()
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.freeze_modes()
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["teacher_model_id"] = self.teacher_meta.get("model_id")
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        saved, now = checkpoint.get("teacher_model_id"), self.teacher_meta.get("model_id")
+        if saved and saved != now:
+            raise ValueError("checkpoint was trained against teacher model %s, but %s now holds model %s"
+                             % (saved, self.teacher_dir, now))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.freeze_modes()
         return self
 
     def target_of(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -108,10 +129,10 @@ class EncoderDistill(L.LightningModule):
         out: Dict[str, torch.Tensor] = {"latent": latent}
         q = self.embedder.quantize
         if with_rec:
-            z_q, q_loss, idx, _ = q(z_s)  # codebook frozen: q_loss's gradient is beta * commitment
+            z_q, q_loss, idx, stats = q(z_s)  # codebook frozen: q_loss's gradient is beta * commitment
             x_hat = self.embedder.decode(z_q)
             rec = reconstruction_loss(x_hat, self.target_of(batch), 1.0, self.ms_ssim_weight)
-            out.update(rec=rec["rec"], commitment=q_loss, x_hat=x_hat)
+            out.update(rec=rec["rec"], q_loss=q_loss, commitment=stats["commitment_loss"], x_hat=x_hat)
             if "ms_ssim" in rec:
                 out["ms_ssim"] = rec["ms_ssim"]
         else:
@@ -135,11 +156,11 @@ class EncoderDistill(L.LightningModule):
         out = self.losses(batch, with_rec=step >= self.rec_start and self.rec_weight > 0)
         loss = self.latent_weight * out["latent"]
         if "rec" in out:
-            loss = loss + self.rec_weight * out["rec"] + out["commitment"]
+            loss = loss + self.rec_weight * out["rec"] + out["q_loss"]
         n = batch["raw"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
         self.log("train/agreement", out["agreement"], prog_bar=True, batch_size=n)
-        self.log_dict({"train/" + k: v.detach() for k, v in out.items() if k not in ("x_hat", "agreement")},
+        self.log_dict({"train/" + k: v.detach() for k, v in out.items() if k not in ("x_hat", "agreement", "q_loss")},
                       batch_size=n)
         return loss
 
@@ -159,11 +180,18 @@ class EncoderDistill(L.LightningModule):
 
     # -- export (rawdiff.codec.modeldir.export_model) ----------------------------------
 
-    def export_config(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
-        """The model directory's config: the teacher's, with the student's encoder; the
-        distillation run's own config is kept under ``encoder_distill``."""
+    def export_config(self, cfg: Dict[str, Any], out_dir: str) -> Dict[str, Any]:
+        """The model directory's config: the teacher's, with the student's encoder and the run's
+        ``data`` and ``codec`` (the prior is fitted on that data); the distillation run's own
+        model and trainer config is kept under ``encoder_distill``. Called before anything
+        is written to ``out_dir``, which must not be the teacher's directory."""
+        if os.path.abspath(out_dir) == self.teacher_dir:
+            raise ValueError("the distilled model would overwrite its teacher %s; export elsewhere" % out_dir)
         out = copy.deepcopy(self.teacher_config)
         out.setdefault("model", {}).setdefault("params", {})["embedder"] = copy.deepcopy(self.embedder_params)
+        for key in ("data", "codec"):
+            if cfg.get(key):
+                out[key] = copy.deepcopy(cfg[key])
         out["encoder_distill"] = copy.deepcopy({"model": cfg.get("model"), "data": cfg.get("data"),
                                                 "lightning": cfg.get("lightning")})
         return out

@@ -43,6 +43,9 @@ class Encoder(nn.Module):
         if norm not in ("group", "none"):
             raise ValueError("encoder norm must be 'group' or 'none', got %r" % (norm,))
         self.plain = norm == "none"
+        if self.plain and attention:
+            raise ValueError("a plain encoder (norm: none) has no attention (its GroupNorm would normalise over "
+                             "the frame); set encoder.attention: false")
         prev = ch * ch_mult[0]
         blocks: List[nn.Module] = []
         if self.plain:

@@ -151,7 +151,8 @@ class CodecNode:
             return
         self.sub = rospy.Subscriber(self.in_topic, self.in_type, self._receive, queue_size=None,
                                     buff_size=int(self.params.get("buff_size", 1 << 28)), tcp_nodelay=True)
-        rospy.loginfo("%s: %s -> %s", rospy.get_name(), self.sub.resolved_name, self.pub.resolved_name)
+        rospy.loginfo("%s: %s -> %s (%s)", rospy.get_name(), self.sub.resolved_name, self.pub.resolved_name,
+                      ", ".join("%s %s" % kv for kv in sorted(self.status_extra().items())))
 
     def wait_for_subscribers(self, count: int) -> None:
         """Subscribe to the input only once ``count`` nodes listen to the output, so a
