@@ -159,3 +159,18 @@ def test_export_into_the_teacher_and_resume_against_another_teacher_are_refused(
     other = EncoderDistill(student[0], encoder={"stem": 4, "ch": 8, "ch_mult": [1], "norm": "none", "act": "relu"})
     with pytest.raises(ValueError, match="trained against teacher model %s" % checkpoint["teacher_model_id"]):
         other.on_load_checkpoint(checkpoint)
+
+
+def test_a_student_can_start_from_another_students_encoder(teacher, student):
+    from rawdiff.models.distill import EncoderDistill
+
+    tiny = {"stem": 4, "ch": 8, "ch_mult": [1], "num_res_blocks": 1, "norm": "none", "act": "relu"}
+    model = EncoderDistill(teacher, encoder=dict(tiny, global_context=True), init_encoder=student[0])
+    given = load_file(os.path.join(student[0], "embedder.safetensors"))
+    for k, v in model.embedder.encoder.state_dict().items():
+        if k.startswith("context."):
+            assert "encoder." + k not in given  # new: zero-initialised
+        else:
+            assert torch.equal(v, given["encoder." + k]), k
+    with pytest.raises(ValueError, match="another encoder shape"):
+        EncoderDistill(teacher, encoder=dict(tiny, ch=16), init_encoder=student[0])

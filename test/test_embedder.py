@@ -96,3 +96,23 @@ def test_plain_encoder_codes_do_not_depend_on_the_frame_size(ch_mult, stem):
     inner = (Ellipsis, slice(10, 22), slice(10, 22))  # farther from the crop's border than the receptive field
     assert torch.allclose(crop[inner], whole[..., 16:48, 16:48][inner], atol=1e-5)
     assert not torch.allclose(g_crop[inner], g_whole[..., 16:48, 16:48][inner], atol=1e-3)
+
+
+def test_global_context_starts_as_the_plain_encoder_and_sees_the_whole_frame():
+    torch.manual_seed(0)
+    plain = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4, encoder=PLAIN).eval()
+    ctx = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4,
+                   encoder=dict(PLAIN, global_context=True)).eval()
+    missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["encoder.context.0.bias", "encoder.context.0.weight", "encoder.context.2.bias",
+                               "encoder.context.2.weight"] and not unexpected
+    planes = torch.rand(1, 4, 128, 128)
+    with torch.no_grad():
+        assert torch.allclose(ctx.encode(planes), plain.encode(planes), atol=1e-6)  # zero-initialised
+        torch.nn.init.normal_(ctx.encoder.context[-1].weight, std=0.5)
+        far = planes.clone()
+        far[..., 96:, 96:] *= 0.25  # a far corner, outside the receptive field of code (0, 0)
+        assert torch.allclose(plain.encode(far)[..., 0, 0], plain.encode(planes)[..., 0, 0])
+        assert not torch.allclose(ctx.encode(far)[..., 0, 0], ctx.encode(planes)[..., 0, 0])
+    with pytest.raises(ValueError, match="global_context is for the plain encoder"):
+        Embedder(ch=8, ch_mult=(1, 2), encoder={"global_context": True})

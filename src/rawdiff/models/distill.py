@@ -50,7 +50,7 @@ class EncoderDistill(L.LightningModule):
     def __init__(self, teacher: Optional[str] = None, encoder: Optional[Dict[str, Any]] = None,
                  latent_weight: float = 1.0, rec_weight: float = 1.0, ms_ssim_weight: float = 0.5, rec_start: int = 0,
                  learning_rate: float = 1e-3, min_learning_rate: float = 5e-5, decay_batches: int = 0,
-                 betas=(0.9, 0.99)):
+                 betas=(0.9, 0.99), init_encoder: Optional[str] = None):
         super().__init__()
         from safetensors.torch import load_file
 
@@ -77,6 +77,8 @@ class EncoderDistill(L.LightningModule):
         if missing or unexpected:
             raise ValueError("teacher %s does not match its config: missing %s, unexpected %s"
                              % (teacher, missing[:5], unexpected[:5]))
+        if init_encoder:
+            self._init_encoder(init_encoder)
         self.embedder.quantize.requires_grad_(False)
         self.embedder.decoder.requires_grad_(False)
         self.embedder.quantize.restart_after = 0
@@ -90,6 +92,26 @@ class EncoderDistill(L.LightningModule):
         self.betas = tuple(betas)
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self.freeze_modes()
+
+    def _init_encoder(self, model_dir: str) -> None:
+        """Start from the encoder of another model directory with the same codebook (an
+        earlier student): its weights where the shapes agree; parts it lacks (e.g. the global
+        context branch, zero-initialised) start fresh."""
+        from safetensors.torch import load_file
+
+        from rawdiff.codec.modeldir import read_model_dir
+
+        read_model_dir(model_dir)  # a complete, consistent model directory
+        state = load_file(os.path.join(model_dir, "embedder.safetensors"))
+        own = self.embedder.encoder.state_dict()
+        given = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        wrong = sorted(k for k, v in given.items() if k not in own or own[k].shape != v.shape)
+        if wrong:
+            raise ValueError("init_encoder %s has another encoder shape: %s" % (model_dir, wrong[:5]))
+        missing = [k for k in own if k not in given]
+        self.embedder.encoder.load_state_dict(given, strict=False)
+        print("rawdiff encoder_distill: encoder from %s (%d tensors; new: %s)"
+              % (model_dir, len(given), ", ".join(missing) or "none"))
 
     def freeze_modes(self) -> None:
         """Frozen parts in eval mode: no dead-code restart, no counters. Lightning restores

@@ -35,14 +35,19 @@ class Encoder(nn.Module):
     ``norm: group`` is taming's encoder (GroupNorm + SiLU pre-activation blocks). ``norm: none``
     is the vehicle encoder: conv + activation, :class:`PlainResBlock` s without normalisation,
     downsampling by a 2x2 stride-2 conv; every conv fuses with its activation or residual
-    addition in onnxruntime, and no statistic is taken over the frame."""
+    addition in onnxruntime, and no statistic is taken over the frame unless
+    ``global_context`` asks for one vector of them (see :meth:`forward`)."""
 
     def __init__(self, in_channels: int, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
-                 z_channels: int, attention: bool = False, norm: str = "group", act: str = "silu"):
+                 z_channels: int, attention: bool = False, norm: str = "group", act: str = "silu",
+                 global_context: bool = False):
         super().__init__()
         if norm not in ("group", "none"):
             raise ValueError("encoder norm must be 'group' or 'none', got %r" % (norm,))
         self.plain = norm == "none"
+        self.context: Optional[nn.Module] = None
+        if global_context and not self.plain:
+            raise ValueError("global_context is for the plain encoder (norm: none); GroupNorm already sees the frame")
         if self.plain and attention:
             raise ValueError("a plain encoder (norm: none) has no attention (its GroupNorm would normalise over "
                              "the frame); set encoder.attention: false")
@@ -60,6 +65,11 @@ class Encoder(nn.Module):
                 blocks.append(SelfAttention2d(prev))
             blocks.append(nn.Conv2d(prev, z_channels, 3, padding=1))
             self.blocks = nn.Sequential(*blocks)
+            if global_context:
+                width = ch * ch_mult[0]
+                self.context = nn.Sequential(nn.Linear(width, width), activation(act), nn.Linear(width, 2 * width))
+                nn.init.zeros_(self.context[-1].weight)  # starts as the encoder without context
+                nn.init.zeros_(self.context[-1].bias)
             return
         if act != "silu":
             raise ValueError("the GroupNorm encoder uses silu, got act %r" % (act,))
@@ -79,8 +89,17 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(prev, z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.plain:
+        if self.plain and self.context is None:
             return self.blocks(x)
+        if self.plain:
+            # global context: the mean of the first features over the whole input modulates
+            # them (FiLM), one vector a frame, as GroupNorm's frame statistics do in taming's
+            # encoder; the colour of the target depends on the frame's white balance, which
+            # no local window shows.
+            h = self.blocks[1](self.blocks[0](x))
+            gamma, beta = self.context(h.mean(dim=(2, 3))).chunk(2, dim=1)
+            h = h * (1.0 + gamma[:, :, None, None]) + beta[:, :, None, None]
+            return self.blocks[2:](h)
         return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(x)))))
 
 
@@ -108,7 +127,7 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
 
 
-ENCODER_KEYS = ("ch", "ch_mult", "num_res_blocks", "stem", "attention", "norm", "act")
+ENCODER_KEYS = ("ch", "ch_mult", "num_res_blocks", "stem", "attention", "norm", "act", "global_context")
 
 
 class Embedder(nn.Module):
