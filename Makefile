@@ -88,17 +88,22 @@ data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp
 
 # The shipped model: the embedder (config/models/default.yaml), the latent diffusion decoder
 # on top of it (config/models/ldm.yaml), then the light vehicle encoder trained against that
-# embedder's encoder (config/models/vehicle_encoder.yaml), then the ONNX encoder. Each training
-# stage runs for the fixed wall time in its config; on a GPU add e.g. ARGS="--accelerator gpu".
+# embedder's encoder in two stages (config/models/vehicle_encoder.yaml, then with the global
+# context branch, vehicle_encoder_context.yaml), then the ONNX encoder. Each training stage
+# runs for the fixed wall time in its config; on a GPU add e.g. ARGS="--accelerator gpu".
 MODEL_STAGE := build/model-embedder
 TEACHER_STAGE := build/model-teacher
+STUDENT_STAGE := build/model-student
 model: data
-	rm -rf $(MODEL_STAGE) $(TEACHER_STAGE) models/default.new
+	rm -rf $(MODEL_STAGE) $(TEACHER_STAGE) $(STUDENT_STAGE) models/default.new
 	$(RUN) rawdiff train --base config/models/default.yaml --logdir runs --export $(MODEL_STAGE) $(ARGS)
 	$(RUN) rawdiff train --base config/models/ldm.yaml --logdir runs --export $(TEACHER_STAGE) $(ARGS) \
 	  model.params.embedder=$(MODEL_STAGE)
-	$(RUN) rawdiff train --base config/models/vehicle_encoder.yaml --logdir runs --export models/default.new $(ARGS) \
+	$(RUN) rawdiff train --base config/models/vehicle_encoder.yaml --logdir runs --export $(STUDENT_STAGE) $(ARGS) \
 	  model.params.teacher=$(TEACHER_STAGE)
+	$(RUN) rawdiff train --base config/models/vehicle_encoder.yaml config/models/vehicle_encoder_context.yaml \
+	  --logdir runs --export models/default.new $(ARGS) \
+	  model.params.teacher=$(TEACHER_STAGE) model.params.init_encoder=$(STUDENT_STAGE)
 	$(RUN) rawdiff export-onnx --model models/default.new
 	rm -rf models/default && mv models/default.new models/default
 

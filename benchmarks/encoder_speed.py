@@ -291,9 +291,11 @@ def profile_torch(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     net = load_child_embedder(args.workdir)
-    layers = [("encoder.conv_in", net.encoder.conv_in)]
-    layers += [("encoder.blocks.%d %s" % (i, type(b).__name__), b) for i, b in enumerate(net.encoder.blocks)]
-    layers += [("encoder.norm_out", net.encoder.norm_out), ("encoder.conv_out", net.encoder.conv_out)]
+    enc = net.encoder
+    layers = [("encoder.%s" % name, getattr(enc, name)) for name in ("conv_in",) if hasattr(enc, name)]
+    layers += [("encoder.blocks.%d %s" % (i, type(b).__name__), b) for i, b in enumerate(enc.blocks)]
+    layers += [("encoder.%s" % name, getattr(enc, name)) for name in ("context", "norm_out", "conv_out")
+               if getattr(enc, name, None) is not None]
     times = {name: [] for name, _ in layers}
     macs = {name: 0.0 for name, _ in layers}
     shapes = {}
@@ -358,11 +360,11 @@ def profile_torch(args) -> dict:
 def _ort_layer(name: str, seen_encoder: bool) -> str:
     import re
 
-    m = re.match(r"^/encoder/(blocks/blocks\.\d+|conv_in|norm_out|conv_out)/", name)
+    m = re.match(r"^/encoder/(blocks/blocks\.\d+|blocks\.\d+|conv_in|norm_out|conv_out|context)/", name)
     if m:
         return "encoder." + m.group(1).replace("blocks/", "")
     if name.startswith("/encoder/"):
-        return "encoder (SiLU between norm_out and conv_out)"
+        return "encoder (between the named layers: activation, FiLM)"
     if name.startswith("/"):
         return "quantize (nearest code)" if seen_encoder else "stem (pixel_unshuffle)"
     return "layout reorders (NCHWc)"

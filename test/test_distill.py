@@ -161,7 +161,7 @@ def test_export_into_the_teacher_and_resume_against_another_teacher_are_refused(
         other.on_load_checkpoint(checkpoint)
 
 
-def test_a_student_can_start_from_another_students_encoder(teacher, student):
+def test_a_student_can_start_from_another_students_encoder(teacher, student, tmp_path):
     from rawdiff.models.distill import EncoderDistill
 
     tiny = {"stem": 4, "ch": 8, "ch_mult": [1], "num_res_blocks": 1, "norm": "none", "act": "relu"}
@@ -172,5 +172,8 @@ def test_a_student_can_start_from_another_students_encoder(teacher, student):
             assert "encoder." + k not in given  # new: zero-initialised
         else:
             assert torch.equal(v, given["encoder." + k]), k
+    extras = model.export_extras(str(tmp_path))  # what the exported model.json records
+    assert extras["encoder_init"]["model_id"] == _meta(student[0])["model_id"]
+    assert extras["encoder_teacher_training"] == _meta(teacher)["training"]
     with pytest.raises(ValueError, match="another encoder shape"):
         EncoderDistill(teacher, encoder=dict(tiny, ch=16), init_encoder=student[0])

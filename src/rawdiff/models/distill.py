@@ -77,6 +77,7 @@ class EncoderDistill(L.LightningModule):
         if missing or unexpected:
             raise ValueError("teacher %s does not match its config: missing %s, unexpected %s"
                              % (teacher, missing[:5], unexpected[:5]))
+        self.init_meta: Optional[Dict[str, Any]] = None
         if init_encoder:
             self._init_encoder(init_encoder)
         self.embedder.quantize.requires_grad_(False)
@@ -101,7 +102,7 @@ class EncoderDistill(L.LightningModule):
 
         from rawdiff.codec.modeldir import read_model_dir
 
-        read_model_dir(model_dir)  # a complete, consistent model directory
+        self.init_meta = read_model_dir(model_dir)["meta"]  # a complete, consistent model directory
         state = load_file(os.path.join(model_dir, "embedder.safetensors"))
         own = self.embedder.encoder.state_dict()
         given = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
@@ -220,7 +221,11 @@ class EncoderDistill(L.LightningModule):
 
     def export_extras(self, out_dir: str) -> Dict[str, Any]:
         """Carry the teacher's diffusion decoder over (same codebook and decoder); metadata."""
-        meta: Dict[str, Any] = {"encoder_teacher_model_id": self.teacher_meta.get("model_id")}
+        meta: Dict[str, Any] = {"encoder_teacher_model_id": self.teacher_meta.get("model_id"),
+                                "encoder_teacher_training": self.teacher_meta.get("training") or {}}
+        if self.init_meta is not None:  # the earlier stage this encoder started from
+            meta["encoder_init"] = {"model_id": self.init_meta.get("model_id"),
+                                    "training": self.init_meta.get("training") or {}}
         src = os.path.join(self.teacher_dir, "diffusion.safetensors")
         if os.path.isfile(src):
             shutil.copy2(src, os.path.join(out_dir, "diffusion.safetensors"))
