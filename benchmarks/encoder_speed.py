@@ -1,7 +1,8 @@
 """Encoder speed: torch vs onnxruntime vs the conventional demosaic + JPEG q80, at the thesis' sensor sizes.
 
     python benchmarks/encoder_speed.py [--model DIR] [--repeats N] [--sizes 1936x1112 ...]
-                                       [--threads N] [--json OUT] [--profile] [--embedder key=value ...]
+                                       [--threads N] [--json OUT] [--profile]
+                                       [--config CFG] [--embedder key=value ...]
 
 For each frame size and each of
   (a) torch:  RawFrame -> planes -> pad -> Embedder.encode_indices (the torch codec's path)
@@ -16,9 +17,12 @@ included (onnxruntime's arena, torch's work buffers). Entropy coding of the indi
 is not included (a few ms per frame). Frames are unprocessed (Brooks et al. 2019)
 from a collage of scikit-image photographs, with sensor noise, 12 bit.
 
-The model is ``--model DIR``, else models/default when it exists, else an untrained
-embedder built from config/models/default.yaml (weights do not change the speed);
-``--embedder key=value`` changes that config to try other network shapes.
+The model is ``--model DIR``, else models/default when it exists; ``--config CFG`` (or
+``--embedder``) instead builds an untrained embedder from a vqgan config (default
+config/models/default.yaml, whose taming-style encoder the shipped vehicle encoder
+replaced: the "before" of the README); weights do not change the speed.
+``--embedder key=value`` changes that config to try other network shapes, e.g.
+``encoder.norm=none encoder.stem=4 encoder.ch_mult=[1] encoder.act=relu``.
 ``--profile`` adds, for the first size, where the time goes layer by layer (torch
 forward hooks and the torch profiler; onnxruntime's own profiler).
 
@@ -95,11 +99,12 @@ def prepare_model(args, workdir: str) -> dict:
 
     info = {}
     model_dir = args.model
-    if model_dir is None and os.path.isfile(os.path.join(DEFAULT_MODEL, "model.json")) and not args.embedder:
+    untrained = bool(args.embedder) or args.config is not None
+    if model_dir is None and os.path.isfile(os.path.join(DEFAULT_MODEL, "model.json")) and not untrained:
         model_dir = DEFAULT_MODEL
     if model_dir is not None:
-        if args.embedder:
-            raise SystemExit("--embedder changes the config of an untrained model; not with --model")
+        if untrained:
+            raise SystemExit("--config and --embedder describe an untrained model; not with --model")
         from rawdiff.codec.modeldir import read_model_dir
 
         meta = read_model_dir(model_dir)
@@ -114,12 +119,13 @@ def prepare_model(args, workdir: str) -> dict:
             log("%s; exporting one for the benchmark" % exc)
             onnx_path = None
     else:
-        cfg = load_config(DEFAULT_CONFIG)
+        config = args.config or DEFAULT_CONFIG
+        cfg = load_config(config)
         params = cfg["model"]["params"]
         params["embedder"] = apply_overrides(params.get("embedder") or {}, args.embedder or [])
         torch.manual_seed(0)
         net = embedder_from_config(params).eval()
-        name = "untrained, %s %s" % (os.path.relpath(DEFAULT_CONFIG, ROOT), " ".join(args.embedder or []))
+        name = "untrained, %s %s" % (os.path.relpath(os.path.abspath(config), ROOT), " ".join(args.embedder or []))
         info.update(model=name.strip(), trained=False)
         onnx_path = None
     if onnx_path is None:
@@ -487,7 +493,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="threads for torch, onnxruntime and OpenCV (0: defaults)")
     p.add_argument("--json", help="also write the JSON results to this file")
     p.add_argument("--profile", action="store_true", help="per-layer profile of torch and onnx at the first size")
-    p.add_argument("--embedder", nargs="*", default=[], help="key=value changes to the untrained default embedder")
+    p.add_argument("--config", help="an untrained embedder of this vqgan config (weights do not change the speed); "
+                                    "config/models/default.yaml is the encoder the vehicle encoder replaced")
+    p.add_argument("--embedder", nargs="*", default=[], help="key=value changes to the untrained embedder")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--size", type=parse_size, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
