@@ -1,4 +1,4 @@
-"""Encoder speed: torch vs onnxruntime vs the conventional demosaic + JPEG q80, at the thesis' sensor sizes.
+"""Encoder speed: torch vs onnxruntime vs the conventional demosaic + JPEG q80, at three automotive sensor sizes.
 
     python benchmarks/encoder_speed.py [--model DIR] [--repeats N] [--sizes 1936x1112 ...]
                                        [--threads N] [--json OUT] [--profile]

@@ -103,3 +103,15 @@ def test_decompress_of_a_corrupted_file(tmp_path, frame, fixture_model):
 def _write(path, data):
     path.write_bytes(data)
     return str(path)
+
+
+def test_train_overrides_right_after_the_configs_are_overrides(monkeypatch):
+    """`--base A.yaml B.yaml key=value`: argparse hands key=value to --base (nargs=*)."""
+    import rawdiff.train
+
+    seen = {}
+    monkeypatch.setattr(rawdiff.train, "train", lambda bases, overrides=(), **kw: seen.update(b=bases, o=overrides))
+    assert main(["train", "--base", "a.yaml", "b.yaml", "model.params.x=1", "data.params.y=2"]) == 0
+    assert seen == {"b": ["a.yaml", "b.yaml"], "o": ["model.params.x=1", "data.params.y=2"]}
+    assert main(["train", "--base", "a.yaml", "--export", "out", "model.params.x=1"]) == 0
+    assert seen == {"b": ["a.yaml"], "o": ["model.params.x=1"]}

@@ -107,7 +107,10 @@ def cmd_train(args) -> int:
     devices = args.devices
     if devices not in (None, "auto"):
         devices = int(devices) if devices.lstrip("-").isdigit() else devices
-    train(args.base or [], overrides=args.overrides, resume=args.resume, do_train=args.train,
+    # `--base A.yaml B.yaml key=value` (no option in between): argparse gives the overrides to --base
+    bases = [b for b in args.base or [] if "=" not in b]
+    overrides = [b for b in args.base or [] if "=" in b] + list(args.overrides)
+    train(bases, overrides=overrides, resume=args.resume, do_train=args.train,
           accelerator=args.accelerator, devices=devices, max_epochs=args.max_epochs, max_steps=args.max_steps,
           log_every_n_steps=args.log_every_n_steps, strategy=args.strategy, logdir=args.logdir,
           name=args.name, seed=args.seed, export=args.export)
