@@ -5,7 +5,7 @@ import os
 
 import cv2
 import pytest
-from synthetic import FIXTURE_MODEL, textured_photo
+from synthetic import FIXTURE_MODEL, ROOT, textured_photo
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +13,20 @@ def fixture_model():
     if not os.path.isfile(os.path.join(FIXTURE_MODEL, "model.json")):
         pytest.fail("the fixture model is missing: run `make fixtures`")
     return FIXTURE_MODEL
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm(fixture_model, tiny_corpus, tmp_path_factory):
+    """A tiny LDM on the fixture embedder, trained for 4 steps by ``rawdiff train``
+    (config/models/ldm_tiny.yaml): (exported model directory, training summary)."""
+    from rawdiff.train import train
+
+    tmp = tmp_path_factory.mktemp("ldm")
+    out = str(tmp / "model")
+    config = os.path.join(ROOT, "config", "models", "ldm_tiny.yaml")
+    summary = train([config], ["model.params.embedder=%s" % fixture_model, "data.params.root=%s" % tiny_corpus],
+                    logdir=str(tmp / "runs"), export=out, log_every_n_steps=1)
+    return out, summary
 
 
 @pytest.fixture(scope="session")

@@ -11,20 +11,13 @@ import torch
 from safetensors.torch import load_file
 from synthetic import ROOT
 
-TINY_LDM = os.path.join(ROOT, "config", "models", "ldm_tiny.yaml")
 TINY = os.path.join(ROOT, "config", "models", "vehicle_encoder_tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def teacher(fixture_model, tiny_corpus, tmp_path_factory):
-    """The fixture embedder with a tiny diffusion decoder: a teacher with every part."""
-    from rawdiff.train import train
-
-    tmp = tmp_path_factory.mktemp("teacher")
-    out = str(tmp / "model")
-    train([TINY_LDM], ["model.params.embedder=%s" % fixture_model, "data.params.root=%s" % tiny_corpus],
-          logdir=str(tmp / "runs"), export=out)
-    return out
+def teacher(tiny_ldm):
+    """The fixture embedder with a tiny diffusion decoder (conftest): a teacher with every part."""
+    return tiny_ldm[0]
 
 
 @pytest.fixture(scope="module")

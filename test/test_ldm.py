@@ -12,9 +12,6 @@ from torch.nn import functional as F
 
 from rawdiff.models.unet import UNet, WindowAttention
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "config", "models", "ldm_tiny.yaml")
-
 
 @pytest.mark.parametrize("hw", [(8, 8), (13, 7), (5, 22)])
 def test_unet_takes_any_size_and_starts_at_zero(hw):
@@ -81,14 +78,9 @@ def test_latent_scale_must_be_known():
 
 
 @pytest.fixture(scope="module")
-def ldm_model(fixture_model, tiny_corpus, tmp_path_factory):
-    """A tiny LDM trained for 4 steps by ``rawdiff train`` and its exported model directory."""
-    from rawdiff.train import train
-
-    tmp = tmp_path_factory.mktemp("ldm")
-    out = str(tmp / "model")
-    summary = train([TINY], ["model.params.embedder=%s" % fixture_model, "data.params.root=%s" % tiny_corpus],
-                    logdir=str(tmp / "runs"), export=out, log_every_n_steps=1)
+def ldm_model(tiny_ldm):
+    """The tiny LDM (conftest): trained for 4 steps by ``rawdiff train``, and its model directory."""
+    out, summary = tiny_ldm
     assert summary["global_step"] == 4 and summary["model_dir"] == out
     return out, summary
 
