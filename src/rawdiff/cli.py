@@ -32,6 +32,13 @@ def _add_raw_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--white-level", type=float, help="sensor white (saturation) level")
 
 
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    """--backend and --threads of the commands that encode (Codec.load's backend and threads)."""
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="encoder: auto (the model's encoder.onnx when present and current, else torch)")
+    p.add_argument("--threads", type=int, help="CPU threads for the encoder (default: the libraries')")
+
+
 def _read_input(args):
     from rawdiff.raw import read_raw
 
@@ -132,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="encoder: auto (the model's encoder.onnx when present and current, else torch)")
-    p.add_argument("--threads", type=int, help="CPU threads for the encoder (default: the libraries')")
+    _add_encoder_options(p)
     p.add_argument("--source-encoding", default="", help="recorded in the header, e.g. bayer_rggb16")
     p.set_defaults(func=cmd_compress)
 
@@ -179,9 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output-topic", default=bag_tools.DEFAULT_CODES_TOPIC, help="codes topic (default %(default)s)")
     q.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
     q.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    q.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
-                   help="encoder: auto (the model's encoder.onnx when present and current, else torch)")
-    q.add_argument("--threads", type=int, help="CPU threads for the encoder (default: the libraries')")
+    _add_encoder_options(q)
     q.add_argument("--cfa", help="CFA pattern RGGB, BGGR, GRBG or GBRG (mono/packed images; default: the encoding's)")
     q.add_argument("--black-level", type=float, default=0.0, help="sensor black level (default 0)")
     q.add_argument("--white-level", type=float, help="sensor white level (default: the container's full scale)")

@@ -103,6 +103,14 @@ def write_model_card(out: str, meta: Dict[str, Any]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def _remove_stale(out: str, names) -> None:
+    """Remove files an earlier export left in ``out`` that this export does not write."""
+    for name in names:
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            os.remove(path)
+
+
 def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Optional[Dict] = None,
                  prior_kind: Optional[str] = None, prior_frames: Optional[int] = None) -> str:
     """Write the model directory of a trained embedder (``model.embedder``), or of a latent
@@ -114,10 +122,7 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
     if hasattr(model, "export_config"):
         cfg = model.export_config(cfg, out)  # the model directory's config differs from the run's
     os.makedirs(out, exist_ok=True)
-    for name in ("diffusion.safetensors", "encoder.onnx"):
-        stale = os.path.join(out, name)
-        if os.path.isfile(stale):
-            os.remove(stale)  # left from an earlier export into the same folder
+    _remove_stale(out, ("diffusion.safetensors", "encoder.onnx"))
     embedder = model.embedder
     save_file(embedder_state(embedder), os.path.join(out, "embedder.safetensors"),
               metadata={"format": "rawdiff-embedder-1"})
@@ -169,9 +174,7 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
     os.makedirs(out, exist_ok=True)
     for name in _FROM_EMBEDDER:
         shutil.copy2(os.path.join(src, name), os.path.join(out, name))
-    stale = os.path.join(out, "encoder.onnx")
-    if os.path.isfile(stale):
-        os.remove(stale)  # left from an earlier export into the same folder
+    _remove_stale(out, ("encoder.onnx",))
     save_file(model.diffusion_state(), os.path.join(out, "diffusion.safetensors"),
               metadata={"format": "rawdiff-diffusion-1"})
     merged = dict(info["config"])

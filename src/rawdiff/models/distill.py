@@ -161,6 +161,7 @@ class EncoderDistill(L.LightningModule):
         else:
             idx = q.encode_indices(z_s)
         out["agreement"] = (idx == idx_t).float().mean()
+        out["teacher_indices"] = idx_t
         return out
 
     def learning_rate_at(self, batch: int) -> float:
@@ -183,8 +184,8 @@ class EncoderDistill(L.LightningModule):
         n = batch["raw"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
         self.log("train/agreement", out["agreement"], prog_bar=True, batch_size=n)
-        self.log_dict({"train/" + k: v.detach() for k, v in out.items() if k not in ("x_hat", "agreement", "q_loss")},
-                      batch_size=n)
+        unlogged = ("x_hat", "agreement", "q_loss", "teacher_indices")
+        self.log_dict({"train/" + k: v.detach() for k, v in out.items() if k not in unlogged}, batch_size=n)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -192,7 +193,7 @@ class EncoderDistill(L.LightningModule):
         target = self.target_of(batch)
         n = target.shape[0]
         with torch.no_grad():
-            teacher_hat = self.teacher.decode_indices(self.teacher.encode_indices(batch["raw"]))
+            teacher_hat = self.teacher.decode_indices(out["teacher_indices"])
         self.log("val/psnr", psnr(out["x_hat"].clamp(0, 1), target), prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/psnr_teacher", psnr(teacher_hat.clamp(0, 1), target), sync_dist=True, batch_size=n)
         self.log("val/agreement", out["agreement"], sync_dist=True, batch_size=n)

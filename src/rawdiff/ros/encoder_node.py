@@ -115,16 +115,12 @@ class EncoderNode(CodecNode):
         from sensor_msgs.msg import Image
 
         from rawdiff.codec import Codec
-        from rawdiff.codec.codec import BACKENDS
         from rawdiff.msg import CompressedCodes
 
         self.in_type, self.out_type = Image, CompressedCodes
         self.conversion = conversion_args(params)
-        backend = str(params["backend"])
-        if backend not in BACKENDS:
-            raise ValueError("~backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]),
-                                backend=backend, threads=encoder_threads(params["threads"]))
+                                backend=str(params["backend"]), threads=encoder_threads(params["threads"]))
         super().__init__(params)
 
     def process(self, msg):
