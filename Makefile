@@ -86,24 +86,35 @@ data: data/corpus/train.txt
 data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp
 	$(RUN) rawdiff prepare-data --default --out data/corpus
 
-# The shipped model: the embedder (config/models/default.yaml), the latent diffusion decoder
-# on top of it (config/models/ldm.yaml), then the light vehicle encoder trained against that
-# embedder's encoder in two stages (config/models/vehicle_encoder.yaml, then with the global
-# context branch, vehicle_encoder_context.yaml), then the ONNX encoder. Each training stage
-# runs for the fixed wall time in its config; on a GPU add e.g. ARGS="--accelerator gpu".
+# The shipped model, in three parts:
+# 1. an sRGB-domain model: the embedder (config/models/default.yaml), the latent diffusion
+#    decoder on top of it (config/models/ldm.yaml), the light vehicle encoder trained against
+#    that embedder's encoder in two stages (config/models/vehicle_encoder.yaml, then with the
+#    global context branch, vehicle_encoder_context.yaml);
+# 2. the colour-exact embedder started from it (config/models/colour.yaml: codes the
+#    white-balanced signal, decodes camera RGB that the reference ISP's colour stage renders);
+# 3. its diffusion decoder, started from the sRGB model's (config/models/ldm_colour.yaml),
+#    then the ONNX encoder. Each training stage runs for the fixed wall time in its config;
+#    on a GPU add e.g. ARGS="--accelerator gpu".
 MODEL_STAGE := build/model-embedder
 TEACHER_STAGE := build/model-teacher
 STUDENT_STAGE := build/model-student
+SRGB_STAGE := build/model-srgb
+COLOUR_STAGE := build/model-colour
 model: data
-	rm -rf $(MODEL_STAGE) $(TEACHER_STAGE) $(STUDENT_STAGE) models/default.new
+	rm -rf $(MODEL_STAGE) $(TEACHER_STAGE) $(STUDENT_STAGE) $(SRGB_STAGE) $(COLOUR_STAGE) models/default.new
 	$(RUN) rawdiff train --base config/models/default.yaml --logdir runs --export $(MODEL_STAGE) $(ARGS)
 	$(RUN) rawdiff train --base config/models/ldm.yaml --logdir runs --export $(TEACHER_STAGE) $(ARGS) \
 	  model.params.embedder=$(MODEL_STAGE)
 	$(RUN) rawdiff train --base config/models/vehicle_encoder.yaml --logdir runs --export $(STUDENT_STAGE) $(ARGS) \
 	  model.params.teacher=$(TEACHER_STAGE)
 	$(RUN) rawdiff train --base config/models/vehicle_encoder.yaml config/models/vehicle_encoder_context.yaml \
-	  --logdir runs --export models/default.new $(ARGS) \
+	  --logdir runs --export $(SRGB_STAGE) $(ARGS) \
 	  model.params.teacher=$(TEACHER_STAGE) model.params.init_encoder=$(STUDENT_STAGE)
+	$(RUN) rawdiff train --base config/models/colour.yaml --logdir runs --export $(COLOUR_STAGE) $(ARGS) \
+	  model.params.init=$(SRGB_STAGE)
+	$(RUN) rawdiff train --base config/models/ldm.yaml config/models/ldm_colour.yaml --logdir runs \
+	  --export models/default.new $(ARGS) model.params.embedder=$(COLOUR_STAGE) model.params.init=$(SRGB_STAGE)
 	$(RUN) rawdiff export-onnx --model models/default.new
 	rm -rf models/default && mv models/default.new models/default
 
@@ -112,7 +123,7 @@ model: data
 DEMO_ARGS := $(if $(BAG),--bag $(abspath $(BAG)) --topic $(or $(TOPIC),/camera/image_raw) \
 	--black-level $(or $(BLACK),0) --white-level $(or $(WHITE),65535))
 demo: setup
-	$(RUN) python -m rawdiff.ros.demo --out out/demo $(DEMO_ARGS)
+	$(RUN) python -m rawdiff.ros.tools.demo --out out/demo $(DEMO_ARGS)
 
 clean:
 	rm -rf build $(VENV)

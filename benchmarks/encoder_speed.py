@@ -5,11 +5,11 @@
                                        [--config CFG] [--embedder key=value ...]
 
 For each frame size and each of
-  (a) torch:  RawFrame -> planes -> pad -> Embedder.encode_indices (the torch codec's path)
-  (b) onnx:   RawFrame -> planes -> run_encoder(encoder.onnx) (the onnx codec's path)
+  (a) torch:  Codec.load(model, backend="torch").encode_indices(frame)
+  (b) onnx:   Codec.load(model, backend="onnx").encode_indices(frame) (encoder.onnx, onnxruntime)
   (c) jpeg:   uint16 mosaic -> black level + gamma LUT to 8 bit -> cv2.demosaicing (bilinear)
               -> cv2.imencode JPEG quality 80 (what a vehicle would do instead)
-one fresh child process loads the model or session and the frame, runs one warm-up and
+one fresh child process loads the codec (or OpenCV) and the frame, runs one warm-up and
 ``--repeats`` timed frames, and reports the median wall time per frame and the peak
 memory: the growth of the resident set (VmHWM after resetting it through
 /proc/self/clear_refs, minus VmRSS before the first frame) while encoding, warm-up
@@ -17,10 +17,13 @@ included (onnxruntime's arena, torch's work buffers). Entropy coding of the indi
 is not included (a few ms per frame). Frames are unprocessed (Brooks et al. 2019)
 from a collage of scikit-image photographs, with sensor noise, 12 bit.
 
-The model is ``--model DIR``, else models/default when it exists; ``--config CFG`` (or
-``--embedder``) instead builds an untrained embedder from a vqgan config (default
-config/models/default.yaml, whose taming-style encoder the shipped vehicle encoder
-replaced: the "before" of the README); weights do not change the speed.
+(a) and (b) are the codec's own backends, so what is timed is what the nodes and the
+command line run. The model is ``--model DIR``, else models/default when it exists (a
+missing or stale ``encoder.onnx`` is exported into a temporary copy of the directory);
+``--config CFG`` (or ``--embedder``) instead builds an untrained embedder from a vqgan
+config (default config/models/default.yaml, whose taming-style encoder the shipped
+vehicle encoder replaced: the "before" of the README) and writes it as a model directory
+with a uniform index prior; weights do not change the speed.
 ``--embedder key=value`` changes that config to try other network shapes, e.g.
 ``encoder.norm=none encoder.stem=4 encoder.ch_mult=[1] encoder.act=relu``.
 ``--profile`` adds, for the first size, where the time goes layer by layer (torch
@@ -88,14 +91,50 @@ def make_frame(width: int, height: int, seed: int = 0):
     return frame
 
 
-def prepare_model(args, workdir: str) -> dict:
-    """Write the embedder (weights + params) and encoder.onnx into ``workdir``."""
-    import torch
-    from safetensors.torch import load_file, save_file
+def _linked_copy(model_dir: str, out: str) -> str:
+    """``out`` as a model directory with the weights of ``model_dir`` (linked) and its own
+    config and model.json, so that an encoder.onnx can be exported into it."""
+    import shutil
 
+    from rawdiff.codec.modeldir import WEIGHT_FILES
+
+    os.makedirs(out)
+    for name in os.listdir(model_dir):
+        src = os.path.join(os.path.abspath(model_dir), name)
+        if name in WEIGHT_FILES:
+            os.symlink(src, os.path.join(out, name))
+        elif name in ("config.yaml", "model.json"):
+            shutil.copy2(src, os.path.join(out, name))
+    return out
+
+
+def _untrained_model_dir(net, cfg: dict, out: str) -> str:
+    """A model directory of an untrained embedder: its weights, a uniform index prior, the config."""
+    from safetensors.torch import save_file
+
+    from rawdiff.codec.entropy import IndexPrior
+    from rawdiff.codec.modeldir import compute_model_id, embedder_state
+    from rawdiff.config import save_config
+
+    os.makedirs(out)
+    save_file(embedder_state(net), os.path.join(out, "embedder.safetensors"), metadata={"format": "rawdiff-embedder-1"})
+    IndexPrior.uniform(net.n_embed).save(os.path.join(out, "prior.safetensors"))
+    save_config(cfg, os.path.join(out, "config.yaml"))
+    meta = {"factor": net.factor, "n_embed": net.n_embed, "out": net.out, "prior_kind": "uniform",
+            "model_id": compute_model_id(out)}
+    with open(os.path.join(out, "model.json"), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    return out
+
+
+def prepare_model(args, workdir: str) -> dict:
+    """The model directory the children load (with a current encoder.onnx), and what it is."""
+    import torch
+
+    from rawdiff.codec import Codec
     from rawdiff.config import apply_overrides, load_config
     from rawdiff.export import onnx as onnx_export
-    from rawdiff.models.embedder import embedder_from_config, load_embedder
+    from rawdiff.models.embedder import embedder_from_config
 
     info = {}
     model_dir = args.model
@@ -105,19 +144,17 @@ def prepare_model(args, workdir: str) -> dict:
     if model_dir is not None:
         if untrained:
             raise SystemExit("--config and --embedder describe an untrained model; not with --model")
-        from rawdiff.codec.modeldir import read_model_dir
-
-        meta = read_model_dir(model_dir)
-        params = meta["config"].get("model", {}).get("params", {})
-        net = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")))
-        info.update(model=model_dir, model_id=meta["meta"]["model_id"], trained=True)
-        onnx_path = os.path.join(model_dir, onnx_export.ONNX_FILE)
+        codec = Codec.load(model_dir, device="cpu", backend="torch")
+        info.update(model=model_dir, model_id=codec.model_id, trained=True)
         try:
             onnx_export.open_session(model_dir, "cpu")
             info["onnx"] = "the model directory's encoder.onnx"
         except ValueError as exc:
             log("%s; exporting one for the benchmark" % exc)
-            onnx_path = None
+            model_dir = _linked_copy(model_dir, os.path.join(workdir, "model"))
+            onnx_export.export_encoder(model_dir, onnx_export.DEFAULT_OPSET, verify=False)
+            info["onnx"] = "exported for the benchmark, opset %d" % onnx_export.DEFAULT_OPSET
+        net, params = codec.embedder, codec.config.get("model", {}).get("params", {})
     else:
         config = args.config or DEFAULT_CONFIG
         cfg = load_config(config)
@@ -127,16 +164,11 @@ def prepare_model(args, workdir: str) -> dict:
         net = embedder_from_config(params).eval()
         name = "untrained, %s %s" % (os.path.relpath(os.path.abspath(config), ROOT), " ".join(args.embedder or []))
         info.update(model=name.strip(), trained=False)
-        onnx_path = None
-    if onnx_path is None:
-        onnx_path = os.path.join(workdir, onnx_export.ONNX_FILE)
-        onnx_export.export_embedder(net, onnx_path, onnx_export.DEFAULT_OPSET)
+        model_dir = _untrained_model_dir(net, cfg, os.path.join(workdir, "model"))
+        onnx_export.export_encoder(model_dir, onnx_export.DEFAULT_OPSET, verify=False)
         info["onnx"] = "exported for the benchmark, opset %d" % onnx_export.DEFAULT_OPSET
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, os.path.join(workdir, "embedder.safetensors"))
-    with open(os.path.join(workdir, "params.json"), "w") as f:
-        json.dump(params, f)
     enc = net.encoder
-    info.update(onnx_path=onnx_path, factor=net.factor, n_embed=net.n_embed,
+    info.update(model_dir=model_dir, factor=net.factor, n_embed=net.n_embed,
                 embedder=params.get("embedder") or {},
                 encoder_params=sum(p.numel() for p in enc.parameters()))
     return info
@@ -183,55 +215,39 @@ class PeakRSS:
         self.delta_mib = (self.peak - self.base) / 1024.0
 
 
+def frame_path(workdir: str, width: int, height: int) -> str:
+    return os.path.join(workdir, "frame_%dx%d.npy" % (width, height))
+
+
 def load_child_frame(workdir: str, width: int, height: int):
-    from rawdiff.raw import RawFrame
+    from rawdiff.raw import read_raw
 
-    with open(os.path.join(workdir, "frame_%dx%d.json" % (width, height))) as f:
-        meta = json.load(f)
-    mosaic = np.load(os.path.join(workdir, "frame_%dx%d.npy" % (width, height)))
-    return RawFrame(mosaic, cfa=meta["cfa"], black_level=meta["black_level"], white_level=meta["white_level"])
+    return read_raw(frame_path(workdir, width, height))
 
 
-def load_child_embedder(workdir: str):
-    from safetensors.torch import load_file
+def load_codec(backend: str, model_dir: str, threads: int):
+    """The codec the nodes and the command line would run, on the CPU."""
+    from rawdiff.codec import Codec
 
-    from rawdiff.models.embedder import load_embedder
-
-    with open(os.path.join(workdir, "params.json")) as f:
-        params = json.load(f)
-    return load_embedder(params, load_file(os.path.join(workdir, "embedder.safetensors")))
+    return Codec.load(model_dir, device="cpu", backend=backend, threads=threads or None)
 
 
-def make_encoder(method: str, workdir: str, onnx_path: str, threads: int):
+def make_encoder(method: str, model_dir: str, threads: int):
     """(function of a frame, description of the engine)."""
-    import torch
-
     if method == "torch":
-        from rawdiff.models.embedder import pad_planes
+        import torch
 
-        if threads:
-            torch.set_num_threads(threads)
-        net = load_child_embedder(workdir)
-
-        @torch.inference_mode()
-        def encode(frame):
-            x, _ = pad_planes(torch.from_numpy(frame.to_planes())[None], net.plane_multiple)
-            return net.encode_indices(x)[0].numpy()
-
-        return encode, {"threads": torch.get_num_threads(), "engine": "torch %s" % torch.__version__}
+        codec = load_codec("torch", model_dir, threads)
+        return codec.encode_indices, {"threads": torch.get_num_threads(), "engine": "torch %s" % torch.__version__}
     if method == "onnx":
         import onnxruntime as ort
 
-        from rawdiff.export import onnx as onnx_export
+        from rawdiff.export.onnx import session_provider
 
-        session = onnx_export.create_session(onnx_path, "cpu", threads or None)
-        m = int(session.get_modelmeta().custom_metadata_map["plane_multiple"])
-
-        def encode(frame):
-            return onnx_export.run_encoder(session, frame.to_planes(), m)
-
-        return encode, {"threads": threads or os.cpu_count(), "provider": onnx_export.session_provider(session),
-                        "engine": "onnxruntime %s" % ort.__version__}
+        codec = load_codec("onnx", model_dir, threads)
+        return codec.encode_indices, {"threads": threads or os.cpu_count(),
+                                      "provider": session_provider(codec.onnx_session),
+                                      "engine": "onnxruntime %s" % ort.__version__}
     if method == "jpeg":
         import cv2
 
@@ -258,7 +274,7 @@ def make_encoder(method: str, workdir: str, onnx_path: str, threads: int):
 def child(args) -> None:
     width, height = args.size
     frame = load_child_frame(args.workdir, width, height)
-    encode, info = make_encoder(args.child, args.workdir, args.onnx_path, args.threads)
+    encode, info = make_encoder(args.child, args.model, args.threads)
     with PeakRSS() as mem:
         out = encode(frame)  # warm-up: allocations, onnxruntime's first-run planning
         times = []
@@ -290,13 +306,10 @@ def profile_torch(args) -> dict:
     """Per-layer time (forward hooks, median over repeats) and MACs; top ops (torch profiler)."""
     import torch
 
-    from rawdiff.models.embedder import pad_planes
-
     width, height = args.size
     frame = load_child_frame(args.workdir, width, height)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    net = load_child_embedder(args.workdir)
+    codec = load_codec("torch", args.model, args.threads)
+    net = codec.embedder
     enc = net.encoder
     layers = [("encoder.%s" % name, getattr(enc, name)) for name in ("conv_in",) if hasattr(enc, name)]
     layers += [("encoder.blocks.%d %s" % (i, type(b).__name__), b) for i, b in enumerate(enc.blocks)]
@@ -328,27 +341,38 @@ def profile_torch(args) -> dict:
         for sub in module.modules():
             if isinstance(sub, torch.nn.Conv2d):
                 sub.register_forward_hook(count)
+    # the codec's own encode_indices runs; the network's two steps are timed in place, the
+    # rest of the call is the codec's preparation of the planes (and the copy of the grid)
     stages = {"to_planes + pad": [], "encoder (whole)": [], "quantize (nearest code)": []}
-    with torch.inference_mode():
-        for r in range(args.repeats + 1):
-            t0 = time.perf_counter()
-            x, _ = pad_planes(torch.from_numpy(frame.to_planes())[None], net.plane_multiple)
-            t1 = time.perf_counter()
-            z = net.encode(x)
-            t2 = time.perf_counter()
-            net.quantize.encode_indices(z)
-            t3 = time.perf_counter()
-            if r == 0:  # warm-up
-                counting[0] = False
-                for v in times.values():
-                    v.clear()
-                continue
-            for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
-                stages[key].append(dt)
-        from torch.profiler import ProfilerActivity, profile
+    step = {}
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            net.encode_indices(x)
+    def timed(fn, key):
+        def run(*a, **kw):
+            t = time.perf_counter()
+            out = fn(*a, **kw)
+            step[key] = time.perf_counter() - t
+            return out
+
+        return run
+
+    net.encode = timed(net.encode, "encoder (whole)")
+    net.quantize.encode_indices = timed(net.quantize.encode_indices, "quantize (nearest code)")
+    for r in range(args.repeats + 1):
+        t0 = time.perf_counter()
+        codec.encode_indices(frame)
+        total = time.perf_counter() - t0
+        if r == 0:  # warm-up
+            counting[0] = False
+            for v in times.values():
+                v.clear()
+            continue
+        stages["encoder (whole)"].append(step["encoder (whole)"])
+        stages["quantize (nearest code)"].append(step["quantize (nearest code)"])
+        stages["to_planes + pad"].append(total - step["encoder (whole)"] - step["quantize (nearest code)"])
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        codec.encode_indices(frame)
     rows = [{"layer": name, "out": shapes.get(name), "gmac": macs[name] / 1e9,
              "ms": 1e3 * statistics.median(times[name])} for name, _ in layers]
     enc_ms = 1e3 * statistics.median(stages["encoder (whole)"])
@@ -384,15 +408,18 @@ def profile_onnx(args) -> dict:
 
     width, height = args.size
     frame = load_child_frame(args.workdir, width, height)
+    codec = load_codec("onnx", args.model, args.threads)
+    # the codec's own path, with its session swapped for one that profiles the same graph
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(args.workdir, "ort_profile")
     if args.threads:
         options.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(args.onnx_path, options, providers=["CPUExecutionProvider"])
-    m = int(session.get_modelmeta().custom_metadata_map["plane_multiple"])
+    session = ort.InferenceSession(os.path.join(args.model, onnx_export.ONNX_FILE), options,
+                                   providers=["CPUExecutionProvider"])
+    codec.onnx_session = session
     for _ in range(args.repeats + 1):
-        onnx_export.run_encoder(session, frame.to_planes(), m)
+        codec.encode_indices(frame)
     with open(session.end_profiling()) as f:
         events = json.load(f)
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[1:]  # no warm-up
@@ -419,7 +446,7 @@ def profile_onnx(args) -> dict:
 
 def run_child(args, method: str, size, info: dict, workdir: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", method, "--size", "%dx%d" % size,
-           "--workdir", workdir, "--onnx-path", info["onnx_path"], "--repeats", str(args.repeats)]
+           "--workdir", workdir, "--model", info["model_dir"], "--repeats", str(args.repeats)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -499,7 +526,6 @@ def main(argv=None) -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--size", type=parse_size, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
-    p.add_argument("--onnx-path", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
@@ -510,6 +536,8 @@ def main(argv=None) -> int:
             child(args)
         return 0
 
+    from rawdiff.raw.io import write_raw
+
     started = time.time()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="rawdiff-bench-") as workdir:
@@ -517,9 +545,7 @@ def main(argv=None) -> int:
         log("model: %s; onnx: %s" % (info["model"], info["onnx"]))
         for w, h in args.sizes:
             frame = make_frame(w, h)
-            np.save(os.path.join(workdir, "frame_%dx%d.npy" % (w, h)), frame.mosaic)
-            with open(os.path.join(workdir, "frame_%dx%d.json" % (w, h)), "w") as f:
-                json.dump({"cfa": frame.cfa, "black_level": frame.black_level, "white_level": frame.white_level}, f)
+            write_raw(frame, frame_path(workdir, w, h))
         results, agreement = [], {}
         for size in args.sizes:
             for method in args.methods:
@@ -535,7 +561,7 @@ def main(argv=None) -> int:
             for engine in ("torch", "onnx"):
                 log("profile %s %dx%d ..." % (engine, args.sizes[0][0], args.sizes[0][1]))
                 profiles[engine] = run_child(args, "profile-" + engine, args.sizes[0], info, workdir)
-    info.pop("onnx_path")
+    info.pop("model_dir")
     report = {"machine": dict(machine(), load_avg_before=load_before), "model": info, "repeats": args.repeats,
               "results": results, "onnx_torch_agreement": agreement, "wall_s": round(time.time() - started, 1),
               "ratios": {}}

@@ -1,6 +1,7 @@
 """The frame container: layout, round trips, golden files, clean errors on any input.
 
-Golden files in test/golden/ pin format version 1. Regenerate them only on purpose:
+Golden files in test/golden/ pin format version 2; the version-1 files stay there to show
+that an old file fails with a clear error. Regenerate only on purpose:
 
     RAWDIFF_REGEN_GOLDEN=1 pytest test/test_bitstream.py test/test_entropy.py -k golden
 """
@@ -36,10 +37,14 @@ REGEN = os.environ.get("RAWDIFF_REGEN_GOLDEN") == "1"
 MODEL_A = make_model_id(b"rawdiff golden model A")
 
 
+CCM = ((1.5, -0.375, -0.125), (-0.25, 1.5, -0.25), (0.0625, -0.5625, 1.5))
+
+
 def make_header(**changes) -> Header:
     fields = dict(model_id=MODEL_A, height=1112, width=1936, cfa="RGGB", source_encoding="bayer_rggb16",
                   black_level=64.0, white_level=1023.0, code_height=70, code_width=121,
-                  codebook_size=1024, entropy_model="context")
+                  codebook_size=1024, entropy_model="context", wb_gains=(2.0, 1.0, 1.5),
+                  color_matrix=CCM, wb_source="as_shot", matrix_source="frame")
     fields.update(changes)
     return Header(**fields)
 
@@ -47,12 +52,14 @@ def make_header(**changes) -> Header:
 def golden_cases():
     payload_a = b"".join(hashlib.sha256(b"golden payload %d" % i).digest() for i in range(10))  # 320 bytes
     return {
-        "frame_v1_rggb_context": (make_header(), payload_a),
-        "frame_v1_gbrg_unigram": (
+        "frame_v2_rggb_context": (make_header(), payload_a),
+        "frame_v2_gbrg_unigram": (
             make_header(model_id=make_model_id(b"rawdiff golden model B"), height=1876, width=2896,
                         cfa="GBRG", source_encoding="raw12p", black_level=(240.0, 256.0, 256.25, 240.5),
                         white_level=4095.0, code_height=118, code_width=181, codebook_size=256,
-                        entropy_model="unigram"),
+                        entropy_model="unigram", wb_gains=(1.8123, 1.0, 2.4567),
+                        color_matrix=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), wb_source="gray_world",
+                        matrix_source="default", tone_curve="none"),
             b"\x00\x01\x02\x03",
         ),
     }
@@ -76,7 +83,7 @@ def with_field(data: bytes, offset: int, fmt: str, value) -> bytes:
 def test_round_trip_and_size():
     header = make_header()
     data = pack(header, b"payload!")
-    assert len(data) == bs.HEADER_FIXED_SIZE + len("bayer_rggb16") + 8 + 4 == 89 + 12 + 8
+    assert len(data) == bs.HEADER_FIXED_SIZE + len("bayer_rggb16") + 8 + 4 == 140 + 12 + 8
     got, payload = unpack(data)
     assert payload == b"payload!"
     assert got == dataclasses.replace(header, payload_length=8)
@@ -89,15 +96,30 @@ def test_layout_offsets_match_documentation():
     header = make_header(black_level=(1.0, 2.0, 3.0, 4.0), cfa="GRBG", entropy_model="unigram")
     data = pack(header, b"xyz")
     assert data[0:4] == b"RDCF"
-    assert struct.unpack_from("<H", data, 4) == (1,)
+    assert struct.unpack_from("<H", data, 4) == (2,)
     assert data[6:22].hex() == MODEL_A
     assert struct.unpack_from("<IIBBHHI", data, 22) == (1112, 1936, 2, 1, 70, 121, 1024)
     assert struct.unpack_from("<4dd", data, 40) == (1.0, 2.0, 3.0, 4.0, 1023.0)
-    assert struct.unpack_from("<IB", data, 80) == (3, 12)
-    assert data[85:97] == b"bayer_rggb16"
-    assert data[97:100] == b"xyz"
-    assert struct.unpack_from("<I", data, 100) == (zlib.crc32(data[:100]),)
-    assert len(data) == 104
+    assert struct.unpack_from("<3f", data, 80) == (2.0, 1.0, 1.5)
+    assert struct.unpack_from("<9f", data, 92) == tuple(v for row in CCM for v in row)
+    assert struct.unpack_from("<BBB", data, 128) == (0, 0, 0)  # as shot, the frame's matrix, smoothstep
+    assert struct.unpack_from("<IB", data, 131) == (3, 12)
+    assert data[136:148] == b"bayer_rggb16"
+    assert data[148:151] == b"xyz"
+    assert struct.unpack_from("<I", data, 151) == (zlib.crc32(data[:151]),)
+    assert len(data) == 155
+
+
+def test_render_parameters_cost_51_bytes_a_frame():
+    assert bs.HEADER_FIXED_SIZE - 85 == 51  # version 1's fixed header was 85 bytes
+
+
+def test_render_parameters_read_back_as_float32_values():
+    h = make_header(wb_gains=(2.1, 1.0, 1.7), color_matrix=[[1.1, -0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.2, 0.8]])
+    assert h.wb_gains[0] == struct.unpack("<f", struct.pack("<f", 2.1))[0]
+    got = unpack(pack(h, b""))[0]
+    assert got.wb_gains == h.wb_gains and got.color_matrix == h.color_matrix
+    assert got.to_dict()["color_matrix"][2] == list(h.color_matrix[6:9])
 
 
 def test_header_normalises_inputs():
@@ -142,6 +164,18 @@ def test_cfa_codes_match_rawframe():
         (dict(codebook_size=65537), "codebook_size"),
         (dict(entropy_model="gpt"), "entropy_model"),
         (dict(height=True), "integer"),
+        (dict(wb_gains=(1.0, 0.0, 1.0)), "wb_gains must be positive"),
+        (dict(wb_gains=(1.0, -2.0, 1.0)), "wb_gains must be positive"),
+        (dict(wb_gains=(1.0, float("nan"), 1.0)), "wb_gains must be finite"),
+        (dict(wb_gains=(1.0, 1.0)), "wb_gains must be 3 numbers"),
+        (dict(wb_gains=(1.0, 1e39, 1.0)), "float32"),
+        (dict(color_matrix=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)), "color_matrix must be 9 numbers"),
+        (dict(color_matrix=((1, 2, 3), (2, 4, 6), (0, 0, 1))), "singular"),
+        (dict(color_matrix=((0, 0, 0),) * 3), "singular"),
+        (dict(color_matrix="eye"), "color_matrix"),
+        (dict(wb_source="guess"), "wb_source"),
+        (dict(matrix_source="camera"), "matrix_source"),
+        (dict(tone_curve="filmic"), "tone_curve"),
     ],
 )
 def test_header_rejects_impossible_fields(changes, match):
@@ -152,8 +186,8 @@ def test_header_rejects_impossible_fields(changes, match):
 def test_pack_rejects_bad_arguments():
     with pytest.raises(BitstreamError, match="payload_length"):
         pack(make_header(payload_length=3), b"ab")
-    with pytest.raises(BitstreamError, match="version 2"):
-        pack(make_header(version=2), b"")
+    with pytest.raises(BitstreamError, match="version 3"):
+        pack(make_header(version=3), b"")
     with pytest.raises(BitstreamError, match="Header"):
         pack({"model_id": MODEL_A}, b"")
     with pytest.raises(BitstreamError, match="str"):
@@ -208,12 +242,21 @@ def test_crc_mismatch(valid):
 
 
 def test_future_version_fails_cleanly(valid):
-    v2 = with_field(valid, 4, "<H", 2)  # a well-formed file of a version this build does not know
+    v3 = with_field(valid, 4, "<H", 3)  # a well-formed file of a version this build does not know
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False)):
-        with pytest.raises(BitstreamError, match=r"unsupported bitstream format version 2 .*reads version 1"):
-            reader(v2)
+        with pytest.raises(BitstreamError, match=r"unsupported bitstream format version 3 .*reads version 2"):
+            reader(v3)
     with pytest.raises(BitstreamError, match="version 0"):
         unpack(with_field(valid, 4, "<H", 0))
+
+
+@pytest.mark.parametrize("name", ["frame_v1_rggb_context", "frame_v1_gbrg_unigram"])
+def test_version_1_golden_files_fail_naming_both_versions(name):
+    data = (GOLDEN / (name + ".rdc")).read_bytes()
+    assert struct.unpack_from("<H", data, 4) == (1,)
+    for reader in (unpack, read_header, lambda d: read_header(d, verify=False)):
+        with pytest.raises(BitstreamError, match=r"format version 1 \(this build reads version 2\).*colour"):
+            reader(data)
 
 
 @pytest.mark.parametrize(
@@ -229,6 +272,12 @@ def test_future_version_fails_cleanly(valid):
         (36, "<I", 1 << 20, "codebook_size"),
         (40, "<d", float("nan"), "finite"),
         (72, "<d", 10.0, "must exceed"),
+        (80, "<f", 0.0, "wb_gains must be positive"),
+        (84, "<f", float("inf"), "wb_gains must be finite"),
+        (92, "<f", float("nan"), "color_matrix must be finite"),
+        (128, "<B", 2, "unknown wb_source code 2"),
+        (129, "<B", 5, "unknown matrix_source code 5"),
+        (130, "<B", 9, "unknown tone_curve code 9"),
     ],
 )
 def test_impossible_fields_with_valid_crc(valid, offset, fmt, value, match):
@@ -238,14 +287,14 @@ def test_impossible_fields_with_valid_crc(valid, offset, fmt, value, match):
 
 def test_bad_source_encoding_bytes(valid):
     bad = bytearray(valid)
-    bad[85] = 0xFF  # not ASCII
+    bad[136] = 0xFF  # not ASCII
     with pytest.raises(BitstreamError, match="not ASCII"):
         unpack(refresh_crc(bytes(bad)))
-    bad[85] = ord(" ")  # ASCII but not allowed
+    bad[136] = ord(" ")  # ASCII but not allowed
     with pytest.raises(BitstreamError, match="source_encoding"):
         unpack(refresh_crc(bytes(bad)))
     with pytest.raises(BitstreamError, match="source_encoding length 65"):
-        unpack(with_field(valid, 84, "<B", 65))
+        unpack(with_field(valid, 135, "<B", 65))
 
 
 def test_read_header_without_verification(valid):
@@ -302,10 +351,12 @@ def test_golden(name):
 # ------------------------------------------------------------------ property-based robustness
 
 _headers = st.builds(
-    lambda mid, h, w, fh, fw, cfa, enc, black, dwhite, k, em: Header(
+    lambda mid, h, w, fh, fw, cfa, enc, black, dwhite, k, em, gains, diag, ws, ms, tc: Header(
         model_id=mid, height=h, width=w, cfa=cfa, source_encoding=enc, black_level=black,
         white_level=max(black) + dwhite, code_height=min(fh, h), code_width=min(fw, w),
-        codebook_size=k, entropy_model=em),
+        codebook_size=k, entropy_model=em, wb_gains=gains,
+        color_matrix=(diag[0], 0.1, -0.1, 0.0, diag[1], 0.2, -0.3, 0.0, diag[2]), wb_source=ws,
+        matrix_source=ms, tone_curve=tc),
     st.binary(min_size=16, max_size=16),
     st.integers(1, 2 ** 32 - 1), st.integers(1, 2 ** 32 - 1),
     st.integers(1, 65535), st.integers(1, 65535),
@@ -316,6 +367,9 @@ _headers = st.builds(
     st.floats(1e-3, 1e6, allow_nan=False),
     st.integers(2, 65536),
     st.sampled_from(bs.ENTROPY_MODELS),
+    st.lists(st.floats(1e-3, 64.0), min_size=3, max_size=3),
+    st.lists(st.floats(1.0, 4.0), min_size=3, max_size=3),
+    st.sampled_from(bs.WB_SOURCES), st.sampled_from(bs.MATRIX_SOURCES), st.sampled_from(bs.TONE_CURVES),
 )
 
 
@@ -368,7 +422,7 @@ def _unpack_or_error(data: bytes, original: bytes, payload: bytes):
 
 
 _VALID = pack(make_header(), b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(3)))
-_PAYLOAD = _VALID[97:-4]
+_PAYLOAD = _VALID[148:-4]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -400,7 +454,7 @@ def test_mutations_past_the_crc_never_crash(data):
 @settings(max_examples=200, deadline=None)
 @given(tail=st.binary(max_size=120))
 def test_random_bytes_after_a_valid_prefix(tail):
-    for data in (b"RDCF" + tail, b"RDCF\x01\x00" + tail, refresh_crc(b"RDCF\x01\x00" + tail + b"\x00" * 4)):
+    for data in (b"RDCF" + tail, b"RDCF\x02\x00" + tail, refresh_crc(b"RDCF\x02\x00" + tail + b"\x00" * 4)):
         try:
             unpack(data)
         except BitstreamError:

@@ -1,4 +1,5 @@
-"""rawdiff.data.prepare: paired RAW/RGB frames, split rules, index files, re-runs."""
+"""rawdiff.data.prepare and its parts: paired RAW/RGB frames, split rules, index files, re-runs,
+sources from paths, the frame-reader registry."""
 
 import json
 import os
@@ -9,9 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from rawdiff.data import prepare as prep
-from rawdiff.data.corpus import Source
+from rawdiff.data import readers
+from rawdiff.data.corpus import BAG, Source
+from rawdiff.data.frames import load_photo
+from rawdiff.data.layout import SPLITS, split_groups, target_path
+from rawdiff.data.prepare import add_arguments, prepare, run
+from rawdiff.data.sources import PrepareError, collect_sources
 from rawdiff.raw import read_raw
+from rawdiff.raw.cicp import png_cicp
+from rawdiff.raw.frame import RawFrame
 from rawdiff.raw.io import write_raw
 from rawdiff.raw.isp import render
 
@@ -51,13 +58,13 @@ def sources(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prepared(sources, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
-    manifest = prep.prepare([str(sources / "photos"), str(sources / "clip.avi")], str(out), seed=0, every=3,
+    manifest = prepare([str(sources / "photos"), str(sources / "clip.avi")], str(out), seed=0, every=3,
                             progress=False, verbose=False)
     return out, manifest
 
 
 def _index(out):
-    return {s: (out / (s + ".txt")).read_text().split() for s in prep.SPLITS}
+    return {s: (out / (s + ".txt")).read_text().split() for s in SPLITS}
 
 
 def test_layout_and_index(prepared):
@@ -69,7 +76,7 @@ def test_layout_and_index(prepared):
         assert not os.path.isabs(rel)
         assert (out / rel).is_file() and rel.endswith(".npy")
         assert (out / rel).with_suffix(".json").is_file()  # write_raw's sidecar
-        assert os.path.isfile(prep.target_path(str(out / rel)))
+        assert os.path.isfile(target_path(str(out / rel)))
     saved = json.loads((out / "manifest.json").read_text())
     assert saved["summary"] == manifest["summary"]
     # 6 usable photos + 1 video with frames 0, 3, 6, 9
@@ -122,14 +129,14 @@ def test_target_is_the_isp_render_of_the_whole_frame(prepared):
     entry = next(e for e in manifest["sources"] if e["frames"])
     rel = entry["frames"][0]["raw"]
     frame = read_raw(out / rel)
-    target = cv2.imread(prep.target_path(str(out / rel)))[:, :, ::-1]
+    target = cv2.imread(target_path(str(out / rel)))[:, :, ::-1]
     np.testing.assert_array_equal(target, render(frame))
 
 
 def test_deterministic_and_order_independent(prepared, sources, tmp_path):
     out, _ = prepared
     out2 = tmp_path / "again"
-    prep.prepare([str(sources / "clip.avi"), str(sources / "photos")], str(out2), seed=0, every=3,
+    prepare([str(sources / "clip.avi"), str(sources / "photos")], str(out2), seed=0, every=3,
                  progress=False, verbose=False)
     assert _index(out) == _index(out2)
     for rel in sum(_index(out).values(), []):
@@ -138,8 +145,8 @@ def test_deterministic_and_order_independent(prepared, sources, tmp_path):
 
 def test_seed_changes_frames(sources, tmp_path):
     photo = str(sources / "photos" / "p0.png")
-    a = prep.prepare([photo], str(tmp_path / "a"), seed=0, progress=False, verbose=False)
-    b = prep.prepare([photo], str(tmp_path / "b"), seed=1, progress=False, verbose=False)
+    a = prepare([photo], str(tmp_path / "a"), seed=0, progress=False, verbose=False)
+    b = prepare([photo], str(tmp_path / "b"), seed=1, progress=False, verbose=False)
     ra = np.load(tmp_path / "a" / a["sources"][0]["frames"][0]["raw"])
     rb = np.load(tmp_path / "b" / b["sources"][0]["frames"][0]["raw"])
     assert not np.array_equal(ra, rb)
@@ -149,19 +156,19 @@ def test_rerun_skips_done_sources_and_refuses_other_settings(prepared, sources):
     out, manifest = prepared
     rel = _index(out)["train"][0]
     mtime = os.path.getmtime(out / rel)
-    again = prep.prepare([str(sources / "photos"), str(sources / "clip.avi")], str(out), seed=0, every=3,
+    again = prepare([str(sources / "photos"), str(sources / "clip.avi")], str(out), seed=0, every=3,
                          progress=False, verbose=False)
     assert again["summary"]["reused"] == len(manifest["sources"])
     assert os.path.getmtime(out / rel) == mtime
     assert _index(out)["train"][0] == rel
-    with pytest.raises(prep.PrepareError, match="other settings"):
-        prep.prepare([str(sources / "clip.avi")], str(out), seed=0, every=2, progress=False, verbose=False)
+    with pytest.raises(PrepareError, match="other settings"):
+        prepare([str(sources / "clip.avi")], str(out), seed=0, every=2, progress=False, verbose=False)
 
 
 def test_overwrite_redoes(sources, tmp_path):
     clip = str(sources / "clip.avi")
-    prep.prepare([clip], str(tmp_path), every=5, progress=False, verbose=False)
-    m = prep.prepare([clip], str(tmp_path), every=4, overwrite=True, progress=False, verbose=False)
+    prepare([clip], str(tmp_path), every=5, progress=False, verbose=False)
+    m = prepare([clip], str(tmp_path), every=4, overwrite=True, progress=False, verbose=False)
     assert [fr["index"] for fr in m["sources"][0]["frames"]] == [0, 4, 8]
     assert m["summary"]["reused"] == 0
     assert sorted(os.listdir(tmp_path / "frames" / "user__clip.avi")) == sorted(
@@ -169,7 +176,7 @@ def test_overwrite_redoes(sources, tmp_path):
 
 
 def test_max_frames_and_clean_target(sources, tmp_path):
-    m = prep.prepare([str(sources / "clip.avi")], str(tmp_path), every=1, max_frames=2, clean_target=True,
+    m = prepare([str(sources / "clip.avi")], str(tmp_path), every=1, max_frames=2, clean_target=True,
                      progress=False, verbose=False)
     frames = m["sources"][0]["frames"]
     assert [fr["index"] for fr in frames] == [0, 1]
@@ -183,7 +190,7 @@ def test_raw_mosaic_sources_pass_through(tmp_path):
     src.mkdir()
     mosaic = np.random.default_rng(0).integers(0, 1024, size=(67, 81)).astype(np.uint16)
     write_raw(read_raw_frame(mosaic), src / "shot.npy")
-    m = prep.prepare([str(src)], str(tmp_path / "out"), progress=False, verbose=False)
+    m = prepare([str(src)], str(tmp_path / "out"), progress=False, verbose=False)
     (entry,) = m["sources"]
     assert entry["kind"] == "raw"
     got = read_raw(tmp_path / "out" / entry["frames"][0]["raw"])
@@ -192,8 +199,6 @@ def test_raw_mosaic_sources_pass_through(tmp_path):
 
 
 def read_raw_frame(mosaic):
-    from rawdiff.raw.frame import RawFrame
-
     return RawFrame(mosaic, cfa="GBRG", black_level=64, white_level=1023, wb_gains=[2.0, 1.0, 1.5])
 
 
@@ -202,19 +207,19 @@ def read_raw_frame(mosaic):
 
 def test_split_proportions_and_determinism():
     groups = ["g%03d" % i for i in range(100)]
-    a = prep.split_groups(groups, seed=0)
-    assert a == prep.split_groups(list(reversed(groups)), seed=0)
-    counts = {s: sum(v == s for v in a.values()) for s in prep.SPLITS}
+    a = split_groups(groups, seed=0)
+    assert a == split_groups(list(reversed(groups)), seed=0)
+    counts = {s: sum(v == s for v in a.values()) for s in SPLITS}
     assert counts == {"train": 60, "val": 20, "test": 20}
-    b = prep.split_groups(groups, seed=1)
+    b = split_groups(groups, seed=1)
     assert a != b
-    assert {s: sum(v == s for v in b.values()) for s in prep.SPLITS} == counts
+    assert {s: sum(v == s for v in b.values()) for s in SPLITS} == counts
 
 
 @pytest.mark.parametrize("n", range(1, 12))
 def test_split_few_groups(n):
-    split = prep.split_groups(["s%d" % i for i in range(n)], seed=3)
-    counts = {s: sum(v == s for v in split.values()) for s in prep.SPLITS}
+    split = split_groups(["s%d" % i for i in range(n)], seed=3)
+    counts = {s: sum(v == s for v in split.values()) for s in SPLITS}
     assert sum(counts.values()) == n
     assert counts["train"] >= 1
     if n >= 3:
@@ -227,7 +232,7 @@ def test_groups_stay_together(tmp_path):
         _write_png(tmp_path / (name + ".png"), _photo(64, 64, ord(name)))
     srcs = [Source(str(tmp_path / (n + ".png")), "test", name="test/" + n,
                    group="pair" if n in "ab" else "") for n in "abcdef"]
-    m = prep.prepare(srcs, str(tmp_path / "out"), progress=False, verbose=False)
+    m = prepare(srcs, str(tmp_path / "out"), progress=False, verbose=False)
     split = {e["name"]: e["split"] for e in m["sources"]}
     assert split["test/a"] == split["test/b"]
     assert m["summary"]["groups"] == 5
@@ -240,29 +245,62 @@ def test_collect_sources(sources, tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text("# photos\n%s\n\n%s\n" % (sources / "photos" / "p1.png", os.path.relpath(
         sources / "clip.avi", tmp_path)))
-    got = prep.collect_sources([str(lst), str(sources / "photos" / "p2.png")])
+    got = collect_sources([str(lst), str(sources / "photos" / "p2.png")])
     assert [(s.kind, os.path.basename(s.path)) for s in got] == [
         ("photo", "p1.png"), ("video", "clip.avi"), ("photo", "p2.png")]
     assert len({s.name for s in got}) == 3
-    folder = prep.collect_sources([str(sources / "photos")])
+    folder = collect_sources([str(sources / "photos")])
     assert "user/photos/sub/odd.png" in [s.name for s in folder]
     assert not any(s.path.endswith(".md") for s in folder)
     bag = tmp_path / "x.bag"
     bag.write_bytes(b"")
-    with pytest.raises(prep.PrepareError, match="topic"):
-        prep.collect_sources([str(bag)])
-    assert prep.collect_sources([str(bag)], topic="/cam")[0].topic == "/cam"
-    with pytest.raises(prep.PrepareError, match="not found"):
-        prep.collect_sources([str(tmp_path / "missing.png")])
+    with pytest.raises(PrepareError, match="topic"):
+        collect_sources([str(bag)])
+    assert collect_sources([str(bag)], topic="/cam")[0].topic == "/cam"
+    with pytest.raises(PrepareError, match="not found"):
+        collect_sources([str(tmp_path / "missing.png")])
     (tmp_path / "x.xyz").write_text("")
-    with pytest.raises(prep.PrepareError, match="unknown source type"):
-        prep.collect_sources([str(tmp_path / "x.xyz")])
+    with pytest.raises(PrepareError, match="unknown source type"):
+        collect_sources([str(tmp_path / "x.xyz")])
 
 
 def test_collect_sources_skips_prepared_targets(prepared):
     out, _ = prepared
-    found = prep.collect_sources([str(out)])
+    found = collect_sources([str(out)])
     assert found and all(s.kind == "raw" for s in found)  # the .npy frames; no .rgb.png targets
+
+
+# --- the frame-reader registry ---------------------------------------------------------------
+
+
+def test_a_kind_without_a_reader_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.delitem(readers._READERS, BAG, raising=False)  # as where rawdiff.ros.bag is not imported
+    bag = tmp_path / "drive.bag"
+    bag.write_bytes(b"")
+    with pytest.raises(PrepareError, match="no reader for bag sources.*rawdiff.ros.bag"):
+        prepare([str(bag)], str(tmp_path / "out"), topic="/cam", progress=False, verbose=False)
+    assert not (tmp_path / "out" / "frames").exists()
+
+
+def test_a_registered_reader_gives_the_frames_of_its_kind(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_bag_reader(src, options):
+        seen.update(topic=src.topic, every=options.every, conversion=options.conversion)
+        mosaic = np.random.default_rng(1).integers(0, 4096, size=(70, 66)).astype(np.uint16)
+        yield "m000000", 0, RawFrame(mosaic, cfa="GRBG", white_level=4095), {"bag_time": 10.0}
+
+    monkeypatch.setitem(readers._READERS, BAG, fake_bag_reader)
+    bag = tmp_path / "drive.bag"
+    bag.write_bytes(b"")
+    m = prepare([str(bag)], str(tmp_path / "out"), topic="/cam", every=2, conversion={"white_level": 4095},
+                progress=False, verbose=False)
+    assert seen == {"topic": "/cam", "every": 2, "conversion": {"white_level": 4095}}
+    (entry,) = m["sources"]
+    assert entry["kind"] == "bag" and entry["frames"][0]["meta"] == {"bag_time": 10.0}
+    got = read_raw(tmp_path / "out" / entry["frames"][0]["raw"])
+    assert got.cfa == "GRBG" and got.shape == (70, 66)
+    assert os.path.isfile(tmp_path / "out" / entry["frames"][0]["target"])
 
 
 # --- colour of photos ------------------------------------------------------------------------
@@ -282,14 +320,14 @@ def test_hlg_bt2020_png_converted(tmp_path):
     rgb[:, :32, 0] = 20000
     path = tmp_path / "hlg.png"
     _png_with_cicp(path, rgb, (9, 18, 0, 1))
-    assert prep.png_cicp(str(path)) == (9, 18, 0, 1)
-    srgb, note = prep.load_photo(str(path))
+    assert png_cicp(str(path)) == (9, 18, 0, 1)
+    srgb, note = load_photo(str(path))
     assert "BT.2020/HLG" in note
     np.testing.assert_allclose(srgb[0, -1], [1.0, 1.0, 1.0], atol=2e-3)
     plain = tmp_path / "plain.png"
     cv2.imwrite(str(plain), rgb[:, :, ::-1])
-    assert prep.png_cicp(str(plain)) is None
-    srgb, note = prep.load_photo(str(plain))
+    assert png_cicp(str(plain)) is None
+    srgb, note = load_photo(str(plain))
     assert note == "" and srgb[0, -1, 0] == pytest.approx(0.75, abs=1e-4)
 
 
@@ -297,12 +335,12 @@ def test_run_glue(sources, tmp_path):
     import argparse
 
     parser = argparse.ArgumentParser()
-    prep.add_arguments(parser)
+    add_arguments(parser)
     args = parser.parse_args(["--source", str(sources / "photos" / "p3.png"), "--out", str(tmp_path),
                               "--seed", "5", "--cfa", "BGGR"])
-    assert prep.run(args) == 0
+    assert run(args) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["params"]["seed"] == 5
     assert manifest["sources"][0]["frames"][0]["cfa"] == "BGGR"
-    with pytest.raises(prep.PrepareError):
-        prep.run(parser.parse_args(["--out", str(tmp_path)]))
+    with pytest.raises(PrepareError):
+        run(parser.parse_args(["--out", str(tmp_path)]))

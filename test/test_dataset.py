@@ -7,6 +7,7 @@ import torch
 
 from rawdiff.data import prepare as prep
 from rawdiff.data.dataset import RawRGBDataModule, RawRGBDataset, read_index
+from rawdiff.data.layout import target_path
 from rawdiff.raw.frame import CFA_PATTERNS, RawFrame, flip_cfa, plane_offsets, planes_to_mosaic
 from rawdiff.raw.io import write_raw
 
@@ -17,7 +18,7 @@ def _write_pair(folder, name, frame, rgb):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (name + ".npy")
     write_raw(frame, path)
-    assert cv2.imwrite(prep.target_path(str(path)), np.ascontiguousarray(rgb[:, :, ::-1]))
+    assert cv2.imwrite(target_path(str(path)), np.ascontiguousarray(rgb[:, :, ::-1]))
     return path
 
 
@@ -172,7 +173,7 @@ def test_crop_equals_crop_of_whole_frame_target(prepared):
         item = ds[i]
         top, left, hflip, vflip = item["crop"].tolist()
         frame = read_raw(paths[i])
-        whole = cv2.imread(prep.target_path(paths[i]))[:, :, ::-1].astype(np.float32) / 255
+        whole = cv2.imread(target_path(paths[i]))[:, :, ::-1].astype(np.float32) / 255
         rgb = whole[top:top + 32, left:left + 32]
         mosaic = frame.normalize()[top:top + 32, left:left + 32]
         cfa = frame.cfa

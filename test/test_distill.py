@@ -93,7 +93,8 @@ def test_latent_loss_pulls_the_student_to_the_teacher(teacher):
                            rec_weight=0.0, learning_rate=3e-3).train()
     codebook = model.embedder.quantize.embedding.weight
     frozen = [p.clone() for p in model.embedder.decoder.parameters()] + [codebook.clone()]
-    batch = {"raw": torch.rand(2, 4, 32, 32), "rgb": torch.rand(2, 3, 64, 64)}
+    batch = {"raw": torch.rand(2, 4, 32, 32), "rgb": torch.rand(2, 3, 64, 64),
+             "wb_gains": torch.tensor([[2.0, 1.0, 1.5], [1.6, 1.2, 2.2]]), "color_matrix": torch.eye(3).repeat(2, 1, 1)}
     opt = torch.optim.Adam(model.embedder.encoder.parameters(), lr=3e-3)
     with torch.no_grad():
         first = model.losses(batch, with_rec=False)

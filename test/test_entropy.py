@@ -21,9 +21,9 @@ from rawdiff.codec.entropy import (
     MAX_SYMBOLS,
     TOTAL,
     IndexPrior,
-    cluster_codebook,
     quantize_probabilities,
 )
+from rawdiff.codec.prior_fit import cluster_codebook, fit_prior
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("RAWDIFF_REGEN_GOLDEN") == "1"
@@ -56,8 +56,7 @@ def corpus():
 @pytest.fixture(scope="module")
 def priors(corpus):
     k, train, _ = corpus
-    return {kind: IndexPrior.fit(train, k, kind=kind, num_clusters=8) for kind in ("uniform", "unigram",
-                                                                                     "context")}
+    return {kind: fit_prior(train, k, kind=kind, num_clusters=8) for kind in ("uniform", "unigram", "context")}
 
 
 # ------------------------------------------------------------------ quantisation
@@ -122,7 +121,7 @@ def test_round_trip_property(k, h, w, kind, seed, clusters):
     rng = np.random.default_rng(seed)
     # a skewed training set, so that the tables are far from uniform
     train = [np.minimum(rng.geometric(0.3, size=(h, w)) - 1, k - 1) for _ in range(3)]
-    prior = IndexPrior.fit(train, k, kind=kind, num_clusters=clusters, seed=seed)
+    prior = fit_prior(train, k, kind=kind, num_clusters=clusters, seed=seed)
     for g in (train[0], rng.integers(0, k, size=(h, w))):
         np.testing.assert_array_equal(prior.decode(prior.encode(g), (h, w)), g)
 
@@ -131,7 +130,7 @@ def test_large_codebook_round_trip():
     rng = np.random.default_rng(3)
     k = 65536
     train = [rng.integers(0, 4096, size=(16, 16)) * 16 for _ in range(2)]
-    prior = IndexPrior.fit(train, k, kind="context", num_clusters=4)
+    prior = fit_prior(train, k, kind="context", num_clusters=4)
     g = rng.integers(0, k, size=(8, 11))
     np.testing.assert_array_equal(prior.decode(prior.encode(g), g.shape), g)
 
@@ -173,9 +172,9 @@ def test_rates(priors, corpus):
 
 def test_alpha_is_cross_validated_and_fixed_alpha_works(corpus):
     k, train, test = corpus
-    auto = IndexPrior.fit(train, k, kind="context", num_clusters=8)
+    auto = fit_prior(train, k, kind="context", num_clusters=8)
     assert auto.smoothing[0] > 0 and auto.smoothing[1] == 0.5
-    tiny = IndexPrior.fit(train, k, kind="context", num_clusters=8, alpha=1e-3)
+    tiny = fit_prior(train, k, kind="context", num_clusters=8, alpha=1e-3)
     assert tiny.smoothing[0] == 1e-3
     assert auto.bits_per_index(test) <= tiny.bits_per_index(test)
 
@@ -186,7 +185,7 @@ def test_codebook_clusters(corpus):
     codebook = rng.standard_normal((k, 8))
     cl = cluster_codebook(codebook, 8)
     assert cl.shape == (k,) and cl.min() >= 0 and cl.max() < 8
-    prior = IndexPrior.fit(train, k, kind="context", num_clusters=8, codebook=codebook)
+    prior = fit_prior(train, k, kind="context", num_clusters=8, codebook=codebook)
     assert np.array_equal(prior.cluster, cl)
     g = test[0]
     np.testing.assert_array_equal(prior.decode(prior.encode(g), g.shape), g)
@@ -194,24 +193,24 @@ def test_codebook_clusters(corpus):
 
 def test_fit_is_deterministic(corpus):
     k, train, _ = corpus
-    a = IndexPrior.fit(train, k, kind="context", num_clusters=8)
-    b = IndexPrior.fit(np.stack(train), k, kind="context", num_clusters=8)
+    a = fit_prior(train, k, kind="context", num_clusters=8)
+    b = fit_prior(np.stack(train), k, kind="context", num_clusters=8)
     assert a.fingerprint() == b.fingerprint()
 
 
 def test_fit_arguments():
     g = np.zeros((4, 4), dtype=np.int64)
     with pytest.raises(ValueError, match="kind"):
-        IndexPrior.fit([g], 4, kind="bigram")
+        fit_prior([g], 4, kind="bigram")
     with pytest.raises(ValueError, match="num_codes"):
-        IndexPrior.fit([g], 1)
+        fit_prior([g], 1)
     with pytest.raises(ValueError, match="no grids"):
-        IndexPrior.fit([], 4, kind="unigram")
+        fit_prior([], 4, kind="unigram")
     with pytest.raises(ValueError, match="outside"):
-        IndexPrior.fit([g + 4], 4)
+        fit_prior([g + 4], 4)
     with pytest.raises(ValueError, match="codebook"):
-        IndexPrior.fit([g], 4, codebook=np.zeros((3, 2)))
-    one = IndexPrior.fit(np.zeros((1, 1), dtype=np.int64), 4, kind="context", num_clusters=2)
+        fit_prior([g], 4, codebook=np.zeros((3, 2)))
+    one = fit_prior(np.zeros((1, 1), dtype=np.int64), 4, kind="context", num_clusters=2)
     np.testing.assert_array_equal(one.decode(one.encode([[3]]), (1, 1)), [[3]])
 
 
@@ -359,7 +358,7 @@ def _golden_case():
     perm = rng.permutation(k)
     train = [structured_grid(12, 16, k, rng, perm) for _ in range(6)]
     grid = structured_grid(12, 16, k, rng, perm)
-    return IndexPrior.fit(train, k, kind="context", num_clusters=3), grid
+    return fit_prior(train, k, kind="context", num_clusters=3), grid
 
 
 def test_golden_entropy_payload():

@@ -206,13 +206,16 @@ def test_construction_normalises_fields():
     (dict(cfa="RGBG"), r"cfa 'RGBG' is not one of RGGB, BGGR, GRBG, GBRG"),
     (dict(cfa="RGGBX"), r"cfa 'RGGBX'"),
     (dict(cfa=""), r"cfa ''"),
-    (dict(wb_gains=[1, 2]), r"wb_gains must be 3 positive values"),
-    (dict(wb_gains=[1, 0, 2]), r"wb_gains must be 3 positive values"),
-    (dict(wb_gains=[1, -1, 2]), r"wb_gains must be 3 positive values"),
-    (dict(wb_gains=[1, float("nan"), 2]), r"wb_gains must be 3 positive values"),
+    (dict(wb_gains=[1, 2]), r"wb_gains must be 3 positive finite values"),
+    (dict(wb_gains=[1, 0, 2]), r"wb_gains must be 3 positive finite values"),
+    (dict(wb_gains=[1, -1, 2]), r"wb_gains must be 3 positive finite values"),
+    (dict(wb_gains=[1, float("nan"), 2]), r"wb_gains must be 3 positive finite values"),
     (dict(color_matrix=np.eye(4)), r"color_matrix must be a finite 3x3 matrix, got shape \(4, 4\)"),
     (dict(color_matrix=np.ones(9)), r"color_matrix must be a finite 3x3 matrix, got shape \(9,\)"),
     (dict(color_matrix=np.full((3, 3), np.inf)), r"color_matrix must be a finite 3x3 matrix"),
+    (dict(color_matrix=[[1, 2, 3], [2, 4, 6], [0, 0, 1]]), r"color_matrix .* is singular"),
+    (dict(color_matrix=np.zeros((3, 3))), r"color_matrix .* is singular"),
+    (dict(wb_gains=[1, float("inf"), 2]), r"wb_gains must be 3 positive finite values"),
 ])
 def test_rawframe_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -362,7 +362,7 @@ def test_bad_sidecars(tmp_path):
         ({"black_level": [1, 2]}, r"black_level must be a scalar or 4 values"),
         ({"black_level": "64"}, r"black_level must be numeric"),
         ({"black_level": 20}, r"white_level 10 <= black_level 20"),
-        ({"wb_gains": [1, 2]}, r"wb_gains must be 3 positive values"),
+        ({"wb_gains": [1, 2]}, r"wb_gains must be 3 positive finite values"),
         ({"color_matrix": [[1, 0], [0, 1]]}, r"color_matrix must be a finite 3x3 matrix"),
         ({"timestamp": "noon"}, r"timestamp must be a number of seconds"),
         ({"frame_id": 7}, r"frame_id must be a string"),

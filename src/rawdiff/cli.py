@@ -2,7 +2,7 @@
 
     rawdiff isp INPUT -o OUT.png
     rawdiff compress INPUT -o OUT.rdc [--model DIR]
-    rawdiff decompress IN.rdc -o OUT.png [--mode fast] [--model DIR]
+    rawdiff decompress IN.rdc -o OUT.png [--mode fast] [--model DIR] [--output rgb|raw]
     rawdiff info IN.rdc
     rawdiff prepare-data (--default | --source PATH...) --out DIR
     rawdiff train --base CFG.yaml [--resume CKPT] [--accelerator gpu] [--devices N] [key=value ...]
@@ -89,12 +89,40 @@ def _read_bytes(path: str) -> bytes:
 def cmd_decompress(args) -> int:
     from rawdiff.codec import Codec
 
+    output_kind = args.output_kind or ("raw" if args.output.lower().endswith(".dng") else "rgb")
+    if output_kind == "raw":
+        suffix = os.path.splitext(args.output)[1].lower()
+        if suffix not in RAW_OUTPUT_SUFFIXES:
+            raise ValueError("--output raw writes %s, not %r (%s)"
+                             % (", ".join(RAW_OUTPUT_SUFFIXES), suffix or "no suffix", args.output))
     payload = _read_bytes(args.input)
     codec = Codec.load(args.model, device=args.device)
+    if output_kind == "raw":
+        frame = codec.decompress_raw(payload, mode=args.mode, steps=args.steps, seed=args.seed)
+        _write_raw_frame(frame, args.output)
+        print("%s: %d bytes -> %dx%d %s mosaic (%s)" % (args.input, len(payload), frame.width, frame.height,
+                                                       frame.cfa, args.output))
+        return 0
     rgb = codec.decompress(payload, mode=args.mode, steps=args.steps, seed=args.seed)
     _write_png(rgb, args.output)
     print("%s: %d bytes -> %dx%d RGB (%s)" % (args.input, len(payload), rgb.shape[1], rgb.shape[0], args.output))
     return 0
+
+
+RAW_OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".dng")
+
+
+def _write_raw_frame(frame, path: str) -> None:
+    """A reconstructed RAW frame: DNG, or a 16-bit mosaic with the JSON sidecar the readers take."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.lower().endswith(".dng"):
+        from rawdiff.raw.dng import write_dng
+
+        write_dng(frame, path)
+    else:
+        from rawdiff.raw.io import write_raw
+
+        write_raw(frame, path)
 
 
 def cmd_info(args) -> int:
@@ -143,14 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-encoding", default="", help="recorded in the header, e.g. bayer_rggb16")
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("decompress", help=".rdc bitstream -> RGB PNG")
+    p = sub.add_parser("decompress", help=".rdc bitstream -> RGB PNG, or the RAW frame (--output raw)")
     p.add_argument("input")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", dest="output", metavar="OUT", required=True,
+                   help="OUT.png (RGB); with --output raw: OUT.png/.tif/.npy (+ .json sidecar) or OUT.dng")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
     p.add_argument("--steps", type=int, default=4, help="diffusion sampling steps")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     p.add_argument("--device", default="auto")
+    p.add_argument("--output", dest="output_kind", choices=["rgb", "raw"],
+                   help="rgb: sRGB image (default); raw: the reconstructed mosaic as a 16-bit PNG/TIFF/.npy "
+                        "with its JSON sidecar, or a DNG (the default for an .dng name)")
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print a bitstream's header as JSON")
@@ -159,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare-data", help="build a paired RAW/RGB dataset with splits")
     from rawdiff.data import prepare as prep
+    from rawdiff.ros import bag as bag_reader  # noqa: F401 (registers the reader of bag sources)
 
     prep.add_arguments(p)
     p.set_defaults(func=prep.run)
@@ -173,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=onnx_export.run)
 
     p = sub.add_parser("bag", help="transcode a rosbag offline, no roscore: RAW frames <-> codes")
-    from rawdiff.ros import bag as bag_tools
+    from rawdiff.ros import bag_transcode as bag_tools
 
     bag_sub = p.add_subparsers(dest="bag_command", metavar="{encode,decode}")
     bag_sub.required = True

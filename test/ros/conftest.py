@@ -12,7 +12,7 @@ import shutil
 import pytest
 from ros_harness import FIXTURE_MODEL, ros_unavailable
 
-from rawdiff.ros.processes import ros_environment, start_roscore
+from rawdiff.ros.tools.processes import ros_environment, start_roscore
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from rawdiff.ros.processes import Process, free_port, stop_process, wait_for  # noqa: F401 (re-exported)
+from rawdiff.ros.tools.processes import Process, free_port, stop_process, wait_for  # noqa: F401 (re-exported)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE_MODEL = os.path.join(REPO, "test", "fixtures", "model")

@@ -92,20 +92,33 @@ def test_node_parameter_checks():
     from rawdiff.ros.encoder_node import DEFAULTS as ENC
     from rawdiff.ros.encoder_node import conversion_args
 
-    assert conversion_args(ENC) == {"cfa": None, "black_level": 0, "white_level": None, "input_format": None}
+    none = {"wb_gains": None, "color_matrix": None}
+    assert conversion_args(ENC) == dict(none, cfa=None, black_level=0, white_level=None, input_format=None)
     assert conversion_args(dict(ENC, cfa="grbg", black_level=[64, 64, 64, 64], white_level=4095,
                                 input_format="RAW12P")) == \
-        {"cfa": "GRBG", "black_level": [64, 64, 64, 64], "white_level": 4095.0, "input_format": "raw12p"}
+        dict(none, cfa="GRBG", black_level=[64, 64, 64, 64], white_level=4095.0, input_format="raw12p")
+    colour = conversion_args(dict(ENC, wb_gains=[2.0, 1.0, 1.5], color_matrix=[1.5, -0.5, 0, 0, 1, 0, 0, -0.5, 1.5]))
+    assert colour["wb_gains"].tolist() == [2.0, 1.0, 1.5] and colour["color_matrix"].shape == (3, 3)
     for bad, message in [({"cfa": "RGBW"}, "cfa 'RGBW'"), ({"input_format": "raw14p"}, "raw14p"),
                          ({"black_level": 300, "white_level": 255}, "white_level"),
-                         ({"black_level": "low"}, "black_level")]:
+                         ({"black_level": "low"}, "black_level"),
+                         ({"wb_gains": [1.0, 0.0, 1.0]}, "wb_gains must be 3 positive finite"),
+                         ({"wb_gains": [1.0, -2.0, 1.0]}, "wb_gains must be 3 positive finite"),
+                         ({"wb_gains": [1.0, float("nan"), 1.0]}, "wb_gains must be 3 positive finite"),
+                         ({"wb_gains": [1.0, 2.0]}, "~wb_gains must be 3 numbers"),
+                         ({"wb_gains": "warm"}, "~wb_gains must be 3 numbers"),
+                         ({"color_matrix": [1, 0, 0, 1]}, "~color_matrix must be 9 numbers"),
+                         ({"color_matrix": [1, 2, 3, 2, 4, 6, 0, 0, 1]}, "color_matrix .* is singular")]:
         with pytest.raises(ValueError, match=message):
             conversion_args(dict(ENC, **bad))
-    assert decode_args(DEC) == {"mode": "fast", "steps": 4, "seed": 0}
+    assert decode_args(DEC) == {"mode": "fast", "steps": 4, "seed": 0, "output": "rgb8"}
+    assert decode_args(dict(DEC, output="bayer16"))["output"] == "bayer16"
     with pytest.raises(ValueError, match="~mode"):
         decode_args(dict(DEC, mode="slow"))
     with pytest.raises(ValueError, match="~steps"):
         decode_args(dict(DEC, steps=0))
+    with pytest.raises(ValueError, match="~output must be one of rgb8, bayer16"):
+        decode_args(dict(DEC, output="bgr8"))
 
 
 def test_transcode_one_message_both_ways(fixture_model):

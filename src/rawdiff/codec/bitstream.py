@@ -3,11 +3,11 @@
 A ``.rdc`` file and the ``data`` field of a ``rawdiff/CompressedCodes`` message hold the
 same bytes. Every frame decodes on its own (no inter-frame state).
 
-Layout of format version 1 (all integers and floats little-endian)::
+Layout of format version 2 (all integers and floats little-endian)::
 
     offset    size  type     field
     0         4     bytes    magic b"RDCF"
-    4         2     uint16   format version (1)
+    4         2     uint16   format version (2)
     6         16    bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
     22        4     uint32   height of the source frame in pixels (>= 1)
     26        4     uint32   width of the source frame in pixels (>= 1)
@@ -18,14 +18,23 @@ Layout of format version 1 (all integers and floats little-endian)::
     36        4     uint32   codebook_size K (2..65536); index bit depth = ceil(log2 K)
     40        32    4 x f64  black_level of the 2x2 CFA tile, row-major (finite)
     72        8     f64      white_level (finite, > every black level)
-    80        4     uint32   payload length P in bytes
-    84        1     uint8    n = length of source_encoding (0..64)
-    85        n     ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
+    80        12    3 x f32  wb_gains (R, G, B) the decoder renders with (finite, > 0)
+    92        36    9 x f32  color_matrix, row-major: white-balanced camera RGB -> linear sRGB
+                             (finite, not singular)
+    128       1     uint8    wb_source: 0 as shot (the frame's own), 1 gray world (estimated by
+                             the encoder over the whole frame, as the reference ISP does)
+    129       1     uint8    matrix_source: 0 the frame's, 1 the ISP's default (identity)
+    130       1     uint8    tone_curve: 0 smoothstep, 1 none
+    131       4     uint32   payload length P in bytes
+    135       1     uint8    n = length of source_encoding (0..64)
+    136       n     ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
                              empty: unknown)
-    85+n      P     bytes    payload: the entropy-coded indices (see rawdiff.codec.entropy)
-    85+n+P    4     uint32   CRC32 (zlib.crc32) of bytes [0, 85+n+P)
+    136+n     P     bytes    payload: the entropy-coded indices (see rawdiff.codec.entropy)
+    136+n+P   4     uint32   CRC32 (zlib.crc32) of bytes [0, 136+n+P)
 
-The whole container costs ``89 + n`` bytes on top of the payload.
+The whole container costs ``140 + n`` bytes on top of the payload; the render parameters
+(offsets 80 to 131, new in version 2) are 51 of them. Version 1 (no render parameters: the
+network had to guess each frame's colour) is refused with an error naming both versions.
 
 Reading checks, in this order: magic, version (before anything else, so a file of
 another version fails with a clear message even if its layout changed), lengths
@@ -47,12 +56,16 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 MAGIC = b"RDCF"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 
 # Codes pinned by the format: never reorder, only append (and bump the version).
 CFA_CODES = ("RGGB", "BGGR", "GRBG", "GBRG")
 ENTROPY_MODELS = ("uniform", "unigram", "context")
+WB_SOURCES = ("as_shot", "gray_world")
+MATRIX_SOURCES = ("frame", "default")
+TONE_CURVES = ("smoothstep", "none")
+IDENTITY_MATRIX = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 MODEL_ID_BYTES = 16
 MAX_SOURCE_ENCODING = 64
@@ -60,9 +73,9 @@ MIN_CODEBOOK_SIZE = 2
 MAX_CODEBOOK_SIZE = 65536
 
 _PREFIX = struct.Struct("<4sH")  # magic, version
-_FIXED = struct.Struct("<4sH16sIIBBHHI4ddIB")  # everything up to the source_encoding
+_FIXED = struct.Struct("<4sH16sIIBBHHI4dd3f9fBBBIB")  # everything up to the source_encoding
 _CRC = struct.Struct("<I")
-HEADER_FIXED_SIZE = _FIXED.size  # 85
+HEADER_FIXED_SIZE = _FIXED.size  # 136
 _SOURCE_ENCODING_RE = re.compile(r"^[A-Za-z0-9_.+-]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -120,6 +133,55 @@ def _as_float(value: Any, name: str) -> float:
     return out
 
 
+def _f32(value: float) -> float:
+    """``value`` as float32 stores it (so a header reads back equal to the one written)."""
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def _flat_floats(value: Any, name: str, count: int) -> Tuple[float, ...]:
+    if isinstance(value, (str, bytes)):
+        raise BitstreamError("%s must be %d numbers, got %r" % (name, count, value))
+    try:
+        rows = list(value)
+        flat = []
+        for row in rows:
+            if isinstance(row, (str, bytes)):
+                raise TypeError
+            try:
+                flat.extend(list(row))
+            except TypeError:
+                flat.append(row)
+    except TypeError:
+        raise BitstreamError("%s must be %d numbers, got %r" % (name, count, value)) from None
+    if len(flat) != count:
+        raise BitstreamError("%s must be %d numbers, got %d" % (name, count, len(flat)))
+    out = []
+    for v in flat:
+        f = _as_float(v, name)
+        if abs(f) > 3.0e38:
+            raise BitstreamError("%s value %r does not fit a float32" % (name, v))
+        out.append(_f32(f))
+    return tuple(out)
+
+
+def _wb_gains(value: Any) -> Tuple[float, ...]:
+    gains = _flat_floats(value, "wb_gains", 3)
+    if min(gains) <= 0:
+        raise BitstreamError("wb_gains must be positive, got %r" % (list(gains),))
+    return gains
+
+
+def _color_matrix(value: Any) -> Tuple[float, ...]:
+    m = _flat_floats(value, "color_matrix", 9)
+    det = (m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6])
+           + m[2] * (m[3] * m[7] - m[4] * m[6]))
+    scale = max(abs(v) for v in m)
+    if scale == 0 or abs(det) < 1e-6 * scale ** 3:
+        raise BitstreamError("color_matrix %r is singular (determinant %.3g)"
+                             % ([list(m[i:i + 3]) for i in (0, 3, 6)], det))
+    return m
+
+
 @dataclass(frozen=True)
 class Header:
     """Everything about one compressed frame except the payload.
@@ -136,6 +198,12 @@ class Header:
         code_height, code_width: the grid of codebook indices.
         codebook_size: K; indices are in ``[0, K)``.
         entropy_model: which prior coded the indices: ``"uniform"``, ``"unigram"`` or ``"context"``.
+        wb_gains: the white-balance gains (R, G, B) of the frame, as the reference ISP applies
+            them (stored as float32: the value read back is the value written).
+        color_matrix: 9 values (or 3x3), row-major, white-balanced camera RGB to linear sRGB.
+        wb_source: ``"as_shot"`` (the frame's gains) or ``"gray_world"`` (the encoder's estimate).
+        matrix_source: ``"frame"`` (the frame's matrix) or ``"default"`` (the ISP's identity).
+        tone_curve: the ISP's tone curve, ``"smoothstep"`` or ``"none"``.
         payload_length: set by :func:`unpack`/:func:`read_header`; :func:`pack` checks it if set.
         version: the format version (only :data:`FORMAT_VERSION` can be written).
     """
@@ -151,6 +219,11 @@ class Header:
     code_width: int
     codebook_size: int
     entropy_model: str = "context"
+    wb_gains: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    color_matrix: Tuple[float, ...] = IDENTITY_MATRIX
+    wb_source: str = "gray_world"
+    matrix_source: str = "default"
+    tone_curve: str = "smoothstep"
     payload_length: Optional[int] = None
     version: int = FORMAT_VERSION
 
@@ -207,6 +280,12 @@ class Header:
             raise BitstreamError(
                 "entropy_model %r is not one of %s" % (self.entropy_model, ", ".join(ENTROPY_MODELS))
             )
+        put("wb_gains", _wb_gains(self.wb_gains))
+        put("color_matrix", _color_matrix(self.color_matrix))
+        for name, names in (("wb_source", WB_SOURCES), ("matrix_source", MATRIX_SOURCES),
+                            ("tone_curve", TONE_CURVES)):
+            if getattr(self, name) not in names:
+                raise BitstreamError("%s %r is not one of %s" % (name, getattr(self, name), ", ".join(names)))
         if self.payload_length is not None:
             length = _as_int(self.payload_length, "payload_length")
             if not 0 <= length <= 0xFFFFFFFF:
@@ -239,6 +318,11 @@ class Header:
             "codebook_size": self.codebook_size,
             "index_bits": self.index_bits,
             "entropy_model": self.entropy_model,
+            "wb_gains": list(self.wb_gains),
+            "wb_source": self.wb_source,
+            "color_matrix": [list(self.color_matrix[i:i + 3]) for i in (0, 3, 6)],
+            "matrix_source": self.matrix_source,
+            "tone_curve": self.tone_curve,
             "payload_length": self.payload_length,
         }
 
@@ -251,6 +335,8 @@ class Header:
                 white_level=d["white_level"], code_height=d["code_height"],
                 code_width=d["code_width"], codebook_size=d["codebook_size"],
                 entropy_model=d.get("entropy_model", "context"),
+                wb_gains=d["wb_gains"], color_matrix=d["color_matrix"], wb_source=d["wb_source"],
+                matrix_source=d["matrix_source"], tone_curve=d.get("tone_curve", "smoothstep"),
                 payload_length=d.get("payload_length"),
                 version=d.get("format_version", FORMAT_VERSION),
             )
@@ -289,7 +375,9 @@ def pack(header: Header, payload: bytes) -> bytes:
         MAGIC, FORMAT_VERSION, bytes.fromhex(header.model_id), header.height, header.width,
         CFA_CODES.index(header.cfa), ENTROPY_MODELS.index(header.entropy_model),
         header.code_height, header.code_width, header.codebook_size,
-        *header.black_level, header.white_level, len(payload), len(enc),
+        *header.black_level, header.white_level, *header.wb_gains, *header.color_matrix,
+        WB_SOURCES.index(header.wb_source), MATRIX_SOURCES.index(header.matrix_source),
+        TONE_CURVES.index(header.tone_curve), len(payload), len(enc),
     )
     body = head + enc + payload
     return body + _CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)
@@ -310,11 +398,12 @@ def _check_prefix(buf: bytes) -> None:
         )
     _, version = _PREFIX.unpack_from(buf, 0)
     if version not in SUPPORTED_VERSIONS:
-        raise BitstreamError(
-            "unsupported bitstream format version %d (this build reads version%s %s)"
-            % (version, "s" if len(SUPPORTED_VERSIONS) > 1 else "",
-               ", ".join(str(v) for v in SUPPORTED_VERSIONS))
-        )
+        reads = "version%s %s" % ("s" if len(SUPPORTED_VERSIONS) > 1 else "",
+                                  ", ".join(str(v) for v in SUPPORTED_VERSIONS))
+        why = (": version 1 carries no colour parameters; encode the RAW frame again"
+               if version < min(SUPPORTED_VERSIONS) else "")
+        raise BitstreamError("unsupported bitstream format version %d (this build reads %s)%s"
+                             % (version, reads, why))
 
 
 def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
@@ -327,7 +416,9 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
     fields = _FIXED.unpack_from(buf, 0)
     (_, version, model_id, height, width, cfa_code, entropy_code, code_h, code_w, k) = fields[:10]
     black = fields[10:14]
-    white, payload_length, enc_len = fields[14:17]
+    white = fields[14]
+    gains, matrix = fields[15:18], fields[18:27]
+    wb_code, matrix_code, tone_code, payload_length, enc_len = fields[27:32]
     if enc_len > MAX_SOURCE_ENCODING:
         raise BitstreamError("source_encoding length %d is not in [0, %d]" % (enc_len, MAX_SOURCE_ENCODING))
     start = HEADER_FIXED_SIZE + enc_len
@@ -355,6 +446,11 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
     if entropy_code >= len(ENTROPY_MODELS):
         raise BitstreamError("unknown entropy model code %d (known: %s)" % (
             entropy_code, ", ".join("%d=%s" % kv for kv in enumerate(ENTROPY_MODELS))))
+    for name, code, names in (("wb_source", wb_code, WB_SOURCES), ("matrix_source", matrix_code, MATRIX_SOURCES),
+                              ("tone_curve", tone_code, TONE_CURVES)):
+        if code >= len(names):
+            raise BitstreamError("unknown %s code %d (known: %s)" % (
+                name, code, ", ".join("%d=%s" % kv for kv in enumerate(names))))
     try:
         enc = buf[HEADER_FIXED_SIZE:start].decode("ascii")
     except UnicodeDecodeError:
@@ -363,6 +459,8 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
         model_id=model_id, height=height, width=width, cfa=CFA_CODES[cfa_code],
         source_encoding=enc, black_level=black, white_level=white, code_height=code_h,
         code_width=code_w, codebook_size=k, entropy_model=ENTROPY_MODELS[entropy_code],
+        wb_gains=gains, color_matrix=matrix, wb_source=WB_SOURCES[wb_code],
+        matrix_source=MATRIX_SOURCES[matrix_code], tone_curve=TONE_CURVES[tone_code],
         payload_length=payload_length, version=version,
     )
     return header, start
@@ -393,7 +491,7 @@ def check_model(header: Header, model_id: str) -> None:
 
 
 __all__ = [
-    "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC",
-    "SUPPORTED_VERSIONS", "BitstreamError", "Header", "ModelMismatchError", "check_model",
+    "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC", "MATRIX_SOURCES",
+    "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "BitstreamError", "Header", "ModelMismatchError", "check_model",
     "make_model_id", "pack", "read_header", "unpack",
 ]

@@ -1,9 +1,16 @@
 """The codec: one code path for the ROS nodes, the command line, bags and evaluation.
 
-    compress:   RawFrame --planes--> pad --Embedder.encode_indices--> grid (h x w)
+    compress:   RawFrame --render parameters (as shot, else gray world)--> header
+                --white-balanced planes--> pad --Embedder.encode_indices--> grid (h x w)
                 --IndexPrior.encode--> payload --bitstream.pack(header)--> bytes
     decompress: bytes --bitstream.unpack + model check--> payload --IndexPrior.decode--> grid
-                --Embedder.decode_indices (fast) | latent diffusion--> crop --> uint8 RGB
+                --Embedder.decode_indices (fast) | latent diffusion--> camera RGB
+                --reference ISP colour stage (header's matrix)--> crop --> uint8 sRGB
+                (decompress_raw: camera RGB --CFA sampling, gains undone--> RawFrame)
+
+A colour-exact model (``embedder.out: linear``) never guesses colour: the bitstream
+carries the frame's white balance and colour matrix, the network codes the white-balanced
+signal, and the reference ISP's own colour stage renders what it decodes.
 
 Compression follows CompressAI's contract: ``compress`` returns everything the decoder
 needs (here one self-contained byte string) and ``decompress`` needs nothing else but
@@ -107,12 +114,37 @@ class Codec:
 
     # -- encoder side -------------------------------------------------------------------
 
+    @property
+    def colour_exact(self) -> bool:
+        """True for a model of the colour-exact domain (``embedder.out: linear``): it codes the
+        white-balanced signal and the reference ISP's colour stage renders its output."""
+        return self.embedder.out == "linear"
+
+    @staticmethod
+    def render_parameters(frame: RawFrame) -> Dict[str, Any]:
+        """The render parameters the bitstream carries for ``frame``
+        (:func:`rawdiff.raw.isp.render_parameters`)."""
+        from rawdiff.raw.isp import render_parameters
+
+        return render_parameters(frame)
+
+    def model_planes(self, frame: RawFrame, wb_gains=None) -> np.ndarray:
+        """The planes the encoder network takes: white-balanced with ``wb_gains`` (default: the
+        frame's render parameters) for a colour-exact model, else normalised."""
+        from rawdiff.raw.isp import model_planes
+
+        if not self.colour_exact:
+            return model_planes(frame)
+        if wb_gains is None:
+            wb_gains = self.render_parameters(frame)["wb_gains"]
+        return model_planes(frame, np.asarray(wb_gains, dtype=np.float32))
+
     @torch.inference_mode()
-    def encode_indices(self, frame: RawFrame) -> np.ndarray:
+    def encode_indices(self, frame: RawFrame, wb_gains=None) -> np.ndarray:
         """The code grid (h x w, int64) of a frame."""
         from rawdiff.models.embedder import pad_planes
 
-        planes = frame.to_planes()  # raises ValueError for odd sizes
+        planes = self.model_planes(frame, wb_gains)  # raises ValueError for odd sizes
         if self.onnx_session is not None:
             from rawdiff.export.onnx import run_encoder
 
@@ -126,13 +158,14 @@ class Codec:
             raise ValueError("compress needs a RawFrame, got %s" % type(frame).__name__)
         source_encoding = (source_encoding or frame.extra.get("source_encoding")
                            or "bayer_%s16" % frame.cfa.lower())
-        grid = self.encode_indices(frame)
+        colour = self.render_parameters(frame)
+        grid = self.encode_indices(frame, colour["wb_gains"])
         payload = self.prior.encode(grid)
         header = bitstream.Header(
             model_id=self.model_id, height=frame.height, width=frame.width, cfa=frame.cfa,
             source_encoding=source_encoding, black_level=frame.black_level,
             white_level=frame.white_level, code_height=grid.shape[0], code_width=grid.shape[1],
-            codebook_size=self.n_embed, entropy_model=self.prior.kind)
+            codebook_size=self.n_embed, entropy_model=self.prior.kind, **colour)
         return bitstream.pack(header, payload)
 
     # -- decoder side -------------------------------------------------------------------
@@ -155,33 +188,81 @@ class Codec:
         return header, grid
 
     @torch.inference_mode()
-    def decode_fast(self, grid: np.ndarray, height: int, width: int) -> np.ndarray:
-        idx = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
-        out = self.embedder.decode_indices(idx)[0].clamp(0, 1)
+    def decode_output(self, grid: np.ndarray, mode: str = "fast", steps: int = 4, seed: int = 0) -> np.ndarray:
+        """What the decoder network gives for a code grid, float32 in [0, 1], not cropped:
+        H x W x 3 (sRGB for ``out: rgb``, white-balanced camera RGB for ``out: linear``) or
+        4 x H/2 x W/2 planes (``out: raw``)."""
+        if mode not in MODES:
+            raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
+        if mode == "fast":
+            idx = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
+            out = self.embedder.decode_indices(idx)[0].clamp(0, 1)
+        else:
+            out = self.diffusion().decode(grid, steps=steps, seed=seed)
+        out = out.float().cpu().numpy()
+        return out if self.embedder.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0))
+
+    def render(self, output: np.ndarray, header: bitstream.Header) -> np.ndarray:
+        """uint8 H x W x 3 sRGB from :meth:`decode_output`: the reference ISP's colour stage
+        with the header's render parameters (colour-exact models), or the ISP on the planes
+        (``out: raw``), or as decoded (``out: rgb``)."""
+        from rawdiff.raw.isp import colour_stage, render
+
         if self.embedder.out == "raw":
-            return self._render_planes(out.float().cpu().numpy(), height, width)
-        rgb = out[:, :height, :width].permute(1, 2, 0).float().cpu().numpy()
+            return render(self.mosaic_frame(output, header))
+        rgb = output[: header.height, : header.width]
+        if self.colour_exact:
+            rgb = colour_stage(rgb, np.asarray(header.color_matrix).reshape(3, 3), header.tone_curve)
         return np.round(rgb * 255.0).astype(np.uint8)
 
-    @staticmethod
-    def _render_planes(planes: np.ndarray, height: int, width: int) -> np.ndarray:
-        """A decoder to RAW planes gives the mosaic back; the reference ISP renders it
-        (automatic white balance: the bitstream carries no colour metadata)."""
+    def mosaic_frame(self, output: np.ndarray, header: bitstream.Header) -> RawFrame:
+        """The reconstructed RAW frame: the source's CFA, levels and render parameters, the
+        mosaic sampled from the decoded camera RGB (or planes), white balance undone."""
         from rawdiff.raw.frame import planes_to_mosaic
-        from rawdiff.raw.isp import render
 
-        mosaic = planes_to_mosaic(planes[:, : height // 2, : width // 2], "RGGB")
-        frame = RawFrame(np.round(mosaic * 65535.0).astype(np.uint16), cfa="RGGB", white_level=65535)
-        return render(frame)
+        h, w = header.height, header.width
+        gains = np.asarray(header.wb_gains, dtype=np.float32)
+        if self.embedder.out == "rgb":
+            raise ValueError("model %s decodes sRGB only; a RAW output needs a colour-exact model "
+                             "(embedder.out: linear)" % self.model_id)
+        he, we = h + (h & 1), w + (w & 1)  # whole 2x2 tiles; an odd edge is cut at the end
+        if self.embedder.out == "raw":
+            planes = output[:, : he // 2, : we // 2]
+            # planes of a raw-output model are normalised, not white-balanced
+            norm = planes_to_mosaic(planes, header.cfa)
+        else:
+            rgb = output[:he, :we]
+            channel = {"R": 0, "G": 1, "B": 2}
+            # the colour of each position of the CFA tile, and its white-balance gain
+            tile = np.array([[channel[c] for c in header.cfa[:2]], [channel[c] for c in header.cfa[2:]]])
+            colours = np.tile(tile, (he // 2, we // 2))
+            wb = np.take_along_axis(rgb, colours[..., None], axis=2)[..., 0]
+            norm = wb / gains[colours]
+        black = np.tile(np.asarray(header.black_level, dtype=np.float64).reshape(2, 2), (he // 2, we // 2))
+        values = black + norm.astype(np.float64) * (header.white_level - black)
+        mosaic = np.clip(np.rint(values), 0, min(65535.0, header.white_level)).astype(np.uint16)[:h, :w]
+        black_level = header.black_level if len(set(header.black_level)) > 1 else header.black_level[0]
+        return RawFrame(
+            mosaic, cfa=header.cfa, black_level=black_level, white_level=header.white_level,
+            wb_gains=np.asarray(header.wb_gains, dtype=np.float64),
+            color_matrix=(np.asarray(header.color_matrix, dtype=np.float64).reshape(3, 3)
+                          if header.matrix_source == "frame" else None),
+            extra={"source_encoding": header.source_encoding})
 
     def decompress(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0) -> np.ndarray:
         """uint8 H x W x 3 sRGB image of the frame in ``data``."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, grid = self.parse(data)
-        if mode == "fast":
-            return self.decode_fast(grid, header.height, header.width)
-        return self.diffusion().decode(grid, header.height, header.width, steps=steps, seed=seed)
+        return self.render(self.decode_output(grid, mode, steps, seed), header)
+
+    def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0) -> RawFrame:
+        """The reconstructed RAW frame of ``data`` (mosaic, CFA, levels, white balance, colour
+        matrix): the reference ISP renders it as the frame it came from."""
+        if mode not in MODES:
+            raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
+        header, grid = self.parse(data)
+        return self.mosaic_frame(self.decode_output(grid, mode, steps, seed), header)
 
     def diffusion(self):
         if self._diffusion is None:

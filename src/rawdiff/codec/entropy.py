@@ -3,8 +3,10 @@
     index grid (h x w, values in [0, K)) --IndexPrior.encode--> bytes --IndexPrior.decode--> grid
 
 The :class:`IndexPrior` owns its state (as CompressAI's entropy models do): integer
-frequency tables fitted from the index grids of the training set, stored in the model
-directory as safetensors. Three kinds (the ``entropy_model`` field of the bitstream):
+frequency tables fitted from the index grids of the training set
+(:func:`rawdiff.codec.prior_fit.fit_prior`: fitting is training, this module only codes),
+stored in the model directory as safetensors. Three kinds (the ``entropy_model`` field of
+the bitstream):
 
 - ``"uniform"``: every index equally likely (about log2 K bits; for untrained models);
 - ``"unigram"``: a frequency table with additive (Laplace) smoothing;
@@ -14,12 +16,8 @@ directory as safetensors. Three kinds (the ``entropy_model`` field of the bitstr
       context = cluster_above * (C + 1) + cluster_left        (C means "outside the grid")
 
   The K codes are grouped into C clusters (default 16) so that a table of (C+1)^2 x K
-  probabilities stays small (1.2 MB for K=1024). Clusters come from the training grids
-  (information-theoretic k-means on the distributions of the codes that follow a code to
-  its right and below it, which minimises the cross-entropy of the successor given the
-  cluster) or from k-means on the codebook vectors. Each context's counts are smoothed
-  towards the unigram: ``p(x | ctx) = (n(ctx, x) + alpha p_uni(x)) / (n(ctx) + alpha)``,
-  with ``alpha`` picked by two-fold cross-validation on the training grids.
+  probabilities stays small (1.2 MB for K=1024); how the clusters and the tables are
+  fitted is :mod:`rawdiff.codec.prior_fit`'s.
 
 Determinism: the tables are stored as integers ``freqs`` with every row summing to exactly
 2**24 (= the coder's precision) and every entry >= 1. ``constriction`` is given the
@@ -56,8 +54,6 @@ STATE_VERSION = 1
 MAX_CODES = 65536
 # decode() refuses grids larger than this (a corrupted header must not start a huge loop)
 MAX_SYMBOLS = 1 << 24
-# co-occurrence clustering keeps at most this many (neighbour, successor) cells
-_MAX_COOC_CELLS = 1 << 23
 
 GridLike = Union[np.ndarray, Sequence]
 
@@ -89,7 +85,8 @@ def _check_grid(grid: GridLike, num_codes: int, what: str = "grid") -> np.ndarra
     return g.astype(np.int64, copy=False)
 
 
-def _as_grid_list(grids: Union[GridLike, Iterable[GridLike]], num_codes: int) -> List[np.ndarray]:
+def as_grid_list(grids: Union[GridLike, Iterable[GridLike]], num_codes: int) -> List[np.ndarray]:
+    """A grid, an N x h x w stack or an iterable of grids -> a checked list of int64 grids."""
     if isinstance(grids, np.ndarray):
         if grids.ndim == 2:
             grids = [grids]
@@ -135,119 +132,6 @@ def quantize_probabilities(probs: np.ndarray) -> np.ndarray:
     if np.any(freqs < 1) or np.any(freqs.sum(1) != TOTAL):  # pragma: no cover - defensive
         raise AssertionError("frequency quantisation failed")
     return freqs.astype(np.uint32)
-
-
-def _kmeans_pp_init(x: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of k seeds chosen by k-means++ (first seed: the heaviest row)."""
-    seeds = [int(np.argmax(weights))]
-    d2 = ((x - x[seeds[0]]) ** 2).sum(1)
-    for _ in range(1, k):
-        score = d2 * weights
-        total = score.sum()
-        if total <= 0:
-            rest = np.setdiff1d(np.arange(len(x)), seeds)
-            seeds.append(int(rest[0]))
-        else:
-            seeds.append(int(rng.choice(len(x), p=score / total)))
-        d2 = np.minimum(d2, ((x - x[seeds[-1]]) ** 2).sum(1))
-    return np.asarray(seeds)
-
-
-def cluster_codebook(codebook: np.ndarray, num_clusters: int, seed: int = 0, iters: int = 50) -> np.ndarray:
-    """k-means of codebook vectors (K x D) -> cluster of every code (int32, K)."""
-    x = np.asarray(codebook, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError("codebook must be K x D, got shape %s" % (x.shape,))
-    k = min(num_clusters, len(x))
-    rng = np.random.default_rng(seed)
-    centers = x[_kmeans_pp_init(x, np.ones(len(x)), k, rng)]
-    assign = np.zeros(len(x), dtype=np.int64)
-    for it in range(iters):
-        d = (x ** 2).sum(1)[:, None] - 2 * x @ centers.T + (centers ** 2).sum(1)[None]
-        new = d.argmin(1)
-        if it and np.array_equal(new, assign):
-            break
-        assign = new
-        for j in range(k):
-            members = assign == j
-            if members.any():
-                centers[j] = x[members].mean(0)
-    return assign.astype(np.int32)
-
-
-def cluster_cooccurrence(grids: List[np.ndarray], num_codes: int, num_clusters: int, seed: int = 0,
-                         iters: int = 30) -> np.ndarray:
-    """Cluster codes by what follows them (to the right and below) in the training grids.
-
-    k-means with the KL divergence (Dhillon et al. 2003): every code a with successor
-    counts n(a, .) goes to the cluster whose pooled successor distribution q_j maximises
-    sum_x n(a, x) log q_j(x), i.e. the clusters minimise the cross-entropy of the
-    successor given the cluster. Codes never seen as a neighbour join the heaviest cluster.
-    """
-    k_codes = num_codes
-    counts = np.zeros(k_codes, dtype=np.int64)
-    for g in grids:
-        counts += np.bincount(g.ravel(), minlength=k_codes)
-    # successors beyond the s most frequent codes are pooled (bounds memory for large K)
-    s = int(min(k_codes, max(64, _MAX_COOC_CELLS // (2 * k_codes))))
-    if s < k_codes:
-        order = np.argsort(-counts, kind="stable")
-        rank = np.empty(k_codes, dtype=np.int64)
-        rank[order] = np.arange(k_codes)
-        succ = np.minimum(rank, s - 1)
-    else:
-        succ = np.arange(k_codes)
-    cells = np.zeros(k_codes * 2 * s, dtype=np.int64)
-    for g in grids:
-        if g.shape[1] > 1:
-            cells += np.bincount((g[:, :-1] * (2 * s) + succ[g[:, 1:]]).ravel(), minlength=cells.size)
-        if g.shape[0] > 1:
-            cells += np.bincount((g[:-1] * (2 * s) + s + succ[g[1:]]).ravel(), minlength=cells.size)
-    m = cells.reshape(k_codes, 2 * s).astype(np.float64)
-    del cells
-    mass = m.sum(1)
-    active = np.flatnonzero(mass > 0)
-    cluster = np.zeros(k_codes, dtype=np.int32)
-    if len(active) == 0:
-        return cluster
-    if len(active) <= num_clusters:
-        cluster[active] = np.arange(len(active))
-        return cluster
-    a = m[active]
-    w = mass[active]
-    rng = np.random.default_rng(seed)
-    hell = np.sqrt(a / w[:, None])
-    seeds = _kmeans_pp_init(hell, w, num_clusters, rng)
-    d = (hell ** 2).sum(1)[:, None] - 2 * hell @ hell[seeds].T + (hell[seeds] ** 2).sum(1)[None]
-    assign = d.argmin(1)
-    assign[seeds] = np.arange(num_clusters)
-    eps = 1e-3
-    for _ in range(iters):
-        onehot = np.zeros((len(active), num_clusters))
-        onehot[np.arange(len(active)), assign] = 1.0
-        pooled = onehot.T @ a
-        logq = np.log(pooled + eps) - np.log(pooled.sum(1, keepdims=True) + eps * a.shape[1])
-        score = a @ logq.T
-        new = score.argmax(1)
-        # keep every cluster alive: an empty one takes the worst-fitting code
-        used = np.bincount(new, minlength=num_clusters)
-        if np.any(used == 0):
-            fit = score[np.arange(len(new)), new] / w
-            for j in np.flatnonzero(used == 0):
-                movable = np.bincount(new, minlength=num_clusters)[new] > 1
-                cand = np.flatnonzero(movable)
-                worst = cand[np.argmin(fit[cand])]
-                new[worst] = j
-                fit[worst] = np.inf
-        if np.array_equal(new, assign):
-            break
-        assign = new
-    cluster[active] = assign
-    heaviest = int(np.argmax(np.bincount(assign, weights=w, minlength=num_clusters)))
-    inactive = np.ones(k_codes, dtype=bool)
-    inactive[active] = False
-    cluster[inactive] = heaviest
-    return cluster
 
 
 # --------------------------------------------------------------------------- the prior
@@ -324,63 +208,11 @@ class IndexPrior:
         return cls(quantize_probabilities(np.ones((1, int(num_codes)))), kind="uniform")
 
     @classmethod
-    def fit(cls, grids: Union[GridLike, Iterable[GridLike]], num_codes: int, kind: str = "context",
-            num_clusters: int = 16, alpha: Optional[float] = None, additive: float = 0.5,
-            codebook: Optional[np.ndarray] = None, seed: int = 0) -> IndexPrior:
-        """Fit a prior to the index grids of a training set.
+    def fit(cls, grids: Union[GridLike, Iterable[GridLike]], num_codes: int, *args, **kwargs) -> IndexPrior:
+        """:func:`rawdiff.codec.prior_fit.fit_prior`, kept while rawdiff.codec.modeldir calls it here."""
+        from rawdiff.codec.prior_fit import fit_prior
 
-        Args:
-            grids: a 2-D grid, an N x h x w stack, or an iterable of grids (sizes may differ).
-            num_codes: K, the codebook size.
-            kind: ``"context"``, ``"unigram"`` or ``"uniform"``.
-            num_clusters: C for the context kind.
-            alpha: backoff weight of the unigram in every context; None: cross-validated.
-            additive: pseudo-count of every code in the unigram (Laplace smoothing).
-            codebook: K x D codebook vectors: cluster them with k-means instead of clustering
-                the codes by co-occurrence.
-            seed: seed of the clustering initialisation (fitting is deterministic for a seed).
-        """
-        k = int(num_codes)
-        if not 2 <= k <= MAX_CODES:
-            raise ValueError("num_codes must be in [2, %d], got %d" % (MAX_CODES, k))
-        if kind not in ENTROPY_MODELS:
-            raise ValueError("kind %r is not one of %s" % (kind, ", ".join(ENTROPY_MODELS)))
-        if kind == "uniform":
-            return cls.uniform(k)
-        if not additive > 0:
-            raise ValueError("additive smoothing must be > 0, got %r" % additive)
-        gl = _as_grid_list(grids, k)
-        counts = np.zeros(k, dtype=np.float64)
-        for g in gl:
-            counts += np.bincount(g.ravel(), minlength=k)
-        p_uni = (counts + additive) / (counts.sum() + additive * k)
-        if kind == "unigram":
-            return cls(quantize_probabilities(p_uni), kind="unigram", smoothing=(float("nan"), additive))
-
-        c = int(num_clusters)
-        if c < 1 or c > 255:
-            raise ValueError("num_clusters must be in [1, 255], got %d" % c)
-        if codebook is not None:
-            cb = np.asarray(codebook)
-            if cb.ndim != 2 or cb.shape[0] != k:
-                raise ValueError("codebook must be %d x D, got shape %s" % (k, cb.shape))
-            cluster = cluster_codebook(cb, c, seed=seed)
-        else:
-            cluster = cluster_cooccurrence(gl, k, c, seed=seed)
-        n_ctx = (c + 1) ** 2
-        ctx = [_contexts(g, cluster, c).ravel() for g in gl]
-        sym = [g.ravel() for g in gl]
-        if alpha is None:
-            alpha = _select_alpha(gl, ctx, sym, k, n_ctx, additive)
-        if not alpha > 0:
-            raise ValueError("alpha must be > 0, got %r" % alpha)
-        table = np.zeros(n_ctx * k, dtype=np.float64)
-        for cx, sx in zip(ctx, sym):
-            table += np.bincount(cx * k + sx, minlength=n_ctx * k)
-        table = table.reshape(n_ctx, k)
-        probs = (table + alpha * p_uni[None]) / (table.sum(1, keepdims=True) + alpha)
-        return cls(quantize_probabilities(probs), kind="context", cluster=cluster, num_clusters=c,
-                   smoothing=(float(alpha), float(additive)))
+        return fit_prior(grids, num_codes, *args, **kwargs)
 
     # ------------------------------------------------------------------ model
 
@@ -389,7 +221,7 @@ class IndexPrior:
         g = _check_grid(grid, self.num_codes)
         if self.kind != "context":
             return np.zeros(g.shape, dtype=np.int64)
-        return _contexts(g, self.cluster, self.num_clusters)
+        return grid_contexts(g, self.cluster, self.num_clusters)
 
     def log2_probs(self) -> np.ndarray:
         """log2 of the coder's exact probabilities, num_contexts x K."""
@@ -404,12 +236,12 @@ class IndexPrior:
 
     def bits_per_index(self, grids: Union[GridLike, Iterable[GridLike]]) -> float:
         """Empirical cross-entropy of ``grids`` under this prior, in bits per index."""
-        gl = _as_grid_list(grids, self.num_codes)
+        gl = as_grid_list(grids, self.num_codes)
         return sum(self.bits(g) for g in gl) / sum(g.size for g in gl)
 
     def coded_bits_per_index(self, grids: Union[GridLike, Iterable[GridLike]]) -> float:
         """Actual size of :meth:`encode`'s output, in bits per index."""
-        gl = _as_grid_list(grids, self.num_codes)
+        gl = as_grid_list(grids, self.num_codes)
         return 8.0 * sum(len(self.encode(g)) for g in gl) / sum(g.size for g in gl)
 
     def _get_models(self) -> list:
@@ -586,7 +418,8 @@ class IndexPrior:
         return h.hexdigest()
 
 
-def _contexts(g: np.ndarray, cluster: np.ndarray, c: int) -> np.ndarray:
+def grid_contexts(g: np.ndarray, cluster: np.ndarray, c: int) -> np.ndarray:
+    """The context of every index of ``g``: ``cluster_above * (c + 1) + cluster_left``."""
     cl = cluster[g].astype(np.int64)
     above = np.full(g.shape, c, dtype=np.int64)
     above[1:] = cl[:-1]
@@ -595,37 +428,5 @@ def _contexts(g: np.ndarray, cluster: np.ndarray, c: int) -> np.ndarray:
     return above * (c + 1) + left
 
 
-def _select_alpha(grids: List[np.ndarray], ctx: List[np.ndarray], sym: List[np.ndarray], k: int,
-                  n_ctx: int, additive: float) -> float:
-    """Backoff weight by two-fold cross-validation (grids alternate folds; one grid: halves)."""
-    if len(grids) >= 2:
-        folds = [np.full(g.size, i % 2) for i, g in enumerate(grids)]
-    else:
-        g = grids[0]
-        h, w = g.shape
-        rows = np.arange(h)[:, None].repeat(w, 1)
-        cols = np.arange(w)[None].repeat(h, 0)
-        folds = [((rows >= h // 2) if h > 1 else (cols >= w // 2)).astype(np.int64).ravel()]
-    ctx_all = np.concatenate(ctx)
-    sym_all = np.concatenate(sym)
-    fold_all = np.concatenate(folds)
-    candidates = 2.0 ** np.arange(-2, 13)
-    if fold_all.min() == fold_all.max():  # a single index: nothing to validate
-        return 1.0
-    loss = np.zeros(len(candidates))
-    for train in (0, 1):
-        tr, te = fold_all == train, fold_all != train
-        table = np.bincount(ctx_all[tr] * k + sym_all[tr], minlength=n_ctx * k).astype(np.float64)
-        row = table.reshape(n_ctx, k).sum(1)
-        uni = np.bincount(sym_all[tr], minlength=k).astype(np.float64)
-        uni = (uni + additive) / (uni.sum() + additive * k)
-        n_cx = table[ctx_all[te] * k + sym_all[te]]
-        n_c = row[ctx_all[te]]
-        u = uni[sym_all[te]]
-        for i, a in enumerate(candidates):
-            loss[i] -= np.log((n_cx + a * u) / (n_c + a)).sum()
-    return float(candidates[int(np.argmin(loss))])
-
-
-__all__ = ["ENTROPY_MODELS", "MAX_SYMBOLS", "PRECISION", "TOTAL", "IndexPrior", "cluster_codebook",
-           "cluster_cooccurrence", "quantize_probabilities"]
+__all__ = ["ENTROPY_MODELS", "MAX_CODES", "MAX_SYMBOLS", "PRECISION", "TOTAL", "IndexPrior", "as_grid_list",
+           "grid_contexts", "quantize_probabilities"]

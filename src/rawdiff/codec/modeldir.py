@@ -57,8 +57,11 @@ def iter_index_frames(index_file: str, limit: Optional[int] = None) -> Iterable:
 @torch.inference_mode()
 def frame_indices(embedder, frame, device: Optional[torch.device] = None) -> np.ndarray:
     from rawdiff.models.embedder import pad_planes
+    from rawdiff.raw.isp import model_planes, render_parameters
 
-    planes = torch.from_numpy(frame.to_planes())[None].to(device or "cpu")
+    gains = render_parameters(frame)["wb_gains"] if embedder.out == "linear" else None
+    planes = torch.from_numpy(model_planes(frame, None if gains is None else np.float32(gains)))
+    planes = planes[None].to(device or "cpu")
     planes, _ = pad_planes(planes, embedder.plane_multiple)
     return embedder.encode_indices(planes)[0].cpu().numpy()
 

@@ -9,6 +9,9 @@ Each item is a dict::
 
     raw   float32 4 x h/2 x w/2   normalised [0, 1] planes R, G1, G2, B (black level removed)
     rgb   float32 3 x h x w        the target in [0, 1]
+    wb_gains      float32 3        the white-balance gains (R, G, B) the reference ISP used for
+                                   the target (as-shot, else gray-world over the whole frame)
+    color_matrix  float32 3 x 3    its camera -> linear sRGB matrix
     path  str                      the RAW file
     crop  int64 (top, left, hflip, vflip): where the crop lies in the frame (negative when
           the frame was padded), and the flips applied
@@ -115,7 +118,7 @@ class RawRGBDataset(Dataset):
             raise ValueError("cache must be True, False or 'preload', got %r" % (cache,))
         self.cache_enabled = bool(cache)
         self.cache_bytes = int(cache_bytes)
-        self._cache: Dict[int, Tuple[np.ndarray, str, np.ndarray]] = {}
+        self._cache: Dict[int, Tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._cached_bytes = 0
         if cache == "preload":
             self.preload()
@@ -125,8 +128,9 @@ class RawRGBDataset(Dataset):
 
     # --- loading -------------------------------------------------------------------------
 
-    def load(self, i: int) -> Tuple[np.ndarray, str, np.ndarray]:
-        """(normalised float32 HxW mosaic, CFA, uint8 HxWx3 RGB target) of frame ``i``, whole."""
+    def load(self, i: int) -> Tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]:
+        """(normalised float32 HxW mosaic, CFA, uint8 HxWx3 RGB target, wb gains, colour matrix)
+        of frame ``i``, whole."""
         hit = self._cache.get(i)
         if hit is not None:
             return hit
@@ -144,10 +148,11 @@ class RawRGBDataset(Dataset):
             self.load(i)
 
     @staticmethod
-    def _read(path: str) -> Tuple[np.ndarray, str, np.ndarray]:
+    def _read(path: str) -> Tuple[np.ndarray, str, np.ndarray, np.ndarray, np.ndarray]:
         import cv2
 
         from rawdiff.raw import read_raw
+        from rawdiff.raw.isp import render_params
 
         frame = read_raw(path)
         target = target_path(path)
@@ -160,7 +165,8 @@ class RawRGBDataset(Dataset):
         h, w = frame.height & ~1, frame.width & ~1  # whole 2x2 tiles; the phase is kept
         mosaic = np.ascontiguousarray(frame.normalize()[:h, :w], dtype=np.float32)
         rgb = np.ascontiguousarray(bgr[:h, :w, ::-1])
-        return mosaic, frame.cfa, rgb
+        gains, ccm = render_params(frame)  # what the reference ISP rendered the target with
+        return mosaic, frame.cfa, rgb, gains.astype(np.float32), ccm.astype(np.float32)
 
     # --- one item ------------------------------------------------------------------------
 
@@ -170,7 +176,7 @@ class RawRGBDataset(Dataset):
         return int(torch.randint(high, (1,)).item()) if high > 1 else 0
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
-        mosaic, cfa, rgb = self.load(i)
+        mosaic, cfa, rgb, gains, ccm = self.load(i)
         h, w = mosaic.shape
         top = left = 0
         if self.crop is not None:
@@ -209,6 +215,8 @@ class RawRGBDataset(Dataset):
         return {
             "raw": torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32)),
             "rgb": torch.from_numpy(target),
+            "wb_gains": torch.from_numpy(gains.copy()),
+            "color_matrix": torch.from_numpy(ccm.copy()),
             "path": self.paths[i],
             "crop": torch.tensor([top, left, int(hflip), int(vflip)], dtype=torch.int64),
         }

@@ -38,6 +38,31 @@ FORMAT_VERSION = 1
 # --------------------------------------------------------------------------- frames
 
 
+def colour_and_raw(codec, frame, payload: bytes, rgb: np.ndarray, ref: np.ndarray) -> Dict[str, Optional[float]]:
+    """Colour and RAW-output figures of one frame's fast decode ``rgb``:
+
+    - ``colour_fit_gain_db``: PSNR gained by the best 3x3 + offset colour fit to ``ref``
+      (what colour errors cost; ~0 when the codec renders colour as the reference ISP);
+    - ``raw_isp_psnr``: the reference ISP on the reconstructed RAW frame, against ``ref``, and
+      ``raw_isp_gap_db`` its difference to the fast RGB output's PSNR;
+    - ``raw_psnr``: PSNR of the reconstructed normalised mosaic against the frame's (peak 1).
+    RAW figures are None for a model that decodes sRGB only."""
+    from rawdiff.eval.metrics import colour_fit_gain, psnr_uint8
+    from rawdiff.raw.isp import render
+
+    psnr = psnr_uint8(rgb, ref)
+    out: Dict[str, Optional[float]] = {"psnr": psnr, "colour_fit_gain_db": colour_fit_gain(rgb, ref),
+                                       "raw_isp_psnr": None, "raw_isp_gap_db": None, "raw_psnr": None}
+    if codec.embedder.out == "rgb":
+        return out
+    raw = codec.decompress_raw(payload, mode="fast")
+    out["raw_isp_psnr"] = psnr_uint8(render(raw), ref)
+    out["raw_isp_gap_db"] = out["raw_isp_psnr"] - psnr
+    out["raw_psnr"] = psnr_uint8(raw.normalize(), frame.normalize(), peak=1.0)
+    return out
+
+
+
 def find_frames(data: Sequence[str]) -> List[str]:
     """RAW frame files named by ``data``: index files (``.txt``/``.lst``, one path a line,
     relative to the index file), folders (searched recursively for camera RAW files,
@@ -232,6 +257,7 @@ class _Evaluation:
                                    "settings": list(b.settings)}
         self.frames: List[Dict[str, Any]] = []
         self.points: List[Dict[str, Any]] = []
+        self.colour: List[Dict[str, Any]] = []  # per frame and model: colour_and_raw()
         self.stats = {label: ([], [], []) for label, _, _ in self.models}  # grids, payload, header bytes
 
     @property
@@ -279,6 +305,8 @@ class _Evaluation:
             rgb = codec.decompress(payload, mode="fast")
             t2 = time.perf_counter()
             m = self._add("rawdiff-fast", label, len(payload), rgb, t1 - t0, t2 - t1)
+            self.colour.append(dict({"frame": len(self.frames) - 1, "model": label},
+                                    **colour_and_raw(codec, frame, payload, rgb, ref)))
             _, grid = codec.parse(payload)
             _, entropy_payload = bitstream.unpack(payload)
             for lst, v in zip(self.stats[label], (grid, len(entropy_payload), len(payload) - len(entropy_payload))):
@@ -369,6 +397,7 @@ def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, steps: Se
                      "butteraugli_max_pixels": butteraugli_max_pixels, "figure_frame": figure_frame},
         "environment": _environment(str(ev.models[0][1].device)),
         "models": ev.model_rows(), "codecs": ev.codecs, "frames": ev.frames, "points": ev.points,
+        "colour": ev.colour,
         "figure": figure, "notes": list(dict.fromkeys(notes)), "wall_s": time.perf_counter() - start,
     })
 
@@ -386,6 +415,11 @@ def summary(results: Dict[str, Any], out_dir: str) -> str:
             lines.append("  %-28s %s: %.4f bpp, PSNR %.2f dB, MS-SSIM %.4f%s, spectral %.3f; %sdecode %.3f s/frame"
                          % (info["label"], p["setting"], p["bpp"], p["psnr"], p["ms_ssim"], ba, p["spectral"], enc,
                             p["decode_s"]))
+    for label, c in report.colour_means(results).items():
+        lines.append("  colour %s: colour-fit gain %.2f dB (max %.2f); RAW output through the ISP %.2f dB (%+.2f dB "
+                     "from fast), RAW-domain PSNR %s" % (label, c["colour_fit_gain_db"], c["colour_fit_gain_db_max"],
+                                                        c["raw_isp_psnr"], c["raw_isp_gap_db"],
+                                                        "%.2f dB" % c["raw_psnr"] if c["raw_psnr"] else "n/a"))
     for m in results["models"]:
         cb = m.get("codebook")
         if cb:

@@ -185,6 +185,33 @@ def centre_crop(rgb: np.ndarray, max_pixels: Optional[int]) -> np.ndarray:
     return rgb[top:top + ch, left:left + cw]
 
 
+def psnr_uint8(x: np.ndarray, y: np.ndarray, peak: float = 255.0) -> float:
+    """PSNR in dB of two arrays of one shape (uint8 images by default; ``peak`` for others)."""
+    err = np.mean((np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2)
+    return float("inf") if err == 0 else float(10.0 * np.log10(peak * peak / err))
+
+
+def colour_fit(decoded: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``decoded`` (uint8 H x W x 3) after the 3x3 colour matrix plus offset that brings it
+    closest to ``reference`` in the least-squares sense, rounded and clipped to uint8.
+
+    What a global colour correction could still recover: a codec that renders colour as the
+    reference does gains nothing from it."""
+    if decoded.shape != reference.shape or decoded.ndim != 3 or decoded.shape[2] != 3:
+        raise ValueError("colour_fit needs two H x W x 3 images of one shape, got %s and %s"
+                         % (decoded.shape, reference.shape))
+    x = decoded.reshape(-1, 3).astype(np.float64)
+    design = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+    coef, *_ = np.linalg.lstsq(design, reference.reshape(-1, 3).astype(np.float64), rcond=None)
+    fitted = design @ coef
+    return np.clip(np.rint(fitted), 0, 255).astype(np.uint8).reshape(decoded.shape)
+
+
+def colour_fit_gain(decoded: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR gain in dB of :func:`colour_fit`: how much of the error is global colour."""
+    return psnr_uint8(colour_fit(decoded, reference), reference) - psnr_uint8(decoded, reference)
+
+
 def butteraugli(reference: np.ndarray, distorted: np.ndarray, max_pixels: Optional[int] = None,
                 timeout: float = 600.0) -> Tuple[float, float]:
     """Butteraugli distance of two uint8 sRGB images with libjxl's ``butteraugli_main``

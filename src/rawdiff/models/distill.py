@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from rawdiff.config import register
 from rawdiff.eval.metrics import psnr
-from rawdiff.models.embedder import Embedder
+from rawdiff.models.embedder import Embedder, model_input, rendered, target_of
 from rawdiff.models.losses import reconstruction_loss
 
 
@@ -139,11 +139,8 @@ class EncoderDistill(L.LightningModule):
         self.freeze_modes()
         return self
 
-    def target_of(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch["rgb"] if self.embedder.out == "rgb" else batch["raw"]
-
     def losses(self, batch: Dict[str, torch.Tensor], with_rec: bool) -> Dict[str, torch.Tensor]:
-        planes = batch["raw"]
+        planes = model_input(self.embedder, batch)  # the teacher's domain: the same embedder config
         with torch.no_grad():
             z_t = self.teacher.encode(planes)
             idx_t = self.teacher.quantize.encode_indices(z_t)
@@ -153,8 +150,8 @@ class EncoderDistill(L.LightningModule):
         q = self.embedder.quantize
         if with_rec:
             z_q, q_loss, idx, stats = q(z_s)  # codebook frozen: q_loss's gradient is beta * commitment
-            x_hat = self.embedder.decode(z_q)
-            rec = reconstruction_loss(x_hat, self.target_of(batch), 1.0, self.ms_ssim_weight)
+            x_hat = rendered(self.embedder, self.embedder.decode(z_q), batch)
+            rec = reconstruction_loss(x_hat, target_of(self.embedder, batch), 1.0, self.ms_ssim_weight)
             out.update(rec=rec["rec"], q_loss=q_loss, commitment=stats["commitment_loss"], x_hat=x_hat)
             if "ms_ssim" in rec:
                 out["ms_ssim"] = rec["ms_ssim"]
@@ -190,10 +187,11 @@ class EncoderDistill(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         out = self.losses(batch, with_rec=True)
-        target = self.target_of(batch)
+        target = target_of(self.embedder, batch)
         n = target.shape[0]
         with torch.no_grad():
-            teacher_hat = self.teacher.decode_indices(out["teacher_indices"])
+            teacher_hat = rendered(self.teacher, self.teacher.decode_indices(out["teacher_indices"]), batch,
+                                   straight_through=False)
         self.log("val/psnr", psnr(out["x_hat"].clamp(0, 1), target), prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/psnr_teacher", psnr(teacher_hat.clamp(0, 1), target), sync_dist=True, batch_size=n)
         self.log("val/agreement", out["agreement"], sync_dist=True, batch_size=n)

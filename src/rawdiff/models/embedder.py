@@ -3,12 +3,19 @@
     RAW planes R,G1,G2,B (4 x H/2 x W/2)
       --space-to-depth(stem)--> Encoder --> z (D x H/f x W/f) --VQ--> indices (H/f x W/f)
       indices --codebook--> z_q --> Decoder --depth-to-space--> RGB (3 x H x W)   [out: rgb]
+                                         or white-balanced camera RGB (3 x H x W) [out: linear]
                                                            or RAW planes (4 x H/2 x W/2) [out: raw]
 
 ``f = 2 * stem * 2 ** (len(ch_mult) - 1)`` is the downsampling factor relative to the
 full-resolution frame. The decoder to RGB is the thesis' embedder: its target is the
 reference-ISP rendering of the frame; ``out: raw`` trains the same network to give the
 planes back instead.
+
+``out: linear`` is the colour-exact model domain: the encoder codes the white-balanced planes
+(:func:`model_input`) and the decoder gives white-balanced camera RGB, the reference ISP's
+signal after demosaicing; the ISP's own colour stage (colour matrix, sRGB curve, tone curve)
+renders sRGB from it with the frame's parameters (:func:`rendered`), which the bitstream
+carries. Colour is then sent, not guessed by the network.
 
 :class:`Embedder` is the plain network the codec runs; ``rawdiff.models.vqgan.VQGAN``
 is the Lightning module that trains it.
@@ -25,8 +32,10 @@ from torch.nn import functional as F
 from rawdiff.models.quantize import VectorQuantizer
 from rawdiff.nn.attention import SelfAttention2d
 from rawdiff.nn.blocks import Downsample, PlainResBlock, ResBlock, Upsample, activation, normalize
+from rawdiff.nn.colour import render_camera_rgb, white_balance_planes
 
 PLANES = 4
+OUTPUTS = ("rgb", "linear", "raw")
 
 
 class Encoder(nn.Module):
@@ -142,8 +151,8 @@ class Embedder(nn.Module):
                  attention: bool = False, beta: float = 0.25, restart_after: int = 200,
                  encoder: Optional[Dict[str, Any]] = None):
         super().__init__()
-        if out not in ("rgb", "raw"):
-            raise ValueError("out must be 'rgb' or 'raw', got %r" % (out,))
+        if out not in OUTPUTS:
+            raise ValueError("out must be one of %s, got %r" % (", ".join(OUTPUTS), out))
         enc: Dict[str, Any] = dict(ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks, stem=stem,
                                    attention=attention)
         unknown = sorted(set(encoder or {}) - set(ENCODER_KEYS))
@@ -159,7 +168,7 @@ class Embedder(nn.Module):
             raise ValueError("the encoder downsamples by %d but the decoder upsamples by %d (f = 2 * stem * "
                              "2 ** (len(ch_mult) - 1))" % (encoder_factor, self.factor))
         self.n_embed = n_embed
-        out_per_cell = 3 * (2 * self.stem) ** 2 if out == "rgb" else PLANES * self.stem ** 2
+        out_per_cell = PLANES * self.stem ** 2 if out == "raw" else 3 * (2 * self.stem) ** 2
         self.encoder = Encoder(PLANES * self.encoder_stem ** 2, z_channels=embed_dim, **enc)
         self.quantize = VectorQuantizer(n_embed, embed_dim, beta=beta, restart_after=restart_after)
         self.decoder = Decoder(out_per_cell, ch, ch_mult, num_res_blocks, embed_dim, attention)
@@ -179,7 +188,7 @@ class Embedder(nn.Module):
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         y = self.decoder(z_q)
-        if self.out == "rgb":
+        if self.out != "raw":
             return F.pixel_shuffle(y, 2 * self.stem)
         return F.pixel_shuffle(y, self.stem) if self.stem > 1 else y
 
@@ -201,6 +210,27 @@ def pad_planes(planes: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple
     if ph or pw:
         planes = F.pad(planes, (0, pw, 0, ph), mode="replicate")
     return planes, (h, w)
+
+
+def model_input(embedder: Embedder, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The planes the encoder codes: white-balanced for ``out: linear``, else as normalised."""
+    if embedder.out == "linear":
+        return white_balance_planes(batch["raw"], batch["wb_gains"])
+    return batch["raw"]
+
+
+def rendered(embedder: Embedder, x_hat: torch.Tensor, batch: Dict[str, torch.Tensor],
+             straight_through: bool = True) -> torch.Tensor:
+    """What the decoder's output is compared with the target as: sRGB through the reference
+    ISP's colour stage for ``out: linear`` (the frame's colour matrix), else as it is."""
+    if embedder.out == "linear":
+        return render_camera_rgb(x_hat, batch["color_matrix"], straight_through=straight_through)
+    return x_hat
+
+
+def target_of(embedder: Embedder, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training target: the reference-ISP image, or the planes for ``out: raw``."""
+    return batch["raw"] if embedder.out == "raw" else batch["rgb"]
 
 
 # Buffers that only matter while training (dead-code restart counters); not shipped.

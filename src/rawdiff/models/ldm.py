@@ -65,6 +65,7 @@ from torch.nn import functional as F
 from rawdiff.config import register
 from rawdiff.diffusion import samplers
 from rawdiff.diffusion import schedules as sch
+from rawdiff.models.embedder import model_input, rendered, target_of
 from rawdiff.models.unet import UNet
 
 Condition = Tuple[torch.Tensor, torch.Tensor]
@@ -230,7 +231,7 @@ class LDM(_lightning_base()):
     def __init__(self, embedder: str, unet: Optional[Dict[str, Any]] = None,
                  conditioning: Optional[Dict[str, Any]] = None, diffusion: Optional[Dict[str, Any]] = None,
                  sampling: Optional[Dict[str, Any]] = None, learning_rate: float = 2e-4,
-                 weight_decay: float = 0.0, ema_decay: float = 0.999):
+                 weight_decay: float = 0.0, ema_decay: float = 0.999, init: Optional[str] = None):
         super().__init__()
         self.save_hyperparameters()
         if not isinstance(embedder, str) or not embedder:
@@ -242,10 +243,37 @@ class LDM(_lightning_base()):
         self.denoiser = denoiser_from_params(self.hparams, q.n_embed, q.embed_dim, q.normalize)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        if init:
+            self.init_from(init)
         self.sampling = dict(sampling or {})
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.ema_decay = ema_decay
+
+    def init_from(self, model_dir: str) -> None:
+        """Start from the diffusion decoder of another model directory (same UNet config), e.g.
+        the one trained on an earlier embedder. With ``latent_scale: auto`` the scale is measured
+        again on this embedder's latents (first batch)."""
+        from safetensors.torch import load_file
+
+        from rawdiff.codec.modeldir import read_model_dir
+
+        read_model_dir(model_dir)
+        path = os.path.join(model_dir, "diffusion.safetensors")
+        if not os.path.isfile(path):
+            raise ValueError("init %s: the model directory has no diffusion decoder (diffusion.safetensors)"
+                             % model_dir)
+        state = load_file(path)
+        own = self.denoiser.state_dict()
+        wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+        missing, unexpected = set(own) - set(state), set(state) - set(own)
+        if wrong or missing or unexpected:
+            raise ValueError("init %s: diffusion weights do not match the config (shape %s, missing %s, "
+                             "unexpected %s)" % (model_dir, wrong[:3], sorted(missing)[:3], sorted(unexpected)[:3]))
+        self.denoiser.load_state_dict(state)
+        if (self.hparams.get("diffusion") or {}).get("latent_scale", "auto") == "auto":
+            self.denoiser.latent_scale.fill_(0.0)
+        self.ema.load_state_dict(self.denoiser.state_dict())
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -254,16 +282,18 @@ class LDM(_lightning_base()):
         return self
 
     @torch.no_grad()
-    def encode(self, planes: torch.Tensor):
-        """(z_e, indices, z_q) of a batch of planes."""
-        z_e = self.embedder.encode(planes)
+    def encode(self, batch: Dict[str, torch.Tensor]):
+        """(z_e, indices, z_q) of a batch (the embedder's input: :func:`model_input`), in float32
+        even under bf16 autocast: the diffusion target is the small residual z_e - z_q."""
+        with torch.autocast(self.device.type, enabled=False):
+            z_e = self.embedder.encode(model_input(self.embedder, batch).float())
         indices = self.embedder.quantize.encode_indices(z_e)
         return z_e, indices, self.embedder.quantize.lookup(indices)
 
     def on_train_batch_start(self, batch, batch_idx):
         if float(self.denoiser.latent_scale) > 0:
             return
-        z_e, _, z_q = self.encode(batch["raw"])
+        z_e, _, z_q = self.encode(batch)
         std = self.denoiser.unscaled_target(z_e, z_q).float().std()
         std = self.trainer.strategy.reduce(std, reduce_op="mean")  # the same scale on every device
         scale = 1.0 / float(std.clamp(min=1e-6))
@@ -272,7 +302,7 @@ class LDM(_lightning_base()):
         print("rawdiff ldm: latent_scale = %.4f (std of the diffusion target %.4g)" % (scale, float(std)))
 
     def training_step(self, batch, batch_idx):
-        z_e, indices, z_q = self.encode(batch["raw"])
+        z_e, indices, z_q = self.encode(batch)
         loss, logs = self.denoiser.loss(z_e, indices, z_q)
         n = z_e.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
@@ -293,16 +323,16 @@ class LDM(_lightning_base()):
     def validation_step(self, batch, batch_idx):
         from rawdiff.eval.metrics import psnr
 
-        z_e, indices, z_q = self.encode(batch["raw"])
+        z_e, indices, z_q = self.encode(batch)
         gen = torch.Generator().manual_seed(1000 + batch_idx)
         loss, _ = self.ema.loss(z_e, indices, z_q, generator=gen)
-        target = batch["rgb"] if self.embedder.out == "rgb" else batch["raw"]
+        target = target_of(self.embedder, batch)
         n = target.shape[0]
         steps = int(self.sampling.get("val_steps", 2))
         z_hat = self.ema.sample(indices, z_q, steps, gen, sampler=self.sampling.get("sampler", "dpmpp_2m"))
         ceiling = F.normalize(z_e, dim=1) if self.ema.normalized else z_e
         for name, z in (("fast", z_q), ("ceiling", ceiling), ("diffusion", z_hat)):
-            out = self.embedder.decode(z).clamp(0, 1)
+            out = rendered(self.embedder, self.embedder.decode(z).float(), batch, straight_through=False)
             self.log("val/psnr_" + name, psnr(out, target), sync_dist=True, batch_size=n)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
 
@@ -326,20 +356,20 @@ class DiffusionDecoder:
     """What :meth:`rawdiff.codec.Codec.decompress` runs for ``mode="diffusion"``."""
 
     def __init__(self, embedder, denoiser: LatentDenoiser, device: torch.device, sampler: str = "dpmpp_2m",
-                 guidance_scale: float = 1.0, render_planes=None):
+                 guidance_scale: float = 1.0):
         samplers.get_sampler(sampler)  # fail early on a bad name
         self.embedder = embedder
         self.denoiser = denoiser
         self.device = device
         self.sampler = sampler
         self.guidance_scale = float(guidance_scale)
-        self.render_planes = render_planes
 
     @torch.inference_mode()
-    def decode(self, grid: np.ndarray, height: int, width: int, steps: int = 4, seed: int = 0,
-               sampler: Optional[str] = None, guidance_scale: Optional[float] = None) -> np.ndarray:
-        """uint8 height x width x 3 image of a code grid; the same grid and seed give the same
-        image (the noise is drawn on the CPU from ``seed``)."""
+    def decode(self, grid: np.ndarray, steps: int = 4, seed: int = 0, sampler: Optional[str] = None,
+               guidance_scale: Optional[float] = None) -> torch.Tensor:
+        """The embedder decoder's output (C x H x W, clipped to [0, 1]) for a code grid; the
+        same grid and seed give the same output (the noise is drawn on the CPU from ``seed``).
+        The codec renders it as it renders the fast decoder's."""
         steps = int(steps)
         if steps < 1 or steps > len(self.denoiser.alphas_cumprod):
             raise ValueError("steps %d must be in [1, %d]" % (steps, len(self.denoiser.alphas_cumprod)))
@@ -348,11 +378,7 @@ class DiffusionDecoder:
         gen = torch.Generator().manual_seed(int(seed))
         z = self.denoiser.sample(indices, z_q, steps, gen, sampler=sampler or self.sampler,
                                  guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale)
-        out = self.embedder.decode(z)[0].clamp(0, 1)
-        if self.embedder.out == "raw":
-            return self.render_planes(out.float().cpu().numpy(), height, width)
-        rgb = out[:, :height, :width].permute(1, 2, 0).float().cpu().numpy()
-        return np.round(rgb * 255.0).astype(np.uint8)
+        return self.embedder.decode(z)[0].clamp(0, 1)
 
 
 def load_diffusion_decoder(codec, path: str) -> DiffusionDecoder:
@@ -374,4 +400,4 @@ def load_diffusion_decoder(codec, path: str) -> DiffusionDecoder:
     denoiser.to(codec.device).eval()
     sampling = params.get("sampling") or {}
     return DiffusionDecoder(codec.embedder, denoiser, codec.device, sampler=sampling.get("sampler", "dpmpp_2m"),
-                            guidance_scale=sampling.get("guidance_scale", 1.0), render_planes=codec._render_planes)
+                            guidance_scale=sampling.get("guidance_scale", 1.0))

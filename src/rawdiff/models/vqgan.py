@@ -7,6 +7,7 @@ Two optimizers, stepped by hand each batch: the autoencoder + codebook on
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional
 
 import lightning as L
@@ -14,19 +15,21 @@ import torch
 
 from rawdiff.config import register
 from rawdiff.eval.metrics import psnr
-from rawdiff.models.embedder import Embedder
+from rawdiff.models.embedder import TRAINING_ONLY_KEYS, Embedder, model_input, rendered, target_of
 from rawdiff.models.losses import VQLoss
 
 
 @register("vqgan")
 class VQGAN(L.LightningModule):
     def __init__(self, embedder: Optional[Dict[str, Any]] = None, loss: Optional[Dict[str, Any]] = None,
-                 learning_rate: float = 2e-4, betas=(0.5, 0.9)):
+                 learning_rate: float = 2e-4, betas=(0.5, 0.9), init: Optional[str] = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.embedder = Embedder(**(embedder or {}))
-        out_channels = 3 if self.embedder.out == "rgb" else 4
+        if init:
+            self.init_from(init)
+        out_channels = 4 if self.embedder.out == "raw" else 3
         self.loss = VQLoss(out_channels=out_channels, **(loss or {}))
         self.learning_rate = learning_rate
         self.betas = tuple(betas)
@@ -34,24 +37,45 @@ class VQGAN(L.LightningModule):
         # per batch depends on the optimizers taking part, so the GAN warm-up counts batches.
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
-    def target_of(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return batch["rgb"] if self.embedder.out == "rgb" else batch["raw"]
+    def init_from(self, model_dir: str) -> None:
+        """Start from the embedder weights of a model directory (same shapes; the output
+        domain may differ: a model trained to sRGB is a good start for ``out: linear``)."""
+        from safetensors.torch import load_file
+
+        from rawdiff.codec.modeldir import read_model_dir
+
+        read_model_dir(model_dir)  # checks the directory and its model_id
+        state = load_file(os.path.join(model_dir, "embedder.safetensors"))
+        own = self.embedder.state_dict()
+        wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+        if wrong:
+            raise ValueError("init %s: weights of another shape (%s); the embedder config must match"
+                             % (model_dir, ", ".join(wrong[:3])))
+        missing, unexpected = self.embedder.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in TRAINING_ONLY_KEYS]
+        if missing or unexpected:
+            raise ValueError("init %s: embedder weights do not match the config: missing %s, unexpected %s"
+                             % (model_dir, sorted(missing)[:3], sorted(unexpected)[:3]))
 
     def forward(self, planes: torch.Tensor):
         return self.embedder(planes)
 
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
-        target = self.target_of(batch)
-        x_hat, q_loss, _, stats = self.embedder(batch["raw"])
+        target = target_of(self.embedder, batch)
+        x_hat, q_loss, _, stats = self.embedder(model_input(self.embedder, batch))
         step = int(self.batches_seen)
         self.batches_seen += 1
-        g_loss, logs = self.loss.generator_loss(x_hat, target, q_loss, step, self.embedder.last_layer())
+        # The networks may run under bf16 autocast (precision: bf16-mixed); the colour stage
+        # and MS-SSIM run in float32, where bf16 overflows their powers.
+        with torch.autocast(self.device.type, enabled=False):
+            x_hat = rendered(self.embedder, x_hat.float(), batch)
+            g_loss, logs = self.loss.generator_loss(x_hat, target, q_loss.float(), step, self.embedder.last_layer())
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
 
-        if step >= self.loss.disc_start:
+        if step >= self.loss.disc_start and self.loss.disc_factor > 0:
             d_loss, d_logs = self.loss.discriminator_loss(x_hat, target)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
@@ -64,9 +88,11 @@ class VQGAN(L.LightningModule):
         self.log_dict({"train/" + k: logs[k] for k in shown}, prog_bar=True, batch_size=n)
 
     def validation_step(self, batch, batch_idx):
-        target = self.target_of(batch)
-        x_hat, q_loss, _, stats = self.embedder(batch["raw"])
-        rec = self.loss.reconstruction(x_hat, target)
+        target = target_of(self.embedder, batch)
+        x_hat, q_loss, _, stats = self.embedder(model_input(self.embedder, batch))
+        with torch.autocast(self.device.type, enabled=False):
+            x_hat = rendered(self.embedder, x_hat.float(), batch, straight_through=False)
+            rec = self.loss.reconstruction(x_hat, target)
         n = target.shape[0]
         self.log("val/rec", rec["rec"], prog_bar=True, sync_dist=True, batch_size=n)
         self.log("val/psnr", psnr(x_hat.clamp(0, 1), target), sync_dist=True, batch_size=n)

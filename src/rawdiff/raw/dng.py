@@ -118,3 +118,75 @@ def _frame_from_rawpy(raw, name: str) -> RawFrame:
         frame_id=os.path.basename(name),
         extra={"flip": int(raw.sizes.flip), "color_matrix_source": source},
     )
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+_DNG_CFA_CODES = {"R": 0, "G": 1, "B": 2}
+
+
+def _rational(value: float, denominator: int = 1000000):
+    from fractions import Fraction
+
+    frac = Fraction(float(value)).limit_denominator(denominator)
+    return [frac.numerator, frac.denominator]
+
+
+def _srational(value: float):
+    num, den = _rational(value, 100000)
+    return [num, den]
+
+
+def write_dng(frame: RawFrame, path: PathLike) -> str:
+    """Write ``frame`` as an uncompressed 16-bit CFA DNG (pidng) that :func:`read_dng` reads back.
+
+    Tags: CFA pattern, black level per 2x2 tile position, white level; ``AsShotNeutral`` =
+    1 / the white-balance gains; ``ColorMatrix1`` (D65, XYZ -> camera) from the frame's
+    colour matrix (camera -> linear sRGB): ``inv(color_matrix) @ inv(SRGB_TO_XYZ)``, which
+    LibRaw turns back into the same matrix (it normalises the rows, dcraw's ``cam_xyz_coeff``).
+    DNG gains are relative to green: a green gain other than 1 (an exposure gain) is written
+    as ``BaselineExposure`` (log2 of it), which LibRaw and :func:`read_dng` do not apply.
+    The file is written under a temporary name and renamed, so a failure leaves no half file.
+    """
+    import tempfile
+
+    from pidng.core import RAW2DNG
+    from pidng.defs import CalibrationIlluminant, PhotometricInterpretation
+    from pidng.dng import DNGTags, Tag
+
+    from rawdiff.raw.isp import SRGB_TO_XYZ
+
+    name = os.fspath(path)
+    if not name.lower().endswith(".dng"):
+        raise ValueError("%s: a DNG file name must end in .dng" % name)
+    h, w = frame.shape
+    tags = DNGTags()
+    for tag, value in ((Tag.ImageWidth, w), (Tag.ImageLength, h), (Tag.TileWidth, w), (Tag.TileLength, h),
+                       (Tag.Orientation, 1), (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16)):
+        tags.set(tag, value)
+    tags.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
+    tags.set(Tag.CFARepeatPatternDim, [2, 2])
+    tags.set(Tag.CFAPattern, [_DNG_CFA_CODES[c] for c in frame.cfa])
+    black = frame.black_level if isinstance(frame.black_level, tuple) else (frame.black_level,) * 4
+    tags.set(Tag.BlackLevelRepeatDim, [2, 2])
+    tags.set(Tag.BlackLevel, [int(round(b)) for b in black])
+    tags.set(Tag.WhiteLevel, int(round(frame.white_level)))
+    if frame.wb_gains is not None:
+        gains = np.asarray(frame.wb_gains, dtype=np.float64)
+        tags.set(Tag.AsShotNeutral, [_rational(gains[1] / g) for g in gains])
+        if abs(gains[1] - 1.0) > 1e-6:
+            tags.set(Tag.BaselineExposure, [_srational(float(np.log2(gains[1])))])
+    if frame.color_matrix is not None:
+        xyz_to_camera = np.linalg.inv(np.asarray(frame.color_matrix, dtype=np.float64)) @ np.linalg.inv(SRGB_TO_XYZ)
+        tags.set(Tag.ColorMatrix1, [_srational(v) for v in xyz_to_camera.ravel()])
+        tags.set(Tag.CalibrationIlluminant1, CalibrationIlluminant.D65)
+    tags.set(Tag.Make, "rawdiff")
+    tags.set(Tag.Model, "reconstruction")
+    tags.set(Tag.UniqueCameraModel, "rawdiff reconstruction")
+    folder = os.path.dirname(os.path.abspath(name))
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".rawdiff-dng-") as tmp:
+        writer = RAW2DNG()
+        writer.options(tags, path=tmp, compress=False)
+        writer.convert(np.ascontiguousarray(frame.mosaic, dtype=np.uint16), filename="frame")
+        os.replace(os.path.join(tmp, "frame.dng"), name)
+    return name

@@ -123,12 +123,16 @@ class RawFrame:
         if self.wb_gains is not None:
             gains = np.asarray(self.wb_gains, dtype=np.float64).reshape(-1)
             if gains.size != 3 or not np.all(np.isfinite(gains)) or np.any(gains <= 0):
-                raise ValueError("wb_gains must be 3 positive values, got %s" % (gains,))
+                raise ValueError("wb_gains must be 3 positive finite values (R, G, B), got %s" % (gains.tolist(),))
             self.wb_gains = gains
         if self.color_matrix is not None:
             ccm = np.asarray(self.color_matrix, dtype=np.float64)
             if ccm.shape != (3, 3) or not np.all(np.isfinite(ccm)):
                 raise ValueError("color_matrix must be a finite 3x3 matrix, got shape %s" % (ccm.shape,))
+            scale = float(np.abs(ccm).max())
+            det = float(np.linalg.det(ccm))
+            if scale == 0 or abs(det) < 1e-6 * scale ** 3:
+                raise ValueError("color_matrix %s is singular (determinant %.3g)" % (ccm.tolist(), det))
             self.color_matrix = ccm
 
     @property

@@ -221,12 +221,50 @@ def _read_camera_raw(path: Path, overrides: Dict[str, Any]) -> RawFrame:
     from rawdiff.raw.dng import read_dng
 
     frame = read_dng(path)
+    side = read_sidecar(path)
+    if side is not None:
+        frame = _with_sidecar(frame, side, sidecar_path(path))
     if not overrides:
         return frame
     try:
         return frame_from_metadata(frame.mosaic, frame_metadata(frame), **overrides)
     except ValueError as exc:
         raise ValueError("%s: %s" % (path, exc)) from None
+
+
+# What a sidecar may add to a camera RAW file; where the file has the value too, they must agree.
+_DNG_SIDECAR_KEYS = ("cfa", "black_level", "white_level", "wb_gains", "color_matrix")
+
+
+def _with_sidecar(frame: RawFrame, side: Mapping[str, Any], side_path: Path) -> RawFrame:
+    """A camera RAW frame with what its JSON sidecar adds (values the file lacks, such as
+    white-balance gains); a sidecar value that contradicts the file raises, naming both."""
+    known = frame_metadata(frame)
+    changes: Dict[str, Any] = {}
+    for key in _DNG_SIDECAR_KEYS:
+        value = side.get(key)
+        if value is None:
+            continue
+        ours = known.get(key)
+        if ours is None:
+            changes[key] = value
+            continue
+        if key == "cfa":
+            same = str(value).upper() == ours
+        else:
+            a, b = _numbers(key, value), np.asarray(ours, dtype=np.float64)
+            if key == "black_level":
+                a, b = np.broadcast_to(a.reshape(-1), (4,)) if a.size == 1 else a.reshape(-1), \
+                    np.broadcast_to(b.reshape(-1), (4,)) if b.size == 1 else b.reshape(-1)
+            same = a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-4, atol=1e-6))
+        if not same:
+            raise ValueError("%s: %s %s disagrees with the RAW file's %s" % (side_path, key, value, ours))
+    if not changes:
+        return frame
+    try:
+        return frame_from_metadata(frame.mosaic, dict(known, **changes))
+    except ValueError as exc:
+        raise ValueError("%s: %s" % (side_path, exc)) from None
 
 
 def _load_mosaic(path: Path) -> np.ndarray:

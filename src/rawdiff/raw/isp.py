@@ -307,15 +307,15 @@ def camera_profile_matrix(name: str, path: Optional[Union[str, Path]] = None) ->
 # --- the pipeline --------------------------------------------------------------------------------
 
 
-def _resolve_gains(frame: RawFrame, normalized: np.ndarray, wb) -> np.ndarray:
+def _resolve_gains(frame: RawFrame, normalized: Optional[np.ndarray], wb) -> np.ndarray:
     if isinstance(wb, str):
         if wb not in WB_MODES:
             raise ValueError("wb %r is not one of %s or 3 gains" % (wb, ", ".join(WB_MODES)))
         if wb == "none":
             return np.ones(3)
         if wb == "as_shot" and frame.wb_gains is not None:
-            return np.asarray(frame.wb_gains, dtype=np.float64)
-        return auto_white_balance(normalized, frame.cfa)
+            return _check_gains(frame.wb_gains)
+        return auto_white_balance(frame.normalize() if normalized is None else normalized, frame.cfa)
     return _check_gains(wb)
 
 
@@ -330,6 +330,75 @@ def _resolve_ccm(frame: RawFrame, color_matrix, profile, profiles_path) -> np.nd
     if frame.color_matrix is not None:
         return np.asarray(frame.color_matrix, dtype=np.float64)
     return camera_profile_matrix(DEFAULT_PROFILE, profiles_path)
+
+
+def render_params(
+    frame: RawFrame,
+    *,
+    wb: Union[str, Sequence[float]] = "as_shot",
+    color_matrix: Optional[np.ndarray] = None,
+    profile: Optional[str] = None,
+    profiles_path: Optional[Union[str, Path]] = None,
+):
+    """The white-balance gains (R, G, B) and colour matrix :func:`render` uses for ``frame``.
+
+    The options are :func:`render`'s; the gray-world estimate is taken over the whole frame.
+    The codec sends these two in the bitstream, so its decoder renders as this ISP does.
+    """
+    if not isinstance(frame, RawFrame):
+        raise ValueError("frame must be a RawFrame, got %s" % type(frame).__name__)
+    ccm = _resolve_ccm(frame, color_matrix, profile, profiles_path)
+    gains = _resolve_gains(frame, None, wb)
+    return np.asarray(gains, dtype=np.float64), np.asarray(ccm, dtype=np.float64)
+
+
+def render_parameters(frame: RawFrame) -> Dict[str, object]:
+    """The render parameters a bitstream carries for ``frame``, as :func:`render` uses them:
+    the as-shot white-balance gains, else the gray-world estimate over the whole frame; the
+    frame's colour matrix, else the default profile's (identity); the smoothstep tone curve.
+    Gains and matrix are rounded to float32, as the bitstream stores them, so the encoder
+    codes with exactly the values the decoder renders with."""
+    gains, ccm = render_params(frame)
+    return {
+        "wb_gains": tuple(float(g) for g in np.asarray(gains, dtype=np.float32)),
+        "color_matrix": tuple(float(v) for v in np.asarray(ccm, dtype=np.float32).ravel()),
+        "wb_source": "as_shot" if frame.wb_gains is not None else "gray_world",
+        "matrix_source": "frame" if frame.color_matrix is not None else "default",
+        "tone_curve": "smoothstep",
+    }
+
+
+def white_balanced(mosaic: np.ndarray, cfa: str, gains) -> np.ndarray:
+    """Stage 2 of :func:`render`: a [0, 1] mosaic times its gains, clipped to [0, min(1, min gain)].
+
+    This is the signal the codec's network codes (the model domain): black level removed,
+    white balance applied, so the network never has to guess the frame's illuminant."""
+    gains = _check_gains(gains)
+    limit = min(1.0, float(np.min(gains)))
+    return np.clip(white_balance(mosaic, cfa, gains), 0.0, limit)
+
+
+def model_planes(frame: RawFrame, gains=None) -> np.ndarray:
+    """The 4 x H/2 x W/2 planes (R, G1, G2, B) a codec's network codes: normalised
+    (:meth:`RawFrame.to_planes`) when ``gains`` is None, else :func:`white_balanced` with
+    ``gains`` (the colour-exact domain). Raises ValueError for odd sizes."""
+    if gains is None:
+        return frame.to_planes()
+    return mosaic_to_planes(white_balanced(frame.normalize(), frame.cfa, gains), frame.cfa)
+
+
+def colour_stage(camera_rgb: np.ndarray, ccm: np.ndarray, tone_curve: str = "smoothstep") -> np.ndarray:
+    """Stages 4 to 6 of :func:`render`: white-balanced camera RGB (H x W x 3, [0, 1]) to
+    float32 sRGB in [0, 1] (colour matrix, clip, sRGB transfer curve, tone curve).
+
+    The codec's decoder applies exactly this to what its network decodes."""
+    if tone_curve not in TONE_CURVES:
+        raise ValueError("tone_curve %r is not one of %s" % (tone_curve, ", ".join(TONE_CURVES)))
+    rgb = np.clip(apply_ccm(camera_rgb, ccm), 0.0, 1.0)
+    out = srgb_gamma(rgb)
+    if tone_curve == "smoothstep":
+        out = smoothstep(out)
+    return out
 
 
 def render_float(
@@ -351,14 +420,8 @@ def render_float(
     mosaic = frame.normalize()
     gains = _resolve_gains(frame, mosaic, wb)
     # Clip as Brooks' process(), at the smallest gain when that is below 1 (see render()).
-    limit = min(1.0, float(np.min(gains)))
-    mosaic = np.clip(white_balance(mosaic, frame.cfa, gains), 0.0, limit)
-    rgb = demosaic(mosaic, frame.cfa, demosaic_method)
-    rgb = np.clip(apply_ccm(rgb, ccm), 0.0, 1.0)
-    out = srgb_gamma(rgb)
-    if tone_curve == "smoothstep":
-        out = smoothstep(out)
-    return out
+    rgb = demosaic(white_balanced(mosaic, frame.cfa, gains), frame.cfa, demosaic_method)
+    return colour_stage(rgb, ccm, tone_curve)
 
 
 def render(frame: RawFrame, **options) -> np.ndarray:

@@ -6,7 +6,10 @@
     diagnostics   counters, rates, latency, throttled errors, /diagnostics status
     encoder_node  image_raw -> compressed_codes        (scripts/encoder_node)
     decoder_node  compressed_codes -> image_decoded    (scripts/decoder_node)
-    bag           frames from bags; `rawdiff bag encode|decode` without a roscore
+    bag           bag I/O: topics, the RAW frames of an image topic, and the reader of bag
+                  sources (it registers itself with rawdiff.data.readers on import)
+    bag_transcode `rawdiff bag encode|decode`: a whole bag through the codec, no roscore
+    tools/        not the runtime: process helpers (roscore, roslaunch) and ``make demo``
 
 ROS modules are imported inside functions, so ``import rawdiff.ros.bag`` (and the
 ``rawdiff`` command line) works where ROS is not installed until a bag is touched.

@@ -1,35 +1,26 @@
-"""rosbag access: RAW frames out of recorded topics, and offline transcoding.
+"""rosbag I/O: opening bags, their topics, and the RAW frames of an image topic.
 
-    rawdiff bag encode IN.bag OUT.bag --topic /camera/image_raw
-        sensor_msgs/Image (RAW) on --topic --encode_image--> rawdiff/CompressedCodes on
-        --output-topic (default /compressed_codes)
-    rawdiff bag decode IN.bag OUT.bag
-        rawdiff/CompressedCodes --decode_codes--> sensor_msgs/Image rgb8 on --output-topic
-        (default /camera/image_decoded)
+    IN.bag --iter_raw_frames(topic)--> (record time, RawFrame), ...   (sensor_msgs/Image, RAW)
+    IN.bag --codes_topic--> the one rawdiff/CompressedCodes topic
 
-No roscore is needed: the bag is read and written with ``rosbag.Bag``. Each message
-is written at its record time and keeps its header (stamp, frame_id); every other
-topic is copied as is (raw bytes and connection header). The per-message work is the
-nodes' (:mod:`rawdiff.ros.transcode`), so a bag transcoded offline holds what the
-nodes would have published. A frame that cannot be transcoded is left out, reported
-once per kind of problem and counted; the command then exits non-zero after writing
-the bag. Progress goes to stderr; the summary gives frames, bytes in and out, bpp.
+No roscore is needed: bags are read and written with ``rosbag.Bag``, imported on first
+use. Importing this module registers :func:`read_bag_source` as the reader of ``bag``
+sources of ``rawdiff prepare-data`` (:mod:`rawdiff.data.readers`): the data layer never
+imports ROS, ROS adds bag reading to it. Transcoding a whole bag is
+:mod:`rawdiff.ros.bag_transcode`.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Tuple
 
+from rawdiff.data.corpus import BAG, Source
+from rawdiff.data.readers import FrameItem, ReadOptions, SkipSource, check_size, even_size, register_reader
 from rawdiff.raw.frame import RawFrame
 from rawdiff.ros.conversions import image_to_frame
 
 CODES_TYPE = "rawdiff/CompressedCodes"
 IMAGE_TYPE = "sensor_msgs/Image"
-DEFAULT_CODES_TOPIC = "/compressed_codes"
-DEFAULT_DECODED_TOPIC = "/camera/image_decoded"
 
 
 def open_bag(path: str, mode: str = "r", **kwargs):
@@ -48,13 +39,15 @@ def bag_topics(bag_path: str) -> dict:
         return {t: info.msg_type for t, info in bag.get_type_and_topic_info().topics.items()}
 
 
-def _topic_list(topics: Dict[str, str]) -> str:
+def topic_list(topics: Dict[str, str]) -> str:
+    """``/a (type), /b (type)`` for messages about a bag's topics."""
     return ", ".join("%s (%s)" % kv for kv in sorted(topics.items())) or "none"
 
 
-def _check_topic(bag_path: str, topics: Dict[str, str], topic: str, msg_type: str) -> None:
+def check_topic(bag_path: str, topics: Dict[str, str], topic: str, msg_type: str) -> None:
+    """``ValueError`` unless ``topic`` is in the bag and carries ``msg_type``."""
     if topic not in topics:
-        raise ValueError("topic %r is not in %s; topics: %s" % (topic, bag_path, _topic_list(topics)))
+        raise ValueError("topic %r is not in %s; topics: %s" % (topic, bag_path, topic_list(topics)))
     if topics[topic] != msg_type:
         raise ValueError("topic %r carries %s, not %s" % (topic, topics[topic], msg_type))
 
@@ -71,133 +64,9 @@ def iter_raw_frames(bag_path: str, topic: str, **conversion_kwargs) -> Iterator[
     """
     with open_bag(bag_path) as bag:
         topics = {t: info.msg_type for t, info in bag.get_type_and_topic_info().topics.items()}
-        _check_topic(bag_path, topics, topic, IMAGE_TYPE)
+        check_topic(bag_path, topics, topic, IMAGE_TYPE)
         for _, msg, t in bag.read_messages(topics=[topic]):
             yield t, image_to_frame(msg, **conversion_kwargs)
-
-
-def transcode_bag(in_path: str, out_path: str, topic: str, msg_type: str, convert: Callable,
-                  output_topic: str, verb: str = "transcode", progress: bool = True) -> Dict[str, Any]:
-    """Copy a bag, replacing each message of ``topic`` by ``convert(msg)``'s output.
-
-    ``convert(msg) -> (out_msg, info)`` (``info`` as from :mod:`rawdiff.ros.transcode`)
-    raises ``ValueError`` for a message it cannot use; that message is left out and
-    counted as rejected. The output is written next to ``out_path`` and renamed when
-    complete, so a failed run leaves no partial bag. Returns the summary dict.
-    """
-    from tqdm import tqdm
-
-    from rawdiff.ros.diagnostics import ErrorThrottle
-
-    in_path, out_path = str(in_path), str(out_path)
-    if not os.path.isfile(in_path):
-        raise FileNotFoundError("bag %s does not exist" % in_path)
-    if os.path.abspath(in_path) == os.path.abspath(out_path):
-        raise ValueError("the output bag %s is the input bag; give another path" % out_path)
-    summary: Dict[str, Any] = {
-        "input": in_path, "output": out_path, "topic": topic, "output_topic": output_topic, "verb": verb,
-        "frames": 0, "rejected": 0, "other_messages": 0, "bytes_in": 0, "bytes_out": 0, "code_bytes": 0,
-        "pixels": 0, "errors": [],
-    }
-
-    def note(text: str) -> None:
-        summary["errors"].append(text)
-        tqdm.write("rawdiff bag %s: warning: %s" % (verb, text), file=sys.stderr)
-
-    errors = ErrorThrottle(float("inf"), note)  # each kind of problem once
-    part = out_path + ".part"
-    start = time.perf_counter()
-    try:
-        with open_bag(in_path) as src:
-            info = src.get_type_and_topic_info()
-            topics = {t: i.msg_type for t, i in info.topics.items()}
-            _check_topic(in_path, topics, topic, msg_type)
-            if output_topic != topic and output_topic in topics:
-                raise ValueError("output topic %r is already in %s (%s); choose another --output-topic"
-                                 % (output_topic, in_path, topics[output_topic]))
-            total = src.get_message_count()
-            compression = src.get_compression_info().compression
-            with open_bag(part, "w", compression=compression) as dst, \
-                    tqdm(total=total, unit="msg", desc="%s %s" % (verb, os.path.basename(in_path)),
-                         file=sys.stderr, disable=not progress or None, leave=False) as bar:
-                for name, raw, t, conn in src.read_messages(raw=True, return_connection_header=True):
-                    bar.update(1)
-                    if name != topic:
-                        dst.write(name, raw, t, raw=True, connection_header=conn)
-                        summary["other_messages"] += 1
-                        continue
-                    msg = raw[4]()
-                    msg.deserialize(raw[1])
-                    try:
-                        out, stats = convert(msg)
-                    except ValueError as exc:
-                        summary["rejected"] += 1
-                        errors.report(str(exc), "frame %d of %s (recorded at %.6f)" % (
-                            summary["frames"] + summary["rejected"], topic, t.to_sec()))
-                        continue
-                    dst.write(output_topic, out, t)
-                    summary["frames"] += 1
-                    for key in ("bytes_in", "bytes_out", "code_bytes", "pixels"):
-                        summary[key] += int(stats[key])
-        os.replace(part, out_path)
-    finally:
-        if os.path.exists(part):
-            os.remove(part)
-    seconds = time.perf_counter() - start
-    summary["seconds"] = seconds
-    summary["fps"] = summary["frames"] / seconds if seconds > 0 else 0.0
-    summary["bpp"] = 8.0 * summary["code_bytes"] / summary["pixels"] if summary["pixels"] else 0.0
-    return summary
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
-        n /= 1000.0
-    return "%d B" % n  # pragma: no cover
-
-
-def format_summary(s: Dict[str, Any]) -> str:
-    """The summary lines a bag command prints."""
-    ratio = s["bytes_in"] / s["bytes_out"] if s["bytes_out"] else 0.0
-    lines = [
-        "%s: %sd %d frames of %s -> %s in %s" % (s["input"], s["verb"], s["frames"], s["topic"], s["output_topic"],
-                                                s["output"]),
-        "  bytes in %s, bytes out %s (%s), %.4f bpp of the codes"
-        % (_size(s["bytes_in"]), _size(s["bytes_out"]),
-           ("ratio %.1f:1" % ratio) if ratio >= 1 else ("x%.1f" % (1.0 / ratio) if ratio else "-"), s["bpp"]),
-        "  %d other messages copied, %d frames rejected, %.1f s (%.2f frames/s)"
-        % (s["other_messages"], s["rejected"], s["seconds"], s["fps"]),
-    ]
-    return "\n".join(lines)
-
-
-def _finish(summary: Dict[str, Any]) -> int:
-    print(format_summary(summary))
-    if summary["rejected"]:
-        raise ValueError("%d of %d frames of %s rejected and left out of %s (first: %s)"
-                         % (summary["rejected"], summary["rejected"] + summary["frames"], summary["topic"],
-                            summary["output"], summary["errors"][0] if summary["errors"] else "?"))
-    return 0
-
-
-def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = None, device: str = "auto",
-               backend: str = "auto", cfa: Optional[str] = None, black_level=0,
-               white_level: Optional[float] = None, input_format: Optional[str] = None,
-               output_topic: str = DEFAULT_CODES_TOPIC, progress: bool = True, codec=None,
-               threads: Optional[int] = None) -> Dict[str, Any]:
-    """RAW images of ``topic`` -> ``CompressedCodes`` on ``output_topic``; see module doc."""
-    from rawdiff.ros.node import resolve_model_dir
-    from rawdiff.ros.transcode import encode_image
-
-    if codec is None:
-        from rawdiff.codec import Codec
-
-        codec = Codec.load(resolve_model_dir(model or ""), device=device, backend=backend, threads=threads)
-    conversion = {"cfa": cfa, "black_level": black_level, "white_level": white_level, "input_format": input_format}
-    return transcode_bag(in_path, out_path, topic, IMAGE_TYPE, lambda msg: encode_image(codec, msg, **conversion),
-                         output_topic, verb="encode", progress=progress)
 
 
 def codes_topic(bag_path: str) -> str:
@@ -207,42 +76,32 @@ def codes_topic(bag_path: str) -> str:
     if len(found) != 1:
         raise ValueError("%s has %s %s topic%s; name one with --topic (topics: %s)"
                          % (bag_path, "no" if not found else len(found), CODES_TYPE, "" if len(found) == 1 else "s",
-                            _topic_list(topics)))
+                            topic_list(topics)))
     return found[0]
 
 
-def decode_bag(in_path: str, out_path: str, topic: Optional[str] = None, model: Optional[str] = None,
-               mode: str = "fast", steps: int = 4, seed: int = 0, device: str = "auto",
-               output_topic: str = DEFAULT_DECODED_TOPIC, progress: bool = True, codec=None) -> Dict[str, Any]:
-    """``CompressedCodes`` of ``topic`` (default: the bag's only codes topic) -> rgb8
-    images on ``output_topic``; see module doc."""
-    from rawdiff.ros.node import resolve_model_dir
-    from rawdiff.ros.transcode import decode_codes
-
-    if not os.path.isfile(str(in_path)):
-        raise FileNotFoundError("bag %s does not exist" % in_path)
-    topic = topic or codes_topic(in_path)
-    if codec is None:
-        from rawdiff.codec import Codec
-
-        codec = Codec.load(resolve_model_dir(model or ""), device=device)
-    return transcode_bag(in_path, out_path, topic, CODES_TYPE,
-                         lambda msg: decode_codes(codec, msg, mode=mode, steps=steps, seed=seed),
-                         output_topic, verb="decode", progress=progress)
-
-
-# -- `rawdiff bag encode|decode` (parsed in rawdiff.cli) -----------------------------------
-
-def cmd_encode(args) -> int:
-    summary = encode_bag(args.input, args.output, args.topic, model=args.model, device=args.device,
-                         backend=args.backend, cfa=args.cfa, black_level=args.black_level,
-                         white_level=args.white_level, input_format=args.input_format,
-                         output_topic=args.output_topic, progress=not args.quiet, threads=args.threads)
-    return _finish(summary)
+def read_bag_source(src: Source, options: ReadOptions) -> Iterator[FrameItem]:
+    """The frames of a ``bag`` source of ``rawdiff prepare-data``: every ``every``-th message
+    of its topic (default every one), at most ``max_frames`` (default all); the record time
+    goes to the manifest as ``bag_time``."""
+    every = options.every or 1
+    cap_frames = options.max_frames
+    taken = 0
+    for index, (t, frame) in enumerate(iter_raw_frames(src.path, src.topic, **options.conversion)):
+        if cap_frames is not None and taken >= cap_frames:
+            break
+        if index % every:
+            continue
+        frame = even_size(frame)
+        check_size(frame.height, frame.width, options.min_size)
+        yield "m%06d" % index, index, frame, {"bag_time": float(t.to_sec()) if hasattr(t, "to_sec") else t}
+        taken += 1
+    if taken == 0:
+        raise SkipSource("no message on topic %s" % src.topic)
 
 
-def cmd_decode(args) -> int:
-    summary = decode_bag(args.input, args.output, topic=args.topic, model=args.model, mode=args.mode,
-                         steps=args.steps, seed=args.seed, device=args.device, output_topic=args.output_topic,
-                         progress=not args.quiet)
-    return _finish(summary)
+register_reader(BAG, read_bag_source)
+
+
+__all__ = ["CODES_TYPE", "IMAGE_TYPE", "bag_topics", "check_topic", "codes_topic", "iter_raw_frames", "open_bag",
+           "read_bag_source", "topic_list"]

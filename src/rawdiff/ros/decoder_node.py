@@ -11,7 +11,7 @@ Subscribed topics:
     ``compressed_codes`` (rawdiff/CompressedCodes).
 
 Published topics:
-    ``image_decoded`` (sensor_msgs/Image, ``rgb8``, the source frame's size).
+    ``image_decoded`` (sensor_msgs/Image, ``rgb8`` or ``bayer_<cfa>16``, the source frame's size).
     ``/diagnostics`` (diagnostic_msgs/DiagnosticArray), via diagnostic_updater: input
     and output rate, decode latency and time, bytes per frame, bits per pixel of the
     codes, frames received, published, dropped, rejected and failed, the last error.
@@ -22,6 +22,10 @@ Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`D
     ``~mode`` (str, ``fast``): ``fast`` (the VQ decoder, one pass) or ``diffusion``.
     ``~steps`` (int, ``4``): diffusion sampling steps.
     ``~seed`` (int, ``0``): diffusion noise seed; a frame decodes the same for a seed.
+    ``~output`` (str, ``rgb8``): ``rgb8`` (sRGB, the reference ISP's colour stage with the
+        frame's white balance and colour matrix from the bitstream) or ``bayer16`` (the
+        reconstructed RAW mosaic, ``bayer_<cfa>16`` with the source's CFA, in the source's
+        black and white levels, for ML pipelines that want RAW).
     ``~device`` (str, ``auto``): ``auto`` (the GPU when present), ``cpu``, ``cuda``, ...
     ``~queue_size`` (int, ``1``): messages kept while the node is busy; when full the
         oldest is dropped and counted, as in the encoder (see ``rawdiff.ros.node``).
@@ -52,6 +56,7 @@ DEFAULTS: Dict[str, Any] = {
     "mode": "fast",
     "steps": 4,
     "seed": 0,
+    "output": "rgb8",
     "device": "auto",
     "queue_size": 1,
     "buff_size": 1 << 24,
@@ -64,7 +69,11 @@ DEFAULTS: Dict[str, Any] = {
 def decode_args(params: Dict[str, Any]) -> Dict[str, Any]:
     """``Codec.decompress`` keyword arguments from the parameters; raises ``ValueError``."""
     from rawdiff.codec.codec import MODES
+    from rawdiff.ros.transcode import OUTPUTS
 
+    output = str(params.get("output", "rgb8"))
+    if output not in OUTPUTS:
+        raise ValueError("~output must be one of %s, got %r" % (", ".join(OUTPUTS), output))
     mode = str(params["mode"])
     if mode not in MODES:
         raise ValueError("~mode must be one of %s, got %r" % (", ".join(MODES), mode))
@@ -75,7 +84,7 @@ def decode_args(params: Dict[str, Any]) -> Dict[str, Any]:
                          % (params["steps"], params["seed"])) from None
     if steps < 1:
         raise ValueError("~steps must be >= 1, got %d" % steps)
-    return {"mode": mode, "steps": steps, "seed": seed}
+    return {"mode": mode, "steps": steps, "seed": seed, "output": output}
 
 
 class DecoderNode(CodecNode):
@@ -108,7 +117,8 @@ class DecoderNode(CodecNode):
 
     def status_extra(self) -> Dict[str, str]:
         return {"model_id": self.codec.model_id, "model": self.codec.model_dir, "device": str(self.codec.device),
-                "mode": self.decode["mode"], "steps": str(self.decode["steps"]), "seed": str(self.decode["seed"])}
+                "mode": self.decode["mode"], "output": self.decode["output"], "steps": str(self.decode["steps"]),
+                "seed": str(self.decode["seed"])}
 
 
 def main(argv: Optional[List[str]] = None) -> None:

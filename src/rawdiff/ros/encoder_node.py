@@ -33,6 +33,11 @@ Parameters (private; defaults in ``config/encoder.yaml``, which matches :data:`D
     ``~white_level`` (float, ``0``): saturation value; ``0`` means the container's full
         scale (255, 65535, 1023 for RAW10, 4095 for RAW12).
     ``~input_format`` (str, ``""``): ``raw10p`` or ``raw12p`` for packed CSI-2 data.
+    ``~wb_gains`` (3 floats, ``[]``): the camera's white-balance gains (R, G, B), sent in
+        every frame's bitstream for the decoder's colour stage; ``[]``: each frame's gray-world
+        estimate over the whole frame (what the reference ISP computes).
+    ``~color_matrix`` (9 floats or 3x3, ``[]``): white-balanced camera RGB -> linear sRGB,
+        sent in the bitstream; ``[]``: the reference ISP's default (identity).
     ``~queue_size`` (int, ``1``): frames kept while the node is busy. When full, the
         oldest waiting frame is dropped and counted ("frames dropped"): the subscriber
         hands every message to a bounded queue (rospy's own queue is off, so no drop is
@@ -69,6 +74,8 @@ DEFAULTS: Dict[str, Any] = {
     "black_level": 0,
     "white_level": 0,
     "input_format": "",
+    "wb_gains": [],
+    "color_matrix": [],
     "queue_size": 1,
     "buff_size": 1 << 28,
     "wait_for_subscribers": 0,
@@ -98,9 +105,32 @@ def conversion_args(params: Dict[str, Any]) -> Dict[str, Any]:
         white = float(white) if white not in (None, "") and float(white) != 0 else None
     except (TypeError, ValueError):
         raise ValueError("~white_level must be a number, got %r" % (white,)) from None
-    # The frame checks the levels (finite, white above black) the same way for every message.
-    RawFrame(np.zeros((2, 2), np.uint16), black_level=black, white_level=white if white is not None else 65535.0)
-    return {"cfa": cfa, "black_level": black, "white_level": white, "input_format": fmt}
+    gains = _optional_numbers(params.get("wb_gains"), "~wb_gains", (3,))
+    ccm = _optional_numbers(params.get("color_matrix"), "~color_matrix", (3, 3))
+    # The frame checks the levels (finite, white above black), the gains (positive, finite) and
+    # the matrix (3x3, finite, not singular) as it does for every message.
+    try:
+        RawFrame(np.zeros((2, 2), np.uint16), black_level=black,
+                 white_level=white if white is not None else 65535.0, wb_gains=gains, color_matrix=ccm)
+    except ValueError as exc:
+        raise ValueError("parameter %s" % exc) from None
+    return {"cfa": cfa, "black_level": black, "white_level": white, "input_format": fmt,
+            "wb_gains": gains, "color_matrix": ccm}
+
+
+def _optional_numbers(value: Any, name: str, shape):
+    """None for an empty parameter, else the numbers as an array of ``shape``; ValueError."""
+    import numpy as np
+
+    if value is None or (isinstance(value, (list, tuple, str)) and len(value) == 0):
+        return None
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("%s must be %d numbers, got %r" % (name, int(np.prod(shape)), value)) from None
+    if arr.size != int(np.prod(shape)):
+        raise ValueError("%s must be %d numbers, got %r" % (name, int(np.prod(shape)), value))
+    return arr.reshape(shape)
 
 
 class EncoderNode(CodecNode):

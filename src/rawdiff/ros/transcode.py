@@ -4,6 +4,7 @@
         --> rawdiff/CompressedCodes (header copied, fields from the bitstream header)
     rawdiff/CompressedCodes --checks--> Codec.decompress(mode, steps, seed)
         --> sensor_msgs/Image rgb8 (header copied: stamp and frame_id)
+        or Codec.decompress_raw --> sensor_msgs/Image bayer_<cfa>16
 
 Every problem with a message raises ``ValueError`` naming it (the bitstream's
 ``BitstreamError`` and ``ModelMismatchError`` are ``ValueError`` too).
@@ -15,7 +16,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from rawdiff.codec.bitstream import read_header
-from rawdiff.ros.conversions import image_to_frame, rgb_to_image
+from rawdiff.ros.conversions import frame_to_image, image_to_frame, rgb_to_image
 
 
 def copy_header(header):
@@ -30,14 +31,17 @@ def copy_header(header):
 
 
 def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_level: Optional[float] = None,
-                 input_format: Optional[str] = None) -> Tuple[Any, Dict[str, float]]:
+                 input_format: Optional[str] = None, wb_gains=None, color_matrix=None) -> Tuple[Any, Dict[str, float]]:
     """``(CompressedCodes, info)`` of a RAW ``sensor_msgs/Image``; ``info`` has ``work_s``,
-    ``bytes_in``, ``bytes_out``, ``code_bytes`` and ``pixels``."""
+    ``bytes_in``, ``bytes_out``, ``code_bytes`` and ``pixels``. ``wb_gains`` and
+    ``color_matrix`` (None: gray world, the ISP's default matrix) go into the bitstream."""
     from rawdiff.msg import CompressedCodes
 
     start = time.perf_counter()
     frame = image_to_frame(msg, cfa=cfa, black_level=black_level, white_level=white_level,
                            input_format=input_format)
+    if wb_gains is not None or color_matrix is not None:
+        frame = frame.copy(wb_gains=wb_gains, color_matrix=color_matrix)
     payload = codec.compress(frame, source_encoding=frame.extra.get("source_encoding", ""))
     header = read_header(payload, verify=False)
     out = CompressedCodes()
@@ -73,12 +77,25 @@ def check_codes(msg, model_id: str):
     return header, data
 
 
-def decode_codes(codec, msg, mode: str = "fast", steps: int = 4, seed: int = 0) -> Tuple[Any, Dict[str, float]]:
-    """``(sensor_msgs/Image rgb8, info)`` of a ``CompressedCodes`` message."""
+OUTPUTS = ("rgb8", "bayer16")
+
+
+def decode_codes(codec, msg, mode: str = "fast", steps: int = 4, seed: int = 0,
+                 output: str = "rgb8") -> Tuple[Any, Dict[str, float]]:
+    """``(sensor_msgs/Image, info)`` of a ``CompressedCodes`` message: ``rgb8`` (sRGB through
+    the reference ISP's colour stage) or ``bayer16`` (the reconstructed mosaic as
+    ``bayer_<cfa>16`` with the source's CFA, in its black and white levels)."""
+    if output not in OUTPUTS:
+        raise ValueError("output must be one of %s, got %r" % (", ".join(OUTPUTS), output))
     start = time.perf_counter()
     header, data = check_codes(msg, codec.model_id)
-    rgb = codec.decompress(data, mode=mode, steps=steps, seed=seed)
-    out = rgb_to_image(rgb, header=copy_header(msg.header))
+    if output == "bayer16":
+        frame = codec.decompress_raw(data, mode=mode, steps=steps, seed=seed)
+        out = frame_to_image(frame)
+        out.header = copy_header(msg.header)
+    else:
+        rgb = codec.decompress(data, mode=mode, steps=steps, seed=seed)
+        out = rgb_to_image(rgb, header=copy_header(msg.header))
     info = {"work_s": time.perf_counter() - start, "bytes_in": len(data), "bytes_out": len(out.data),
             "code_bytes": len(data), "pixels": header.height * header.width}
     return out, info

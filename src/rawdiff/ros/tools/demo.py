@@ -6,7 +6,7 @@
     report/: report.md, report.json, side-by-side PNGs (reference ISP | rawdiff fast)
 
 Everything started here is stopped before it returns. A bag of your own:
-``python -m rawdiff.ros.demo --bag camera.bag --topic /camera/image_raw --black-level ... ``.
+``python -m rawdiff.ros.tools.demo --bag camera.bag --topic /camera/image_raw --black-level ... ``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
+from rawdiff.raw.isp import render
+from rawdiff.raw.unprocess import XYZ_TO_CAMERA, unprocess
+from rawdiff.ros.conversions import frame_to_image, image_to_frame
+from rawdiff.ros.tools.processes import Process, ros_environment, start_roscore, wait_for
+
 VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 TOPIC = "/camera/image_raw"
 
@@ -30,9 +36,6 @@ def make_bag(path: str, frames: int = 16, every: int = 10, rate_hz: float = 10.0
     import cv2
     import rosbag
     import rospy
-
-    from rawdiff.raw.unprocess import XYZ_TO_CAMERA, unprocess
-    from rawdiff.ros.conversions import frame_to_image
 
     if not os.path.isfile(VIDEO):
         raise FileNotFoundError("%s not found (Debian package opencv-doc); give --bag" % VIDEO)
@@ -95,8 +98,6 @@ def _find(latest: Dict[str, Dict[str, str]], part: str) -> Dict[str, str]:
 def run_pipeline(bag: str, record: str, out: str, model: str, launch_args: List[str], expected: int,
                  timeout: float = 600.0) -> Dict[str, Dict[str, str]]:
     """roscore + pipeline.launch playing ``bag``; returns the nodes' last diagnostics."""
-    from rawdiff.ros.processes import Process, ros_environment, start_roscore, wait_for
-
     env = ros_environment(os.path.join(out, "ros"))
     # one torch thread per node: the encoder and the decoder share a small machine
     env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
@@ -154,9 +155,6 @@ def write_report(out: str, played, recorded: str, diags: Dict[str, Dict[str, str
 
     levels = dict(levels)
     rate = levels.pop("rate", None)
-
-    from rawdiff.raw.isp import render
-    from rawdiff.ros.conversions import image_to_frame
 
     with rosbag.Bag(recorded) as bag:
         codes = [m for _, m, _ in bag.read_messages(topics=["/compressed_codes"])]
@@ -218,8 +216,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--black-level", type=float, default=256)
     parser.add_argument("--white-level", type=float, default=4095)
     args = parser.parse_args(argv)
-    from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
-
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     model = os.path.abspath(args.model or DEFAULT_MODEL)

@@ -1,7 +1,7 @@
 """Running ROS processes from Python: a private roscore on a free port and roslaunch, each
 in its own process group so that stopping them stops everything they started.
 
-Used by ``make demo`` (:mod:`rawdiff.ros.demo`) and the integration tests.
+Used by ``make demo`` (:mod:`rawdiff.ros.tools.demo`) and the integration tests (test/ros).
 """
 
 from __future__ import annotations
