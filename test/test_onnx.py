@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rawdiff import cli
-from rawdiff.codec import Codec, bitstream
+from rawdiff.codec import Codec, bitstream, onnx_runtime
 from rawdiff.codec.modeldir import compute_model_id
 from rawdiff.export import onnx as onnx_export
 from rawdiff.raw.unprocess import unprocess
@@ -60,9 +60,9 @@ def test_export_records_the_weights_and_keeps_the_model_id(onnx_model, fixture_m
     assert compute_model_id(onnx_model) == meta["model_id"] == _read_meta(fixture_model)["model_id"]
     record = meta["onnx"]
     assert record["model_id"] == meta["model_id"] and record["opset"] == onnx_export.DEFAULT_OPSET
-    assert record["embedder_id"] == onnx_export.embedder_id(onnx_model)
+    assert record["embedder_id"] == onnx_runtime.embedder_id(onnx_model)
     assert record["check_agreement"] >= onnx_export.MIN_AGREEMENT
-    model = onnx.load(os.path.join(onnx_model, onnx_export.ONNX_FILE))
+    model = onnx.load(os.path.join(onnx_model, onnx_runtime.ONNX_FILE))
     props = {p.key: p.value for p in model.metadata_props}
     assert props["model_id"] == meta["model_id"] and props["embedder_id"] == record["embedder_id"]
     assert model.opset_import[0].version == onnx_export.DEFAULT_OPSET
@@ -98,28 +98,28 @@ def test_onnx_bitstream_is_a_valid_torch_bitstream(codecs):
 
 
 def test_the_chosen_provider_is_logged(onnx_model, caplog):
-    with caplog.at_level(logging.INFO, logger="rawdiff.export.onnx"):
-        session = onnx_export.open_session(onnx_model, "cpu")
-    assert onnx_export.session_provider(session) == "CPUExecutionProvider"
+    with caplog.at_level(logging.INFO, logger="rawdiff.codec.onnx_runtime"):
+        session = onnx_runtime.open_session(onnx_model, "cpu")
+    assert onnx_runtime.session_provider(session) == "CPUExecutionProvider"
     assert "runs on CPUExecutionProvider" in caplog.text
 
 
 def test_provider_order_is_tensorrt_cuda_cpu():
     everything = ["CPUExecutionProvider", "AzureExecutionProvider", "CUDAExecutionProvider",
                   "TensorrtExecutionProvider"]
-    assert onnx_export.select_providers("auto", everything) == list(onnx_export.PROVIDER_ORDER)
-    assert onnx_export.select_providers(None, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+    assert onnx_runtime.select_providers("auto", everything) == list(onnx_runtime.PROVIDER_ORDER)
+    assert onnx_runtime.select_providers(None, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert onnx_export.select_providers("cpu", everything) == ["CPUExecutionProvider"]
-    assert onnx_export.select_providers("cuda:1", everything)[-1] == "CPUExecutionProvider"
+    assert onnx_runtime.select_providers("cpu", everything) == ["CPUExecutionProvider"]
+    assert onnx_runtime.select_providers("cuda:1", everything)[-1] == "CPUExecutionProvider"
     with pytest.raises(ValueError, match="onnxruntime-gpu"):
-        onnx_export.select_providers("cuda", ["CPUExecutionProvider"])
+        onnx_runtime.select_providers("cuda", ["CPUExecutionProvider"])
     with pytest.raises(ValueError, match="mps"):
-        onnx_export.select_providers("mps", everything)
+        onnx_runtime.select_providers("mps", everything)
 
 
 def test_stale_or_missing_graphs_are_refused(model_copy):
-    path = os.path.join(model_copy, onnx_export.ONNX_FILE)
+    path = os.path.join(model_copy, onnx_runtime.ONNX_FILE)
     meta = _read_meta(model_copy)
 
     def write_meta(m):
@@ -131,15 +131,15 @@ def test_stale_or_missing_graphs_are_refused(model_copy):
         Codec.load(model_copy, device="cpu", backend="onnx")
     write_meta({k: v for k, v in meta.items() if k != "onnx"})  # e.g. the model directory was re-exported
     with pytest.raises(ValueError, match="stale: model.json has no record"):
-        onnx_export.open_session(model_copy, "cpu")
+        onnx_runtime.open_session(model_copy, "cpu")
     write_meta(meta)
     with open(path, "ab") as f:
         f.write(b"\0")
     with pytest.raises(ValueError, match="changed since the export"):
-        onnx_export.open_session(model_copy, "cpu")
+        onnx_runtime.open_session(model_copy, "cpu")
     os.remove(path)
     with pytest.raises(ValueError, match="no encoder.onnx; run `rawdiff export-onnx"):
-        onnx_export.open_session(model_copy, "cpu")
+        onnx_runtime.open_session(model_copy, "cpu")
 
 
 def test_new_weights_beside_the_same_embedder_keep_the_graph(model_copy, caplog):
@@ -153,8 +153,8 @@ def test_new_weights_beside_the_same_embedder_keep_the_graph(model_copy, caplog)
     with open(os.path.join(model_copy, "model.json"), "w") as f:
         json.dump(meta, f)
     assert meta["model_id"] != meta["onnx"]["model_id"]
-    with caplog.at_level(logging.INFO, logger="rawdiff.export.onnx"):
-        onnx_export.open_session(model_copy, "cpu")
+    with caplog.at_level(logging.INFO, logger="rawdiff.codec.onnx_runtime"):
+        onnx_runtime.open_session(model_copy, "cpu")
     assert "has the same embedder weights" in caplog.text
 
 
@@ -170,7 +170,7 @@ def test_command_line_errors_are_one_line(model_copy, capsys):
 def test_run_encoder_checks_the_planes(codecs):
     _, onnx_codec = codecs
     with pytest.raises(ValueError, match="planes must be 4 x h x w"):
-        onnx_export.run_encoder(onnx_codec.onnx_session, np.zeros((3, 16, 16), np.float32), 4)
+        onnx_runtime.run_encoder(onnx_codec.onnx_session, np.zeros((3, 16, 16), np.float32), 4)
 
 
 def test_auto_backend_takes_a_current_graph_else_torch_and_says_why(model_copy, fixture_model, caplog):
@@ -178,7 +178,7 @@ def test_auto_backend_takes_a_current_graph_else_torch_and_says_why(model_copy, 
     with caplog.at_level(logging.INFO, logger="rawdiff.codec.codec"):
         assert Codec.load(fixture_model, device="cpu", backend="auto").backend == "torch"
     assert "encoding with torch: model directory %s has no encoder.onnx" % fixture_model in caplog.text
-    with open(os.path.join(model_copy, onnx_export.ONNX_FILE), "ab") as f:
+    with open(os.path.join(model_copy, onnx_runtime.ONNX_FILE), "ab") as f:
         f.write(b"\0")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="rawdiff.codec.codec"):
@@ -190,14 +190,17 @@ def test_auto_backend_takes_a_current_graph_else_torch_and_says_why(model_copy, 
         Codec.load(model_copy, device="cpu", backend="tensorrt")
 
 
-def test_thread_count_reaches_torch_and_onnxruntime(onnx_model):
+def test_thread_count_reaches_onnxruntime_and_torch_when_it_loads(onnx_model):
     import torch
 
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
         codec = Codec.load(onnx_model, device="cpu", backend="onnx", threads=1)
-        assert torch.get_num_threads() == 1
         assert codec.onnx_session.get_session_options().intra_op_num_threads == 1
+        assert torch.get_num_threads() == 2  # the onnx encoder loads no torch network
+        codec.embedder  # noqa: B018 - the decoder's networks load on first use, with the codec's threads
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="threads must be at least 1"):

@@ -49,7 +49,7 @@ def test_missing_config_is_a_clear_error(tmp_path):
 
 def test_two_cpu_processes_with_ddp(tiny_corpus, tmp_path):
     cmd = [os.path.join(os.path.dirname(sys.executable), "rawdiff"), "train", "--base", TINY,
-           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--max_steps", "3",
+           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--max-steps", "3",
            "--logdir", str(tmp_path), "data.params.root=" + tiny_corpus]
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=str(29500 + os.getpid() % 1000))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)

@@ -239,10 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=bag_tools.cmd_decode)
 
     p = sub.add_parser("eval", help="rate-distortion evaluation against JPEG, WebP, JPEG XL and AVIF")
-    from rawdiff.eval import evaluate
+    from rawdiff.eval import cli as eval_cli
 
-    evaluate.add_arguments(p)
-    p.set_defaults(func=evaluate.run)
+    eval_cli.add_arguments(p)
+    p.set_defaults(func=eval_cli.run)
 
     p = sub.add_parser("train", help="train a model from a YAML config (Lightning)")
     p.add_argument("-b", "--base", nargs="*", default=[], help="config files, merged left to right")
@@ -252,9 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     p.add_argument("--devices", default="auto", help="number of devices or a list")
     p.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn")
-    p.add_argument("--max_epochs", type=int)
-    p.add_argument("--max_steps", type=int)
-    p.add_argument("--log_every_n_steps", type=int, default=50)
+    # the underscore spellings are the seed's (Lightning's names), kept for old scripts
+    p.add_argument("--max-epochs", "--max_epochs", dest="max_epochs", type=int)
+    p.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int)
+    p.add_argument("--log-every-n-steps", "--log_every_n_steps", dest="log_every_n_steps", type=int, default=50)
     p.add_argument("--logdir", default="runs")
     p.add_argument("--name")
     p.add_argument("--seed", type=int, default=23)
@@ -272,8 +273,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("rawdiff %s: interrupted" % args.command, file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except (ValueError, OSError) as exc:  # bad input; anything else is a bug and shows its traceback
+        msg = exc
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(msg):
             msg = "%s: %s" % (exc.filename, exc.strerror or msg)
         print("rawdiff %s: error: %s" % (args.command, msg), file=sys.stderr)

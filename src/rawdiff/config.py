@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import importlib
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import yaml
 
@@ -130,11 +130,30 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
     return out
 
 
-def load_configs(paths: Iterable[str], overrides: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+#: the sections every experiment has (``lightning`` is optional)
+EXPERIMENT_SECTIONS = ("model", "data")
+
+
+def load_configs(paths: Iterable[str], overrides: Optional[Iterable[str]] = None,
+                 sections: Sequence[str] = EXPERIMENT_SECTIONS) -> Dict[str, Any]:
+    """One experiment: config files merged left to right, then ``key=value`` overrides.
+
+    A later file may hold only what it changes; the merged config must have each of
+    ``sections`` as a mapping, else ValueError naming the files and the section.
+    """
+    paths = list(paths)
     cfg: Dict[str, Any] = {}
     for path in paths:
         cfg = merge(cfg, load_config(path))
-    return apply_overrides(cfg, overrides or ())
+    cfg = apply_overrides(cfg, overrides or ())
+    for name in sections:
+        if name not in cfg:
+            raise ValueError("config %s has no %r section (an experiment needs %s, each {target, params})"
+                             % (" + ".join(paths), name, " and ".join(repr(s) for s in sections)))
+        if not isinstance(cfg[name], dict):
+            raise ValueError("config %s: section %r must be a mapping {target, params}, got %r"
+                             % (" + ".join(paths), name, cfg[name]))
+    return cfg
 
 
 def save_config(cfg: Dict[str, Any], path: str) -> None:

@@ -102,7 +102,7 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
 
     summary: Dict[str, Any] = {"run_dir": run_dir, "global_step": int(trainer.global_step), "wall_s": wall}
     if trainer.is_global_zero:
-        from rawdiff.codec.modeldir import export_model
+        from rawdiff.export.model_dir import export_model
 
         out = export or os.path.join(run_dir, "model")
         summary["model_dir"] = export_model(model, cfg, out, data=data, training={

@@ -105,6 +105,27 @@ class Diagnostics:
         return wait_for(lambda: self.values(name_part, start), timeout, what="diagnostics of %s" % name_part)
 
 
+COUNTERS = ("received", "published", "dropped", "rejected", "failed")
+
+
+def frame_counters(values):
+    """``{received, published, dropped, rejected, failed}`` of a node's diagnostics values."""
+    return {k: int(values["frames " + k]) for k in COUNTERS}
+
+
+def accounted_for(counters) -> bool:
+    """Whether every frame the node received is accounted for, none queued or in work
+    (:mod:`rawdiff.ros.node`): received == published + dropped + rejected + failed."""
+    return counters["received"] == (counters["published"] + counters["dropped"] + counters["rejected"]
+                                     + counters["failed"])
+
+
+def in_order(items, sent) -> bool:
+    """Whether the headers of ``items`` are those of ``sent``, in order, some perhaps left out."""
+    rest = iter([(m.header.stamp, m.header.frame_id) for m in sent])
+    return all((m.header.stamp, m.header.frame_id) in rest for m in items)
+
+
 def bayer_image(h=128, w=160, encoding="bayer_rggb16", stamp=None, frame_id="cam0", seed=0):
     """A ``sensor_msgs/Image`` with a smooth random RAW mosaic (12-bit values in 16 bits)."""
     import rospy

@@ -1,12 +1,14 @@
 """``rosbag play`` of a bag made here through ``pipeline.launch``, recording the outputs:
-every played frame is decoded and recorded, with its header. The frames are packed
-MIPI CSI-2 RAW10 whose encoding does not name the pattern, so the launch arguments
+every played frame is accounted for by both nodes (received == published + dropped +
+rejected + failed), and every frame they publish is recorded, in order, with its header;
+how many a busy node drops at 5 Hz depends on the machine. The frames are packed MIPI
+CSI-2 RAW10 whose encoding does not name the pattern, so the launch arguments
 input_format, cfa, black_level and white_level reach the encoder."""
 
 import os
 
 import pytest
-from ros_harness import LAUNCH, Diagnostics, Launch, bayer_image, wait_for
+from ros_harness import LAUNCH, Diagnostics, Launch, accounted_for, bayer_image, frame_counters, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -41,7 +43,8 @@ def _make_bag(path, rospy):
     return stamps
 
 
-def test_bag_played_through_pipeline_launch_is_decoded_and_recorded(ros_node, launch_dir, fixture_model, tmp_path):
+def test_bag_played_through_pipeline_launch_is_accounted_for_and_what_is_decoded_is_recorded(
+        ros_node, launch_dir, fixture_model, tmp_path):
     import rosbag
 
     from rawdiff.codec.bitstream import read_header
@@ -55,32 +58,40 @@ def test_bag_played_through_pipeline_launch_is_decoded_and_recorded(ros_node, la
                  "bag:=%s" % played, "record:=%s" % recorded, "input_format:=raw10p", "cfa:=BGGR",
                  "black_level:=64", "white_level:=1023")
     try:
-        def decoded():
+        def through():
+            """Both nodes' counters once the encoder has received every played frame and the
+            decoder every code, each with all of them accounted for."""
             run.check_alive()
-            values = diags.values("rawdiff_decoder")
-            return values is not None and int(values["frames published"]) >= N
+            enc, dec = diags.values("camera/rawdiff_encoder"), diags.values("rawdiff_decoder")
+            if enc is None or dec is None:
+                return None
+            enc, dec = frame_counters(enc), frame_counters(dec)
+            return enc["received"] == N and accounted_for(enc) and dec["received"] == enc["published"] \
+                and accounted_for(dec)
 
         try:
-            wait_for(decoded, 240, 0.2, "%d decoded frames" % N)
+            wait_for(through, 240, 0.2, "%d frames through the encoder and the decoder" % N)
         except AssertionError as exc:
             raise AssertionError("%s\n%s" % (exc, run.output()[-5000:])) from None
-        enc = diags.fresh("camera/rawdiff_encoder")
-        dec = diags.fresh("rawdiff_decoder")
+        enc = frame_counters(diags.fresh("camera/rawdiff_encoder"))
+        dec = frame_counters(diags.fresh("rawdiff_decoder"))
     finally:
         run.stop()  # SIGINT: rosbag record closes the bag
         diags.sub.unregister()
-    for values in (enc, dec):  # nothing dropped, rejected or failed on the way
-        assert [int(values["frames " + k]) for k in ("received", "published", "dropped", "rejected", "failed")] \
-            == [N, N, 0, 0, 0], values
+    assert enc["received"] == N and enc["published"] + enc["dropped"] == N, enc
+    assert dec["received"] == enc["published"] and dec["published"] + dec["dropped"] == dec["received"], dec
+    assert enc["rejected"] == enc["failed"] == dec["rejected"] == dec["failed"] == 0, (enc, dec)
     assert recorded.exists(), run.output()[-3000:]
     with rosbag.Bag(str(recorded)) as bag:
         info = bag.get_type_and_topic_info().topics
-        assert info["/compressed_codes"].message_count == N
-        assert info["/camera/image_decoded"].message_count == N  # decoded count == played count
+        assert info["/compressed_codes"].message_count == enc["published"]
+        assert info["/camera/image_decoded"].message_count == dec["published"]
         assert info["/camera/image_decoded"].msg_type == "sensor_msgs/Image"
         images = [m for _, m, _ in bag.read_messages(topics=["/camera/image_decoded"])]
         codes = [m for _, m, _ in bag.read_messages(topics=["/compressed_codes"])]
-    assert [m.header.stamp for m in images] == stamps
+    played = iter(stamps)
+    assert all(m.header.stamp in played for m in images)  # in the played order, drops left out
+    assert images[-1].header.stamp == stamps[-1]  # the last frame always gets through
     assert all((m.header.frame_id, m.height, m.width, m.encoding) == ("front", H, W, "rgb8") for m in images)
     assert all(c.source_encoding == "raw10p_bggr" and (c.height, c.width) == (H, W) for c in codes)
     header = read_header(bytes(codes[0].data))

@@ -24,35 +24,57 @@ import os
 from typing import Any, Dict, Optional
 
 import numpy as np
-import torch
 
 from rawdiff.codec import bitstream
 from rawdiff.codec.modeldir import read_model_dir
-from rawdiff.device import resolve_device
 from rawdiff.raw.frame import RawFrame
 
 MODES = ("fast", "diffusion")
 BACKENDS = ("auto", "torch", "onnx")
+OUTPUTS = ("rgb", "linear", "raw")
 
 logger = logging.getLogger(__name__)
 
 
-def _auto_session(model_dir: str, device: str, dev: torch.device, threads: Optional[int], meta: Dict[str, Any]):
+def _torch():
+    """torch, or None where it is not installed (the vehicle install: encoder.onnx only)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _needs_torch(what: str):
+    torch = _torch()
+    if torch is None:
+        raise ValueError("%s needs torch, which is not installed here (the vehicle install runs the model's "
+                         "encoder.onnx only: `--backend onnx`); install requirements.txt for it" % what)
+    return torch
+
+
+def _auto_session(model_dir: str, device: str, threads: Optional[int], meta: Dict[str, Any]):
     """The onnxruntime session of ``encoder.onnx`` when it exists, is current and runs where
-    torch would (no CPU graph for a CUDA device); else None, saying why."""
+    torch would (no CPU graph for a CUDA device); else None, saying why. Without torch the
+    graph is the only encoder there is, so its problems are errors."""
+    from rawdiff.codec.onnx_runtime import open_session, session_provider
+
+    torch = _torch()
+    if torch is None:
+        return open_session(model_dir, device, threads=threads, meta=meta)
     path = os.path.join(model_dir, "encoder.onnx")
     if not os.path.isfile(path):
         logger.info("encoding with torch: model directory %s has no encoder.onnx", model_dir)
         return None
     try:
-        from rawdiff.export.onnx import open_session, session_provider
-
         session = open_session(model_dir, device, threads=threads, meta=meta)
     except Exception as exc:  # noqa: BLE001 - any failure of onnxruntime leaves torch, which works
         logger.warning("encoding with torch: %s cannot be used: %s", path, exc)
         return None
-    provider = session_provider(session)
-    if dev.type != "cpu" and provider == "CPUExecutionProvider":
+    from rawdiff.device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cpu" and session_provider(session) == "CPUExecutionProvider":
         logger.warning("encoding with torch on %s: onnxruntime has no GPU provider here (install onnxruntime-gpu)",
                        dev)
         return None
@@ -60,19 +82,30 @@ def _auto_session(model_dir: str, device: str, dev: torch.device, threads: Optio
 
 
 class Codec:
-    def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], embedder, prior,
-                 device: torch.device, backend: str = "torch", onnx_session=None):
+    """A model directory's codec. The torch networks are loaded when first needed: a codec
+    whose encoder is ``encoder.onnx`` (``backend="onnx"``) compresses without torch."""
+
+    def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], prior,
+                 device: str = "auto", backend: str = "torch", onnx_session=None, threads: Optional[int] = None):
         self.model_dir = model_dir
         self.config = config
         self.meta = meta
         self.model_id: str = meta["model_id"]
-        self.embedder = embedder
         self.prior = prior
-        self.device = device
         self.backend = backend
         self.onnx_session = onnx_session
+        self.threads = threads
         self.factor: int = int(meta["factor"])
         self.n_embed: int = int(meta["n_embed"])
+        params = config.get("model", {}).get("params", {})
+        self.out: str = str(meta.get("out") or (params.get("embedder") or {}).get("out", "rgb"))
+        if self.out not in OUTPUTS:
+            raise ValueError("model directory %s: unknown decoder output %r (known: %s)"
+                             % (model_dir, self.out, ", ".join(OUTPUTS)))
+        self.plane_multiple = self.factor // 2
+        self._device_name = device
+        self._device = None
+        self._embedder = None
         self._diffusion = None
 
     @classmethod
@@ -84,33 +117,53 @@ class Codec:
         missing or stale) or ``auto`` (``encoder.onnx`` when it is there, current and on the
         device torch would use, else torch, saying why in the log; the command line and the
         encoder node use it). ``threads``: CPU threads for torch and onnxruntime (None: their
-        defaults)."""
-        from safetensors.torch import load_file
-
+        defaults). With ``onnx`` (and ``auto`` where torch is missing) nothing loads torch
+        until a frame is decoded."""
         from rawdiff.codec.entropy import IndexPrior
-        from rawdiff.models.embedder import load_embedder
 
         if backend not in BACKENDS:
             raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         if threads is not None and int(threads) < 1:
             raise ValueError("threads must be at least 1, got %r" % (threads,))
         info = read_model_dir(model_dir)
-        dev = resolve_device(device)
-        if threads:
-            torch.set_num_threads(int(threads))
-        params = info["config"].get("model", {}).get("params", {})
-        embedder = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")), dev)
         prior = IndexPrior.load(os.path.join(model_dir, "prior.safetensors"))
         session = None
         if backend == "onnx":
-            from rawdiff.export.onnx import open_session
+            from rawdiff.codec.onnx_runtime import open_session
 
             # device "auto" may pick an onnxruntime GPU provider
             session = open_session(model_dir, device, threads=threads, meta=info["meta"])
         elif backend == "auto":
-            session = _auto_session(model_dir, device, dev, threads, info["meta"])
-        backend = "onnx" if session is not None else "torch"
-        return cls(model_dir, info["config"], info["meta"], embedder, prior, dev, backend, session)
+            session = _auto_session(model_dir, device, threads, info["meta"])
+        codec = cls(model_dir, info["config"], info["meta"], prior, device, "onnx" if session is not None else "torch",
+                    session, threads)
+        if session is None:
+            codec.embedder  # noqa: B018 - load (and check) the torch encoder now, not on the first frame
+        return codec
+
+    @property
+    def device(self):
+        """The torch device of the networks (resolved from ``device`` when torch is first used);
+        the requested name while no torch network is loaded."""
+        return self._device if self._device is not None else self._device_name
+
+    @property
+    def embedder(self):
+        """The torch embedder (encoder, codebook, decoder), loaded on first use."""
+        if self._embedder is None:
+            torch = _needs_torch("decoding (and the torch encoder)")
+            from safetensors.torch import load_file
+
+            from rawdiff.device import resolve_device
+            from rawdiff.models.embedder import load_embedder
+
+            self._device = resolve_device(self._device_name)
+            if self.threads:
+                torch.set_num_threads(int(self.threads))
+            params = self.config.get("model", {}).get("params", {})
+            self._embedder = load_embedder(params, load_file(os.path.join(self.model_dir, "embedder.safetensors")),
+                                           self._device)
+        return self._embedder
 
     # -- encoder side -------------------------------------------------------------------
 
@@ -118,7 +171,7 @@ class Codec:
     def colour_exact(self) -> bool:
         """True for a model of the colour-exact domain (``embedder.out: linear``): it codes the
         white-balanced signal and the reference ISP's colour stage renders its output."""
-        return self.embedder.out == "linear"
+        return self.out == "linear"
 
     @staticmethod
     def render_parameters(frame: RawFrame) -> Dict[str, Any]:
@@ -139,19 +192,21 @@ class Codec:
             wb_gains = self.render_parameters(frame)["wb_gains"]
         return model_planes(frame, np.asarray(wb_gains, dtype=np.float32))
 
-    @torch.inference_mode()
     def encode_indices(self, frame: RawFrame, wb_gains=None) -> np.ndarray:
-        """The code grid (h x w, int64) of a frame."""
-        from rawdiff.models.embedder import pad_planes
-
+        """The code grid (h x w, int64) of a frame (:meth:`decode_indices` is its way back)."""
         planes = self.model_planes(frame, wb_gains)  # raises ValueError for odd sizes
         if self.onnx_session is not None:
-            from rawdiff.export.onnx import run_encoder
+            from rawdiff.codec.onnx_runtime import run_encoder
 
-            return run_encoder(self.onnx_session, planes, self.embedder.plane_multiple)
-        x = torch.from_numpy(planes)[None].to(self.device)
-        x, _ = pad_planes(x, self.embedder.plane_multiple)
-        return self.embedder.encode_indices(x)[0].cpu().numpy().astype(np.int64)
+            return run_encoder(self.onnx_session, planes, self.plane_multiple)
+        torch = _needs_torch("the torch encoder")
+        from rawdiff.models.embedder import pad_planes
+
+        embedder = self.embedder
+        with torch.inference_mode():
+            x = torch.from_numpy(planes)[None].to(self.device)
+            x, _ = pad_planes(x, self.plane_multiple)
+            return embedder.encode_indices(x)[0].cpu().numpy().astype(np.int64)
 
     def compress(self, frame: RawFrame, source_encoding: str = "") -> bytes:
         if not isinstance(frame, RawFrame):
@@ -187,28 +242,30 @@ class Codec:
         grid = self.prior.decode(payload, (header.code_height, header.code_width))
         return header, grid
 
-    @torch.inference_mode()
-    def decode_output(self, grid: np.ndarray, mode: str = "fast", steps: int = 4, seed: int = 0) -> np.ndarray:
-        """What the decoder network gives for a code grid, float32 in [0, 1], not cropped:
-        H x W x 3 (sRGB for ``out: rgb``, white-balanced camera RGB for ``out: linear``) or
-        4 x H/2 x W/2 planes (``out: raw``)."""
+    def decode_indices(self, grid: np.ndarray, mode: str = "fast", steps: int = 4, seed: int = 0) -> np.ndarray:
+        """What the decoder network gives for a code grid (:meth:`encode_indices`), float32 in
+        [0, 1], not cropped: H x W x 3 (sRGB for ``out: rgb``, white-balanced camera RGB for
+        ``out: linear``) or 4 x H/2 x W/2 planes (``out: raw``)."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
-        if mode == "fast":
-            idx = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
-            out = self.embedder.decode_indices(idx)[0].clamp(0, 1)
-        else:
-            out = self.diffusion().decode(grid, steps=steps, seed=seed)
-        out = out.float().cpu().numpy()
-        return out if self.embedder.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0))
+        torch = _needs_torch("decoding")
+        embedder = self.embedder
+        with torch.inference_mode():
+            if mode == "fast":
+                idx = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
+                out = embedder.decode_indices(idx)[0].clamp(0, 1)
+            else:
+                out = self.diffusion().decode(grid, steps=steps, seed=seed)
+            out = out.float().cpu().numpy()
+        return out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0))
 
     def render(self, output: np.ndarray, header: bitstream.Header) -> np.ndarray:
-        """uint8 H x W x 3 sRGB from :meth:`decode_output`: the reference ISP's colour stage
+        """uint8 H x W x 3 sRGB from :meth:`decode_indices`: the reference ISP's colour stage
         with the header's render parameters (colour-exact models), or the ISP on the planes
         (``out: raw``), or as decoded (``out: rgb``)."""
         from rawdiff.raw.isp import colour_stage, render
 
-        if self.embedder.out == "raw":
+        if self.out == "raw":
             return render(self.mosaic_frame(output, header))
         rgb = output[: header.height, : header.width]
         if self.colour_exact:
@@ -222,11 +279,11 @@ class Codec:
 
         h, w = header.height, header.width
         gains = np.asarray(header.wb_gains, dtype=np.float32)
-        if self.embedder.out == "rgb":
+        if self.out == "rgb":
             raise ValueError("model %s decodes sRGB only; a RAW output needs a colour-exact model "
                              "(embedder.out: linear)" % self.model_id)
         he, we = h + (h & 1), w + (w & 1)  # whole 2x2 tiles; an odd edge is cut at the end
-        if self.embedder.out == "raw":
+        if self.out == "raw":
             planes = output[:, : he // 2, : we // 2]
             # planes of a raw-output model are normalised, not white-balanced
             norm = planes_to_mosaic(planes, header.cfa)
@@ -254,7 +311,7 @@ class Codec:
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, grid = self.parse(data)
-        return self.render(self.decode_output(grid, mode, steps, seed), header)
+        return self.render(self.decode_indices(grid, mode, steps, seed), header)
 
     def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0) -> RawFrame:
         """The reconstructed RAW frame of ``data`` (mosaic, CFA, levels, white balance, colour
@@ -262,7 +319,7 @@ class Codec:
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, grid = self.parse(data)
-        return self.mosaic_frame(self.decode_output(grid, mode, steps, seed), header)
+        return self.mosaic_frame(self.decode_indices(grid, mode, steps, seed), header)
 
     def diffusion(self):
         if self._diffusion is None:

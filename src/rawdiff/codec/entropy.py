@@ -207,13 +207,6 @@ class IndexPrior:
     def uniform(cls, num_codes: int) -> IndexPrior:
         return cls(quantize_probabilities(np.ones((1, int(num_codes)))), kind="uniform")
 
-    @classmethod
-    def fit(cls, grids: Union[GridLike, Iterable[GridLike]], num_codes: int, *args, **kwargs) -> IndexPrior:
-        """:func:`rawdiff.codec.prior_fit.fit_prior`, kept while rawdiff.codec.modeldir calls it here."""
-        from rawdiff.codec.prior_fit import fit_prior
-
-        return fit_prior(grids, num_codes, *args, **kwargs)
-
     # ------------------------------------------------------------------ model
 
     def contexts(self, grid: GridLike) -> np.ndarray:

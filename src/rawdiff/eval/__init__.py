@@ -1,5 +1,7 @@
 """Evaluation: image metrics (:mod:`.metrics`), standard codecs as baselines
-(:mod:`.baselines`), the ``rawdiff eval`` run (:mod:`.evaluate`) and its report (:mod:`.report`).
+(:mod:`.baselines`), the measuring of a ``rawdiff eval`` run (:mod:`.evaluate`), the
+rate-distortion maths over its results (:mod:`.rd`), its report (:mod:`.report`) and its
+command line (:mod:`.cli`).
 
 Submodules are imported on use, so that ``rawdiff --help`` does not load torch.
 """

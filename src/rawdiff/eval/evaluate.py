@@ -1,4 +1,4 @@
-"""``rawdiff eval``: rawdiff against standard codecs on held-out RAW frames.
+"""The measuring of ``rawdiff eval``: rawdiff against standard codecs on held-out RAW frames.
 
     RAW frame --Codec.compress--> bytes --decompress(fast | diffusion, steps)--> RGB --+
         |                                                                            +--> PSNR, MS-SSIM,
@@ -8,16 +8,20 @@
 
 Rate is in bits per RAW pixel, ``8 x bytes / (RAW width x height)``, from the real
 payload or file size; every image is measured against the reference-ISP image of its
-frame (the target the model was trained on). The run writes ``results.json`` (every
-point of every frame, codebook usage, timings, notes), ``report.md`` and the RD plots
-(:mod:`rawdiff.eval.report`), and ``side_by_side.png``.
+frame (the target the model was trained on). :func:`evaluate` returns the results (every
+point of every frame, codebook usage, colour, timings, notes) and draws
+``side_by_side.png``; :mod:`rawdiff.eval.rd` does the RD maths on them,
+:mod:`rawdiff.eval.report` writes ``report.md`` and the plots, and
+:mod:`rawdiff.eval.cli` is the command line::
 
     rawdiff eval --model models/default data/corpus/test.txt --out eval-out
+
+torch, OpenCV, the codec and the baselines are imported when a run starts: the command
+line imports this module to build its parser, and ``rawdiff --help`` must stay light.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -26,8 +30,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))), "models", "default")
+from rawdiff.codec import bitstream
+from rawdiff.data.layout import TARGET_SUFFIX, target_path
+from rawdiff.data.sources import LIST_SUFFIXES
+from rawdiff.eval import report
+from rawdiff.raw import read_raw
+from rawdiff.raw.io import PACKED_SUFFIXES, RAWPY_SUFFIXES
+from rawdiff.raw.isp import render
+
 #: names of :data:`rawdiff.eval.baselines.BASELINES` (kept here so that ``rawdiff --help``
 #: does not import torch)
 CODECS = ("jpeg", "webp", "jxl", "avif")
@@ -38,38 +48,11 @@ FORMAT_VERSION = 1
 # --------------------------------------------------------------------------- frames
 
 
-def colour_and_raw(codec, frame, payload: bytes, rgb: np.ndarray, ref: np.ndarray) -> Dict[str, Optional[float]]:
-    """Colour and RAW-output figures of one frame's fast decode ``rgb``:
-
-    - ``colour_fit_gain_db``: PSNR gained by the best 3x3 + offset colour fit to ``ref``
-      (what colour errors cost; ~0 when the codec renders colour as the reference ISP);
-    - ``raw_isp_psnr``: the reference ISP on the reconstructed RAW frame, against ``ref``, and
-      ``raw_isp_gap_db`` its difference to the fast RGB output's PSNR;
-    - ``raw_psnr``: PSNR of the reconstructed normalised mosaic against the frame's (peak 1).
-    RAW figures are None for a model that decodes sRGB only."""
-    from rawdiff.eval.metrics import colour_fit_gain, psnr_uint8
-    from rawdiff.raw.isp import render
-
-    psnr = psnr_uint8(rgb, ref)
-    out: Dict[str, Optional[float]] = {"psnr": psnr, "colour_fit_gain_db": colour_fit_gain(rgb, ref),
-                                       "raw_isp_psnr": None, "raw_isp_gap_db": None, "raw_psnr": None}
-    if codec.embedder.out == "rgb":
-        return out
-    raw = codec.decompress_raw(payload, mode="fast")
-    out["raw_isp_psnr"] = psnr_uint8(render(raw), ref)
-    out["raw_isp_gap_db"] = out["raw_isp_psnr"] - psnr
-    out["raw_psnr"] = psnr_uint8(raw.normalize(), frame.normalize(), peak=1.0)
-    return out
-
-
-
 def find_frames(data: Sequence[str]) -> List[str]:
     """RAW frame files named by ``data``: index files (``.txt``/``.lst``, one path a line,
     relative to the index file), folders (searched recursively for camera RAW files,
     ``.npy`` mosaics, and PNG/TIFF/packed files that have a ``.json`` sidecar), or files."""
     from rawdiff.data.dataset import read_index
-    from rawdiff.data.prepare import LIST_SUFFIXES, TARGET_SUFFIX
-    from rawdiff.raw.io import PACKED_SUFFIXES, RAWPY_SUFFIXES
 
     frames: List[str] = []
     for item in data:
@@ -106,10 +89,7 @@ def load_frame(path: str, max_pixels: Optional[int] = None):
     cropping, or None."""
     import cv2
 
-    from rawdiff.data.prepare import target_path
     from rawdiff.eval.metrics import centre_crop
-    from rawdiff.raw import read_raw
-    from rawdiff.raw.isp import render
 
     frame = read_raw(path)
     if frame.height % 2 or frame.width % 2:  # the CFA needs even sizes; the phase is kept
@@ -131,6 +111,29 @@ def load_frame(path: str, max_pixels: Optional[int] = None):
 
 
 # --------------------------------------------------------------------------- measuring
+
+
+def colour_and_raw(codec, frame, payload: bytes, rgb: np.ndarray, ref: np.ndarray) -> Dict[str, Optional[float]]:
+    """Colour and RAW-output figures of one frame's fast decode ``rgb``:
+
+    - ``colour_fit_gain_db``: PSNR gained by the best 3x3 + offset colour fit to ``ref``
+      (what colour errors cost; ~0 when the codec renders colour as the reference ISP);
+    - ``raw_isp_psnr``: the reference ISP on the reconstructed RAW frame, against ``ref``, and
+      ``raw_isp_gap_db`` its difference to the fast RGB output's PSNR;
+    - ``raw_psnr``: PSNR of the reconstructed normalised mosaic against the frame's (peak 1).
+    RAW figures are None for a model that decodes sRGB only."""
+    from rawdiff.eval.metrics import colour_fit_gain, psnr_uint8
+
+    psnr = psnr_uint8(rgb, ref)
+    out: Dict[str, Optional[float]] = {"psnr": psnr, "colour_fit_gain_db": colour_fit_gain(rgb, ref),
+                                       "raw_isp_psnr": None, "raw_isp_gap_db": None, "raw_psnr": None}
+    if codec.out == "rgb":
+        return out
+    raw = codec.decompress_raw(payload, mode="fast")
+    out["raw_isp_psnr"] = psnr_uint8(render(raw), ref)
+    out["raw_isp_gap_db"] = out["raw_isp_psnr"] - psnr
+    out["raw_psnr"] = psnr_uint8(raw.normalize(), frame.normalize(), peak=1.0)
+    return out
 
 
 class _Meter:
@@ -276,8 +279,6 @@ class _Evaluation:
     def frame(self, path: str, max_pixels: Optional[int], bar, figure_path: Optional[str]) -> Optional[Dict]:
         """Measure every codec on one frame; with ``figure_path``, draw its side-by-side
         picture there and return its caption."""
-        from rawdiff.codec import bitstream
-        from rawdiff.eval import report
         from rawdiff.eval.metrics import ToolError, ToolMissing
 
         name = os.path.basename(os.path.dirname(path)) if os.path.basename(path) == "frame.npy" else \
@@ -341,7 +342,7 @@ class _Evaluation:
                 rank = (1, m["ms_ssim"]) if e.nbytes <= fig_bytes else (0, -e.nbytes)
                 if best is None or rank > best[0]:
                     text = "%s %s %s%s\n%d B, %.3f bpp, %.1f dB" % (
-                        b.label.split(" (")[0], b.setting_name, report._setting(float(e.setting)),
+                        b.label.split(" (")[0], b.setting_name, report.format_setting(float(e.setting)),
                         "" if rank[0] else " (smallest)", e.nbytes, 8.0 * e.nbytes / raw_pixels, m["psnr"])
                     best = (rank, text, e.decoded)
             bar.update(1)
@@ -370,8 +371,8 @@ def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, steps: Se
              codecs: Sequence[str] = CODECS, butteraugli: bool = True, butteraugli_max_pixels: Optional[int] = 1000000,
              max_frames: Optional[int] = None, max_pixels: Optional[int] = None, seed: int = 0, device: str = "auto",
              figure_frame: int = 0, progress: bool = True) -> Dict[str, Any]:
-    """Evaluate and return the results (see :mod:`rawdiff.eval.report` for their use);
-    writes ``side_by_side.png`` into ``out_dir``."""
+    """Evaluate and return the results (:mod:`rawdiff.eval.rd` and :mod:`rawdiff.eval.report`
+    use them); writes ``side_by_side.png`` into ``out_dir``."""
     from tqdm import tqdm
 
     paths = find_frames(data)
@@ -400,80 +401,3 @@ def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, steps: Se
         "colour": ev.colour,
         "figure": figure, "notes": list(dict.fromkeys(notes)), "wall_s": time.perf_counter() - start,
     })
-
-
-def summary(results: Dict[str, Any], out_dir: str) -> str:
-    """A few lines for the terminal: rawdiff's mean rate and quality, usage, times, files."""
-    from rawdiff.eval import report
-
-    cv = report.curves(results)
-    lines = ["rawdiff eval: %d frames in %.0f s -> %s" % (len(results["frames"]), results["wall_s"], out_dir)]
-    for name, info in results["codecs"].items():
-        for p in cv.get(name, []) if info["kind"] == "rawdiff" else []:
-            ba = "" if p.get("butteraugli") is None else ", butteraugli %.2f" % p["butteraugli"]
-            enc = "" if p.get("encode_s") is None else "encode %.3f s, " % p["encode_s"]
-            lines.append("  %-28s %s: %.4f bpp, PSNR %.2f dB, MS-SSIM %.4f%s, spectral %.3f; %sdecode %.3f s/frame"
-                         % (info["label"], p["setting"], p["bpp"], p["psnr"], p["ms_ssim"], ba, p["spectral"], enc,
-                            p["decode_s"]))
-    for label, c in report.colour_means(results).items():
-        lines.append("  colour %s: colour-fit gain %.2f dB (max %.2f); RAW output through the ISP %.2f dB (%+.2f dB "
-                     "from fast), RAW-domain PSNR %s" % (label, c["colour_fit_gain_db"], c["colour_fit_gain_db_max"],
-                                                        c["raw_isp_psnr"], c["raw_isp_gap_db"],
-                                                        "%.2f dB" % c["raw_psnr"] if c["raw_psnr"] else "n/a"))
-    for m in results["models"]:
-        cb = m.get("codebook")
-        if cb:
-            lines.append("  codebook %s: %d/%d codes used (%.1f %%), %.3f coded bits/index (log2 K = %.1f)"
-                         % (m["label"], cb["codes_used"], m["n_embed"], 100 * cb["usage"], cb["coded_bits_per_index"],
-                            cb["log2_k"]))
-    for n in results["notes"]:
-        lines.append("  note: %s" % n)
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def add_arguments(p) -> None:
-    p.add_argument("data", nargs="+", help="index files (e.g. data/corpus/test.txt), folders of RAW frames "
-                   "(DNG, .npy + .json sidecar) or RAW files")
-    p.add_argument("--model", action="append", metavar="DIR",
-                   help="model directory (default: models/default); repeat it for several operating points, "
-                   "which give rawdiff an RD curve and BD-rates")
-    p.add_argument("--out", default="eval-out", help="folder for results.json, report.md and the PNGs")
-    p.add_argument("--steps", type=int, nargs="*", default=list(DEFAULT_STEPS),
-                   help="diffusion sampling steps to evaluate (none: fast path only; default 1 2 4 8 20)")
-    p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    p.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS, help="standard codecs to compare")
-    p.add_argument("--no-butteraugli", dest="butteraugli", action="store_false",
-                   help="skip butteraugli (the slowest metric)")
-    p.add_argument("--butteraugli-max-pixels", type=int, default=1000000,
-                   help="butteraugli on centre crops of at most N pixels (default 1000000; 0: whole images)")
-    p.add_argument("--max-frames", type=int, help="evaluate the first N frames")
-    p.add_argument("--max-pixels", type=int, help="evaluate the centre crop of each frame with at most N pixels")
-    p.add_argument("--figure-frame", type=int, default=0, help="index of the frame in the side-by-side picture")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-
-def run(args) -> int:
-    for name in ("max_frames", "max_pixels", "butteraugli_max_pixels"):
-        v = getattr(args, name)
-        if v is not None and v < (0 if name == "butteraugli_max_pixels" else 1):
-            raise ValueError("--%s must be positive, got %d" % (name.replace("_", "-"), v))
-    if any(s < 1 for s in args.steps):
-        raise ValueError("--steps must be positive, got %s" % args.steps)
-    if args.max_pixels is not None and args.max_pixels < 64 * 64:
-        raise ValueError("--max-pixels %d is too small (at least 4096)" % args.max_pixels)
-    from rawdiff.eval import report
-
-    results = evaluate(args.model or [DEFAULT_MODEL], args.data, args.out, steps=args.steps, codecs=args.codecs,
-                       butteraugli=args.butteraugli, butteraugli_max_pixels=args.butteraugli_max_pixels or None,
-                       max_frames=args.max_frames, max_pixels=args.max_pixels, seed=args.seed, device=args.device,
-                       figure_frame=args.figure_frame, progress=args.progress)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    report.write_report(results, args.out)
-    print(summary(results, args.out))
-    return 0

@@ -1,17 +1,13 @@
-"""Rate-distortion report of a ``rawdiff eval`` run: curves, matched rates, BD-rate,
-markdown, plots and the side-by-side picture.
+"""The report of a ``rawdiff eval`` run: markdown, RD plots and the side-by-side picture.
 
-    results.json --curves()--> per codec, per setting: mean bpp and metrics over the frames
-                 --matched_rates() / bd_rate()--> report.md
+    results.json --rd.curves()--> per codec, per setting: means over the frames
+                 --markdown()--> report.md: rawdiff's points, matched rates
+                                 (rd.quality_at_rate / rd.rate_at_quality), BD-rates (rd.bd_rate),
+                                 colour and RAW output, codebook usage, the sweeps
                  --rd_plots()--> rd_psnr.png, rd_ms_ssim.png, rd_butteraugli.png, rd_spectral.png
+    (label, image) panels --side_by_side()--> side_by_side.png
 
-Curves are interpolated piecewise-cubically (monotone PCHIP, Fritsch & Carlson 1980) in
-log rate. BD-rate follows Bjontegaard (VCEG-M33, 2001) with the piecewise cubic
-interpolation of VCEG-AL22 / JCTVC-C108 instead of one cubic polynomial: the mean
-difference of log rate over the quality range where both curves exist, as a percentage
-(``+100`` means twice the bits for the same quality). Rate at a quality uses each curve's
-Pareto front (points that improve on every cheaper point), so the curve is monotone.
-
+The numbers come from :mod:`rawdiff.eval.rd`; this module only lays them out.
 Regenerate the markdown and plots of a finished run: ``python -m rawdiff.eval.report
 OUT/results.json``.
 """
@@ -20,134 +16,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-#: (key, label, higher is better)
-METRICS = (("psnr", "PSNR (dB)", True), ("ms_ssim", "MS-SSIM", True),
-           ("butteraugli", "butteraugli", False), ("spectral", "spectral distance", False))
-METRIC_LABEL = {k: label for k, label, _ in METRICS}
-HIGHER_IS_BETTER = {k: hib for k, _, hib in METRICS}
+from rawdiff.eval.rd import (
+    HIGHER_IS_BETTER,
+    METRIC_LABEL,
+    METRICS,
+    Curve,
+    bd_rate,
+    colour_means,
+    curves,
+    quality_at_rate,
+    rate_at_quality,
+)
+
 _FORMAT = {"psnr": "%.2f", "ms_ssim": "%.4f", "butteraugli": "%.2f", "spectral": "%.3f"}
-
-Curve = List[Dict[str, Any]]
-
-
-# --------------------------------------------------------------------------- curves
-
-
-def curves(results: Dict[str, Any]) -> Dict[str, Curve]:
-    """Per codec, its points averaged over the frames, sorted by rate.
-
-    A setting is kept only when it was measured on as many frames as the codec's best
-    covered setting (a failed point must not move an average onto other frames).
-    """
-    groups: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
-    for p in results["points"]:
-        groups.setdefault(p["codec"], {}).setdefault(json.dumps(p["setting"]), []).append(p)
-    out = {}
-    for codec, by_setting in groups.items():
-        full = max(len(v) for v in by_setting.values())
-        pts = []
-        for rows in by_setting.values():
-            if len(rows) < full:
-                continue
-            avg = {"setting": rows[0]["setting"], "frames": len(rows)}
-            for key in ("bpp", "bytes", "encode_s", "decode_s") + tuple(k for k, _, _ in METRICS):
-                vals = [r.get(key) for r in rows]
-                avg[key] = None if any(v is None for v in vals) else float(np.mean(vals))
-            pts.append(avg)
-        out[codec] = sorted(pts, key=lambda p: p["bpp"])
-    return out
-
-
-def pareto(curve: Curve, key: str, higher_is_better: Optional[bool] = None) -> Curve:
-    """The points of ``curve`` whose ``key`` beats every cheaper point's (by rate)."""
-    hib = HIGHER_IS_BETTER.get(key, True) if higher_is_better is None else higher_is_better
-    sign = 1.0 if hib else -1.0
-    front, best = [], -math.inf
-    for p in sorted((p for p in curve if p.get(key) is not None and math.isfinite(p[key])), key=lambda p: p["bpp"]):
-        if sign * p[key] > best:
-            if front and p["bpp"] == front[-1]["bpp"]:
-                front.pop()
-            front.append(p)
-            best = sign * p[key]
-    return front
-
-
-def _pchip(x: Sequence[float], y: Sequence[float]):
-    from scipy.interpolate import PchipInterpolator
-
-    return PchipInterpolator(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-
-
-def quality_at_rate(curve: Curve, bpp: float, key: str) -> Tuple[Optional[float], str]:
-    """``key`` of ``curve`` at rate ``bpp``: ``(value, "ok")``, or ``(None, "below"|"above")``
-    when ``bpp`` lies outside the rates the curve reaches, ``(None, "none")`` without data."""
-    pts, last = [], None
-    for p in curve:
-        if p.get(key) is None or not math.isfinite(p[key]) or p["bpp"] <= 0:
-            continue
-        if last is not None and p["bpp"] == last:
-            continue
-        pts.append(p)
-        last = p["bpp"]
-    if not pts:
-        return None, "none"
-    lo, hi = pts[0]["bpp"], pts[-1]["bpp"]
-    if bpp < lo * (1 - 1e-9):
-        return None, "below"
-    if bpp > hi * (1 + 1e-9):
-        return None, "above"
-    if len(pts) == 1:
-        return float(pts[0][key]), "ok"
-    f = _pchip([math.log(p["bpp"]) for p in pts], [p[key] for p in pts])
-    return float(f(math.log(min(max(bpp, lo), hi)))), "ok"
-
-
-def rate_at_quality(curve: Curve, value: float, key: str,
-                    higher_is_better: Optional[bool] = None) -> Tuple[Optional[float], str]:
-    """The rate at which ``curve`` reaches quality ``value``: ``(bpp, "ok")``; outside its
-    range ``(bound, "below")`` (it needs less than its lowest rate ``bound``) or
-    ``(bound, "above")`` (more than its highest rate); ``(None, "none")`` without data."""
-    hib = HIGHER_IS_BETTER.get(key, True) if higher_is_better is None else higher_is_better
-    sign = 1.0 if hib else -1.0
-    front = pareto(curve, key, hib)
-    if not front or value is None or not math.isfinite(value):
-        return None, "none"
-    qs = [sign * p[key] for p in front]
-    q = sign * value
-    if q < qs[0] - 1e-12:
-        return front[0]["bpp"], "below"
-    if q > qs[-1] + 1e-12:
-        return front[-1]["bpp"], "above"
-    if len(front) == 1:
-        return front[0]["bpp"], "ok"
-    f = _pchip(qs, [math.log(p["bpp"]) for p in front])
-    return float(math.exp(f(min(max(q, qs[0]), qs[-1])))), "ok"
-
-
-def bd_rate(anchor: Curve, test: Curve, key: str = "psnr",
-            higher_is_better: Optional[bool] = None) -> Optional[float]:
-    """Bjontegaard delta rate of ``test`` against ``anchor`` in percent (negative: ``test``
-    needs fewer bits for the same ``key``), or None when the curves have fewer than two
-    points each or do not overlap in quality."""
-    hib = HIGHER_IS_BETTER.get(key, True) if higher_is_better is None else higher_is_better
-    sign = 1.0 if hib else -1.0
-    fa, ft = pareto(anchor, key, hib), pareto(test, key, hib)
-    if len(fa) < 2 or len(ft) < 2:
-        return None
-    qa, qt = [sign * p[key] for p in fa], [sign * p[key] for p in ft]
-    lo, hi = max(qa[0], qt[0]), min(qa[-1], qt[-1])
-    if not hi > lo:
-        return None
-    ia = _pchip(qa, [math.log(p["bpp"]) for p in fa]).integrate(lo, hi)
-    it = _pchip(qt, [math.log(p["bpp"]) for p in ft]).integrate(lo, hi)
-    return float((math.exp((it - ia) / (hi - lo)) - 1.0) * 100.0)
 
 
 # --------------------------------------------------------------------------- markdown
@@ -162,7 +49,8 @@ def _num(key: str, v: Optional[float]) -> str:
     return "—" if v is None else (_FORMAT.get(key, "%.4g") % v)
 
 
-def _setting(v: Any) -> str:
+def format_setting(v: Any) -> str:
+    """A codec setting as the tables print it: ``10`` for 10.0, ``2.5``, or the text."""
     if isinstance(v, float):
         return ("%d" % v) if v.is_integer() else ("%g" % v)
     return str(v)
@@ -238,7 +126,7 @@ def markdown(results: Dict[str, Any]) -> str:
     rows = []
     for name in rawdiff_names:
         for p in cv[name]:
-            rows.append([codecs[name]["label"], _setting(p["setting"]), "%.4f" % p["bpp"], "%.0f" % p["bytes"]]
+            rows.append([codecs[name]["label"], format_setting(p["setting"]), "%.4f" % p["bpp"], "%.0f" % p["bytes"]]
                         + [_num(k, p.get(k)) for k in keys]
                         + ["%.3f" % p["encode_s"] if p.get("encode_s") is not None else "—",
                            "%.3f" % p["decode_s"] if p.get("decode_s") is not None else "—"])
@@ -302,22 +190,6 @@ def _pct(v: Optional[float]) -> str:
     return "—" if v is None else "%+.1f %%" % v
 
 
-def colour_means(results: Dict[str, Any]) -> Dict[str, Dict[str, Optional[float]]]:
-    """Per model: the mean of each colour / RAW-output figure over the frames, and the
-    largest colour-fit gain (``colour_fit_gain_db_max``)."""
-    out: Dict[str, Dict[str, Optional[float]]] = {}
-    rows = results.get("colour") or []
-    for label in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == label]
-        means: Dict[str, Optional[float]] = {}
-        for key in ("psnr", "colour_fit_gain_db", "raw_isp_psnr", "raw_isp_gap_db", "raw_psnr"):
-            values = [r[key] for r in mine if r.get(key) is not None]
-            means[key] = float(np.mean(values)) if values else None
-        means["colour_fit_gain_db_max"] = max(r["colour_fit_gain_db"] for r in mine)
-        out[label] = means
-    return out
-
-
 def _colour_section(results: Dict[str, Any]) -> List[str]:
     rows = results.get("colour") or []
     if not rows:
@@ -373,7 +245,7 @@ def _sweep_section(results: Dict[str, Any], cv: Dict[str, Curve], keys: Sequence
     for name, info in results["codecs"].items():
         if info["kind"] != "baseline" or name not in cv:
             continue
-        rows = [[_setting(p["setting"]), "%.4f" % p["bpp"]] + [_num(k, p.get(k)) for k in keys]
+        rows = [[format_setting(p["setting"]), "%.4f" % p["bpp"]] + [_num(k, p.get(k)) for k in keys]
                 + ["%.1f" % (1e3 * p["encode_s"]), "%.1f" % (1e3 * p["decode_s"])] for p in cv[name]]
         lines += ["### %s" % info["label"], ""]
         lines += _table([info["setting_name"], "bpp"] + [METRIC_LABEL[k] for k in keys]

@@ -200,7 +200,7 @@ class EncoderDistill(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.embedder.encoder.parameters(), lr=self.learning_rate, betas=self.betas)
 
-    # -- export (rawdiff.codec.modeldir.export_model) ----------------------------------
+    # -- export (rawdiff.export.model_dir.export_model) ----------------------------------
 
     def export_config(self, cfg: Dict[str, Any], out_dir: str) -> Dict[str, Any]:
         """The model directory's config: the teacher's, with the student's encoder and the run's

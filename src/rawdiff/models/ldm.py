@@ -46,7 +46,7 @@ is optional: ``conditioning.drop_prob`` replaces the codes by a null code in tra
 ``sampling.guidance_scale`` != 1 mixes the two predictions when sampling.
 
 EMA weights (decay ``ema_decay``) are used for validation and exported to the model
-directory as ``diffusion.safetensors`` (:func:`rawdiff.codec.modeldir.export_model`).
+directory as ``diffusion.safetensors`` (:func:`rawdiff.export.model_dir.export_model`).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def _lightning_base():
 class LDM(_lightning_base()):
     """Trains :class:`LatentDenoiser` on the frozen embedder of ``embedder`` (a model directory)."""
 
-    is_diffusion = True  # rawdiff.codec.modeldir.export_model writes a diffusion model directory
+    is_diffusion = True  # rawdiff.export.model_dir.export_model writes a diffusion model directory
 
     def __init__(self, embedder: str, unet: Optional[Dict[str, Any]] = None,
                  conditioning: Optional[Dict[str, Any]] = None, diffusion: Optional[Dict[str, Any]] = None,

@@ -165,7 +165,7 @@ class EncoderNode(CodecNode):
     def status_extra(self) -> Dict[str, str]:
         return {"model_id": self.codec.model_id, "model": self.codec.model_dir,
                 "backend": self.codec.backend, "device": str(self.codec.device),
-                "threads": str(torch_threads())}
+                "threads": str(torch_threads()), "torch": torch_version()}
 
 
 def encoder_threads(value: Any) -> Optional[int]:
@@ -183,9 +183,21 @@ def encoder_threads(value: Any) -> Optional[int]:
 
 
 def torch_threads() -> int:
-    import torch
-
+    """torch's CPU threads, or 0 where torch is not installed (the vehicle runs encoder.onnx)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
     return torch.get_num_threads()
+
+
+def torch_version() -> str:
+    """torch's version, or "not installed" (a vehicle install: requirements-vehicle.txt)."""
+    try:
+        import torch
+    except ImportError:
+        return "not installed"
+    return torch.__version__
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -1,0 +1,212 @@
+"""Writing a model directory (:mod:`rawdiff.codec.modeldir` reads it): the trained weights,
+the index prior fitted on the training split, ``config.yaml``, ``model.json`` and the card.
+
+    trained module --embedder_state--> embedder.safetensors
+                   --codes of the training frames--> fit_prior --> prior.safetensors
+                   --> config.yaml, model.json (model_id), MODEL_CARD.md
+
+Every file is written into a temporary folder next to the destination, and the folder is
+renamed into place only after the last check, so a failed export never leaves a half-written
+model directory, and an existing one is replaced whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Dict, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from rawdiff.codec.modeldir import compute_model_id, read_model_dir
+from rawdiff.codec.prior_fit import fit_prior as fit_index_prior
+from rawdiff.config import save_config
+from rawdiff.models.embedder import TRAINING_ONLY_KEYS
+
+
+@contextlib.contextmanager
+def staged_directory(out: str) -> Iterator[str]:
+    """A temporary folder beside ``out`` that becomes ``out`` when the block ends without an
+    error (an existing ``out`` is replaced; it is kept when the block fails)."""
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out) + ".", dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        old = None
+        if os.path.lexists(out):
+            old = tempfile.mkdtemp(prefix="." + os.path.basename(out) + ".old.", dir=parent)
+            os.rmdir(old)
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def embedder_state(embedder: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in embedder.state_dict().items()
+            if k not in TRAINING_ONLY_KEYS}
+
+
+def iter_index_frames(index_file: str, limit: Optional[int] = None) -> Iterable:
+    """RAW frames listed in an index file (one path a line, relative to the file's folder)."""
+    from rawdiff.data.dataset import read_index
+    from rawdiff.raw import read_raw
+
+    for path in read_index(index_file)[:limit]:
+        yield read_raw(path)
+
+
+@torch.inference_mode()
+def frame_indices(embedder, frame, device: Optional[torch.device] = None) -> np.ndarray:
+    from rawdiff.models.embedder import pad_planes
+    from rawdiff.raw.isp import model_planes, render_parameters
+
+    gains = render_parameters(frame)["wb_gains"] if embedder.out == "linear" else None
+    planes = torch.from_numpy(model_planes(frame, None if gains is None else np.float32(gains)))
+    planes = planes[None].to(device or "cpu")
+    planes, _ = pad_planes(planes, embedder.plane_multiple)
+    return embedder.encode_indices(planes)[0].cpu().numpy()
+
+
+def fit_prior(embedder, frames: Iterable, n_embed: int, kind: str = "context"):
+    """The index prior of ``embedder``'s codes of ``frames``, and those code grids."""
+    device = next(embedder.parameters()).device
+    was_training = embedder.training
+    embedder.eval()
+    grids = [frame_indices(embedder, f, device) for f in frames]
+    embedder.train(was_training)
+    if not grids:
+        raise ValueError("no training frames to fit the index prior on")
+    return fit_index_prior(grids, n_embed, kind=kind), grids
+
+
+def write_model_card(out: str, meta: Dict[str, Any]) -> None:
+    lines = ["# rawdiff model %s" % meta["model_id"], ""]
+    lines.append("Downsampling factor f%d, %d codes; entropy model: %s."
+                 % (meta["factor"], meta["n_embed"], meta.get("prior_kind", "?")))
+    train = meta.get("training") or {}
+    if train:
+        lines += ["", "## Training", "", "```", "rawdiff train --base %s %s" % (
+            " ".join(train.get("bases", [])), " ".join(train.get("overrides", []))), "```", ""]
+        lines.append("%s steps, %s s wall time on %s x%s."
+                     % (train.get("global_step"), train.get("wall_s"), train.get("accelerator"),
+                        train.get("devices")))
+    if meta.get("encoder_teacher_model_id"):
+        lines += ["", "## Encoder", "",
+                  "A light encoder trained against the encoder of model %s (rawdiff.models.distill); the "
+                  "codebook and decoder%s are that model's." % (meta["encoder_teacher_model_id"],
+                                                                 ", and the diffusion decoder," if "diffusion" in meta
+                                                                 else "")]
+    if "prior" in meta:
+        p = meta["prior"]
+        lines += ["", "## Index prior (training split)", "",
+                  "%d frames, %.3f bits per index (log2 K = %.2f), %d of %d codes used (%.1f %%)."
+                  % (p["frames"], p["bits_per_index"], np.log2(meta["n_embed"]), p["codes_used"],
+                     meta["n_embed"], 100.0 * p["codes_used"] / meta["n_embed"])]
+    with open(os.path.join(out, "MODEL_CARD.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Optional[Dict] = None,
+                 prior_kind: Optional[str] = None, prior_frames: Optional[int] = None) -> str:
+    """Write the model directory of a trained embedder (``model.embedder``), or of a latent
+    diffusion decoder (``model.is_diffusion``: :func:`export_diffusion_model`). Atomic: the
+    directory appears (or replaces an earlier one) only when everything is written."""
+    from safetensors.torch import save_file
+
+    if getattr(model, "is_diffusion", False):
+        return export_diffusion_model(model, cfg, out, training=training)
+    if hasattr(model, "export_config"):
+        cfg = model.export_config(cfg, out)  # the model directory's config differs from the run's
+    codec_cfg = cfg.get("codec") or {}
+    prior_kind = prior_kind or codec_cfg.get("prior", "context")
+    index = getattr(data, "train_index", None) if data is not None else None
+    if not index or not os.path.isfile(index):
+        raise ValueError("the data module has no training index (train_index) to fit the index prior on")
+    embedder = model.embedder
+    with staged_directory(out) as tmp:
+        save_file(embedder_state(embedder), os.path.join(tmp, "embedder.safetensors"),
+                  metadata={"format": "rawdiff-embedder-1"})
+        meta: Dict[str, Any] = {"factor": embedder.factor, "n_embed": embedder.n_embed, "out": embedder.out,
+                                "prior_kind": prior_kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                "training": training or {}}
+        frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
+        prior, grids = fit_prior(embedder, frames, embedder.n_embed, prior_kind)
+        prior.save(os.path.join(tmp, "prior.safetensors"))
+        used = np.unique(np.concatenate([g.ravel() for g in grids])).size
+        meta["prior"] = {"frames": len(grids), "bits_per_index": float(prior.bits_per_index(grids)),
+                         "codes_used": int(used)}
+        if hasattr(model, "export_extras"):
+            meta.update(model.export_extras(tmp))  # files carried over from another model directory
+        save_config(cfg, os.path.join(tmp, "config.yaml"))
+        meta["model_id"] = compute_model_id(tmp)
+        with open(os.path.join(tmp, "model.json"), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+        write_model_card(tmp, meta)
+        read_model_dir(tmp)  # the last check: what Codec.load will read
+    return out
+
+
+# What a diffusion model directory takes over unchanged from its embedder's directory. Not
+# encoder.onnx: model.json vouches for it by model_id, which the diffusion weights change
+# (re-export it with `rawdiff export-onnx --model DIR`).
+_FROM_EMBEDDER = ("embedder.safetensors", "prior.safetensors")
+
+
+def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optional[Dict] = None) -> str:
+    """Copy the embedder's model directory (``model.embedder_dir``: its weights and prior) to
+    ``out`` and add the diffusion decoder: ``diffusion.safetensors`` (``model.diffusion_state()``,
+    the EMA weights), the ldm config as the ``diffusion`` node of ``config.yaml`` (the rest stays
+    the embedder's, so :meth:`Codec.load` reads it unchanged), and a new ``model_id`` over all
+    weight files: bitstreams of the embedder's own directory do not decode here. Atomic, as
+    :func:`export_model`."""
+    from safetensors.torch import save_file
+
+    src = os.path.abspath(model.embedder_dir)
+    if os.path.abspath(out) == src:
+        raise ValueError("diffusion export %s would overwrite the embedder's model directory" % out)
+    info = read_model_dir(src)
+    with staged_directory(out) as tmp:
+        for name in _FROM_EMBEDDER:
+            shutil.copy2(os.path.join(src, name), os.path.join(tmp, name))
+        save_file(model.diffusion_state(), os.path.join(tmp, "diffusion.safetensors"),
+                  metadata={"format": "rawdiff-diffusion-1"})
+        merged = dict(info["config"])
+        merged["diffusion"] = cfg
+        save_config(merged, os.path.join(tmp, "config.yaml"))
+        meta = dict(info["meta"])
+        meta.pop("onnx", None)
+        meta["embedder_model_id"] = info["meta"]["model_id"]
+        meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        meta["diffusion"] = dict(model.diffusion_meta(), training=training or {})
+        meta["model_id"] = compute_model_id(tmp)
+        with open(os.path.join(tmp, "model.json"), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+        write_model_card(tmp, meta)
+        d = meta["diffusion"]
+        train = d["training"]
+        lines = ["", "## Diffusion decoder", "",
+                 "Latent diffusion on the embedder %s (frozen): %s parameters, %s prediction, %d timesteps, "
+                 "default sampler %s." % (meta["embedder_model_id"], d["parameters"], d["prediction"],
+                                          d["num_timesteps"], d["sampler"]),
+                 "", "The embedder's encoder.onnx is not carried over: `rawdiff export-onnx --model DIR`."]
+        if train:
+            lines += ["", "```", "rawdiff train --base %s %s" % (" ".join(train.get("bases", [])),
+                                                                 " ".join(train.get("overrides", []))), "```", "",
+                      "%s steps, %s s wall time on %s x%s." % (train.get("global_step"), train.get("wall_s"),
+                                                              train.get("accelerator"), train.get("devices"))]
+        with open(os.path.join(tmp, "MODEL_CARD.md"), "a") as f:
+            f.write("\n".join(lines) + "\n")
+        read_model_dir(tmp)
+    return out
