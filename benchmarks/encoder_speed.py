@@ -119,9 +119,9 @@ def _untrained_model_dir(net, cfg: dict, out: str) -> str:
 
     os.makedirs(out)
     save_file(embedder_state(net), os.path.join(out, "embedder.safetensors"), metadata={"format": "rawdiff-embedder-1"})
-    IndexPrior.uniform(net.n_embed).save(os.path.join(out, "prior.safetensors"))
+    IndexPrior.uniform(net.codebook_size).save(os.path.join(out, "prior.safetensors"))
     save_config(cfg, os.path.join(out, "config.yaml"))
-    meta = {"factor": net.factor, "n_embed": net.n_embed, "out": net.out, "prior_kind": "uniform",
+    meta = {"factor": net.factor, "codebook_size": net.codebook_size, "out": net.out, "prior_kind": "uniform",
             "model_id": compute_model_id(out)}
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
@@ -169,7 +169,7 @@ def prepare_model(args, workdir: str) -> dict:
         onnx_export.export_encoder(model_dir, onnx_export.DEFAULT_OPSET, verify=False)
         info["onnx"] = "exported for the benchmark, opset %d" % onnx_export.DEFAULT_OPSET
     enc = net.encoder
-    info.update(model_dir=model_dir, factor=net.factor, n_embed=net.n_embed,
+    info.update(model_dir=model_dir, factor=net.factor, codebook_size=net.codebook_size,
                 embedder=params.get("embedder") or {},
                 encoder_params=sum(p.numel() for p in enc.parameters()))
     return info

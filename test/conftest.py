@@ -40,3 +40,16 @@ def tiny_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
     prep.prepare([str(src)], str(out), seed=0, progress=False, verbose=False)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def onnx_model(fixture_model, tmp_path_factory):
+    """A copy of the fixture model with encoder.onnx written by `rawdiff export-onnx`."""
+    import shutil
+
+    from rawdiff import cli
+
+    model_dir = str(tmp_path_factory.mktemp("onnx") / "model")
+    shutil.copytree(fixture_model, model_dir)
+    assert cli.main(["export-onnx", "--model", model_dir]) == 0
+    return model_dir

@@ -63,7 +63,7 @@ def test_bitstream_is_smaller_than_the_raw_frame_and_records_the_source(codec):
     payload = codec.compress(frame, source_encoding="raw12p")
     header = bitstream.read_header(payload)
     assert header.source_encoding == "raw12p" and header.model_id == codec.model_id
-    assert header.codebook_size == codec.n_embed and header.entropy_model == codec.prior.kind
+    assert header.codebook_size == codec.codebook_size and header.entropy_model == codec.prior.kind
     assert len(payload) < frame.mosaic.size * 12 / 8 / 10
 
 

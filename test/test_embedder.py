@@ -7,7 +7,7 @@ from rawdiff.models.losses import VQLoss
 
 @pytest.mark.parametrize("ch_mult,stem,factor", [((1, 2), 2, 8), ((1, 2, 2), 2, 16), ((1,), 1, 2)])
 def test_factor_and_shapes(ch_mult, stem, factor):
-    net = Embedder(ch=8, ch_mult=ch_mult, stem=stem, n_embed=16, embed_dim=4)
+    net = Embedder(ch=8, ch_mult=ch_mult, stem=stem, codebook_size=16, embed_dim=4)
     assert net.factor == factor
     planes = torch.rand(2, 4, 32, 48)
     rgb, _, idx, _ = net(planes)
@@ -17,7 +17,7 @@ def test_factor_and_shapes(ch_mult, stem, factor):
 
 
 def test_decoder_to_raw_is_a_switch():
-    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4, out="raw")
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4, out="raw")
     planes = torch.rand(1, 4, 16, 16)
     out, _, _, _ = net(planes)
     assert out.shape == planes.shape
@@ -33,7 +33,7 @@ def test_pad_planes_reaches_the_multiple_and_reports_the_size():
 
 
 def test_generator_and_discriminator_losses_backpropagate():
-    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4)
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4)
     loss = VQLoss(disc_start=0, disc_channels=8, disc_layers=2)
     planes, target = torch.rand(2, 4, 32, 32), torch.rand(2, 3, 64, 64)
     x_hat, q_loss, _, _ = net(planes)
@@ -55,7 +55,7 @@ PLAIN = {"stem": 4, "ch": 8, "ch_mult": [1], "norm": "none", "act": "relu"}
 
 
 def test_the_encoder_can_have_its_own_shape():
-    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4, encoder=PLAIN)
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4, encoder=PLAIN)
     assert net.factor == 8 and net.encoder_stem == 4 and net.encoder.plain
     assert not any(isinstance(m, torch.nn.GroupNorm) for m in net.encoder.modules())
     planes = torch.rand(2, 4, 32, 48)
@@ -63,7 +63,7 @@ def test_the_encoder_can_have_its_own_shape():
     assert idx.shape == (2, 8, 12) and rgb.shape == (2, 3, 64, 96)
     # the decoder is the symmetric one: same keys as without an encoder of its own
     plain_keys = {k for k in net.state_dict() if not k.startswith("encoder.")}
-    sym = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4)
+    sym = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4)
     assert plain_keys == {k for k in sym.state_dict() if not k.startswith("encoder.")}
 
 
@@ -85,13 +85,13 @@ def test_plain_encoder_codes_do_not_depend_on_the_frame_size(ch_mult, stem):
     """Without GroupNorm a crop is coded as the same part of the whole frame (away from the
     borders the convolutions see), which a model trained on crops relies on."""
     torch.manual_seed(0)
-    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4,
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4,
                    encoder=dict(PLAIN, ch_mult=ch_mult, stem=stem)).eval()
     planes = torch.rand(1, 4, 256, 256)
     window = (Ellipsis, slice(64, 192), slice(64, 192))  # code cells 16..48 of 64
     with torch.no_grad():
         whole, crop = net.encode(planes), net.encode(planes[window])
-        grouped = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4).eval()
+        grouped = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4).eval()
         g_whole, g_crop = grouped.encode(planes), grouped.encode(planes[window])
     inner = (Ellipsis, slice(10, 22), slice(10, 22))  # farther from the crop's border than the receptive field
     assert torch.allclose(crop[inner], whole[..., 16:48, 16:48][inner], atol=1e-5)
@@ -100,8 +100,8 @@ def test_plain_encoder_codes_do_not_depend_on_the_frame_size(ch_mult, stem):
 
 def test_global_context_starts_as_the_plain_encoder_and_sees_the_whole_frame():
     torch.manual_seed(0)
-    plain = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4, encoder=PLAIN).eval()
-    ctx = Embedder(ch=8, ch_mult=(1, 2), stem=2, n_embed=16, embed_dim=4,
+    plain = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4, encoder=PLAIN).eval()
+    ctx = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4,
                    encoder=dict(PLAIN, global_context=True)).eval()
     missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
     assert sorted(missing) == ["encoder.context.0.bias", "encoder.context.0.weight", "encoder.context.2.bias",

@@ -202,7 +202,7 @@ def test_fit_arguments():
     g = np.zeros((4, 4), dtype=np.int64)
     with pytest.raises(ValueError, match="kind"):
         fit_prior([g], 4, kind="bigram")
-    with pytest.raises(ValueError, match="num_codes"):
+    with pytest.raises(ValueError, match="codebook_size"):
         fit_prior([g], 1)
     with pytest.raises(ValueError, match="no grids"):
         fit_prior([], 4, kind="unigram")
@@ -260,7 +260,7 @@ def _decode_or_value_error(prior: IndexPrior, data: bytes, shape) -> None:
         assert str(exc)
         return
     assert out.shape == tuple(shape) and out.dtype == np.int64
-    assert out.min() >= 0 and out.max() < prior.num_codes
+    assert out.min() >= 0 and out.max() < prior.codebook_size
 
 
 @settings(max_examples=150, deadline=None)
@@ -318,7 +318,7 @@ def test_save_load_round_trip(priors, corpus, tmp_path, kind):
 
     with safe_open(str(path), framework="numpy") as f:
         meta = json.loads(f.metadata()["rawdiff.index_prior"])
-    assert meta["kind"] == kind and meta["num_codes"] == prior.num_codes
+    assert meta["kind"] == kind and meta["codebook_size"] == prior.codebook_size
 
 
 def test_state_dict_is_plain_arrays_with_prefix(priors):

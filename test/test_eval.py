@@ -186,7 +186,7 @@ def _results(frames=2):
             points.append(dict(p, frame=f, codec="webp", setting=[0, 10, 30, 60][i], bpp=p["bpp"] * 0.7,
                                bytes=int(p["bpp"] * 700), spectral=0.2, encode_s=0.01, decode_s=0.01))
     return {"settings": {"data": ["x.txt"], "butteraugli": True, "butteraugli_max_pixels": 1000},
-            "models": [{"label": "m", "dir": "d", "model_id": "abc", "factor": 8, "n_embed": 64,
+            "models": [{"label": "m", "dir": "d", "model_id": "abc", "factor": 8, "codebook_size": 64,
                         "prior_kind": "context",
                         "codebook": {"indices": 96, "codes_used": 40, "usage": 40 / 64.0,
                                      "histogram_entropy_bits": 5.0, "perplexity": 32.0, "prior_bits_per_index": 4.0,
@@ -195,7 +195,9 @@ def _results(frames=2):
                        "jpeg": {"kind": "baseline", "label": "JPEG (OpenCV)", "setting_name": "quality"},
                        "webp": {"kind": "baseline", "label": "WebP (cwebp)", "setting_name": "quality"}},
             "frames": [{"path": "f%d" % i, "width": 32, "height": 32} for i in range(frames)],
-            "points": points, "notes": ["a note"], "figure": None}
+            "points": points, "notes": ["a note"], "figure": None,
+            "colour": [{"frame": f, "model": "m", "psnr": 18.0 + f, "colour_fit_gain_db": 0.2 + 0.4 * f,
+                        "raw_isp_psnr": None, "raw_isp_gap_db": None, "raw_psnr": None} for f in range(frames)]}
 
 
 def test_report_files_and_table(tmp_path):
@@ -212,6 +214,11 @@ def test_report_files_and_table(tmp_path):
     assert "40 / 64 (62.5 %)" in md and "a note" in md
     cv = rd.curves(results)
     assert cv["rawdiff-fast"][0]["frames"] == 2 and cv["jpeg"][1]["bpp"] == pytest.approx(0.1)
+    # colour: per frame and the mean (an sRGB-domain model has no RAW output)
+    assert "## Colour and RAW output" in md and "| **mean** | m | 18.50 | 0.40 (max 0.60) | — |" in md
+    from rawdiff.eval.cli import summary
+
+    assert "colour m: colour-fit gain 0.40 dB (max 0.60); no RAW output" in summary(dict(results, wall_s=1.0), "o")
 
 
 def test_side_by_side(tmp_path, photo):
@@ -277,8 +284,14 @@ def test_rawdiff_eval_end_to_end(tmp_path, fixture_model, capsys):
     assert cb["indices"] == 2 * 8 * 12 and 0 < cb["codes_used"] <= 64 and cb["log2_k"] == 6.0
     if not os.path.isfile(os.path.join(fixture_model, "diffusion.safetensors")):
         assert any("diffusion path skipped" in n for n in results["notes"])
+    colour = results["colour"]
+    assert [c["frame"] for c in colour] == [0, 1]
+    for c, p in zip(colour, fast):
+        assert c["psnr"] == pytest.approx(p["psnr"]) and np.isfinite(c["colour_fit_gain_db"])
+        # the tiny model is barely trained: the figures exist and are finite (test_colour.py checks them)
+        assert np.isfinite([c["raw_isp_psnr"], c["raw_isp_gap_db"], c["raw_psnr"]]).all()
     md = (out / "report.md").read_text()
-    assert "## Matched rates: rawdiff fast" in md and "## Codebook usage" in md
+    assert "## Matched rates: rawdiff fast" in md and "## Codebook usage" in md and "## Colour and RAW output" in md
     assert "rawdiff eval: 2 frames" in capsys.readouterr().out
 
 

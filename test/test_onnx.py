@@ -16,15 +16,6 @@ from rawdiff.export import onnx as onnx_export
 from rawdiff.raw.unprocess import unprocess
 
 
-@pytest.fixture(scope="module")
-def onnx_model(fixture_model, tmp_path_factory):
-    """A copy of the fixture model with encoder.onnx written by `rawdiff export-onnx`."""
-    model_dir = str(tmp_path_factory.mktemp("onnx") / "model")
-    shutil.copytree(fixture_model, model_dir)
-    assert cli.main(["export-onnx", "--model", model_dir]) == 0
-    return model_dir
-
-
 @pytest.fixture
 def model_copy(onnx_model, tmp_path):
     model_dir = str(tmp_path / "model")

@@ -8,7 +8,6 @@ the full install's.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,21 +16,12 @@ import numpy as np
 import pytest
 from vehicle_site import vehicle_env
 
-from rawdiff import cli
 from rawdiff.codec import Codec
 from rawdiff.raw.io import write_raw
 from rawdiff.raw.unprocess import unprocess
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_MODEL = REPO / "test" / "fixtures" / "model"
-
-
-@pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    model_dir = str(tmp_path_factory.mktemp("vehicle") / "model")
-    shutil.copytree(FIXTURE_MODEL, model_dir)
-    assert cli.main(["export-onnx", "--model", model_dir]) == 0
-    return model_dir
 
 
 @pytest.fixture(scope="module")

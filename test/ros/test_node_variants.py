@@ -3,7 +3,6 @@ cannot be imported, encoder.onnx runs) and the decoder node giving the RAW mosai
 (``~output: bayer16``). Both must publish the bytes the library computes."""
 
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -14,16 +13,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vehicle_site import vehicle_env  # noqa: E402  (test/, beside this folder)
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def onnx_model(fixture_model, tmp_path_factory):
-    from rawdiff import cli
-
-    model_dir = str(tmp_path_factory.mktemp("node-vehicle") / "model")
-    shutil.copytree(fixture_model, model_dir)
-    assert cli.main(["export-onnx", "--model", model_dir]) == 0
-    return model_dir
 
 
 def _publish_until(rospy, pub, msg, collector, match, timeout=120.0):

@@ -96,7 +96,7 @@ class Codec:
         self.onnx_session = onnx_session
         self.threads = threads
         self.factor: int = int(meta["factor"])
-        self.n_embed: int = int(meta["n_embed"])
+        self.codebook_size: int = int(meta["codebook_size"])
         params = config.get("model", {}).get("params", {})
         self.out: str = str(meta.get("out") or (params.get("embedder") or {}).get("out", "rgb"))
         if self.out not in OUTPUTS:
@@ -220,7 +220,7 @@ class Codec:
             model_id=self.model_id, height=frame.height, width=frame.width, cfa=frame.cfa,
             source_encoding=source_encoding, black_level=frame.black_level,
             white_level=frame.white_level, code_height=grid.shape[0], code_width=grid.shape[1],
-            codebook_size=self.n_embed, entropy_model=self.prior.kind, **colour)
+            codebook_size=self.codebook_size, entropy_model=self.prior.kind, **colour)
         return bitstream.pack(header, payload)
 
     # -- decoder side -------------------------------------------------------------------
@@ -229,10 +229,10 @@ class Codec:
         """Header and code grid of a bitstream; raises BitstreamError on anything wrong."""
         header, payload = bitstream.unpack(data)
         bitstream.check_model(header, self.model_id)
-        if header.codebook_size != self.n_embed or header.entropy_model != self.prior.kind:
+        if header.codebook_size != self.codebook_size or header.entropy_model != self.prior.kind:
             raise bitstream.BitstreamError(
                 "bitstream codes (K=%d, %s prior) do not match model %s (K=%d, %s prior)"
-                % (header.codebook_size, header.entropy_model, self.model_id, self.n_embed, self.prior.kind))
+                % (header.codebook_size, header.entropy_model, self.model_id, self.codebook_size, self.prior.kind))
         expected = (-(-header.height // self.factor), -(-header.width // self.factor))
         if (header.code_height, header.code_width) != expected:
             raise bitstream.BitstreamError(

@@ -71,7 +71,7 @@ def _is_fatal(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_grid(grid: GridLike, num_codes: int, what: str = "grid") -> np.ndarray:
+def _check_grid(grid: GridLike, codebook_size: int, what: str = "grid") -> np.ndarray:
     g = np.asarray(grid)
     if g.ndim != 2:
         raise ValueError("%s must be 2-D (code_height x code_width), got shape %s" % (what, g.shape))
@@ -80,12 +80,12 @@ def _check_grid(grid: GridLike, num_codes: int, what: str = "grid") -> np.ndarra
     if g.dtype.kind not in "ui":
         raise ValueError("%s must hold integer indices, got dtype %s" % (what, g.dtype))
     lo, hi = int(g.min()), int(g.max())
-    if lo < 0 or hi >= num_codes:
-        raise ValueError("%s has index values in [%d, %d], outside [0, %d)" % (what, lo, hi, num_codes))
+    if lo < 0 or hi >= codebook_size:
+        raise ValueError("%s has index values in [%d, %d], outside [0, %d)" % (what, lo, hi, codebook_size))
     return g.astype(np.int64, copy=False)
 
 
-def as_grid_list(grids: Union[GridLike, Iterable[GridLike]], num_codes: int) -> List[np.ndarray]:
+def as_grid_list(grids: Union[GridLike, Iterable[GridLike]], codebook_size: int) -> List[np.ndarray]:
     """A grid, an N x h x w stack or an iterable of grids -> a checked list of int64 grids."""
     if isinstance(grids, np.ndarray):
         if grids.ndim == 2:
@@ -95,7 +95,7 @@ def as_grid_list(grids: Union[GridLike, Iterable[GridLike]], num_codes: int) -> 
         else:
             raise ValueError("grids must be a 2-D grid, a 3-D stack or a list of grids, got shape %s"
                              % (grids.shape,))
-    out = [_check_grid(g, num_codes, "grid %d" % i) for i, g in enumerate(grids)]
+    out = [_check_grid(g, codebook_size, "grid %d" % i) for i, g in enumerate(grids)]
     if not out:
         raise ValueError("no grids given")
     return out
@@ -185,7 +185,7 @@ class IndexPrior:
     # ------------------------------------------------------------------ properties
 
     @property
-    def num_codes(self) -> int:
+    def codebook_size(self) -> int:
         return int(self.freqs.shape[1])
 
     @property
@@ -199,19 +199,19 @@ class IndexPrior:
 
     def __repr__(self) -> str:
         extra = ", num_clusters=%d" % self.num_clusters if self.kind == "context" else ""
-        return "IndexPrior(kind=%r, num_codes=%d%s)" % (self.kind, self.num_codes, extra)
+        return "IndexPrior(kind=%r, codebook_size=%d%s)" % (self.kind, self.codebook_size, extra)
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def uniform(cls, num_codes: int) -> IndexPrior:
-        return cls(quantize_probabilities(np.ones((1, int(num_codes)))), kind="uniform")
+    def uniform(cls, codebook_size: int) -> IndexPrior:
+        return cls(quantize_probabilities(np.ones((1, int(codebook_size)))), kind="uniform")
 
     # ------------------------------------------------------------------ model
 
     def contexts(self, grid: GridLike) -> np.ndarray:
         """The context (table row) of every index of ``grid``, as used by the coder."""
-        g = _check_grid(grid, self.num_codes)
+        g = _check_grid(grid, self.codebook_size)
         if self.kind != "context":
             return np.zeros(g.shape, dtype=np.int64)
         return grid_contexts(g, self.cluster, self.num_clusters)
@@ -224,17 +224,17 @@ class IndexPrior:
 
     def bits(self, grid: GridLike) -> float:
         """Ideal code length of ``grid`` in bits (the coder adds at most about 64 bits)."""
-        g = _check_grid(grid, self.num_codes)
+        g = _check_grid(grid, self.codebook_size)
         return float(-self.log2_probs()[self.contexts(g), g].sum())
 
     def bits_per_index(self, grids: Union[GridLike, Iterable[GridLike]]) -> float:
         """Empirical cross-entropy of ``grids`` under this prior, in bits per index."""
-        gl = as_grid_list(grids, self.num_codes)
+        gl = as_grid_list(grids, self.codebook_size)
         return sum(self.bits(g) for g in gl) / sum(g.size for g in gl)
 
     def coded_bits_per_index(self, grids: Union[GridLike, Iterable[GridLike]]) -> float:
         """Actual size of :meth:`encode`'s output, in bits per index."""
-        gl = as_grid_list(grids, self.num_codes)
+        gl = as_grid_list(grids, self.codebook_size)
         return 8.0 * sum(len(self.encode(g)) for g in gl) / sum(g.size for g in gl)
 
     def _get_models(self) -> list:
@@ -248,7 +248,7 @@ class IndexPrior:
 
     def encode(self, grid: GridLike) -> bytes:
         """Range-code ``grid`` (values in [0, K)) in raster order -> bytes."""
-        g = _check_grid(grid, self.num_codes)
+        g = _check_grid(grid, self.codebook_size)
         if g.size > MAX_SYMBOLS:
             raise ValueError("grid of %d indices is larger than %d" % (g.size, MAX_SYMBOLS))
         models = self._get_models()
@@ -311,8 +311,8 @@ class IndexPrior:
         if not exhausted:
             raise ValueError("entropy payload is corrupted or does not match the prior "
                              "(data left over after %d indices)" % n)
-        if out.shape != (h, w) or (n and (out.min() < 0 or out.max() >= self.num_codes)):
-            raise ValueError("entropy payload decoded to indices outside [0, %d)" % self.num_codes)
+        if out.shape != (h, w) or (n and (out.min() < 0 or out.max() >= self.codebook_size)):
+            raise ValueError("entropy payload decoded to indices outside [0, %d)" % self.codebook_size)
         return out
 
     def _decode_context(self, decoder, models: list, h: int, w: int) -> np.ndarray:
@@ -379,7 +379,7 @@ class IndexPrior:
     def metadata(self) -> Dict[str, str]:
         """Small human-readable JSON description (stored as safetensors metadata)."""
         meta = {"format": "rawdiff.index_prior", "version": STATE_VERSION, "kind": self.kind,
-                "num_codes": self.num_codes, "num_clusters": self.num_clusters,
+                "codebook_size": self.codebook_size, "num_clusters": self.num_clusters,
                 "precision": PRECISION, "alpha": self.smoothing[0], "additive": self.smoothing[1]}
         return {"rawdiff.index_prior": json.dumps(meta, sort_keys=True)}
 

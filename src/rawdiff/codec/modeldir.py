@@ -44,10 +44,36 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
     for name in ("config.yaml", "model.json", "embedder.safetensors", "prior.safetensors"):
         if not os.path.isfile(os.path.join(model_dir, name)):
             raise ValueError("model directory %s has no %s" % (model_dir, name))
-    with open(os.path.join(model_dir, "model.json")) as f:
-        meta = json.load(f)
+    try:
+        with open(os.path.join(model_dir, "model.json")) as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("model directory %s: model.json is not JSON: %s" % (model_dir, exc)) from None
+    if not isinstance(meta, dict):
+        raise ValueError("model directory %s: model.json must hold an object" % model_dir)
     actual = compute_model_id(model_dir)
     if meta.get("model_id") != actual:
         raise ValueError("model directory %s: weights do not match model.json (model_id %s, files hash to %s)"
                          % (model_dir, meta.get("model_id"), actual))
-    return {"config": load_config(os.path.join(model_dir, "config.yaml")), "meta": meta}
+    config = load_config(os.path.join(model_dir, "config.yaml"))
+    _rename_legacy_keys(config, meta)
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError("model directory %s: model.json lacks %s" % (model_dir, ", ".join(missing)))
+    return {"config": config, "meta": meta}
+
+
+#: What model.json must say beside model_id for a codec to be built from the directory.
+REQUIRED_META = ("factor", "codebook_size")
+
+
+def _rename_legacy_keys(config: Dict[str, Any], meta: Dict[str, Any]) -> None:
+    """Directories written before the codebook size had one name called it ``n_embed``."""
+    if "n_embed" in meta:
+        meta.setdefault("codebook_size", meta.pop("n_embed"))
+    nodes = [config.get("model", {}).get("params", {}).get("embedder")]
+    distill = config.get("encoder_distill") or {}
+    nodes.append(((distill.get("model") or {}).get("params") or {}).get("embedder"))
+    for node in nodes:
+        if isinstance(node, dict) and "n_embed" in node:
+            node.setdefault("codebook_size", node.pop("n_embed"))

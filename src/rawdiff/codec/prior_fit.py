@@ -38,14 +38,14 @@ from rawdiff.codec.entropy import (
 _MAX_COOC_CELLS = 1 << 23
 
 
-def fit_prior(grids: Union[GridLike, Iterable[GridLike]], num_codes: int, kind: str = "context",
+def fit_prior(grids: Union[GridLike, Iterable[GridLike]], codebook_size: int, kind: str = "context",
               num_clusters: int = 16, alpha: Optional[float] = None, additive: float = 0.5,
               codebook: Optional[np.ndarray] = None, seed: int = 0) -> IndexPrior:
     """Fit a prior to the index grids of a training set.
 
     Args:
         grids: a 2-D grid, an N x h x w stack, or an iterable of grids (sizes may differ).
-        num_codes: K, the codebook size.
+        codebook_size: K, the codebook size.
         kind: ``"context"``, ``"unigram"`` or ``"uniform"``.
         num_clusters: C for the context kind.
         alpha: backoff weight of the unigram in every context; None: cross-validated.
@@ -54,9 +54,9 @@ def fit_prior(grids: Union[GridLike, Iterable[GridLike]], num_codes: int, kind: 
             the codes by co-occurrence.
         seed: seed of the clustering initialisation (fitting is deterministic for a seed).
     """
-    k = int(num_codes)
+    k = int(codebook_size)
     if not 2 <= k <= MAX_CODES:
-        raise ValueError("num_codes must be in [2, %d], got %d" % (MAX_CODES, k))
+        raise ValueError("codebook_size must be in [2, %d], got %d" % (MAX_CODES, k))
     if kind not in ENTROPY_MODELS:
         raise ValueError("kind %r is not one of %s" % (kind, ", ".join(ENTROPY_MODELS)))
     if kind == "uniform":
@@ -135,7 +135,7 @@ def cluster_codebook(codebook: np.ndarray, num_clusters: int, seed: int = 0, ite
     return assign.astype(np.int32)
 
 
-def cluster_cooccurrence(grids: List[np.ndarray], num_codes: int, num_clusters: int, seed: int = 0,
+def cluster_cooccurrence(grids: List[np.ndarray], codebook_size: int, num_clusters: int, seed: int = 0,
                          iters: int = 30) -> np.ndarray:
     """Cluster codes by what follows them (to the right and below) in the training grids.
 
@@ -144,7 +144,7 @@ def cluster_cooccurrence(grids: List[np.ndarray], num_codes: int, num_clusters: 
     sum_x n(a, x) log q_j(x), i.e. the clusters minimise the cross-entropy of the
     successor given the cluster. Codes never seen as a neighbour join the heaviest cluster.
     """
-    k_codes = num_codes
+    k_codes = codebook_size
     counts = np.zeros(k_codes, dtype=np.int64)
     for g in grids:
         counts += np.bincount(g.ravel(), minlength=k_codes)

@@ -78,16 +78,17 @@ def summary(results: Dict[str, Any], out_dir: str) -> str:
                          % (info["label"], p["setting"], p["bpp"], p["psnr"], p["ms_ssim"], ba, p["spectral"], enc,
                             p["decode_s"]))
     for label, c in rd.colour_means(results).items():
-        lines.append("  colour %s: colour-fit gain %.2f dB (max %.2f); RAW output through the ISP %.2f dB (%+.2f dB "
-                     "from fast), RAW-domain PSNR %s" % (label, c["colour_fit_gain_db"], c["colour_fit_gain_db_max"],
-                                                        c["raw_isp_psnr"], c["raw_isp_gap_db"],
-                                                        "%.2f dB" % c["raw_psnr"] if c["raw_psnr"] else "n/a"))
+        raw = ("RAW output through the ISP %.2f dB (%+.2f dB from fast), RAW-domain PSNR %.2f dB"
+               % (c["raw_isp_psnr"], c["raw_isp_gap_db"], c["raw_psnr"]) if c["raw_isp_psnr"] is not None
+               else "no RAW output (the model decodes sRGB)")
+        lines.append("  colour %s: colour-fit gain %.2f dB (max %.2f); %s"
+                     % (label, c["colour_fit_gain_db"], c["colour_fit_gain_db_max"], raw))
     for m in results["models"]:
         cb = m.get("codebook")
         if cb:
             lines.append("  codebook %s: %d/%d codes used (%.1f %%), %.3f coded bits/index (log2 K = %.1f)"
-                         % (m["label"], cb["codes_used"], m["n_embed"], 100 * cb["usage"], cb["coded_bits_per_index"],
-                            cb["log2_k"]))
+                         % (m["label"], cb["codes_used"], m["codebook_size"], 100 * cb["usage"],
+                            cb["coded_bits_per_index"], cb["log2_k"]))
     for n in results["notes"]:
         lines.append("  note: %s" % n)
     return "\n".join(lines)

@@ -180,7 +180,7 @@ class _Meter:
 
 def _codebook(codec, grids: List[np.ndarray], payload_bytes: List[int], header_bytes: List[int]) -> Dict[str, Any]:
     """Usage of the codebook on the evaluated frames (issue 3: dead codes waste bits)."""
-    k = codec.n_embed
+    k = codec.codebook_size
     hist = np.bincount(np.concatenate([g.ravel() for g in grids]), minlength=k).astype(np.float64)
     p = hist[hist > 0] / hist.sum()
     entropy = float(-(p * np.log2(p)).sum())
@@ -362,7 +362,7 @@ class _Evaluation:
         for label, codec, _ in self.models:
             grids, payload_bytes, header_bytes = self.stats[label]
             rows.append({"label": label, "dir": codec.model_dir, "model_id": codec.model_id, "factor": codec.factor,
-                         "n_embed": codec.n_embed, "prior_kind": codec.prior.kind,
+                         "codebook_size": codec.codebook_size, "prior_kind": codec.prior.kind,
                          "codebook": _codebook(codec, grids, payload_bytes, header_bytes) if grids else None})
         return rows
 

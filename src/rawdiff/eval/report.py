@@ -106,7 +106,7 @@ def markdown(results: Dict[str, Any]) -> str:
     lines = ["# rawdiff rate-distortion evaluation", ""]
     for m in results["models"]:
         lines.append("- model `%s`: id %s, f%d, K=%d codes, %s prior (%s)"
-                     % (m["label"], m["model_id"], m["factor"], m["n_embed"], m["prior_kind"], m["dir"]))
+                     % (m["label"], m["model_id"], m["factor"], m["codebook_size"], m["prior_kind"], m["dir"]))
     n = len(results["frames"])
     pixels = [f["width"] * f["height"] for f in results["frames"]]
     lines.append("- %d frame%s (%s), %s RAW pixels per frame on average"
@@ -224,7 +224,7 @@ def _codebook_section(results: Dict[str, Any]) -> List[str]:
         cb = m.get("codebook")
         if not cb:
             continue
-        rows.append([m["label"], "%d" % cb["indices"], "%d / %d (%.1f %%)" % (cb["codes_used"], m["n_embed"],
+        rows.append([m["label"], "%d" % cb["indices"], "%d / %d (%.1f %%)" % (cb["codes_used"], m["codebook_size"],
                                                                              100.0 * cb["usage"]),
                      "%.3f" % cb["histogram_entropy_bits"], "%.1f" % cb["perplexity"],
                      "%.3f" % cb["prior_bits_per_index"], "%.3f" % cb["coded_bits_per_index"],

@@ -79,7 +79,7 @@ def frame_indices(embedder, frame, device: Optional[torch.device] = None) -> np.
     return embedder.encode_indices(planes)[0].cpu().numpy()
 
 
-def fit_prior(embedder, frames: Iterable, n_embed: int, kind: str = "context"):
+def fit_prior(embedder, frames: Iterable, codebook_size: int, kind: str = "context"):
     """The index prior of ``embedder``'s codes of ``frames``, and those code grids."""
     device = next(embedder.parameters()).device
     was_training = embedder.training
@@ -88,13 +88,13 @@ def fit_prior(embedder, frames: Iterable, n_embed: int, kind: str = "context"):
     embedder.train(was_training)
     if not grids:
         raise ValueError("no training frames to fit the index prior on")
-    return fit_index_prior(grids, n_embed, kind=kind), grids
+    return fit_index_prior(grids, codebook_size, kind=kind), grids
 
 
 def write_model_card(out: str, meta: Dict[str, Any]) -> None:
     lines = ["# rawdiff model %s" % meta["model_id"], ""]
     lines.append("Downsampling factor f%d, %d codes; entropy model: %s."
-                 % (meta["factor"], meta["n_embed"], meta.get("prior_kind", "?")))
+                 % (meta["factor"], meta["codebook_size"], meta.get("prior_kind", "?")))
     train = meta.get("training") or {}
     if train:
         lines += ["", "## Training", "", "```", "rawdiff train --base %s %s" % (
@@ -112,8 +112,8 @@ def write_model_card(out: str, meta: Dict[str, Any]) -> None:
         p = meta["prior"]
         lines += ["", "## Index prior (training split)", "",
                   "%d frames, %.3f bits per index (log2 K = %.2f), %d of %d codes used (%.1f %%)."
-                  % (p["frames"], p["bits_per_index"], np.log2(meta["n_embed"]), p["codes_used"],
-                     meta["n_embed"], 100.0 * p["codes_used"] / meta["n_embed"])]
+                  % (p["frames"], p["bits_per_index"], np.log2(meta["codebook_size"]), p["codes_used"],
+                     meta["codebook_size"], 100.0 * p["codes_used"] / meta["codebook_size"])]
     with open(os.path.join(out, "MODEL_CARD.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -138,11 +138,11 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
     with staged_directory(out) as tmp:
         save_file(embedder_state(embedder), os.path.join(tmp, "embedder.safetensors"),
                   metadata={"format": "rawdiff-embedder-1"})
-        meta: Dict[str, Any] = {"factor": embedder.factor, "n_embed": embedder.n_embed, "out": embedder.out,
+        meta: Dict[str, Any] = {"factor": embedder.factor, "codebook_size": embedder.codebook_size, "out": embedder.out,
                                 "prior_kind": prior_kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                 "training": training or {}}
         frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
-        prior, grids = fit_prior(embedder, frames, embedder.n_embed, prior_kind)
+        prior, grids = fit_prior(embedder, frames, embedder.codebook_size, prior_kind)
         prior.save(os.path.join(tmp, "prior.safetensors"))
         used = np.unique(np.concatenate([g.ravel() for g in grids])).size
         meta["prior"] = {"frames": len(grids), "bits_per_index": float(prior.bits_per_index(grids)),

@@ -8,17 +8,11 @@ runs, so the two backends cannot drift apart; height and width are dynamic. The
 default opset 17 runs on onnxruntime 1.17 and later (what a vehicle computer may carry);
 onnxruntime 1.17 runs opsets up to 20.
 
-``encoder.onnx`` is not a weight file, so it does not enter ``model_id``
-(:func:`rawdiff.codec.modeldir.compute_model_id`). Instead ``model.json["onnx"]`` records
-the weights it was exported from: ``embedder_id`` (the digest of ``embedder.safetensors``,
-the only weights in the graph), the ``model_id`` of the directory at export time, and the
-file's SHA-256; the graph carries both ids in its metadata. :func:`open_session` refuses a
-file that no longer matches ("stale": the embedder was retrained, or the file was swapped).
-A directory that only gained weights the graph does not contain (a diffusion decoder, a
-refitted index prior: a new ``model_id``, the same ``embedder_id``) keeps its graph.
-
-Execution providers are tried in the order TensorRT, CUDA, CPU, as far as the installed
-onnxruntime has them (``onnxruntime-gpu`` brings the first two); the one chosen is logged.
+The export records in ``model.json["onnx"]`` what the graph was made from (``embedder_id``,
+``model_id``, the file's SHA-256), so that the runtime refuses a stale graph
+(:mod:`rawdiff.codec.onnx_runtime` says how). A directory that only gained weights the graph
+does not contain (a diffusion decoder, a refitted index prior: a new ``model_id``, the same
+``embedder_id``) keeps its graph.
 """
 
 from __future__ import annotations
@@ -102,7 +96,7 @@ def export_embedder(embedder, path: str, opset: int = DEFAULT_OPSET,
         model = onnx.load(tmp)
         onnx.checker.check_model(model)
         meta = {"producer": "rawdiff", "plane_multiple": m, "factor": embedder.factor,
-                "n_embed": embedder.n_embed, "opset": opset}
+                "codebook_size": embedder.codebook_size, "opset": opset}
         meta.update(metadata or {})
         onnx.helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
         model.doc_string = "rawdiff encoder: RAW planes (R, G1, G2, B) in [0, 1] -> codebook indices"

@@ -147,7 +147,7 @@ class Embedder(nn.Module):
     decoder, so they need not be symmetric, but both must have the same factor ``f``."""
 
     def __init__(self, ch: int = 64, ch_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 1,
-                 stem: int = 2, embed_dim: int = 8, n_embed: int = 1024, out: str = "rgb",
+                 stem: int = 2, embed_dim: int = 8, codebook_size: int = 1024, out: str = "rgb",
                  attention: bool = False, beta: float = 0.25, restart_after: int = 200,
                  encoder: Optional[Dict[str, Any]] = None):
         super().__init__()
@@ -167,10 +167,10 @@ class Embedder(nn.Module):
         if encoder_factor != self.factor:
             raise ValueError("the encoder downsamples by %d but the decoder upsamples by %d (f = 2 * stem * "
                              "2 ** (len(ch_mult) - 1))" % (encoder_factor, self.factor))
-        self.n_embed = n_embed
+        self.codebook_size = codebook_size
         out_per_cell = PLANES * self.stem ** 2 if out == "raw" else 3 * (2 * self.stem) ** 2
         self.encoder = Encoder(PLANES * self.encoder_stem ** 2, z_channels=embed_dim, **enc)
-        self.quantize = VectorQuantizer(n_embed, embed_dim, beta=beta, restart_after=restart_after)
+        self.quantize = VectorQuantizer(codebook_size, embed_dim, beta=beta, restart_after=restart_after)
         self.decoder = Decoder(out_per_cell, ch, ch_mult, num_res_blocks, embed_dim, attention)
 
     @property

@@ -74,15 +74,15 @@ Condition = Tuple[torch.Tensor, torch.Tensor]
 class CodeConditioner(nn.Module):
     """Code grid -> (concat map B x (D + channels) x h x w, context tokens B x grid^2 x context_dim).
 
-    Index ``n_embed`` is the null code of classifier-free guidance (its z_q is zero)."""
+    Index ``codebook_size`` is the null code of classifier-free guidance (its z_q is zero)."""
 
-    def __init__(self, n_embed: int, embed_dim: int, channels: int = 16, context_dim: int = 64,
+    def __init__(self, codebook_size: int, embed_dim: int, channels: int = 16, context_dim: int = 64,
                  context_grid: int = 8):
         super().__init__()
-        self.n_embed = n_embed
+        self.codebook_size = codebook_size
         self.embed_dim = embed_dim
         self.context_grid = int(context_grid)
-        self.embedding = nn.Embedding(n_embed + 1, channels)
+        self.embedding = nn.Embedding(codebook_size + 1, channels)
         self.position = nn.Parameter(0.02 * torch.randn(1, self.context_grid ** 2, channels))
         self.to_context = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, context_dim))
         self.out_channels = embed_dim + channels
@@ -95,13 +95,13 @@ class CodeConditioner(nn.Module):
         return concat, self.to_context(pooled + self.position)
 
     def null(self, indices: torch.Tensor, z_q: torch.Tensor) -> Condition:
-        return self(torch.full_like(indices, self.n_embed), torch.zeros_like(z_q))
+        return self(torch.full_like(indices, self.codebook_size), torch.zeros_like(z_q))
 
 
 class LatentDenoiser(nn.Module):
     """Conditioner, UNet and schedule: the network that ``diffusion.safetensors`` holds."""
 
-    def __init__(self, n_embed: int, embed_dim: int, unet: Optional[Dict[str, Any]] = None,
+    def __init__(self, codebook_size: int, embed_dim: int, unet: Optional[Dict[str, Any]] = None,
                  conditioning: Optional[Dict[str, Any]] = None, diffusion: Optional[Dict[str, Any]] = None,
                  normalized: bool = True):
         super().__init__()
@@ -120,7 +120,7 @@ class LatentDenoiser(nn.Module):
         self.register_buffer("alphas_cumprod", sch.alphas_cumprod(betas), persistent=False)
         scale = diff.get("latent_scale", "auto")
         self.register_buffer("latent_scale", torch.tensor(0.0 if scale == "auto" else float(scale)))
-        self.conditioner = CodeConditioner(n_embed, embed_dim, **cond)
+        self.conditioner = CodeConditioner(codebook_size, embed_dim, **cond)
         self.unet = UNet(embed_dim, cond_channels=self.conditioner.out_channels,
                          context_dim=self.conditioner.to_context[1].out_features, **(unet or {}))
 
@@ -172,7 +172,8 @@ class LatentDenoiser(nn.Module):
             else torch.randn_like(x0)
         if self.training and self.drop_prob > 0:
             drop = torch.rand(b, device=dev) < self.drop_prob
-            indices = torch.where(drop[:, None, None], torch.full_like(indices, self.conditioner.n_embed), indices)
+            null = torch.full_like(indices, self.conditioner.codebook_size)
+            indices = torch.where(drop[:, None, None], null, indices)
             z_q = torch.where(drop[:, None, None, None], torch.zeros_like(z_q), z_q)
         x_t, target = sch.training_target(x0, noise, self.alphas_cumprod, t, self.prediction)
         pred = self(x_t, t, self.conditioner(indices, z_q))
@@ -197,9 +198,9 @@ class LatentDenoiser(nn.Module):
         return self.restore(x0, z_q)
 
 
-def denoiser_from_params(params: Dict[str, Any], n_embed: int, embed_dim: int, normalized: bool = True):
+def denoiser_from_params(params: Dict[str, Any], codebook_size: int, embed_dim: int, normalized: bool = True):
     """The bare network from the ``model.params`` of an ldm config."""
-    return LatentDenoiser(n_embed, embed_dim, unet=params.get("unet"), conditioning=params.get("conditioning"),
+    return LatentDenoiser(codebook_size, embed_dim, unet=params.get("unet"), conditioning=params.get("conditioning"),
                           diffusion=params.get("diffusion"), normalized=normalized)
 
 
@@ -240,7 +241,7 @@ class LDM(_lightning_base()):
         self.embedder_dir = os.path.abspath(embedder)
         self.embedder = load_frozen_embedder(self.embedder_dir)
         q = self.embedder.quantize
-        self.denoiser = denoiser_from_params(self.hparams, q.n_embed, q.embed_dim, q.normalize)
+        self.denoiser = denoiser_from_params(self.hparams, q.codebook_size, q.embed_dim, q.normalize)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         if init:
@@ -392,7 +393,7 @@ def load_diffusion_decoder(codec, path: str) -> DiffusionDecoder:
                          % codec.model_id)
     params = ldm_cfg["model"].get("params") or {}
     q = codec.embedder.quantize
-    denoiser = denoiser_from_params(params, q.n_embed, q.embed_dim, q.normalize)
+    denoiser = denoiser_from_params(params, q.codebook_size, q.embed_dim, q.normalize)
     missing, unexpected = denoiser.load_state_dict(load_file(path), strict=False)
     if missing or unexpected:
         raise ValueError("%s does not match the diffusion config: missing %s, unexpected %s"

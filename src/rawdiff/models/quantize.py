@@ -22,20 +22,20 @@ from torch.nn import functional as F
 
 
 class VectorQuantizer(nn.Module):
-    def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25, restart_after: int = 200,
+    def __init__(self, codebook_size: int, embed_dim: int, beta: float = 0.25, restart_after: int = 200,
                  normalize: bool = True):
         super().__init__()
-        if n_embed < 2 or n_embed > 65536:
-            raise ValueError("n_embed %d must be in [2, 65536]" % n_embed)
-        self.n_embed = n_embed
+        if codebook_size < 2 or codebook_size > 65536:
+            raise ValueError("codebook_size %d must be in [2, 65536]" % codebook_size)
+        self.codebook_size = codebook_size
         self.embed_dim = embed_dim
         self.beta = beta
         self.restart_after = restart_after
         self.normalize = normalize
-        self.embedding = nn.Embedding(n_embed, embed_dim)
+        self.embedding = nn.Embedding(codebook_size, embed_dim)
         nn.init.normal_(self.embedding.weight)
         # steps since each code was last used; not a parameter, but saved with the weights
-        self.register_buffer("idle_steps", torch.zeros(n_embed, dtype=torch.long))
+        self.register_buffer("idle_steps", torch.zeros(codebook_size, dtype=torch.long))
 
     def codebook(self) -> torch.Tensor:
         w = self.embedding.weight
@@ -62,8 +62,8 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """B x h x w indices -> B x D x h x w quantized latents."""
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.n_embed):
-            raise ValueError("code index out of range [0, %d)" % self.n_embed)
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
+            raise ValueError("code index out of range [0, %d)" % self.codebook_size)
         return F.embedding(indices, self.codebook()).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
@@ -77,7 +77,7 @@ class VectorQuantizer(nn.Module):
         zq_flat = flat + (zq_flat - flat).detach()  # straight-through estimator
         z_q = zq_flat.reshape(b, h, w, self.embed_dim).permute(0, 3, 1, 2).contiguous()
 
-        counts = torch.bincount(idx, minlength=self.n_embed).float()
+        counts = torch.bincount(idx, minlength=self.codebook_size).float()
         probs = counts / counts.sum()
         perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
         if self.training:
