@@ -7,14 +7,17 @@
 For each frame size and each of
   (a) torch:  Codec.load(model, backend="torch").encode_indices(frame)
   (b) onnx:   Codec.load(model, backend="onnx").encode_indices(frame) (encoder.onnx, onnxruntime)
+  (b') compress: Codec.load(model, backend="onnx").compress(frame): all the vehicle runs per
+              frame (render parameters with a gray-world estimate, white balance, colour
+              statistics, encoder.onnx, range coder, bitstream)
   (c) jpeg:   uint16 mosaic -> black level + gamma LUT to 8 bit -> cv2.demosaicing (bilinear)
               -> cv2.imencode JPEG quality 80 (what a vehicle would do instead)
 one fresh child process loads the codec (or OpenCV) and the frame, runs one warm-up and
 ``--repeats`` timed frames, and reports the median wall time per frame and the peak
 memory: the growth of the resident set (VmHWM after resetting it through
 /proc/self/clear_refs, minus VmRSS before the first frame) while encoding, warm-up
-included (onnxruntime's arena, torch's work buffers). Entropy coding of the indices
-is not included (a few ms per frame). Frames are unprocessed (Brooks et al. 2019)
+included (onnxruntime's arena, torch's work buffers). Entropy coding of the indices is
+included in (b') only. Frames are unprocessed (Brooks et al. 2019)
 from a collage of scikit-image photographs, with sensor noise, 12 bit.
 
 (a) and (b) are the codec's own backends, so what is timed is what the nodes and the
@@ -51,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODEL = os.path.join(ROOT, "models", "default")
 DEFAULT_CONFIG = os.path.join(ROOT, "config", "models", "default.yaml")
 SIZES = ("1936x1112", "2896x1876", "3868x2176")
-METHODS = ("torch", "onnx", "jpeg")
+METHODS = ("torch", "onnx", "compress", "jpeg")
 JPEG_QUALITY = 80
 MIB = 1024.0 * 1024.0
 # OpenCV names a Bayer pattern by its second row: an RGGB sensor is COLOR_BayerBG2BGR
@@ -243,12 +246,24 @@ def make_encoder(method: str, model_dir: str, threads: int):
     if method == "onnx":
         import onnxruntime as ort
 
-        from rawdiff.export.onnx import session_provider
+        from rawdiff.codec.onnx_runtime import session_provider
 
         codec = load_codec("onnx", model_dir, threads)
         return codec.encode_indices, {"threads": threads or os.cpu_count(),
                                       "provider": session_provider(codec.onnx_session),
                                       "engine": "onnxruntime %s" % ort.__version__}
+    if method == "compress":
+        # the whole vehicle path with encoder.onnx: render parameters (a gray-world estimate:
+        # the frame's as-shot gains are dropped, as for a camera without ~wb_gains), white
+        # balance, colour statistics, the encoder, the range coder, the bitstream
+        import onnxruntime as ort
+
+        codec = load_codec("onnx", model_dir, threads)
+
+        def compress(frame):
+            return codec.compress(frame.copy(wb_gains=None))
+
+        return compress, {"threads": threads or os.cpu_count(), "engine": "onnxruntime %s" % ort.__version__}
     if method == "jpeg":
         import cv2
 
@@ -458,9 +473,10 @@ def run_child(args, method: str, size, info: dict, workdir: str) -> dict:
 
 def markdown(results: list, agreement: dict) -> str:
     by = {(r["method"], r["width"], r["height"]): r for r in results}
-    lines = ["| frame | MP | (a) torch s/frame (fps) | (b) onnx s/frame (fps) | (c) demosaic+JPEG q80 s/frame (fps) "
-             "| (a)/(c) | (b)/(c) | peak MiB a / b / c | onnx codes = torch |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| frame | MP | (a) torch s/frame (fps) | (b) onnx s/frame (fps) | (b') compress s/frame (fps) "
+             "| (c) demosaic+JPEG q80 s/frame (fps) | (a)/(c) | (b)/(c) | peak MiB a / b / b' / c "
+             "| onnx codes = torch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     sizes = sorted({(r["width"], r["height"]) for r in results}, key=lambda s: s[0] * s[1])
 
     def cell(r):
@@ -470,11 +486,11 @@ def markdown(results: list, agreement: dict) -> str:
         return "%.1fx" % (r["median_s"] / c["median_s"]) if r and c else "-"
 
     for w, h in sizes:
-        a, b, c = (by.get((m, w, h)) for m in METHODS)
-        mem = " / ".join("%.0f" % r["peak_mib"] if r else "-" for r in (a, b, c))
+        a, b, bc, c = (by.get((m, w, h)) for m in METHODS)
+        mem = " / ".join("%.0f" % r["peak_mib"] if r else "-" for r in (a, b, bc, c))
         agree = agreement.get("%dx%d" % (w, h))
-        lines.append("| %dx%d | %.1f | %s | %s | %s | %s | %s | %s | %s |" % (
-            w, h, w * h / 1e6, cell(a), cell(b), cell(c), ratio(a, c), ratio(b, c), mem,
+        lines.append("| %dx%d | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            w, h, w * h / 1e6, cell(a), cell(b), cell(bc), cell(c), ratio(a, c), ratio(b, c), mem,
             "%.3f %%" % (100 * agree) if agree is not None else "-"))
     return "\n".join(lines)
 

@@ -20,3 +20,16 @@ def textured_photo(h, w, seed):
         cv2.circle(base, (x, y), int(rng.integers(4, max(5, min(h, w) // 3))), colour, -1)
     noise = rng.normal(0, 6, base.shape)
     return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def declare_size(data: bytes, height: int, width: int, factor: int = 8) -> bytes:
+    """A bitstream whose header declares another frame size (and the matching code grid),
+    CRC recomputed: valid, as an attacker would write it."""
+    import dataclasses
+
+    from rawdiff.codec import bitstream
+
+    header, payload = bitstream.unpack(data)
+    header = dataclasses.replace(header, height=height, width=width, code_height=-(-height // factor),
+                                 code_width=-(-width // factor), payload_length=None)
+    return bitstream.pack(header, payload)

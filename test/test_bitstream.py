@@ -38,13 +38,14 @@ MODEL_A = make_model_id(b"rawdiff golden model A")
 
 
 CCM = ((1.5, -0.375, -0.125), (-0.25, 1.5, -0.25), (0.0625, -0.5625, 1.5))
+STATS = (0.25, 0.3125, 0.1875, 0.03125, 0.015625, -0.0078125, 0.046875, 0.0, 0.0234375)
 
 
 def make_header(**changes) -> Header:
     fields = dict(model_id=MODEL_A, height=1112, width=1936, cfa="RGGB", source_encoding="bayer_rggb16",
                   black_level=64.0, white_level=1023.0, code_height=70, code_width=121,
                   codebook_size=1024, entropy_model="context", wb_gains=(2.0, 1.0, 1.5),
-                  color_matrix=CCM, wb_source="as_shot", matrix_source="frame")
+                  color_matrix=CCM, wb_source="as_shot", matrix_source="frame", colour_stats=STATS)
     fields.update(changes)
     return Header(**fields)
 
@@ -59,7 +60,7 @@ def golden_cases():
                         white_level=4095.0, code_height=118, code_width=181, codebook_size=256,
                         entropy_model="unigram", wb_gains=(1.8123, 1.0, 2.4567),
                         color_matrix=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), wb_source="gray_world",
-                        matrix_source="default", tone_curve="none"),
+                        matrix_source="default", tone_curve="none", colour_stats=(0.0,) * 9),
             b"\x00\x01\x02\x03",
         ),
     }
@@ -83,7 +84,7 @@ def with_field(data: bytes, offset: int, fmt: str, value) -> bytes:
 def test_round_trip_and_size():
     header = make_header()
     data = pack(header, b"payload!")
-    assert len(data) == bs.HEADER_FIXED_SIZE + len("bayer_rggb16") + 8 + 4 == 140 + 12 + 8
+    assert len(data) == bs.HEADER_FIXED_SIZE + len("bayer_rggb16") + 8 + 4 == 176 + 12 + 8
     got, payload = unpack(data)
     assert payload == b"payload!"
     assert got == dataclasses.replace(header, payload_length=8)
@@ -103,15 +104,16 @@ def test_layout_offsets_match_documentation():
     assert struct.unpack_from("<3f", data, 80) == (2.0, 1.0, 1.5)
     assert struct.unpack_from("<9f", data, 92) == tuple(v for row in CCM for v in row)
     assert struct.unpack_from("<BBB", data, 128) == (0, 0, 0)  # as shot, the frame's matrix, smoothstep
-    assert struct.unpack_from("<IB", data, 131) == (3, 12)
-    assert data[136:148] == b"bayer_rggb16"
-    assert data[148:151] == b"xyz"
-    assert struct.unpack_from("<I", data, 151) == (zlib.crc32(data[:151]),)
-    assert len(data) == 155
+    assert struct.unpack_from("<9f", data, 131) == STATS
+    assert struct.unpack_from("<IB", data, 167) == (3, 12)
+    assert data[172:184] == b"bayer_rggb16"
+    assert data[184:187] == b"xyz"
+    assert struct.unpack_from("<I", data, 187) == (zlib.crc32(data[:187]),)
+    assert len(data) == 191
 
 
-def test_render_parameters_cost_51_bytes_a_frame():
-    assert bs.HEADER_FIXED_SIZE - 85 == 51  # version 1's fixed header was 85 bytes
+def test_render_parameters_and_colour_statistics_cost_87_bytes_a_frame():
+    assert bs.HEADER_FIXED_SIZE - 85 == 51 + 36  # version 1's fixed header was 85 bytes
 
 
 def test_render_parameters_read_back_as_float32_values():
@@ -176,6 +178,9 @@ def test_cfa_codes_match_rawframe():
         (dict(wb_source="guess"), "wb_source"),
         (dict(matrix_source="camera"), "matrix_source"),
         (dict(tone_curve="filmic"), "tone_curve"),
+        (dict(colour_stats=(0.0,) * 8), "colour_stats must be 9 numbers"),
+        (dict(colour_stats=(0.1, 0.1, 0.1, -0.01, 0, 0, 0.01, 0, 0.01)), "variances must be >= 0"),
+        (dict(colour_stats=(0.1, float("nan"), 0.1, 0, 0, 0, 0, 0, 0)), "colour_stats must be finite"),
     ],
 )
 def test_header_rejects_impossible_fields(changes, match):
@@ -278,6 +283,8 @@ def test_version_1_golden_files_fail_naming_both_versions(name):
         (128, "<B", 2, "unknown wb_source code 2"),
         (129, "<B", 5, "unknown matrix_source code 5"),
         (130, "<B", 9, "unknown tone_curve code 9"),
+        (143, "<f", -1.0, "variances must be >= 0"),
+        (135, "<f", float("inf"), "colour_stats must be finite"),
     ],
 )
 def test_impossible_fields_with_valid_crc(valid, offset, fmt, value, match):
@@ -287,14 +294,14 @@ def test_impossible_fields_with_valid_crc(valid, offset, fmt, value, match):
 
 def test_bad_source_encoding_bytes(valid):
     bad = bytearray(valid)
-    bad[136] = 0xFF  # not ASCII
+    bad[172] = 0xFF  # not ASCII
     with pytest.raises(BitstreamError, match="not ASCII"):
         unpack(refresh_crc(bytes(bad)))
-    bad[136] = ord(" ")  # ASCII but not allowed
+    bad[172] = ord(" ")  # ASCII but not allowed
     with pytest.raises(BitstreamError, match="source_encoding"):
         unpack(refresh_crc(bytes(bad)))
     with pytest.raises(BitstreamError, match="source_encoding length 65"):
-        unpack(with_field(valid, 135, "<B", 65))
+        unpack(with_field(valid, 171, "<B", 65))
 
 
 def test_read_header_without_verification(valid):
@@ -356,7 +363,7 @@ _headers = st.builds(
         white_level=max(black) + dwhite, code_height=min(fh, h), code_width=min(fw, w),
         codebook_size=k, entropy_model=em, wb_gains=gains,
         color_matrix=(diag[0], 0.1, -0.1, 0.0, diag[1], 0.2, -0.3, 0.0, diag[2]), wb_source=ws,
-        matrix_source=ms, tone_curve=tc),
+        matrix_source=ms, tone_curve=tc, colour_stats=tuple(diag) + (0.01, 0.0, -0.002, 0.02, 0.001, 0.03)),
     st.binary(min_size=16, max_size=16),
     st.integers(1, 2 ** 32 - 1), st.integers(1, 2 ** 32 - 1),
     st.integers(1, 65535), st.integers(1, 65535),
@@ -422,7 +429,7 @@ def _unpack_or_error(data: bytes, original: bytes, payload: bytes):
 
 
 _VALID = pack(make_header(), b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(3)))
-_PAYLOAD = _VALID[148:-4]
+_PAYLOAD = _VALID[184:-4]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

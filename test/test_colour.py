@@ -7,6 +7,7 @@ bitstream carries. These tests pin each link of that chain against the reference
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,7 +18,15 @@ import torch
 
 from rawdiff.codec import Codec
 from rawdiff.codec.bitstream import read_header
-from rawdiff.eval.metrics import colour_fit, colour_fit_gain, psnr_uint8
+from rawdiff.codec.colour_stats import (
+    GAIN_RANGE,
+    CellMoments,
+    match_statistics,
+    planes_statistics,
+    rgb_statistics,
+    transport_map,
+)
+from rawdiff.metrics import colour_fit, colour_fit_gain, psnr_uint8
 from rawdiff.nn.colour import render_camera_rgb, white_balance_planes
 from rawdiff.raw import RawFrame, read_raw
 from rawdiff.raw.frame import mosaic_to_planes
@@ -143,10 +152,54 @@ def test_the_encoder_codes_the_white_balanced_signal(codec, frame):
 def test_decompress_is_the_isp_colour_stage_of_the_decoder_output(codec, frame):
     data = codec.compress(frame)
     header, grid = codec.parse(data)
-    out = codec.decode_indices(grid)
-    want = np.round(colour_stage(out[: frame.height, : frame.width], np.reshape(header.color_matrix, (3, 3)))
-                    * 255.0).astype(np.uint8)
+    out = codec.decode_indices(grid)[: frame.height, : frame.width]
+    corrected = match_statistics(out, header.colour_stats, codec.factor)
+    want = np.round(colour_stage(corrected, np.reshape(header.color_matrix, (3, 3))) * 255.0).astype(np.uint8)
     np.testing.assert_array_equal(codec.decompress(data), want)
+
+
+# ------------------------------------------------------------------ colour statistics
+
+
+def test_the_bitstream_carries_the_coded_signal_s_statistics(codec, frame):
+    header = read_header(codec.compress(frame))
+    planes = codec.model_planes(frame)
+    assert header.colour_stats == tuple(float(np.float32(v)) for v in planes_statistics(planes, codec.factor))
+    camera_rgb = demosaic(white_balanced(frame.normalize(), frame.cfa, np.float32(header.wb_gains)), frame.cfa)
+    # the planes' statistics are those of the camera RGB the decoder should give back
+    np.testing.assert_allclose(header.colour_stats[:3], rgb_statistics(camera_rgb, codec.factor)[:3], atol=2e-3)
+
+
+def test_matching_statistics_undoes_a_colour_cast_and_lost_saturation():
+    rgb = _scene(96, 128, seed=2)
+    grey = rgb.mean(axis=-1, keepdims=True)
+    cast = np.clip(0.6 * rgb + 0.4 * grey, 0, 1) * np.array([1.08, 0.95, 0.9]) + 0.02  # desaturated, tinted
+    fixed = match_statistics(cast.astype(np.float32), rgb_statistics(rgb, 8), 8)
+    # the symmetric (Monge-Kantorovich) map is not the cast's own inverse, but close to it
+    assert psnr_uint8(fixed, rgb, peak=1.0) > psnr_uint8(cast, rgb, peak=1.0) + 5
+    assert psnr_uint8(fixed, rgb, peak=1.0) > 30
+    # statistics that already agree change nothing
+    np.testing.assert_allclose(match_statistics(rgb, rgb_statistics(rgb, 8), 8), rgb, atol=1e-4)
+
+
+def test_a_flat_decode_is_corrected_only_within_the_gain_range():
+    rgb = _scene(64, 64, seed=3)
+    a, _ = transport_map(rgb_statistics(rgb, 8), rgb_statistics(np.full_like(rgb, 0.4), 8))
+    assert np.linalg.svd(a, compute_uv=False).max() <= GAIN_RANGE[1] + 1e-9
+
+
+def test_cell_moments_gathered_in_pieces_are_the_whole_frame_s():
+    rgb = _scene(72, 104, seed=4)  # 9 x 13 cells of 8 pixels
+    moments = CellMoments(8)
+    for top in (0, 40):
+        for left in (0, 56):
+            moments.add(rgb[top: top + 40, left: left + 56])
+    np.testing.assert_allclose(moments.statistics(), rgb_statistics(rgb, 8), atol=1e-9)
+
+
+def test_corrupt_statistics_are_refused():
+    with pytest.raises(ValueError, match="9 finite numbers"):
+        transport_map([0.1] * 8, [0.1] * 9)
 
 
 def test_raw_frame_of_the_isp_s_own_camera_rgb_is_the_original_mosaic(codec, frame):
@@ -157,7 +210,11 @@ def test_raw_frame_of_the_isp_s_own_camera_rgb_is_the_original_mosaic(codec, fra
     header = read_header(data)
     gains = np.asarray(header.wb_gains, dtype=np.float32)
     camera_rgb = demosaic(white_balanced(frame.normalize(), frame.cfa, gains), frame.cfa)
-    raw = codec.mosaic_frame(camera_rgb, header)
+    # with the colour statistics the decoder output is first mapped onto them: close to the
+    # identity for a perfect output (the planes' cells and the demosaiced cells differ a little)
+    mapped = codec.mosaic_frame(camera_rgb, header)
+    assert psnr_uint8(render(mapped), render(frame)) > 40
+    raw = codec.mosaic_frame(camera_rgb, dataclasses.replace(header, colour_stats=(0.0,) * 9))
     assert (raw.cfa, raw.black_level, raw.white_level) == (frame.cfa, frame.black_level, frame.white_level)
     np.testing.assert_allclose(raw.wb_gains, gains, rtol=1e-7)
     np.testing.assert_allclose(raw.color_matrix, np.reshape(header.color_matrix, (3, 3)))

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from synthetic import textured_photo
 
-from rawdiff.eval import baselines, metrics, rd, report
+from rawdiff import metrics
+from rawdiff.eval import baselines, rd, report
 from rawdiff.eval import evaluate as ev
 
 # magic numbers of the files the encoders write

@@ -3,9 +3,9 @@
 Every module under src/rawdiff is parsed (not imported) and every ``import`` is counted,
 at the top of a module and inside functions alike. Bottom to top:
 
-    0  raw, config, paths, device
+    0  raw, config, paths, outputs, device
     1  nn, diffusion, codec.bitstream, codec.entropy (coding), data
-    2  codec.modeldir (the model directory), eval.metrics
+    2  codec.modeldir (the model directory), metrics
     3  models
     4  codec (the runtime: codec.codec, and the package, which hands out Codec)
     5  training: train, codec.prior_fit, export; eval
@@ -32,10 +32,10 @@ SRC = os.path.join(ROOT, "src")
 
 # (module prefix, layer); the longest prefix that matches names a module's unit
 UNITS = (
-    ("rawdiff.raw", 0), ("rawdiff.config", 0), ("rawdiff.paths", 0), ("rawdiff.device", 0),
+    ("rawdiff.raw", 0), ("rawdiff.config", 0), ("rawdiff.paths", 0), ("rawdiff.outputs", 0), ("rawdiff.device", 0),
     ("rawdiff.nn", 1), ("rawdiff.diffusion", 1), ("rawdiff.codec.bitstream", 1), ("rawdiff.codec.entropy", 1),
     ("rawdiff.data", 1),
-    ("rawdiff.codec.modeldir", 2), ("rawdiff.eval.metrics", 2),
+    ("rawdiff.codec.modeldir", 2), ("rawdiff.metrics", 2),
     ("rawdiff.models", 3),
     ("rawdiff.codec", 4),
     ("rawdiff.train", 5), ("rawdiff.codec.prior_fit", 5), ("rawdiff.export", 5), ("rawdiff.eval", 5),

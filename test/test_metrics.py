@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rawdiff.eval import metrics
+from rawdiff import metrics
 
 
 def test_psnr_closed_form():

@@ -157,7 +157,7 @@ def test_packed_without_sidecar_defaults(tmp_path):
 
 def test_packed_needs_cfa(tmp_path):
     (tmp_path / "a.raw10").write_bytes(bytes(10))
-    with pytest.raises(ValueError, match=r"a\.raw10.*missing cfa.*cfa='RGGB'"):
+    with pytest.raises(ValueError, match=r"a\.raw10.*missing cfa.*--cfa RGGB \(read_raw: cfa='RGGB'\)"):
         read_raw(tmp_path / "a.raw10", width=4, height=2)
 
 
@@ -223,7 +223,7 @@ def test_dng_dispatch_with_overrides(tmp_path, monkeypatch):
     assert got.cfa == "RGGB" and got.frame_id == "x"
     np.testing.assert_array_equal(got.mosaic, frame.mosaic)
     assert got.black_level == frame.black_level and got.timestamp == frame.timestamp
-    with pytest.raises(ValueError, match=r"a\.dng: width only apply to packed"):
+    with pytest.raises(ValueError, match=r"a\.dng: --width only applies to packed"):
         read_raw(tmp_path / "a.dng", width=8)
 
 
@@ -238,7 +238,7 @@ def test_missing_file(tmp_path):
 
 def test_directory_is_not_a_file(tmp_path):
     (tmp_path / "d.npy").mkdir()
-    with pytest.raises(ValueError, match=r"d\.npy is not a file"):
+    with pytest.raises(ValueError, match=r"d\.npy is a directory, not a RAW file"):
         read_raw(tmp_path / "d.npy")
 
 
@@ -266,7 +266,7 @@ def test_unknown_override(tmp_path):
     np.save(tmp_path / "m.npy", np.zeros((2, 2), np.uint16))
     with pytest.raises(ValueError, match=r"m\.npy: unknown read_raw option 'blacklevel'"):
         read_raw(tmp_path / "m.npy", cfa="RGGB", white_level=10, blacklevel=3)
-    with pytest.raises(ValueError, match=r"m\.npy: width, height only apply to packed"):
+    with pytest.raises(ValueError, match=r"m\.npy: --width, --height only apply to packed"):
         read_raw(tmp_path / "m.npy", cfa="RGGB", white_level=10, width=2, height=2)
 
 
@@ -287,7 +287,8 @@ def test_packed_needs_geometry(tmp_path):
 def test_missing_cfa_and_white_level(tmp_path):
     np.save(tmp_path / "m.npy", np.zeros((2, 2), np.uint16))
     with pytest.raises(ValueError, match=r"m\.npy: missing cfa and white_level: give them in the JSON "
-                                         r"sidecar m\.json or as cfa='RGGB', white_level=4095"):
+                                         r"sidecar m\.json or as --cfa RGGB --white-level 4095 "
+                                         r"\(read_raw: cfa='RGGB', white_level=4095\)"):
         read_raw(tmp_path / "m.npy")
     with pytest.raises(ValueError, match=r"missing white_level: give it"):
         read_raw(tmp_path / "m.npy", cfa="RGGB")

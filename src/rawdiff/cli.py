@@ -2,23 +2,36 @@
 
     rawdiff isp INPUT -o OUT.png
     rawdiff compress INPUT -o OUT.rdc [--model DIR]
-    rawdiff decompress IN.rdc -o OUT.png [--mode fast] [--model DIR] [--output rgb|raw]
+    rawdiff decompress IN.rdc -o OUT.png [--mode fast] [--model DIR] [--output rgb|raw] [--max-pixels N] [--tile N]
     rawdiff info IN.rdc
     rawdiff prepare-data (--default | --source PATH...) --out DIR
     rawdiff train --base CFG.yaml [--resume CKPT] [--accelerator gpu] [--devices N] [key=value ...]
 
-Bad input prints one line naming the problem and exits non-zero.
+Bad input prints one line naming the problem and exits non-zero. Outputs are checked
+before any work (suffix, folder, writability, not one of the inputs) and written
+atomically (:mod:`rawdiff.outputs`). What the library logs on the ``rawdiff`` logger (the
+encoder backend chosen and why, clipped pixels) goes to stderr as ``rawdiff CMD: ...``.
+A closed stdout (``rawdiff info f.rdc | head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
+from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, MIN_TILE
+from rawdiff.outputs import atomic_output, check_folder, check_output, write_bytes
 from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
+
+#: What `rawdiff isp` and `rawdiff decompress` write RGB images as (OpenCV picks the format by suffix).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+RAW_OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".dng")
+BITSTREAM_SUFFIXES = (".rdc",)
 
 
 def _add_raw_input(p: argparse.ArgumentParser) -> None:
@@ -30,6 +43,40 @@ def _add_raw_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfa", help="CFA pattern: RGGB, BGGR, GRBG or GBRG")
     p.add_argument("--black-level", type=float, help="sensor black level")
     p.add_argument("--white-level", type=float, help="sensor white (saturation) level")
+
+
+def _add_decoder_limits(p: argparse.ArgumentParser) -> None:
+    """--max-pixels and --tile of the commands that decode (Codec.load's max_pixels and tile)."""
+    p.add_argument("--max-pixels", type=_non_negative_int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse frames larger than this many pixels, from their header (default %(default)d: "
+                        "4 x 3868 x 2176; 0: no limit)")
+    p.add_argument("--tile", type=_tile, default=DEFAULT_TILE,
+                   help="decode frames larger than N x N codes (8N pixels at f8) in tiles of that size: memory "
+                        "stays that of a tile (default %(default)d; 0: never)")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0, got %d" % value)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1, got %d" % value)
+    return value
+
+
+def _tile(text: str) -> int:
+    value = _non_negative_int(text)
+    if 0 < value < MIN_TILE:
+        raise argparse.ArgumentTypeError("must be 0 (no tiling) or at least %d codes, got %d" % (MIN_TILE, value))
+    return value
 
 
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
@@ -47,20 +94,27 @@ def _read_input(args):
     return read_raw(args.input, **overrides)
 
 
-def _write_png(rgb, path: str) -> None:
+def _raw_inputs(path: str) -> List[str]:
+    """A RAW input and its JSON sidecar: what an output must not overwrite."""
+    from rawdiff.raw.io import sidecar_path
+
+    return [path, str(sidecar_path(path))]
+
+
+def _write_image(rgb, path: str) -> None:
     import cv2
 
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    if not cv2.imwrite(path, rgb[:, :, ::-1]):
-        raise ValueError("could not write image %s (unsupported extension?)" % path)
+    with atomic_output(path) as part:
+        if not cv2.imwrite(part, rgb[:, :, ::-1]):
+            raise ValueError("OpenCV could not write the image %s" % path)
 
 
 def cmd_isp(args) -> int:
     from rawdiff.raw.isp import render
 
+    check_output(args.output, IMAGE_SUFFIXES, _raw_inputs(args.input))
     frame = _read_input(args)
-    _write_png(render(frame), args.output)
+    _write_image(render(frame), args.output)
     print("%s: %dx%d %s -> %s" % (args.input, frame.width, frame.height, frame.cfa, args.output))
     return 0
 
@@ -68,11 +122,11 @@ def cmd_isp(args) -> int:
 def cmd_compress(args) -> int:
     from rawdiff.codec import Codec
 
+    check_output(args.output, BITSTREAM_SUFFIXES, _raw_inputs(args.input))
     frame = _read_input(args)
     codec = Codec.load(args.model, device=args.device, backend=args.backend, threads=args.threads)
     payload = codec.compress(frame, source_encoding=args.source_encoding)
-    with open(args.output, "wb") as f:
-        f.write(payload)
+    write_bytes(args.output, payload)
     bpp = 8.0 * len(payload) / (frame.width * frame.height)
     print("%s: %dx%d -> %d bytes, %.4f bpp (%s)" % (args.input, frame.width, frame.height, len(payload), bpp,
                                                   args.output))
@@ -80,7 +134,9 @@ def cmd_compress(args) -> int:
 
 
 def _read_bytes(path: str) -> bytes:
-    if not os.path.isfile(path):
+    if os.path.isdir(path):
+        raise ValueError("%s is a directory, not a bitstream file" % path)
+    if not os.path.exists(path):
         raise FileNotFoundError("%s does not exist" % path)
     with open(path, "rb") as f:
         return f.read()
@@ -95,8 +151,9 @@ def cmd_decompress(args) -> int:
         if suffix not in RAW_OUTPUT_SUFFIXES:
             raise ValueError("--output raw writes %s, not %r (%s)"
                              % (", ".join(RAW_OUTPUT_SUFFIXES), suffix or "no suffix", args.output))
+    check_output(args.output, RAW_OUTPUT_SUFFIXES if output_kind == "raw" else IMAGE_SUFFIXES, [args.input])
     payload = _read_bytes(args.input)
-    codec = Codec.load(args.model, device=args.device)
+    codec = Codec.load(args.model, device=args.device, max_pixels=args.max_pixels, tile=args.tile)
     if output_kind == "raw":
         frame = codec.decompress_raw(payload, mode=args.mode, steps=args.steps, seed=args.seed)
         _write_raw_frame(frame, args.output)
@@ -104,17 +161,14 @@ def cmd_decompress(args) -> int:
                                                        frame.cfa, args.output))
         return 0
     rgb = codec.decompress(payload, mode=args.mode, steps=args.steps, seed=args.seed)
-    _write_png(rgb, args.output)
+    _write_image(rgb, args.output)
     print("%s: %d bytes -> %dx%d RGB (%s)" % (args.input, len(payload), rgb.shape[1], rgb.shape[0], args.output))
     return 0
 
 
-RAW_OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".dng")
-
-
 def _write_raw_frame(frame, path: str) -> None:
-    """A reconstructed RAW frame: DNG, or a 16-bit mosaic with the JSON sidecar the readers take."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """A reconstructed RAW frame: DNG, or a 16-bit mosaic with the JSON sidecar the readers
+    take (each written atomically)."""
     if path.lower().endswith(".dng"):
         from rawdiff.raw.dng import write_dng
 
@@ -152,6 +206,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _eval_with_checked_out(run):
+    """`rawdiff eval`, its --out folder checked (and its absence fine) before the evaluation."""
+
+    def checked(args) -> int:
+        check_folder(args.out, "--out folder")
+        return run(args)
+
+    return checked
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rawdiff", description="Learned compression of RAW Bayer frames.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -159,12 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("isp", help="reference ISP: RAW -> sRGB PNG")
     _add_raw_input(p)
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="OUT.png (or .jpg, .tif, .bmp, .webp)")
     p.set_defaults(func=cmd_isp)
 
     p = sub.add_parser("compress", help="RAW frame -> .rdc bitstream")
     _add_raw_input(p)
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="OUT.rdc")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     _add_encoder_options(p)
@@ -177,12 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OUT.png (RGB); with --output raw: OUT.png/.tif/.npy (+ .json sidecar) or OUT.dng")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
-    p.add_argument("--steps", type=int, default=4, help="diffusion sampling steps")
+    p.add_argument("--steps", type=_positive_int, default=4, help="diffusion sampling steps")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     p.add_argument("--device", default="auto")
     p.add_argument("--output", dest="output_kind", choices=["rgb", "raw"],
                    help="rgb: sRGB image (default); raw: the reconstructed mosaic as a 16-bit PNG/TIFF/.npy "
                         "with its JSON sidecar, or a DNG (the default for an .dng name)")
+    _add_decoder_limits(p)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print a bitstream's header as JSON")
@@ -232,9 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoded image topic (default %(default)s)")
     q.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
     q.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
-    q.add_argument("--steps", type=int, default=4, help="diffusion sampling steps")
+    q.add_argument("--steps", type=_positive_int, default=4, help="diffusion sampling steps")
     q.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     q.add_argument("--device", default="auto")
+    _add_decoder_limits(q)
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=bag_tools.cmd_decode)
 
@@ -242,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rawdiff.eval import cli as eval_cli
 
     eval_cli.add_arguments(p)
-    p.set_defaults(func=eval_cli.run)
+    p.set_defaults(func=_eval_with_checked_out(eval_cli.run))
 
     p = sub.add_parser("train", help="train a model from a YAML config (Lightning)")
     p.add_argument("-b", "--base", nargs="*", default=[], help="config files, merged left to right")
@@ -265,19 +331,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _library_log(command: str) -> Iterator[None]:
+    """The ``rawdiff`` logger's messages (INFO and up) on stderr while a command runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("rawdiff %s: %%(message)s" % command))
+    logger = logging.getLogger("rawdiff")
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head``): no more output, no error. stdout is
+    pointed at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (a test's capture)
+        pass
+    return 141  # 128 + SIGPIPE, what a command killed by the closed pipe would return
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = " ".join(c for c in (args.command, getattr(args, "bag_command", None)) if c)
     try:
-        return int(args.func(args) or 0)
+        with _library_log(command):
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
-        print("rawdiff %s: interrupted" % args.command, file=sys.stderr)
+        print("rawdiff %s: interrupted" % command, file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()
     except (ValueError, OSError) as exc:  # bad input; anything else is a bug and shows its traceback
         msg = exc
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(msg):
             msg = "%s: %s" % (exc.filename, exc.strerror or msg)
-        print("rawdiff %s: error: %s" % (args.command, msg), file=sys.stderr)
+        print("rawdiff %s: error: %s" % (command, msg), file=sys.stderr)
         return 1
 
 

@@ -116,16 +116,61 @@ def test_bad_frame_is_left_out_reported_and_exits_nonzero(tmp_path, capsys):
     (["encode", "{raw}", "{raw}", "--topic", "/camera/image_raw"], "is the input bag"),
     (["encode", "{missing}", "{out}", "--topic", "/camera/image_raw"], "does not exist"),
     (["decode", "{raw}", "{out}"], "has no rawdiff/CompressedCodes topic"),
-    (["encode", "{notabag}", "{out}", "--topic", "/camera/image_raw"], "notabag"),
-], ids=["missing-topic", "wrong-type", "same-file", "missing-bag", "no-codes", "not-a-bag"])
+    (["encode", "{notabag}", "{out}", "--topic", "/camera/image_raw"], "notabag.bag is not a rosbag"),
+    (["decode", "{png}", "{out}"], "f.png is not a rosbag (a bag starts with '#ROSBAG V2.0'"),
+    (["encode", "{truncated}", "{out}", "--topic", "/camera/image_raw"],
+     "truncated.bag has no index: it is truncated, or its recording did not finish; `rosbag reindex"),
+    (["decode", "{tmp}", "{out}"], "is a directory, not a bag"),
+    (["encode", "{raw}", "{tmp}/out", "--topic", "/camera/image_raw"], "out has no suffix; give one of .bag"),
+    (["decode", "{raw}", "{tmp}", "--topic", "/camera/image_raw"], "is a directory; give a file name"),
+], ids=["missing-topic", "wrong-type", "same-file", "missing-bag", "no-codes", "not-a-bag", "a-png", "truncated",
+        "directory", "no-suffix", "output-directory"])
 def test_errors_print_one_line(tmp_path, capsys, args, message):
     raw = tmp_path / "raw.bag"
     _make_bag(raw)
     (tmp_path / "notabag.bag").write_bytes(b"not a bag at all")
-    paths = {"raw": raw, "out": tmp_path / "out.bag", "missing": tmp_path / "missing.bag",
-             "notabag": tmp_path / "notabag.bag"}
+    (tmp_path / "f.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    data = raw.read_bytes()
+    (tmp_path / "truncated.bag").write_bytes(data[: len(data) // 2])
+    paths = {"raw": raw, "out": tmp_path / "out.bag", "missing": tmp_path / "missing.bag", "tmp": tmp_path,
+             "notabag": tmp_path / "notabag.bag", "png": tmp_path / "f.png", "truncated": tmp_path / "truncated.bag"}
+    before = sorted(p.name for p in tmp_path.iterdir())
     argv = ["bag"] + [a.format(**paths) for a in args] + ["--model", FIXTURE_MODEL, "-q"]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("rawdiff bag: error: ") and message in err[0], err
-    assert not (tmp_path / "out.bag").exists() and not (tmp_path / "out.bag.part").exists()
+    assert len(err) == 1 and err[0].startswith("rawdiff bag %s: error: " % args[0]) and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no partial file
+
+
+def test_decode_rejects_frames_over_max_pixels_counts_them_and_decodes_the_rest(tmp_path, capsys):
+    from synthetic import declare_size
+
+    raw, codes, rgb, big = tmp_path / "raw.bag", tmp_path / "codes.bag", tmp_path / "rgb.bag", tmp_path / "big.bag"
+    _make_bag(raw)
+    assert main(["bag", "encode", str(raw), str(codes), "--topic", "/camera/image_raw", "--model", FIXTURE_MODEL,
+                 "-q"]) == 0
+    n_big = 0
+    with rosbag.Bag(str(codes)) as src, rosbag.Bag(str(big), "w") as dst:
+        for topic, msg, t in src.read_messages():
+            if topic == "/compressed_codes" and msg.header.frame_id in ("cam1", "cam4"):  # declare 16384 x 16384
+                msg.data = declare_size(bytes(msg.data), 16384, 16384)
+                msg.height = msg.width = 16384
+                msg.code_height = msg.code_width = 2048
+                n_big += 1
+            dst.write(topic, msg, t)
+    capsys.readouterr()
+    assert main(["bag", "decode", str(big), str(rgb), "--model", FIXTURE_MODEL, "-q", "--max-pixels", "1000000"]) == 1
+    captured = capsys.readouterr()
+    assert "decoded %d frames" % (N - n_big) in captured.out and "%d frames rejected" % n_big in captured.out
+    assert "frame 16384x16384 (268435456 pixels) exceeds the decoder's limit of 1000000 pixels" in captured.err
+    _, msgs, _ = _read(rgb)
+    assert sorted(m.header.frame_id for topic, m, _ in msgs if topic == "/camera/image_decoded") == \
+        ["cam0", "cam2", "cam3", "cam5"]
+
+
+def test_a_missing_output_folder_is_made_and_no_partial_file_is_left(tmp_path, capsys):
+    raw, codes = tmp_path / "raw.bag", tmp_path / "new" / "deeper" / "codes.bag"
+    _make_bag(raw)
+    assert main(["bag", "encode", str(raw), str(codes), "--topic", "/camera/image_raw", "--model", FIXTURE_MODEL,
+                 "-q"]) == 0
+    assert codes.is_file() and [p.name for p in codes.parent.iterdir()] == ["codes.bag"]

@@ -83,6 +83,11 @@ def test_decoder_launch_params():
                                        "mode:=diffusion", "steps:=8", "seed:=3"))
     assert (params["/rawdiff_decoder/mode"], params["/rawdiff_decoder/steps"], params["/rawdiff_decoder/seed"]) \
         == ("diffusion", 8, 3)
+    assert (params["/rawdiff_decoder/max_pixels"], params["/rawdiff_decoder/tile"]) == (33667072, 256)
+    params = yaml.safe_load(_roslaunch("--dump-params", os.path.join(LAUNCH, "decoder.launch"),
+                                       "max_pixels:=1000000", "tile:=0", "queue_size:=16"))
+    assert (params["/rawdiff_decoder/max_pixels"], params["/rawdiff_decoder/tile"],
+            params["/rawdiff_decoder/queue_size"]) == (1000000, 0, 16)
 
 
 @needs_roslaunch
@@ -98,6 +103,8 @@ def test_pipeline_launch_plays_after_the_chain_is_up_and_records():
     params = yaml.safe_load(_roslaunch("--dump-params", path, "bag:=/data/camera.bag", "record:=/data/out.bag"))
     assert params["/camera/rawdiff_encoder/wait_for_subscribers"] == 2  # decoder and recorder
     assert params["/rawdiff_decoder/wait_for_subscribers"] == 1  # recorder
+    params = yaml.safe_load(_roslaunch("--dump-params", path, "bag:=/data/camera.bag", "queue_size:=16"))
+    assert params["/camera/rawdiff_encoder/queue_size"] == params["/rawdiff_decoder/queue_size"] == 16
     params = yaml.safe_load(_roslaunch("--dump-params", path, "bag:=/data/camera.bag"))
     assert params["/camera/rawdiff_encoder/wait_for_subscribers"] == 1
     assert params["/rawdiff_decoder/wait_for_subscribers"] == 0

@@ -307,7 +307,7 @@ def other_codes(other_model):
 
 
 @pytest.mark.parametrize("case", ["corrupted", "truncated", "empty", "other-model", "other-model-bitstream",
-                                  "fields-disagree"])
+                                  "fields-disagree", "too-large"])
 def test_decoder_rejects_bad_codes_and_keeps_serving(pipe, other_codes, case):
     good = _good_codes(pipe)
     other_id, other_data = other_codes
@@ -331,6 +331,13 @@ def test_decoder_rejects_bad_codes_and_keeps_serving(pipe, other_codes, case):
     elif case == "other-model-bitstream":  # the message claims our model, the bitstream says otherwise
         data = bytearray(other_data)
         fragment = "encoded with model %s, but the loaded model is %s" % (other_id, good.model_id)
+    elif case == "too-large":  # a valid bitstream declaring 32768 x 32768: refused from its header
+        from synthetic import declare_size
+
+        data = bytearray(declare_size(bytes(data), 32768, 32768))
+        msg.height = msg.width = 32768
+        msg.code_height = msg.code_width = 4096
+        fragment = "frame 32768x32768 (1073741824 pixels) exceeds the decoder's limit of 33667072 pixels"
     else:
         msg.height += 8
         fragment = "message field height=%d disagrees" % msg.height

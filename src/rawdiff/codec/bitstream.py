@@ -25,15 +25,18 @@ Layout of format version 2 (all integers and floats little-endian)::
                              the encoder over the whole frame, as the reference ISP does)
     129       1     uint8    matrix_source: 0 the frame's, 1 the ISP's default (identity)
     130       1     uint8    tone_curve: 0 smoothstep, 1 none
-    131       4     uint32   payload length P in bytes
-    135       1     uint8    n = length of source_encoding (0..64)
-    136       n     ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
+    131       36    9 x f32  colour_stats: mean (R, G, B) and covariance (RR, RG, RB, GG, GB,
+                             BB) of the white-balanced signal over the code cells
+                             (rawdiff.codec.colour_stats; finite, variances >= 0)
+    167       4     uint32   payload length P in bytes
+    171       1     uint8    n = length of source_encoding (0..64)
+    172       n     ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
                              empty: unknown)
-    136+n     P     bytes    payload: the entropy-coded indices (see rawdiff.codec.entropy)
-    136+n+P   4     uint32   CRC32 (zlib.crc32) of bytes [0, 136+n+P)
+    172+n     P     bytes    payload: the entropy-coded indices (see rawdiff.codec.entropy)
+    172+n+P   4     uint32   CRC32 (zlib.crc32) of bytes [0, 172+n+P)
 
-The whole container costs ``140 + n`` bytes on top of the payload; the render parameters
-(offsets 80 to 131, new in version 2) are 51 of them. Version 1 (no render parameters: the
+The whole container costs ``176 + n`` bytes on top of the payload; the render parameters
+and colour statistics (offsets 80 to 167, new in version 2) are 87 of them. Version 1 (no render parameters: the
 network had to guess each frame's colour) is refused with an error naming both versions.
 
 Reading checks, in this order: magic, version (before anything else, so a file of
@@ -73,9 +76,9 @@ MIN_CODEBOOK_SIZE = 2
 MAX_CODEBOOK_SIZE = 65536
 
 _PREFIX = struct.Struct("<4sH")  # magic, version
-_FIXED = struct.Struct("<4sH16sIIBBHHI4dd3f9fBBBIB")  # everything up to the source_encoding
+_FIXED = struct.Struct("<4sH16sIIBBHHI4dd3f9fBBB9fIB")  # everything up to the source_encoding
 _CRC = struct.Struct("<I")
-HEADER_FIXED_SIZE = _FIXED.size  # 136
+HEADER_FIXED_SIZE = _FIXED.size  # 172
 _SOURCE_ENCODING_RE = re.compile(r"^[A-Za-z0-9_.+-]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -204,6 +207,8 @@ class Header:
         wb_source: ``"as_shot"`` (the frame's gains) or ``"gray_world"`` (the encoder's estimate).
         matrix_source: ``"frame"`` (the frame's matrix) or ``"default"`` (the ISP's identity).
         tone_curve: the ISP's tone curve, ``"smoothstep"`` or ``"none"``.
+        colour_stats: 9 numbers, the mean and covariance of the coded signal over the code
+            cells (:mod:`rawdiff.codec.colour_stats`); all zeros: none measured.
         payload_length: set by :func:`unpack`/:func:`read_header`; :func:`pack` checks it if set.
         version: the format version (only :data:`FORMAT_VERSION` can be written).
     """
@@ -224,6 +229,7 @@ class Header:
     wb_source: str = "gray_world"
     matrix_source: str = "default"
     tone_curve: str = "smoothstep"
+    colour_stats: Tuple[float, ...] = (0.0,) * 9
     payload_length: Optional[int] = None
     version: int = FORMAT_VERSION
 
@@ -282,6 +288,10 @@ class Header:
             )
         put("wb_gains", _wb_gains(self.wb_gains))
         put("color_matrix", _color_matrix(self.color_matrix))
+        stats = _flat_floats(self.colour_stats, "colour_stats", 9)
+        if min(stats[3], stats[6], stats[8]) < 0:
+            raise BitstreamError("colour_stats variances must be >= 0, got %r" % ([stats[3], stats[6], stats[8]],))
+        put("colour_stats", stats)
         for name, names in (("wb_source", WB_SOURCES), ("matrix_source", MATRIX_SOURCES),
                             ("tone_curve", TONE_CURVES)):
             if getattr(self, name) not in names:
@@ -323,6 +333,7 @@ class Header:
             "color_matrix": [list(self.color_matrix[i:i + 3]) for i in (0, 3, 6)],
             "matrix_source": self.matrix_source,
             "tone_curve": self.tone_curve,
+            "colour_stats": {"mean": list(self.colour_stats[:3]), "covariance": list(self.colour_stats[3:])},
             "payload_length": self.payload_length,
         }
 
@@ -337,6 +348,7 @@ class Header:
                 entropy_model=d.get("entropy_model", "context"),
                 wb_gains=d["wb_gains"], color_matrix=d["color_matrix"], wb_source=d["wb_source"],
                 matrix_source=d["matrix_source"], tone_curve=d.get("tone_curve", "smoothstep"),
+                colour_stats=list(d["colour_stats"]["mean"]) + list(d["colour_stats"]["covariance"]),
                 payload_length=d.get("payload_length"),
                 version=d.get("format_version", FORMAT_VERSION),
             )
@@ -377,7 +389,7 @@ def pack(header: Header, payload: bytes) -> bytes:
         header.code_height, header.code_width, header.codebook_size,
         *header.black_level, header.white_level, *header.wb_gains, *header.color_matrix,
         WB_SOURCES.index(header.wb_source), MATRIX_SOURCES.index(header.matrix_source),
-        TONE_CURVES.index(header.tone_curve), len(payload), len(enc),
+        TONE_CURVES.index(header.tone_curve), *header.colour_stats, len(payload), len(enc),
     )
     body = head + enc + payload
     return body + _CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)
@@ -418,7 +430,9 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
     black = fields[10:14]
     white = fields[14]
     gains, matrix = fields[15:18], fields[18:27]
-    wb_code, matrix_code, tone_code, payload_length, enc_len = fields[27:32]
+    wb_code, matrix_code, tone_code = fields[27:30]
+    stats = fields[30:39]
+    payload_length, enc_len = fields[39:41]
     if enc_len > MAX_SOURCE_ENCODING:
         raise BitstreamError("source_encoding length %d is not in [0, %d]" % (enc_len, MAX_SOURCE_ENCODING))
     start = HEADER_FIXED_SIZE + enc_len
@@ -461,7 +475,7 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
         code_width=code_w, codebook_size=k, entropy_model=ENTROPY_MODELS[entropy_code],
         wb_gains=gains, color_matrix=matrix, wb_source=WB_SOURCES[wb_code],
         matrix_source=MATRIX_SOURCES[matrix_code], tone_curve=TONE_CURVES[tone_code],
-        payload_length=payload_length, version=version,
+        colour_stats=stats, payload_length=payload_length, version=version,
     )
     return header, start
 

@@ -3,10 +3,21 @@
     compress:   RawFrame --render parameters (as shot, else gray world)--> header
                 --white-balanced planes--> pad --Embedder.encode_indices--> grid (h x w)
                 --IndexPrior.encode--> payload --bitstream.pack(header)--> bytes
-    decompress: bytes --bitstream.unpack + model check--> payload --IndexPrior.decode--> grid
-                --Embedder.decode_indices (fast) | latent diffusion--> camera RGB
+    decompress: bytes --bitstream.unpack + model check + size limit--> payload
+                --IndexPrior.decode--> grid
+                --Embedder.decode_indices (fast) | latent diffusion, over tiles--> camera RGB
                 --reference ISP colour stage (header's matrix)--> crop --> uint8 sRGB
                 (decompress_raw: camera RGB --CFA sampling, gains undone--> RawFrame)
+
+Resources are bounded by two settings of the codec (``Codec.load(max_pixels=, tile=)``):
+a bitstream declaring more than ``max_pixels`` pixels is refused from its header, before
+the code grid is allocated (:mod:`rawdiff.codec.limits`); a code grid larger than
+``tile`` x ``tile`` codes is decoded in tiles with whole-frame normalisation statistics
+(:mod:`rawdiff.codec.tiling`), rendered tile by tile into the output, so the networks'
+memory is a tile's. Both are the codec's, not arguments of ``decompress``: they are a
+policy of the decoding process, set once where it starts (the command line, the node,
+the bag tools), and every decode path (``parse``, ``decompress``, ``decompress_raw``)
+goes through them, so no caller can forget one.
 
 A colour-exact model (``embedder.out: linear``) never guesses colour: the bitstream
 carries the frame's white balance and colour matrix, the network codes the white-balanced
@@ -21,11 +32,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
 from rawdiff.codec import bitstream
+from rawdiff.codec.colour_stats import CellMoments, apply_map, planes_statistics, rgb_statistics, transport_map
+from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_frame_size, check_max_pixels, check_tile
 from rawdiff.codec.modeldir import read_model_dir
 from rawdiff.raw.frame import RawFrame
 
@@ -86,8 +99,15 @@ class Codec:
     whose encoder is ``encoder.onnx`` (``backend="onnx"``) compresses without torch."""
 
     def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], prior,
-                 device: str = "auto", backend: str = "torch", onnx_session=None, threads: Optional[int] = None):
+                 device: str = "auto", backend: str = "torch", onnx_session=None, threads: Optional[int] = None,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE):
         self.model_dir = model_dir
+        #: frames declaring more pixels are refused from the header (None: no limit)
+        self.max_pixels = check_max_pixels(max_pixels)
+        #: code grids larger than tile x tile codes decode in tiles (0: never)
+        self.tile = check_tile(tile)
+        #: statistics passes of tiled decoding: 1, or "exact" (rawdiff.codec.tiling.run_tiled)
+        self.tile_passes: Union[int, str] = 1
         self.config = config
         self.meta = meta
         self.model_id: str = meta["model_id"]
@@ -107,10 +127,12 @@ class Codec:
         self._device = None
         self._embedder = None
         self._diffusion = None
+        self._tile_norms = None  # (latent, FrameNorms) of the last tiled decode
 
     @classmethod
     def load(cls, model_dir: str, device: str = "auto", backend: str = "torch",
-             threads: Optional[int] = None) -> Codec:
+             threads: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+             tile: int = DEFAULT_TILE) -> Codec:
         """The codec of a model directory.
 
         ``backend``: ``torch``, ``onnx`` (the directory's ``encoder.onnx``; an error when it is
@@ -118,9 +140,11 @@ class Codec:
         device torch would use, else torch, saying why in the log; the command line and the
         encoder node use it). ``threads``: CPU threads for torch and onnxruntime (None: their
         defaults). With ``onnx`` (and ``auto`` where torch is missing) nothing loads torch
-        until a frame is decoded."""
+        until a frame is decoded. ``max_pixels`` (None or 0: no limit) and ``tile`` (0: no
+        tiling) bound what decoding may use; see the module docstring."""
         from rawdiff.codec.entropy import IndexPrior
 
+        max_pixels, tile = check_max_pixels(max_pixels), check_tile(tile)
         if backend not in BACKENDS:
             raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         if threads is not None and int(threads) < 1:
@@ -136,7 +160,7 @@ class Codec:
         elif backend == "auto":
             session = _auto_session(model_dir, device, threads, info["meta"])
         codec = cls(model_dir, info["config"], info["meta"], prior, device, "onnx" if session is not None else "torch",
-                    session, threads)
+                    session, threads, max_pixels=max_pixels, tile=tile)
         if session is None:
             codec.embedder  # noqa: B018 - load (and check) the torch encoder now, not on the first frame
         return codec
@@ -194,7 +218,10 @@ class Codec:
 
     def encode_indices(self, frame: RawFrame, wb_gains=None) -> np.ndarray:
         """The code grid (h x w, int64) of a frame (:meth:`decode_indices` is its way back)."""
-        planes = self.model_planes(frame, wb_gains)  # raises ValueError for odd sizes
+        return self.encode_planes(self.model_planes(frame, wb_gains))  # raises ValueError for odd sizes
+
+    def encode_planes(self, planes: np.ndarray) -> np.ndarray:
+        """The code grid of the encoder's planes (:meth:`model_planes`)."""
         if self.onnx_session is not None:
             from rawdiff.codec.onnx_runtime import run_encoder
 
@@ -213,8 +240,14 @@ class Codec:
             raise ValueError("compress needs a RawFrame, got %s" % type(frame).__name__)
         source_encoding = (source_encoding or frame.extra.get("source_encoding")
                            or "bayer_%s16" % frame.cfa.lower())
-        colour = self.render_parameters(frame)
-        grid = self.encode_indices(frame, colour["wb_gains"])
+        from rawdiff.raw.isp import model_planes, render_parameters
+
+        planes = np.ascontiguousarray(frame.to_planes(), dtype=np.float32)  # ValueError for odd sizes
+        colour = render_parameters(frame, planes)
+        planes = model_planes(frame, np.float32(colour["wb_gains"]) if self.colour_exact else None, planes)
+        grid = self.encode_planes(planes)
+        if self.colour_exact:
+            colour["colour_stats"] = planes_statistics(planes, self.factor)
         payload = self.prior.encode(grid)
         header = bitstream.Header(
             model_id=self.model_id, height=frame.height, width=frame.width, cfa=frame.cfa,
@@ -226,9 +259,12 @@ class Codec:
     # -- decoder side -------------------------------------------------------------------
 
     def parse(self, data: bytes):
-        """Header and code grid of a bitstream; raises BitstreamError on anything wrong."""
+        """Header and code grid of a bitstream; raises BitstreamError on anything wrong, and
+        :class:`rawdiff.codec.limits.FrameTooLargeError` for a frame over ``max_pixels``
+        before the grid is allocated."""
         header, payload = bitstream.unpack(data)
         bitstream.check_model(header, self.model_id)
+        check_frame_size(header, self.max_pixels)
         if header.codebook_size != self.codebook_size or header.entropy_model != self.prior.kind:
             raise bitstream.BitstreamError(
                 "bitstream codes (K=%d, %s prior) do not match model %s (K=%d, %s prior)"
@@ -263,11 +299,31 @@ class Codec:
         """uint8 H x W x 3 sRGB from :meth:`decode_indices`: the reference ISP's colour stage
         with the header's render parameters (colour-exact models), or the ISP on the planes
         (``out: raw``), or as decoded (``out: rgb``)."""
-        from rawdiff.raw.isp import colour_stage, render
+        from rawdiff.raw.isp import render
 
         if self.out == "raw":
             return render(self.mosaic_frame(output, header))
-        rgb = output[: header.height, : header.width]
+        return self._render_piece(output, header, 0, 0, self.colour_map(output, header))
+
+    def colour_map(self, output: np.ndarray, header: bitstream.Header):
+        """The affine map that carries the colour statistics of the decoder's camera RGB onto
+        those the encoder sent (:mod:`rawdiff.codec.colour_stats`), or None (a model of
+        another domain, or a bitstream without statistics)."""
+        if not self.colour_exact or not any(header.colour_stats):
+            return None
+        decoded = rgb_statistics(output[: header.height, : header.width], self.factor)
+        return transport_map(header.colour_stats, decoded)
+
+    def _render_piece(self, piece: np.ndarray, header: bitstream.Header, top: int, left: int,
+                      colour_map=None) -> np.ndarray:
+        """uint8 sRGB of a piece of the decoder's H x W x 3 output whose top-left pixel is
+        (``top``, ``left``) of the frame, cropped to the frame. Per pixel, so a frame
+        rendered in pieces is the frame rendered whole."""
+        from rawdiff.raw.isp import colour_stage
+
+        rgb = piece[: header.height - top, : header.width - left]
+        if colour_map is not None:
+            rgb = apply_map(rgb, colour_map)
         if self.colour_exact:
             rgb = colour_stage(rgb, np.asarray(header.color_matrix).reshape(3, 3), header.tone_curve)
         return np.round(rgb * 255.0).astype(np.uint8)
@@ -275,29 +331,45 @@ class Codec:
     def mosaic_frame(self, output: np.ndarray, header: bitstream.Header) -> RawFrame:
         """The reconstructed RAW frame: the source's CFA, levels and render parameters, the
         mosaic sampled from the decoded camera RGB (or planes), white balance undone."""
+        return self._raw_frame(self._mosaic_piece(output, header, 0, 0, self.colour_map(output, header)), header)
+
+    def _mosaic_piece(self, piece: np.ndarray, header: bitstream.Header, top: int, left: int,
+                      colour_map=None) -> np.ndarray:
+        """The uint16 mosaic of a piece of the decoder's output whose top-left pixel is
+        (``top``, ``left``) of the frame (both even: the CFA phase is the frame's), cropped
+        to the frame."""
         from rawdiff.raw.frame import planes_to_mosaic
 
-        h, w = header.height, header.width
-        gains = np.asarray(header.wb_gains, dtype=np.float32)
-        if self.out == "rgb":
-            raise ValueError("model %s decodes sRGB only; a RAW output needs a colour-exact model "
-                             "(embedder.out: linear)" % self.model_id)
+        self._check_raw_output()
+        h, w = header.height - top, header.width - left
         he, we = h + (h & 1), w + (w & 1)  # whole 2x2 tiles; an odd edge is cut at the end
         if self.out == "raw":
-            planes = output[:, : he // 2, : we // 2]
+            planes = piece[:, : he // 2, : we // 2]
             # planes of a raw-output model are normalised, not white-balanced
             norm = planes_to_mosaic(planes, header.cfa)
         else:
-            rgb = output[:he, :we]
+            rgb = piece[:he, :we]
+            if colour_map is not None:
+                rgb = apply_map(rgb, colour_map)
+            gains = np.asarray(header.wb_gains, dtype=np.float32)
             channel = {"R": 0, "G": 1, "B": 2}
             # the colour of each position of the CFA tile, and its white-balance gain
             tile = np.array([[channel[c] for c in header.cfa[:2]], [channel[c] for c in header.cfa[2:]]])
-            colours = np.tile(tile, (he // 2, we // 2))
+            colours = np.tile(tile, (rgb.shape[0] // 2, rgb.shape[1] // 2))
             wb = np.take_along_axis(rgb, colours[..., None], axis=2)[..., 0]
             norm = wb / gains[colours]
-        black = np.tile(np.asarray(header.black_level, dtype=np.float64).reshape(2, 2), (he // 2, we // 2))
+        black = np.tile(np.asarray(header.black_level, dtype=np.float64).reshape(2, 2),
+                        (norm.shape[0] // 2, norm.shape[1] // 2))
         values = black + norm.astype(np.float64) * (header.white_level - black)
-        mosaic = np.clip(np.rint(values), 0, min(65535.0, header.white_level)).astype(np.uint16)[:h, :w]
+        return np.clip(np.rint(values), 0, min(65535.0, header.white_level)).astype(np.uint16)[:h, :w]
+
+    def _check_raw_output(self) -> None:
+        if self.out == "rgb":
+            raise ValueError("model %s decodes sRGB only; a RAW output needs a colour-exact model "
+                             "(embedder.out: linear)" % self.model_id)
+
+    @staticmethod
+    def _raw_frame(mosaic: np.ndarray, header: bitstream.Header) -> RawFrame:
         black_level = header.black_level if len(set(header.black_level)) > 1 else header.black_level[0]
         return RawFrame(
             mosaic, cfa=header.cfa, black_level=black_level, white_level=header.white_level,
@@ -306,12 +378,72 @@ class Codec:
                           if header.matrix_source == "frame" else None),
             extra={"source_encoding": header.source_encoding})
 
+    # -- tiles ----------------------------------------------------------------------------
+
+    def tiled(self, code_shape) -> bool:
+        """True when a code grid of ``code_shape`` decodes in tiles (larger than ``tile``)."""
+        return bool(self.tile) and (code_shape[0] > self.tile or code_shape[1] > self.tile)
+
+    def tiled_latent(self, grid: np.ndarray, mode: str, steps: int, seed: int):
+        """The decoder's input for ``grid`` over the whole grid (D floats a code): the
+        codebook vectors (fast), or the latent the diffusion sampler draws with its UNet run
+        in tiles. Drawn once, decoded by :meth:`decode_pieces` as often as needed."""
+        if mode not in MODES:
+            raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
+        torch = _needs_torch("decoding")
+        from rawdiff.codec.tiled_decode import sample_latent
+
+        embedder = self.embedder
+        with torch.inference_mode():
+            idx = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
+            if mode == "fast":
+                return embedder.quantize.lookup(idx)
+            return sample_latent(self.diffusion(), idx, steps, seed, self.tile or max(grid.shape), self.tile_passes)
+
+    def decode_pieces(self, latent, sink) -> None:
+        """Decode :meth:`tiled_latent` in tiles (:mod:`rawdiff.codec.tiled_decode`):
+        ``sink(top, left, piece)`` gets each tile's output in :meth:`decode_indices`' layout
+        and the pixel of the frame (planes: twice the plane position) where it starts, in
+        raster order. Decoding the same latent again reuses its normalisation statistics."""
+        torch = _needs_torch("decoding")
+        from rawdiff.codec.tiled_decode import decode_latent
+
+        def to_sink(top: int, left: int, y) -> None:
+            out = y.float().cpu().numpy()
+            sink(top * self.factor, left * self.factor,
+                 out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0)))
+
+        cached = self._tile_norms if self._tile_norms is not None and self._tile_norms[0] is latent else None
+        with torch.inference_mode():
+            norms = decode_latent(self.embedder, latent, self.tile or max(latent.shape[-2:]), to_sink,
+                                  self.tile_passes, cached[1] if cached else None)
+        self._tile_norms = (latent, norms)
+
     def decompress(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0) -> np.ndarray:
-        """uint8 H x W x 3 sRGB image of the frame in ``data``."""
+        """uint8 H x W x 3 sRGB image of the frame in ``data`` (in tiles when it is larger
+        than ``tile``: see the module docstring)."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, grid = self.parse(data)
-        return self.render(self.decode_indices(grid, mode, steps, seed), header)
+        if not self.tiled(grid.shape):
+            return self.render(self.decode_indices(grid, mode, steps, seed), header)
+        if self.out == "raw":  # the reference ISP demosaics the whole mosaic
+            from rawdiff.raw.isp import render
+
+            return render(self._tiled_raw_frame(grid, header, mode, steps, seed))
+        rgb = np.empty((header.height, header.width, 3), np.uint8)
+        latent = self.tiled_latent(grid, mode, steps, seed)
+
+        def sink(top: int, left: int, piece: np.ndarray) -> None:
+            block = self._render_piece(piece, header, top, left, colour_map)
+            rgb[top: top + block.shape[0], left: left + block.shape[1]] = block
+
+        try:
+            colour_map = self._tiled_colour_map(latent, header)
+            self.decode_pieces(latent, sink)
+        finally:
+            self._tile_norms = None
+        return rgb
 
     def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0) -> RawFrame:
         """The reconstructed RAW frame of ``data`` (mosaic, CFA, levels, white balance, colour
@@ -319,14 +451,46 @@ class Codec:
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, grid = self.parse(data)
-        return self.mosaic_frame(self.decode_indices(grid, mode, steps, seed), header)
+        if not self.tiled(grid.shape):
+            return self.mosaic_frame(self.decode_indices(grid, mode, steps, seed), header)
+        return self._tiled_raw_frame(grid, header, mode, steps, seed)
+
+    def _tiled_raw_frame(self, grid: np.ndarray, header: bitstream.Header, mode: str, steps: int,
+                         seed: int) -> RawFrame:
+        self._check_raw_output()
+        mosaic = np.empty((header.height, header.width), np.uint16)
+        latent = self.tiled_latent(grid, mode, steps, seed)
+
+        def sink(top: int, left: int, piece: np.ndarray) -> None:
+            block = self._mosaic_piece(piece, header, top, left, colour_map)
+            mosaic[top: top + block.shape[0], left: left + block.shape[1]] = block
+
+        try:
+            colour_map = self._tiled_colour_map(latent, header)
+            self.decode_pieces(latent, sink)
+        finally:
+            self._tile_norms = None
+        return self._raw_frame(mosaic, header)
+
+    def _tiled_colour_map(self, latent, header: bitstream.Header):
+        """:meth:`colour_map` of a frame decoded in tiles: a first pass gathers the decoded
+        statistics over the code cells (memory of one tile), the caller's pass renders."""
+        if not self.colour_exact or not any(header.colour_stats):
+            return None
+        moments = CellMoments(self.factor)
+
+        def sink(top: int, left: int, piece: np.ndarray) -> None:
+            moments.add(piece[: header.height - top, : header.width - left])
+
+        self.decode_pieces(latent, sink)
+        return transport_map(header.colour_stats, moments.statistics())
 
     def diffusion(self):
         if self._diffusion is None:
             path = os.path.join(self.model_dir, "diffusion.safetensors")
             if not os.path.isfile(path):
-                raise ValueError("model %s has no diffusion decoder (%s missing); use mode='fast'"
-                                 % (self.model_id, path))
+                raise ValueError("model %s has no diffusion decoder (%s missing); decode with the fast "
+                                 "decoder (--mode fast, ~mode: fast)" % (self.model_id, path))
             from rawdiff.models.ldm import load_diffusion_decoder
 
             self._diffusion = load_diffusion_decoder(self, path)

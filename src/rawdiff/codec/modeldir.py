@@ -39,11 +39,17 @@ def compute_model_id(model_dir: str) -> str:
 
 def read_model_dir(model_dir: str) -> Dict[str, Any]:
     """Check a model directory and return its config and metadata (no weights loaded)."""
-    if not os.path.isdir(model_dir):
+    if not os.path.exists(model_dir):
         raise FileNotFoundError("model directory %s does not exist" % model_dir)
-    for name in ("config.yaml", "model.json", "embedder.safetensors", "prior.safetensors"):
-        if not os.path.isfile(os.path.join(model_dir, name)):
-            raise ValueError("model directory %s has no %s" % (model_dir, name))
+    if not os.path.isdir(model_dir):
+        raise ValueError("model directory %s is a file, not a directory" % model_dir)
+    required = ("config.yaml", "model.json", "embedder.safetensors", "prior.safetensors")
+    missing = [name for name in required if not os.path.isfile(os.path.join(model_dir, name))]
+    if len(missing) == len(required):
+        raise ValueError("%s is not a model directory: it has no %s (`rawdiff train --export DIR` writes one)"
+                         % (model_dir, ", ".join(missing)))
+    if missing:
+        raise ValueError("model directory %s has no %s" % (model_dir, ", ".join(missing)))
     try:
         with open(os.path.join(model_dir, "model.json")) as f:
             meta = json.load(f)

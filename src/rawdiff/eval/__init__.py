@@ -1,5 +1,5 @@
-"""Evaluation: image metrics (:mod:`.metrics`), standard codecs as baselines
-(:mod:`.baselines`), the measuring of a ``rawdiff eval`` run (:mod:`.evaluate`), the
+"""Evaluation: standard codecs as baselines (:mod:`.baselines`; the image metrics are
+:mod:`rawdiff.metrics`, below the models), the measuring of a ``rawdiff eval`` run (:mod:`.evaluate`), the
 rate-distortion maths over its results (:mod:`.rd`), its report (:mod:`.report`) and its
 command line (:mod:`.cli`).
 

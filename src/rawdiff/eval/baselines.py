@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rawdiff.eval.metrics import ToolError, ToolMissing, find_tool, read_rgb, run_tool, write_png
+from rawdiff.metrics import ToolError, ToolMissing, find_tool, read_rgb, run_tool, write_png
 
 
 @dataclass

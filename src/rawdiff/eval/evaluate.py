@@ -89,7 +89,7 @@ def load_frame(path: str, max_pixels: Optional[int] = None):
     cropping, or None."""
     import cv2
 
-    from rawdiff.eval.metrics import centre_crop
+    from rawdiff.metrics import centre_crop
 
     frame = read_raw(path)
     if frame.height % 2 or frame.width % 2:  # the CFA needs even sizes; the phase is kept
@@ -122,7 +122,7 @@ def colour_and_raw(codec, frame, payload: bytes, rgb: np.ndarray, ref: np.ndarra
       ``raw_isp_gap_db`` its difference to the fast RGB output's PSNR;
     - ``raw_psnr``: PSNR of the reconstructed normalised mosaic against the frame's (peak 1).
     RAW figures are None for a model that decodes sRGB only."""
-    from rawdiff.eval.metrics import colour_fit_gain, psnr_uint8
+    from rawdiff.metrics import colour_fit_gain, psnr_uint8
 
     psnr = psnr_uint8(rgb, ref)
     out: Dict[str, Optional[float]] = {"psnr": psnr, "colour_fit_gain_db": colour_fit_gain(rgb, ref),
@@ -147,14 +147,14 @@ class _Meter:
         self.ref = self.ref_t = None
 
     def set_reference(self, ref: np.ndarray) -> None:
-        from rawdiff.eval.metrics import to_tensor
+        from rawdiff.metrics import to_tensor
 
         self.ref, self.ref_t = ref, to_tensor(ref)
 
     def __call__(self, img: np.ndarray) -> Dict[str, Optional[float]]:
         import torch
 
-        from rawdiff.eval import metrics
+        from rawdiff import metrics
 
         # one thread: these small convolutions and FFTs gain little from more, and on a
         # shared machine torch's spinning threads made them several times slower
@@ -195,7 +195,7 @@ def _codebook(codec, grids: List[np.ndarray], payload_bytes: List[int], header_b
 def _environment(device: str) -> Dict[str, str]:
     import torch
 
-    from rawdiff.eval.metrics import run_tool
+    from rawdiff.metrics import run_tool
 
     env = {"python": platform.python_version(), "torch": torch.__version__, "device": device,
            "torch threads": str(torch.get_num_threads()), "cpu": platform.processor() or platform.machine(),
@@ -279,7 +279,7 @@ class _Evaluation:
     def frame(self, path: str, max_pixels: Optional[int], bar, figure_path: Optional[str]) -> Optional[Dict]:
         """Measure every codec on one frame; with ``figure_path``, draw its side-by-side
         picture there and return its caption."""
-        from rawdiff.eval.metrics import ToolError, ToolMissing
+        from rawdiff.metrics import ToolError, ToolMissing
 
         name = os.path.basename(os.path.dirname(path)) if os.path.basename(path) == "frame.npy" else \
             os.path.basename(path)

@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from rawdiff.config import register
-from rawdiff.eval.metrics import psnr
+from rawdiff.metrics import psnr
 from rawdiff.models.embedder import Embedder, model_input, rendered, target_of
 from rawdiff.models.losses import reconstruction_loss
 

@@ -322,7 +322,7 @@ class LDM(_lightning_base()):
         self.ema_updates += 1
 
     def validation_step(self, batch, batch_idx):
-        from rawdiff.eval.metrics import psnr
+        from rawdiff.metrics import psnr
 
         z_e, indices, z_q = self.encode(batch)
         gen = torch.Generator().manual_seed(1000 + batch_idx)

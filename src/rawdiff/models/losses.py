@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rawdiff.eval.metrics import ms_ssim
+from rawdiff.metrics import ms_ssim
 
 
 class PatchDiscriminator(nn.Module):

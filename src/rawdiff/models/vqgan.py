@@ -14,7 +14,7 @@ import lightning as L
 import torch
 
 from rawdiff.config import register
-from rawdiff.eval.metrics import psnr
+from rawdiff.metrics import psnr
 from rawdiff.models.embedder import TRAINING_ONLY_KEYS, Embedder, model_input, rendered, target_of
 from rawdiff.models.losses import VQLoss
 

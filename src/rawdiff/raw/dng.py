@@ -184,6 +184,7 @@ def write_dng(frame: RawFrame, path: PathLike) -> str:
     tags.set(Tag.Model, "reconstruction")
     tags.set(Tag.UniqueCameraModel, "rawdiff reconstruction")
     folder = os.path.dirname(os.path.abspath(name))
+    os.makedirs(folder, exist_ok=True)  # as rawdiff.outputs.atomic_output makes it for every other output
     with tempfile.TemporaryDirectory(dir=folder, prefix=".rawdiff-dng-") as tmp:
         writer = RAW2DNG()
         writer.options(tags, path=tmp, compress=False)

@@ -21,6 +21,8 @@ CFA_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 PLANE_ORDER = ("R", "G1", "G2", "B")
 
 BlackLevel = Union[float, Sequence[float]]
+#: The mosaic is uint16: a white level above this can never be reached.
+MAX_WHITE_LEVEL = 65535
 
 
 def check_cfa(cfa: str) -> str:
@@ -116,6 +118,9 @@ class RawFrame:
         self.white_level = float(self.white_level)
         if not np.isfinite(self.white_level):
             raise ValueError("white_level must be finite, got %r" % self.white_level)
+        if self.white_level > MAX_WHITE_LEVEL:
+            raise ValueError("white_level %g is above the largest value of the 16-bit mosaic (%d)"
+                             % (self.white_level, MAX_WHITE_LEVEL))
         if self.white_level <= float(black.max()):
             raise ValueError(
                 "white_level %g <= black_level %g" % (self.white_level, float(black.max()))

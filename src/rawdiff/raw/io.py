@@ -19,11 +19,21 @@ plus, for packed files, ``format``, ``width``, ``height`` and ``stride``. Keywor
 overrides win over the sidecar; an override of ``None`` counts as not given, so a
 command line can pass its optional arguments straight through. :func:`frame_metadata`
 and :func:`frame_from_metadata` are the one place where this dictionary is made and read.
+
+What is checked on reading: a white level beyond the container (65535 for a 16-bit mosaic,
+4095 for RAW12, ...) is an error, and so are sizes in a sidecar that contradict the array.
+Pixels above the white level are clipped by the ISP and the codec (as a sensor's hot or
+over-range pixels are) and counted: one warning on the ``rawdiff`` logger names how many
+and how far, since many of them usually mean a wrong white level. Errors name the option
+as the command line spells it and as :func:`read_raw` takes it (``--width W``,
+``width=W``). Writing is atomic (:mod:`rawdiff.outputs`): a file, and its sidecar, is
+complete or absent.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -31,8 +41,11 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 
+from rawdiff.outputs import atomic_output, write_text
 from rawdiff.raw import csi2
 from rawdiff.raw.frame import RawFrame
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -53,7 +66,16 @@ METADATA_KEYS = ("cfa", "black_level", "white_level", "wb_gains", "color_matrix"
 #: Sidecar / override keys that describe the geometry of packed CSI-2 data.
 PACKED_KEYS = ("format", "width", "height", "stride")
 
-_REQUIRED_HINT = {"cfa": "cfa='RGGB'", "white_level": "white_level=4095"}
+#: How the command line and read_raw spell an option, for error messages.
+_OPTION_HINT = {"cfa": ("--cfa RGGB", "cfa='RGGB'"), "white_level": ("--white-level 4095", "white_level=4095"),
+                "width": ("--width W", "width=W"), "height": ("--height H", "height=H")}
+
+
+def option_hint(*names: str) -> str:
+    """``--cfa RGGB --white-level 4095 (read_raw: cfa='RGGB', white_level=4095)``."""
+    cli = " ".join(_OPTION_HINT[n][0] for n in names)
+    api = ", ".join(_OPTION_HINT[n][1] for n in names)
+    return "%s (read_raw: %s)" % (cli, api)
 
 
 # ---------------------------------------------------------------------------
@@ -118,8 +140,7 @@ def frame_from_metadata(mosaic: np.ndarray, meta: Optional[Mapping[str, Any]] = 
     if missing:
         raise ValueError(
             "missing %s: give %s in a JSON sidecar or as %s"
-            % (" and ".join(missing), "them" if len(missing) > 1 else "it",
-               ", ".join(_REQUIRED_HINT[k] for k in missing))
+            % (" and ".join(missing), "them" if len(missing) > 1 else "it", option_hint(*missing))
         )
     fields = {k: v for k, v in merged.items() if k in METADATA_KEYS and v is not None}
     if not isinstance(fields["cfa"], str):
@@ -173,8 +194,10 @@ def _existing_file(path: PathLike) -> Path:
     path = Path(os.fspath(path))
     if not path.exists():
         raise FileNotFoundError("RAW file not found: %s" % path)
+    if path.is_dir():
+        raise ValueError("%s is a directory, not a RAW file" % path)
     if not path.is_file():
-        raise ValueError("%s is not a file" % path)
+        raise ValueError("%s is not a regular file" % path)
     return path
 
 
@@ -199,25 +222,49 @@ def read_raw(path: PathLike, **overrides: Any) -> RawFrame:
             % (path, ", ".join(repr(k) for k in unknown), ", ".join(METADATA_KEYS + PACKED_KEYS))
         )
     if "format" in overrides or suffix in PACKED_SUFFIXES:
-        return _read_packed(path, overrides)
-    if suffix in RAWPY_SUFFIXES:
-        return _read_camera_raw(path, overrides)
-    if suffix in MOSAIC_SUFFIXES:
-        return _read_mosaic_file(path, overrides)
-    meta = read_sidecar(path)
-    if meta is not None and meta.get("format") is not None:
-        return _read_packed(path, overrides, meta)
-    raise ValueError(
-        "%s: unknown RAW file type %r; expected a camera RAW (.dng ...), %s, %s, "
-        "or format='raw10p'/'raw12p' with width and height for packed CSI-2 data"
-        % (path, path.suffix, "/".join(sorted(MOSAIC_SUFFIXES)), "/".join(sorted(PACKED_SUFFIXES)))
-    )
+        frame = _read_packed(path, overrides)
+    elif suffix in RAWPY_SUFFIXES:
+        frame = _read_camera_raw(path, overrides)
+    elif suffix in MOSAIC_SUFFIXES:
+        frame = _read_mosaic_file(path, overrides)
+    else:
+        meta = read_sidecar(path)
+        if meta is None or meta.get("format") is None:
+            raise ValueError(
+                "%s: unknown RAW file type %r; expected a camera RAW (.dng ...), %s, %s, "
+                "or packed CSI-2 data: --format raw10p|raw12p --width W --height H (read_raw: format='raw12p', "
+                "width=W, height=H)"
+                % (path, path.suffix, "/".join(sorted(MOSAIC_SUFFIXES)), "/".join(sorted(PACKED_SUFFIXES)))
+            )
+        frame = _read_packed(path, overrides, meta)
+    warn_above_white(frame, str(path))
+    return frame
+
+
+def pixels_above_white(frame: RawFrame):
+    """(count, largest value) of the mosaic's pixels above the white level."""
+    above = frame.mosaic > frame.white_level
+    count = int(np.count_nonzero(above))
+    return count, (int(frame.mosaic[above].max()) if count else None)
+
+
+def warn_above_white(frame: RawFrame, name: str) -> int:
+    """Log one warning when pixels of ``frame`` are above its white level (they are clipped
+    to it); returns their number."""
+    count, top = pixels_above_white(frame)
+    if count:
+        share = 100.0 * count / frame.mosaic.size
+        hint = "; is the white level right?" if share > 1.0 else ""
+        logger.warning("%s: %d pixels (%.3g %%) are above white_level %g (up to %d) and are clipped to it%s",
+                       name, count, share, frame.white_level, top, hint)
+    return count
 
 
 def _read_camera_raw(path: Path, overrides: Dict[str, Any]) -> RawFrame:
     packed = [key for key in PACKED_KEYS if key in overrides]
     if packed:
-        raise ValueError("%s: %s only apply to packed CSI-2 data" % (path, ", ".join(packed)))
+        raise ValueError("%s: --%s only appl%s to packed CSI-2 data (--format raw10p|raw12p)"
+                         % (path, ", --".join(packed), "ies" if len(packed) == 1 else "y"))
     from rawdiff.raw.dng import read_dng
 
     frame = read_dng(path)
@@ -318,13 +365,38 @@ def _check_mosaic(path: Path, mosaic: np.ndarray) -> np.ndarray:
 def _read_mosaic_file(path: Path, overrides: Dict[str, Any]) -> RawFrame:
     packed = [key for key in PACKED_KEYS if key in overrides]
     if packed:
-        raise ValueError("%s: %s only apply to packed CSI-2 data" % (path, ", ".join(packed)))
+        raise ValueError("%s: --%s only appl%s to packed CSI-2 data (--format raw10p|raw12p)"
+                         % (path, ", --".join(packed), "ies" if len(packed) == 1 else "y"))
     mosaic = _check_mosaic(path, _load_mosaic(path))
     meta = read_sidecar(path)
+    _check_sidecar_size(path, meta, mosaic.shape)
     try:
-        return frame_from_metadata(mosaic, meta, **overrides)
+        frame = frame_from_metadata(mosaic, meta, **overrides)
     except ValueError as exc:
         raise ValueError("%s: %s" % (path, _with_sidecar_hint(str(exc), path))) from None
+    top = min(65535, int(np.iinfo(mosaic.dtype).max))
+    _check_white_in_container(path, frame.white_level, top, "%s mosaic" % mosaic.dtype)
+    return frame
+
+
+def _check_sidecar_size(path: Path, meta: Optional[Mapping[str, Any]], shape) -> None:
+    """A sidecar's ``width`` / ``height`` must be the array's (they describe packed data;
+    on a mosaic file they can only agree or be wrong)."""
+    if not meta:
+        return
+    for key, actual in (("height", shape[0]), ("width", shape[1])):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != actual:
+            raise ValueError("%s: %s %r contradicts the mosaic, which is %dx%d (width x height)"
+                             % (sidecar_path(path), key, value, shape[1], shape[0]))
+
+
+def _check_white_in_container(path: Path, white_level: float, top: int, container: str) -> None:
+    if white_level > top:
+        raise ValueError("%s: white_level %g is above the largest value of the %s (%d)"
+                         % (path, white_level, container, top))
 
 
 def _with_sidecar_hint(message: str, path: Path) -> str:
@@ -349,17 +421,20 @@ def _read_packed(path: Path, overrides: Dict[str, Any], meta: Optional[Dict[str,
     missing = [key for key in ("width", "height") if merged.get(key) is None]
     if missing:
         raise ValueError(
-            "%s: packed %s data needs %s; give %s as read_raw(..., width=W, height=H) or in the "
-            "JSON sidecar %s" % (path, csi2.format_name(bits), " and ".join(missing),
-                                 "them" if len(missing) > 1 else "it", sidecar_path(path).name)
+            "%s: packed %s data needs %s; give %s as %s or in the JSON sidecar %s"
+            % (path, csi2.format_name(bits), " and ".join(missing), "them" if len(missing) > 1 else "it",
+               option_hint(*missing), sidecar_path(path).name)
         )
     if merged.get("white_level") is None:
         merged["white_level"] = (1 << bits) - 1
     try:
         mosaic = csi2.unpack(path.read_bytes(), merged["width"], merged["height"], bits, merged.get("stride"))
-        return frame_from_metadata(mosaic, merged)
+        frame = frame_from_metadata(mosaic, merged)
     except ValueError as exc:
         raise ValueError("%s: %s" % (path, _with_sidecar_hint(str(exc), path))) from None
+    _check_white_in_container(path, frame.white_level, (1 << bits) - 1, "%d-bit %s data"
+                              % (bits, csi2.format_name(bits)))
+    return frame
 
 
 # ---------------------------------------------------------------------------
@@ -373,7 +448,7 @@ def write_sidecar(path: PathLike, meta: Mapping[str, Any]) -> Path:
         text = json.dumps(dict(meta), indent=2, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError("%s: metadata is not JSON-serialisable: %s" % (side, exc)) from None
-    side.write_text(text + "\n", encoding="utf-8")
+    write_text(side, text + "\n")
     return side
 
 
@@ -390,18 +465,19 @@ def write_raw(frame: RawFrame, path: PathLike) -> Path:
             % (path, path.suffix, ", ".join(sorted(MOSAIC_SUFFIXES)))
         )
     meta = frame_metadata(frame)
-    if suffix == ".npy":
-        with open(path, "wb") as fh:  # np.save(path) would append .npy to other names
-            np.save(fh, frame.mosaic, allow_pickle=False)
-    elif suffix == ".png":
-        import cv2
+    with atomic_output(path) as part:
+        if suffix == ".npy":
+            with open(part, "wb") as fh:  # np.save(path) would append .npy to other names
+                np.save(fh, frame.mosaic, allow_pickle=False)
+        elif suffix == ".png":
+            import cv2
 
-        if not cv2.imwrite(str(path), np.ascontiguousarray(frame.mosaic)):
-            raise ValueError("%s: OpenCV could not write the PNG" % path)
-    else:
-        import tifffile
+            if not cv2.imwrite(part, np.ascontiguousarray(frame.mosaic)):
+                raise ValueError("%s: OpenCV could not write the PNG" % path)
+        else:
+            import tifffile
 
-        tifffile.imwrite(path, np.ascontiguousarray(frame.mosaic), photometric="minisblack")
+            tifffile.imwrite(part, np.ascontiguousarray(frame.mosaic), photometric="minisblack")
     write_sidecar(path, meta)
     return path
 
@@ -428,6 +504,8 @@ def write_csi2(frame: RawFrame, path: PathLike, bits: csi2.Bits, stride: Optiona
     meta.update(format=csi2.format_name(bits), width=frame.width, height=frame.height)
     if len(data) // frame.height != csi2.packed_line_bytes(frame.width, bits):
         meta["stride"] = len(data) // frame.height
-    path.write_bytes(data)
+    with atomic_output(path) as part:
+        with open(part, "wb") as fh:
+            fh.write(data)
     write_sidecar(path, meta)
     return path

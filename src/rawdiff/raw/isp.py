@@ -179,11 +179,17 @@ def auto_white_balance(mosaic: np.ndarray, cfa: str, clip: float = AWB_CLIP) -> 
     h, w = m.shape[0] // 2 * 2, m.shape[1] // 2 * 2
     if h == 0 or w == 0:
         return np.ones(3)
-    planes = mosaic_to_planes(m[:h, :w], cfa).reshape(4, -1).astype(np.float64)
-    keep = planes.max(axis=0) < clip
-    if keep.sum() < max(1, 0.01 * keep.size):
-        keep = np.ones_like(keep)
-    r, g1, g2, b = planes[:, keep].mean(axis=1)
+    return gray_world_gains(mosaic_to_planes(m[:h, :w], cfa), clip)
+
+
+def gray_world_gains(planes: np.ndarray, clip: float = AWB_CLIP) -> np.ndarray:
+    """:func:`auto_white_balance` of a frame's normalised planes R, G1, G2, B (4 x h x w)."""
+    flat = np.asarray(planes, dtype=np.float32).reshape(4, -1)
+    keep = flat.max(axis=0) < clip
+    count = int(np.count_nonzero(keep))
+    if count < max(1, 0.01 * keep.size):
+        keep, count = np.ones_like(keep), keep.size
+    r, g1, g2, b = (flat @ keep.astype(np.float32)).astype(np.float64) / count
     g = 0.5 * (g1 + g2)
     lo, hi = AWB_GAIN_RANGE
     eps = 1e-6
@@ -352,13 +358,21 @@ def render_params(
     return np.asarray(gains, dtype=np.float64), np.asarray(ccm, dtype=np.float64)
 
 
-def render_parameters(frame: RawFrame) -> Dict[str, object]:
+def render_parameters(frame: RawFrame, planes: Optional[np.ndarray] = None) -> Dict[str, object]:
     """The render parameters a bitstream carries for ``frame``, as :func:`render` uses them:
     the as-shot white-balance gains, else the gray-world estimate over the whole frame; the
     frame's colour matrix, else the default profile's (identity); the smoothstep tone curve.
     Gains and matrix are rounded to float32, as the bitstream stores them, so the encoder
-    codes with exactly the values the decoder renders with."""
-    gains, ccm = render_params(frame)
+    codes with exactly the values the decoder renders with. ``planes``: the frame's
+    normalised planes (:meth:`RawFrame.to_planes`) when the caller has them (for the
+    gray-world estimate)."""
+    ccm = _resolve_ccm(frame, None, None, None)
+    if frame.wb_gains is not None:
+        gains = _check_gains(frame.wb_gains)
+    elif planes is not None:
+        gains = gray_world_gains(planes)
+    else:
+        gains = auto_white_balance(frame.normalize(), frame.cfa)
     return {
         "wb_gains": tuple(float(g) for g in np.asarray(gains, dtype=np.float32)),
         "color_matrix": tuple(float(v) for v in np.asarray(ccm, dtype=np.float32).ravel()),
@@ -378,13 +392,22 @@ def white_balanced(mosaic: np.ndarray, cfa: str, gains) -> np.ndarray:
     return np.clip(white_balance(mosaic, cfa, gains), 0.0, limit)
 
 
-def model_planes(frame: RawFrame, gains=None) -> np.ndarray:
-    """The 4 x H/2 x W/2 planes (R, G1, G2, B) a codec's network codes: normalised
-    (:meth:`RawFrame.to_planes`) when ``gains`` is None, else :func:`white_balanced` with
-    ``gains`` (the colour-exact domain). Raises ValueError for odd sizes."""
+def model_planes(frame: RawFrame, gains=None, planes: Optional[np.ndarray] = None) -> np.ndarray:
+    """The 4 x H/2 x W/2 float32 planes (R, G1, G2, B) a codec's network codes: normalised
+    (:meth:`RawFrame.to_planes`) when ``gains`` is None, else white-balanced with ``gains``
+    and clipped as :func:`white_balanced` does (the colour-exact domain). ``planes``: the
+    frame's normalised planes when the caller has them; they are white-balanced in place.
+    Raises ValueError for odd sizes."""
+    if planes is None:
+        planes = np.ascontiguousarray(frame.to_planes(), dtype=np.float32)
     if gains is None:
-        return frame.to_planes()
-    return mosaic_to_planes(white_balanced(frame.normalize(), frame.cfa, gains), frame.cfa)
+        return planes
+    g = _check_gains(gains)
+    limit = np.float32(min(1.0, float(np.min(g))))
+    for plane, gain in zip(planes, (g[0], g[1], g[1], g[2])):
+        np.multiply(plane, np.float32(gain), out=plane)
+        np.clip(plane, 0.0, limit, out=plane)
+    return planes
 
 
 def colour_stage(camera_rgb: np.ndarray, ccm: np.ndarray, tone_curve: str = "smoothstep") -> np.ndarray:

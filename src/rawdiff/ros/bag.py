@@ -12,6 +12,7 @@ imports ROS, ROS adds bag reading to it. Transcoding a whole bag is
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Iterator, Tuple
 
 from rawdiff.data.corpus import BAG, Source
@@ -23,14 +24,47 @@ CODES_TYPE = "rawdiff/CompressedCodes"
 IMAGE_TYPE = "sensor_msgs/Image"
 
 
+#: The first bytes of a rosbag (format 2.0, the only one rosbag writes).
+BAG_MAGIC = b"#ROSBAG V2.0\n"
+
+
 def open_bag(path: str, mode: str = "r", **kwargs):
-    """``rosbag.Bag``, with rosbag's own errors (not a bag, unindexed, ...) as ``ValueError``."""
+    """``rosbag.Bag``; a missing file, a directory, a file that is not a bag and a truncated
+    (unindexed) bag are one-line errors (``FileNotFoundError`` / ``ValueError``) naming the
+    path and, for a truncated bag, the fix."""
+    import rosbag
+
+    name = str(path)
+    if mode == "r":
+        if os.path.isdir(name):
+            raise ValueError("%s is a directory, not a bag" % name)
+        if not os.path.exists(name):
+            raise FileNotFoundError("bag %s does not exist" % name)
+        with open(name, "rb") as f:
+            head = f.read(len(BAG_MAGIC))
+        if head != BAG_MAGIC:
+            raise ValueError("%s is not a rosbag (a bag starts with %r, this file with %r)"
+                             % (name, BAG_MAGIC.decode().strip(), head[:16]))
+    try:
+        return rosbag.Bag(name, mode, **kwargs)
+    except rosbag.ROSBagUnindexedException:
+        raise ValueError("%s has no index: it is truncated, or its recording did not finish; `rosbag reindex %s` "
+                         "rebuilds the index" % (name, name)) from None
+    except rosbag.ROSBagException as exc:
+        raise ValueError("%s is not a readable bag: %s" % (name, exc)) from None
+
+
+def read_messages(bag, path: str, **kwargs):
+    """``bag.read_messages(**kwargs)``, a damaged chunk raising ``ValueError`` naming the bag."""
+    import struct
+
     import rosbag
 
     try:
-        return rosbag.Bag(str(path), mode, **kwargs)
-    except rosbag.ROSBagException as exc:
-        raise ValueError("%s: %s" % (path, exc)) from None
+        yield from bag.read_messages(**kwargs)
+    except (rosbag.ROSBagException, struct.error, EOFError) as exc:
+        raise ValueError("%s: cannot read on (a truncated or damaged bag?): %s" % (path, exc or type(exc).__name__)) \
+            from None
 
 
 def bag_topics(bag_path: str) -> dict:
@@ -65,7 +99,7 @@ def iter_raw_frames(bag_path: str, topic: str, **conversion_kwargs) -> Iterator[
     with open_bag(bag_path) as bag:
         topics = {t: info.msg_type for t, info in bag.get_type_and_topic_info().topics.items()}
         check_topic(bag_path, topics, topic, IMAGE_TYPE)
-        for _, msg, t in bag.read_messages(topics=[topic]):
+        for _, msg, t in read_messages(bag, bag_path, topics=[topic]):
             yield t, image_to_frame(msg, **conversion_kwargs)
 
 
@@ -103,5 +137,5 @@ def read_bag_source(src: Source, options: ReadOptions) -> Iterator[FrameItem]:
 register_reader(BAG, read_bag_source)
 
 
-__all__ = ["CODES_TYPE", "IMAGE_TYPE", "bag_topics", "check_topic", "codes_topic", "iter_raw_frames", "open_bag",
-           "read_bag_source", "topic_list"]
+__all__ = ["BAG_MAGIC", "CODES_TYPE", "IMAGE_TYPE", "bag_topics", "check_topic", "codes_topic", "iter_raw_frames",
+           "open_bag", "read_bag_source", "read_messages", "topic_list"]

@@ -15,6 +15,11 @@ transcoded offline holds what the nodes would have published. A frame that canno
 transcoded is left out, reported once per kind of problem and counted; the command then
 exits non-zero after writing the bag. Progress goes to stderr; the summary gives frames,
 bytes in and out, bpp.
+
+The paths are checked before the model is loaded (:func:`check_bag_paths`: the input is a
+bag, the output a writable ``.bag`` that is not the input), the output bag is written
+under a temporary name and renamed when complete (:mod:`rawdiff.outputs`), and decoding
+takes the decoder's limits (``max_pixels``, ``tile``: :class:`rawdiff.codec.Codec`).
 """
 
 from __future__ import annotations
@@ -24,13 +29,39 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
-from rawdiff.ros.bag import CODES_TYPE, IMAGE_TYPE, check_topic, codes_topic, open_bag
+from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE
+from rawdiff.outputs import atomic_output, check_output
+from rawdiff.ros.bag import CODES_TYPE, IMAGE_TYPE, bag_topics, check_topic, codes_topic, open_bag, read_messages
 from rawdiff.ros.diagnostics import ErrorThrottle
 from rawdiff.ros.node import resolve_model_dir
 from rawdiff.ros.transcode import decode_codes, encode_image
 
 DEFAULT_CODES_TOPIC = "/compressed_codes"
 DEFAULT_DECODED_TOPIC = "/camera/image_decoded"
+
+
+def check_bag_paths(in_path: str, out_path: str) -> None:
+    """Before any work: the input is an existing bag file (not a directory), the output a
+    ``.bag`` in a writable (or makeable) folder, and not the input."""
+    in_path, out_path = str(in_path), str(out_path)
+    if os.path.isdir(in_path):
+        raise ValueError("%s is a directory, not a bag" % in_path)
+    if not os.path.isfile(in_path):
+        raise FileNotFoundError("bag %s does not exist" % in_path)
+    if os.path.abspath(in_path) == os.path.abspath(out_path) or (
+            os.path.exists(out_path) and os.path.samefile(in_path, out_path)):
+        raise ValueError("the output bag %s is the input bag; give another path" % out_path)
+    check_output(out_path, (".bag",), [in_path], what="output bag")
+
+
+def check_bag_topics(in_path: str, topic: str, msg_type: str, output_topic: str) -> None:
+    """Before the model is loaded: the bag opens, ``topic`` is in it with ``msg_type``, and
+    ``output_topic`` would not mix with another topic of the bag."""
+    topics = bag_topics(in_path)
+    check_topic(in_path, topics, topic, msg_type)
+    if output_topic != topic and output_topic in topics:
+        raise ValueError("output topic %r is already in %s (%s); choose another --output-topic"
+                         % (output_topic, in_path, topics[output_topic]))
 
 
 def transcode_bag(in_path: str, out_path: str, topic: str, msg_type: str, convert: Callable,
@@ -45,10 +76,7 @@ def transcode_bag(in_path: str, out_path: str, topic: str, msg_type: str, conver
     from tqdm import tqdm
 
     in_path, out_path = str(in_path), str(out_path)
-    if not os.path.isfile(in_path):
-        raise FileNotFoundError("bag %s does not exist" % in_path)
-    if os.path.abspath(in_path) == os.path.abspath(out_path):
-        raise ValueError("the output bag %s is the input bag; give another path" % out_path)
+    check_bag_paths(in_path, out_path)
     summary: Dict[str, Any] = {
         "input": in_path, "output": out_path, "topic": topic, "output_topic": output_topic, "verb": verb,
         "frames": 0, "rejected": 0, "other_messages": 0, "bytes_in": 0, "bytes_out": 0, "code_bytes": 0,
@@ -60,9 +88,8 @@ def transcode_bag(in_path: str, out_path: str, topic: str, msg_type: str, conver
         tqdm.write("rawdiff bag %s: warning: %s" % (verb, text), file=sys.stderr)
 
     errors = ErrorThrottle(float("inf"), note)  # each kind of problem once
-    part = out_path + ".part"
     start = time.perf_counter()
-    try:
+    with atomic_output(out_path) as part:
         with open_bag(in_path) as src:
             info = src.get_type_and_topic_info()
             topics = {t: i.msg_type for t, i in info.topics.items()}
@@ -75,7 +102,7 @@ def transcode_bag(in_path: str, out_path: str, topic: str, msg_type: str, conver
             with open_bag(part, "w", compression=compression) as dst, \
                     tqdm(total=total, unit="msg", desc="%s %s" % (verb, os.path.basename(in_path)),
                          file=sys.stderr, disable=not progress or None, leave=False) as bar:
-                for name, raw, t, conn in src.read_messages(raw=True, return_connection_header=True):
+                for name, raw, t, conn in read_messages(src, in_path, raw=True, return_connection_header=True):
                     bar.update(1)
                     if name != topic:
                         dst.write(name, raw, t, raw=True, connection_header=conn)
@@ -94,10 +121,6 @@ def transcode_bag(in_path: str, out_path: str, topic: str, msg_type: str, conver
                     summary["frames"] += 1
                     for key in ("bytes_in", "bytes_out", "code_bytes", "pixels"):
                         summary[key] += int(stats[key])
-        os.replace(part, out_path)
-    finally:
-        if os.path.exists(part):
-            os.remove(part)
     seconds = time.perf_counter() - start
     summary["seconds"] = seconds
     summary["fps"] = summary["frames"] / seconds if seconds > 0 else 0.0
@@ -143,6 +166,8 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
                output_topic: str = DEFAULT_CODES_TOPIC, progress: bool = True, codec=None,
                threads: Optional[int] = None) -> Dict[str, Any]:
     """RAW images of ``topic`` -> ``CompressedCodes`` on ``output_topic``; see module doc."""
+    check_bag_paths(in_path, out_path)
+    check_bag_topics(in_path, topic, IMAGE_TYPE, output_topic)
     if codec is None:
         from rawdiff.codec import Codec  # torch, only when a bag is transcoded
 
@@ -154,16 +179,18 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
 
 def decode_bag(in_path: str, out_path: str, topic: Optional[str] = None, model: Optional[str] = None,
                mode: str = "fast", steps: int = 4, seed: int = 0, device: str = "auto",
-               output_topic: str = DEFAULT_DECODED_TOPIC, progress: bool = True, codec=None) -> Dict[str, Any]:
+               output_topic: str = DEFAULT_DECODED_TOPIC, progress: bool = True, codec=None,
+               max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE) -> Dict[str, Any]:
     """``CompressedCodes`` of ``topic`` (default: the bag's only codes topic) -> rgb8
-    images on ``output_topic``; see module doc."""
-    if not os.path.isfile(str(in_path)):
-        raise FileNotFoundError("bag %s does not exist" % in_path)
+    images on ``output_topic``; see module doc. A frame over ``max_pixels`` is rejected
+    from its header; frames larger than ``tile`` codes decode in tiles."""
+    check_bag_paths(in_path, out_path)
     topic = topic or codes_topic(in_path)
+    check_bag_topics(in_path, topic, CODES_TYPE, output_topic)
     if codec is None:
         from rawdiff.codec import Codec  # torch, only when a bag is transcoded
 
-        codec = Codec.load(resolve_model_dir(model or ""), device=device)
+        codec = Codec.load(resolve_model_dir(model or ""), device=device, max_pixels=max_pixels, tile=tile)
     return transcode_bag(in_path, out_path, topic, CODES_TYPE,
                          lambda msg: decode_codes(codec, msg, mode=mode, steps=steps, seed=seed),
                          output_topic, verb="decode", progress=progress)
@@ -182,5 +209,5 @@ def cmd_encode(args) -> int:
 def cmd_decode(args) -> int:
     summary = decode_bag(args.input, args.output, topic=args.topic, model=args.model, mode=args.mode,
                          steps=args.steps, seed=args.seed, device=args.device, output_topic=args.output_topic,
-                         progress=not args.quiet)
+                         progress=not args.quiet, max_pixels=args.max_pixels, tile=args.tile)
     return _finish(summary)

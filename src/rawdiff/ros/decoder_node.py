@@ -27,6 +27,10 @@ Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`D
         reconstructed RAW mosaic, ``bayer_<cfa>16`` with the source's CFA, in the source's
         black and white levels, for ML pipelines that want RAW).
     ``~device`` (str, ``auto``): ``auto`` (the GPU when present), ``cpu``, ``cuda``, ...
+    ``~max_pixels`` (int, ``33667072``: 4 x 3868 x 2176): codes declaring a larger frame are
+        rejected from their header, before anything is allocated (0: no limit).
+    ``~tile`` (int, ``256``): frames larger than this many codes a side decode in tiles of
+        that size, so memory stays that of a tile (0: never).
     ``~queue_size`` (int, ``1``): messages kept while the node is busy; when full the
         oldest is dropped and counted, as in the encoder (see ``rawdiff.ros.node``).
     ``~buff_size`` (int, ``2**24``): rospy receive buffer.
@@ -37,8 +41,9 @@ Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`D
     ``~diagnostic_period`` (float, ``1``): seconds between /diagnostics messages.
 
 Codes from another model (``model_id`` of the message or of the bitstream), an empty,
-corrupted or truncated bitstream, or fields that disagree with it: a throttled error
-naming the problem (both model ids for a mismatch), counted as rejected; the node goes
+corrupted or truncated bitstream, fields that disagree with it, or a frame over
+``~max_pixels``: a throttled error naming the problem (both model ids for a mismatch, the
+declared size and the limit for a frame too large), counted as rejected; the node goes
 on with the next message. Errors of the decode mode itself (a model without a
 diffusion decoder) are handled the same way.
 """
@@ -48,6 +53,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Optional
 
+from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_max_pixels, check_tile
 from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
 from rawdiff.ros.transcode import decode_codes
 
@@ -58,6 +64,8 @@ DEFAULTS: Dict[str, Any] = {
     "seed": 0,
     "output": "rgb8",
     "device": "auto",
+    "max_pixels": DEFAULT_MAX_PIXELS,
+    "tile": DEFAULT_TILE,
     "queue_size": 1,
     "buff_size": 1 << 24,
     "wait_for_subscribers": 0,
@@ -103,7 +111,9 @@ class DecoderNode(CodecNode):
 
         self.in_type, self.out_type = CompressedCodes, Image
         self.decode = decode_args(params)
-        self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]))
+        self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]),
+                                max_pixels=check_max_pixels(params["max_pixels"], "~max_pixels"),
+                                tile=check_tile(params["tile"], "~tile"))
         super().__init__(params)
 
     def process(self, msg):
@@ -118,7 +128,8 @@ class DecoderNode(CodecNode):
     def status_extra(self) -> Dict[str, str]:
         return {"model_id": self.codec.model_id, "model": self.codec.model_dir, "device": str(self.codec.device),
                 "mode": self.decode["mode"], "output": self.decode["output"], "steps": str(self.decode["steps"]),
-                "seed": str(self.decode["seed"])}
+                "seed": str(self.decode["seed"]), "max_pixels": str(self.codec.max_pixels or "none"),
+                "tile": str(self.codec.tile)}
 
 
 def main(argv: Optional[List[str]] = None) -> None:

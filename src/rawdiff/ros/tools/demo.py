@@ -1,11 +1,29 @@
 """``make demo``: the whole pipeline on a bag of RAW frames, with a report.
 
     vtest.avi (opencv-doc) --unprocess--> camera.bag (bayer_rggb16, 12 bit, 10 Hz)
+    the codec on the bag's first frame, in this process --> encode and decode time --> play rate
     roscore (free port) + pipeline.launch: rosbag play -> encoder_node -> /compressed_codes
                                            -> decoder_node -> /camera/image_decoded -> rosbag record
     report/: report.md, report.json, side-by-side PNGs (reference ISP | rawdiff fast)
 
-Everything started here is stopped before it returns. A bag of your own:
+Every frame played is accounted for, on any machine. Two things make sure of it:
+
+- the nodes' queues hold the whole bag (``queue_size`` = the frames played, at most
+  :data:`MAX_QUEUE`): a frame that arrives while a node is busy waits instead of pushing
+  the previous one out. This is the guarantee: a node that is slower than planned (a
+  fresh machine's first decodes, another job on the two cores) delays frames, it does not
+  lose them;
+- the bag is played at a rate derived from the codec's measured encode and decode time
+  (``--rate auto``): one frame per twice their sum, so that on a machine like the one
+  measured the queues stay empty and the latencies in the report are the nodes', not a
+  backlog's.
+
+Before, the demo played at a fixed rate 0.25 with queues of one frame: a decoder slower
+than 400 ms a frame (650 ms on a fresh 2-core machine: the first decodes, both nodes and
+rosbag on two cores) pushed frames out of its queue, and they were lost.
+
+The demo ends with one line of accounting (played, encoded, decoded, lost) and fails when
+a frame is lost. Everything started here is stopped before it returns. A bag of your own:
 ``python -m rawdiff.ros.tools.demo --bag camera.bag --topic /camera/image_raw --black-level ... ``.
 """
 
@@ -28,6 +46,11 @@ from rawdiff.ros.tools.processes import Process, ros_environment, start_roscore,
 
 VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 TOPIC = "/camera/image_raw"
+#: The most frames a node's queue holds in the demo (a frame of a long bag of your own waits
+#: in memory; the derived play rate keeps the queues short anyway).
+MAX_QUEUE = 64
+#: Frame period in the generated bag's time (10 Hz).
+BAG_PERIOD_S = 0.1
 
 
 def make_bag(path: str, frames: int = 16, every: int = 10, rate_hz: float = 10.0, seed: int = 7) -> int:
@@ -66,6 +89,41 @@ def make_bag(path: str, frames: int = 16, every: int = 10, rate_hz: float = 10.0
     if not written:
         raise ValueError("no frames could be read from %s" % VIDEO)
     return written
+
+
+def measure_codec(msg, model: str, levels: Dict, repeats: int = 2) -> Dict[str, float]:
+    """Encode and decode time of one frame (the bag's first), as the nodes run them: one
+    thread, the encoder's backend ``auto``, the fast decoder; the best of ``repeats`` after
+    a warm-up."""
+    import torch
+
+    from rawdiff.codec import Codec
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        frame = image_to_frame(msg, **levels)
+        codec = Codec.load(model, device="cpu", backend="auto", threads=1)
+        payload = codec.compress(frame)
+        codec.decompress(payload)
+        times = {"encode_s": float("inf"), "decode_s": float("inf")}
+        for _ in range(repeats):
+            start = time.perf_counter()
+            payload = codec.compress(frame)
+            middle = time.perf_counter()
+            codec.decompress(payload)
+            end = time.perf_counter()
+            times["encode_s"] = min(times["encode_s"], middle - start)
+            times["decode_s"] = min(times["decode_s"], end - middle)
+        return times
+    finally:
+        torch.set_num_threads(threads)
+
+
+def play_rate(times: Dict[str, float], period_s: float) -> float:
+    """rosbag play's rate for one frame per twice the encode + decode time (the two nodes,
+    rosbag and the recorder share the machine), at most real time."""
+    return min(1.0, period_s / (2.0 * (times["encode_s"] + times["decode_s"])))
 
 
 def _bag_frames(path: str, topic: str):
@@ -149,7 +207,7 @@ def run_pipeline(bag: str, record: str, out: str, model: str, launch_args: List[
 
 
 def write_report(out: str, played, recorded: str, diags: Dict[str, Dict[str, str]], levels: Dict,
-                 wall_s: float) -> Dict:
+                 wall_s: float, measured: Optional[Dict[str, float]] = None) -> Dict:
     import cv2
     import rosbag
 
@@ -162,8 +220,13 @@ def write_report(out: str, played, recorded: str, diags: Dict[str, Dict[str, str
     sizes = [len(m.data) for m in codes]
     h, w = (codes[0].height, codes[0].width) if codes else (0, 0)
     enc, dec = _find(diags, "rawdiff_encoder"), _find(diags, "rawdiff_decoder")
+    lost = {node: sum(int(values.get("frames " + k) or 0) for k in ("dropped", "rejected", "failed"))
+            for node, values in (("encoder", enc), ("decoder", dec))}
     report = {
         "frames_played": len(played), "frames_encoded": len(codes), "frames_decoded": len(decoded),
+        "frames_lost": {"encoder": lost["encoder"], "decoder": lost["decoder"],
+                        "unaccounted": len(played) - len(decoded) - lost["encoder"] - lost["decoder"]},
+        "play_rate": rate, "measured": measured,
         "frame_size": [int(w), int(h)], "bytes_per_frame_mean": float(np.mean(sizes)) if sizes else 0.0,
         "bpp_mean": float(np.mean(sizes) * 8.0 / (w * h)) if sizes else 0.0,
         "compression_vs_raw12": float(w * h * 1.5 / np.mean(sizes)) if sizes else 0.0,
@@ -184,18 +247,21 @@ def write_report(out: str, played, recorded: str, diags: Dict[str, Dict[str, str
     report["pictures"] = pictures
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
-    lines = ["# rawdiff demo", "",
+    how = "" if not measured else " (one frame per twice the measured encode %.0f ms + decode %.0f ms)" % (
+        1000 * measured["encode_s"], 1000 * measured["decode_s"])
+    lines = ["# rawdiff demo", "", "Bag played at rosbag rate %.3g%s; model %s." % (rate, how, report["model_id"]), "",
              "| frames played / encoded / decoded | frame | bytes per frame | bits per RAW pixel | vs RAW12 |",
              "|---|---|---|---|---|",
              "| %d / %d / %d | %dx%d | %.0f | %.4f | %.0f:1 |" % (
                  report["frames_played"], report["frames_encoded"], report["frames_decoded"], w, h,
                  report["bytes_per_frame_mean"], report["bpp_mean"], report["compression_vs_raw12"]),
-             "", "| node | latency mean (ms) | latency max (ms) | dropped | rejected |", "|---|---|---|---|---|"]
-    lines[0:1] = ["# rawdiff demo", "", "Bag played at rosbag rate %s; model %s." % (rate, report["model_id"])]
+             "", "| node | latency mean (ms) | latency max (ms) | work mean (ms) | dropped | rejected | failed |",
+             "|---|---|---|---|---|---|---|"]
     for name, values, verb in (("encoder", enc, "encode"), ("decoder", dec, "decode")):
-        lines.append("| %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             name, values.get("%s latency mean (ms)" % verb, "?"), values.get("%s latency max (ms)" % verb, "?"),
-            values.get("frames dropped", "?"), values.get("frames rejected", "?")))
+            values.get("%s time mean (ms)" % verb, "?"), values.get("frames dropped", "?"),
+            values.get("frames rejected", "?"), values.get("frames failed", "?")))
     lines += ["", "Left: reference ISP of the RAW frame; right: rawdiff (fast decoder).", ""]
     lines += ["![%s](%s)" % (p, p) for p in pictures]
     with open(os.path.join(out, "report.md"), "w") as f:
@@ -210,8 +276,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--bag", help="a bag of RAW frames to use instead of the generated one")
     parser.add_argument("--topic", default=TOPIC)
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=0.25,
-                        help="rosbag play --rate: slow enough for a CPU; faster frames are dropped and counted")
+    parser.add_argument("--rate", default="auto",
+                        help="rosbag play --rate, or auto: one frame per twice the measured encode + decode time")
     parser.add_argument("--cfa", default="")
     parser.add_argument("--black-level", type=float, default=256)
     parser.add_argument("--white-level", type=float, default=4095)
@@ -231,24 +297,61 @@ def main(argv: Optional[List[str]] = None) -> int:
         record = os.path.join(out, "decoded.bag")
         if os.path.exists(record):
             os.remove(record)
+        levels = {"black_level": args.black_level, "white_level": args.white_level, "cfa": args.cfa or None}
+        measured = None
+        if args.rate == "auto":
+            measured = measure_codec(played[0][1], model, levels)
+            period = _bag_period(played)
+            rate = play_rate(measured, period)
+            print("demo: encode %.0f ms, decode %.0f ms a frame here; playing at rate %.3g (one frame per %.2f s)"
+                  % (1000 * measured["encode_s"], 1000 * measured["decode_s"], rate, period / rate), flush=True)
+        else:
+            rate = float(args.rate)
+            if not rate > 0:
+                raise ValueError("--rate must be positive or auto, got %r" % args.rate)
+        queue = min(len(played), MAX_QUEUE)
         launch_args = ["black_level:=%g" % args.black_level, "white_level:=%g" % args.white_level,
-                       "bag_args:=--rate %g" % args.rate]
+                       "bag_args:=--rate %.4g" % rate, "queue_size:=%d" % queue]
         topic = args.topic.strip("/").split("/")
         if len(topic) == 2:
             launch_args += ["camera:=" + topic[0], "input:=" + topic[1]]
         if args.cfa:
             launch_args.append("cfa:=" + args.cfa)
         diags = run_pipeline(bag, record, out, model, launch_args, len(played))
-        levels = {"black_level": args.black_level, "white_level": args.white_level, "cfa": args.cfa or None,
-                  "rate": args.rate}
-        report = write_report(out, played, record, diags, levels, time.monotonic() - started)
+        report = write_report(out, played, record, diags, dict(levels, rate=rate), time.monotonic() - started,
+                              measured)
     except (ValueError, OSError, RuntimeError) as exc:
         print("demo: error: %s" % exc, file=sys.stderr)
         return 1
-    print("demo: %d frames decoded of %d played, %.0f bytes/frame, %.4f bpp; report in %s/report.md"
-          % (report["frames_decoded"], report["frames_played"], report["bytes_per_frame_mean"], report["bpp_mean"],
-             out))
+    print(summary_line(report, out))
+    lost = report["frames_lost"]
+    if report["frames_decoded"] != report["frames_played"]:
+        print("demo: error: %d of %d frames lost (encoder %d, decoder %d, unaccounted %d)"
+              % (report["frames_played"] - report["frames_decoded"], report["frames_played"], lost["encoder"],
+                 lost["decoder"], lost["unaccounted"]), file=sys.stderr)
+        return 1
     return 0
+
+
+def _bag_period(played) -> float:
+    """The mean time between the bag's frames (its header stamps), else 10 Hz."""
+    stamps = [stamp for stamp, _ in played]
+    if len(stamps) > 1 and stamps[-1] > stamps[0]:
+        return (stamps[-1] - stamps[0]) / 1e9 / (len(stamps) - 1)
+    return BAG_PERIOD_S
+
+
+def summary_line(report: Dict, out: str) -> str:
+    """What the demo prints last: accounting, size, rate, latencies, time; the README quotes it."""
+    enc, dec = report["encoder"], report["decoder"]
+    return ("demo: %d of %d frames decoded (encoded %d, lost %d), %dx%d, %.0f bytes/frame, %.4f bpp (%.0f:1 against "
+            "RAW12); rate %.3g; encode latency %s ms, decode latency %s ms (decode time %s ms); %.0f s; report in "
+            "%s/report.md" % (
+                report["frames_decoded"], report["frames_played"], report["frames_encoded"],
+                report["frames_played"] - report["frames_decoded"], report["frame_size"][0], report["frame_size"][1],
+                report["bytes_per_frame_mean"], report["bpp_mean"], report["compression_vs_raw12"],
+                report["play_rate"], enc.get("encode latency mean (ms)", "?"),
+                dec.get("decode latency mean (ms)", "?"), dec.get("decode time mean (ms)", "?"), report["wall_s"], out))
 
 
 if __name__ == "__main__":

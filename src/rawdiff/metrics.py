@@ -1,5 +1,8 @@
 """Image quality metrics computed the same way for rawdiff and the baselines.
 
+Below the models in the layers: the training losses (MS-SSIM) and validation (PSNR) use
+them, and so does ``rawdiff eval``.
+
 All functions take float tensors in [0, 1] shaped B x 3 x H x W (or numpy uint8 HxWx3
 through :func:`to_tensor`).
 """
