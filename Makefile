@@ -3,6 +3,7 @@
 #   make test    ruff + the whole pytest suite (core and ROS integration)
 #   make setup   Debian ROS packages, .venv, catkin build of the message (idempotent)
 #   make data    the default corpus;  make model  retrains models/default from it
+#   make model-scalable   the scalable-rate model (operating points) into models/scalable
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -17,20 +18,23 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := ros-core python3-rospy python3-rosbag python3-roslaunch python3-rostopic \
 	python3-rostest python3-cv-bridge python3-sensor-msgs ros-sensor-msgs ros-std-msgs \
 	libstd-msgs-dev libsensor-msgs-dev ros-message-generation catkin \
-	python3-diagnostic-updater python3-diagnostic-msgs python3-opencv python3-venv python3-dev \
-	libjxl-tools webp libavif-bin libjxl-devtools opencv-doc libjxl-testdata
+	python3-diagnostic-updater python3-diagnostic-msgs python3-dynamic-reconfigure \
+	libdynamic-reconfigure-config-init-mutex-dev python3-opencv python3-venv python3-dev \
+	libjxl-tools webp libavif-bin libjxl-devtools opencv-doc libjxl-testdata \
+	lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 lxqt-themes forensics-samples-files palapeli-data \
+	scribus-template digikam-data
 # Source this in any shell that runs ROS tools on rawdiff (roslaunch, rostopic, rosmsg).
 ENV_SH   := build/env.sh
 RUN      := source $(ENV_SH) &&
 
-.PHONY: help setup apt venv catkin test lint fixtures data model demo clean
+.PHONY: help setup apt venv catkin test lint fixtures data model model-scalable demo clean
 help:
-	@sed -n '2,5p' Makefile
+	@sed -n '2,6p' Makefile
 
 setup: build/.apt.stamp $(VENV)/.stamp $(DEVEL)/.stamp $(ENV_SH)
 
 apt: build/.apt.stamp
-build/.apt.stamp:
+build/.apt.stamp: Makefile
 	@mkdir -p build
 	@if ! dpkg-query -W -f='$${Status}\n' $(APT_PKGS) 2>/dev/null | grep -qv '^install ok installed' \
 	    && [ $$(dpkg-query -W -f='$${Status}\n' $(APT_PKGS) 2>/dev/null | wc -l) -eq $(words $(APT_PKGS)) ]; then \
@@ -52,7 +56,7 @@ $(VENV)/.stamp: requirements.txt requirements-core.txt setup.py build/.apt.stamp
 	@touch $@
 
 catkin: $(DEVEL)/.stamp
-$(DEVEL)/.stamp: package.xml CMakeLists.txt msg/CompressedCodes.msg setup.py $(VENV)/.stamp
+$(DEVEL)/.stamp: package.xml CMakeLists.txt msg/CompressedCodes.msg cfg/Encoder.cfg setup.py $(VENV)/.stamp
 	@mkdir -p $(WS)/src
 	@ln -sfn ../../.. $(WS)/src/rawdiff
 	@echo "catkin: building the rawdiff message in $(WS)"
@@ -73,10 +77,11 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(RUN) python -m pytest -q
 
-# The tiny model the tests use (test/fixtures/model), trained by `rawdiff train` in seconds.
-FIXTURE_DATA := build/fixture-corpus
+# The tiny model the tests use (test/fixtures/model), trained by `rawdiff train` in seconds
+# on the prepared default corpus (made once by `make data`; not remade here).
+FIXTURE_DATA := data/corpus
 fixtures: setup
-	$(RUN) rawdiff prepare-data --default --out $(FIXTURE_DATA) > /dev/null
+	@[ -f $(FIXTURE_DATA)/train.txt ] || { echo "fixtures: no prepared corpus in $(FIXTURE_DATA): run make data"; exit 1; }
 	rm -rf test/fixtures/model
 	$(RUN) rawdiff train --base config/models/tiny.yaml --logdir build/fixture-runs --export test/fixtures/model \
 	  --max-steps 60 --log-every-n-steps 10 data.params.root=$(FIXTURE_DATA)
@@ -94,13 +99,22 @@ data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp
 # 2. the colour-exact embedder started from it (config/models/colour.yaml: codes the
 #    white-balanced signal, decodes camera RGB that the reference ISP's colour stage renders);
 # 3. its diffusion decoder, started from the sRGB model's (config/models/ldm_colour.yaml),
-#    then the ONNX encoder. Each training stage runs for the fixed wall time in its config;
-#    on a GPU add e.g. ARGS="--accelerator gpu".
+#    then the ONNX encoder.
+# `make model-scalable` goes on from part 2 to the scalable-rate model (models/scalable, not
+# yet the default): the embedder with residual quantizer stages, one operating point each,
+# trained for fidelity (config/models/scalable.yaml), then on the grown corpus with its large
+# photos drawn more often (scalable_more.yaml); its diffusion decoder (ldm_scalable.yaml);
+# the operating points measured on the test split into model.json; the ONNX encoder.
+# Each training stage runs for the fixed wall time in its config; on a GPU add e.g.
+# ARGS="--accelerator gpu". A stage that was stopped resumes with
+# `rawdiff train --resume runs/<run>` and the same --export.
 MODEL_STAGE := build/model-embedder
 TEACHER_STAGE := build/model-teacher
 STUDENT_STAGE := build/model-student
 SRGB_STAGE := build/model-srgb
 COLOUR_STAGE := build/model-colour
+SCALABLE_STAGE := build/model-scalable
+SCALABLE_MORE_STAGE := build/model-scalable-more
 model: data
 	rm -rf $(MODEL_STAGE) $(TEACHER_STAGE) $(STUDENT_STAGE) $(SRGB_STAGE) $(COLOUR_STAGE) models/default.new
 	$(RUN) rawdiff train --base config/models/default.yaml --logdir runs --export $(MODEL_STAGE) $(ARGS)
@@ -117,6 +131,23 @@ model: data
 	  --export models/default.new $(ARGS) model.params.embedder=$(COLOUR_STAGE) model.params.init=$(SRGB_STAGE)
 	$(RUN) rawdiff export-onnx --model models/default.new
 	rm -rf models/default && mv models/default.new models/default
+
+# From the shipped model's colour-exact embedder (make model's part 2, kept in build/) or,
+# without it, from models/default (same encoder and decoder weights; COLOUR=DIR to choose).
+COLOUR ?= $(if $(wildcard $(COLOUR_STAGE)/model.json),$(COLOUR_STAGE),models/default)
+model-scalable: data
+	rm -rf $(SCALABLE_STAGE) $(SCALABLE_MORE_STAGE) models/scalable.new
+	$(RUN) rawdiff train --base config/models/scalable.yaml --logdir runs --export $(SCALABLE_STAGE) $(ARGS) \
+	  model.params.init=$(COLOUR)
+	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/scalable_more.yaml --logdir runs \
+	  --export $(SCALABLE_MORE_STAGE) $(ARGS) model.params.init=$(SCALABLE_STAGE)
+	$(RUN) rawdiff train --base config/models/ldm.yaml config/models/ldm_scalable.yaml --logdir runs \
+	  --export models/scalable.new $(ARGS) model.params.embedder=$(SCALABLE_MORE_STAGE) \
+	  model.params.init=models/default
+	$(RUN) rawdiff eval --model models/scalable.new data/corpus/test.txt --out build/eval-operating-points \
+	  --write-operating-points
+	$(RUN) rawdiff export-onnx --model models/scalable.new
+	rm -rf models/scalable && mv models/scalable.new models/scalable
 
 # The pipeline on a bag (a short one made from opencv-doc's vtest.avi, or BAG=path with
 # TOPIC, BLACK and WHITE): roscore, pipeline.launch, rosbag play and record, a report.

@@ -5,8 +5,8 @@
                                        [--config CFG] [--embedder key=value ...]
 
 For each frame size and each of
-  (a) torch:  Codec.load(model, backend="torch").encode_indices(frame)
-  (b) onnx:   Codec.load(model, backend="onnx").encode_indices(frame) (encoder.onnx, onnxruntime)
+  (a) torch:  Codec.load(model, backend="torch").encode_codes(frame)
+  (b) onnx:   Codec.load(model, backend="onnx").encode_codes(frame) (encoder.onnx, onnxruntime)
   (b') compress: Codec.load(model, backend="onnx").compress(frame): all the vehicle runs per
               frame (render parameters with a gray-world estimate, white balance, colour
               statistics, encoder.onnx, range coder, bitstream)
@@ -115,17 +115,19 @@ def _untrained_model_dir(net, cfg: dict, out: str) -> str:
     """A model directory of an untrained embedder: its weights, a uniform index prior, the config."""
     from safetensors.torch import save_file
 
-    from rawdiff.codec.entropy import IndexPrior
+    from rawdiff.codec.entropy import IndexPrior, StagedPrior
     from rawdiff.codec.modeldir import compute_model_id
     from rawdiff.config import save_config
     from rawdiff.export.model_dir import embedder_state
 
     os.makedirs(out)
     save_file(embedder_state(net), os.path.join(out, "embedder.safetensors"), metadata={"format": "rawdiff-embedder-1"})
-    IndexPrior.uniform(net.codebook_size).save(os.path.join(out, "prior.safetensors"))
+    StagedPrior([IndexPrior.uniform(k) for _, k in net.stages]).save(os.path.join(out, "prior.safetensors"))
     save_config(cfg, os.path.join(out, "config.yaml"))
     meta = {"factor": net.factor, "codebook_size": net.codebook_size, "out": net.out, "prior_kind": "uniform",
             "model_id": compute_model_id(out)}
+    if net.staged:
+        meta["stages"] = [list(st) for st in net.stages]
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
     return out
@@ -242,14 +244,14 @@ def make_encoder(method: str, model_dir: str, threads: int):
         import torch
 
         codec = load_codec("torch", model_dir, threads)
-        return codec.encode_indices, {"threads": torch.get_num_threads(), "engine": "torch %s" % torch.__version__}
+        return codec.encode_codes, {"threads": torch.get_num_threads(), "engine": "torch %s" % torch.__version__}
     if method == "onnx":
         import onnxruntime as ort
 
         from rawdiff.codec.onnx_runtime import session_provider
 
         codec = load_codec("onnx", model_dir, threads)
-        return codec.encode_indices, {"threads": threads or os.cpu_count(),
+        return codec.encode_codes, {"threads": threads or os.cpu_count(),
                                       "provider": session_provider(codec.onnx_session),
                                       "engine": "onnxruntime %s" % ort.__version__}
     if method == "compress":
@@ -305,7 +307,9 @@ def child(args) -> None:
         result["bytes"] = int(out.size)
         result["bpp"] = 8.0 * out.size / (width * height)
     else:
-        np.save(os.path.join(args.workdir, "grid_%s_%dx%d.npy" % (args.child, width, height)), out)
+        # the code grids of every quantizer stage, one after the other
+        flat = np.concatenate([np.ravel(g) for g in (out if isinstance(out, list) else [out])])
+        np.save(os.path.join(args.workdir, "grid_%s_%dx%d.npy" % (args.child, width, height)), flat)
     print(json.dumps(result))
 
 

@@ -3,8 +3,8 @@
     python benchmarks/fuzz.py [--cases 100000] [--model test/fixtures/model] [--seed 0]
         [--max-pixels 1000000] [--out build/fuzz.json]
 
-A few valid bitstreams (frames of several sizes and CFAs, made by the codec) are mutated,
-one mutation per case, cycling through:
+A few valid bitstreams (frames of several sizes and CFAs, made by the codec at every
+quality it has) are mutated, one mutation per case, cycling through:
 
     bit_flip         1 to 8 random bits flipped anywhere (the CRC catches nearly all)
     truncate         cut at a random length
@@ -13,6 +13,9 @@ one mutation per case, cycling through:
                      field check is reached
     payload_rewrite  random bytes written into the payload, CRC recomputed: the entropy
                      decoder reads garbage
+    stage_table      the stage table rewritten, CRC recomputed: random bytes in it, a
+                     boundary between two stages moved (the lengths still add up), a
+                     stage's scale or codebook size changed, or the stage count changed
     declared_size    the frame size (and a matching code grid) set to a random size up
                      to 65535 codes a side, CRC recomputed: the size limit's job
 
@@ -42,12 +45,13 @@ from typing import Dict, List, Optional
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MUTATIONS = ("bit_flip", "truncate", "extend", "header_rewrite", "payload_rewrite", "declared_size")
+MUTATIONS = ("bit_flip", "truncate", "extend", "header_rewrite", "payload_rewrite", "declared_size", "stage_table")
 EXPECTED = ("BitstreamError", "ModelMismatchError", "FrameTooLargeError", "ValueError")
 
 
 def seed_bitstreams(codec, count: int = 4) -> List[bytes]:
-    """Valid bitstreams of the codec: frames of a few sizes and CFAs."""
+    """Valid bitstreams of the codec: frames of a few sizes and CFAs, at every quality of the
+    codec in turn from the highest."""
     from rawdiff.raw import RawFrame
 
     rng = np.random.default_rng(1)
@@ -58,7 +62,7 @@ def seed_bitstreams(codec, count: int = 4) -> List[bytes]:
         base = rng.integers(256, 4095, (h // 8 + 1, w // 8 + 1)).astype(np.float32)
         mosaic = np.kron(base, np.ones((8, 8), np.float32))[:h, :w] + rng.normal(0, 40, (h, w))
         frame = RawFrame(np.clip(mosaic, 0, 4095).astype(np.uint16), cfa, 256, 4095)
-        out.append(codec.compress(frame))
+        out.append(codec.compress(frame, quality=codec.qualities - i % codec.qualities))
     return out
 
 
@@ -81,13 +85,15 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
     from rawdiff.codec.bitstream import HEADER_FIXED_SIZE  # the source_encoding's length is its last byte
 
     body = buf[:-4]
+    enc_len = body[HEADER_FIXED_SIZE - 1]
+    table = HEADER_FIXED_SIZE + enc_len  # version 3: u8 S, then S x (u8 scale, u16 K - 1, u32 length)
+    count = body[table]
+    start = table + 1 + 7 * count
     if kind == "header_rewrite":
         for _ in range(int(rng.integers(1, 5))):
             pos = int(rng.integers(6, HEADER_FIXED_SIZE))  # past the magic and the version
             body[pos] = int(rng.integers(0, 256))
         return _with_crc(bytes(body))
-    enc_len = body[HEADER_FIXED_SIZE - 1]
-    start = HEADER_FIXED_SIZE + enc_len
     if kind == "payload_rewrite":
         if len(body) > start:
             for _ in range(int(rng.integers(1, 9))):
@@ -99,8 +105,29 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
             code_h, code_w = (int(v) for v in rng.integers(1, 160, 2))
         height = code_h * factor - int(rng.integers(0, factor))
         width = code_w * factor - int(rng.integers(0, factor))
-        struct.pack_into("<II", body, 22, height, width)  # offsets of format version 2
+        struct.pack_into("<II", body, 22, height, width)  # offsets of format versions 2 and 3
         struct.pack_into("<HH", body, 32, code_h, code_w)
+        return _with_crc(bytes(body))
+    if kind == "stage_table":
+        how = int(rng.integers(0, 4))
+        if how == 0:  # random bytes anywhere in the table, its count included
+            for _ in range(int(rng.integers(1, 4))):
+                body[int(rng.integers(table, start))] = int(rng.integers(0, 256))
+        elif how == 1 and count > 1:  # a boundary moved: one stage gains what the next loses
+            k = int(rng.integers(0, count - 1))
+            at = table + 1 + 7 * k + 3
+            a, b = struct.unpack_from("<I", body, at)[0], struct.unpack_from("<I", body, at + 7)[0]
+            shift = int(rng.integers(-min(a, 8), min(b, 8) + 1))
+            struct.pack_into("<I", body, at, a + shift)
+            struct.pack_into("<I", body, at + 7, b - shift)
+        elif how == 2 or how == 1:  # another scale or codebook size for a stage
+            at = table + 1 + 7 * int(rng.integers(0, count))
+            if rng.random() < 0.5:
+                body[at] = int(rng.choice([1, 2, 4]))
+            else:
+                struct.pack_into("<H", body, at + 1, int(rng.choice([1, 15, 31, 63, 255, 1023])))
+        else:  # the count: the table and the payload read from the wrong places
+            body[table] = int(rng.integers(0, 18))
         return _with_crc(bytes(body))
     raise ValueError("unknown mutation %r" % kind)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -142,6 +143,10 @@ def run(args) -> Dict:
     launch = None
     samples: List[Dict] = []
     loop = None
+    counters: Dict[str, Dict[str, int]] = {}
+    failure = ""
+    # a SIGTERM (a CI timeout, a kill) ends the run through the finally below: no roscore left behind
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("soak: terminated by signal %d" % signum))
     try:
         os.environ.update({k: env[k] for k in ("ROS_MASTER_URI", "ROS_HOME", "ROS_LOG_DIR", "ROS_HOSTNAME")})
         import rospy
@@ -160,7 +165,11 @@ def run(args) -> Dict:
         while True:
             now = time.monotonic()
             if now >= next_sample:
-                launch.check_alive()
+                try:
+                    launch.check_alive()
+                except RuntimeError as exc:
+                    failure = "the pipeline died after %.0f s: %s" % (now - started, str(exc)[-600:])
+                    break
                 window = loop.latencies[last_latency:]
                 last_latency = len(loop.latencies)
                 samples.append({
@@ -182,7 +191,7 @@ def run(args) -> Dict:
         if launch is not None:
             launch.stop()
         core.stop()
-    return summarize(args, samples, loop, counters)
+    return summarize(args, samples, loop, counters, failure)
 
 
 def _pids(launch) -> Optional[Dict[str, int]]:
@@ -197,7 +206,7 @@ def _counters(values: Dict[str, str]) -> Dict[str, int]:
     return {k: int(values.get("frames " + k) or 0) for k in ("received", "published", "dropped", "rejected", "failed")}
 
 
-def summarize(args, samples: List[Dict], loop, counters: Dict[str, Dict[str, int]]) -> Dict:
+def summarize(args, samples: List[Dict], loop, counters: Dict[str, Dict[str, int]], failure: str = "") -> Dict:
     warm = [s for s in samples if s["t_s"] >= 60.0 * args.warmup_minutes]
     slopes = {k: slope_per_hour([s["t_s"] for s in warm], [s["rss_mib"][k] for s in warm]) for k in NODES}
     growing = {k: v for k, v in slopes.items() if v == v and v > args.max_slope}
@@ -213,9 +222,10 @@ def summarize(args, samples: List[Dict], loop, counters: Dict[str, Dict[str, int
         "rss_mib_first": samples[0]["rss_mib"] if samples else {},
         "rss_mib_last": samples[-1]["rss_mib"] if samples else {},
         "slope_mib_per_hour": slopes, "max_slope": args.max_slope, "warmup_minutes": args.warmup_minutes,
-        "counters": counters, "unaccounted": unaccounted, "growing": sorted(growing), "samples": samples,
+        "counters": counters, "unaccounted": unaccounted, "growing": sorted(growing), "failure": failure,
+        "samples": samples,
     }
-    summary["ok"] = not growing and not any(unaccounted.values()) and bool(warm)
+    summary["ok"] = not failure and not growing and not any(unaccounted.values()) and bool(warm)
     with open(os.path.join(args.out, "soak.json"), "w") as f:
         json.dump(summary, f, indent=1)
     plot(summary, os.path.join(args.out, "soak.png"))
@@ -272,7 +282,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for k in NODES:
         print("soak: %s RSS %.0f -> %.0f MiB, %+.1f MiB/h after %.0f min of warm-up (limit %.0f); counters %s"
               % (k, summary["rss_mib_first"].get(k, 0), summary["rss_mib_last"].get(k, 0),
-                 summary["slope_mib_per_hour"][k], args.warmup_minutes, args.max_slope, summary["counters"][k]))
+                 summary["slope_mib_per_hour"][k], args.warmup_minutes, args.max_slope, summary["counters"].get(k)))
+    if summary["failure"]:
+        print("soak: %s" % summary["failure"])
     print("soak: %s; %s" % ("PASS" if summary["ok"] else "FAIL", os.path.join(args.out, "soak.png")))
     return 0 if summary["ok"] else 1
 

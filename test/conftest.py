@@ -5,7 +5,7 @@ import os
 
 import cv2
 import pytest
-from synthetic import FIXTURE_MODEL, ROOT, textured_photo
+from synthetic import FIXTURE_MODEL, ROOT, corpus_test_frames, textured_photo
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +53,9 @@ def onnx_model(fixture_model, tmp_path_factory):
     shutil.copytree(fixture_model, model_dir)
     assert cli.main(["export-onnx", "--model", model_dir]) == 0
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def corpus_frames():
+    """(name, RawFrame) of 4 frames of the corpus's test split (synthetic ones without it)."""
+    return corpus_test_frames(4)

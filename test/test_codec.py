@@ -1,5 +1,7 @@
-"""Codec: exact index round trips through bytes, any frame size, clear errors."""
+"""Codec: exact index round trips through bytes, any frame size, every operating point and
+the truncation identity, clear errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -30,12 +32,15 @@ def _frame(h, w, seed=0, cfa="RGGB"):
 def test_thesis_sensor_sizes_round_trip_exactly(codec, width, height):
     rng = np.random.default_rng(width)
     frame = RawFrame(rng.integers(256, 4096, (height, width)).astype(np.uint16), "GRBG", 256, 4095)
-    grid = codec.encode_indices(frame)
-    assert grid.shape == (-(-height // codec.factor), -(-width // codec.factor))
+    codes = codec.encode_codes(frame)
+    code_shape = (-(-height // codec.factor), -(-width // codec.factor))
+    assert [g.shape for g in codes] == [(-(-code_shape[0] // sc), -(-code_shape[1] // sc)) for sc, _ in codec.stages]
     payload = codec.compress(frame)
     header, decoded = codec.parse(payload)
-    assert np.array_equal(decoded, grid)
+    assert len(decoded) == len(codes) == header.quality == codec.default_quality
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, codes))
     assert (header.height, header.width, header.cfa) == (height, width, "GRBG")
+    assert header.code_shape == code_shape
     rgb = codec.decompress(payload)
     assert rgb.shape == (height, width, 3) and rgb.dtype == np.uint8
 
@@ -88,10 +93,7 @@ def test_corrupted_truncated_and_foreign_payloads_fail_cleanly(codec):
     with pytest.raises(bitstream.BitstreamError, match="truncated|expected"):
         codec.decompress(payload[:-7])
     header, body = bitstream.unpack(payload)
-    fields = {k: getattr(header, k) for k in ("height", "width", "cfa", "source_encoding", "black_level",
-                                              "white_level", "code_height", "code_width", "codebook_size",
-                                              "entropy_model")}
-    foreign = bitstream.pack(bitstream.Header(model_id="ab" * 16, **fields), body)
+    foreign = bitstream.pack(dataclasses.replace(header, model_id="ab" * 16), bitstream.stage_payloads(header, body))
     with pytest.raises(bitstream.ModelMismatchError) as err:
         codec.decompress(foreign)
     assert "ab" * 16 in str(err.value) and codec.model_id in str(err.value)
@@ -105,20 +107,37 @@ def small_payload(codec):
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_fuzzed_payloads_with_a_valid_crc_never_crash(codec, small_payload, data):
-    """Even past the CRC (recomputed here), a mutated payload gives a clear error or a
-    frame of the declared size, never another exception."""
+    """Even past the CRC (recomputed here), a mutated payload, a stage boundary moved or a
+    stage table that another model would have written gives a clear error or a frame of the
+    declared size, never another exception."""
     header, body = bitstream.unpack(small_payload)
-    body = bytearray(body)
+    chunks = [bytearray(c) for c in bitstream.stage_payloads(header, body)]
     for _ in range(data.draw(st.integers(1, 4))):
-        pos = data.draw(st.integers(0, len(body) - 1))
-        body[pos] = data.draw(st.integers(0, 255))
-    fields = {k: getattr(header, k) for k in ("model_id", "height", "width", "cfa", "source_encoding", "black_level",
-                                              "white_level", "code_height", "code_width", "codebook_size",
-                                              "entropy_model")}
-    mutated = bitstream.pack(bitstream.Header(**fields), bytes(body))
+        chunk = chunks[data.draw(st.integers(0, len(chunks) - 1))]
+        if chunk:
+            chunk[data.draw(st.integers(0, len(chunk) - 1))] = data.draw(st.integers(0, 255))
+    stages = list(header.stages)
+    how = data.draw(st.sampled_from(["payload", "boundary", "table", "drop"]))
+    if how == "boundary":  # move bytes from one stage to the next
+        k = data.draw(st.integers(0, len(chunks) - 2))
+        n = data.draw(st.integers(-4, 4))
+        joined = chunks[k] + chunks[k + 1]
+        cut = min(max(len(chunks[k]) + n, 0), len(joined))
+        chunks[k], chunks[k + 1] = joined[:cut], joined[cut:]
+    elif how == "table":  # another scale or codebook size for a stage
+        k = data.draw(st.integers(1, len(stages) - 1))
+        stages[k] = (data.draw(st.sampled_from([1, 2])), data.draw(st.sampled_from([2, 16, 32, 64])), 0)
+        if stages[k][0] > stages[k - 1][0]:
+            stages[k] = (stages[k - 1][0],) + stages[k][1:]
+    elif how == "drop":  # stages left out of the middle
+        k = data.draw(st.integers(1, len(stages) - 1))
+        del stages[k], chunks[k]
+    mutated = bitstream.pack(dataclasses.replace(header, stages=tuple(stages), payload_length=None),
+                             [bytes(c) for c in chunks])
     try:
         rgb = codec.decompress(mutated)
-    except ValueError:
+    except ValueError as exc:
+        assert str(exc)
         return
     assert rgb.shape == (64, 96, 3)
 
@@ -147,3 +166,121 @@ def test_model_id_is_derived_from_the_weights(fixture_model):
         meta = json.load(f)
     assert meta["model_id"] == compute_model_id(fixture_model)
     assert len(meta["model_id"]) == 32
+
+
+# ------------------------------------------------------------------ operating points
+
+
+def test_the_fixture_model_has_operating_points(codec):
+    assert codec.stages == [(2, 16), (2, 16), (1, 32)] and codec.qualities == 3
+    assert codec.codebook_size == 16 and len(codec.prior) == 3
+    assert codec.default_quality == 3  # no measured operating points: every stage
+    assert codec.check_quality(None) == 3
+    assert [codec.check_quality(q) for q in (1, 2, 3, np.int64(2))] == [1, 2, 3, 2]
+
+
+@pytest.mark.parametrize("quality, match", [(0, "quality 0 is not one of this model's operating points 1..3"),
+                                            (4, "quality 4 is not"), (-1, "quality -1"),
+                                            (2.5, "quality must be an integer, got 2.5"),
+                                            (2.0, "quality must be an integer, got 2.0"),
+                                            (True, "quality must be an integer, got True"),
+                                            ("2", "quality must be an integer, got '2'"),
+                                            ("high", "quality must be an integer")])
+def test_a_quality_outside_the_operating_points_is_named(codec, quality, match):
+    with pytest.raises(ValueError, match=match):
+        codec.check_quality(quality)
+    with pytest.raises(ValueError, match=match):
+        codec.compress(_frame(64, 64), quality=quality)
+
+
+def test_compress_at_every_quality(codec):
+    frame = _frame(70, 102, seed=5)  # a 9 x 13 code grid: the coarse stages are 5 x 7
+    sizes, images = [], []
+    for q in (1, 2, 3):
+        payload = codec.compress(frame, quality=q)
+        header, codes = codec.parse(payload)
+        assert header.quality == q and [st[:2] for st in header.stages] == codec.stages[:q]
+        assert header.code_shape == (9, 13) and header.codebook_size == 16
+        assert [g.shape for g in codes] == [(5, 7), (5, 7), (9, 13)][:q]
+        expected = codec.encode_codes(frame, quality=q)
+        assert len(expected) == q and all(np.array_equal(a, b) for a, b in zip(codes, expected))
+        rgb = codec.decompress(payload)
+        assert rgb.shape == (70, 102, 3) and rgb.dtype == np.uint8
+        # what the decoder gives for the codes of the first q stages
+        assert np.array_equal(rgb, codec.render(codec.decode_indices(codes, shape=(9, 13)), header))
+        sizes.append(len(payload))
+        images.append(rgb)
+    assert sizes[0] < sizes[1] < sizes[2]
+    assert not np.array_equal(images[0], images[2])
+    assert codec.compress(frame) == codec.compress(frame, quality=3)  # the default
+
+
+def test_truncation_is_encoding_at_the_lower_quality_byte_for_byte(codec, corpus_frames):
+    """The progressive bitstream (issue: cut a stream of quality Q to q < Q): on real frames
+    of the corpus's test split (synthetic ones without the corpus)."""
+    for name, frame in corpus_frames:
+        top = codec.compress(frame, quality=codec.qualities)
+        for q in range(1, codec.qualities + 1):
+            direct = codec.compress(frame, quality=q)
+            assert bitstream.truncate(top, q) == direct, "%s: quality %d" % (name, q)
+            for lower in range(1, q):
+                assert bitstream.truncate(direct, lower) == bitstream.truncate(top, lower)
+
+
+def test_a_stage_mismatch_between_bitstream_and_model_is_named(codec):
+    payload = codec.compress(_frame(64, 96, seed=6))
+    header, body = bitstream.unpack(payload)
+    chunks = bitstream.stage_payloads(header, body)
+
+    def repacked(stages, parts):
+        return bitstream.pack(dataclasses.replace(header, stages=tuple(stages), payload_length=None), parts)
+
+    cases = [
+        # stage 2 on the fine grid, stage 3 with another codebook, a stage more than the model has
+        (repacked([(2, 16, 0), (1, 16, 0), (1, 32, 0)], chunks), r"bitstream stages \[\(2, 16\), \(1, 16\), "),
+        (repacked([(2, 16, 0), (2, 16, 0), (1, 64, 0)], chunks), r"\(1, 64\)\] do not match model"),
+        (repacked(list(header.stages) + [(1, 32, 0)], chunks + [b""]), "do not match model"),
+        # one stage of scale 1, as a plain model (or a version 2 file) writes it
+        (repacked([(1, 16, 0)], [b"".join(chunks)]), r"bitstream stages \[\(1, 16\)\] do not match model"),
+    ]
+    for data, match in cases:
+        for call in (codec.parse, codec.decompress):
+            with pytest.raises(bitstream.BitstreamError, match=match) as err:
+                call(data)
+            assert codec.model_id in str(err.value) and "[(2, 16), (2, 16), (1, 32)]" in str(err.value)
+
+
+def test_a_version_2_bitstream_is_one_stage_the_staged_model_refuses(codec):
+    """A version 2 file is read as one stage of scale 1; the fixture model has none such."""
+    import struct
+    import zlib
+
+    data = codec.compress(_frame(64, 96, seed=7), quality=1)
+    header, body = bitstream.unpack(data)
+    enc = len(header.source_encoding)
+    # the same frame as version 2 wrote it: no stage table
+    v2 = bytearray(data[:4]) + struct.pack("<H", 2) + data[6: 172 + enc] + body
+    v2 = bytes(v2) + struct.pack("<I", zlib.crc32(bytes(v2)) & 0xFFFFFFFF)
+    got = bitstream.read_header(v2)
+    assert got.version == 2 and got.stages == ((1, 16, len(body)),)
+    with pytest.raises(bitstream.BitstreamError, match=r"bitstream stages \[\(1, 16\)\] do not match"):
+        codec.decompress(v2)
+
+
+def test_model_directories_whose_stages_disagree_are_refused(fixture_model, tmp_path):
+    from rawdiff.codec.entropy import StagedPrior
+
+    bad = tmp_path / "stages"
+    shutil.copytree(fixture_model, bad)
+    meta = json.loads((bad / "model.json").read_text())
+    (bad / "model.json").write_text(json.dumps(dict(meta, stages=[[2, 32], [2, 16], [1, 32]])))
+    with pytest.raises(ValueError, match=r"the first stage's codebook \(32\) is not codebook_size 16"):
+        Codec.load(str(bad))
+    two = tmp_path / "prior"
+    shutil.copytree(fixture_model, two)
+    prior = StagedPrior.load(str(two / "prior.safetensors"))
+    StagedPrior(prior.stages[:2]).save(str(two / "prior.safetensors"))
+    meta["model_id"] = compute_model_id(str(two))
+    (two / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="the prior has 2 stages, the model 3"):
+        Codec.load(str(two))

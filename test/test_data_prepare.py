@@ -227,6 +227,95 @@ def test_split_few_groups(n):
         assert counts["train"] >= max(counts["val"], counts["test"])
 
 
+def test_held_groups_keep_their_split_and_the_rule_cuts_the_others_alone():
+    old = ["old%02d" % i for i in range(10)]
+    held = {g: ("test" if i < 2 else "val" if i < 4 else "train") for i, g in enumerate(old)}
+    new = ["new%02d" % i for i in range(20)]
+    split = split_groups(old + new, seed=0, held=held)
+    assert {g: split[g] for g in old} == held
+    assert {g: split[g] for g in new} == split_groups(new, seed=0)
+    with pytest.raises(ValueError, match="held split"):
+        split_groups(old, held={"old00": "holdout"})
+
+
+def test_test_frames_are_capped_and_big_groups_pass_over_to_val_or_train():
+    groups = ["g%02d" % i for i in range(30)]
+    plain = split_groups(groups, seed=2)
+    first_test = sorted(g for g in groups if plain[g] == "test")
+    frames = {g: 1 for g in groups}
+    frames[first_test[0]] = 10  # a video: too many frames for the cap
+    capped = split_groups(groups, seed=2, frames=frames, max_test_frames=4)
+    test = [g for g in groups if capped[g] == "test"]
+    assert len(test) == 4 and sum(frames[g] for g in test) == 4
+    assert capped[first_test[0]] in ("val", "train")
+    assert sum(v == "val" for v in capped.values()) == sum(v == "val" for v in plain.values())
+    # no cap: the same split as before
+    assert split_groups(groups, seed=2, frames=frames) == plain
+    assert split_groups(groups, seed=2, frames=frames, max_test_frames=0) != plain
+    assert "test" not in split_groups(groups, seed=2, max_test_frames=0).values()
+    # val: the same cap; a group passed over goes to train
+    first_val = sorted(g for g in groups if plain[g] == "val")[0]
+    frames = {g: 1 for g in groups}
+    frames[first_val] = 10
+    capped = split_groups(groups, seed=2, frames=frames, max_val_frames=3)
+    assert sum(v == "val" for v in capped.values()) == 3 and capped[first_val] == "train"
+    assert {g for g in groups if capped[g] == "test"} == {g for g in groups if plain[g] == "test"}
+
+
+def test_held_sources_and_the_test_cut(tmp_path):
+    """Held sources keep their split and size; test frames the rule placed are cut, from the
+    written frame and its target, and the cut follows the split across re-runs."""
+    names = ["h_test", "h_val"] + ["n%d" % i for i in range(8)]
+    for i, name in enumerate(names):
+        _write_png(tmp_path / (name + ".png"), _photo(96, 128, 50 + i))
+    srcs = [Source(str(tmp_path / (n + ".png")), "pkg", name="pkg/" + n,
+                   split={"h_test": "test", "h_val": "val"}.get(n, "")) for n in names]
+    out = tmp_path / "out"
+    m = prepare(srcs, str(out), max_test_frames=1, test_crop=(40, 62), progress=False, verbose=False)
+    by_name = {e["name"]: e for e in m["sources"]}
+    assert by_name["pkg/h_test"]["split"] == "test" and by_name["pkg/h_val"]["split"] == "val"
+    held_frame = by_name["pkg/h_test"]["frames"][0]
+    assert (held_frame["height"], held_frame["width"]) == (96, 128) and "cut_from" not in held_frame
+    new_test = [e for e in m["sources"] if e["split"] == "test" and not e["held_split"]]
+    assert len(new_test) == 1  # 8 new groups: round(1.6) = 2 for test, capped at 1 frame
+    fr = new_test[0]["frames"][0]
+    assert (fr["height"], fr["width"]) == (40, 62)
+    assert fr["cut_from"] == {"raw": fr["cut_from"]["raw"], "top": 28, "left": 32, "height": 96, "width": 128}
+    assert fr["raw"].endswith("frame.crop62x40.npy") and fr["raw"] in _index(out)["test"]
+    assert fr["cut_from"]["raw"] not in sum(_index(out).values(), [])
+    whole = read_raw(out / fr["cut_from"]["raw"])
+    part = read_raw(out / fr["raw"])
+    np.testing.assert_array_equal(part.mosaic, whole.mosaic[28:68, 32:94])
+    assert part.cfa == whole.cfa and part.extra["cut_from"] == [28, 32, 96, 128]
+    np.testing.assert_array_equal(part.wb_gains, whole.wb_gains)
+    whole_target = cv2.imread(target_path(str(out / fr["cut_from"]["raw"])))
+    np.testing.assert_array_equal(cv2.imread(str(out / fr["target"])), whole_target[28:68, 32:94])
+    assert m["summary"]["cut_test_frames"] == 1 and m["summary"]["held_groups"] == 2
+    assert (out / "test_held.txt").read_text().split() == [held_frame["raw"]]
+    assert m["split_rule"] == {"held_groups": ["pkg/h_test", "pkg/h_val"], "max_test_frames": 1,
+                               "max_val_frames": None, "test_crop": [40, 62]}
+    # re-run: everything reused, the same index; without the cut, the cut files go away
+    index = _index(out)
+    again = prepare(srcs, str(out), max_test_frames=1, test_crop=(40, 62), progress=False, verbose=False)
+    assert again["summary"]["reused"] == len(names) and _index(out) == index
+    prepare(srcs, str(out), max_test_frames=1, progress=False, verbose=False)
+    assert not (out / fr["raw"]).exists() and not (out / fr["target"]).exists()
+    prepare(srcs[2:], str(out), progress=False, verbose=False)  # nothing held any more
+    assert not (out / "test_held.txt").exists()
+    assert fr["cut_from"]["raw"] in _index(out)["test"]
+
+
+def test_sources_of_one_group_held_in_two_splits_are_refused(tmp_path):
+    for n in "ab":
+        _write_png(tmp_path / (n + ".png"), _photo(64, 64, ord(n)))
+    srcs = [Source(str(tmp_path / (n + ".png")), "pkg", name="pkg/" + n, group="pair", split=split)
+            for n, split in (("a", "test"), ("b", "val"))]
+    with pytest.raises(PrepareError, match="pair.*different splits"):
+        prepare(srcs, str(tmp_path / "out"), progress=False, verbose=False)
+    with pytest.raises(PrepareError, match="test_crop"):
+        prepare(srcs[:1], str(tmp_path / "out"), test_crop=(41, 64), progress=False, verbose=False)
+
+
 def test_groups_stay_together(tmp_path):
     for name in ("a", "b", "c", "d", "e", "f"):
         _write_png(tmp_path / (name + ".png"), _photo(64, 64, ord(name)))

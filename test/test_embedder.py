@@ -116,3 +116,104 @@ def test_global_context_starts_as_the_plain_encoder_and_sees_the_whole_frame():
         assert not torch.allclose(ctx.encode(far)[..., 0, 0], ctx.encode(planes)[..., 0, 0])
     with pytest.raises(ValueError, match="global_context is for the plain encoder"):
         Embedder(ch=8, ch_mult=(1, 2), encoder={"global_context": True})
+
+
+# ------------------------------------------------------------------ staged (residual) quantizer
+
+STAGED = dict(ch=8, ch_mult=(1, 2), stem=2, embed_dim=4, stages=[[2, 16], [2, 16], [1, 32]])
+
+
+@pytest.fixture(scope="module")
+def staged_net():
+    torch.manual_seed(0)
+    net = Embedder(refine=4, **STAGED)
+    net.train()
+    net(torch.rand(2, 4, 28, 36))  # codebooks initialised from data
+    return net.eval()
+
+
+def test_staged_embedder_codes_every_stage_on_odd_grids(staged_net):
+    net = staged_net
+    assert net.staged and net.stages == [(2, 16), (2, 16), (1, 32)] and net.codebook_size == 16
+    planes = torch.rand(1, 4, 28, 36)  # a 7 x 9 code grid: the coarse stages are 4 x 5
+    with torch.no_grad():
+        codes = net.encode_codes(planes)
+        assert [tuple(c.shape) for c in codes] == [(1, 4, 5), (1, 4, 5), (1, 7, 9)]
+        assert all(torch.equal(a, b) for a, b in zip(net.encode_codes(planes, 2), codes[:2]))
+        for n in (1, 2, 3):
+            # the decoder's input at quality n, and forward's reconstruction at that quality
+            rgb = net.decode(net.lookup_codes(codes[:n], (7, 9)))
+            assert rgb.shape == (1, 3, 56, 72)
+            fwd, _, fwd_codes, _ = net(planes, stages=n)
+            assert torch.allclose(fwd, rgb, atol=1e-5)
+            assert all(torch.equal(a, b) for a, b in zip(fwd_codes, codes))
+        assert torch.allclose(net.decode_indices(codes), net.decode(net.lookup_codes(codes, (7, 9))))
+        # more stages, a different picture (each stage adds to the latent)
+        assert not torch.allclose(net.decode(net.lookup_codes(codes[:1], (7, 9))), net.decode_indices(codes))
+    with pytest.raises(ValueError, match="a model of 3 quantizer stages has a grid per stage: use encode_codes"):
+        net.encode_indices(planes)
+    with pytest.raises(ValueError, match=r"stages must be in \[1, 3\], got 4"):
+        net.encode_codes(planes, 4)
+
+
+def test_the_diffusion_condition_is_the_first_stage_on_the_finest_grid(staged_net):
+    net = staged_net
+    with torch.no_grad():
+        codes = net.encode_codes(torch.rand(1, 4, 28, 36))
+    cond = net.condition_indices(codes, (7, 9))
+    assert cond.shape == (1, 7, 9)
+    for r in range(7):
+        for c in range(9):
+            assert cond[0, r, c] == codes[0][0, r // 2, c // 2]
+    assert torch.equal(net.condition_indices(codes[:1], (7, 9)), cond)  # the same at every quality
+
+
+def test_a_plain_codebook_is_one_stage():
+    torch.manual_seed(0)
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, codebook_size=16, embed_dim=4).eval()
+    assert not net.staged and net.stages == [(1, 16)]
+    planes = torch.rand(1, 4, 28, 36)
+    with torch.no_grad():
+        codes = net.encode_codes(planes)
+        assert len(codes) == 1 and torch.equal(codes[0], net.encode_indices(planes))
+        assert torch.equal(net.encode_codes(planes, 1)[0], codes[0])
+        assert torch.allclose(net.decode_indices(codes), net.decode_indices(codes[0]))
+        assert torch.equal(net.condition_indices(codes, (7, 9)), codes[0])
+    with pytest.raises(ValueError, match="this model has one quantizer stage, 2 asked for"):
+        net.encode_codes(planes, 2)
+    with pytest.raises(ValueError, match="this model has one quantizer stage, got 2 code grids"):
+        net.lookup_codes([codes[0], codes[0]])
+
+
+def test_the_refine_head_starts_as_the_identity():
+    torch.manual_seed(0)
+    plain = Embedder(**STAGED).eval()
+    refined = Embedder(refine=4, **STAGED).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["refine.conv1.bias", "refine.conv1.weight", "refine.conv2.bias",
+                               "refine.conv2.weight"] and not unexpected
+    planes = torch.rand(1, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(refined(planes)[0], plain(planes)[0])
+        torch.nn.init.normal_(refined.refine.conv2.weight, std=0.1)
+        assert not torch.allclose(refined(planes)[0], plain(planes)[0])
+    with pytest.raises(ValueError, match="refine is a head on RGB outputs; out: raw has none"):
+        Embedder(refine=4, out="raw", **STAGED)
+
+
+def test_shipped_weights_leave_out_the_training_only_buffers(staged_net):
+    from rawdiff.export.model_dir import embedder_state
+    from rawdiff.models.embedder import load_embedder
+
+    state = embedder_state(staged_net)
+    assert "quantize.initialised" not in state and not any(k.endswith("idle_steps") for k in state)
+    assert "quantize.codebooks.2.embedding.weight" in state and "refine.conv2.weight" in state
+    params = {"embedder": dict(STAGED, refine=4)}
+    loaded = load_embedder(params, state)
+    planes = torch.rand(1, 4, 28, 36)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(loaded.encode_codes(planes), staged_net.encode_codes(planes)))
+    with pytest.raises(ValueError, match=r"missing \['quantize.codebooks.2.embedding.weight'\]"):
+        load_embedder(params, {k: v for k, v in state.items() if k != "quantize.codebooks.2.embedding.weight"})
+    with pytest.raises(ValueError, match=r"unexpected \['quantize.codebooks.2.embedding.weight'\]"):
+        load_embedder({"embedder": dict(STAGED, stages=[[2, 16], [2, 16]], refine=4)}, state)

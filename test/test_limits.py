@@ -28,9 +28,9 @@ class CountingPrior:
         self.prior, self.decodes = prior, 0
         self.kind = prior.kind
 
-    def decode(self, payload, shape):
+    def decode(self, chunks, shapes):
         self.decodes += 1
-        return self.prior.decode(payload, shape)
+        return self.prior.decode(chunks, shapes)
 
 
 def test_the_default_limit_is_four_of_the_largest_automotive_sensor():
@@ -107,7 +107,8 @@ def test_cli_max_pixels_and_tile_options(tmp_path, payload, fixture_model, capsy
 
 def test_a_decoded_frame_over_the_16_bit_white_level_is_refused(fixture_model, payload):
     header, body = bitstream.unpack(payload)
-    hostile = bitstream.pack(dataclasses.replace(header, white_level=1e30, payload_length=None), body)
+    hostile = bitstream.pack(dataclasses.replace(header, white_level=1e30, payload_length=None),
+                             bitstream.stage_payloads(header, body))
     codec = Codec.load(fixture_model, device="cpu")
     with pytest.raises(ValueError, match="white_level 1e[+]30 is above the largest value of the 16-bit mosaic"):
         codec.decompress_raw(hostile)

@@ -65,6 +65,21 @@ def test_a_read_only_folder_is_named_as_such(tmp_path):
         ro.chmod(stat.S_IRWXU)
 
 
+def test_a_folder_the_process_may_not_write_is_named_as_such(tmp_path, monkeypatch, raw_png):
+    """The same check as above where the tests run as root: the permission is asked of
+    os.access, so denying it there stands for a read-only folder."""
+    import rawdiff.outputs
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(rawdiff.outputs.os, "access", lambda p, mode: False if str(p) == str(ro) else real(p, mode))
+    assert main(["isp", str(raw_png), "-o", str(ro / "o.png")]) == 1
+    assert not (ro / "o.png").exists()
+    with pytest.raises(ValueError, match=r"output folder .*ro is not writable"):
+        check_output(ro / "o.png", (".png",))
+
+
 def test_atomic_output_leaves_the_old_file_or_the_new_one_never_half(tmp_path):
     path = tmp_path / "deep" / "out.bin"
     write_bytes(path, b"old")
@@ -174,6 +189,10 @@ def test_info_into_a_closed_pipe_is_quiet(tmp_path, raw_png, fixture_model):
     r = subprocess.run("%s -m rawdiff.cli info %s | head -1" % (sys.executable, rdc), shell=True,
                        capture_output=True, text=True)
     assert r.stdout == "{\n" and r.stderr == "", r.stderr
+    # a reader that is gone before anything is written: the write itself meets the closed pipe
+    r = subprocess.run("%s -m rawdiff.cli info %s | true" % (sys.executable, rdc), shell=True, capture_output=True,
+                       text=True)
+    assert r.stderr == "", r.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,6 +1,7 @@
 """Tiled decoding: the plan covers the grid once, the halo covers the decoder's reach, the
 whole-frame statistics make tiles one network (no seams), the exact mode is the whole-frame
-decode, and the networks never see more than a tile."""
+decode at every quality (a prefix of the quantizer stages), and the networks never see more
+than a tile."""
 
 import numpy as np
 import pytest
@@ -54,9 +55,9 @@ def test_receptive_radius_of_the_decoder_counts_each_convolution_at_its_resoluti
 
 
 def _latent(codec, payload):
-    _, grid = codec.parse(payload)
+    header, codes = codec.parse(payload)
     with torch.inference_mode():
-        return codec.embedder.quantize.lookup(torch.from_numpy(grid)[None])
+        return codec.embedder.lookup_codes([torch.from_numpy(g)[None] for g in codes], header.code_shape)
 
 
 def _tiled(codec, z, tile, passes, halo=None):
@@ -132,6 +133,26 @@ def test_codec_decodes_large_grids_in_tiles_the_size_of_the_frame(codec, payload
     assert np.array_equal(tiled.decompress(payload), whole)
 
 
+def test_the_coarse_stages_decode_in_tiles_as_they_decode_whole(codec, payload):
+    """A bitstream of the coarse stage only (a grid twice as coarse, cut at the odd edge:
+    10 x 16 for 19 x 32 codes) decodes in tiles of the finest grid as it decodes whole."""
+    from rawdiff.codec import bitstream
+
+    coarse = bitstream.truncate(payload, 1)
+    header, codes = codec.parse(coarse)
+    assert [g.shape for g in codes] == [(10, 16)] and header.code_shape == (19, 32)
+    z = _latent(codec, coarse)
+    assert z.shape[-2:] == (19, 32)
+    assert not torch.equal(z, _latent(codec, payload))
+    tiled = Codec.load(codec.model_dir, device="cpu", backend="torch", tile=8)
+    assert tiled.tiled(header.code_shape) and not codec.tiled(header.code_shape)
+    tiled.tile_passes = EXACT
+    whole = codec.decompress(coarse)
+    rgb = tiled.decompress(coarse)
+    assert rgb.shape == whole.shape == (150, 250, 3)
+    assert np.abs(rgb.astype(int) - whole).max() <= 1
+
+
 def test_tile_setting_is_checked(fixture_model):
     for bad in (-1, 3, 2.5, "many"):
         with pytest.raises(ValueError, match="tile must be"):
@@ -142,23 +163,31 @@ def test_diffusion_sampling_in_tiles_is_seeded_and_close_to_the_whole_grid(tiny_
     codec = Codec.load(tiny_ldm[0], device="cpu", tile=0)
     frame, _ = unprocess(textured_photo(150, 250, 6), seed=6)
     payload = codec.compress(frame)
-    _, grid = codec.parse(payload)
+    header, codes = codec.parse(payload)
     dec = codec.diffusion()
     unet = dec.denoiser.unet
     align = tiled_decode.unet_alignment(unet)
     assert align == unet.multiple * 4  # the tiny UNet halves once and attends in 4 x 4 windows
-    idx = torch.from_numpy(grid)[None]
+    idx = [torch.from_numpy(g)[None] for g in codes]
+    shape = header.code_shape
     with torch.inference_mode():
-        whole = dec.denoiser.sample(idx, codec.embedder.quantize.lookup(idx), 2, torch.Generator().manual_seed(3))
+        z_q = codec.embedder.lookup_codes(idx, shape)
+        cond = codec.embedder.condition_indices(idx, shape)
+        whole = dec.denoiser.sample(cond, z_q, 2, torch.Generator().manual_seed(3))
         seen = []
         handle = unet.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
         try:
-            a = tiled_decode.sample_latent(dec, idx, 2, 3, tile=align)
+            a = tiled_decode.sample_latent(dec, idx, z_q, 2, 3, tile=align)
         finally:
             handle.remove()
-        b = tiled_decode.sample_latent(dec, idx, 2, 3, tile=align)
-        one = tiled_decode.sample_latent(dec, idx, 2, 3, tile=64)  # one tile: the whole grid
-    assert max(h * w for h, w in seen) <= (3 * align) ** 2 < grid.size
+        b = tiled_decode.sample_latent(dec, idx, z_q, 2, 3, tile=align)
+        one = tiled_decode.sample_latent(dec, idx, z_q, 2, 3, tile=64)  # one tile: the whole grid
+        # the coarse stage alone (quality 1): the same conditioning, another latent
+        z_q1 = codec.embedder.lookup_codes(idx[:1], shape)
+        whole1 = dec.denoiser.sample(cond, z_q1, 2, torch.Generator().manual_seed(3))
+        a1 = tiled_decode.sample_latent(dec, idx[:1], z_q1, 2, 3, tile=align)
+    assert float((a1 - whole1).abs().max()) < 0.05 < float((whole1 - whole).abs().max())
+    assert max(h * w for h, w in seen) <= (3 * align) ** 2 < shape[0] * shape[1]
     assert torch.equal(a, b)
     assert float((one - whole).abs().max()) < 1e-5
     assert float((a - whole).abs().max()) < 0.05  # unit vectors per code: close, not equal

@@ -58,5 +58,7 @@ def test_two_cpu_processes_with_ddp(tiny_corpus, tmp_path):
     runs = [d for d in os.listdir(tmp_path) if d.endswith("_tiny")]
     assert len(runs) == 1
     model_dir = os.path.join(tmp_path, runs[0], "model")
-    assert np.isfinite(Codec.load(model_dir).prior.bits_per_index(
-        [np.zeros((2, 2), np.int64)]))
+    codec = Codec.load(model_dir)
+    assert codec.stages == [(2, 16), (2, 16), (1, 32)]  # the tiny config's quantizer stages
+    bits = codec.prior.bits([np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64), np.zeros((2, 2), np.int64)])
+    assert len(bits) == 3 and np.all(np.isfinite(bits))

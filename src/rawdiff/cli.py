@@ -3,7 +3,7 @@
     rawdiff isp INPUT -o OUT.png
     rawdiff compress INPUT -o OUT.rdc [--model DIR]
     rawdiff decompress IN.rdc -o OUT.png [--mode fast] [--model DIR] [--output rgb|raw] [--max-pixels N] [--tile N]
-    rawdiff info IN.rdc
+    rawdiff info IN.rdc | --model DIR
     rawdiff prepare-data (--default | --source PATH...) --out DIR
     rawdiff train --base CFG.yaml [--resume CKPT] [--accelerator gpu] [--devices N] [key=value ...]
 
@@ -125,11 +125,26 @@ def cmd_compress(args) -> int:
     check_output(args.output, BITSTREAM_SUFFIXES, _raw_inputs(args.input))
     frame = _read_input(args)
     codec = Codec.load(args.model, device=args.device, backend=args.backend, threads=args.threads)
-    payload = codec.compress(frame, source_encoding=args.source_encoding)
+    quality = codec.check_quality(args.quality)
+    payload = codec.compress(frame, source_encoding=args.source_encoding, quality=quality)
     write_bytes(args.output, payload)
     bpp = 8.0 * len(payload) / (frame.width * frame.height)
-    print("%s: %dx%d -> %d bytes, %.4f bpp (%s)" % (args.input, frame.width, frame.height, len(payload), bpp,
-                                                  args.output))
+    print("%s: %dx%d -> %d bytes, %.4f bpp, quality %d of %d (%s)" % (
+        args.input, frame.width, frame.height, len(payload), bpp, quality, codec.qualities, args.output))
+    return 0
+
+
+def cmd_truncate(args) -> int:
+    from rawdiff.codec.bitstream import read_header, truncate
+
+    check_output(args.output, BITSTREAM_SUFFIXES, [args.input])
+    data = _read_bytes(args.input)
+    cut = truncate(data, args.quality)
+    write_bytes(args.output, cut)
+    header = read_header(cut)
+    print("%s: quality %d, %d bytes -> quality %d, %d bytes, %.4f bpp (%s)" % (
+        args.input, read_header(data, verify=False).quality, len(data), header.quality, len(cut),
+        8.0 * len(cut) / (header.width * header.height), args.output))
     return 0
 
 
@@ -153,6 +168,11 @@ def cmd_decompress(args) -> int:
                              % (", ".join(RAW_OUTPUT_SUFFIXES), suffix or "no suffix", args.output))
     check_output(args.output, RAW_OUTPUT_SUFFIXES if output_kind == "raw" else IMAGE_SUFFIXES, [args.input])
     payload = _read_bytes(args.input)
+    from rawdiff.codec.bitstream import read_header
+    from rawdiff.codec.limits import check_frame_size, check_max_pixels
+
+    # a frame over the limit is refused from its header, before the model is loaded
+    check_frame_size(read_header(payload), check_max_pixels(args.max_pixels))
     codec = Codec.load(args.model, device=args.device, max_pixels=args.max_pixels, tile=args.tile)
     if output_kind == "raw":
         frame = codec.decompress_raw(payload, mode=args.mode, steps=args.steps, seed=args.seed)
@@ -180,13 +200,76 @@ def _write_raw_frame(frame, path: str) -> None:
 
 
 def cmd_info(args) -> int:
+    """A bitstream's header as JSON (each stage with its grid, bits per index and bpp), or
+    with ``--model DIR`` the model's stages and measured operating points."""
     from rawdiff.codec.bitstream import read_header
 
+    if (args.input is None) == (args.model is None):
+        raise ValueError("give a bitstream (rawdiff info IN.rdc) or a model (rawdiff info --model DIR), one of them")
+    if args.model is not None:
+        return _model_info(args.model, args.json)
     payload = _read_bytes(args.input)
-    info = read_header(payload).to_dict()
+    header = read_header(payload)
+    info = header.to_dict()
     info["bytes"] = len(payload)
     info["bpp"] = round(8.0 * len(payload) / (info["width"] * info["height"]), 6)
+    for st, (h, w) in zip(info["stages"] or [], header.stage_shapes()):
+        st.update(grid=[h, w], bits_per_index=round(8.0 * st["bytes"] / (h * w), 4),
+                  bpp=round(8.0 * st["bytes"] / (info["width"] * info["height"]), 6))
     print(json.dumps(info, indent=2, sort_keys=True))
+    return 0
+
+
+def _model_info(model_dir: str, as_json: bool) -> int:
+    """`rawdiff info --model DIR`: read from model.json (no weights loaded, no torch)."""
+    import math
+
+    from rawdiff.codec.modeldir import read_model_dir
+
+    meta = read_model_dir(model_dir)["meta"]
+    factor, prior = int(meta["factor"]), meta.get("prior") or {}
+    stages = meta.get("stages") or [[1, meta["codebook_size"]]]
+    fitted = prior.get("stages") or [{"bits_per_index": prior.get("bits_per_index"),
+                                      "codes_used": prior.get("codes_used")}]
+    rows = [{"stage": k + 1, "scale": int(sc), "grid_factor": factor * int(sc), "codebook_size": int(size),
+             "log2_k": math.log2(int(size)), "prior_bits_per_index": (fitted[k] if k < len(fitted) else {}).get(
+                 "bits_per_index"), "codes_used": (fitted[k] if k < len(fitted) else {}).get("codes_used")}
+            for k, (sc, size) in enumerate(stages)]
+    default = int(meta.get("default_quality") or len(stages))
+    points = meta.get("operating_points") or []
+    if as_json:
+        print(json.dumps({"model_dir": model_dir, "model_id": meta["model_id"], "factor": factor,
+                          "out": meta.get("out"), "prior_kind": meta.get("prior_kind"), "stages": rows,
+                          "qualities": len(stages), "default_quality": default, "operating_points": points},
+                         indent=2, sort_keys=True))
+        return 0
+
+    def num(fmt: str, v) -> str:
+        return "-" if v is None else fmt % v
+
+    lines = ["model %s (%s): f%d, decoder output %s, %s prior%s" % (
+        meta["model_id"], model_dir, factor, meta.get("out", "rgb"), meta.get("prior_kind", "?"),
+        ", diffusion decoder" if "diffusion" in meta else ""),
+        "", "stages, coarse to fine (prior bits per index on the training split%s):"
+        % (", %d frames" % prior["frames"] if prior.get("frames") else ""),
+        "  stage  grid  K      log2 K  prior bits/index  codes used"]
+    lines += ["  %-6d f%-4d %-6d %-7.2f %-17s %s" % (r["stage"], r["grid_factor"], r["codebook_size"], r["log2_k"],
+                                                   num("%.3f", r["prior_bits_per_index"]), num("%d", r["codes_used"]))
+              for r in rows]
+    lines.append("")
+    if not points:
+        lines.append("operating points: qualities 1..%d (default %d), not measured yet: rawdiff eval --model %s "
+                     "data/corpus/test.txt --write-operating-points" % (len(stages), default, model_dir))
+    else:
+        lines += ["operating points (rawdiff compress --quality Q; default %d):" % default,
+                  "  quality  bpp      PSNR (dB)  MS-SSIM  frames  split"]
+        lines += ["  %-8s %-8s %-10s %-8s %-7s %s" % (
+            "%d%s" % (p["quality"], "*" if p["quality"] == default else ""), num("%.4f", p.get("bpp")),
+            num("%.2f", p.get("psnr")), num("%.4f", p.get("ms_ssim")), num("%d", p.get("frames")),
+            p.get("split", "-") + (" (centre crops of %d pixels)" % p["max_pixels"] if p.get("max_pixels") else ""))
+            for p in points]
+        lines.append("  (* the default quality)")
+    print("\n".join(lines))
     return 0
 
 
@@ -233,7 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     _add_encoder_options(p)
     p.add_argument("--source-encoding", default="", help="recorded in the header, e.g. bayer_rggb16")
+    p.add_argument("--quality", type=_positive_int,
+                   help="operating point: 1 (smallest) to the model's number of quantizer stages (`rawdiff info "
+                        "--model DIR` lists them); default: the model's default quality")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("truncate", help="cut an .rdc bitstream to a lower quality without re-encoding")
+    p.add_argument("input", help="IN.rdc")
+    p.add_argument("-o", "--output", required=True, help="OUT.rdc: the bitstream encoding at --quality gives")
+    p.add_argument("--quality", type=_positive_int, required=True, help="1 to the input's quality")
+    p.set_defaults(func=cmd_truncate)
 
     p = sub.add_parser("decompress", help=".rdc bitstream -> RGB PNG, or the RAW frame (--output raw)")
     p.add_argument("input")
@@ -250,8 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_limits(p)
     p.set_defaults(func=cmd_decompress)
 
-    p = sub.add_parser("info", help="print a bitstream's header as JSON")
-    p.add_argument("input")
+    p = sub.add_parser("info", help="print a bitstream's header as JSON, or a model's stages and operating points")
+    p.add_argument("input", nargs="?", help="IN.rdc")
+    p.add_argument("--model", metavar="DIR", help="a model directory instead: its stages and the operating points "
+                   "measured by `rawdiff eval --write-operating-points`")
+    p.add_argument("--json", action="store_true", help="with --model: as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("prepare-data", help="build a paired RAW/RGB dataset with splits")
@@ -270,39 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
                    % (onnx_export.OPSET_RANGE + (onnx_export.DEFAULT_OPSET,)))
     p.set_defaults(func=onnx_export.run)
 
-    p = sub.add_parser("bag", help="transcode a rosbag offline, no roscore: RAW frames <-> codes")
-    from rawdiff.ros import bag_transcode as bag_tools
+    p = sub.add_parser("bag", help="transcode ROS 1 bags and MCAP files offline, one or a collection on Ray: "
+                                   "RAW frames <-> codes")
+    from rawdiff.ros import bag_cli
 
-    bag_sub = p.add_subparsers(dest="bag_command", metavar="{encode,decode}")
-    bag_sub.required = True
-    q = bag_sub.add_parser("encode", help="RAW sensor_msgs/Image topic -> rawdiff/CompressedCodes")
-    q.add_argument("input", help="input bag")
-    q.add_argument("output", help="output bag (every other topic is copied as is)")
-    q.add_argument("--topic", required=True, help="RAW image topic, e.g. /camera/image_raw")
-    q.add_argument("--output-topic", default=bag_tools.DEFAULT_CODES_TOPIC, help="codes topic (default %(default)s)")
-    q.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
-    q.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    _add_encoder_options(q)
-    q.add_argument("--cfa", help="CFA pattern RGGB, BGGR, GRBG or GBRG (mono/packed images; default: the encoding's)")
-    q.add_argument("--black-level", type=float, default=0.0, help="sensor black level (default 0)")
-    q.add_argument("--white-level", type=float, help="sensor white level (default: the container's full scale)")
-    q.add_argument("--input-format", choices=["raw10p", "raw12p"], help="packed MIPI CSI-2 images")
-    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    q.set_defaults(func=bag_tools.cmd_encode)
-    q = bag_sub.add_parser("decode", help="rawdiff/CompressedCodes -> sensor_msgs/Image rgb8")
-    q.add_argument("input", help="input bag")
-    q.add_argument("output", help="output bag (every other topic is copied as is)")
-    q.add_argument("--topic", help="codes topic (default: the bag's only rawdiff/CompressedCodes topic)")
-    q.add_argument("--output-topic", default=bag_tools.DEFAULT_DECODED_TOPIC,
-                   help="decoded image topic (default %(default)s)")
-    q.add_argument("--model", default=DEFAULT_MODEL, help="model directory (default: models/default)")
-    q.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
-    q.add_argument("--steps", type=_positive_int, default=4, help="diffusion sampling steps")
-    q.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    q.add_argument("--device", default="auto")
-    _add_decoder_limits(q)
-    q.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    q.set_defaults(func=bag_tools.cmd_decode)
+    bag_cli.add_arguments(p, DEFAULT_MODEL, _add_encoder_options, _add_decoder_limits, _positive_int)
 
     p = sub.add_parser("eval", help="rate-distortion evaluation against JPEG, WebP, JPEG XL and AVIF")
     from rawdiff.eval import cli as eval_cli

@@ -91,6 +91,7 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
     trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, logger=loggers, **trainer_cfg)
 
     started = time.time()
+    steps = None
     if do_train:
         trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     elif ckpt:
@@ -98,19 +99,21 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
 
         state = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own checkpoint
         model.load_state_dict(state["state_dict"])
+        steps = int(state.get("global_step", 0))  # an export of a checkpoint records its training
     wall = time.time() - started
+    steps = int(trainer.global_step) if steps is None else steps
 
-    summary: Dict[str, Any] = {"run_dir": run_dir, "global_step": int(trainer.global_step), "wall_s": wall}
+    summary: Dict[str, Any] = {"run_dir": run_dir, "global_step": steps, "wall_s": wall}
     if trainer.is_global_zero:
         from rawdiff.export.model_dir import export_model
 
         out = export or os.path.join(run_dir, "model")
         summary["model_dir"] = export_model(model, cfg, out, data=data, training={
-            "bases": list(bases), "overrides": list(overrides), "global_step": int(trainer.global_step),
+            "bases": list(bases), "overrides": list(overrides), "global_step": steps,
             "wall_s": round(wall, 1), "accelerator": str(trainer.accelerator.__class__.__name__),
             "devices": int(trainer.num_devices), "run_dir": os.path.basename(os.path.normpath(run_dir))})
         print("rawdiff train: %d steps in %.0f s; run %s; model %s"
-              % (trainer.global_step, wall, run_dir, summary["model_dir"]))
+              % (steps, wall, run_dir, summary["model_dir"]))
     return summary
 
 

@@ -174,3 +174,19 @@ def test_a_missing_output_folder_is_made_and_no_partial_file_is_left(tmp_path, c
     assert main(["bag", "encode", str(raw), str(codes), "--topic", "/camera/image_raw", "--model", FIXTURE_MODEL,
                  "-q"]) == 0
     assert codes.is_file() and [p.name for p in codes.parent.iterdir()] == ["codes.bag"]
+
+
+def test_pixels_above_the_white_level_are_counted_in_the_summary(tmp_path, capsys):
+    """A white level below the data: the encoder clips, as always, and the summary says how
+    many pixels it clipped in how many frames (not silently)."""
+    raw, codes = tmp_path / "raw.bag", tmp_path / "codes.bag"
+    _make_bag(raw)
+    with rosbag.Bag(str(raw)) as bag:
+        mosaics = [np.frombuffer(m.data, "<u2") for _, m, _ in bag.read_messages(topics=["/camera/image_raw"])]
+    expected = sum(int(np.count_nonzero(m > 1500)) for m in mosaics)
+    frames = sum(1 for m in mosaics if np.any(m > 1500))
+    assert expected > 0
+    assert main(["bag", "encode", str(raw), str(codes), "--topic", "/camera/image_raw", "--model", FIXTURE_MODEL,
+                 "--cfa", "RGGB", "--black-level", "64", "--white-level", "1500", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "%d pixels in %d frames above the white level, clipped to it" % (expected, frames) in out

@@ -15,9 +15,11 @@ from rawdiff.ros import decoder_node, encoder_node
 FIND_MODEL = "$(find rawdiff)/models/default"
 ENCODER_ARGS = {"camera": "camera", "input": "image_raw", "output": "/compressed_codes", "model": FIND_MODEL,
                 "backend": "auto", "threads": "0", "device": "auto", "cfa": "", "black_level": "0", "white_level": "0",
-                "input_format": ""}
+                "input_format": "", "camera_info_period": "1.0", "expected_rate": "0", "max_delay": "1.0",
+                "params_file": ""}
 DECODER_ARGS = {"input": "/compressed_codes", "output": "/camera/image_decoded", "model": FIND_MODEL,
-                "mode": "fast", "steps": "4", "seed": "0", "device": "auto"}
+                "mode": "fast", "steps": "4", "seed": "0", "device": "auto", "camera_info": "", "expected_rate": "0",
+                "max_delay": "1.0"}
 
 needs_roslaunch = pytest.mark.skipif(shutil.which("roslaunch") is None, reason="roslaunch not on PATH")
 
@@ -36,7 +38,8 @@ def test_launch_args_and_defaults(name, expected):
 
 def test_pipeline_launch_passes_both_and_has_bag_and_record():
     args = _args("pipeline.launch")
-    assert set(ENCODER_ARGS) - {"output"} <= set(args) and set(DECODER_ARGS) - {"input"} <= set(args)
+    assert set(ENCODER_ARGS) - {"output", "params_file"} <= set(args)
+    assert set(DECODER_ARGS) - {"input", "camera_info"} <= set(args)
     assert args["bag"] == "" and args["record"] == "" and args["codes"] == "/compressed_codes"
     includes = [i.get("file") for i in ET.parse(os.path.join(LAUNCH, "pipeline.launch")).getroot().iter("include")]
     assert includes == ["$(find rawdiff)/launch/encoder.launch", "$(find rawdiff)/launch/decoder.launch"]
@@ -97,9 +100,10 @@ def test_pipeline_launch_plays_after_the_chain_is_up_and_records():
     nodes = _roslaunch("--nodes", path, "bag:=/data/camera.bag", "record:=/data/out.bag").split()
     assert nodes == ["/camera/rawdiff_encoder", "/rawdiff_decoder", "/rawdiff_player", "/rawdiff_recorder"]
     play = _roslaunch("--args", "/rawdiff_player", path, "bag:=/data/camera.bag")
-    assert "--wait-for-subscribers --bags /data/camera.bag --topics /camera/image_raw" in play
+    assert "--wait-for-subscribers --bags /data/camera.bag --topics /camera/image_raw /camera/camera_info" in play
     record = _roslaunch("--args", "/rawdiff_recorder", path, "record:=/data/out.bag")
-    assert "-O /data/out.bag /compressed_codes /camera/image_decoded" in record
+    assert ("-O /data/out.bag /compressed_codes /camera/image_decoded /compressed_codes/camera_info "
+            "/camera/decoded/camera_info") in record
     params = yaml.safe_load(_roslaunch("--dump-params", path, "bag:=/data/camera.bag", "record:=/data/out.bag"))
     assert params["/camera/rawdiff_encoder/wait_for_subscribers"] == 2  # decoder and recorder
     assert params["/rawdiff_decoder/wait_for_subscribers"] == 1  # recorder
@@ -111,6 +115,57 @@ def test_pipeline_launch_plays_after_the_chain_is_up_and_records():
     params = yaml.safe_load(_roslaunch("--dump-params", path))
     assert params["/camera/rawdiff_encoder/wait_for_subscribers"] == 0  # live camera: no waiting
     assert params["/rawdiff_decoder/wait_for_subscribers"] == 0
+    # one master: the camera's /camera/camera_info is the camera's, the decoded one goes beside it
+    assert params["/rawdiff_decoder/camera_info_topic"] == "/camera/decoded/camera_info"
+    params = yaml.safe_load(_roslaunch("--dump-params", path, "expected_rate:=30", "max_delay:=0"))
+    assert params["/camera/rawdiff_encoder/expected_rate"] == params["/rawdiff_decoder/expected_rate"] == 30.0
+    assert params["/camera/rawdiff_encoder/max_delay"] == params["/rawdiff_decoder/max_delay"] == 0.0
+
+
+@needs_roslaunch
+def test_cameras_launch_starts_an_encoder_per_camera_namespace_and_mirrors_the_decoders():
+    path = os.path.join(LAUNCH, "cameras.launch")
+    assert _roslaunch("--nodes", path, "cameras:=front, left rear").split() == [
+        "/front/rawdiff_encoder", "/left/rawdiff_encoder", "/rear/rawdiff_encoder"]
+    assert _roslaunch("--nodes", path, "cameras:=front rear", "encode:=false", "decode:=true").split() == [
+        "/front/rawdiff_decoder", "/rear/rawdiff_decoder"]
+    assert sorted(_roslaunch("--nodes", path, "cameras:=front rear", "decode:=true").split()) == [
+        "/front/rawdiff_decoder", "/front/rawdiff_encoder", "/rear/rawdiff_decoder", "/rear/rawdiff_encoder"]
+    enc = _roslaunch("--args", "/rear/rawdiff_encoder", path, "cameras:=front rear")
+    assert 'ROS_NAMESPACE="/rear"' in enc and "image_raw:=image_raw compressed_codes:=/rear/compressed_codes" in enc
+    dec = _roslaunch("--args", "/rear/rawdiff_decoder", path, "cameras:=front rear", "decode:=true")
+    assert 'ROS_NAMESPACE="/rear"' in dec
+    assert "compressed_codes:=/rear/compressed_codes image_decoded:=/rear/image_decoded" in dec
+    # receiving side (its own master): the decoded camera_info beside the image, /<camera>/camera_info;
+    # both sides on one master: /<camera>/decoded/camera_info, as pipeline.launch
+    params = yaml.safe_load(_roslaunch("--dump-params", path, "cameras:=front rear", "encode:=false",
+                                       "decode:=true", "mode:=diffusion", "expected_rate:=10"))
+    assert params["/rear/rawdiff_decoder/camera_info_topic"] == ""
+    assert params["/rear/rawdiff_decoder/mode"] == "diffusion"
+    assert params["/front/rawdiff_decoder/expected_rate"] == 10.0
+    params = yaml.safe_load(_roslaunch("--dump-params", path, "cameras:=front rear", "decode:=true"))
+    assert params["/rear/rawdiff_decoder/camera_info_topic"] == "/rear/decoded/camera_info"
+
+
+@needs_roslaunch
+def test_cameras_launch_shares_the_args_and_per_camera_files_have_the_last_word(tmp_path):
+    (tmp_path / "front.yaml").write_text("black_level: 64\ncfa: GRBG\n")
+    (tmp_path / "rear.yaml").write_text("black_level: [60, 61, 62, 63]\n")
+    path = os.path.join(LAUNCH, "cameras.launch")
+    params = yaml.safe_load(_roslaunch("--dump-params", path, "cameras:=front rear", "white_level:=4095",
+                                       "black_level:=5", "params_dir:=%s" % tmp_path))
+    assert params["/front/rawdiff_encoder/black_level"] == 64 and params["/front/rawdiff_encoder/cfa"] == "GRBG"
+    assert params["/rear/rawdiff_encoder/black_level"] == [60, 61, 62, 63] and params["/rear/rawdiff_encoder/cfa"] == ""
+    assert params["/front/rawdiff_encoder/white_level"] == params["/rear/rawdiff_encoder/white_level"] == 4095
+    params = yaml.safe_load(_roslaunch("--dump-params", path, "cameras:=front rear", "black_level:=5"))
+    assert params["/front/rawdiff_encoder/black_level"] == params["/rear/rawdiff_encoder/black_level"] == 5
+    # a missing camera file, a camera named twice, no cameras: roslaunch refuses, naming it
+    for args, fragment in ((("cameras:=front side", "params_dir:=%s" % tmp_path), "side.yaml"),
+                           (("cameras:=front front",), "multiple nodes named [/front/rawdiff_encoder]"),
+                           ((), "cameras")):
+        proc = subprocess.run(["roslaunch", "--nodes", path] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=120)
+        assert proc.returncode != 0 and fragment in proc.stdout.decode(), proc.stdout.decode()
 
 
 @pytest.mark.skipif(shutil.which("rosmsg") is None, reason="rosmsg not on PATH")
@@ -125,8 +180,9 @@ def test_rosmsg_shows_the_message():
 @needs_roslaunch
 def test_launch_files_are_found_by_package_name():
     """`roslaunch rawdiff encoder.launch` (and the others) from a shell that sourced build/env.sh."""
-    for name in ("encoder.launch", "decoder.launch", "pipeline.launch"):
-        proc = subprocess.run(["roslaunch", "--files", "rawdiff", name], stdout=subprocess.PIPE,
+    for name, args in (("encoder.launch", []), ("decoder.launch", []), ("pipeline.launch", []),
+                       ("cameras.launch", ["cameras:=front rear"])):
+        proc = subprocess.run(["roslaunch", "--files", "rawdiff", name] + args, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=120)
         out = proc.stdout.decode()
         if "multiple files named" in out:

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(300)
 H, W = 128, 160
 ENC = "camera/rawdiff_encoder"
 DEC = "rawdiff_decoder"
+STATUS = {ENC: ENC + ": encoder", DEC: DEC + ": decoder"}  # each node's own status (beside its topic statuses)
 
 
 class Pipeline:
@@ -92,7 +93,7 @@ class Pipeline:
         """The node's frame counters from fresh diagnostics, once every frame it received
         is accounted for (none queued or in work)."""
         def settled():
-            counters = frame_counters(self.diags.fresh(name))
+            counters = frame_counters(self.diags.fresh(STATUS[name]))
             return counters if accounted_for(counters) else None
 
         return wait_for(settled, timeout, 0.0, "%s to account for every frame it received" % name)
@@ -357,8 +358,8 @@ def test_decoder_rejects_bad_codes_and_keeps_serving(pipe, other_codes, case):
 def test_diagnostics_report_rates_latency_and_counters(pipe, fixture_model):
     for _ in range(3):
         pipe.roundtrip()
-    enc = pipe.diags.fresh(ENC)
-    dec = pipe.diags.fresh(DEC)
+    enc = pipe.diags.fresh(STATUS[ENC])
+    dec = pipe.diags.fresh(STATUS[DEC])
     for values, verb in ((enc, "encode"), (dec, "decode")):
         for key in ("input rate (Hz)", "output rate (Hz)", "%s latency mean (ms)" % verb,
                     "%s latency max (ms)" % verb, "%s time mean (ms)" % verb, "bytes in per frame",
@@ -371,3 +372,11 @@ def test_diagnostics_report_rates_latency_and_counters(pipe, fixture_model):
     assert enc["backend"] == "torch" and enc["threads"] == "1" and dec["mode"] == "fast"
     assert os.path.samefile(enc["model"], fixture_model)
     assert float(enc["bytes in per frame"]) == H * W * 2
+    assert enc["camera_info"].startswith("/camera/camera_info -> /compressed_codes/camera_info: ")
+    assert dec["camera_info"].startswith("/compressed_codes/camera_info -> /camera/camera_info: ")
+    # diagnostic_updater's topic checks of each node's input and output, beside its own status
+    for name in ("%s: /camera/image_raw topic status" % ENC, "%s: /compressed_codes topic status" % ENC,
+                 "%s: /compressed_codes topic status" % DEC, "%s: /camera/image_decoded topic status" % DEC):
+        values = pipe.diags.fresh(name)
+        assert values["_level"] <= 1 and "Actual frequency (Hz)" in values, (name, values)
+        assert "Latest acceptable timestamp delay:" in values  # ~max_delay 1 s by default

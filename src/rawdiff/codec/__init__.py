@@ -1,10 +1,13 @@
 """Bitstream container, entropy coding of code indices, and the :class:`Codec`.
 
 ``Codec`` is imported on first use, so ``rawdiff.codec.bitstream`` (``rawdiff info``)
-does not load torch.
+does not load torch. :func:`truncate` cuts a bitstream to a lower quality (its first
+stages) without the model: the result is what encoding at that quality gives.
 """
 
-__all__ = ["Codec"]
+from rawdiff.codec.bitstream import truncate
+
+__all__ = ["Codec", "truncate"]
 
 
 def __getattr__(name):

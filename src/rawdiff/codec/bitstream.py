@@ -3,11 +3,11 @@
 A ``.rdc`` file and the ``data`` field of a ``rawdiff/CompressedCodes`` message hold the
 same bytes. Every frame decodes on its own (no inter-frame state).
 
-Layout of format version 2 (all integers and floats little-endian)::
+Layout of format version 3 (all integers and floats little-endian)::
 
     offset    size  type     field
     0         4     bytes    magic b"RDCF"
-    4         2     uint16   format version (2)
+    4         2     uint16   format version (3)
     6         16    bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
     22        4     uint32   height of the source frame in pixels (>= 1)
     26        4     uint32   width of the source frame in pixels (>= 1)
@@ -15,7 +15,7 @@ Layout of format version 2 (all integers and floats little-endian)::
     31        1     uint8    entropy model of the indices: 0 uniform, 1 unigram, 2 context
     32        2     uint16   code_height: rows of the grid of codebook indices (1..height)
     34        2     uint16   code_width: columns of the grid (1..width)
-    36        4     uint32   codebook_size K (2..65536); index bit depth = ceil(log2 K)
+    36        4     uint32   codebook_size K of the first stage (2..65536)
     40        32    4 x f64  black_level of the 2x2 CFA tile, row-major (finite)
     72        8     f64      white_level (finite, > every black level)
     80        12    3 x f32  wb_gains (R, G, B) the decoder renders with (finite, > 0)
@@ -32,19 +32,30 @@ Layout of format version 2 (all integers and floats little-endian)::
     171       1     uint8    n = length of source_encoding (0..64)
     172       n     ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
                              empty: unknown)
-    172+n     P     bytes    payload: the entropy-coded indices (see rawdiff.codec.entropy)
-    172+n+P   4     uint32   CRC32 (zlib.crc32) of bytes [0, 172+n+P)
+    172+n     1     uint8    S: the number of quantizer stages coded (1..16), the quality
+    173+n     7 S   stages   per stage, coarse to fine: uint8 scale (its grid is the code grid
+                             divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its codebook
+                             size), uint32 length of its entropy-coded indices in bytes
+    173+n+7S  P     bytes    payload: the stages' entropy-coded indices, in stage order
+                             (see rawdiff.codec.entropy); P = the sum of their lengths
+    ...+P     4     uint32   CRC32 (zlib.crc32) of every byte before it
 
-The whole container costs ``176 + n`` bytes on top of the payload; the render parameters
-and colour statistics (offsets 80 to 167, new in version 2) are 87 of them. Version 1 (no render parameters: the
-network had to guess each frame's colour) is refused with an error naming both versions.
+The whole container costs ``177 + n + 7 S`` bytes on top of the payload; the render
+parameters and colour statistics (offsets 80 to 167) are 87 of them.
+
+**Progressive**: stage k's indices depend on the stages before it only, and each stage is
+a range-coder stream of its own, so the first q stages of a bitstream, with the table cut
+to q entries (:func:`truncate`), are exactly the bitstream that encoding with q stages
+gives. Version 2 (one stage, no table) is read as a bitstream of one stage. Version 1 (no
+render parameters: the network had to guess each frame's colour) is refused with an error
+naming the versions.
 
 Reading checks, in this order: magic, version (before anything else, so a file of
 another version fails with a clear message even if its layout changed), lengths
 (truncated / trailing bytes), CRC, then the plausibility of every field. All problems
 raise :class:`BitstreamError` (a ``ValueError``) naming what is wrong; no ``struct.error``,
 ``IndexError`` or ``UnicodeDecodeError`` escapes. A format change must bump
-:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of version 1.
+:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of version 3.
 """
 
 from __future__ import annotations
@@ -55,12 +66,14 @@ import operator
 import re
 import struct
 import zlib
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 MAGIC = b"RDCF"
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (2,)
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (2, 3)
+MAX_STAGES = 16
+STAGE_SCALES = (1, 2, 4)
 
 # Codes pinned by the format: never reorder, only append (and bump the version).
 CFA_CODES = ("RGGB", "BGGR", "GRBG", "GBRG")
@@ -78,6 +91,7 @@ MAX_CODEBOOK_SIZE = 65536
 _PREFIX = struct.Struct("<4sH")  # magic, version
 _FIXED = struct.Struct("<4sH16sIIBBHHI4dd3f9fBBB9fIB")  # everything up to the source_encoding
 _CRC = struct.Struct("<I")
+_STAGE = struct.Struct("<BHI")  # scale, K - 1, length
 HEADER_FIXED_SIZE = _FIXED.size  # 172
 _SOURCE_ENCODING_RE = re.compile(r"^[A-Za-z0-9_.+-]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -210,6 +224,8 @@ class Header:
         colour_stats: 9 numbers, the mean and covariance of the coded signal over the code
             cells (:mod:`rawdiff.codec.colour_stats`); all zeros: none measured.
         payload_length: set by :func:`unpack`/:func:`read_header`; :func:`pack` checks it if set.
+        stages: per quantizer stage coded, ``(scale, codebook_size, length)``; None: one stage
+            of scale 1 and ``codebook_size`` holding the whole payload (set by :func:`pack`).
         version: the format version (only :data:`FORMAT_VERSION` can be written).
     """
 
@@ -231,6 +247,7 @@ class Header:
     tone_curve: str = "smoothstep"
     colour_stats: Tuple[float, ...] = (0.0,) * 9
     payload_length: Optional[int] = None
+    stages: Optional[Tuple[Tuple[int, int, int], ...]] = None
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -301,6 +318,8 @@ class Header:
             if not 0 <= length <= 0xFFFFFFFF:
                 raise BitstreamError("payload_length must be in [0, 2**32), got %d" % length)
             put("payload_length", length)
+        if self.stages is not None:
+            put("stages", _stages(self.stages, k, self.payload_length))
         put("version", _as_int(self.version, "version"))
 
     @property
@@ -311,6 +330,16 @@ class Header:
     @property
     def code_shape(self) -> Tuple[int, int]:
         return self.code_height, self.code_width
+
+    @property
+    def quality(self) -> int:
+        """The number of quantizer stages coded."""
+        return len(self.stages) if self.stages is not None else 1
+
+    def stage_shapes(self) -> List[Tuple[int, int]]:
+        """The code grid of each stage (the code grid divided by its scale, rounded up)."""
+        scales = [st[0] for st in self.stages] if self.stages is not None else [1]
+        return [(-(-self.code_height // sc), -(-self.code_width // sc)) for sc in scales]
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-able dict (``rawdiff info``); :meth:`from_dict` reads it back."""
@@ -335,6 +364,9 @@ class Header:
             "tone_curve": self.tone_curve,
             "colour_stats": {"mean": list(self.colour_stats[:3]), "covariance": list(self.colour_stats[3:])},
             "payload_length": self.payload_length,
+            "quality": self.quality,
+            "stages": ([{"scale": sc, "codebook_size": k, "bytes": n} for sc, k, n in self.stages]
+                       if self.stages is not None else None),
         }
 
     @classmethod
@@ -350,10 +382,41 @@ class Header:
                 matrix_source=d["matrix_source"], tone_curve=d.get("tone_curve", "smoothstep"),
                 colour_stats=list(d["colour_stats"]["mean"]) + list(d["colour_stats"]["covariance"]),
                 payload_length=d.get("payload_length"),
+                stages=(tuple((st["scale"], st["codebook_size"], st["bytes"]) for st in d["stages"])
+                        if d.get("stages") else None),
                 version=d.get("format_version", FORMAT_VERSION),
             )
-        except KeyError as exc:
+        except (KeyError, TypeError) as exc:
             raise BitstreamError("header dict lacks the field %s" % exc) from None
+
+
+def _stages(value: Any, codebook_size: int, payload_length: Optional[int]) -> Tuple[Tuple[int, int, int], ...]:
+    try:
+        entries = [tuple(_as_int(v, "stages") for v in entry) for entry in value]
+    except TypeError:
+        raise BitstreamError("stages must be (scale, codebook_size, length) per stage, got %r" % (value,)) from None
+    if not 1 <= len(entries) <= MAX_STAGES:
+        raise BitstreamError("a bitstream codes 1 to %d stages, got %d" % (MAX_STAGES, len(entries)))
+    for i, entry in enumerate(entries):
+        if len(entry) != 3:
+            raise BitstreamError("stage %d must be (scale, codebook_size, length), got %r" % (i + 1, entry))
+        scale, k, n = entry
+        if scale not in STAGE_SCALES:
+            raise BitstreamError("stage %d: scale %d is not one of %s" % (i + 1, scale, STAGE_SCALES))
+        if i and scale > entries[i - 1][0]:
+            raise BitstreamError("stage %d: scale %d is coarser than the stage before it (%d)"
+                                 % (i + 1, scale, entries[i - 1][0]))
+        if not MIN_CODEBOOK_SIZE <= k <= MAX_CODEBOOK_SIZE:
+            raise BitstreamError("stage %d: codebook_size %d is not in [%d, %d]"
+                                 % (i + 1, k, MIN_CODEBOOK_SIZE, MAX_CODEBOOK_SIZE))
+        if not 0 <= n <= 0xFFFFFFFF:
+            raise BitstreamError("stage %d: length %d is not in [0, 2**32)" % (i + 1, n))
+    if entries[0][1] != codebook_size:
+        raise BitstreamError("codebook_size %d is not the first stage's (%d)" % (codebook_size, entries[0][1]))
+    if payload_length is not None and sum(e[2] for e in entries) != payload_length:
+        raise BitstreamError("the stages' lengths add up to %d bytes, the payload has %d"
+                             % (sum(e[2] for e in entries), payload_length))
+    return tuple(entries)  # type: ignore[return-value]
 
 
 def _as_bytes(data: Any) -> bytes:
@@ -367,11 +430,25 @@ def _as_bytes(data: Any) -> bytes:
         raise BitstreamError("a bitstream is bytes, got %s" % type(data).__name__) from None
 
 
-def pack(header: Header, payload: bytes) -> bytes:
-    """The bitstream of one frame: header, ``payload`` and CRC32."""
+def pack(header: Header, payload: Union[bytes, Sequence[bytes]]) -> bytes:
+    """The bitstream of one frame: header, stage table, payload and CRC32. ``payload`` is the
+    stages' entropy-coded indices, one byte string per stage of ``header.stages`` (the
+    scales and codebook sizes; the lengths are taken from the payloads), or one byte string
+    for a header without stages (one stage of scale 1)."""
     if not isinstance(header, Header):
         raise BitstreamError("pack() needs a Header, got %s" % type(header).__name__)
-    payload = _as_bytes(payload)
+    if isinstance(payload, (list, tuple)):
+        chunks = [_as_bytes(p) for p in payload]
+    else:
+        chunks = [_as_bytes(payload)]
+    if header.stages is None:
+        layout = [(1, header.codebook_size)]
+    else:
+        layout = [(sc, k) for sc, k, _ in header.stages]
+    if len(chunks) != len(layout):
+        raise BitstreamError("%d stage payloads for a header of %d stages" % (len(chunks), len(layout)))
+    stages = _stages([(sc, k, len(c)) for (sc, k), c in zip(layout, chunks)], header.codebook_size, None)
+    payload = b"".join(chunks)
     if header.version != FORMAT_VERSION:
         raise BitstreamError(
             "cannot write format version %d (this build writes version %d)" % (header.version, FORMAT_VERSION)
@@ -383,6 +460,7 @@ def pack(header: Header, payload: bytes) -> bytes:
     if len(payload) > 0xFFFFFFFF:
         raise BitstreamError("payload of %d bytes is too large (max 2**32 - 1)" % len(payload))
     enc = header.source_encoding.encode("ascii")
+    table = bytes([len(stages)]) + b"".join(_STAGE.pack(sc, k - 1, n) for sc, k, n in stages)
     head = _FIXED.pack(
         MAGIC, FORMAT_VERSION, bytes.fromhex(header.model_id), header.height, header.width,
         CFA_CODES.index(header.cfa), ENTROPY_MODELS.index(header.entropy_model),
@@ -391,7 +469,7 @@ def pack(header: Header, payload: bytes) -> bytes:
         WB_SOURCES.index(header.wb_source), MATRIX_SOURCES.index(header.matrix_source),
         TONE_CURVES.index(header.tone_curve), *header.colour_stats, len(payload), len(enc),
     )
-    body = head + enc + payload
+    body = head + enc + table + payload
     return body + _CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)
 
 
@@ -435,7 +513,21 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
     payload_length, enc_len = fields[39:41]
     if enc_len > MAX_SOURCE_ENCODING:
         raise BitstreamError("source_encoding length %d is not in [0, %d]" % (enc_len, MAX_SOURCE_ENCODING))
-    start = HEADER_FIXED_SIZE + enc_len
+    table = HEADER_FIXED_SIZE + enc_len
+    start = table
+    raw_stages: Optional[List[Tuple[int, int, int]]] = None
+    if version >= 3:
+        if len(buf) < table + 1:
+            raise BitstreamError("truncated bitstream: expected at least %d bytes, got %d" % (table + 1, len(buf)))
+        count = buf[table]
+        if not 1 <= count <= MAX_STAGES:
+            raise BitstreamError("the stage table declares %d stages (1..%d)" % (count, MAX_STAGES))
+        start = table + 1 + count * _STAGE.size
+        if len(buf) < start:
+            raise BitstreamError("truncated bitstream: expected at least %d bytes (the stage table), got %d"
+                                 % (start, len(buf)))
+        raw_stages = [_STAGE.unpack_from(buf, table + 1 + i * _STAGE.size) for i in range(count)]
+        raw_stages = [(sc, km1 + 1, n) for sc, km1, n in raw_stages]
     total = start + payload_length + _CRC.size
     if len(buf) < (total if verify else start):
         raise BitstreamError(
@@ -466,9 +558,9 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
             raise BitstreamError("unknown %s code %d (known: %s)" % (
                 name, code, ", ".join("%d=%s" % kv for kv in enumerate(names))))
     try:
-        enc = buf[HEADER_FIXED_SIZE:start].decode("ascii")
+        enc = buf[HEADER_FIXED_SIZE:table].decode("ascii")
     except UnicodeDecodeError:
-        raise BitstreamError("source_encoding is not ASCII: %r" % buf[HEADER_FIXED_SIZE:start]) from None
+        raise BitstreamError("source_encoding is not ASCII: %r" % buf[HEADER_FIXED_SIZE:table]) from None
     header = Header(
         model_id=model_id, height=height, width=width, cfa=CFA_CODES[cfa_code],
         source_encoding=enc, black_level=black, white_level=white, code_height=code_h,
@@ -476,6 +568,7 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
         wb_gains=gains, color_matrix=matrix, wb_source=WB_SOURCES[wb_code],
         matrix_source=MATRIX_SOURCES[matrix_code], tone_curve=TONE_CURVES[tone_code],
         colour_stats=stats, payload_length=payload_length, version=version,
+        stages=raw_stages if raw_stages is not None else ((1, k, payload_length),),
     )
     return header, start
 
@@ -485,6 +578,38 @@ def unpack(data: bytes) -> Tuple[Header, bytes]:
     buf = _as_bytes(data)
     header, start = _parse(buf, verify=True)
     return header, buf[start: start + header.payload_length]
+
+
+def stage_payloads(header: Header, payload: bytes) -> List[bytes]:
+    """The payload of :func:`unpack` split into the stages' byte strings."""
+    stages = header.stages if header.stages is not None else ((1, header.codebook_size, len(payload)),)
+    out, at = [], 0
+    for _, _, n in stages:
+        out.append(payload[at: at + n])
+        at += n
+    if at != len(payload):
+        raise BitstreamError("the stages' lengths add up to %d bytes, the payload has %d" % (at, len(payload)))
+    return out
+
+
+def truncate(data: bytes, quality: int) -> bytes:
+    """The bitstream of the first ``quality`` stages of ``data``: byte for byte what encoding
+    the frame with ``quality`` stages gives (see the module docstring). ``data`` is checked
+    whole first; a bitstream of exactly ``quality`` stages comes back as it is, and asking
+    for more stages than it has is an error."""
+    header, payload = unpack(data)
+    q = _as_int(quality, "quality")
+    if not 1 <= q <= header.quality:
+        raise BitstreamError("quality %d is not in [1, %d]: the bitstream has %d stage%s"
+                             % (q, header.quality, header.quality, "s" if header.quality > 1 else ""))
+    if header.version < 3:
+        raise BitstreamError("a version %d bitstream has one stage; it cannot be cut" % header.version)
+    if q == header.quality:
+        return _as_bytes(data)
+    chunks = stage_payloads(header, payload)[:q]
+    kept = tuple(header.stages[:q])  # type: ignore[index]
+    cut = replace(header, stages=kept, payload_length=sum(n for _, _, n in kept))
+    return pack(cut, chunks)
 
 
 def read_header(data: bytes, verify: bool = True) -> Header:
@@ -506,6 +631,6 @@ def check_model(header: Header, model_id: str) -> None:
 
 __all__ = [
     "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC", "MATRIX_SOURCES",
-    "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "BitstreamError", "Header", "ModelMismatchError", "check_model",
-    "make_model_id", "pack", "read_header", "unpack",
+    "MAX_STAGES", "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "BitstreamError", "Header", "ModelMismatchError",
+    "check_model", "make_model_id", "pack", "read_header", "stage_payloads", "truncate", "unpack",
 ]

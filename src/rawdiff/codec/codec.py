@@ -1,10 +1,11 @@
 """The codec: one code path for the ROS nodes, the command line, bags and evaluation.
 
     compress:   RawFrame --render parameters (as shot, else gray world)--> header
-                --white-balanced planes--> pad --Embedder.encode_indices--> grid (h x w)
-                --IndexPrior.encode--> payload --bitstream.pack(header)--> bytes
-    decompress: bytes --bitstream.unpack + model check + size limit--> payload
-                --IndexPrior.decode--> grid
+                --white-balanced planes--> pad --Embedder.encode_codes--> a grid per stage
+                (the first ``quality`` stages) --StagedPrior.encode--> a payload per stage
+                --bitstream.pack(header)--> bytes
+    decompress: bytes --bitstream.unpack + model check + size limit--> payloads
+                --StagedPrior.decode--> grids (coarse to fine)
                 --Embedder.decode_indices (fast) | latent diffusion, over tiles--> camera RGB
                 --reference ISP colour stage (header's matrix)--> crop --> uint8 sRGB
                 (decompress_raw: camera RGB --CFA sampling, gains undone--> RawFrame)
@@ -22,6 +23,12 @@ goes through them, so no caller can forget one.
 A colour-exact model (``embedder.out: linear``) never guesses colour: the bitstream
 carries the frame's white balance and colour matrix, the network codes the white-balanced
 signal, and the reference ISP's own colour stage renders what it decodes.
+
+Operating points: a model whose quantizer has S stages (``embedder.stages``) codes a frame
+at quality q = 1..S, the first q stages; ``model.json`` lists each with the rate and
+MS-SSIM measured on the test split (``operating_points``) and the default quality. A
+bitstream of quality q cut to fewer stages (:func:`rawdiff.codec.bitstream.truncate`) is
+the bitstream of that quality, byte for byte.
 
 Compression follows CompressAI's contract: ``compress`` returns everything the decoder
 needs (here one self-contained byte string) and ``decompress`` needs nothing else but
@@ -117,6 +124,17 @@ class Codec:
         self.threads = threads
         self.factor: int = int(meta["factor"])
         self.codebook_size: int = int(meta["codebook_size"])
+        #: (scale, codebook size) of each quantizer stage, coarse to fine
+        self.stages = [(int(sc), int(k)) for sc, k in (meta.get("stages") or [(1, self.codebook_size)])]
+        if self.stages[0][1] != self.codebook_size:
+            raise ValueError("model directory %s: the first stage's codebook (%d) is not codebook_size %d"
+                             % (model_dir, self.stages[0][1], self.codebook_size))
+        if len(getattr(prior, "stages", [prior])) != len(self.stages):
+            raise ValueError("model directory %s: the prior has %d stages, the model %d"
+                             % (model_dir, len(getattr(prior, "stages", [prior])), len(self.stages)))
+        #: the operating points measured when the model was made (quality, bpp, ms_ssim, ...)
+        self.operating_points = list(meta.get("operating_points") or [])
+        self.default_quality = int(meta.get("default_quality") or len(self.stages))
         params = config.get("model", {}).get("params", {})
         self.out: str = str(meta.get("out") or (params.get("embedder") or {}).get("out", "rgb"))
         if self.out not in OUTPUTS:
@@ -142,7 +160,7 @@ class Codec:
         defaults). With ``onnx`` (and ``auto`` where torch is missing) nothing loads torch
         until a frame is decoded. ``max_pixels`` (None or 0: no limit) and ``tile`` (0: no
         tiling) bound what decoding may use; see the module docstring."""
-        from rawdiff.codec.entropy import IndexPrior
+        from rawdiff.codec.entropy import StagedPrior
 
         max_pixels, tile = check_max_pixels(max_pixels), check_tile(tile)
         if backend not in BACKENDS:
@@ -150,7 +168,7 @@ class Codec:
         if threads is not None and int(threads) < 1:
             raise ValueError("threads must be at least 1, got %r" % (threads,))
         info = read_model_dir(model_dir)
-        prior = IndexPrior.load(os.path.join(model_dir, "prior.safetensors"))
+        prior = StagedPrior.load(os.path.join(model_dir, "prior.safetensors"))
         session = None
         if backend == "onnx":
             from rawdiff.codec.onnx_runtime import open_session
@@ -216,16 +234,42 @@ class Codec:
             wb_gains = self.render_parameters(frame)["wb_gains"]
         return model_planes(frame, np.asarray(wb_gains, dtype=np.float32))
 
-    def encode_indices(self, frame: RawFrame, wb_gains=None) -> np.ndarray:
-        """The code grid (h x w, int64) of a frame (:meth:`decode_indices` is its way back)."""
-        return self.encode_planes(self.model_planes(frame, wb_gains))  # raises ValueError for odd sizes
+    @property
+    def qualities(self) -> int:
+        """The number of operating points: quality 1 (the smallest) to this."""
+        return len(self.stages)
 
-    def encode_planes(self, planes: np.ndarray) -> np.ndarray:
-        """The code grid of the encoder's planes (:meth:`model_planes`)."""
+    def check_quality(self, quality: Optional[int]) -> int:
+        """``quality`` as a number of stages (None: the model's default); a clear error outside
+        1..:attr:`qualities`."""
+        if quality is None:
+            return self.default_quality
+        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+            raise ValueError("quality must be an integer, got %r" % (quality,))
+        q = int(quality)
+        if not 1 <= q <= self.qualities:
+            raise ValueError("quality %r is not one of this model's operating points 1..%d"
+                             % (quality, self.qualities))
+        return q
+
+    def encode_indices(self, frame: RawFrame, wb_gains=None):
+        """The code grid (h x w, int64) of a frame (:meth:`decode_indices` is its way back); for
+        a model of several stages, the grids of all stages (:meth:`encode_codes`)."""
+        codes = self.encode_codes(frame, wb_gains=wb_gains)
+        return codes[0] if len(self.stages) == 1 else codes
+
+    def encode_codes(self, frame: RawFrame, quality: Optional[int] = None, wb_gains=None):
+        """The code grids of the first ``quality`` stages (default all), coarse to fine."""
+        return self.encode_planes(self.model_planes(frame, wb_gains), quality)  # ValueError for odd sizes
+
+    def encode_planes(self, planes: np.ndarray, quality: Optional[int] = None):
+        """The code grids of the encoder's planes (:meth:`model_planes`): a list, coarse to
+        fine, of the first ``quality`` stages (default all)."""
+        count = len(self.stages) if quality is None else self.check_quality(quality)
         if self.onnx_session is not None:
             from rawdiff.codec.onnx_runtime import run_encoder
 
-            return run_encoder(self.onnx_session, planes, self.plane_multiple)
+            return run_encoder(self.onnx_session, planes, self.plane_multiple)[:count]
         torch = _needs_torch("the torch encoder")
         from rawdiff.models.embedder import pad_planes
 
@@ -233,11 +277,14 @@ class Codec:
         with torch.inference_mode():
             x = torch.from_numpy(planes)[None].to(self.device)
             x, _ = pad_planes(x, self.plane_multiple)
-            return embedder.encode_indices(x)[0].cpu().numpy().astype(np.int64)
+            return [g[0].cpu().numpy().astype(np.int64) for g in embedder.encode_codes(x, count)]
 
-    def compress(self, frame: RawFrame, source_encoding: str = "") -> bytes:
+    def compress(self, frame: RawFrame, source_encoding: str = "", quality: Optional[int] = None) -> bytes:
+        """The bitstream of ``frame`` at ``quality`` (1..:attr:`qualities`; None: the model's
+        default)."""
         if not isinstance(frame, RawFrame):
             raise ValueError("compress needs a RawFrame, got %s" % type(frame).__name__)
+        quality = self.check_quality(quality)
         source_encoding = (source_encoding or frame.extra.get("source_encoding")
                            or "bayer_%s16" % frame.cfa.lower())
         from rawdiff.raw.isp import model_planes, render_parameters
@@ -245,23 +292,29 @@ class Codec:
         planes = np.ascontiguousarray(frame.to_planes(), dtype=np.float32)  # ValueError for odd sizes
         colour = render_parameters(frame, planes)
         planes = model_planes(frame, np.float32(colour["wb_gains"]) if self.colour_exact else None, planes)
-        grid = self.encode_planes(planes)
+        codes = self.encode_planes(planes, quality)
         if self.colour_exact:
             colour["colour_stats"] = planes_statistics(planes, self.factor)
-        payload = self.prior.encode(grid)
+        payloads = self.prior.encode(codes)
+        code_h, code_w = self.code_shape(frame.height, frame.width)
         header = bitstream.Header(
             model_id=self.model_id, height=frame.height, width=frame.width, cfa=frame.cfa,
             source_encoding=source_encoding, black_level=frame.black_level,
-            white_level=frame.white_level, code_height=grid.shape[0], code_width=grid.shape[1],
-            codebook_size=self.codebook_size, entropy_model=self.prior.kind, **colour)
-        return bitstream.pack(header, payload)
+            white_level=frame.white_level, code_height=code_h, code_width=code_w,
+            codebook_size=self.codebook_size, entropy_model=self.prior.kind,
+            stages=tuple((sc, k, 0) for sc, k in self.stages[:quality]), **colour)
+        return bitstream.pack(header, payloads)
+
+    def code_shape(self, height: int, width: int):
+        """The finest code grid of a frame of ``height`` x ``width`` pixels."""
+        return -(-int(height) // self.factor), -(-int(width) // self.factor)
 
     # -- decoder side -------------------------------------------------------------------
 
     def parse(self, data: bytes):
-        """Header and code grid of a bitstream; raises BitstreamError on anything wrong, and
-        :class:`rawdiff.codec.limits.FrameTooLargeError` for a frame over ``max_pixels``
-        before the grid is allocated."""
+        """Header and code grids (a list, coarse to fine) of a bitstream; raises
+        BitstreamError on anything wrong, and :class:`rawdiff.codec.limits.FrameTooLargeError`
+        for a frame over ``max_pixels`` before a grid is allocated."""
         header, payload = bitstream.unpack(data)
         bitstream.check_model(header, self.model_id)
         check_frame_size(header, self.max_pixels)
@@ -269,29 +322,51 @@ class Codec:
             raise bitstream.BitstreamError(
                 "bitstream codes (K=%d, %s prior) do not match model %s (K=%d, %s prior)"
                 % (header.codebook_size, header.entropy_model, self.model_id, self.codebook_size, self.prior.kind))
-        expected = (-(-header.height // self.factor), -(-header.width // self.factor))
+        coded = [(sc, k) for sc, k, _ in header.stages] if header.stages is not None else [(1, header.codebook_size)]
+        if len(coded) > len(self.stages) or coded != self.stages[: len(coded)]:
+            raise bitstream.BitstreamError(
+                "bitstream stages %s do not match model %s's %s (scale, codebook size)"
+                % (coded, self.model_id, self.stages))
+        expected = self.code_shape(header.height, header.width)
         if (header.code_height, header.code_width) != expected:
             raise bitstream.BitstreamError(
                 "code grid %dx%d does not fit a %dx%d frame at f%d (expected %dx%d)"
                 % (header.code_height, header.code_width, header.height, header.width, self.factor,
                    expected[0], expected[1]))
-        grid = self.prior.decode(payload, (header.code_height, header.code_width))
-        return header, grid
+        codes = self.prior.decode(bitstream.stage_payloads(header, payload), header.stage_shapes())
+        return header, codes
 
-    def decode_indices(self, grid: np.ndarray, mode: str = "fast", steps: int = 4, seed: int = 0) -> np.ndarray:
-        """What the decoder network gives for a code grid (:meth:`encode_indices`), float32 in
-        [0, 1], not cropped: H x W x 3 (sRGB for ``out: rgb``, white-balanced camera RGB for
-        ``out: linear``) or 4 x H/2 x W/2 planes (``out: raw``)."""
+    def _codes(self, codes) -> list:
+        """A code grid or a list of them (a prefix of the stages) as a checked list."""
+        if isinstance(codes, np.ndarray) and codes.ndim == 2:
+            codes = [codes]
+        codes = list(codes)
+        if not 1 <= len(codes) <= len(self.stages):
+            raise ValueError("%d code grids for a model of %d stages" % (len(codes), len(self.stages)))
+        return codes
+
+    def _code_tensors(self, codes):
+        torch = _needs_torch("decoding")
+        return [torch.from_numpy(np.ascontiguousarray(g, dtype=np.int64))[None].to(self.device)
+                for g in self._codes(codes)]
+
+    def decode_indices(self, codes, mode: str = "fast", steps: int = 4, seed: int = 0,
+                       shape: Optional[tuple] = None) -> np.ndarray:
+        """What the decoder network gives for code grids (:meth:`encode_codes`: a grid per stage
+        coded, or one grid for a model of one stage), float32 in [0, 1], not cropped:
+        H x W x 3 (sRGB for ``out: rgb``, white-balanced camera RGB for ``out: linear``) or
+        4 x H/2 x W/2 planes (``out: raw``). ``shape``: the finest code grid (default: what the
+        finest stage given implies)."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         torch = _needs_torch("decoding")
         embedder = self.embedder
         with torch.inference_mode():
+            idx = self._code_tensors(codes)
             if mode == "fast":
-                idx = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
-                out = embedder.decode_indices(idx)[0].clamp(0, 1)
+                out = embedder.decode(embedder.lookup_codes(idx, shape))[0].clamp(0, 1)
             else:
-                out = self.diffusion().decode(grid, steps=steps, seed=seed)
+                out = self.diffusion().decode(idx, steps=steps, seed=seed, shape=shape)
             out = out.float().cpu().numpy()
         return out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0))
 
@@ -384,7 +459,7 @@ class Codec:
         """True when a code grid of ``code_shape`` decodes in tiles (larger than ``tile``)."""
         return bool(self.tile) and (code_shape[0] > self.tile or code_shape[1] > self.tile)
 
-    def tiled_latent(self, grid: np.ndarray, mode: str, steps: int, seed: int):
+    def tiled_latent(self, codes, mode: str, steps: int, seed: int, shape: Optional[tuple] = None):
         """The decoder's input for ``grid`` over the whole grid (D floats a code): the
         codebook vectors (fast), or the latent the diffusion sampler draws with its UNet run
         in tiles. Drawn once, decoded by :meth:`decode_pieces` as often as needed."""
@@ -395,10 +470,12 @@ class Codec:
 
         embedder = self.embedder
         with torch.inference_mode():
-            idx = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
+            idx = self._code_tensors(codes)
+            z_q = embedder.lookup_codes(idx, shape)
             if mode == "fast":
-                return embedder.quantize.lookup(idx)
-            return sample_latent(self.diffusion(), idx, steps, seed, self.tile or max(grid.shape), self.tile_passes)
+                return z_q
+            return sample_latent(self.diffusion(), idx, z_q, steps, seed, self.tile or max(z_q.shape[-2:]),
+                                 self.tile_passes)
 
     def decode_pieces(self, latent, sink) -> None:
         """Decode :meth:`tiled_latent` in tiles (:mod:`rawdiff.codec.tiled_decode`):
@@ -424,15 +501,15 @@ class Codec:
         than ``tile``: see the module docstring)."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
-        header, grid = self.parse(data)
-        if not self.tiled(grid.shape):
-            return self.render(self.decode_indices(grid, mode, steps, seed), header)
+        header, codes = self.parse(data)
+        if not self.tiled(header.code_shape):
+            return self.render(self.decode_indices(codes, mode, steps, seed, header.code_shape), header)
         if self.out == "raw":  # the reference ISP demosaics the whole mosaic
             from rawdiff.raw.isp import render
 
-            return render(self._tiled_raw_frame(grid, header, mode, steps, seed))
+            return render(self._tiled_raw_frame(codes, header, mode, steps, seed))
         rgb = np.empty((header.height, header.width, 3), np.uint8)
-        latent = self.tiled_latent(grid, mode, steps, seed)
+        latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape)
 
         def sink(top: int, left: int, piece: np.ndarray) -> None:
             block = self._render_piece(piece, header, top, left, colour_map)
@@ -450,16 +527,16 @@ class Codec:
         matrix): the reference ISP renders it as the frame it came from."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
-        header, grid = self.parse(data)
-        if not self.tiled(grid.shape):
-            return self.mosaic_frame(self.decode_indices(grid, mode, steps, seed), header)
-        return self._tiled_raw_frame(grid, header, mode, steps, seed)
+        header, codes = self.parse(data)
+        if not self.tiled(header.code_shape):
+            return self.mosaic_frame(self.decode_indices(codes, mode, steps, seed, header.code_shape), header)
+        return self._tiled_raw_frame(codes, header, mode, steps, seed)
 
-    def _tiled_raw_frame(self, grid: np.ndarray, header: bitstream.Header, mode: str, steps: int,
+    def _tiled_raw_frame(self, codes, header: bitstream.Header, mode: str, steps: int,
                          seed: int) -> RawFrame:
         self._check_raw_output()
         mosaic = np.empty((header.height, header.width), np.uint16)
-        latent = self.tiled_latent(grid, mode, steps, seed)
+        latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape)
 
         def sink(top: int, left: int, piece: np.ndarray) -> None:
             block = self._mosaic_piece(piece, header, top, left, colour_map)

@@ -149,7 +149,8 @@ class IndexPrior:
     """
 
     def __init__(self, freqs: np.ndarray, kind: str = "unigram", cluster: Optional[np.ndarray] = None,
-                 num_clusters: int = 0, smoothing: Tuple[float, float] = (float("nan"), float("nan"))):
+                 num_clusters: int = 0, smoothing: Tuple[float, float] = (float("nan"), float("nan")),
+                 parent_cluster: Optional[np.ndarray] = None, parent_ratio: int = 1):
         if kind not in ENTROPY_MODELS:
             raise ValueError("kind %r is not one of %s" % (kind, ", ".join(ENTROPY_MODELS)))
         f = np.asarray(freqs)
@@ -161,11 +162,23 @@ class IndexPrior:
         f = f.astype(np.int64)
         if f.size and (f.min() < 1 or np.any(f.sum(1) != TOTAL)):
             raise ValueError("every frequency must be >= 1 and every row must sum to 2**%d" % PRECISION)
+        self.parent_cluster: Optional[np.ndarray] = None
+        self.num_parent = 1
+        self.parent_ratio = int(parent_ratio)
+        if parent_cluster is not None:
+            pc = np.asarray(parent_cluster)
+            if kind != "context" or pc.ndim != 1 or pc.size < 2 or pc.dtype.kind not in "ui" or pc.min() < 0:
+                raise ValueError("parent_cluster must be the cluster (>= 0) of every code of the parent stage, "
+                                 "for a context prior")
+            if self.parent_ratio not in (1, 2, 4):
+                raise ValueError("parent_ratio must be 1, 2 or 4, got %r" % (parent_ratio,))
+            self.parent_cluster = pc.astype(np.int32)
+            self.num_parent = int(pc.max()) + 1
         if kind == "context":
             c = int(num_clusters)
-            if c < 1 or f.shape[0] != (c + 1) ** 2:
-                raise ValueError("a context prior with %d clusters needs %d tables, got %d"
-                                 % (c, (c + 1) ** 2, f.shape[0]))
+            if c < 1 or f.shape[0] != self.num_parent * (c + 1) ** 2:
+                raise ValueError("a context prior with %d clusters and %d parent clusters needs %d tables, got %d"
+                                 % (c, self.num_parent, self.num_parent * (c + 1) ** 2, f.shape[0]))
             cl = np.asarray(cluster)
             if cl.shape != (k,) or cl.dtype.kind not in "ui" or cl.min() < 0 or cl.max() >= c:
                 raise ValueError("cluster must be %d integers in [0, %d)" % (k, c))
@@ -199,6 +212,8 @@ class IndexPrior:
 
     def __repr__(self) -> str:
         extra = ", num_clusters=%d" % self.num_clusters if self.kind == "context" else ""
+        if self.parent_cluster is not None:
+            extra += ", num_parent=%d" % self.num_parent
         return "IndexPrior(kind=%r, codebook_size=%d%s)" % (self.kind, self.codebook_size, extra)
 
     # ------------------------------------------------------------------ construction
@@ -209,12 +224,25 @@ class IndexPrior:
 
     # ------------------------------------------------------------------ model
 
-    def contexts(self, grid: GridLike) -> np.ndarray:
-        """The context (table row) of every index of ``grid``, as used by the coder."""
+    def contexts(self, grid: GridLike, parent: Optional[np.ndarray] = None) -> np.ndarray:
+        """The context (table row) of every index of ``grid``, as used by the coder
+        (``parent``: the previous stage's grid, for a prior with a parent context)."""
         g = _check_grid(grid, self.codebook_size)
         if self.kind != "context":
             return np.zeros(g.shape, dtype=np.int64)
-        return grid_contexts(g, self.cluster, self.num_clusters)
+        return grid_contexts(g, self.cluster, self.num_clusters) + self._parent_offsets(g.shape, parent)
+
+    def _parent_offsets(self, shape: Tuple[int, int], parent: Optional[np.ndarray]) -> np.ndarray:
+        """The part of every context that the parent stage gives: its code's cluster at the
+        same place, times (C + 1)^2 (zeros for a prior without a parent context)."""
+        if self.parent_cluster is None:
+            if parent is not None:
+                raise ValueError("this prior has no parent context, but a parent grid was given")
+            return np.zeros(shape, dtype=np.int64)
+        if parent is None:
+            raise ValueError("this prior codes a stage with the previous stage as context: the parent grid is needed")
+        p = _check_grid(parent, self.parent_cluster.size, "parent grid")
+        return parent_offsets(shape, p, self.parent_cluster, self.parent_ratio, self.num_clusters)
 
     def log2_probs(self) -> np.ndarray:
         """log2 of the coder's exact probabilities, num_contexts x K."""
@@ -222,10 +250,10 @@ class IndexPrior:
             self._log2p = np.log2(self.freqs.astype(np.float64)) - PRECISION
         return self._log2p
 
-    def bits(self, grid: GridLike) -> float:
+    def bits(self, grid: GridLike, parent: Optional[np.ndarray] = None) -> float:
         """Ideal code length of ``grid`` in bits (the coder adds at most about 64 bits)."""
         g = _check_grid(grid, self.codebook_size)
-        return float(-self.log2_probs()[self.contexts(g), g].sum())
+        return float(-self.log2_probs()[self.contexts(g, parent), g].sum())
 
     def bits_per_index(self, grids: Union[GridLike, Iterable[GridLike]]) -> float:
         """Empirical cross-entropy of ``grids`` under this prior, in bits per index."""
@@ -246,8 +274,9 @@ class IndexPrior:
 
     # ------------------------------------------------------------------ coding
 
-    def encode(self, grid: GridLike) -> bytes:
-        """Range-code ``grid`` (values in [0, K)) in raster order -> bytes."""
+    def encode(self, grid: GridLike, parent: Optional[np.ndarray] = None) -> bytes:
+        """Range-code ``grid`` (values in [0, K)) in raster order -> bytes (``parent``: the
+        previous stage's grid, for a prior with a parent context)."""
         g = _check_grid(grid, self.codebook_size)
         if g.size > MAX_SYMBOLS:
             raise ValueError("grid of %d indices is larger than %d" % (g.size, MAX_SYMBOLS))
@@ -258,7 +287,7 @@ class IndexPrior:
             encoder.encode(symbols, models[0])
         else:
             encode = encoder.encode
-            for s, c in zip(symbols.tolist(), self.contexts(g).ravel().tolist()):
+            for s, c in zip(symbols.tolist(), self.contexts(g, parent).ravel().tolist()):
                 encode(s, models[c])
         return encoder.get_compressed().astype("<u4").tobytes()
 
@@ -270,7 +299,7 @@ class IndexPrior:
             return MAX_SYMBOLS
         return int(min(MAX_SYMBOLS, math.floor(budget / min_bits) + 1))
 
-    def decode(self, data: bytes, shape: Tuple[int, int]) -> np.ndarray:
+    def decode(self, data: bytes, shape: Tuple[int, int], parent: Optional[np.ndarray] = None) -> np.ndarray:
         """Decode the index grid of ``shape`` (h, w) from :meth:`encode`'s bytes (int64 h x w).
 
         Raises ``ValueError`` for data that cannot be a valid encoding (length not a multiple
@@ -296,13 +325,14 @@ class IndexPrior:
             raise ValueError("entropy payload of %d bytes is too short for a %dx%d grid under this prior"
                              % (len(raw), h, w))
         words = np.frombuffer(raw, dtype="<u4").astype(np.uint32)
+        offsets = self._parent_offsets((h, w), parent) if self.kind == "context" else None
         models = self._get_models()
         try:
             decoder = _constriction().queue.RangeDecoder(words)
             if self.num_contexts == 1:
                 out = np.asarray(decoder.decode(models[0], n), dtype=np.int64).reshape(h, w)
             else:
-                out = self._decode_context(decoder, models, h, w)
+                out = self._decode_context(decoder, models, h, w, offsets)
             exhausted = decoder.maybe_exhausted()
         except BaseException as exc:
             if _is_fatal(exc):
@@ -315,7 +345,7 @@ class IndexPrior:
             raise ValueError("entropy payload decoded to indices outside [0, %d)" % self.codebook_size)
         return out
 
-    def _decode_context(self, decoder, models: list, h: int, w: int) -> np.ndarray:
+    def _decode_context(self, decoder, models: list, h: int, w: int, offsets: np.ndarray) -> np.ndarray:
         c = self.num_clusters
         c1 = c + 1
         cl = self.cluster.tolist()
@@ -325,8 +355,9 @@ class IndexPrior:
         for r in range(h):
             row = [0] * w
             left = c
+            base = offsets[r].tolist()
             for col in range(w):
-                s = decode(models[above[col] + left])
+                s = decode(models[base[col] + above[col] + left])
                 row[col] = s
                 left = cl[s]
             out[r] = row
@@ -347,6 +378,9 @@ class IndexPrior:
         }
         if self.cluster is not None:
             state["cluster"] = self.cluster.copy()
+        if self.parent_cluster is not None:
+            state["parent_cluster"] = self.parent_cluster.copy()
+            state["parent_ratio"] = np.array([self.parent_ratio], dtype=np.int32)
         return {prefix + k: v for k, v in state.items()}
 
     @classmethod
@@ -370,10 +404,13 @@ class IndexPrior:
         if not 0 <= code < len(ENTROPY_MODELS):
             raise ValueError("unknown index prior kind code %d" % code)
         smoothing = get("smoothing", required=False)
+        ratio = get("parent_ratio", required=False)
         return cls(
             freqs=get("freqs"), kind=ENTROPY_MODELS[code], cluster=get("cluster", required=False),
             num_clusters=int(get("num_clusters").reshape(-1)[0]),
             smoothing=tuple(smoothing.reshape(-1)[:2]) if smoothing is not None else (math.nan,) * 2,
+            parent_cluster=get("parent_cluster", required=False),
+            parent_ratio=int(ratio.reshape(-1)[0]) if ratio is not None else 1,
         )
 
     def metadata(self) -> Dict[str, str]:
@@ -390,16 +427,7 @@ class IndexPrior:
 
     @classmethod
     def load(cls, path: str) -> IndexPrior:
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise ValueError("cannot read index prior %s: %s" % (path, exc)) from None
-        return cls.from_state_dict(state)
+        return cls.from_state_dict(_read_state(path))
 
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the state: part of a model's content-derived id."""
@@ -409,6 +437,123 @@ class IndexPrior:
             h.update(("%s|%s|%s|" % (key, arr.dtype.str, arr.shape)).encode())
             h.update(arr.tobytes())
         return h.hexdigest()
+
+
+def _read_state(path: str) -> Dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ValueError("cannot read index prior %s: %s" % (path, exc)) from None
+
+
+class StagedPrior:
+    """The priors of the stages of a residual quantizer, coarse to fine: stage 1 with its
+    neighbours above and to the left as context, every later stage also with the previous
+    stage's code at the same place (its cluster), so what the coarse stages say about a
+    region tells the finer stage what to expect there. Each stage is a range-coder stream
+    of its own, so the first stages of a bitstream decode without the rest."""
+
+    def __init__(self, stages: Sequence[IndexPrior]):
+        stages = list(stages)
+        if not stages:
+            raise ValueError("a staged prior needs at least one stage")
+        for k, prior in enumerate(stages):
+            if k and prior.parent_cluster is not None and prior.parent_cluster.size != stages[k - 1].codebook_size:
+                raise ValueError("stage %d's parent context has %d codes, stage %d has %d"
+                                 % (k + 1, prior.parent_cluster.size, k, stages[k - 1].codebook_size))
+            if k == 0 and prior.parent_cluster is not None:
+                raise ValueError("the first stage has no parent stage")
+        self.stages = stages
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    @property
+    def kind(self) -> str:
+        return self.stages[0].kind
+
+    def encode(self, codes: Sequence[np.ndarray]) -> List[bytes]:
+        """One byte string per stage given (a prefix of the stages)."""
+        if not 1 <= len(codes) <= len(self.stages):
+            raise ValueError("%d code grids for a prior of %d stages" % (len(codes), len(self.stages)))
+        out = []
+        for k, grid in enumerate(codes):
+            prior = self.stages[k]
+            out.append(prior.encode(grid, codes[k - 1] if prior.parent_cluster is not None else None))
+        return out
+
+    def decode(self, chunks: Sequence[bytes], shapes: Sequence[Tuple[int, int]]) -> List[np.ndarray]:
+        """The grids of the stages in ``chunks`` (one byte string and one shape per stage)."""
+        if not 1 <= len(chunks) <= len(self.stages) or len(shapes) != len(chunks):
+            raise ValueError("%d stage payloads (%d shapes) for a prior of %d stages"
+                             % (len(chunks), len(shapes), len(self.stages)))
+        codes: List[np.ndarray] = []
+        for k, (data, shape) in enumerate(zip(chunks, shapes)):
+            prior = self.stages[k]
+            try:
+                codes.append(prior.decode(data, shape, codes[k - 1] if prior.parent_cluster is not None else None))
+            except ValueError as exc:
+                raise ValueError("stage %d: %s" % (k + 1, exc)) from None
+        return codes
+
+    def bits(self, codes: Sequence[np.ndarray]) -> List[float]:
+        """Ideal code length of each stage's grid, in bits."""
+        return [p.bits(g, codes[k - 1] if p.parent_cluster is not None else None)
+                for k, (p, g) in enumerate(zip(self.stages, codes))]
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        state = {"stages": np.array([len(self.stages)], dtype=np.int32)}
+        for k, prior in enumerate(self.stages):
+            state.update(prior.state_dict("stage%d." % (k + 1)))
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: Dict[str, np.ndarray]) -> StagedPrior:
+        if "stages" not in state:  # a single prior of one stage
+            return cls([IndexPrior.from_state_dict(state)])
+        n = int(np.asarray(state["stages"]).reshape(-1)[0])
+        if not 1 <= n <= 16:
+            raise ValueError("index prior state declares %d stages (1..16)" % n)
+        return cls([IndexPrior.from_state_dict(state, "stage%d." % (k + 1)) for k in range(n)])
+
+    def save(self, path: str) -> None:
+        from safetensors.numpy import save_file
+
+        meta = {"format": "rawdiff.staged_prior", "version": STATE_VERSION, "stages": len(self.stages),
+                "kinds": [p.kind for p in self.stages], "codebook_sizes": [p.codebook_size for p in self.stages]}
+        save_file(self.state_dict(), str(path), metadata={"rawdiff.index_prior": json.dumps(meta, sort_keys=True)})
+
+    @classmethod
+    def load(cls, path: str) -> StagedPrior:
+        """A prior file of either layout: one stage (:meth:`IndexPrior.save`) or several."""
+        return cls.from_state_dict(_read_state(path))
+
+    def fingerprint(self) -> str:
+        if len(self.stages) == 1:
+            return self.stages[0].fingerprint()
+        h = hashlib.sha256()
+        for prior in self.stages:
+            h.update(prior.fingerprint().encode())
+        return h.hexdigest()
+
+
+def parent_offsets(shape: Tuple[int, int], parent: np.ndarray, parent_cluster: np.ndarray, ratio: int,
+                   c: int) -> np.ndarray:
+    """``parent_cluster`` of the parent grid's code over each index of a ``shape`` grid
+    (``ratio`` of its cells a parent cell's side), times (c + 1)^2: the parent part of the
+    contexts."""
+    if (-(-shape[0] // ratio), -(-shape[1] // ratio)) != parent.shape:
+        raise ValueError("parent grid %dx%d does not cover a %dx%d grid at ratio %d"
+                         % (parent.shape[0], parent.shape[1], shape[0], shape[1], ratio))
+    pc = parent_cluster[parent].astype(np.int64)
+    if ratio > 1:
+        pc = np.repeat(np.repeat(pc, ratio, axis=0), ratio, axis=1)[: shape[0], : shape[1]]
+    return pc * (c + 1) ** 2
 
 
 def grid_contexts(g: np.ndarray, cluster: np.ndarray, c: int) -> np.ndarray:
@@ -421,5 +566,6 @@ def grid_contexts(g: np.ndarray, cluster: np.ndarray, c: int) -> np.ndarray:
     return above * (c + 1) + left
 
 
-__all__ = ["ENTROPY_MODELS", "MAX_CODES", "MAX_SYMBOLS", "PRECISION", "TOTAL", "IndexPrior", "as_grid_list",
-           "grid_contexts", "quantize_probabilities"]
+__all__ = ["ENTROPY_MODELS", "MAX_CODES", "MAX_SYMBOLS", "PRECISION", "TOTAL", "IndexPrior", "StagedPrior",
+           "as_grid_list",
+           "grid_contexts", "parent_offsets", "quantize_probabilities"]

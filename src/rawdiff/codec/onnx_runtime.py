@@ -152,11 +152,18 @@ def pad_to_multiple(planes: np.ndarray, multiple: int) -> Tuple[np.ndarray, Tupl
     return planes, (h, w)
 
 
-def run_encoder(session, planes: np.ndarray, plane_multiple: int) -> np.ndarray:
-    """4 x h x w float32 planes -> the int64 code grid (ceil(h/m) x ceil(w/m))."""
+def stage_output_name(k: int) -> str:
+    """The graph output of quantizer stage ``k`` (0-based): ``indices``, ``indices_2``, ..."""
+    return OUTPUT_NAME if k == 0 else "%s_%d" % (OUTPUT_NAME, k + 1)
+
+
+def run_encoder(session, planes: np.ndarray, plane_multiple: int) -> List[np.ndarray]:
+    """4 x h x w float32 planes -> the int64 code grids of every quantizer stage the graph
+    has, coarse to fine (one grid, ceil(h/m) x ceil(w/m), for a model of one stage)."""
     planes = np.asarray(planes)
     if planes.ndim != 3 or planes.shape[0] != 4:
         raise ValueError("planes must be 4 x h x w (R, G1, G2, B), got shape %s" % (planes.shape,))
     planes, _ = pad_to_multiple(planes.astype(np.float32, copy=False), int(plane_multiple))
-    out = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(planes)[None]})[0]
-    return out[0].astype(np.int64, copy=False)
+    names = [stage_output_name(k) for k in range(len(session.get_outputs()))]
+    outs = session.run(names, {INPUT_NAME: np.ascontiguousarray(planes)[None]})
+    return [out[0].astype(np.int64, copy=False) for out in outs]

@@ -31,6 +31,7 @@ from rawdiff.codec.entropy import (
     IndexPrior,
     as_grid_list,
     grid_contexts,
+    parent_offsets,
     quantize_probabilities,
 )
 
@@ -40,7 +41,8 @@ _MAX_COOC_CELLS = 1 << 23
 
 def fit_prior(grids: Union[GridLike, Iterable[GridLike]], codebook_size: int, kind: str = "context",
               num_clusters: int = 16, alpha: Optional[float] = None, additive: float = 0.5,
-              codebook: Optional[np.ndarray] = None, seed: int = 0) -> IndexPrior:
+              codebook: Optional[np.ndarray] = None, seed: int = 0, parents: Optional[List[np.ndarray]] = None,
+              parent_size: int = 0, parent_ratio: int = 1, parent_clusters: int = 8) -> IndexPrior:
     """Fit a prior to the index grids of a training set.
 
     Args:
@@ -53,6 +55,10 @@ def fit_prior(grids: Union[GridLike, Iterable[GridLike]], codebook_size: int, ki
         codebook: K x D codebook vectors: cluster them with k-means instead of clustering
             the codes by co-occurrence.
         seed: seed of the clustering initialisation (fitting is deterministic for a seed).
+        parents: (context kind) the previous stage's grid of every grid: its code at the same
+            place becomes part of the context, grouped into ``parent_clusters`` clusters of the
+            ``parent_size`` parent codes by what they say about the code below them.
+        parent_ratio: cells of a grid along a parent cell's side (1, 2 or 4).
     """
     k = int(codebook_size)
     if not 2 <= k <= MAX_CODES:
@@ -83,6 +89,14 @@ def fit_prior(grids: Union[GridLike, Iterable[GridLike]], codebook_size: int, ki
         cluster = cluster_cooccurrence(gl, k, c, seed=seed)
     n_ctx = (c + 1) ** 2
     ctx = [grid_contexts(g, cluster, c).ravel() for g in gl]
+    pcluster = None
+    if parents is not None:
+        pl = as_grid_list(parents, parent_size)
+        if len(pl) != len(gl):
+            raise ValueError("%d parent grids for %d grids" % (len(pl), len(gl)))
+        pcluster = cluster_parents(gl, pl, k, parent_size, parent_ratio, parent_clusters, seed=seed)
+        n_ctx *= int(pcluster.max()) + 1
+        ctx = [cx + parent_offsets(g.shape, pg, pcluster, parent_ratio, c).ravel() for cx, g, pg in zip(ctx, gl, pl)]
     sym = [g.ravel() for g in gl]
     if alpha is None:
         alpha = _select_alpha(gl, ctx, sym, k, n_ctx, additive)
@@ -94,7 +108,22 @@ def fit_prior(grids: Union[GridLike, Iterable[GridLike]], codebook_size: int, ki
     table = table.reshape(n_ctx, k)
     probs = (table + alpha * p_uni[None]) / (table.sum(1, keepdims=True) + alpha)
     return IndexPrior(quantize_probabilities(probs), kind="context", cluster=cluster, num_clusters=c,
-                      smoothing=(float(alpha), float(additive)))
+                      smoothing=(float(alpha), float(additive)), parent_cluster=pcluster, parent_ratio=parent_ratio)
+
+
+def cluster_parents(grids: List[np.ndarray], parents: List[np.ndarray], codebook_size: int, parent_size: int,
+                    ratio: int, num_clusters: int, seed: int = 0) -> np.ndarray:
+    """Cluster the parent stage's codes by the distribution of the codes under them: the
+    KL k-means of :func:`cluster_cooccurrence` on the counts n(parent code, code)."""
+    m = np.zeros(parent_size * codebook_size, dtype=np.int64)
+    for g, pg in zip(grids, parents):
+        up = np.repeat(np.repeat(pg, ratio, axis=0), ratio, axis=1)[: g.shape[0], : g.shape[1]]
+        if up.shape != g.shape:
+            raise ValueError("parent grid %s does not cover a grid %s at ratio %d" % (pg.shape, g.shape, ratio))
+        m += np.bincount((up * codebook_size + g).ravel(), minlength=m.size)
+    cluster = np.zeros(parent_size, dtype=np.int32)
+    counts = m.reshape(parent_size, codebook_size).astype(np.float64)
+    return _kl_kmeans(counts, min(num_clusters, parent_size), cluster, seed)
 
 
 def _kmeans_pp_init(x: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -165,11 +194,16 @@ def cluster_cooccurrence(grids: List[np.ndarray], codebook_size: int, num_cluste
             cells += np.bincount((g[:-1] * (2 * s) + s + succ[g[1:]]).ravel(), minlength=cells.size)
     m = cells.reshape(k_codes, 2 * s).astype(np.float64)
     del cells
+    return _kl_kmeans(m, num_clusters, np.zeros(k_codes, dtype=np.int32), seed, iters)
+
+
+def _kl_kmeans(m: np.ndarray, num_clusters: int, cluster: np.ndarray, seed: int, iters: int = 30) -> np.ndarray:
+    """Cluster the rows of a count matrix (codes x outcomes) with the KL divergence (Dhillon
+    et al. 2003): each code joins the cluster whose pooled outcome distribution gives its
+    outcomes the highest likelihood. Codes without counts join the heaviest cluster;
+    ``cluster`` (one entry per code) is filled in and returned."""
     mass = m.sum(1)
     active = np.flatnonzero(mass > 0)
-    cluster = np.zeros(k_codes, dtype=np.int32)
-    if len(active) == 0:
-        return cluster
     if len(active) <= num_clusters:
         cluster[active] = np.arange(len(active))
         return cluster
@@ -204,7 +238,7 @@ def cluster_cooccurrence(grids: List[np.ndarray], codebook_size: int, num_cluste
         assign = new
     cluster[active] = assign
     heaviest = int(np.argmax(np.bincount(assign, weights=w, minlength=num_clusters)))
-    inactive = np.ones(k_codes, dtype=bool)
+    inactive = np.ones(len(cluster), dtype=bool)
     inactive[active] = False
     cluster[inactive] = heaviest
     return cluster

@@ -59,10 +59,11 @@ def unet_tiles(unet, shape, tile: int) -> List[Tile]:
     return plan_tiles(shape, tile, align, align)
 
 
-def sample_latent(decoder, indices: torch.Tensor, steps: int, seed: int, tile: int,
+def sample_latent(decoder, codes, z_q: torch.Tensor, steps: int, seed: int, tile: int,
                   stat_passes: Union[int, str] = 1, sampler: Optional[str] = None,
                   guidance_scale: Optional[float] = None) -> torch.Tensor:
-    """The diffusion decoder's latent z (1 x D x h x w) for ``indices`` (1 x h x w), as
+    """The diffusion decoder's latent z (1 x D x h x w) for the code grids ``codes`` (1 x h x w
+    tensors, a prefix of the stages) whose codebook latent is ``z_q``, as
     :meth:`rawdiff.models.ldm.LatentDenoiser.sample` draws it (the same noise for a seed),
     with every UNet evaluation run over tiles."""
     denoiser = decoder.denoiser
@@ -71,7 +72,7 @@ def sample_latent(decoder, indices: torch.Tensor, steps: int, seed: int, tile: i
         raise ValueError("steps %d must be in [1, %d]" % (steps, len(denoiser.alphas_cumprod)))
     sampler = sampler or decoder.sampler
     guidance = decoder.guidance_scale if guidance_scale is None else float(guidance_scale)
-    z_q = decoder.embedder.quantize.lookup(indices)
+    indices = decoder.embedder.condition_indices(codes, tuple(z_q.shape[-2:]))
     generator = torch.Generator().manual_seed(int(seed))
     concat, context = denoiser.conditioner(indices, z_q)
     null = denoiser.conditioner.null(indices, z_q) if guidance != 1.0 else None

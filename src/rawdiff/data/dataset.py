@@ -244,6 +244,11 @@ class RawRGBDataModule(_lightning_base()):
             or to 1 for whole frames).
         num_workers: DataLoader workers (persistent, so their caches last across epochs).
         cache, cache_bytes, pad_mode: see :class:`RawRGBDataset`.
+        sampling: how an epoch draws the training frames: ``"frame"`` each once (shuffled);
+            ``"pixels"`` with replacement, each with a chance proportional to its area (every
+            pixel equally likely to be in a crop); ``"sqrt_pixels"`` to the square root of
+            its area, between the two: a 20 Mpixel photo is drawn 8 times as often as a
+            0.3 Mpixel frame rather than 67 times. Epochs have as many crops as frames.
     """
 
     def __init__(self, root: Optional[str] = None, train_index: Optional[str] = None,
@@ -251,8 +256,11 @@ class RawRGBDataModule(_lightning_base()):
                  crop_size: CropSize = 512, val_crop_size: Union[CropSize, str] = "same",
                  batch_size: int = 4, val_batch_size: Optional[int] = None, num_workers: int = 0,
                  cache: Union[bool, str] = True, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 pad_mode: str = "reflect", pin_memory: Optional[bool] = None):
+                 pad_mode: str = "reflect", pin_memory: Optional[bool] = None, sampling: str = "frame"):
         super().__init__()
+        if sampling not in SAMPLINGS:
+            raise ValueError("sampling must be one of %s, got %r" % (", ".join(SAMPLINGS), sampling))
+        self.sampling = sampling
         if root is None and not (train_index or val_index or test_index):
             raise ValueError("give root (a prepared dataset folder) or index files")
 
@@ -301,9 +309,15 @@ class RawRGBDataModule(_lightning_base()):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          drop_last=shuffle and len(ds) > batch_size, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+        sampler = None
+        if shuffle and self.sampling != "frame":
+            areas = np.array([frame_area(p) for p in ds.paths], dtype=np.float64)
+            weights = areas if self.sampling == "pixels" else np.sqrt(areas)
+            sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(weights), len(ds), replacement=True)
+            shuffle = False
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
+                          drop_last=(shuffle or sampler is not None) and len(ds) > batch_size,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
@@ -313,6 +327,20 @@ class RawRGBDataModule(_lightning_base()):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.val_batch_size, shuffle=False)
+
+
+SAMPLINGS = ("frame", "pixels", "sqrt_pixels")
+
+
+def frame_area(path: str) -> int:
+    """Pixels of a prepared frame, from its file's header (the array is not read)."""
+    if path.endswith(".npy"):
+        shape = np.load(path, mmap_mode="r").shape
+    else:
+        from rawdiff.raw import read_raw
+
+        shape = read_raw(path).mosaic.shape
+    return int(shape[0]) * int(shape[1])
 
 
 __all__ = ["RawRGBDataModule", "RawRGBDataset", "read_index", "target_path"]

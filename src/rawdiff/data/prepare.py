@@ -18,6 +18,13 @@ Each RAW frame is written as ``frames/<source>/<frame>.npy`` with its JSON sidec
 ``manifest.json`` records every source (origin, licence, split, frame files, unprocessing
 parameters), the skipped ones with the reason, the settings and a summary.
 
+The split (:func:`rawdiff.data.layout.split_groups`) keeps the groups of sources that are
+held in a split (``Source.split``) where they are and cuts the others by the rule;
+``max_test_frames`` and ``max_val_frames`` cap the frames the rule puts in test and val,
+and ``test_crop`` cuts each of
+those frames to at most (rows, columns), centred (:mod:`rawdiff.data.cuts`), so that a
+test split of large photos stays cheap to evaluate.
+
 Re-running on the same folder skips the sources already done with the same settings
 (``frames/<source>/source.json`` is written last), adds new ones and re-writes the split
 and the index; a source done with other settings is refused (:class:`PrepareError`)
@@ -32,15 +39,17 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from rawdiff.data.corpus import Source, find_sources
+from rawdiff.data.corpus import NEW_TEST_FRAMES, NEW_VAL_FRAMES, TEST_CROP, Source, find_sources
+from rawdiff.data.cuts import cut_frames
 from rawdiff.data.frames import Unprocessor
 from rawdiff.data.layout import (
     FORMAT_VERSION,
     FRACTIONS,
+    HELD_TEST_INDEX,
     MANIFEST,
     SOURCE_DONE,
     SPLITS,
@@ -166,6 +175,9 @@ def prepare(
     conversion: Optional[Dict[str, Any]] = None,
     unprocess_options: Optional[Dict[str, Any]] = None,
     clean_target: bool = False,
+    max_test_frames: Optional[int] = None,
+    max_val_frames: Optional[int] = None,
+    test_crop: Optional[Sequence[int]] = None,
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool = True,
@@ -188,6 +200,10 @@ def prepare(
         unprocess_options: more keyword arguments for ``unprocess``.
         clean_target: render the RGB target of an unprocessed photo from the same camera
             without noise (a denoising target) instead of from the noisy RAW frame itself.
+        max_test_frames, max_val_frames: the most frames the split rule puts in test / val
+            (held groups aside; a group that does not fit goes on to val / train).
+        test_crop: (rows, columns), even: test frames of groups the rule split are cut to
+            at most this size (centred); None keeps them whole.
         overwrite: redo sources prepared before with other settings instead of refusing.
     """
     started = time.time()
@@ -198,6 +214,10 @@ def prepare(
         raise PrepareError("max_frames must be >= 1, got %r" % max_frames)
     if cfa != "random":
         cfa = check_cfa(cfa)
+    for what, cap in (("max_test_frames", max_test_frames), ("max_val_frames", max_val_frames)):
+        if cap is not None and int(cap) < 0:
+            raise PrepareError("%s must be >= 0, got %r" % (what, cap))
+    cut = _check_crop(test_crop)
     srcs = collect_sources(sources, topic=topic)
     if not srcs:
         raise PrepareError("no sources given")
@@ -221,6 +241,8 @@ def prepare(
         entry = done[src.name]
         if entry is not None:
             reused += 1
+            # what the source says of itself now (licence, group, held split), not then
+            entry = dict(entry, **{k: v for k, v in src.to_dict().items() if k != "note"})
         else:
             entry = _prepare_source(src, ctx)
         if verbose and entry.get("skipped"):
@@ -230,25 +252,45 @@ def prepare(
             bar.set_postfix_str("%d frames" % sum(len(e["frames"]) for e in entries))
 
     used = [e for e in entries if e["frames"]]
-    splits = split_groups([e["group"] for e in used], seed=ctx.seed, fractions=fractions)
+    held = _held_splits(used)
+    group_frames: Dict[str, int] = {}
+    for e in used:
+        group_frames[e["group"]] = group_frames.get(e["group"], 0) + len(e["frames"])
+    splits = split_groups([e["group"] for e in used], seed=ctx.seed, fractions=fractions, held=held,
+                          frames=group_frames, max_test_frames=max_test_frames, max_val_frames=max_val_frames)
     index: Dict[str, List[str]] = {s: [] for s in SPLITS}
+    n_cut = 0
     for e in entries:
         e["split"] = splits.get(e["group"]) if e["frames"] else None
+        n_cut += cut_frames(e, out_dir, cut if e["split"] == "test" and e["group"] not in held else None)
         if e["split"]:
             index[e["split"]].extend(fr["raw"] for fr in e["frames"])
-    write_index(out_dir, index)
+    write_index(out_dir, index, held_test=[fr["raw"] for e in entries if e["split"] == "test" and e["group"] in held
+                                           for fr in e["frames"]])
+
+    def megapixels(items: Iterable[dict]) -> float:
+        return round(sum(fr["height"] * fr["width"] for e in items for fr in e["frames"]) / 1e6, 3)
 
     n_frames = sum(len(e["frames"]) for e in used)
     pixels = sum(fr["height"] * fr["width"] for e in used for fr in e["frames"])
+    origins: Dict[str, List[dict]] = {}
+    for e in used:
+        origins.setdefault(e["origin"], []).append(e)
     summary = {
         "frames": n_frames,
         "sources": len(used),
         "groups": len(set(splits)),
+        "held_groups": len(held),
         "skipped": len(entries) - len(used),
         "reused": reused,
         "megapixels": round(pixels / 1e6, 3),
         "split_frames": {s: len(index[s]) for s in SPLITS},
         "split_sources": {s: sum(1 for e in used if e["split"] == s) for s in SPLITS},
+        "split_megapixels": {s: megapixels(e for e in used if e["split"] == s) for s in SPLITS},
+        "cut_test_frames": n_cut,
+        "origins": {origin: {"sources": len(items), "frames": sum(len(e["frames"]) for e in items),
+                             "megapixels": megapixels(items), "licences": sorted({e["licence"] for e in items})}
+                    for origin, items in origins.items()},
         "seconds": round(time.time() - started, 1),
     }
     manifest = {
@@ -257,21 +299,48 @@ def prepare(
         "created_by": "rawdiff.data.prepare",
         "params": ctx.params,
         "fractions": list(fractions),
-        "index": {s: s + ".txt" for s in SPLITS},
+        "split_rule": {"held_groups": sorted(held), "max_test_frames": max_test_frames,
+                       "max_val_frames": max_val_frames, "test_crop": list(cut) if cut else None},
+        "index": dict({s: s + ".txt" for s in SPLITS}, **({"test_held": HELD_TEST_INDEX} if held else {})),
         "naming": "frames/<source>/<frame>.npy (+ .json sidecar); RGB target <frame>%s" % TARGET_SUFFIX,
         "summary": summary,
         "sources": entries,
     }
     write_json(os.path.join(out_dir, MANIFEST), manifest)
     if verbose:
-        print("prepare: %d frames from %d sources (%d groups), %.1f Mpixel; train %d/%d, val %d/%d, "
-              "test %d/%d (frames/sources); %d skipped, %d reused; %s in %.0f s"
-              % (n_frames, len(used), summary["groups"], pixels / 1e6,
+        print("prepare: %d frames from %d sources (%d groups, %d held), %.1f Mpixel; train %d/%d, val %d/%d, "
+              "test %d/%d (frames/sources; %d test frames cut); %d skipped, %d reused; %s in %.0f s"
+              % (n_frames, len(used), summary["groups"], len(held), pixels / 1e6,
                  summary["split_frames"]["train"], summary["split_sources"]["train"],
                  summary["split_frames"]["val"], summary["split_sources"]["val"],
-                 summary["split_frames"]["test"], summary["split_sources"]["test"],
+                 summary["split_frames"]["test"], summary["split_sources"]["test"], n_cut,
                  summary["skipped"], reused, out_dir, summary["seconds"]), file=log)
     return manifest
+
+
+def _check_crop(test_crop: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
+    if test_crop is None:
+        return None
+    try:
+        rows, cols = (int(v) for v in test_crop)
+    except (TypeError, ValueError):
+        raise PrepareError("test_crop must be (rows, columns), got %r" % (test_crop,)) from None
+    if min(rows, cols) < 2 or rows % 2 or cols % 2:
+        raise PrepareError("test_crop must be even and >= 2 (whole 2x2 CFA tiles), got %r" % (test_crop,))
+    return rows, cols
+
+
+def _held_splits(entries: Iterable[dict]) -> Dict[str, str]:
+    """The split each held group keeps; :class:`PrepareError` when its sources disagree."""
+    held: Dict[str, str] = {}
+    for e in entries:
+        split = e.get("held_split")
+        if not split:
+            continue
+        if held.setdefault(e["group"], split) != split:
+            raise PrepareError("group %s: its sources are held in different splits (%s and %s)"
+                               % (e["group"], held[e["group"]], split))
+    return held
 
 
 def _progress(items: List[Source], enabled: bool):
@@ -292,11 +361,16 @@ def _write_note(bar, text: str, log) -> None:
 
 
 def prepare_default_corpus(out_dir: str, seed: int = 0, **kwargs) -> dict:
-    """:func:`prepare` on :func:`rawdiff.data.corpus.find_sources` (``make data``)."""
+    """:func:`prepare` on :func:`rawdiff.data.corpus.find_sources` (``make data``), with the
+    corpus's split rule: at most ``NEW_TEST_FRAMES`` frames of added sources in test, each
+    cut to at most ``TEST_CROP``, and at most ``NEW_VAL_FRAMES`` in val."""
     sources = find_sources(verbose=kwargs.get("verbose", True))
     if not sources:
-        raise PrepareError("no default corpus source found on this machine (install opencv-doc, "
-                           "libjxl-testdata, scikit-image or scikit-learn)")
+        raise PrepareError("no default corpus source found on this machine (install the packages of "
+                           "`python -m rawdiff.data.corpus`, e.g. opencv-doc or scikit-image)")
+    kwargs.setdefault("max_test_frames", NEW_TEST_FRAMES)
+    kwargs.setdefault("max_val_frames", NEW_VAL_FRAMES)
+    kwargs.setdefault("test_crop", TEST_CROP)
     return prepare(sources, out_dir, seed=seed, **kwargs)
 
 

@@ -1,18 +1,28 @@
-"""The measuring of ``rawdiff eval``: rawdiff against standard codecs on held-out RAW frames.
+"""The measuring of ``rawdiff eval``: rawdiff's operating points against standard codecs on
+held-out RAW frames.
 
-    RAW frame --Codec.compress--> bytes --decompress(fast | diffusion, steps)--> RGB --+
-        |                                                                            +--> PSNR, MS-SSIM,
-        +--reference ISP (or the prepared X.rgb.png)--> reference --+                |    butteraugli,
-                                                   |                +----------------+    spectral distance
+    RAW frame --Codec.compress(quality q)--> bytes --decompress(fast | diffusion, steps)--> RGB --+
+        |        every q of the model                                                           +--> PSNR, MS-SSIM,
+        |        (or --qualities)                                                               |    butteraugli,
+        +--reference ISP (or the prepared X.rgb.png)--> reference --+                           |    spectral distance
+                                                   |                +---------------------------+
                                                    +--JPEG/WebP/JPEG XL/AVIF sweep--> RGB
 
 Rate is in bits per RAW pixel, ``8 x bytes / (RAW width x height)``, from the real
 payload or file size; every image is measured against the reference-ISP image of its
-frame (the target the model was trained on). :func:`evaluate` returns the results (every
-point of every frame, codebook usage, colour, timings, notes) and draws
-``side_by_side.png``; :mod:`rawdiff.eval.rd` does the RD maths on them,
-:mod:`rawdiff.eval.report` writes ``report.md`` and the plots, and
-:mod:`rawdiff.eval.cli` is the command line::
+frame (the target the model was trained on). Each quality is encoded on its own (and
+timed); the stream of the highest quality, cut to each lower one
+(:func:`rawdiff.codec.bitstream.truncate`), is checked byte for byte against it, and its
+stages give each stage's coded bits per index (the payload's real bytes) next to the
+prior's ideal bits and log2 K.
+
+:mod:`rawdiff.eval.frames` finds the frames and their references, :mod:`rawdiff.eval.stages`
+gathers the per-stage figures. :func:`evaluate` returns the results (every point of every
+frame, per-stage figures, colour, timings, notes) and draws ``side_by_side.png`` (rawdiff
+at two qualities, WebP at the same bytes beside each); :mod:`rawdiff.eval.rd` does the RD
+maths on them (BD-rates, the WebP target check), :mod:`rawdiff.eval.report` writes
+``report.md`` and the plots, :mod:`rawdiff.eval.operating_points` writes the measured
+points into the model directory, and :mod:`rawdiff.eval.cli` is the command line::
 
     rawdiff eval --model models/default data/corpus/test.txt --out eval-out
 
@@ -30,84 +40,18 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rawdiff.codec import bitstream
-from rawdiff.data.layout import TARGET_SUFFIX, target_path
-from rawdiff.data.sources import LIST_SUFFIXES
 from rawdiff.eval import report
-from rawdiff.raw import read_raw
-from rawdiff.raw.io import PACKED_SUFFIXES, RAWPY_SUFFIXES
+from rawdiff.eval.frames import find_frames, load_frame
 from rawdiff.raw.isp import render
 
 #: names of :data:`rawdiff.eval.baselines.BASELINES` (kept here so that ``rawdiff --help``
 #: does not import torch)
 CODECS = ("jpeg", "webp", "jxl", "avif")
-DEFAULT_STEPS = (1, 2, 4, 8, 20)
-FORMAT_VERSION = 1
-
-
-# --------------------------------------------------------------------------- frames
-
-
-def find_frames(data: Sequence[str]) -> List[str]:
-    """RAW frame files named by ``data``: index files (``.txt``/``.lst``, one path a line,
-    relative to the index file), folders (searched recursively for camera RAW files,
-    ``.npy`` mosaics, and PNG/TIFF/packed files that have a ``.json`` sidecar), or files."""
-    from rawdiff.data.dataset import read_index
-
-    frames: List[str] = []
-    for item in data:
-        suffix = os.path.splitext(item)[1].lower()
-        if os.path.isdir(item):
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                for name in sorted(files):
-                    stem, ext = os.path.splitext(name)
-                    ext = ext.lower()
-                    path = os.path.join(root, name)
-                    if ext in RAWPY_SUFFIXES or ext == ".npy":
-                        frames.append(path)
-                    elif ((ext in (".png", ".tif", ".tiff") or ext in PACKED_SUFFIXES)
-                          and not name.endswith(TARGET_SUFFIX) and os.path.isfile(os.path.join(root, stem + ".json"))):
-                        frames.append(path)
-        elif suffix in LIST_SUFFIXES and os.path.isfile(item):
-            frames.extend(read_index(item))
-        elif os.path.isfile(item):
-            frames.append(item)
-        else:
-            raise FileNotFoundError("%s does not exist" % item)
-    frames = list(dict.fromkeys(frames))
-    if not frames:
-        raise ValueError("no RAW frames found in %s" % " ".join(data))
-    return frames
-
-
-def load_frame(path: str, max_pixels: Optional[int] = None):
-    """``(frame, reference, info)``: the RAW frame (even size; the centre crop of at most
-    ``max_pixels`` pixels when given) and its reference RGB image: the prepared target
-    ``X.rgb.png`` next to ``X`` when there is one (``info["reference"] == "target"``), else
-    the reference ISP's rendering (``"isp"``); ``info["cropped_from"]`` is the size before
-    cropping, or None."""
-    import cv2
-
-    from rawdiff.metrics import centre_crop
-
-    frame = read_raw(path)
-    if frame.height % 2 or frame.width % 2:  # the CFA needs even sizes; the phase is kept
-        frame = frame.copy(mosaic=frame.mosaic[: frame.height // 2 * 2, : frame.width // 2 * 2])
-    ref, kind = None, "isp"
-    target = target_path(path)
-    if os.path.isfile(target):
-        bgr = cv2.imread(target, cv2.IMREAD_COLOR)
-        if bgr is not None and bgr.shape[:2] == frame.shape:
-            ref, kind = np.ascontiguousarray(bgr[:, :, ::-1]), "target"
-    if ref is None:
-        ref = render(frame)
-    info = {"reference": kind, "cropped_from": None}
-    if max_pixels and frame.height * frame.width > max_pixels:
-        info["cropped_from"] = [frame.height, frame.width]
-        frame = frame.copy(mosaic=np.ascontiguousarray(centre_crop(frame.mosaic, max_pixels)))
-        ref = np.ascontiguousarray(centre_crop(ref, max_pixels))
-    return frame, ref, info
+#: diffusion steps by default: none (the fast path; ``--steps 1 4`` adds diffusion decodes at every quality)
+DEFAULT_STEPS: Tuple[int, ...] = ()
+FORMAT_VERSION = 2
+#: the standard codec beside rawdiff in the side-by-side picture (the first baseline when it is not run)
+FIGURE_CODEC = "webp"
 
 
 # --------------------------------------------------------------------------- measuring
@@ -178,20 +122,6 @@ class _Meter:
         return out
 
 
-def _codebook(codec, grids: List[np.ndarray], payload_bytes: List[int], header_bytes: List[int]) -> Dict[str, Any]:
-    """Usage of the codebook on the evaluated frames (issue 3: dead codes waste bits)."""
-    k = codec.codebook_size
-    hist = np.bincount(np.concatenate([g.ravel() for g in grids]), minlength=k).astype(np.float64)
-    p = hist[hist > 0] / hist.sum()
-    entropy = float(-(p * np.log2(p)).sum())
-    n = int(hist.sum())
-    return {"indices": n, "codes_used": int((hist > 0).sum()), "usage": float((hist > 0).sum() / k),
-            "histogram_entropy_bits": entropy, "perplexity": float(2.0 ** entropy),
-            "prior_bits_per_index": float(codec.prior.bits_per_index(grids)),
-            "coded_bits_per_index": 8.0 * sum(payload_bytes) / n, "log2_k": math.log2(k),
-            "header_bytes_per_frame": float(np.mean(header_bytes))}
-
-
 def _environment(device: str) -> Dict[str, str]:
     import torch
 
@@ -225,23 +155,93 @@ def _clean(obj: Any) -> Any:
 # --------------------------------------------------------------------------- the run
 
 
+def at_bytes(baseline, rgb: np.ndarray, nbytes: int, iterations: int = 8):
+    """``(encoded, reached)``: ``baseline``'s coding of ``rgb`` whose file is the largest of
+    at most ``nbytes`` bytes, by bisection of its setting between the ends of its sweep
+    (``iterations`` encodings at most besides the two ends); ``reached`` is False, with the
+    codec's smallest file, when even its lowest setting writes more."""
+    lo, hi = float(baseline.settings[0]), float(baseline.settings[-1])
+    best = baseline.encode(rgb, lo)
+    if best.nbytes > nbytes:
+        return best, False
+    top = baseline.encode(rgb, hi)
+    if top.nbytes <= nbytes:
+        return top, True
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        e = baseline.encode(rgb, mid)
+        if e.nbytes <= nbytes:
+            lo = mid
+            best = e if e.nbytes >= best.nbytes else best
+        else:
+            hi = mid
+    return best, True
+
+
+class _Model:
+    """One model under evaluation: its codec, the qualities and diffusion steps measured, the
+    names of its curves, and its streams' per-stage figures and truncation check."""
+
+    def __init__(self, label: str, codec, qualities: Sequence[int], steps: Sequence[int], suffix: str):
+        from rawdiff.eval.stages import StageStats
+
+        self.label, self.codec, self.qualities, self.steps = label, codec, list(qualities), list(steps)
+        self.fast = "rawdiff-fast" + suffix
+        self.diffusion = {s: "rawdiff-diffusion-%d%s" % (s, suffix) for s in self.steps}
+        self.stats = StageStats(codec, self.qualities[-1])
+
+    def row(self) -> Dict[str, Any]:
+        c = self.codec
+        return {"label": self.label, "dir": c.model_dir, "model_id": c.model_id, "factor": c.factor,
+                "codebook_size": c.codebook_size, "prior_kind": c.prior.kind, "out": c.out,
+                "stages": [list(st) for st in c.stages], "qualities": self.qualities,
+                "default_quality": c.default_quality, "recorded_operating_points": c.operating_points,
+                "curves": {"fast": self.fast, "diffusion": {str(s): n for s, n in self.diffusion.items()}},
+                "stage_stats": self.stats.rows(), "header_bytes_per_frame": self.stats.header_bytes_per_frame(),
+                "truncation": self.stats.truncation}
+
+
+def parse_qualities(text: Optional[str]) -> Optional[List[int]]:
+    """``"1,3,5"`` as ``[1, 3, 5]`` (None or empty: every quality); a clear error otherwise."""
+    if text is None or not str(text).strip():
+        return None
+    out = []
+    for part in str(text).split(","):
+        try:
+            q = int(part.strip())
+        except ValueError:
+            raise ValueError("qualities must be whole numbers separated by commas, e.g. 1,3,5; got %r" % text) from None
+        if q < 1:
+            raise ValueError("quality must be 1 or more, got %d" % q)
+        out.append(q)
+    return sorted(set(out))
+
+
 class _Evaluation:
     """One run: the models and baselines, and what has been measured so far."""
 
-    def __init__(self, models: Sequence[str], steps: Sequence[int], codecs: Sequence[str], meter: _Meter,
-                 seed: int, device: str, notes: List[str]):
+    def __init__(self, models: Sequence[str], qualities: Optional[Sequence[int]], steps: Sequence[int],
+                 codecs: Sequence[str], meter: _Meter, seed: int, device: str, notes: List[str]):
         from rawdiff.codec import Codec
         from rawdiff.eval.baselines import get_baselines
 
         self.baselines, skipped = get_baselines(codecs)
         notes.extend(skipped)
         self.meter, self.seed, self.notes = meter, seed, notes
-        self.models: List[Tuple[str, Any, List[int]]] = []  # (label, codec, diffusion steps)
+        self.models: List[_Model] = []
+        labels: List[str] = []
         for d in models:
             codec = Codec.load(d, device=device)
             label = os.path.basename(os.path.normpath(d)) or d
-            if label in [m[0] for m in self.models]:
+            if label in labels:
                 label = "%s-%s" % (label, codec.model_id[:8])
+            labels.append(label)
+            qs = list(range(1, codec.qualities + 1)) if not qualities else sorted(set(qualities))
+            for q in qs:
+                try:
+                    codec.check_quality(q)
+                except ValueError as exc:
+                    raise ValueError("model %s: %s" % (d, exc)) from None
             usable: List[int] = []
             if steps:
                 try:
@@ -249,40 +249,78 @@ class _Evaluation:
                     usable = sorted(set(int(s) for s in steps))
                 except (ValueError, ImportError) as exc:
                     notes.append("diffusion path skipped for %s: %s" % (label, exc))
-            self.models.append((label, codec, usable))
-        self.codecs: Dict[str, Dict[str, Any]] = {
-            "rawdiff-fast": {"kind": "rawdiff", "label": "rawdiff fast", "setting_name": "model"}}
-        for s in sorted({s for _, _, st in self.models for s in st}):
-            self.codecs["rawdiff-diffusion-%d" % s] = {"kind": "rawdiff", "label": "rawdiff diffusion %d steps" % s,
-                                                       "setting_name": "model"}
+            self.models.append(_Model(label, codec, qs, usable, ":" + label if len(models) > 1 else ""))
+        self.codecs: Dict[str, Dict[str, Any]] = {}
+        for m in self.models:
+            tail = "" if len(self.models) == 1 else " (%s)" % m.label
+            self.codecs[m.fast] = {"kind": "rawdiff", "label": "rawdiff fast" + tail, "setting_name": "quality",
+                                   "model": m.label, "path": "fast"}
+            for s, name in m.diffusion.items():
+                self.codecs[name] = {"kind": "rawdiff", "label": "rawdiff diffusion %d steps%s" % (s, tail),
+                                     "setting_name": "quality", "model": m.label, "path": "diffusion", "steps": s}
         for b in self.baselines:
             self.codecs[b.name] = {"kind": "baseline", "label": b.label, "setting_name": b.setting_name,
                                    "settings": list(b.settings)}
         self.frames: List[Dict[str, Any]] = []
         self.points: List[Dict[str, Any]] = []
-        self.colour: List[Dict[str, Any]] = []  # per frame and model: colour_and_raw()
-        self.stats = {label: ([], [], []) for label, _, _ in self.models}  # grids, payload, header bytes
+        self.colour: List[Dict[str, Any]] = []  # per frame, model and quality: colour_and_raw()
 
     @property
     def tasks_per_frame(self) -> int:
-        return sum(1 + len(st) for _, _, st in self.models) + len(self.baselines)
+        return sum(len(m.qualities) * (1 + len(m.steps)) for m in self.models) + len(self.baselines)
 
     def _add(self, codec: str, setting: Any, nbytes: int, img: np.ndarray, enc_s: Optional[float],
-             dec_s: Optional[float]) -> Dict[str, Optional[float]]:
+             dec_s: Optional[float], **extra: Any) -> Dict[str, Optional[float]]:
         m = self.meter(img)
         f = self.frames[-1]
         self.points.append(dict({"frame": len(self.frames) - 1, "codec": codec, "setting": setting,
                                  "bytes": int(nbytes), "bpp": 8.0 * nbytes / (f["width"] * f["height"]),
-                                 "encode_s": enc_s, "decode_s": dec_s}, **m))
+                                 "encode_s": enc_s, "decode_s": dec_s}, **extra, **m))
         return m
 
-    def frame(self, path: str, max_pixels: Optional[int], bar, figure_path: Optional[str]) -> Optional[Dict]:
+    def _model(self, m: _Model, frame, ref: np.ndarray, name: str, bar, keep: Sequence[int]) -> Dict[int, Any]:
+        """Every quality of one model on one frame; returns ``{q: (bytes, image, metrics)}``
+        for the qualities in ``keep`` (the picture's), and the diffusion image of the last."""
+        codec, fi = m.codec, len(self.frames) - 1
+        if fi == 0:  # warm-up: first calls pay for lazy initialisation
+            codec.decompress(codec.compress(frame, quality=m.qualities[-1]), mode="fast")
+        payloads: Dict[int, bytes] = {}
+        kept: Dict[Any, Any] = {}
+        for q in m.qualities:
+            bar.set_postfix_str("%s: rawdiff %s q%d" % (name[:40], m.label, q))
+            t0 = time.perf_counter()
+            payload = codec.compress(frame, quality=q)
+            t1 = time.perf_counter()
+            rgb = codec.decompress(payload, mode="fast")
+            t2 = time.perf_counter()
+            metrics = self._add(m.fast, q, len(payload), rgb, t1 - t0, t2 - t1, model=m.label, quality=q)
+            self.colour.append(dict({"frame": fi, "model": m.label, "quality": q},
+                                    **colour_and_raw(codec, frame, payload, rgb, ref)))
+            payloads[q] = payload
+            if q in keep:
+                kept[q] = (len(payload), rgb, metrics)
+            bar.update(1)
+            for s in m.steps:
+                bar.set_postfix_str("%s: diffusion %d steps q%d" % (name[:40], s, q))
+                t0 = time.perf_counter()
+                img = codec.decompress(payload, mode="diffusion", steps=s, seed=self.seed)
+                metrics = self._add(m.diffusion[s], q, len(payload), img, None, time.perf_counter() - t0,
+                                    model=m.label, quality=q)
+                if keep and q == max(keep) and s == m.steps[-1]:
+                    kept["diffusion"] = (s, q, img, metrics)
+                bar.update(1)
+        top = payloads[m.qualities[-1]]
+        m.stats.add_stream(top, frame.width * frame.height)
+        m.stats.check_truncation(top, payloads, fi)
+        return kept
+
+    def frame(self, path: str, max_pixels: Optional[int], bar, figure_path: Optional[str],
+              figure_qualities: Sequence[int]) -> Optional[Dict]:
         """Measure every codec on one frame; with ``figure_path``, draw its side-by-side
-        picture there and return its caption."""
+        picture there and return what it shows."""
         from rawdiff.metrics import ToolError, ToolMissing
 
-        name = os.path.basename(os.path.dirname(path)) if os.path.basename(path) == "frame.npy" else \
-            os.path.basename(path)
+        name = report.frame_name(path)
         bar.set_postfix_str("%s: reading" % name[:40])
         try:
             frame, ref, info = load_frame(path, max_pixels)
@@ -290,43 +328,12 @@ class _Evaluation:
             self.notes.append("frame skipped: %s" % (exc,))
             bar.update(self.tasks_per_frame)
             return None
-        raw_pixels = frame.width * frame.height
         self.frames.append(dict({"path": path, "width": frame.width, "height": frame.height}, **info))
         self.meter.set_reference(ref)
-        panels: List[Tuple[str, np.ndarray]] = [("reference ISP\n%dx%d" % (frame.width, frame.height), ref)]
-
-        fig_bytes = None
-        for mi, (label, codec, usable) in enumerate(self.models):
-            bar.set_postfix_str("%s: rawdiff %s" % (name[:40], label))
-            if len(self.frames) == 1:  # warm-up: first calls pay for lazy initialisation
-                codec.decompress(codec.compress(frame), mode="fast")
-            t0 = time.perf_counter()
-            payload = codec.compress(frame)
-            t1 = time.perf_counter()
-            rgb = codec.decompress(payload, mode="fast")
-            t2 = time.perf_counter()
-            m = self._add("rawdiff-fast", label, len(payload), rgb, t1 - t0, t2 - t1)
-            self.colour.append(dict({"frame": len(self.frames) - 1, "model": label},
-                                    **colour_and_raw(codec, frame, payload, rgb, ref)))
-            _, grid = codec.parse(payload)
-            _, entropy_payload = bitstream.unpack(payload)
-            for lst, v in zip(self.stats[label], (grid, len(entropy_payload), len(payload) - len(entropy_payload))):
-                lst.append(v)
-            bar.update(1)
-            if mi == 0:
-                fig_bytes = len(payload)
-                panels.append(("rawdiff fast (%s)\n%d B, %.3f bpp, %.1f dB"
-                               % (label, len(payload), 8.0 * len(payload) / raw_pixels, m["psnr"]), rgb))
-            for s in usable:
-                bar.set_postfix_str("%s: diffusion %d steps" % (name[:40], s))
-                t0 = time.perf_counter()
-                img = codec.decompress(payload, mode="diffusion", steps=s, seed=self.seed)
-                m = self._add("rawdiff-diffusion-%d" % s, label, len(payload), img, None, time.perf_counter() - t0)
-                bar.update(1)
-                if mi == 0 and s == usable[-1]:
-                    panels.append(("rawdiff diffusion, %d steps\n%.1f dB" % (s, m["psnr"]), img))
-
-        best = None  # (rank, label, image): the best standard codec at rawdiff's size
+        kept: Dict[Any, Any] = {}
+        for mi, m in enumerate(self.models):
+            got = self._model(m, frame, ref, name, bar, figure_qualities if figure_path and mi == 0 else ())
+            kept = kept or got
         for b in self.baselines:
             bar.set_postfix_str("%s: %s" % (name[:40], b.name))
             try:
@@ -335,51 +342,75 @@ class _Evaluation:
                 self.notes.append("%s failed on %s: %s" % (b.name, path, exc))
                 encoded = []
             for e in encoded:
-                m = self._add(b.name, e.setting, e.nbytes, e.decoded, e.encode_s, e.decode_s)
-                if figure_path is None or fig_bytes is None:
-                    continue
-                # among files no larger than rawdiff's payload the highest MS-SSIM, else the smallest file
-                rank = (1, m["ms_ssim"]) if e.nbytes <= fig_bytes else (0, -e.nbytes)
-                if best is None or rank > best[0]:
-                    text = "%s %s %s%s\n%d B, %.3f bpp, %.1f dB" % (
-                        b.label.split(" (")[0], b.setting_name, report.format_setting(float(e.setting)),
-                        "" if rank[0] else " (smallest)", e.nbytes, 8.0 * e.nbytes / raw_pixels, m["psnr"])
-                    best = (rank, text, e.decoded)
+                self._add(b.name, e.setting, e.nbytes, e.decoded, e.encode_s, e.decode_s)
             bar.update(1)
-
-        if figure_path is None or fig_bytes is None:
+        if not figure_path or not kept:
             return None
-        if best is not None:
-            panels.append(best[1:])
-        report.side_by_side(panels, figure_path)
-        return {"path": figure_path, "frame": path, "caption": (
-            "Frame %s: %s. Below: 1:1 centre crops. The standard codec is the best (highest MS-SSIM) setting of "
-            "any codec whose file is no larger than rawdiff's payload." % (
-                name, "; ".join(p[0].replace("\n", ", ") for p in panels)))}
+        return self._figure(frame, ref, name, path, kept, figure_path)
 
-    def model_rows(self) -> List[Dict[str, Any]]:
-        rows = []
-        for label, codec, _ in self.models:
-            grids, payload_bytes, header_bytes = self.stats[label]
-            rows.append({"label": label, "dir": codec.model_dir, "model_id": codec.model_id, "factor": codec.factor,
-                         "codebook_size": codec.codebook_size, "prior_kind": codec.prior.kind,
-                         "codebook": _codebook(codec, grids, payload_bytes, header_bytes) if grids else None})
-        return rows
+    def _figure(self, frame, ref: np.ndarray, name: str, path: str, kept: Dict[Any, Any],
+                figure_path: str) -> Dict[str, Any]:
+        """The reference, rawdiff at the picture's qualities and, next to each, the standard
+        codec (WebP, else the first baseline) at the largest file no larger than rawdiff's."""
+        from rawdiff.metrics import ToolError, ToolMissing
+
+        pixels = frame.width * frame.height
+        base = next((b for b in self.baselines if b.name == FIGURE_CODEC), self.baselines[0] if self.baselines
+                    else None)
+        panels: List[Tuple[str, np.ndarray]] = [("reference ISP\n%dx%d" % (frame.width, frame.height), ref)]
+        shown: List[Dict[str, Any]] = [{"image": "reference ISP"}]
+
+        def panel(title: str, nbytes: int, img: np.ndarray, metrics: Dict[str, Optional[float]], **what) -> None:
+            panels.append(("%s\n%d B, %.3f bpp, %.1f dB, MS-SSIM %.3f" % (
+                title, nbytes, 8.0 * nbytes / pixels, metrics["psnr"], metrics["ms_ssim"]), img))
+            shown.append(dict(what, image=title, bytes=nbytes, bpp=8.0 * nbytes / pixels, **metrics))
+
+        for q in sorted(k for k in kept if isinstance(k, int)):
+            nbytes, rgb, metrics = kept[q]
+            panel("rawdiff q%d" % q, nbytes, rgb, metrics, codec="rawdiff-fast", quality=q)
+            if base is None:
+                continue
+            try:
+                e, reached = at_bytes(base, ref, nbytes)
+            except (ToolError, ToolMissing) as exc:
+                self.notes.append("%s at rawdiff's bytes failed on %s: %s" % (base.name, path, exc))
+                continue
+            panel("%s %s %.3g%s" % (base.label.split(" (")[0], base.setting_name, e.setting,
+                                  "" if reached else " (its smallest)"),
+                  e.nbytes, e.decoded, self.meter(e.decoded), codec=base.name, setting=e.setting, matches_q=q,
+                  reached=reached)
+        if "diffusion" in kept:
+            s, q, img, metrics = kept["diffusion"]
+            nbytes = kept[q][0]
+            panel("rawdiff q%d, diffusion %d steps" % (q, s), nbytes, img, metrics, codec="rawdiff-diffusion",
+                  quality=q, steps=s)
+        report.side_by_side(panels, figure_path, panel_width=360 if len(panels) > 3 else 480, crop=256)
+        return {"path": figure_path, "frame": path, "panels": shown, "caption": (
+            "Frame %s: %s. Below each: a 1:1 centre crop. Beside each rawdiff quality, %s at the largest file "
+            "no larger than rawdiff's (its setting found by bisection)." % (
+                name, "; ".join(p[0].replace("\n", ", ") for p in panels), base.label if base else "no codec"))}
 
 
-def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, steps: Sequence[int] = DEFAULT_STEPS,
-             codecs: Sequence[str] = CODECS, butteraugli: bool = True, butteraugli_max_pixels: Optional[int] = 1000000,
-             max_frames: Optional[int] = None, max_pixels: Optional[int] = None, seed: int = 0, device: str = "auto",
-             figure_frame: int = 0, progress: bool = True) -> Dict[str, Any]:
-    """Evaluate and return the results (:mod:`rawdiff.eval.rd` and :mod:`rawdiff.eval.report`
-    use them); writes ``side_by_side.png`` into ``out_dir``."""
+def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, qualities: Optional[Sequence[int]] = None,
+             steps: Sequence[int] = DEFAULT_STEPS, codecs: Sequence[str] = CODECS, butteraugli: bool = True,
+             butteraugli_max_pixels: Optional[int] = 1000000, max_frames: Optional[int] = None,
+             max_pixels: Optional[int] = None, seed: int = 0, device: str = "auto", figure_frame: int = 0,
+             figure_qualities: Optional[Sequence[int]] = None, progress: bool = True) -> Dict[str, Any]:
+    """Evaluate every model at ``qualities`` (default: all of each model's) and return the
+    results (:mod:`rawdiff.eval.rd` and :mod:`rawdiff.eval.report` use them); writes
+    ``side_by_side.png`` into ``out_dir`` (the first model at ``figure_qualities``, default
+    its lowest and highest quality evaluated)."""
     from tqdm import tqdm
 
     paths = find_frames(data)
     paths = paths[:max_frames] if max_frames else paths
     notes: List[str] = []
     meter = _Meter(butteraugli, butteraugli_max_pixels, notes)
-    ev = _Evaluation(models, steps, codecs, meter, seed, device, notes)
+    ev = _Evaluation(models, qualities, steps, codecs, meter, seed, device, notes)
+    first = ev.models[0].qualities
+    shown = sorted(set(figure_qualities)) if figure_qualities else sorted({first[0], first[-1]})
+    if any(q not in first for q in shown):
+        raise ValueError("figure qualities %s are not among the qualities evaluated %s" % (shown, first))
     os.makedirs(out_dir, exist_ok=True)
     figure = None
     start = time.perf_counter()
@@ -387,17 +418,24 @@ def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, steps: Se
               dynamic_ncols=True) as bar:
         for fi, path in enumerate(paths):
             fig = ev.frame(path, max_pixels, bar, os.path.join(out_dir, "side_by_side.png")
-                           if fi == figure_frame else None)
+                           if fi == figure_frame else None, shown)
             figure = fig or figure
     if not ev.frames:
         raise ValueError("no frame could be evaluated (%s)" % "; ".join(n for n in notes if n.startswith("frame")))
+    for m in ev.models:
+        t = m.stats.truncation
+        if t["differing"]:
+            notes.append("model %s: %d of %d streams cut to a lower quality differ from encoding at it "
+                         "(frame, quality): %s" % (m.label, len(t["differing"]), t["checked"], t["differing"][:10]))
     return _clean({
         "format_version": FORMAT_VERSION,
-        "settings": {"data": list(data), "max_frames": max_frames, "max_pixels": max_pixels, "steps": list(steps),
-                     "seed": seed, "codecs": [b.name for b in ev.baselines], "butteraugli": meter.butteraugli,
-                     "butteraugli_max_pixels": butteraugli_max_pixels, "figure_frame": figure_frame},
-        "environment": _environment(str(ev.models[0][1].device)),
-        "models": ev.model_rows(), "codecs": ev.codecs, "frames": ev.frames, "points": ev.points,
+        "settings": {"data": list(data), "max_frames": max_frames, "max_pixels": max_pixels,
+                     "qualities": list(qualities) if qualities else None, "steps": list(steps), "seed": seed,
+                     "codecs": [b.name for b in ev.baselines], "butteraugli": meter.butteraugli,
+                     "butteraugli_max_pixels": butteraugli_max_pixels, "figure_frame": figure_frame,
+                     "figure_qualities": shown},
+        "environment": _environment(str(ev.models[0].codec.device)),
+        "models": [m.row() for m in ev.models], "codecs": ev.codecs, "frames": ev.frames, "points": ev.points,
         "colour": ev.colour,
         "figure": figure, "notes": list(dict.fromkeys(notes)), "wall_s": time.perf_counter() - start,
     })

@@ -3,8 +3,12 @@
     results["points"] --curves()--> per codec, per setting: mean bpp and metrics over the frames
         --pareto()--> the points that beat every cheaper point
         --quality_at_rate() / rate_at_quality()--> matched rates (one curve at one point)
-        --bd_rate()--> Bjontegaard delta rate (one curve against another)
-    results["colour"] --colour_means()--> per model, the colour / RAW-output figures
+        --bd_rate(), bd_range()--> Bjontegaard delta rate (one curve against another) and
+                                   the quality range it integrates over
+        --operating_points()--> per quality of a model: mean bpp, PSNR, MS-SSIM (model.json)
+    results["points"] --target_check()--> per rawdiff point up to 0.15 bpp: WebP at the same
+                                          bytes (per frame), pass/fail on MS-SSIM, butteraugli, PSNR
+    results["colour"] --colour_means()--> per model and quality, the colour / RAW-output figures
 
 Curves are interpolated piecewise-cubically (monotone PCHIP, Fritsch & Carlson 1980) in
 log rate. BD-rate follows Bjontegaard (VCEG-M33, 2001) with the piecewise cubic
@@ -12,6 +16,12 @@ interpolation of VCEG-AL22 / JCTVC-C108 instead of one cubic polynomial: the mea
 difference of log rate over the quality range where both curves exist, as a percentage
 (``+100`` means twice the bits for the same quality). Rate at a quality uses each curve's
 Pareto front (points that improve on every cheaper point), so the curve is monotone.
+
+The target check compares at the same bytes frame by frame: on each frame, the anchor's
+(WebP's) sweep of that frame is interpolated (PCHIP in log rate, as above) at the rate of
+rawdiff's stream of that frame; the means over the frames where the anchor's sweep reaches
+that rate are compared. The same comparison on the mean curves (the anchor's curve of
+means at rawdiff's mean rate) is given beside it.
 """
 
 from __future__ import annotations
@@ -142,17 +152,91 @@ def bd_rate(anchor: Curve, test: Curve, key: str = "psnr",
     return float((math.exp((it - ia) / (hi - lo)) - 1.0) * 100.0)
 
 
-def colour_means(results: Dict[str, Any]) -> Dict[str, Dict[str, Optional[float]]]:
-    """Per model: the mean of each colour / RAW-output figure over the frames, and the
-    largest colour-fit gain (``colour_fit_gain_db_max``)."""
-    out: Dict[str, Dict[str, Optional[float]]] = {}
+def bd_range(anchor: Curve, test: Curve, key: str = "psnr",
+             higher_is_better: Optional[bool] = None) -> Optional[Tuple[float, float]]:
+    """The range of ``key`` (low, high) that :func:`bd_rate` integrates over: where both
+    curves' Pareto fronts exist; None where it gives no BD-rate."""
+    hib = HIGHER_IS_BETTER.get(key, True) if higher_is_better is None else higher_is_better
+    fa, ft = pareto(anchor, key, hib), pareto(test, key, hib)
+    if len(fa) < 2 or len(ft) < 2:
+        return None
+    lo = max(min(p[key] for p in fa), min(p[key] for p in ft))
+    hi = min(max(p[key] for p in fa), max(p[key] for p in ft))
+    return (float(lo), float(hi)) if hi > lo else None
+
+
+def operating_points(results: Dict[str, Any], name: str) -> List[Dict[str, Any]]:
+    """Per quality of rawdiff's curve ``name``: the means over the frames of its rate, PSNR
+    and MS-SSIM, and the number of frames."""
+    return [{"quality": int(p["setting"]), "bpp": p["bpp"], "psnr": p["psnr"], "ms_ssim": p["ms_ssim"],
+             "frames": p["frames"]} for p in curves(results).get(name, [])]
+
+
+#: the targets of the scalable-rate work: up to MAX_BPP, rawdiff's MS-SSIM above WebP's and its
+#: butteraugli below WebP's at the same bytes, its PSNR at most PSNR_MARGIN_DB below WebP's
+TARGET_ANCHOR, TARGET_MAX_BPP, TARGET_PSNR_MARGIN_DB = "webp", 0.15, 1.0
+TARGET_KEYS = ("ms_ssim", "butteraugli", "psnr")
+
+
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
+
+
+def target_check(results: Dict[str, Any], name: str, anchor: str = TARGET_ANCHOR, max_bpp: float = TARGET_MAX_BPP,
+                 psnr_margin: float = TARGET_PSNR_MARGIN_DB) -> List[Dict[str, Any]]:
+    """At each point of rawdiff's curve ``name`` whose mean rate is at most ``max_bpp``: the
+    anchor's MS-SSIM, butteraugli and PSNR at the same bytes, interpolated per frame on the
+    anchor's sweep of that frame, against rawdiff's, both averaged over the frames where the
+    sweep reaches rawdiff's rate; pass/fail of each target (None: not measured) and of all
+    (``pass``). ``status``: ``all`` (every frame reached), ``partial`` or ``not reached``.
+    ``curve_*``: the anchor's mean curve at rawdiff's mean rate, for comparison."""
+    sweeps: Dict[int, Curve] = {}
+    for p in results["points"]:
+        if p["codec"] == anchor:
+            sweeps.setdefault(p["frame"], []).append(p)
+    for f in sweeps:
+        sweeps[f].sort(key=lambda p: p["bpp"])
+    cv = curves(results)
+    rows = []
+    for mean_point in cv.get(name, []):
+        if mean_point["bpp"] > max_bpp * (1 + 1e-9):
+            continue
+        mine = [p for p in results["points"] if p["codec"] == name and p["setting"] == mean_point["setting"]]
+        pairs = []
+        for p in mine:
+            at = {k: quality_at_rate(sweeps.get(p["frame"], []), p["bpp"], k) for k in TARGET_KEYS}
+            if at["ms_ssim"][1] == "ok":
+                pairs.append((p, {k: v[0] for k, v in at.items()}))
+        row: Dict[str, Any] = {"quality": mean_point["setting"], "bpp": mean_point["bpp"], "frames": len(mine),
+                               "frames_reached": len(pairs), "anchor": anchor,
+                               "status": "all" if pairs and len(pairs) == len(mine) else
+                               "partial" if pairs else "not reached"}
+        for k in TARGET_KEYS:
+            row["rawdiff_" + k] = _mean([p.get(k) for p, _ in pairs])
+            row["anchor_" + k] = _mean([v[k] for _, v in pairs])
+            row["curve_" + k] = quality_at_rate(cv.get(anchor, []), mean_point["bpp"], k)[0]
+        passes = {"ms_ssim": lambda r, a: r > a, "butteraugli": lambda r, a: r < a,
+                  "psnr": lambda r, a: r >= a - psnr_margin}
+        for k, ok in passes.items():
+            r, a = row["rawdiff_" + k], row["anchor_" + k]
+            row["pass_" + k] = None if r is None or a is None else bool(ok(r, a))
+        verdicts = [row["pass_" + k] for k in TARGET_KEYS]
+        row["pass"] = None if any(v is None for v in verdicts) else all(verdicts)
+        rows.append(row)
+    return rows
+
+
+def colour_means(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per model and quality (in the order measured): the mean of each colour / RAW-output
+    figure over the frames, and the largest colour-fit gain (``colour_fit_gain_db_max``)."""
+    out: List[Dict[str, Any]] = []
     rows = results.get("colour") or []
-    for label in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == label]
-        means: Dict[str, Optional[float]] = {}
+    for label, quality in dict.fromkeys((r["model"], r.get("quality")) for r in rows):
+        mine = [r for r in rows if r["model"] == label and r.get("quality") == quality]
+        means: Dict[str, Any] = {"model": label, "quality": quality, "frames": len(mine)}
         for key in ("psnr", "colour_fit_gain_db", "raw_isp_psnr", "raw_isp_gap_db", "raw_psnr"):
             values = [r[key] for r in mine if r.get(key) is not None]
             means[key] = float(np.mean(values)) if values else None
         means["colour_fit_gain_db_max"] = max(r["colour_fit_gain_db"] for r in mine)
-        out[label] = means
+        out.append(means)
     return out

@@ -1,10 +1,13 @@
 """The report of a ``rawdiff eval`` run: markdown, RD plots and the side-by-side picture.
 
     results.json --rd.curves()--> per codec, per setting: means over the frames
-                 --markdown()--> report.md: rawdiff's points, matched rates
-                                 (rd.quality_at_rate / rd.rate_at_quality), BD-rates (rd.bd_rate),
-                                 colour and RAW output, codebook usage, the sweeps
-                 --rd_plots()--> rd_psnr.png, rd_ms_ssim.png, rd_butteraugli.png, rd_spectral.png
+                 --markdown()--> report.md: rawdiff's operating points, the WebP target check
+                                 (rd.target_check), BD-rates (rd.bd_rate, rd.bd_range), matched
+                                 rates (rd.quality_at_rate / rd.rate_at_quality), per stage
+                                 coded bits per index against log2 K, the truncation check,
+                                 colour and RAW output per quality, the sweeps
+                 --rd_plots()--> rd.png (PSNR, MS-SSIM, butteraugli side by side), and
+                                 rd_psnr.png, rd_ms_ssim.png, rd_butteraugli.png, rd_spectral.png
     (label, image) panels --side_by_side()--> side_by_side.png
 
 The numbers come from :mod:`rawdiff.eval.rd`; this module only lays them out.
@@ -26,12 +29,17 @@ from rawdiff.eval.rd import (
     HIGHER_IS_BETTER,
     METRIC_LABEL,
     METRICS,
+    TARGET_ANCHOR,
+    TARGET_MAX_BPP,
+    TARGET_PSNR_MARGIN_DB,
     Curve,
+    bd_range,
     bd_rate,
     colour_means,
     curves,
     quality_at_rate,
     rate_at_quality,
+    target_check,
 )
 
 _FORMAT = {"psnr": "%.2f", "ms_ssim": "%.4f", "butteraugli": "%.2f", "spectral": "%.3f"}
@@ -47,6 +55,12 @@ def _metric_keys(cv: Dict[str, Curve]) -> List[str]:
 
 def _num(key: str, v: Optional[float]) -> str:
     return "—" if v is None else (_FORMAT.get(key, "%.4g") % v)
+
+
+def frame_name(path: str) -> str:
+    """A frame's name for tables and pictures: its folder for a prepared ``DIR/frame*.npy``."""
+    base = os.path.basename(path)
+    return os.path.basename(os.path.dirname(path)) if base.startswith("frame.") else base
 
 
 def format_setting(v: Any) -> str:
@@ -98,6 +112,10 @@ def matched_rate_rows(results: Dict[str, Any], cv: Dict[str, Curve], point: Dict
     return rows
 
 
+def _rawdiff_names(results: Dict[str, Any], cv: Dict[str, Curve]) -> List[str]:
+    return [k for k, v in results["codecs"].items() if v["kind"] == "rawdiff" and k in cv]
+
+
 def markdown(results: Dict[str, Any]) -> str:
     cv = curves(results)
     keys = _metric_keys(cv)
@@ -105,8 +123,10 @@ def markdown(results: Dict[str, Any]) -> str:
     s = results["settings"]
     lines = ["# rawdiff rate-distortion evaluation", ""]
     for m in results["models"]:
-        lines.append("- model `%s`: id %s, f%d, K=%d codes, %s prior (%s)"
-                     % (m["label"], m["model_id"], m["factor"], m["codebook_size"], m["prior_kind"], m["dir"]))
+        stages = m.get("stages") or [[1, m["codebook_size"]]]
+        lines.append("- model `%s`: id %s, f%d, %d stage%s (%s), %s prior (%s)" % (
+            m["label"], m["model_id"], m["factor"], len(stages), "" if len(stages) == 1 else "s",
+            ", ".join("f%d K=%d" % (m["factor"] * sc, k) for sc, k in stages), m["prior_kind"], m["dir"]))
     n = len(results["frames"])
     pixels = [f["width"] * f["height"] for f in results["frames"]]
     lines.append("- %d frame%s (%s), %s RAW pixels per frame on average"
@@ -121,22 +141,23 @@ def markdown(results: Dict[str, Any]) -> str:
             if s.get("butteraugli_max_pixels") else "") if s.get("butteraugli") else " (not measured)"),
         ""]
 
-    rawdiff_names = [k for k, v in codecs.items() if v["kind"] == "rawdiff" and k in cv]
-    lines += ["## rawdiff", ""]
+    names = _rawdiff_names(results, cv)
+    lines += ["## rawdiff operating points", "",
+              "Quality q codes the first q stages of the quantizer; each quality is encoded on its own.", ""]
     rows = []
-    for name in rawdiff_names:
+    for name in names:
         for p in cv[name]:
             rows.append([codecs[name]["label"], format_setting(p["setting"]), "%.4f" % p["bpp"], "%.0f" % p["bytes"]]
                         + [_num(k, p.get(k)) for k in keys]
                         + ["%.3f" % p["encode_s"] if p.get("encode_s") is not None else "—",
                            "%.3f" % p["decode_s"] if p.get("decode_s") is not None else "—"])
-    lines += _table(["path", "model", "bpp", "bytes/frame"] + [METRIC_LABEL[k] for k in keys]
+    lines += _table(["path", "quality", "bpp", "bytes/frame"] + [METRIC_LABEL[k] for k in keys]
                     + ["encode s/frame", "decode s/frame"], rows) + [""]
-
-    for name in rawdiff_names:
+    lines += _target_section(results, names) + _bd_section(results, cv, names, keys)
+    for name in names:
         for p in cv[name]:
-            lines += ["## Matched rates: %s (`%s`), %.4f bpp" % (codecs[name]["label"], p["setting"], p["bpp"]), "",
-                      "Each codec's setting and quality at rawdiff's rate, and the rate it needs for rawdiff's "
+            lines += ["## Matched rates: %s, quality %s, %.4f bpp" % (codecs[name]["label"], p["setting"], p["bpp"]),
+                      "", "Each codec's setting and quality at rawdiff's rate, and the rate it needs for rawdiff's "
                       "quality (in brackets: more bits than rawdiff, positive = rawdiff is smaller; < and > "
                       "are bounds where the sweep does not reach).", ""]
             header = (["codec", "setting at this rate"] + ["%s" % METRIC_LABEL[k] for k in keys]
@@ -146,33 +167,7 @@ def markdown(results: Dict[str, Any]) -> str:
             first += ["%.3f" % p["bpp"] for k in keys if k != "spectral"]
             lines += _table(header, [first] + matched_rate_rows(results, cv, p, keys)) + [""]
 
-    lines += ["## BD-rate", ""]
-    bd_rows = []
-    for name in rawdiff_names:
-        if len(cv[name]) < 2:
-            continue
-        for base, info in codecs.items():
-            if info["kind"] == "baseline" and base in cv:
-                bd_rows.append(["%s vs %s" % (codecs[name]["label"], info["label"])]
-                               + [_pct(bd_rate(cv[base], cv[name], k)) for k in keys if k != "spectral"])
-    if bd_rows:
-        lines += ["Bjontegaard delta rate of rawdiff against each codec (negative: rawdiff needs fewer bits), "
-                  "over the quality range both curves cover (— where they do not overlap).", ""]
-        lines += _table(["curves"] + ["BD-rate %s" % METRIC_LABEL[k] for k in keys if k != "spectral"], bd_rows)
-    else:
-        lines.append("rawdiff has one operating point per path here, so it has no curve to integrate: BD-rate "
-                     "needs two or more models (`rawdiff eval --model A --model B ...`). The 'bpp for ...' "
-                     "columns above are the one-point equivalent.")
-    if "jpeg" in cv:
-        rows = [[info["label"]] + [_pct(bd_rate(cv["jpeg"], cv[base], k)) for k in keys if k != "spectral"]
-                for base, info in codecs.items() if info["kind"] == "baseline" and base in cv and base != "jpeg"]
-        if rows:
-            lines += ["", "Standard codecs against JPEG (a check of the sweeps):", ""]
-            lines += _table(["codec"] + ["BD-rate %s" % METRIC_LABEL[k] for k in keys if k != "spectral"], rows)
-    lines.append("")
-
-    lines += _colour_section(results)
-    lines += _codebook_section(results) + _sweep_section(results, cv, keys)
+    lines += _stage_section(results) + _colour_section(results) + _sweep_section(results, cv, keys)
     if results.get("figure"):
         lines += ["## Side by side", "", "![side by side](%s)" % os.path.basename(results["figure"]["path"]), "",
                   results["figure"].get("caption", ""), ""]
@@ -184,6 +179,89 @@ def markdown(results: Dict[str, Any]) -> str:
     if env:
         lines += ["## Environment", ""] + ["- %s: %s" % (k, v) for k, v in sorted(env.items())] + [""]
     return "\n".join(lines)
+
+
+def _verdict(v: Optional[bool]) -> str:
+    return "—" if v is None else ("pass" if v else "**fail**")
+
+
+def target_rows(results: Dict[str, Any], name: str) -> List[Dict[str, Any]]:
+    """:func:`rawdiff.eval.rd.target_check` of rawdiff's curve ``name`` against WebP, or []
+    when WebP was not run."""
+    return target_check(results, name) if TARGET_ANCHOR in results["codecs"] else []
+
+
+def _target_section(results: Dict[str, Any], names: Sequence[str]) -> List[str]:
+    fast = [n for n in names if results["codecs"][n].get("path", "fast") == "fast"]
+    lines = ["## Target: WebP at the same bytes, up to %.2f bpp" % TARGET_MAX_BPP, ""]
+    if TARGET_ANCHOR not in results["codecs"]:
+        return lines + ["WebP was not run (`--codecs` without webp, or cwebp missing).", ""]
+    lines += ["At each operating point up to %.2f bpp: rawdiff's MS-SSIM above WebP's, its butteraugli below "
+              "WebP's, its PSNR at most %.0f dB below WebP's, at the same bytes. WebP's figures are interpolated "
+              "per frame on WebP's sweep of that frame at the size of rawdiff's stream of that frame (PCHIP in "
+              "log rate), then both are averaged over the frames where WebP's sweep reaches that size (its "
+              "lowest setting, quality 0, writes more on the others). The last columns: WebP's curve of means "
+              "at rawdiff's mean rate, for comparison." % (TARGET_MAX_BPP, TARGET_PSNR_MARGIN_DB), ""]
+    for name in fast:
+        rows = []
+        for r in target_rows(results, name):
+            def pair(k: str, r: Dict[str, Any] = r) -> str:
+                return "%s / %s" % (_num(k, r["rawdiff_" + k]), _num(k, r["anchor_" + k]))
+
+            rows.append(["%s" % r["quality"], "%.4f" % r["bpp"], "%d / %d" % (r["frames_reached"], r["frames"]),
+                         pair("ms_ssim"), _verdict(r["pass_ms_ssim"]), pair("butteraugli"),
+                         _verdict(r["pass_butteraugli"]), pair("psnr"), _verdict(r["pass_psnr"]),
+                         "**%s**" % ("—" if r["pass"] is None else "PASS" if r["pass"] else "FAIL")
+                         if r["frames_reached"] else "not reached",
+                         " / ".join(_num(k, r["curve_" + k]) for k in ("ms_ssim", "butteraugli", "psnr"))])
+        lines += ["%s:" % results["codecs"][name]["label"], ""]
+        lines += _table(["quality", "bpp", "frames WebP reaches", "MS-SSIM rawdiff / WebP", "higher",
+                         "butteraugli rawdiff / WebP", "lower", "PSNR (dB) rawdiff / WebP",
+                         "within %.0f dB" % TARGET_PSNR_MARGIN_DB, "all targets",
+                         "WebP mean curve: MS-SSIM / butteraugli / PSNR"], rows) if rows else \
+            ["No operating point at or below %.2f bpp." % TARGET_MAX_BPP]
+        lines.append("")
+    return lines
+
+
+def bd_rows(results: Dict[str, Any], cv: Dict[str, Curve], name: str, keys: Sequence[str]) -> List[List[str]]:
+    """One row per baseline: BD-rate of rawdiff's curve ``name`` against it on each of
+    ``keys``, with the range of that metric it integrates over."""
+    rows = []
+    for base, info in results["codecs"].items():
+        if info["kind"] != "baseline" or base not in cv:
+            continue
+        cells = []
+        for k in keys:
+            v, span = bd_rate(cv[base], cv[name], k), bd_range(cv[base], cv[name], k)
+            cells.append(_pct(v) + ("" if span is None else " (%s–%s)" % (_num(k, span[0]), _num(k, span[1]))))
+        rows.append([info["label"]] + cells)
+    return rows
+
+
+def _bd_section(results: Dict[str, Any], cv: Dict[str, Curve], names: Sequence[str], keys: Sequence[str]) -> List[str]:
+    bd_keys = [k for k in keys if k != "spectral"]
+    lines = ["## BD-rate", "",
+             "Bjontegaard delta rate (VCEG-M33) of rawdiff's operating points against each codec: the mean "
+             "difference of log rate over the quality range both curves cover (in brackets), with piecewise "
+             "cubic (PCHIP) interpolation of log rate in quality as in VCEG-AL22 / JCTVC-C108 instead of one "
+             "cubic polynomial; on each curve's Pareto front. Negative: rawdiff needs fewer bits.", ""]
+    curved = [n for n in names if len(cv[n]) >= 2]
+    for name in curved:
+        lines += ["%s:" % results["codecs"][name]["label"], ""]
+        lines += _table(["against"] + ["BD-rate %s" % METRIC_LABEL[k] for k in bd_keys],
+                        bd_rows(results, cv, name, bd_keys)) + [""]
+    if not curved:
+        lines += ["rawdiff has one operating point per path here (one quality), so it has no curve to integrate; "
+                  "the 'bpp for ...' columns of the matched-rate tables are the one-point equivalent.", ""]
+    if "jpeg" in cv:
+        rows = [[info["label"]] + [_pct(bd_rate(cv["jpeg"], cv[base], k)) for k in bd_keys]
+                for base, info in results["codecs"].items()
+                if info["kind"] == "baseline" and base in cv and base != "jpeg"]
+        if rows:
+            lines += ["Standard codecs against JPEG (a check of the sweeps):", ""]
+            lines += _table(["codec"] + ["BD-rate %s" % METRIC_LABEL[k] for k in bd_keys], rows) + [""]
+    return lines
 
 
 def _pct(v: Optional[float]) -> str:
@@ -199,44 +277,55 @@ def _colour_section(results: Dict[str, Any]) -> List[str]:
     def cell(v: Optional[float], fmt: str = "%.2f") -> str:
         return "—" if v is None else fmt % v
 
-    body = []
-    for r in rows:
-        f = frames[r["frame"]]
-        body.append([os.path.basename(os.path.dirname(f["path"])) if os.path.basename(f["path"]) == "frame.npy"
-                     else os.path.basename(f["path"]), r["model"], cell(r["psnr"]), cell(r["colour_fit_gain_db"]),
-                     cell(r["raw_isp_psnr"]), cell(r["raw_isp_gap_db"], "%+.2f"), cell(r["raw_psnr"])])
-    for label, m in colour_means(results).items():
-        body.append(["**mean**", label, cell(m["psnr"]), cell(m["colour_fit_gain_db"]) + " (max %.2f)"
-                     % m["colour_fit_gain_db_max"], cell(m["raw_isp_psnr"]), cell(m["raw_isp_gap_db"], "%+.2f"),
-                     cell(m["raw_psnr"])])
+    means = [[m["model"], "%s" % m["quality"], cell(m["psnr"]),
+              cell(m["colour_fit_gain_db"]) + " (max %.2f)" % m["colour_fit_gain_db_max"], cell(m["raw_isp_psnr"]),
+              cell(m["raw_isp_gap_db"], "%+.2f"), cell(m["raw_psnr"])] for m in colour_means(results)]
+    columns = list(dict.fromkeys((r["model"], r.get("quality")) for r in rows))
+    gain = {(r["frame"], r["model"], r.get("quality")): r["colour_fit_gain_db"] for r in rows}
+    per_frame = [[frame_name(f["path"])] + [cell(gain.get((i, m, q))) for m, q in columns]
+                 for i, f in enumerate(frames)]
+    many = len({m for m, _ in columns}) > 1
     return (["## Colour and RAW output (fast path)", "",
              "Colour-fit gain: the PSNR a 3x3 colour matrix plus offset, fitted from the decoded image to the "
              "reference, would add (what colour errors cost). RAW output: the reference ISP applied to the "
              "reconstructed RAW frame (`rawdiff decompress --output raw`), against the reference, and its "
-             "difference to the fast RGB output; RAW-domain PSNR: the normalised mosaic against the frame's.", ""]
-            + _table(["frame", "model", "PSNR (dB)", "colour-fit gain (dB)", "ISP on RAW output (dB)",
-                      "vs fast RGB (dB)", "RAW-domain PSNR (dB)"], body) + [""])
+             "difference to the fast RGB output; RAW-domain PSNR: the normalised mosaic against the frame's. "
+             "Means over the frames:", ""]
+            + _table(["model", "quality", "PSNR (dB)", "colour-fit gain (dB)", "ISP on RAW output (dB)",
+                      "vs fast RGB (dB)", "RAW-domain PSNR (dB)"], means)
+            + ["", "Colour-fit gain (dB) of each frame:", ""]
+            + _table(["frame"] + [("%s q%s" % (m, q)) if many else "q%s" % q for m, q in columns], per_frame)
+            + [""])
 
 
-def _codebook_section(results: Dict[str, Any]) -> List[str]:
-    rows = []
+def _stage_section(results: Dict[str, Any]) -> List[str]:
+    lines = []
     for m in results["models"]:
-        cb = m.get("codebook")
-        if not cb:
+        stats = m.get("stage_stats") or []
+        if not stats:
             continue
-        rows.append([m["label"], "%d" % cb["indices"], "%d / %d (%.1f %%)" % (cb["codes_used"], m["codebook_size"],
-                                                                             100.0 * cb["usage"]),
-                     "%.3f" % cb["histogram_entropy_bits"], "%.1f" % cb["perplexity"],
-                     "%.3f" % cb["prior_bits_per_index"], "%.3f" % cb["coded_bits_per_index"],
-                     "%.2f" % cb["log2_k"], "%.0f" % cb["header_bytes_per_frame"]])
-    if not rows:
-        return []
-    return (["## Codebook usage on the evaluated frames", "",
-             "Codes used of K, entropy of the index histogram (bits, and its perplexity 2^H), ideal bits per index "
-             "under the model's prior, bits per index actually coded (the range coder's payload), against the "
-             "log2 K bits of a fixed-length code; header: bitstream bytes besides the payload.", ""]
-            + _table(["model", "indices", "codes used", "histogram entropy", "perplexity", "prior bits/index",
-                      "coded bits/index", "log2 K", "header bytes"], rows) + [""])
+        rows = [["%d" % st["stage"], "f%d" % st["grid_factor"], "%d" % st["codebook_size"],
+                 "%.0f" % st["indices_per_frame"], "%d (%.1f %%)" % (st["codes_used"], 100.0 * st["usage"]),
+                 "%.3f" % st["histogram_entropy_bits"], "%.3f" % st["prior_bits_per_index"],
+                 "%.3f" % st["coded_bits_per_index"], "%.2f" % st["log2_k"], "%.0f" % st["bytes_per_frame"],
+                 "%.4f" % st["bpp"]] for st in stats]
+        lines += ["## Stages: %s" % m["label"], "",
+                  "Per quantizer stage, over the evaluated frames (each frame's stream of quality %d): codes used of "
+                  "K, entropy of the index histogram, ideal bits per index under the model's prior, bits per index "
+                  "actually coded (the stage's payload bytes), against the log2 K bits of a fixed-length code; the "
+                  "stage's bytes and bits per RAW pixel. Header: %s bytes a frame besides the payloads."
+                  % (max(m["qualities"]), "%.0f" % m["header_bytes_per_frame"]
+                     if m.get("header_bytes_per_frame") is not None else "—"), ""]
+        lines += _table(["stage", "grid", "K", "indices/frame", "codes used", "histogram entropy",
+                         "prior bits/index", "coded bits/index", "log2 K", "bytes/frame", "bpp"], rows) + [""]
+        t = m.get("truncation") or {}
+        if t.get("checked"):
+            lines += ["Truncation: %d of %d streams of quality %d cut to a lower quality are byte for byte the "
+                      "stream encoded at that quality%s." % (
+                          t["identical"], t["checked"], max(m["qualities"]),
+                          "" if t["identical"] == t["checked"] else "; differing (frame, quality): %s"
+                          % t["differing"][:10]), ""]
+    return lines
 
 
 def _sweep_section(results: Dict[str, Any], cv: Dict[str, Curve], keys: Sequence[str]) -> List[str]:
@@ -256,36 +345,61 @@ def _sweep_section(results: Dict[str, Any], cv: Dict[str, Curve], keys: Sequence
 # --------------------------------------------------------------------------- plots
 
 
+def _plot(ax, results: Dict[str, Any], cv: Dict[str, Curve], key: str) -> None:
+    from matplotlib import ticker
+
+    for name, info in results["codecs"].items():
+        pts = [p for p in cv.get(name, []) if p.get(key) is not None]
+        if not pts:
+            continue
+        x, y = [p["bpp"] for p in pts], [p[key] for p in pts]
+        if info["kind"] == "rawdiff":
+            line, = ax.plot(x, y, marker="*", markersize=11, linestyle="-", label=info["label"], zorder=3)
+            for p in pts:
+                ax.annotate("q%s" % p["setting"], (p["bpp"], p[key]), textcoords="offset points", xytext=(4, -10),
+                            fontsize=7, color=line.get_color())
+        else:
+            ax.plot(x, y, marker="o", markersize=3.5, linewidth=1.0, label=info["label"])
+    ax.axvline(TARGET_MAX_BPP, color="0.6", linestyle=":", linewidth=1.0)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("bits per RAW pixel")
+    ax.set_ylabel(METRIC_LABEL[key] + ("" if HIGHER_IS_BETTER[key] else " (lower is better)"))
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def rd_plots(results: Dict[str, Any], out_dir: str) -> List[str]:
-    """One PNG per metric, quality against bpp (log scale); returns the file names."""
+    """``rd.png``: PSNR, MS-SSIM and butteraugli against bpp (log scale) side by side, every
+    operating point of rawdiff marked with its quality, the baselines' sweeps, and a dotted
+    line at the target range's end (0.15 bpp); and one PNG per metric. Returns the names."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from matplotlib import ticker
 
     cv = curves(results)
+    keys = _metric_keys(cv)
+    n = len(results["frames"])
     written = []
-    for key in _metric_keys(cv):
+    main_keys = [k for k in ("psnr", "ms_ssim", "butteraugli") if k in keys]
+    if main_keys:
+        fig, axes = plt.subplots(1, len(main_keys), figsize=(5.2 * len(main_keys), 4.4), squeeze=False)
+        for ax, key in zip(axes[0], main_keys):
+            _plot(ax, results, cv, key)
+            ax.set_title(METRIC_LABEL[key].split(" (")[0])
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+        fig.suptitle("rawdiff operating points against standard codecs, %d frame%s" % (n, "" if n == 1 else "s"))
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        fig.savefig(os.path.join(out_dir, "rd.png"), dpi=110)
+        plt.close(fig)
+        written.append("rd.png")
+    for key in keys:
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        for name, info in results["codecs"].items():
-            pts = [p for p in cv.get(name, []) if p.get(key) is not None]
-            if not pts:
-                continue
-            x, y = [p["bpp"] for p in pts], [p[key] for p in pts]
-            if info["kind"] == "rawdiff":
-                ax.plot(x, y, marker="*", markersize=13, linestyle="-" if len(pts) > 1 else "none",
-                        label=info["label"], zorder=3)
-            else:
-                ax.plot(x, y, marker="o", markersize=4, label=info["label"])
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_xlabel("bits per RAW pixel")
-        ax.set_ylabel(METRIC_LABEL[key] + ("" if HIGHER_IS_BETTER[key] else " (lower is better)"))
-        ax.set_title("%s vs rate, %d frames" % (METRIC_LABEL[key], len(results["frames"])))
-        ax.grid(True, which="both", alpha=0.3)
+        _plot(ax, results, cv, key)
+        ax.set_title("%s vs rate, %d frames" % (METRIC_LABEL[key], n))
         ax.legend(fontsize=8)
         fig.tight_layout()
         fname = "rd_%s.png" % key

@@ -18,15 +18,16 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 import torch
 
+from rawdiff.codec.entropy import StagedPrior
 from rawdiff.codec.modeldir import compute_model_id, read_model_dir
 from rawdiff.codec.prior_fit import fit_prior as fit_index_prior
 from rawdiff.config import save_config
-from rawdiff.models.embedder import TRAINING_ONLY_KEYS
+from rawdiff.models.embedder import training_only
 
 
 @contextlib.contextmanager
@@ -55,7 +56,7 @@ def staged_directory(out: str) -> Iterator[str]:
 
 def embedder_state(embedder: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in embedder.state_dict().items()
-            if k not in TRAINING_ONLY_KEYS}
+            if not training_only(k)}
 
 
 def iter_index_frames(index_file: str, limit: Optional[int] = None) -> Iterable:
@@ -68,7 +69,8 @@ def iter_index_frames(index_file: str, limit: Optional[int] = None) -> Iterable:
 
 
 @torch.inference_mode()
-def frame_indices(embedder, frame, device: Optional[torch.device] = None) -> np.ndarray:
+def frame_codes(embedder, frame, device: Optional[torch.device] = None) -> List[np.ndarray]:
+    """The code grids of every stage of ``frame`` (one grid for a plain codebook)."""
     from rawdiff.models.embedder import pad_planes
     from rawdiff.raw.isp import model_planes, render_parameters
 
@@ -76,19 +78,56 @@ def frame_indices(embedder, frame, device: Optional[torch.device] = None) -> np.
     planes = torch.from_numpy(model_planes(frame, None if gains is None else np.float32(gains)))
     planes = planes[None].to(device or "cpu")
     planes, _ = pad_planes(planes, embedder.plane_multiple)
-    return embedder.encode_indices(planes)[0].cpu().numpy()
+    return [g[0].cpu().numpy() for g in embedder.encode_codes(planes)]
 
 
-def fit_prior(embedder, frames: Iterable, codebook_size: int, kind: str = "context"):
-    """The index prior of ``embedder``'s codes of ``frames``, and those code grids."""
+#: clusters of the neighbours' codes in the contexts of the first stage, and of the later
+#: stages (whose contexts also hold the previous stage's code: fewer, so the tables stay small)
+FIRST_STAGE_CLUSTERS = 16
+LATER_STAGE_CLUSTERS = 8
+PARENT_CLUSTERS = 8
+
+
+def fit_prior(embedder, frames: Iterable, kind: str = "context"):
+    """The index prior of ``embedder``'s codes of ``frames`` (a :class:`StagedPrior`, one
+    stage per quantizer stage), and those codes (per frame, a grid per stage)."""
     device = next(embedder.parameters()).device
     was_training = embedder.training
     embedder.eval()
-    grids = [frame_indices(embedder, f, device) for f in frames]
+    codes = [frame_codes(embedder, f, device) for f in frames]
     embedder.train(was_training)
-    if not grids:
+    if not codes:
         raise ValueError("no training frames to fit the index prior on")
-    return fit_index_prior(grids, codebook_size, kind=kind), grids
+    stages = []
+    for k, (scale, size) in enumerate(embedder.stages):
+        grids = [c[k] for c in codes]
+        if k == 0 or kind != "context":
+            stages.append(fit_index_prior(grids, size, kind=kind, num_clusters=FIRST_STAGE_CLUSTERS))
+            continue
+        stages.append(fit_index_prior(grids, size, kind=kind, num_clusters=LATER_STAGE_CLUSTERS,
+                                      parents=[c[k - 1] for c in codes], parent_size=embedder.stages[k - 1][1],
+                                      parent_ratio=embedder.stages[k - 1][0] // scale,
+                                      parent_clusters=PARENT_CLUSTERS))
+    return StagedPrior(stages), codes
+
+
+def prior_summary(prior: StagedPrior, codes: List[List[np.ndarray]]) -> Dict[str, Any]:
+    """What model.json says of the prior: bits per index on the fitting frames, per stage
+    next to log2 K, and the codes in use."""
+    per_stage = []
+    for k, stage in enumerate(prior.stages):
+        grids = [c[k] for c in codes]
+        bits = sum(stage.bits(g, c[k - 1] if stage.parent_cluster is not None else None)
+                   for g, c in zip(grids, codes))
+        used = np.unique(np.concatenate([g.ravel() for g in grids])).size
+        per_stage.append({"bits_per_index": float(bits / sum(g.size for g in grids)),
+                          "log2_codebook_size": float(np.log2(stage.codebook_size)), "codes_used": int(used),
+                          "codebook_size": stage.codebook_size})
+    out = {"frames": len(codes), "bits_per_index": per_stage[0]["bits_per_index"],
+           "codes_used": per_stage[0]["codes_used"]}
+    if len(per_stage) > 1:
+        out["stages"] = per_stage
+    return out
 
 
 def write_model_card(out: str, meta: Dict[str, Any]) -> None:
@@ -110,10 +149,18 @@ def write_model_card(out: str, meta: Dict[str, Any]) -> None:
                                                                  else "")]
     if "prior" in meta:
         p = meta["prior"]
-        lines += ["", "## Index prior (training split)", "",
-                  "%d frames, %.3f bits per index (log2 K = %.2f), %d of %d codes used (%.1f %%)."
-                  % (p["frames"], p["bits_per_index"], np.log2(meta["codebook_size"]), p["codes_used"],
-                     meta["codebook_size"], 100.0 * p["codes_used"] / meta["codebook_size"])]
+        lines += ["", "## Index prior (training split)", ""]
+        if "stages" in p:
+            lines += ["%d frames; coded bits per index of each stage against log2 K:" % p["frames"], "",
+                      "| stage | grid | K | bits per index | log2 K | codes used |", "|---|---|---|---|---|---|"]
+            for k, (st, (scale, _)) in enumerate(zip(p["stages"], meta.get("stages") or [])):
+                lines.append("| %d | f%d | %d | %.3f | %.2f | %d |" % (
+                    k + 1, meta["factor"] * scale, st["codebook_size"], st["bits_per_index"],
+                    st["log2_codebook_size"], st["codes_used"]))
+        else:
+            lines.append("%d frames, %.3f bits per index (log2 K = %.2f), %d of %d codes used (%.1f %%)."
+                         % (p["frames"], p["bits_per_index"], np.log2(meta["codebook_size"]), p["codes_used"],
+                            meta["codebook_size"], 100.0 * p["codes_used"] / meta["codebook_size"]))
     with open(os.path.join(out, "MODEL_CARD.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -141,12 +188,15 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
         meta: Dict[str, Any] = {"factor": embedder.factor, "codebook_size": embedder.codebook_size, "out": embedder.out,
                                 "prior_kind": prior_kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                 "training": training or {}}
+        if embedder.staged:
+            meta["stages"] = [list(st) for st in embedder.stages]
         frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
-        prior, grids = fit_prior(embedder, frames, embedder.codebook_size, prior_kind)
-        prior.save(os.path.join(tmp, "prior.safetensors"))
-        used = np.unique(np.concatenate([g.ravel() for g in grids])).size
-        meta["prior"] = {"frames": len(grids), "bits_per_index": float(prior.bits_per_index(grids)),
-                         "codes_used": int(used)}
+        prior, codes = fit_prior(embedder, frames, prior_kind)
+        if len(prior) == 1:
+            prior.stages[0].save(os.path.join(tmp, "prior.safetensors"))
+        else:
+            prior.save(os.path.join(tmp, "prior.safetensors"))
+        meta["prior"] = prior_summary(prior, codes)
         if hasattr(model, "export_extras"):
             meta.update(model.export_extras(tmp))  # files carried over from another model directory
         save_config(cfg, os.path.join(tmp, "config.yaml"))

@@ -31,11 +31,11 @@ from rawdiff.codec.modeldir import read_model_dir
 from rawdiff.codec.onnx_runtime import (
     INPUT_NAME,
     ONNX_FILE,
-    OUTPUT_NAME,
     _sha256,
     create_session,
     embedder_id,
     run_encoder,
+    stage_output_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def check_opset(opset: int) -> int:
 
 def export_embedder(embedder, path: str, opset: int = DEFAULT_OPSET,
                     metadata: Optional[Dict[str, Any]] = None) -> str:
-    """Trace ``embedder.encode_indices`` (planes -> int64 index grid) into ``path``.
+    """Trace ``embedder.encode_codes`` (planes -> an int64 index grid per quantizer stage,
+    outputs ``indices``, ``indices_2``, ...) into ``path``.
 
     Uses the classic TorchScript exporter (``dynamo=False``): it needs no ``onnxscript``
     and writes any opset from 13 on. ``metadata`` goes into the graph's metadata_props.
@@ -76,13 +77,14 @@ def export_embedder(embedder, path: str, opset: int = DEFAULT_OPSET,
             self.net = net
 
         def forward(self, planes):
-            return self.net.encode_indices(planes)
+            return tuple(self.net.encode_codes(planes))
 
     was_training = embedder.training
     embedder.eval()
     device = next(embedder.parameters()).device
     m = embedder.plane_multiple
-    example = torch.rand(1, 4, 2 * m, 3 * m, device=device)
+    example = torch.rand(1, 4, 4 * m, 6 * m, device=device)
+    outputs = [stage_output_name(k) for k in range(len(embedder.stages))]
     tmp = path + ".tmp"
     try:
         with warnings.catch_warnings():
@@ -90,13 +92,14 @@ def export_embedder(embedder, path: str, opset: int = DEFAULT_OPSET,
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 EncodeIndices(embedder), (example,), tmp, dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                              OUTPUT_NAME: {0: "batch", 1: "code_height", 2: "code_width"}})
+                input_names=[INPUT_NAME], output_names=outputs, do_constant_folding=True,
+                dynamic_axes=dict({INPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
+                                  **{name: {0: "batch", 1: "code_height_%d" % (k + 1), 2: "code_width_%d" % (k + 1)}
+                                     for k, name in enumerate(outputs)}))
         model = onnx.load(tmp)
         onnx.checker.check_model(model)
         meta = {"producer": "rawdiff", "plane_multiple": m, "factor": embedder.factor,
-                "codebook_size": embedder.codebook_size, "opset": opset}
+                "codebook_size": embedder.codebook_size, "stages": len(embedder.stages), "opset": opset}
         meta.update(metadata or {})
         onnx.helper.set_model_props(model, {k: str(v) for k, v in meta.items()})
         model.doc_string = "rawdiff encoder: RAW planes (R, G1, G2, B) in [0, 1] -> codebook indices"
@@ -110,7 +113,8 @@ def export_embedder(embedder, path: str, opset: int = DEFAULT_OPSET,
 
 
 def agreement(session, embedder, planes: np.ndarray) -> float:
-    """Fraction of grid positions where onnxruntime and torch pick the same code."""
+    """Fraction of grid positions where onnxruntime and torch pick the same code, over the
+    grids of every stage."""
     import torch
 
     from rawdiff.models.embedder import pad_planes
@@ -120,8 +124,9 @@ def agreement(session, embedder, planes: np.ndarray) -> float:
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
         x, _ = pad_planes(x.to(next(embedder.parameters()).device), m)
-        ref = embedder.encode_indices(x)[0].cpu().numpy()
-    return float(np.mean(ours == ref))
+        ref = [g[0].cpu().numpy() for g in embedder.encode_codes(x)]
+    same = sum(int(np.sum(a == b)) for a, b in zip(ours, ref))
+    return float(same / sum(g.size for g in ref))
 
 
 def _check_planes(embedder, seed: int = 0) -> np.ndarray:

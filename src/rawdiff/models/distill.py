@@ -37,12 +37,20 @@ from torch.nn import functional as F
 
 from rawdiff.config import register
 from rawdiff.metrics import psnr
-from rawdiff.models.embedder import Embedder, model_input, rendered, target_of
+from rawdiff.models.embedder import Embedder, model_input, rendered, target_of, training_only
 from rawdiff.models.losses import reconstruction_loss
 
 
 def _normalized(z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z, dim=1)
+
+
+def _agreement(codes, reference) -> torch.Tensor:
+    """Fraction of code positions equal in both: one grid each, or one per quantizer stage."""
+    if isinstance(codes, torch.Tensor):
+        codes, reference = [codes], [reference]
+    same = sum((a == b).sum() for a, b in zip(codes, reference))
+    return same.float() / sum(a.numel() for a in codes)
 
 
 @register("encoder_distill")
@@ -73,7 +81,7 @@ class EncoderDistill(L.LightningModule):
         state = load_file(os.path.join(self.teacher_dir, "embedder.safetensors"))
         kept = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         missing, unexpected = self.embedder.load_state_dict(kept, strict=False)
-        missing = [k for k in missing if not k.startswith("encoder.") and k != "quantize.idle_steps"]
+        missing = [k for k in missing if not k.startswith("encoder.") and not training_only(k)]
         if missing or unexpected:
             raise ValueError("teacher %s does not match its config: missing %s, unexpected %s"
                              % (teacher, missing[:5], unexpected[:5]))
@@ -157,7 +165,7 @@ class EncoderDistill(L.LightningModule):
                 out["ms_ssim"] = rec["ms_ssim"]
         else:
             idx = q.encode_indices(z_s)
-        out["agreement"] = (idx == idx_t).float().mean()
+        out["agreement"] = _agreement(idx, idx_t)
         out["teacher_indices"] = idx_t
         return out
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rawdiff.models.quantize import VectorQuantizer
+from rawdiff.models.quantize import ResidualQuantizer, VectorQuantizer
 from rawdiff.nn.attention import SelfAttention2d
 from rawdiff.nn.blocks import Downsample, PlainResBlock, ResBlock, Upsample, activation, normalize
 from rawdiff.nn.colour import render_camera_rgb, white_balance_planes
@@ -136,6 +136,24 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(self.blocks(self.conv_in(z)))))
 
 
+class Refine(nn.Module):
+    """A residual head at full resolution after the depth-to-space: two 3x3 convs over the
+    output pixels. Depth-to-space gives the ``(2 stem)^2`` pixels of each cell from separate
+    channels, which shows as a fixed pattern of that period where they disagree; this head
+    sees neighbouring pixels across cells and smooths it out. Its last conv starts at zero,
+    so a decoder trained without it starts unchanged."""
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(x)))
+
+
 ENCODER_KEYS = ("ch", "ch_mult", "num_res_blocks", "stem", "attention", "norm", "act", "global_context")
 
 
@@ -149,7 +167,8 @@ class Embedder(nn.Module):
     def __init__(self, ch: int = 64, ch_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 1,
                  stem: int = 2, embed_dim: int = 8, codebook_size: int = 1024, out: str = "rgb",
                  attention: bool = False, beta: float = 0.25, restart_after: int = 200,
-                 encoder: Optional[Dict[str, Any]] = None):
+                 encoder: Optional[Dict[str, Any]] = None, stages: Optional[Sequence[Sequence[int]]] = None,
+                 refine: int = 0):
         super().__init__()
         if out not in OUTPUTS:
             raise ValueError("out must be one of %s, got %r" % (", ".join(OUTPUTS), out))
@@ -167,11 +186,22 @@ class Embedder(nn.Module):
         if encoder_factor != self.factor:
             raise ValueError("the encoder downsamples by %d but the decoder upsamples by %d (f = 2 * stem * "
                              "2 ** (len(ch_mult) - 1))" % (encoder_factor, self.factor))
-        self.codebook_size = codebook_size
         out_per_cell = PLANES * self.stem ** 2 if out == "raw" else 3 * (2 * self.stem) ** 2
         self.encoder = Encoder(PLANES * self.encoder_stem ** 2, z_channels=embed_dim, **enc)
-        self.quantize = VectorQuantizer(codebook_size, embed_dim, beta=beta, restart_after=restart_after)
+        if stages:
+            self.quantize = ResidualQuantizer(stages, embed_dim, beta=beta, restart_after=restart_after)
+        else:
+            self.quantize = VectorQuantizer(codebook_size, embed_dim, beta=beta, restart_after=restart_after)
+        #: (scale, codebook size) of each stage; one stage of scale 1 for a plain codebook
+        self.stages: List[Tuple[int, int]] = (list(self.quantize.stages) if stages
+                                              else [(1, int(codebook_size))])
+        self.codebook_size = self.stages[0][1]
         self.decoder = Decoder(out_per_cell, ch, ch_mult, num_res_blocks, embed_dim, attention)
+        self.refine: Optional[Refine] = None
+        if refine:
+            if out == "raw":
+                raise ValueError("refine is a head on RGB outputs; out: raw has none")
+            self.refine = Refine(3, int(refine))
 
     @property
     def plane_multiple(self) -> int:
@@ -183,20 +213,67 @@ class Embedder(nn.Module):
         x = F.pixel_unshuffle(planes, self.encoder_stem) if self.encoder_stem > 1 else planes
         return self.encoder(x)
 
+    @property
+    def staged(self) -> bool:
+        """True for a residual quantizer (several stages, operating points)."""
+        return isinstance(self.quantize, ResidualQuantizer)
+
     def encode_indices(self, planes: torch.Tensor) -> torch.Tensor:
+        """The index grid of a plain codebook (B x h x w); a staged model: :meth:`encode_codes`."""
+        if self.staged:
+            raise ValueError("a model of %d quantizer stages has a grid per stage: use encode_codes"
+                             % len(self.stages))
         return self.quantize.encode_indices(self.encode(planes))
+
+    def encode_codes(self, planes: torch.Tensor, stages: Optional[int] = None) -> List[torch.Tensor]:
+        """The index grids of the first ``stages`` stages (default all), coarse to fine."""
+        z = self.encode(planes)
+        if self.staged:
+            return self.quantize.encode_indices(z, stages)
+        if stages not in (None, 1):
+            raise ValueError("this model has one quantizer stage, %r asked for" % (stages,))
+        return [self.quantize.encode_indices(z)]
+
+    def lookup_codes(self, codes: Sequence[torch.Tensor], shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Index grids (one per stage, a prefix of the stages) -> the decoder's input."""
+        if isinstance(codes, torch.Tensor):
+            codes = [codes]
+        if self.staged:
+            return self.quantize.lookup(codes, shape)
+        if len(codes) != 1:
+            raise ValueError("this model has one quantizer stage, got %d code grids" % len(codes))
+        return self.quantize.lookup(codes[0])
+
+    def condition_indices(self, codes: Sequence[torch.Tensor], shape: Tuple[int, int]) -> torch.Tensor:
+        """The first stage's indices on the finest grid ``shape`` (each coarse code repeated over
+        its cells): the code map a diffusion decoder is conditioned on, at every quality."""
+        if isinstance(codes, torch.Tensor):
+            codes = [codes]
+        scale = self.stages[0][0]
+        idx = codes[0]
+        if scale > 1:
+            idx = idx.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+        return idx[..., : shape[0], : shape[1]]
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
         y = self.decoder(z_q)
         if self.out != "raw":
-            return F.pixel_shuffle(y, 2 * self.stem)
+            y = F.pixel_shuffle(y, 2 * self.stem)
+            return self.refine(y) if self.refine is not None else y
         return F.pixel_shuffle(y, self.stem) if self.stem > 1 else y
 
-    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.quantize.lookup(indices))
+    def decode_indices(self, indices) -> torch.Tensor:
+        """Decode one index grid (a plain codebook) or the grids of a prefix of the stages."""
+        return self.decode(self.lookup_codes(indices))
 
-    def forward(self, planes: torch.Tensor):
-        z_q, q_loss, indices, stats = self.quantize(self.encode(planes))
+    def forward(self, planes: torch.Tensor, stages: Optional[int] = None):
+        """Reconstruction, quantizer loss, indices and statistics; a staged model decodes the
+        first ``stages`` stages (default all) and returns the grids of every stage."""
+        z = self.encode(planes)
+        if self.staged:
+            z_q, q_loss, indices, stats = self.quantize(z, stages)
+        else:
+            z_q, q_loss, indices, stats = self.quantize(z)
         return self.decode(z_q), q_loss, indices, stats
 
     def last_layer(self) -> torch.Tensor:
@@ -234,7 +311,14 @@ def target_of(embedder: Embedder, batch: Dict[str, torch.Tensor]) -> torch.Tenso
 
 
 # Buffers that only matter while training (dead-code restart counters); not shipped.
-TRAINING_ONLY_KEYS = ("quantize.idle_steps",)
+TRAINING_ONLY_SUFFIXES = ("idle_steps", "quantize.initialised")
+
+
+def training_only(key: str) -> bool:
+    """True for buffers that only matter while training (dead-code restart counters, the
+    flags of data-dependent codebook initialisation); they are not shipped."""
+    return key.endswith(TRAINING_ONLY_SUFFIXES)
+
 
 
 def embedder_from_config(params: Dict) -> Embedder:
@@ -245,7 +329,7 @@ def embedder_from_config(params: Dict) -> Embedder:
 def load_embedder(params: Dict, state: Dict[str, torch.Tensor], device: Optional[torch.device] = None) -> Embedder:
     net = embedder_from_config(params)
     missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in TRAINING_ONLY_KEYS]
+    missing = [k for k in missing if not training_only(k)]
     if missing or unexpected:
         raise ValueError("embedder weights do not match the config: missing %s, unexpected %s"
                          % (sorted(missing)[:5], sorted(unexpected)[:5]))

@@ -288,8 +288,16 @@ class LDM(_lightning_base()):
         even under bf16 autocast: the diffusion target is the small residual z_e - z_q."""
         with torch.autocast(self.device.type, enabled=False):
             z_e = self.embedder.encode(model_input(self.embedder, batch).float())
-        indices = self.embedder.quantize.encode_indices(z_e)
-        return z_e, indices, self.embedder.quantize.lookup(indices)
+        if not self.embedder.staged:
+            indices = self.embedder.quantize.encode_indices(z_e)
+            return z_e, indices, self.embedder.quantize.lookup(indices)
+        # a staged model: a random prefix of the stages in training (every quality is
+        # decoded with diffusion), all of them in validation
+        codes = self.embedder.quantize.encode_indices(z_e)
+        if self.training:
+            codes = codes[: int(torch.randint(1, len(codes) + 1, ()))]
+        shape = tuple(z_e.shape[-2:])
+        return z_e, self.embedder.condition_indices(codes, shape), self.embedder.lookup_codes(codes, shape)
 
     def on_train_batch_start(self, batch, batch_idx):
         if float(self.denoiser.latent_scale) > 0:
@@ -366,16 +374,21 @@ class DiffusionDecoder:
         self.guidance_scale = float(guidance_scale)
 
     @torch.inference_mode()
-    def decode(self, grid: np.ndarray, steps: int = 4, seed: int = 0, sampler: Optional[str] = None,
-               guidance_scale: Optional[float] = None) -> torch.Tensor:
-        """The embedder decoder's output (C x H x W, clipped to [0, 1]) for a code grid; the
-        same grid and seed give the same output (the noise is drawn on the CPU from ``seed``).
-        The codec renders it as it renders the fast decoder's."""
+    def decode(self, codes, steps: int = 4, seed: int = 0, sampler: Optional[str] = None,
+               guidance_scale: Optional[float] = None, shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """The embedder decoder's output (C x H x W, clipped to [0, 1]) for code grids (a grid,
+        or the grids of a prefix of the stages: numpy arrays or 1 x h x w tensors; ``shape``
+        the finest grid); the same codes and seed give the same output (the noise is drawn on
+        the CPU from ``seed``). The codec renders it as it renders the fast decoder's."""
         steps = int(steps)
         if steps < 1 or steps > len(self.denoiser.alphas_cumprod):
             raise ValueError("steps %d must be in [1, %d]" % (steps, len(self.denoiser.alphas_cumprod)))
-        indices = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64))[None].to(self.device)
-        z_q = self.embedder.quantize.lookup(indices)
+        if isinstance(codes, (np.ndarray, torch.Tensor)):
+            codes = [codes]
+        idx = [c if isinstance(c, torch.Tensor) else
+               torch.from_numpy(np.ascontiguousarray(c, dtype=np.int64))[None].to(self.device) for c in codes]
+        z_q = self.embedder.lookup_codes(idx, shape)
+        indices = self.embedder.condition_indices(idx, tuple(z_q.shape[-2:]))
         gen = torch.Generator().manual_seed(int(seed))
         z = self.denoiser.sample(indices, z_q, steps, gen, sampler=sampler or self.sampler,
                                  guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale)

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -107,3 +107,179 @@ class VectorQuantizer(nn.Module):
             torch.distributed.broadcast(new, 0)  # every process must restart to the same codes
         self.embedding.weight.data[dead] = new.to(self.embedding.weight.dtype)
         self.idle_steps[dead] = 0
+
+
+def pool_to(z: torch.Tensor, scale: int) -> torch.Tensor:
+    """Average ``z`` (B x D x h x w) over ``scale`` x ``scale`` cells: the grid of a coarser
+    stage, ``ceil(h / scale) x ceil(w / scale)``, the last row and column repeated where the
+    edge cuts a cell. (Padding by ``scale - 1`` whatever the size gives exactly that, and a
+    graph exported for one frame size that works for every size.)"""
+    if scale == 1:
+        return z
+    return F.avg_pool2d(F.pad(z, (0, scale - 1, 0, scale - 1), mode="replicate"), scale)
+
+
+def expand_to(z: torch.Tensor, scale: int, shape) -> torch.Tensor:
+    """A coarser stage's latent (B x D x h' x w') on the finest grid ``shape``: bilinear
+    interpolation (edges replicated), so a coarse stage gives a smooth latent, not blocks of
+    ``scale`` x ``scale`` equal vectors that the decoder would show as a grid. (Sizes are
+    taken from tensors, not fixed, so an exported graph takes any frame size.)"""
+    if scale == 1:
+        return z
+    up = F.interpolate(z, scale_factor=float(scale), mode="bilinear", align_corners=False)
+    return up[..., : shape[0], : shape[1]]
+
+
+def stage_shape(shape: Tuple[int, int], scale: int) -> Tuple[int, int]:
+    """The code grid of a stage of ``scale`` for a finest grid of ``shape``."""
+    return -(-int(shape[0]) // scale), -(-int(shape[1]) // scale)
+
+
+class ResidualQuantizer(nn.Module):
+    """Multi-scale residual vector quantisation: one latent, coded in stages.
+
+        x = l2-normalised encoder latent (B x D x h x w), r_1 = x
+        stage k: q_k = VQ_k(pool(r_k, s_k))           indices on a grid s_k times coarser
+                 r_{k+1} = r_k - expand(q_k, s_k)      what the stages before left
+        z_q(n) = sum_{k <= n} expand(q_k, s_k)         the decoder's input at quality n
+
+    Each stage has its own codebook (Euclidean, not normalised: residuals have no fixed
+    norm). The residual scheme is RQ-VAE's (Lee et al. 2022); coarse stages on pooled
+    grids are VAR's multi-scale residual quantisation (Tian et al. 2024), here to reach
+    low rates: a stage on a grid twice as coarse costs a quarter of the bits. Stage k's
+    indices never depend on later stages, so a bitstream of n stages cut to m < n is the
+    bitstream of m stages, and the operating points are the prefixes ``n = 1..S``.
+
+    Training draws the number of stages of each step's decoder input at random
+    (quantizer dropout, Zeghidour et al. 2022, SoundStream), so every prefix decodes; every
+    stage's codebook and commitment losses are taken every step. Codebooks start from the
+    first batch's residuals (data-dependent initialisation) and dead codes restart as in
+    :class:`VectorQuantizer`.
+    """
+
+    def __init__(self, stages: Sequence[Sequence[int]], embed_dim: int, beta: float = 0.25,
+                 restart_after: int = 200):
+        super().__init__()
+        parsed = []
+        for i, stage in enumerate(stages):
+            try:
+                scale, k = (int(v) for v in stage)
+            except (TypeError, ValueError):
+                raise ValueError("quantizer stage %d must be [scale, codebook_size], got %r" % (i + 1, stage)) from None
+            if scale not in (1, 2, 4):
+                raise ValueError("quantizer stage %d: scale must be 1, 2 or 4, got %d" % (i + 1, scale))
+            if i and scale > parsed[-1][0]:
+                raise ValueError("quantizer stages go from coarse to fine: stage %d (scale %d) is coarser than "
+                                 "stage %d (scale %d)" % (i + 1, scale, i, parsed[-1][0]))
+            parsed.append((scale, k))
+        if not 1 <= len(parsed) <= 16:
+            raise ValueError("a residual quantizer has 1 to 16 stages, got %d" % len(parsed))
+        self.stages: List[Tuple[int, int]] = parsed
+        self.embed_dim = embed_dim
+        self.normalize = True  # the latent it codes is l2-normalised, as VectorQuantizer's
+        self.codebooks = nn.ModuleList(
+            VectorQuantizer(k, embed_dim, beta=beta, restart_after=restart_after, normalize=False)
+            for _, k in parsed)
+        for vq in self.codebooks:
+            nn.init.normal_(vq.embedding.weight, std=0.01)
+        # which codebooks were initialised from data (training only)
+        self.register_buffer("initialised", torch.zeros(len(parsed), dtype=torch.bool))
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def codebook_size(self) -> int:
+        """K of the first stage (the bitstream header's codebook_size)."""
+        return self.stages[0][1]
+
+    def _target(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=1)
+
+    def _stage_input(self, k: int, residual: torch.Tensor) -> torch.Tensor:
+        """Stage k's input: the residual on the stage's grid (codebook initialised from it on
+        the first training step)."""
+        r = pool_to(residual, self.stages[k][0])
+        if self.training and not bool(self.initialised[k]):
+            self._init_codebook(self.codebooks[k], r)
+            self.initialised[k] = True
+        return r
+
+    @torch.no_grad()
+    def _init_codebook(self, vq: VectorQuantizer, r: torch.Tensor) -> None:
+        flat = r.detach().permute(0, 2, 3, 1).reshape(-1, self.embed_dim).float()
+        pick = torch.randint(0, flat.shape[0], (vq.codebook_size,), device=flat.device)
+        new = flat[pick] + 0.01 * flat.std() * torch.randn_like(flat[pick])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(new, 0)
+        vq.embedding.weight.data.copy_(new.to(vq.embedding.weight.dtype))
+
+    def encode_indices(self, z: torch.Tensor, stages: Optional[int] = None) -> List[torch.Tensor]:
+        """B x D x h x w latents -> the index grids of the first ``stages`` stages (default all),
+        stage k's B x ceil(h/s_k) x ceil(w/s_k) int64."""
+        x = self._target(z)
+        shape = tuple(x.shape[-2:])
+        residual = x
+        out = []
+        for k in range(self._count(stages)):
+            vq = self.codebooks[k]
+            idx = vq.encode_indices(self._stage_input(k, residual))
+            residual = residual - expand_to(vq.lookup(idx), self.stages[k][0], shape)
+            out.append(idx)
+        return out
+
+    def lookup(self, codes: Sequence[torch.Tensor], shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Index grids of the first n stages -> the decoder's input z_q (B x D x h x w).
+        ``shape``: the finest grid (default: what the finest stage given implies)."""
+        if isinstance(codes, torch.Tensor):
+            codes = [codes]
+        if not 1 <= len(codes) <= self.num_stages:
+            raise ValueError("%d code grids given; this quantizer has %d stages" % (len(codes), self.num_stages))
+        if shape is None:
+            scale = self.stages[len(codes) - 1][0]
+            shape = (codes[-1].shape[-2] * scale, codes[-1].shape[-1] * scale)
+        z = None
+        for k, idx in enumerate(codes):
+            scale = self.stages[k][0]
+            expected = stage_shape(shape, scale)
+            if tuple(idx.shape[-2:]) != expected:
+                raise ValueError("stage %d codes are %dx%d, expected %dx%d for a %dx%d grid"
+                                 % (k + 1, idx.shape[-2], idx.shape[-1], expected[0], expected[1], shape[0], shape[1]))
+            q = expand_to(self.codebooks[k].lookup(idx), scale, shape)
+            z = q if z is None else z + q
+        return z
+
+    def _count(self, stages: Optional[int]) -> int:
+        if stages is None:
+            return self.num_stages
+        stages = int(stages)
+        if not 1 <= stages <= self.num_stages:
+            raise ValueError("stages must be in [1, %d], got %d" % (self.num_stages, stages))
+        return stages
+
+    def forward(self, z: torch.Tensor, stages: Optional[int] = None):
+        """Quantize with every stage (their losses) and give the decoder the first ``stages``
+        (default all) through the straight-through estimator. Returns z_q, the loss, the index
+        grids of all stages and statistics."""
+        keep = self._count(stages)
+        x = self._target(z)
+        shape = tuple(x.shape[-2:])
+        residual = x
+        partial = torch.zeros_like(x)
+        losses, codes = [], []
+        stats: Dict[str, torch.Tensor] = {}
+        for k in range(self.num_stages):
+            q, loss, idx, st = self.codebooks[k](self._stage_input(k, residual))
+            up = expand_to(q.detach(), self.stages[k][0], shape)
+            residual = residual - up
+            if k < keep:
+                partial = partial + up
+            losses.append(loss)
+            codes.append(idx)
+            stats["perplexity_%d" % (k + 1)] = st["perplexity"]
+            for name in ("codebook_loss", "commitment_loss"):  # summed over the stages
+                stats[name] = stats[name] + st[name] if name in stats else st[name]
+        z_q = x + (partial - x).detach()  # straight-through: the encoder sees the identity
+        stats["perplexity"] = stats["perplexity_1"]
+        return z_q, torch.stack(losses).sum(), codes, stats

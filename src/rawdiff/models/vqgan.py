@@ -15,7 +15,7 @@ import torch
 
 from rawdiff.config import register
 from rawdiff.metrics import psnr
-from rawdiff.models.embedder import TRAINING_ONLY_KEYS, Embedder, model_input, rendered, target_of
+from rawdiff.models.embedder import Embedder, model_input, rendered, target_of, training_only
 from rawdiff.models.losses import VQLoss
 
 
@@ -47,15 +47,23 @@ class VQGAN(L.LightningModule):
         read_model_dir(model_dir)  # checks the directory and its model_id
         state = load_file(os.path.join(model_dir, "embedder.safetensors"))
         own = self.embedder.state_dict()
-        wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+        # the quantizer may change (a plain codebook -> residual stages) and a refine head may
+        # be new: those start fresh; every other weight must be there with its shape
+        fresh = ("quantize.", "refine.")
+        wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape and not k.startswith(fresh))
         if wrong:
             raise ValueError("init %s: weights of another shape (%s); the embedder config must match"
                              % (model_dir, ", ".join(wrong[:3])))
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         missing, unexpected = self.embedder.load_state_dict(state, strict=False)
-        missing = [k for k in missing if k not in TRAINING_ONLY_KEYS]
+        missing = [k for k in missing if not training_only(k) and not k.startswith(fresh)]
         if missing or unexpected:
             raise ValueError("init %s: embedder weights do not match the config: missing %s, unexpected %s"
                              % (model_dir, sorted(missing)[:3], sorted(unexpected)[:3]))
+        if self.embedder.staged:  # codebooks taken over are not initialised from data again
+            for k in range(len(self.embedder.stages)):
+                if "quantize.codebooks.%d.embedding.weight" % k in state:
+                    self.embedder.quantize.initialised[k] = True
 
     def forward(self, planes: torch.Tensor):
         return self.embedder(planes)
@@ -63,7 +71,12 @@ class VQGAN(L.LightningModule):
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
         target = target_of(self.embedder, batch)
-        x_hat, q_loss, _, stats = self.embedder(model_input(self.embedder, batch))
+        stages = None
+        if self.embedder.staged:
+            # quantizer dropout: this step decodes a random prefix of the stages, so every
+            # operating point of the model is trained
+            stages = int(torch.randint(1, len(self.embedder.stages) + 1, ()))
+        x_hat, q_loss, _, stats = self.embedder(model_input(self.embedder, batch), stages)
         step = int(self.batches_seen)
         self.batches_seen += 1
         # The networks may run under bf16 autocast (precision: bf16-mixed); the colour stage
@@ -82,6 +95,8 @@ class VQGAN(L.LightningModule):
             opt_d.step()
             logs.update(d_logs)
         logs.update(stats)
+        if stages is not None:
+            logs["stages"] = torch.tensor(float(stages))
         shown = ("rec", "perplexity")
         n = target.shape[0]
         self.log_dict({"train/" + k: v for k, v in logs.items() if k not in shown}, batch_size=n)
@@ -89,13 +104,20 @@ class VQGAN(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         target = target_of(self.embedder, batch)
-        x_hat, q_loss, _, stats = self.embedder(model_input(self.embedder, batch))
-        with torch.autocast(self.device.type, enabled=False):
-            x_hat = rendered(self.embedder, x_hat.float(), batch, straight_through=False)
-            rec = self.loss.reconstruction(x_hat, target)
         n = target.shape[0]
+        planes = model_input(self.embedder, batch)
+        # every operating point of a staged model; the last (all stages) is logged as val/psnr
+        counts = range(1, len(self.embedder.stages) + 1) if self.embedder.staged else [None]
+        for count in counts:
+            x_hat, q_loss, _, stats = self.embedder(planes, count)
+            with torch.autocast(self.device.type, enabled=False):
+                x_hat = rendered(self.embedder, x_hat.float(), batch, straight_through=False)
+                rec = self.loss.reconstruction(x_hat, target)
+            value = psnr(x_hat.clamp(0, 1), target)
+            if count is not None:
+                self.log("val/psnr_q%d" % count, value, sync_dist=True, batch_size=n)
         self.log("val/rec", rec["rec"], prog_bar=True, sync_dist=True, batch_size=n)
-        self.log("val/psnr", psnr(x_hat.clamp(0, 1), target), sync_dist=True, batch_size=n)
+        self.log("val/psnr", value, sync_dist=True, batch_size=n)
         if "ms_ssim" in rec:
             self.log("val/ms_ssim", rec["ms_ssim"], sync_dist=True, batch_size=n)
         self.log("val/perplexity", stats["perplexity"], sync_dist=True, batch_size=n)

@@ -1,7 +1,8 @@
 """rosbag I/O: opening bags, their topics, and the RAW frames of an image topic.
 
     IN.bag --iter_raw_frames(topic)--> (record time, RawFrame), ...   (sensor_msgs/Image, RAW)
-    IN.bag --codes_topic--> the one rawdiff/CompressedCodes topic
+    IN.bag --BagLogReader--> records as every log format gives them (rawdiff.ros.logs)
+    BagLogWriter: copy(record, reader), write(topic, msg, like=record)
 
 No roscore is needed: bags are read and written with ``rosbag.Bag``, imported on first
 use. Importing this module registers :func:`read_bag_source` as the reader of ``bag``
@@ -13,12 +14,13 @@ imports ROS, ROS adds bag reading to it. Transcoding a whole bag is
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 from rawdiff.data.corpus import BAG, Source
 from rawdiff.data.readers import FrameItem, ReadOptions, SkipSource, check_size, even_size, register_reader
 from rawdiff.raw.frame import RawFrame
 from rawdiff.ros.conversions import image_to_frame
+from rawdiff.ros.log_types import LogInfo, Record
 
 CODES_TYPE = "rawdiff/CompressedCodes"
 IMAGE_TYPE = "sensor_msgs/Image"
@@ -67,6 +69,107 @@ def read_messages(bag, path: str, **kwargs):
             from None
 
 
+def _header_text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _bag_time(time_ns: int):
+    import genpy
+
+    secs, nsecs = divmod(int(time_ns), 1000000000)
+    return genpy.Time(secs, nsecs)
+
+
+class BagLogReader:
+    """A bag open for reading, as :mod:`rawdiff.ros.logs` reads every format; a context manager.
+
+    Records come in the bag's time order (``rosbag``'s); a record's class is the one rosbag
+    generates from the bag's own connection header."""
+
+    format = "bag"
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        self._bag = open_bag(self.path)
+        try:
+            info = self._bag.get_type_and_topic_info()
+            self._info = LogInfo({t: i.msg_type for t, i in info.topics.items()},
+                                 {t: int(i.message_count) for t, i in info.topics.items()},
+                                 self._bag.get_compression_info().compression)
+        except BaseException:
+            self._bag.close()
+            raise
+
+    def info(self) -> LogInfo:
+        return self._info
+
+    def records(self, topics: Optional[Sequence[str]] = None) -> Iterator[Record]:
+        for topic, raw, t, conn in read_messages(self._bag, self.path, topics=topics, raw=True,
+                                                 return_connection_header=True):
+            yield Record(topic, raw[0], raw[1], int(t.to_nsec()), (raw, t, conn))
+
+    def check_decodable(self, topic: str) -> None:
+        """Every message of a bag is ROS 1."""
+
+    def message_class(self, record: Record) -> type:
+        return record.native[0][4]
+
+    def connection_header(self, record: Record) -> Dict[str, str]:
+        return {_header_text(k): _header_text(v) for k, v in (record.native[2] or {}).items()}
+
+    def close(self) -> None:
+        self._bag.close()
+
+    def __enter__(self) -> BagLogReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BagLogWriter:
+    """A bag being written, as :mod:`rawdiff.ros.logs` writes every format; ``close()``
+    writes its index. A context manager."""
+
+    format = "bag"
+
+    def __init__(self, path: str, compression: str = "none"):
+        self.path = str(path)
+        self._bag = open_bag(self.path, "w", compression=compression)
+
+    def copy(self, record: Record, reader) -> None:
+        """``record`` as it was: raw bytes, record time and connection header (from an MCAP
+        file: the header made of its schema and its channel's metadata)."""
+        if reader.format == "bag":
+            raw, t, conn = record.native
+            self._bag.write(record.topic, raw, t, raw=True, connection_header=conn)
+            return
+        cls = reader.message_class(record)
+        header = reader.connection_header(record)
+        header.update(topic=record.topic, type=record.msg_type, md5sum=cls._md5sum, message_definition=cls._full_text)
+        self._bag.write(record.topic, (record.msg_type, bytes(record.data), cls._md5sum, None, cls),
+                        _bag_time(record.time_ns), raw=True, connection_header=header)
+
+    def write(self, topic: str, msg, like: Record) -> None:
+        """``msg`` on ``topic`` at ``like``'s record time."""
+        native = like.native
+        t = native[1] if isinstance(native, tuple) and len(native) == 3 and hasattr(native[1], "to_nsec") \
+            else _bag_time(like.time_ns)
+        self._bag.write(topic, msg, t)
+
+    def copy_extras(self, reader) -> None:
+        """A bag has no place for an MCAP file's metadata and attachments."""
+
+    def close(self) -> None:
+        self._bag.close()
+
+    def __enter__(self) -> BagLogWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def bag_topics(bag_path: str) -> dict:
     """``{topic: message type}`` of a bag."""
     with open_bag(bag_path) as bag:
@@ -103,17 +206,6 @@ def iter_raw_frames(bag_path: str, topic: str, **conversion_kwargs) -> Iterator[
             yield t, image_to_frame(msg, **conversion_kwargs)
 
 
-def codes_topic(bag_path: str) -> str:
-    """The one ``rawdiff/CompressedCodes`` topic of a bag; ``ValueError`` for none or several."""
-    topics = bag_topics(bag_path)
-    found = sorted(t for t, ty in topics.items() if ty == CODES_TYPE)
-    if len(found) != 1:
-        raise ValueError("%s has %s %s topic%s; name one with --topic (topics: %s)"
-                         % (bag_path, "no" if not found else len(found), CODES_TYPE, "" if len(found) == 1 else "s",
-                            topic_list(topics)))
-    return found[0]
-
-
 def read_bag_source(src: Source, options: ReadOptions) -> Iterator[FrameItem]:
     """The frames of a ``bag`` source of ``rawdiff prepare-data``: every ``every``-th message
     of its topic (default every one), at most ``max_frames`` (default all); the record time
@@ -137,5 +229,5 @@ def read_bag_source(src: Source, options: ReadOptions) -> Iterator[FrameItem]:
 register_reader(BAG, read_bag_source)
 
 
-__all__ = ["BAG_MAGIC", "CODES_TYPE", "IMAGE_TYPE", "bag_topics", "check_topic", "codes_topic", "iter_raw_frames",
-           "open_bag", "read_bag_source", "read_messages", "topic_list"]
+__all__ = ["BAG_MAGIC", "BagLogReader", "BagLogWriter", "CODES_TYPE", "IMAGE_TYPE", "bag_topics", "check_topic",
+           "iter_raw_frames", "open_bag", "read_bag_source", "read_messages", "topic_list"]

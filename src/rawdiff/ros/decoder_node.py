@@ -2,6 +2,8 @@
 
     compressed_codes (rawdiff/CompressedCodes) --checks--> Codec.decompress(mode, steps, seed)
     --> image_decoded (sensor_msgs/Image rgb8, header of the codes: stamp and frame_id)
+    compressed_codes/camera_info --the newest calibration at or before the frame, the image's
+    header--> camera_info beside image_decoded (one per decoded image)
 
 The header travels unchanged from the camera image through the codes to the decoded
 image, so time synchronisation with other sensors keeps working. The model is loaded
@@ -9,12 +11,21 @@ once at start (the diffusion decoder on the first frame that needs it).
 
 Subscribed topics:
     ``compressed_codes`` (rawdiff/CompressedCodes).
+    ``<codes topic>/camera_info`` (sensor_msgs/CameraInfo): the calibration the encoder
+    relays (``/compressed_codes/camera_info``); optional.
 
 Published topics:
     ``image_decoded`` (sensor_msgs/Image, ``rgb8`` or ``bayer_<cfa>16``, the source frame's size).
+    ``camera_info`` (sensor_msgs/CameraInfo) beside ``image_decoded`` as image_transport
+    names it (``/camera/image_decoded`` -> ``/camera/camera_info``), or ``~camera_info_topic``:
+    one per decoded image, published just before it, with its stamp and frame_id; the
+    calibration received last at or before the frame's stamp, else an uncalibrated one (the
+    image size, zero matrices), as ``camera_info_manager`` gives an uncalibrated camera.
     ``/diagnostics`` (diagnostic_msgs/DiagnosticArray), via diagnostic_updater: input
     and output rate, decode latency and time, bytes per frame, bits per pixel of the
-    codes, frames received, published, dropped, rejected and failed, the last error.
+    codes, frames received, published, dropped, rejected and failed, the last error; and
+    diagnostic_updater's rate and stamp checks of ``compressed_codes`` and of
+    ``image_decoded`` (``"<topic> topic status"``).
 
 Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`DEFAULTS`):
     ``~model`` (str, ``""``: the package's ``models/default``): model directory; must be
@@ -39,6 +50,14 @@ Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`D
     ``~error_throttle_s`` (float, ``5``): each kind of problem is logged at most once in
         this period.
     ``~diagnostic_period`` (float, ``1``): seconds between /diagnostics messages.
+    ``~camera_info_topic`` (str, ``""``): where the decoded images' camera_info goes; ``""``:
+        beside ``image_decoded``. On the camera's own master that is the camera's
+        ``camera_info``, so launch files running both sides there give another
+        (``pipeline.launch``: ``/camera/decoded/camera_info``).
+    ``~expected_rate`` (float, ``0``), ``~rate_tolerance`` (float, ``0.1``), ``~rate_window``
+        (int, ``5``), ``~max_delay`` (float, ``1``): the topic statuses' rate and stamp
+        checks, as in the encoder (``rawdiff.ros.encoder_node``); ``0`` turns the rate
+        bounds, or the stamp check, off.
 
 Codes from another model (``model_id`` of the message or of the bitstream), an empty,
 corrupted or truncated bitstream, fields that disagree with it, or a frame over
@@ -54,6 +73,8 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_max_pixels, check_tile
+from rawdiff.ros.camera_info import CameraInfoHistory, codes_camera_info_topic, sibling_camera_info_topic
+from rawdiff.ros.diagnostics import TOPIC_DEFAULTS
 from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
 from rawdiff.ros.transcode import decode_codes
 
@@ -71,7 +92,9 @@ DEFAULTS: Dict[str, Any] = {
     "wait_for_subscribers": 0,
     "error_throttle_s": 5.0,
     "diagnostic_period": 1.0,
+    "camera_info_topic": "",
 }
+DEFAULTS.update(TOPIC_DEFAULTS)
 
 
 def decode_args(params: Dict[str, Any]) -> Dict[str, Any]:
@@ -114,10 +137,33 @@ class DecoderNode(CodecNode):
         self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]),
                                 max_pixels=check_max_pixels(params["max_pixels"], "~max_pixels"),
                                 tile=check_tile(params["tile"], "~tile"))
+        self.camera_info = CameraInfoHistory()
+        self.info_topics = ("", "")  # (relayed, decoded images'), known once started
+        self.info_pub = None
+        self.info_sub = None
         super().__init__(params)
 
     def process(self, msg):
         return decode_codes(self.codec, msg, **self.decode)
+
+    def advertise_more(self) -> None:
+        import rospy
+        from sensor_msgs.msg import CameraInfo
+
+        out = str(self.params.get("camera_info_topic") or "").strip()
+        self.info_topics = (codes_camera_info_topic(rospy.resolve_name(self.in_topic)),
+                            rospy.resolve_name(out) if out else sibling_camera_info_topic(self.pub.resolved_name))
+        self.info_pub = rospy.Publisher(self.info_topics[1], CameraInfo, queue_size=self.out_queue_size)
+
+    def subscribe_more(self) -> None:
+        import rospy
+        from sensor_msgs.msg import CameraInfo
+
+        self.info_sub = rospy.Subscriber(self.info_topics[0], CameraInfo, self.camera_info.add, queue_size=5)
+
+    def publish(self, out) -> None:
+        self.info_pub.publish(self.camera_info.for_image(out.header, out.height, out.width))
+        self.pub.publish(out)
 
     def describe(self, msg) -> str:
         return "%s (model %s, %d bytes)" % (super().describe(msg), msg.model_id or "?", len(msg.data))
@@ -129,7 +175,8 @@ class DecoderNode(CodecNode):
         return {"model_id": self.codec.model_id, "model": self.codec.model_dir, "device": str(self.codec.device),
                 "mode": self.decode["mode"], "output": self.decode["output"], "steps": str(self.decode["steps"]),
                 "seed": str(self.decode["seed"]), "max_pixels": str(self.codec.max_pixels or "none"),
-                "tile": str(self.codec.tile)}
+                "tile": str(self.codec.tile),
+                "camera_info": "%s -> %s: %s" % (self.info_topics + (self.camera_info.describe(),))}
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -210,3 +210,80 @@ def fill_status(stat, snap: Dict[str, float], verb: str, previous: Optional[Dict
 def status_values(status) -> Dict[str, str]:
     """``{key: value}`` of a ``diagnostic_msgs/DiagnosticStatus`` (for tests and tools)."""
     return {kv.key: kv.value for kv in status.values}
+
+
+# -- the ROS checks of a topic (diagnostic_updater) ---------------------------------------
+
+TOPIC_DEFAULTS = {"expected_rate": 0.0, "rate_tolerance": 0.1, "rate_window": 5, "max_delay": 1.0}
+
+
+def topic_check_args(params: Dict[str, object]) -> Dict[str, float]:
+    """``TopicStatus`` keyword arguments from a node's ``~expected_rate``, ``~rate_tolerance``,
+    ``~rate_window`` and ``~max_delay``; raises ``ValueError`` naming the parameter."""
+    values = {}
+    for name, default in TOPIC_DEFAULTS.items():
+        raw = params.get(name, default)
+        try:
+            value = int(raw) if name == "rate_window" else float(raw)
+        except (TypeError, ValueError):
+            raise ValueError("~%s must be a number, got %r" % (name, raw)) from None
+        values[name] = value
+    if not values["expected_rate"] >= 0:  # NaN too
+        raise ValueError("~expected_rate must be >= 0 Hz (0: no rate check), got %r" % values["expected_rate"])
+    if not 0 <= values["rate_tolerance"] < 1:
+        raise ValueError("~rate_tolerance must be in [0, 1), got %r" % values["rate_tolerance"])
+    if values["rate_window"] < 1:
+        raise ValueError("~rate_window must be >= 1 diagnostic updates, got %r" % values["rate_window"])
+    if not values["max_delay"] >= 0:
+        raise ValueError("~max_delay must be >= 0 s (0: no stamp check), got %r" % values["max_delay"])
+    return {"expected_rate_hz": values["expected_rate"], "tolerance": values["rate_tolerance"],
+            "window": values["rate_window"], "max_delay_s": values["max_delay"]}
+
+
+class TopicStatus:
+    """diagnostic_updater's ``TopicDiagnostic`` for one topic, reporting at most WARN.
+
+    One status, ``"<topic> topic status"``, made of the stock ``FrequencyStatus`` (the
+    rate over the last ``window`` diagnostic updates, against ``expected_rate_hz`` +-
+    ``tolerance``; no events in the window: the topic stalled) and ``TimeStampStatus``
+    (the age of each message's header stamp on arrival, ``now - stamp``, against
+    ``max_delay_s``; a stamp more than 1 s in the future too). The stock tasks call a stall
+    or a late stamp an ERROR; here they are WARN, with the stock message: the node is
+    healthy, its input is not (an ERROR is kept for what the node itself cannot do).
+    ``expected_rate_hz`` 0 checks only for a stall; ``max_delay_s`` 0 leaves the stamp
+    check out (bag replay without ``/clock`` has old stamps).
+    """
+
+    def __init__(self, updater, topic: str, expected_rate_hz: float = 0.0, tolerance: float = 0.1,
+                 window: int = 5, max_delay_s: float = 1.0):
+        import diagnostic_updater
+
+        bounds = {"min": expected_rate_hz, "max": expected_rate_hz} if expected_rate_hz > 0 else {"min": 0.0}
+        self.name = "%s topic status" % topic
+        self.freq = diagnostic_updater.FrequencyStatus(
+            diagnostic_updater.FrequencyStatusParam(bounds, tolerance, int(window)))
+        self.stamp = None
+        if max_delay_s > 0:
+            self.stamp = diagnostic_updater.TimeStampStatus(
+                diagnostic_updater.TimeStampStatusParam(-1.0, max_delay_s))
+        task = diagnostic_updater.CompositeDiagnosticTask(self.name)
+        for sub in (self.freq, self.stamp):
+            if sub is not None:
+                task.addTask(diagnostic_updater.FunctionDiagnosticTask(sub.getName(), _at_most_warn(sub.run)))
+        updater.add(task)
+
+    def tick(self, stamp) -> None:
+        """One message on the topic, with its header stamp."""
+        if self.stamp is not None:
+            self.stamp.tick(stamp)
+        self.freq.tick()
+
+
+def _at_most_warn(run):
+    def capped(stat):
+        stat = run(stat)
+        if stat.level > 1:  # DiagnosticStatus.ERROR -> WARN
+            stat.level = 1
+        return stat
+
+    return capped

@@ -2,6 +2,7 @@
 
     image_raw (sensor_msgs/Image, RAW Bayer) --> RawFrame --Codec.compress-->
     compressed_codes (rawdiff/CompressedCodes, header copied from the image)
+    camera_info (beside image_raw) --on change, else once a period--> compressed_codes/camera_info
 
 One node per camera (``launch/encoder.launch`` puts it in the camera's namespace). The
 model is loaded once at start; per frame the node only runs the codec.
@@ -10,17 +11,36 @@ Subscribed topics:
     ``image_raw`` (sensor_msgs/Image): ``bayer_{rggb,bggr,gbrg,grbg}{8,16}``, ``mono8`` /
     ``mono16`` with ``~cfa``, or packed MIPI CSI-2 RAW10/RAW12 (``~input_format``, or an
     encoding starting with ``raw10p``/``raw12p``) with width and height from the message.
+    ``camera_info`` (sensor_msgs/CameraInfo) beside the image topic, as image_transport
+    names it (``/front/image_raw`` -> ``/front/camera_info``); optional.
 
 Published topics:
     ``compressed_codes`` (rawdiff/CompressedCodes): the bitstream of each frame (the same
     bytes as a ``.rdc`` file), the model id, the source encoding and size, the code grid.
+    ``<codes topic>/camera_info`` (sensor_msgs/CameraInfo, latched; e.g.
+    ``/compressed_codes/camera_info``): the camera's calibration, relayed as received when
+    it changes and otherwise once per ``~camera_info_period`` (see ``rawdiff.ros.camera_info``).
     ``/diagnostics`` (diagnostic_msgs/DiagnosticArray), via diagnostic_updater: input
     and output rate, encode latency (arrival to publication) and encode time, bytes in
     and out per frame, bits per pixel, frames received, published, dropped, rejected
-    and failed, the last error.
+    and failed, the last error; the quality: mode (fixed or target), the last frame's
+    quality, the model's qualities, target and achieved kbit/s (over 5 s), the input frame
+    rate, the rate control's bucket and bpp estimates, and whether the budget is met (WARN
+    when quality 1 alone needs more); and diagnostic_updater's rate and stamp checks of
+    ``image_raw`` and of ``compressed_codes`` (``"<topic> topic status"``).
+    ``~parameter_descriptions``, ``~parameter_updates`` and the ``~set_parameters`` service
+    of dynamic_reconfigure (``~quality`` and ``~target_kbps``, see below).
 
 Parameters (private; defaults in ``config/encoder.yaml``, which matches :data:`DEFAULTS`):
     ``~model`` (str, ``""``: the package's ``models/default``): model directory.
+    ``~quality`` (int, ``0``): the operating point of every frame while ``~target_kbps`` is
+        0: 1 (the fewest bits) to the model's number of quantizer stages; 0: the model's
+        default quality. Outside that range the node does not start (one line naming it).
+    ``~target_kbps`` (float, ``0``): a bit budget for the codes in kbit/s; the node picks
+        each frame's quality to hold it at the input frame rate (:mod:`rawdiff.ros.rate_control`);
+        0: off. Both change while the node runs through dynamic_reconfigure
+        (``rosrun dynamic_reconfigure dynparam set /camera/rawdiff_encoder quality 2``,
+        rqt_reconfigure); a change outside the range is clamped to it, with a warning.
     ``~backend`` (str, ``auto``): ``onnx`` (the model's ``encoder.onnx``, onnxruntime with
         TensorRT, CUDA or CPU), ``torch``, or ``auto``: onnx when the model has a current
         ``encoder.onnx``, else torch (the reason is logged).
@@ -50,6 +70,23 @@ Parameters (private; defaults in ``config/encoder.yaml``, which matches :data:`D
     ``~error_throttle_s`` (float, ``5``): each kind of bad input is logged at most once in
         this period (the repeats are counted and reported with the next line).
     ``~diagnostic_period`` (float, ``1``): seconds between /diagnostics messages.
+    ``~camera_info_period`` (float, ``1``): an unchanged calibration is relayed at most once
+        in this many seconds (``0``: every camera_info); a changed one at once.
+    ``~expected_rate`` (float, ``0``): the camera's frame rate in Hz; the topic statuses WARN
+        when a topic's rate over ``~rate_window`` updates is outside it by more than
+        ``~rate_tolerance``. ``0``: no rate bounds, only a stall is reported.
+    ``~rate_tolerance`` (float, ``0.1``): allowed relative deviation from ``~expected_rate``.
+    ``~rate_window`` (int, ``5``): diagnostic updates the rate is measured over; none in
+        the window: WARN "No events recorded." (the input stalled).
+    ``~max_delay`` (float, ``1``): WARN when a message's stamp is older than this many
+        seconds on arrival (or on publication, for the output); ``0``: no stamp check.
+
+Quality and bit budget: the next frame after a change is coded at the new quality (its
+bitstream header says which: ``rawdiff info``). With ``~target_kbps`` the node learns what
+each quality costs per pixel from the frames it codes (a stream cut to a lower quality is
+what coding at it gives, so one frame measures every quality up to its own), starting from
+the model's measured operating points when ``model.json`` lists them; below the rate of
+quality 1 it codes every frame at quality 1 and reports WARN.
 
 Bad input (a wrong byte count, an unknown encoding, a zero or odd size, levels that do
 not fit) is logged as a throttled error naming the problem, counted as rejected, and
@@ -62,11 +99,18 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from rawdiff.codec.bitstream import truncate
+from rawdiff.ros.camera_info import CameraInfoRelay, codes_camera_info_topic, sibling_camera_info_topic
+from rawdiff.ros.diagnostics import TOPIC_DEFAULTS
 from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
+from rawdiff.ros.rate_control import RateControl, check_target_kbps
+from rawdiff.ros.reconfigure import clamping_server, narrowed
 from rawdiff.ros.transcode import encode_image
 
 DEFAULTS: Dict[str, Any] = {
     "model": "",
+    "quality": 0,
+    "target_kbps": 0.0,
     "backend": "auto",
     "threads": 0,
     "device": "auto",
@@ -81,7 +125,9 @@ DEFAULTS: Dict[str, Any] = {
     "wait_for_subscribers": 0,
     "error_throttle_s": 5.0,
     "diagnostic_period": 1.0,
+    "camera_info_period": 1.0,
 }
+DEFAULTS.update(TOPIC_DEFAULTS)
 
 
 def conversion_args(params: Dict[str, Any]) -> Dict[str, Any]:
@@ -133,6 +179,26 @@ def _optional_numbers(value: Any, name: str, shape):
     return arr.reshape(shape)
 
 
+def start_quality(value: Any, qualities: int, default: int) -> int:
+    """``~quality`` as the quality of the model's frames (0: ``default``); a ``ValueError``
+    naming the range otherwise."""
+    valid = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= qualities
+    if not valid:
+        raise ValueError("~quality %r is not one of this model's operating points: 1..%d, or 0 for its default (%d)"
+                         % (value, qualities, default))
+    return value or default
+
+
+def config_type():
+    """The generated ``rawdiff.cfg.EncoderConfig`` (catkin builds it from cfg/Encoder.cfg)."""
+    try:
+        from rawdiff.cfg import EncoderConfig
+    except ImportError as exc:
+        raise ValueError("the dynamic_reconfigure module rawdiff.cfg.EncoderConfig is missing (%s): catkin builds "
+                         "it from cfg/Encoder.cfg; run `make setup` and source build/env.sh" % exc) from None
+    return EncoderConfig
+
+
 class EncoderNode(CodecNode):
     """``image_raw`` -> :func:`rawdiff.ros.transcode.encode_image` -> ``compressed_codes``."""
 
@@ -149,12 +215,91 @@ class EncoderNode(CodecNode):
 
         self.in_type, self.out_type = Image, CompressedCodes
         self.conversion = conversion_args(params)
+        target_kbps = check_target_kbps(params["target_kbps"])
+        base_config = config_type()
+        self.camera_info = CameraInfoRelay(params["camera_info_period"])
+        self.info_topics = ("", "")  # (camera's, relayed), known once started
+        self.info_pub = None
+        self.info_sub = None
         self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]),
                                 backend=str(params["backend"]), threads=encoder_threads(params["threads"]))
+        self.quality = start_quality(params["quality"], self.codec.qualities, self.codec.default_quality)
+        self.rate = RateControl(self.codec.qualities, self.codec.operating_points)
+        self.rate.set_target(target_kbps)
+        self.pixels = 0  # of the last frame, for the budget check
         super().__init__(params)
+        self.reconfigure = self._serve_reconfigure(base_config, target_kbps)
+
+    def _serve_reconfigure(self, base_config, target_kbps: float):
+        """The dynamic_reconfigure server of ``~quality`` and ``~target_kbps``, in this model's
+        range; its first call of :meth:`_reconfigure` applies the start values."""
+        import rospy
+
+        # the parameter server's values are the server's start values: give them their types
+        rospy.set_param("~quality", int(self.quality))
+        rospy.set_param("~target_kbps", float(target_kbps))
+        qualities, default = self.codec.qualities, self.codec.default_quality
+        notes = {"quality": "this model's operating points 1..%d, or 0 for its default %d" % (qualities, default),
+                 "target_kbps": "kbit/s; 0: off"}
+        return clamping_server(narrowed(base_config, {"quality": (0, qualities)}), self._reconfigure,
+                               rospy.logwarn, notes)
+
+    def _reconfigure(self, config, level):
+        """dynamic_reconfigure's callback: the values are in range (the server clamped them)."""
+        import rospy
+
+        quality = int(config["quality"]) or self.codec.default_quality
+        target = check_target_kbps(config["target_kbps"])
+        changed = (quality, target) != (self.quality, self.rate.target_kbps) or level == ~0
+        self.quality = quality
+        self.rate.set_target(target)
+        config["quality"] = quality  # 0 comes back as the quality it stands for
+        if changed:
+            rospy.loginfo("%s: %s", rospy.get_name(), self.quality_mode())
+        return config
+
+    def quality_mode(self) -> str:
+        if self.rate.target_kbps > 0:
+            return "quality picked per frame for %.1f kbit/s (qualities 1..%d)" % (self.rate.target_kbps,
+                                                                                   self.codec.qualities)
+        return "quality %d of %d for every frame" % (self.quality, self.codec.qualities)
+
+    #: (pixels, frames) above the white level so far, clipped to it
+    clipped = (0, 0)
+
+    def arrived(self, msg, now: float) -> None:
+        self.rate.arrived(now)
 
     def process(self, msg):
-        return encode_image(self.codec, msg, **self.conversion)
+        pixels = int(msg.width) * int(msg.height)
+        quality = self.rate.choose(pixels) if self.rate.target_kbps > 0 else self.quality
+        out, info = encode_image(self.codec, msg, quality=quality, **self.conversion)
+        data = out.data
+        sizes = {q: len(truncate(data, q)) for q in range(1, info["quality"])}
+        sizes[info["quality"]] = len(data)
+        self.rate.coded(info["quality"], sizes, info["pixels"])
+        self.pixels = info["pixels"]
+        if info.get("clipped"):  # pixels above the white level, clipped to it: counted, not refused
+            self.clipped = (self.clipped[0] + int(info["clipped"]), self.clipped[1] + 1)
+        return out, info
+
+    def advertise_more(self) -> None:
+        import rospy
+        from sensor_msgs.msg import CameraInfo
+
+        self.info_topics = (sibling_camera_info_topic(rospy.resolve_name(self.in_topic)),
+                            codes_camera_info_topic(self.pub.resolved_name))
+        self.info_pub = rospy.Publisher(self.info_topics[1], CameraInfo, queue_size=5, latch=True)
+
+    def subscribe_more(self) -> None:
+        import rospy
+        from sensor_msgs.msg import CameraInfo
+
+        self.info_sub = rospy.Subscriber(self.info_topics[0], CameraInfo, self._camera_info, queue_size=5)
+
+    def _camera_info(self, msg) -> None:
+        if self.camera_info.offer(msg):
+            self.info_pub.publish(msg)
 
     def describe(self, msg) -> str:
         return "%s (%s %sx%s)" % (super().describe(msg), msg.encoding or "no encoding", msg.width, msg.height)
@@ -165,7 +310,25 @@ class EncoderNode(CodecNode):
     def status_extra(self) -> Dict[str, str]:
         return {"model_id": self.codec.model_id, "model": self.codec.model_dir,
                 "backend": self.codec.backend, "device": str(self.codec.device),
-                "threads": str(torch_threads()), "torch": torch_version()}
+                "threads": str(torch_threads()), "torch": torch_version(),
+                "camera_info": "%s -> %s: %d received, %d relayed" % (
+                    self.info_topics + (self.camera_info.received, self.camera_info.relayed)),
+                "qualities": "1..%d (default %d)" % (self.codec.qualities, self.codec.default_quality)}
+
+    def status_now(self) -> Dict[str, str]:
+        values = {"quality mode": "target" if self.rate.target_kbps > 0 else "fixed"}
+        pixels, frames = getattr(self, "clipped", (0, 0))
+        values["pixels above white_level (clipped)"] = "%d in %d frames" % (pixels, frames)
+        values.update(self.rate.status(self.pixels))
+        if self.rate.target_kbps <= 0:
+            values["target (kbps)"] = "0 (off)"
+            if not self.rate.frames:
+                values["quality"] = str(self.quality)
+        return values
+
+    def status_warning(self) -> str:
+        budget = self.rate.status(self.pixels).get("budget", "")
+        return "budget %s" % budget if budget.startswith("not met") else ""
 
 
 def encoder_threads(value: Any) -> Optional[int]:

@@ -5,7 +5,8 @@
     worker thread --get--> process(msg) (the codec; subclass) --publish-->
         ValueError: rejected (bad input), other exceptions: failed; both are logged
         through ErrorThrottle and the node goes on with the next message
-    rospy.Timer --diagnostic_updater.Updater.update--> /diagnostics
+    rospy.Timer --diagnostic_updater.Updater.update--> /diagnostics: the node's status
+        (fill_status) and a TopicStatus (rate, stall, stamp age) of its input and its output
 
 Why our own queue: rospy's ``queue_size`` drops inside the receive thread without
 telling anyone, so drops could not be counted. The subscriber is created with
@@ -27,7 +28,7 @@ from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
 from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
-from rawdiff.ros.diagnostics import ErrorThrottle, NodeStats, fill_status
+from rawdiff.ros.diagnostics import ErrorThrottle, NodeStats, TopicStatus, fill_status, topic_check_args
 
 
 class DropOldestQueue:
@@ -107,9 +108,12 @@ class CodecNode:
         self.stats = NodeStats(window_s=5.0)  # rates and means over the last 5 s
         self.errors = ErrorThrottle(float(params.get("error_throttle_s", 5.0)), rospy.logerr)
         self.queue = DropOldestQueue(int(params.get("queue_size", 1)))
+        self.topic_checks = topic_check_args(params)
         self.pub = None
         self.sub = None
         self.updater = None
+        self.in_status: Optional[TopicStatus] = None
+        self.out_status: Optional[TopicStatus] = None
         self._timer = None
         self._last_reported: Dict[str, float] = {}
         self._worker: Optional[threading.Thread] = None
@@ -130,7 +134,29 @@ class CodecNode:
         return "rawdiff"
 
     def status_extra(self) -> Dict[str, str]:
+        """Values of the node's status that are also in its start-up line (what it runs)."""
         return {}
+
+    def status_now(self) -> Dict[str, str]:
+        """Values of the node's status that change while it runs (diagnostics only)."""
+        return {}
+
+    def status_warning(self) -> str:
+        """A reason to report WARN beside dropped, rejected or failed frames ("": none)."""
+        return ""
+
+    def arrived(self, msg, now: float) -> None:
+        """An input message arrived at ``now`` (``time.monotonic()``), in the receive thread."""
+
+    def advertise_more(self) -> None:
+        """Publishers beside the output (``self.pub`` exists)."""
+
+    def subscribe_more(self) -> None:
+        """Subscriptions beside the input, made just before it."""
+
+    def publish(self, out) -> None:
+        """Publish one output message (a subclass publishes what goes with it first)."""
+        self.pub.publish(out)
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -140,15 +166,19 @@ class CodecNode:
         import rospy
 
         self.pub = rospy.Publisher(self.out_topic, self.out_type, queue_size=self.out_queue_size)
+        self.advertise_more()
         self.updater = diagnostic_updater.Updater()
         self.updater.setHardwareID(self.hardware_id())
-        self.updater.add(self.verb + "r", self._diagnose)
+        self.updater.add(self.verb + "r", self._diagnose)  # first: tools that look for the node's name find it
+        self.in_status = TopicStatus(self.updater, rospy.resolve_name(self.in_topic), **self.topic_checks)
+        self.out_status = TopicStatus(self.updater, self.pub.resolved_name, **self.topic_checks)
         self._timer = rospy.Timer(rospy.Duration(0.25), lambda _event: self.updater.update())
         self._worker = threading.Thread(target=self._work, name="rawdiff-" + self.verb, daemon=True)
         self._worker.start()
         self.wait_for_subscribers(int(self.params.get("wait_for_subscribers", 0)))
         if rospy.is_shutdown():
             return
+        self.subscribe_more()
         self.sub = rospy.Subscriber(self.in_topic, self.in_type, self._receive, queue_size=None,
                                     buff_size=int(self.params.get("buff_size", 1 << 28)), tcp_nodelay=True)
         rospy.loginfo("%s: %s -> %s (%s)", rospy.get_name(), self.sub.resolved_name, self.pub.resolved_name,
@@ -167,7 +197,10 @@ class CodecNode:
 
     def _receive(self, msg) -> None:
         self.stats.count_received()
-        dropped = self.queue.put((msg, time.monotonic()))
+        self.in_status.tick(msg.header.stamp)
+        now = time.monotonic()
+        self.arrived(msg, now)
+        dropped = self.queue.put((msg, now))
         if dropped:
             self.stats.count_dropped(dropped)
 
@@ -183,7 +216,8 @@ class CodecNode:
         """Process one message; bad input is logged, counted and skipped."""
         try:
             out, info = self.process(msg)
-            self.pub.publish(out)
+            self.publish(out)
+            self.out_status.tick(out.header.stamp)
         except ValueError as exc:
             self.stats.count_rejected(str(exc))
             self.errors.report(str(exc), "rejected " + self.describe(msg))
@@ -200,7 +234,13 @@ class CodecNode:
         snap = self.stats.snapshot()
         extra = dict(self.status_extra())
         extra["queue size"] = str(self.queue.maxsize)
+        extra.update(self.status_now())
         fill_status(stat, snap, self.verb, self._last_reported, extra)
+        warning = self.status_warning()
+        if warning:
+            from diagnostic_msgs.msg import DiagnosticStatus
+
+            stat.mergeSummary(DiagnosticStatus.WARN, warning)
         self._last_reported = snap
         return stat
 

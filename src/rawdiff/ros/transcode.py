@@ -31,18 +31,22 @@ def copy_header(header):
 
 
 def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_level: Optional[float] = None,
-                 input_format: Optional[str] = None, wb_gains=None, color_matrix=None) -> Tuple[Any, Dict[str, float]]:
-    """``(CompressedCodes, info)`` of a RAW ``sensor_msgs/Image``; ``info`` has ``work_s``,
-    ``bytes_in``, ``bytes_out``, ``code_bytes`` and ``pixels``. ``wb_gains`` and
-    ``color_matrix`` (None: gray world, the ISP's default matrix) go into the bitstream."""
+                 input_format: Optional[str] = None, wb_gains=None, color_matrix=None,
+                 quality: Optional[int] = None) -> Tuple[Any, Dict[str, float]]:
+    """``(CompressedCodes, info)`` of a RAW ``sensor_msgs/Image`` at ``quality`` (None: the
+    model's default); ``info`` has ``work_s``, ``bytes_in``, ``bytes_out``, ``code_bytes``,
+    ``pixels``, ``quality`` and ``clipped`` (pixels above the white level, which the encoder
+    clips to it). ``wb_gains`` and ``color_matrix`` (None: gray world, the
+    ISP's default matrix) go into the bitstream."""
     from rawdiff.msg import CompressedCodes
+    from rawdiff.raw.io import pixels_above_white
 
     start = time.perf_counter()
     frame = image_to_frame(msg, cfa=cfa, black_level=black_level, white_level=white_level,
                            input_format=input_format)
     if wb_gains is not None or color_matrix is not None:
         frame = frame.copy(wb_gains=wb_gains, color_matrix=color_matrix)
-    payload = codec.compress(frame, source_encoding=frame.extra.get("source_encoding", ""))
+    payload = codec.compress(frame, source_encoding=frame.extra.get("source_encoding", ""), quality=quality)
     header = read_header(payload, verify=False)
     out = CompressedCodes()
     out.header = copy_header(msg.header)
@@ -52,7 +56,8 @@ def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_lev
     out.code_height, out.code_width = header.code_height, header.code_width
     out.data = payload
     info = {"work_s": time.perf_counter() - start, "bytes_in": len(msg.data), "bytes_out": len(payload),
-            "code_bytes": len(payload), "pixels": frame.height * frame.width}
+            "code_bytes": len(payload), "pixels": frame.height * frame.width, "quality": header.quality,
+            "clipped": pixels_above_white(frame)[0]}
     return out, info
 
 
