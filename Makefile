@@ -88,7 +88,7 @@ fixtures: setup
 
 # The default corpus: RAW frames unprocessed from photos and video frames that packages ship.
 data: data/corpus/train.txt
-data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp
+data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp src/rawdiff/data/corpus.py
 	$(RUN) rawdiff prepare-data --default --out data/corpus
 
 # The shipped model, in three parts:
