@@ -113,20 +113,6 @@ def test_the_first_corpus_keeps_its_splits():
     assert all(not s.split for s in found if s not in first)  # the added sources: the split rule's
 
 
-def test_files_of_the_evaluation_packages_are_never_sources(monkeypatch, tmp_path):
-    found = corpus.find_sources(verbose=False)
-    if not found:
-        pytest.skip("no default corpus package installed here")
-    info = tmp_path / "info"
-    info.mkdir()
-    (info / "mate-backgrounds.list").write_text("/.\n/usr\n%s\n" % found[0].path)
-    monkeypatch.setattr(corpus, "DPKG_INFO", str(info))
-    log = io.StringIO()
-    again = corpus.find_sources(verbose=True, file=log)
-    assert [s.name for s in again] == [s.name for s in found[1:]]
-    assert "a file of mate-backgrounds, kept for evaluation" in log.getvalue()
-
-
 def test_sources_hold_only_known_splits():
     assert corpus.Source("/x/a.png", "pkg", split="val").to_dict()["held_split"] == "val"
     assert corpus.Source("/x/a.png", "pkg").to_dict()["held_split"] is None

