@@ -612,6 +612,17 @@ def truncate(data: bytes, quality: int) -> bytes:
     return pack(cut, chunks)
 
 
+def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
+    """The size in bytes of the bitstream of ``total`` bytes with ``header`` cut to each quality
+    1..header.quality (what :func:`truncate` would give), from the stage table alone."""
+    stages = header.stages if header.stages is not None else ((1, header.codebook_size, total),)
+    sizes, size = {}, int(total)
+    for q in range(len(stages), 0, -1):
+        sizes[q] = size
+        size -= stages[q - 1][2] + _STAGE.size
+    return sizes
+
+
 def read_header(data: bytes, verify: bool = True) -> Header:
     """The header of a bitstream (``rawdiff info``).
 
@@ -632,5 +643,5 @@ def check_model(header: Header, model_id: str) -> None:
 __all__ = [
     "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC", "MATRIX_SOURCES",
     "MAX_STAGES", "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "BitstreamError", "Header", "ModelMismatchError",
-    "check_model", "make_model_id", "pack", "read_header", "stage_payloads", "truncate", "unpack",
+    "check_model", "make_model_id", "pack", "read_header", "stage_payloads", "truncate", "truncated_sizes", "unpack",
 ]

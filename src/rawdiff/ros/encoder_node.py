@@ -99,7 +99,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from rawdiff.codec.bitstream import truncate
+from rawdiff.codec.bitstream import read_header, truncated_sizes
 from rawdiff.ros.camera_info import CameraInfoRelay, codes_camera_info_topic, sibling_camera_info_topic
 from rawdiff.ros.diagnostics import TOPIC_DEFAULTS
 from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
@@ -275,8 +275,8 @@ class EncoderNode(CodecNode):
         quality = self.rate.choose(pixels) if self.rate.target_kbps > 0 else self.quality
         out, info = encode_image(self.codec, msg, quality=quality, **self.conversion)
         data = out.data
-        sizes = {q: len(truncate(data, q)) for q in range(1, info["quality"])}
-        sizes[info["quality"]] = len(data)
+        # what each lower quality would have cost: the stage table says, no stream is cut
+        sizes = truncated_sizes(read_header(data, verify=False), len(data))
         self.rate.coded(info["quality"], sizes, info["pixels"])
         self.pixels = info["pixels"]
         if info.get("clipped"):  # pixels above the white level, clipped to it: counted, not refused
