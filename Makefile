@@ -3,7 +3,7 @@
 #   make test    ruff + the whole pytest suite (core and ROS integration)
 #   make setup   Debian ROS packages, .venv, catkin build of the message (idempotent)
 #   make data    the default corpus;  make model  retrains models/default from it
-#   make model-scalable   the scalable-rate model (operating points) into models/scalable
+#   make model-colour     the single-rate model with a diffusion decoder (models/colour)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -27,7 +27,7 @@ APT_PKGS := ros-core python3-rospy python3-rosbag python3-roslaunch python3-rost
 ENV_SH   := build/env.sh
 RUN      := source $(ENV_SH) &&
 
-.PHONY: help setup apt venv catkin test lint fixtures data model model-scalable demo clean
+.PHONY: help setup apt venv catkin test lint fixtures data model model-colour demo clean
 help:
 	@sed -n '2,6p' Makefile
 
@@ -91,7 +91,24 @@ data: data/corpus/train.txt
 data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp src/rawdiff/data/corpus.py
 	$(RUN) rawdiff prepare-data --default --out data/corpus
 
-# The shipped model, in three parts:
+# The shipped model (models/default): the scalable-rate embedder (config/models/scalable.yaml),
+# trained from scratch for the fixed wall time in its config; its operating points measured
+# on the held-out test frames into model.json; the ONNX encoder. On a GPU add e.g.
+# ARGS="--accelerator gpu". A run that was stopped resumes with
+# `rawdiff train --resume runs/<run>` and the same --export; a longer second stage starts
+# from the first's model: `rawdiff train --base config/models/scalable.yaml
+# config/models/scalable_more.yaml model.params.init=DIR`.
+DEFAULT_STAGE := build/model-scalable
+model: data
+	rm -rf $(DEFAULT_STAGE) models/default.new
+	$(RUN) rawdiff train --base config/models/scalable.yaml --logdir runs --export $(DEFAULT_STAGE) $(ARGS)
+	cp -r $(DEFAULT_STAGE) models/default.new
+	$(RUN) rawdiff eval --model models/default.new data/corpus/test_held.txt --out build/eval-operating-points \
+	  --write-operating-points
+	$(RUN) rawdiff export-onnx --model models/default.new
+	rm -rf models/default && mv models/default.new models/default
+
+# The single-rate colour-exact model with its diffusion decoder (models/colour), in three parts:
 # 1. an sRGB-domain model: the embedder (config/models/default.yaml), the latent diffusion
 #    decoder on top of it (config/models/ldm.yaml), the light vehicle encoder trained against
 #    that embedder's encoder in two stages (config/models/vehicle_encoder.yaml, then with the
@@ -100,23 +117,13 @@ data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp src/rawdiff/data/corpus.p
 #    white-balanced signal, decodes camera RGB that the reference ISP's colour stage renders);
 # 3. its diffusion decoder, started from the sRGB model's (config/models/ldm_colour.yaml),
 #    then the ONNX encoder.
-# `make model-scalable` goes on from part 2 to the scalable-rate model (models/scalable, not
-# yet the default): the embedder with residual quantizer stages, one operating point each,
-# trained for fidelity (config/models/scalable.yaml), then on the grown corpus with its large
-# photos drawn more often (scalable_more.yaml); its diffusion decoder (ldm_scalable.yaml);
-# the operating points measured on the test split into model.json; the ONNX encoder.
-# Each training stage runs for the fixed wall time in its config; on a GPU add e.g.
-# ARGS="--accelerator gpu". A stage that was stopped resumes with
-# `rawdiff train --resume runs/<run>` and the same --export.
 MODEL_STAGE := build/model-embedder
 TEACHER_STAGE := build/model-teacher
 STUDENT_STAGE := build/model-student
 SRGB_STAGE := build/model-srgb
 COLOUR_STAGE := build/model-colour
-SCALABLE_STAGE := build/model-scalable
-SCALABLE_MORE_STAGE := build/model-scalable-more
-model: data
-	rm -rf $(MODEL_STAGE) $(TEACHER_STAGE) $(STUDENT_STAGE) $(SRGB_STAGE) $(COLOUR_STAGE) models/default.new
+model-colour: data
+	rm -rf $(MODEL_STAGE) $(TEACHER_STAGE) $(STUDENT_STAGE) $(SRGB_STAGE) $(COLOUR_STAGE) models/colour.new
 	$(RUN) rawdiff train --base config/models/default.yaml --logdir runs --export $(MODEL_STAGE) $(ARGS)
 	$(RUN) rawdiff train --base config/models/ldm.yaml --logdir runs --export $(TEACHER_STAGE) $(ARGS) \
 	  model.params.embedder=$(MODEL_STAGE)
@@ -128,26 +135,9 @@ model: data
 	$(RUN) rawdiff train --base config/models/colour.yaml --logdir runs --export $(COLOUR_STAGE) $(ARGS) \
 	  model.params.init=$(SRGB_STAGE)
 	$(RUN) rawdiff train --base config/models/ldm.yaml config/models/ldm_colour.yaml --logdir runs \
-	  --export models/default.new $(ARGS) model.params.embedder=$(COLOUR_STAGE) model.params.init=$(SRGB_STAGE)
-	$(RUN) rawdiff export-onnx --model models/default.new
-	rm -rf models/default && mv models/default.new models/default
-
-# From the shipped model's colour-exact embedder (make model's part 2, kept in build/) or,
-# without it, from models/default (same encoder and decoder weights; COLOUR=DIR to choose).
-COLOUR ?= $(if $(wildcard $(COLOUR_STAGE)/model.json),$(COLOUR_STAGE),models/default)
-model-scalable: data
-	rm -rf $(SCALABLE_STAGE) $(SCALABLE_MORE_STAGE) models/scalable.new
-	$(RUN) rawdiff train --base config/models/scalable.yaml --logdir runs --export $(SCALABLE_STAGE) $(ARGS) \
-	  model.params.init=$(COLOUR)
-	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/scalable_more.yaml --logdir runs \
-	  --export $(SCALABLE_MORE_STAGE) $(ARGS) model.params.init=$(SCALABLE_STAGE)
-	$(RUN) rawdiff train --base config/models/ldm.yaml config/models/ldm_scalable.yaml --logdir runs \
-	  --export models/scalable.new $(ARGS) model.params.embedder=$(SCALABLE_MORE_STAGE) \
-	  model.params.init=models/default
-	$(RUN) rawdiff eval --model models/scalable.new data/corpus/test.txt --out build/eval-operating-points \
-	  --write-operating-points
-	$(RUN) rawdiff export-onnx --model models/scalable.new
-	rm -rf models/scalable && mv models/scalable.new models/scalable
+	  --export models/colour.new $(ARGS) model.params.embedder=$(COLOUR_STAGE) model.params.init=$(SRGB_STAGE)
+	$(RUN) rawdiff export-onnx --model models/colour.new
+	rm -rf models/colour && mv models/colour.new models/colour
 
 # The pipeline on a bag (a short one made from opencv-doc's vtest.avi, or BAG=path with
 # TOPIC, BLACK and WHITE): roscore, pipeline.launch, rosbag play and record, a report.

@@ -173,10 +173,11 @@ def prepare_model(args, workdir: str) -> dict:
         model_dir = _untrained_model_dir(net, cfg, os.path.join(workdir, "model"))
         onnx_export.export_encoder(model_dir, onnx_export.DEFAULT_OPSET, verify=False)
         info["onnx"] = "exported for the benchmark, opset %d" % onnx_export.DEFAULT_OPSET
-    enc = net.encoder
+    # a model without an encoder network encodes with its analysis transform alone
+    enc_params = (sum(p.numel() for p in net.encoder.parameters()) if net.encoder is not None
+                  else int(net.analysis_weight.numel() + net.analysis_bias.numel()))
     info.update(model_dir=model_dir, factor=net.factor, codebook_size=net.codebook_size,
-                embedder=params.get("embedder") or {},
-                encoder_params=sum(p.numel() for p in enc.parameters()))
+                embedder=params.get("embedder") or {}, encoder_params=enc_params)
     return info
 
 

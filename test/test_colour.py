@@ -27,7 +27,7 @@ from rawdiff.codec.colour_stats import (
     transport_map,
 )
 from rawdiff.metrics import colour_fit, colour_fit_gain, psnr_uint8
-from rawdiff.nn.colour import render_camera_rgb, white_balance_planes
+from rawdiff.nn.colour import camera_rgb_of, render_camera_rgb, white_balance_planes
 from rawdiff.raw import RawFrame, read_raw
 from rawdiff.raw.frame import mosaic_to_planes
 from rawdiff.raw.io import write_raw
@@ -338,3 +338,15 @@ def test_a_sidecar_adds_what_the_dng_lacks(tmp_path, frame):
 def test_rawframe_refuses_a_bad_colour_matrix():
     with pytest.raises(ValueError, match="singular"):
         RawFrame(np.zeros((4, 4), np.uint16), color_matrix=np.ones((3, 3)))
+
+
+def test_camera_rgb_of_inverts_the_rendering_where_nothing_clips():
+    torch.manual_seed(0)
+    ccm = torch.tensor([[[1.2, -0.1, -0.1], [-0.1, 1.2, -0.1], [-0.05, -0.1, 1.15]]])
+    camera = 0.1 + 0.3 * torch.rand(1, 3, 8, 8)  # renders inside [0, 1]: no clip active
+    srgb = render_camera_rgb(camera, ccm)
+    assert torch.allclose(camera_rgb_of(srgb, ccm), camera, atol=2e-4)
+    # a clipped value comes back as one that renders the same
+    hot = torch.full((1, 3, 2, 2), 1.5)
+    assert torch.allclose(render_camera_rgb(camera_rgb_of(render_camera_rgb(hot, ccm), ccm), ccm),
+                          render_camera_rgb(hot, ccm), atol=1e-4)

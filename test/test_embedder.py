@@ -215,5 +215,95 @@ def test_shipped_weights_leave_out_the_training_only_buffers(staged_net):
         assert all(torch.equal(a, b) for a, b in zip(loaded.encode_codes(planes), staged_net.encode_codes(planes)))
     with pytest.raises(ValueError, match=r"missing \['quantize.codebooks.2.embedding.weight'\]"):
         load_embedder(params, {k: v for k, v in state.items() if k != "quantize.codebooks.2.embedding.weight"})
-    with pytest.raises(ValueError, match=r"unexpected \['quantize.codebooks.2.embedding.weight'\]"):
+    with pytest.raises(ValueError, match=r"unexpected \['quantize.codebooks.2.code_cost', "
+                                         r"'quantize.codebooks.2.embedding.weight'\]"):
         load_embedder({"embedder": dict(STAGED, stages=[[2, 16], [2, 16]], refine=4)}, state)
+
+
+def test_weights_without_code_costs_load_as_a_nearest_code_search():
+    from rawdiff.models.embedder import load_embedder
+
+    params = {"embedder": dict(ch=8, ch_mult=(1, 2), stem=2, embed_dim=4, stages=[[2, 16], [1, 16]])}
+    full = Embedder(**params["embedder"])
+    state = {k: v for k, v in full.state_dict().items() if not k.endswith("code_cost")}
+    net = load_embedder(params, state)
+    assert all(torch.equal(vq.code_cost, torch.zeros_like(vq.code_cost)) for vq in net.quantize.codebooks)
+    state.pop("decoder.conv_in.weight")
+    with pytest.raises(ValueError, match="decoder.conv_in.weight"):
+        load_embedder(params, state)
+
+
+@torch.no_grad()
+def test_a_wider_latent_starts_as_the_model_it_grew_from(fixture_model):
+    """init from a model of 4 latent channels into one of 6: the encoder's first 4 channels
+    and the decoder's output on them are the old model's."""
+    from safetensors.torch import load_file
+
+    from rawdiff.config import load_config
+    from rawdiff.models.embedder import load_embedder
+    from rawdiff.models.vqgan import VQGAN
+
+    params = load_config(fixture_model + "/config.yaml")["model"]["params"]
+    old = load_embedder(params, load_file(fixture_model + "/embedder.safetensors"))
+    wide = dict(params["embedder"], embed_dim=6)
+    new = VQGAN(embedder=wide, init=fixture_model).embedder.eval()
+    torch.manual_seed(0)
+    planes = torch.rand(1, 4, 16, 16)
+    z_old, z_new = old.encode(planes), new.encode(planes)
+    assert z_new.shape[1] == 6 and torch.allclose(z_new[:, :4], z_old, atol=1e-6)
+    latent = torch.nn.functional.pad(torch.randn(1, 4, 4, 4), (0, 0, 0, 0, 0, 2))
+    latent[:, 4:] = torch.randn(1, 2, 4, 4)  # the new channels are silent in the decoder at first
+    assert torch.allclose(new.decode(latent), old.decode(latent[:, :4]), atol=1e-5)
+    with pytest.raises(ValueError, match="cannot widen"):
+        VQGAN(embedder=dict(params["embedder"], embed_dim=3), init=fixture_model)
+
+
+@torch.no_grad()
+def test_linear_paths_start_as_principal_components_and_a_least_squares_synthesis():
+    torch.manual_seed(0)
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, embed_dim=6, stages=[[2, 16], [1, 16]], out="linear",
+                   linear_paths=True, encoder=PLAIN)
+    assert not net.quantize.normalize  # the transform's scale is kept
+    # smooth planes: low-rank cells, so 6 components of the 64 hold nearly all of them
+    planes = torch.nn.functional.interpolate(torch.rand(4, 4, 6, 6), size=(32, 32), mode="bilinear",
+                                             align_corners=False)
+    camera = torch.nn.functional.interpolate(planes[:, [0, 1, 3]], scale_factor=2.0, mode="bilinear",
+                                             align_corners=False)
+    net.init_linear_paths(planes, camera)
+    w = net.analysis_weight
+    assert torch.allclose(w @ w.t(), torch.eye(6), atol=1e-5)  # an orthonormal basis
+    z = net.encode(planes)
+    assert torch.allclose(z, net.analysis(planes), atol=1e-6)  # the network starts silent
+    cells = torch.nn.functional.pixel_unshuffle(planes, 4)
+    back = torch.einsum("dc,bdhw->bchw", w, z) + cells.mean(dim=(0, 2, 3))[None, :, None, None]
+    assert float((back - cells).pow(2).mean()) < 0.2 * float(cells.var())  # most of the signal kept
+    out = net.decode(z)
+    assert out.shape == camera.shape
+    err = float((out - camera).pow(2).mean())
+    assert err < 0.1 * float(camera.var()), err  # least squares from the latent to the target
+    # too few cells to fit 64 components: a clear error
+    with pytest.raises(ValueError, match="at least"):
+        net.init_linear_paths(planes[:1, :, :8, :8], camera[:1, :, :16, :16])
+    with pytest.raises(ValueError, match="linear_paths"):
+        Embedder(ch=8, ch_mult=(1, 2), stem=2, embed_dim=6, codebook_size=16, linear_paths=True)
+
+
+@torch.no_grad()
+def test_the_decoder_is_told_the_operating_point_and_the_encoder_can_be_the_analysis_alone():
+    torch.manual_seed(0)
+    net = Embedder(ch=8, ch_mult=(1, 2), stem=2, embed_dim=6, stages=[[2, 16], [1, 16], [1, 16]], out="linear",
+                   linear_paths=True, quality_channel=True, encoder_network=False)
+    assert net.encoder is None and net.decoder.conv_in.in_channels == 7
+    planes = torch.rand(2, 4, 32, 32)
+    net.init_linear_paths(planes.repeat(4, 1, 1, 1), torch.rand(8, 3, 64, 64))
+    assert torch.equal(net.encode(planes), net.analysis(planes))
+    net.train()
+    net(planes)  # codebooks from data
+    net.eval()
+    codes = net.encode_codes(planes)
+    for n in (1, 2, 3):
+        z = net.lookup_codes(codes[:n], (8, 8))
+        assert z.shape[1] == 7 and torch.all(z[:, 6] == n / 3)
+        assert torch.allclose(net(planes, n)[0], net.decode(z), atol=1e-5)  # training sees what decoding does
+    with pytest.raises(ValueError, match="linear_paths"):
+        Embedder(ch=8, ch_mult=(1, 2), stem=2, embed_dim=6, stages=[[1, 16]], encoder_network=False)

@@ -239,3 +239,53 @@ def test_training_initialises_every_codebook_from_data_and_trains_every_stage(la
     assert "initialised" in keys and "codebooks.3.idle_steps" in keys
     assert training_only("quantize.initialised") and training_only("quantize.codebooks.3.idle_steps")
     assert not training_only("quantize.codebooks.3.embedding.weight")
+
+
+# ------------------------------------------------------------------ entropy-constrained search
+
+
+def _entropy(idx: torch.Tensor, k: int) -> float:
+    p = torch.bincount(idx.flatten(), minlength=k).float()
+    p = p[p > 0] / p.sum()
+    return float(-(p * torch.log2(p)).sum())
+
+
+@torch.no_grad()
+def test_entropy_constrained_search_takes_the_cheapest_code_where_detail_is_small():
+    torch.manual_seed(3)
+    # mostly flat latents (small residuals after the coarse stage) with a textured patch
+    z = torch.nn.functional.interpolate(torch.randn(4, 4, 2, 2), size=(16, 16), mode="bilinear",
+                                        align_corners=False)
+    z[:, :, :6, :6] += 0.8 * torch.randn(4, 4, 6, 6)
+    stages = [[2, 16], [1, 32]]
+    entropies, skips = [], []
+    for lam in (0.0, 0.02, 0.2):
+        torch.manual_seed(0)
+        rq = ResidualQuantizer(stages, 4, restart_after=0, rate_lambda=lam, skip_code=True).train()
+        for _ in range(30):
+            rq(z)
+        rq.eval()
+        fine = rq.codebooks[1]
+        assert torch.equal(fine.codebook()[0], torch.zeros(4))  # the skip code stays the zero vector
+        assert not rq.codebooks[0].skip_code  # the first stage has none
+        if lam == 0.0:
+            assert torch.equal(fine.code_cost, torch.zeros(32))
+        codes = rq.encode_indices(z)
+        # the search is argmin of distance + cost, checked by brute force
+        x = torch.nn.functional.normalize(z, dim=1)
+        residual = x - expand_to(rq.codebooks[0].lookup(codes[0]), 2, (16, 16))
+        flat = residual.permute(0, 2, 3, 1).reshape(-1, 4)
+        cost = torch.cdist(flat, fine.codebook()).pow(2) + fine.code_cost[None, :]
+        assert torch.equal(cost.argmin(1).reshape(codes[1].shape), codes[1])
+        entropies.append(_entropy(codes[1], 32))
+        skips.append(float((codes[1] == 0).float().mean()))
+    # a larger lambda buys fewer bits with more zero codes
+    assert entropies[0] > entropies[1] > entropies[2], entropies
+    assert skips[2] > skips[0], skips
+
+
+def test_rate_lambda_and_skip_code_are_checked():
+    with pytest.raises(ValueError, match="rate_lambda"):
+        ResidualQuantizer(STAGES, 4, rate_lambda=2.0)
+    with pytest.raises(ValueError, match="not l2-normalised"):
+        VectorQuantizer(8, 2, skip_code=True)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from synthetic import ROOT
 
-from rawdiff.codec import Codec
+from rawdiff.codec import Codec, truncate
 from rawdiff.raw import read_raw
 from rawdiff.train import train
 
@@ -38,6 +38,30 @@ def test_tiny_config_trains_exports_and_resumes(tiny_corpus, tmp_path):
     resumed = train([], resume=run, max_steps=6, logdir=str(tmp_path))
     assert resumed["run_dir"] == run and resumed["global_step"] > summary["global_step"]
     assert os.path.isfile(os.path.join(run, "csv", "version_0", "metrics.csv"))  # earlier logs kept
+
+
+def test_linear_paths_train_export_and_code_progressively(tiny_corpus, tmp_path):
+    """The shipped model's kind (linear paths, no encoder network, quality channel, entropy-
+    constrained stages with a zero code) on the tiny config: fitted on the first batch,
+    trained under bf16 autocast, exported, and its streams cut to a lower quality are the
+    streams of that quality."""
+    overrides = ["data.params.root=" + tiny_corpus, "data.params.crop_size=128", "model.params.embedder.embed_dim=8",
+                 "model.params.embedder.linear_paths=true", "model.params.embedder.encoder_network=false",
+                 "model.params.embedder.quality_channel=true", "model.params.embedder.rate_lambda=0.02",
+                 "model.params.embedder.skip_code=true", "lightning.trainer.precision=bf16-mixed",
+                 "codec.default_quality=2"]
+    summary = train([TINY], overrides, max_steps=3, logdir=str(tmp_path))
+    codec = Codec.load(summary["model_dir"])
+    net = codec.embedder
+    assert net.encoder is None and net.linear_paths and net.quantize.quality_channel
+    assert codec.default_quality == 2  # from the config's codec node into model.json
+    assert float(net.analysis_weight.abs().sum()) > 0  # fitted, and shipped
+    assert any(float(vq.code_cost.abs().sum()) > 0 for vq in net.quantize.codebooks)
+    frame = read_raw(os.path.join(tiny_corpus, open(os.path.join(tiny_corpus, "test.txt")).readline().strip()))
+    top = codec.compress(frame, quality=len(net.stages))
+    for q in range(1, len(net.stages)):
+        assert truncate(top, q) == codec.compress(frame, quality=q)
+    assert codec.decompress(top).shape == (frame.height, frame.width, 3)
 
 
 def test_missing_config_is_a_clear_error(tmp_path):

@@ -190,6 +190,12 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
                                 "training": training or {}}
         if embedder.staged:
             meta["stages"] = [list(st) for st in embedder.stages]
+        if codec_cfg.get("default_quality") is not None:
+            default = codec_cfg["default_quality"]
+            if isinstance(default, bool) or not isinstance(default, int) or not 1 <= default <= len(embedder.stages):
+                raise ValueError("codec.default_quality must be a quality in 1..%d, got %r"
+                                 % (len(embedder.stages), default))
+            meta["default_quality"] = default
         frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
         prior, codes = fit_prior(embedder, frames, prior_kind)
         if len(prior) == 1:

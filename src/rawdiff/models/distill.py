@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from rawdiff.config import register
 from rawdiff.metrics import psnr
-from rawdiff.models.embedder import Embedder, model_input, rendered, target_of, training_only
+from rawdiff.models.embedder import Embedder, may_be_missing, model_input, rendered, target_of
 from rawdiff.models.losses import reconstruction_loss
 
 
@@ -81,7 +81,7 @@ class EncoderDistill(L.LightningModule):
         state = load_file(os.path.join(self.teacher_dir, "embedder.safetensors"))
         kept = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         missing, unexpected = self.embedder.load_state_dict(kept, strict=False)
-        missing = [k for k in missing if not k.startswith("encoder.") and not training_only(k)]
+        missing = [k for k in missing if not k.startswith("encoder.") and not may_be_missing(k)]
         if missing or unexpected:
             raise ValueError("teacher %s does not match its config: missing %s, unexpected %s"
                              % (teacher, missing[:5], unexpected[:5]))

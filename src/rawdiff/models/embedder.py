@@ -168,7 +168,8 @@ class Embedder(nn.Module):
                  stem: int = 2, embed_dim: int = 8, codebook_size: int = 1024, out: str = "rgb",
                  attention: bool = False, beta: float = 0.25, restart_after: int = 200,
                  encoder: Optional[Dict[str, Any]] = None, stages: Optional[Sequence[Sequence[int]]] = None,
-                 refine: int = 0):
+                 refine: int = 0, rate_lambda: float = 0.0, skip_code: bool = False,
+                 linear_paths: bool = False, quality_channel: bool = False, encoder_network: bool = True):
         super().__init__()
         if out not in OUTPUTS:
             raise ValueError("out must be one of %s, got %r" % (", ".join(OUTPUTS), out))
@@ -187,21 +188,49 @@ class Embedder(nn.Module):
             raise ValueError("the encoder downsamples by %d but the decoder upsamples by %d (f = 2 * stem * "
                              "2 ** (len(ch_mult) - 1))" % (encoder_factor, self.factor))
         out_per_cell = PLANES * self.stem ** 2 if out == "raw" else 3 * (2 * self.stem) ** 2
-        self.encoder = Encoder(PLANES * self.encoder_stem ** 2, z_channels=embed_dim, **enc)
+        if not encoder_network and not linear_paths:
+            raise ValueError("encoder_network: false leaves the linear analysis as the encoder; it needs "
+                             "linear_paths: true")
+        # without the network the vehicle's encoder is the analysis transform alone (a matrix per
+        # cell) and the code search
+        self.encoder: Optional[Encoder] = (Encoder(PLANES * self.encoder_stem ** 2, z_channels=embed_dim, **enc)
+                                           if encoder_network else None)
         if stages:
-            self.quantize = ResidualQuantizer(stages, embed_dim, beta=beta, restart_after=restart_after)
+            self.quantize = ResidualQuantizer(stages, embed_dim, beta=beta, restart_after=restart_after,
+                                              rate_lambda=rate_lambda, skip_code=skip_code,
+                                              normalize=not linear_paths, quality_channel=quality_channel)
         else:
+            if rate_lambda or skip_code or linear_paths or quality_channel:
+                raise ValueError("rate_lambda, skip_code, linear_paths and quality_channel are for a residual "
+                                 "quantizer (embedder.stages)")
             self.quantize = VectorQuantizer(codebook_size, embed_dim, beta=beta, restart_after=restart_after)
         #: (scale, codebook size) of each stage; one stage of scale 1 for a plain codebook
         self.stages: List[Tuple[int, int]] = (list(self.quantize.stages) if stages
                                               else [(1, int(codebook_size))])
         self.codebook_size = self.stages[0][1]
-        self.decoder = Decoder(out_per_cell, ch, ch_mult, num_res_blocks, embed_dim, attention)
+        self.decoder = Decoder(out_per_cell, ch, ch_mult, num_res_blocks,
+                               embed_dim + int(bool(quality_channel)), attention)
         self.refine: Optional[Refine] = None
         if refine:
             if out == "raw":
                 raise ValueError("refine is a head on RGB outputs; out: raw has none")
             self.refine = Refine(3, int(refine))
+        self.linear_paths = bool(linear_paths)
+        if self.linear_paths:
+            if out == "raw":
+                raise ValueError("linear_paths decode to RGB; out: raw has none")
+            f = self.factor
+            # analysis: the 4 (f/2)^2 mosaic samples of each f x f cell -> embed_dim values,
+            # fixed once fitted (a principal-component basis); synthesis: 3x3 cells of the
+            # latent -> the cell's 3 f^2 output values, trained on
+            self.register_buffer("analysis_weight", torch.zeros(embed_dim, PLANES * (f // 2) ** 2))
+            self.register_buffer("analysis_bias", torch.zeros(embed_dim))
+            self.synthesis = nn.Conv2d(embed_dim, 3 * f * f, 3, padding=1)
+            # fixed once fitted, as the analysis: trained on every operating point it would
+            # learn to blur the fine ones; the decoder network, which knows the operating point
+            # (quality_channel), learns what is left
+            self.synthesis.requires_grad_(False)
+            self.register_buffer("linear_initialised", torch.zeros((), dtype=torch.bool))
 
     @property
     def plane_multiple(self) -> int:
@@ -210,8 +239,21 @@ class Embedder(nn.Module):
 
     def encode(self, planes: torch.Tensor) -> torch.Tensor:
         """B x 4 x h x w planes (h, w multiples of plane_multiple) -> continuous latents."""
+        if self.encoder is None:
+            with torch.autocast(planes.device.type, enabled=False):
+                return self.analysis(planes.float())
         x = F.pixel_unshuffle(planes, self.encoder_stem) if self.encoder_stem > 1 else planes
-        return self.encoder(x)
+        z = self.encoder(x)
+        if self.linear_paths:  # in float32: the transform's large leading values need it
+            with torch.autocast(z.device.type, enabled=False):
+                z = z.float() + self.analysis(planes.float())
+        return z
+
+    def analysis(self, planes: torch.Tensor) -> torch.Tensor:
+        """The fixed linear transform of each cell's mosaic samples (linear_paths)."""
+        cells = F.pixel_unshuffle(planes, self.factor // 2)
+        return F.conv2d(cells, self.analysis_weight.to(cells.dtype)[:, :, None, None],
+                        self.analysis_bias.to(cells.dtype))
 
     @property
     def staged(self) -> bool:
@@ -259,6 +301,10 @@ class Embedder(nn.Module):
         y = self.decoder(z_q)
         if self.out != "raw":
             y = F.pixel_shuffle(y, 2 * self.stem)
+            if self.linear_paths:
+                with torch.autocast(y.device.type, enabled=False):
+                    latent = z_q[:, : self.quantize.embed_dim].float()
+                    y = y.float() + F.pixel_shuffle(self.synthesis(latent), self.factor)
             return self.refine(y) if self.refine is not None else y
         return F.pixel_shuffle(y, self.stem) if self.stem > 1 else y
 
@@ -275,6 +321,48 @@ class Embedder(nn.Module):
         else:
             z_q, q_loss, indices, stats = self.quantize(z)
         return self.decode(z_q), q_loss, indices, stats
+
+    @torch.no_grad()
+    def init_linear_paths(self, planes: torch.Tensor, camera_rgb: torch.Tensor, ridge: float = 1e-3) -> None:
+        """Fit the linear paths on a batch (``linear_paths``; the first training step):
+
+        - analysis: the leading ``embed_dim`` principal components of the cells' mosaic
+          samples (centred), so the latent starts as the best linear code of that size;
+        - synthesis: least squares from each latent's 3x3 neighbourhood to its cell of
+          ``camera_rgb`` (the decoder's target), a linear demosaic-and-decode that overlaps
+          cells, so it makes no block edges;
+        - the encoder's and decoder's networks start silent (last convs zero): they learn
+          what the linear paths miss."""
+        d = self.quantize.embed_dim
+        cells = F.pixel_unshuffle(planes.float(), self.factor // 2)
+        flat = cells.permute(0, 2, 3, 1).reshape(-1, cells.shape[1]).double()
+        if flat.shape[0] < 4 * flat.shape[1]:
+            raise ValueError("fitting the linear paths needs at least %d cells, got %d"
+                             % (4 * flat.shape[1], flat.shape[0]))
+        mean = flat.mean(0)
+        cov = (flat - mean).t() @ (flat - mean) / (flat.shape[0] - 1)
+        _, vectors = torch.linalg.eigh(cov)
+        basis = vectors[:, -d:].flip(1).t()  # d x C, leading components first
+        self.analysis_weight.copy_(basis.float())
+        self.analysis_bias.copy_((-basis @ mean).float())
+        if self.encoder is not None:
+            last = self.encoder.blocks[-1] if self.encoder.plain else self.encoder.conv_out
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        nn.init.zeros_(self.decoder.conv_out.weight)
+        nn.init.zeros_(self.decoder.conv_out.bias)
+        z = self.analysis(planes.float())
+        inputs = F.unfold(z, 3, padding=1).transpose(1, 2).reshape(-1, d * 9).double()
+        target = F.pixel_unshuffle(camera_rgb.float(), self.factor)
+        target = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).double()
+        inputs = torch.cat([inputs, torch.ones_like(inputs[:, :1])], dim=1)
+        gram = inputs.t() @ inputs
+        gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+        solution = torch.linalg.solve(gram, inputs.t() @ target)  # (9d + 1) x 3 f^2
+        weight = solution[:-1].t().reshape(-1, d, 3, 3)  # unfold orders (channel, ky, kx)
+        self.synthesis.weight.copy_(weight.float())
+        self.synthesis.bias.copy_(solution[-1].float())
+        self.linear_initialised.fill_(True)
 
     def last_layer(self) -> torch.Tensor:
         return self.decoder.conv_out.weight
@@ -311,13 +399,22 @@ def target_of(embedder: Embedder, batch: Dict[str, torch.Tensor]) -> torch.Tenso
 
 
 # Buffers that only matter while training (dead-code restart counters); not shipped.
-TRAINING_ONLY_SUFFIXES = ("idle_steps", "quantize.initialised")
+TRAINING_ONLY_SUFFIXES = ("idle_steps", "quantize.initialised", "ecvq_usage", "ecvq_energy", "linear_initialised")
+# Buffers that weights written before they existed lack; their default is the old behaviour
+# (code_cost zero: the nearest code).
+DEFAULTED_SUFFIXES = ("code_cost",)
 
 
 def training_only(key: str) -> bool:
     """True for buffers that only matter while training (dead-code restart counters, the
     flags of data-dependent codebook initialisation); they are not shipped."""
     return key.endswith(TRAINING_ONLY_SUFFIXES)
+
+
+def may_be_missing(key: str) -> bool:
+    """True for buffers that weights may lack: training-only ones, and those whose default is
+    what older weights did."""
+    return training_only(key) or key.endswith(DEFAULTED_SUFFIXES)
 
 
 
@@ -329,7 +426,7 @@ def embedder_from_config(params: Dict) -> Embedder:
 def load_embedder(params: Dict, state: Dict[str, torch.Tensor], device: Optional[torch.device] = None) -> Embedder:
     net = embedder_from_config(params)
     missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not training_only(k)]
+    missing = [k for k in missing if not may_be_missing(k)]
     if missing or unexpected:
         raise ValueError("embedder weights do not match the config: missing %s, unexpected %s"
                          % (sorted(missing)[:5], sorted(unexpected)[:5]))

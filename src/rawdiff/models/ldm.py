@@ -198,6 +198,14 @@ class LatentDenoiser(nn.Module):
         return self.restore(x0, z_q)
 
 
+def check_diffusable(quantizer) -> None:
+    """The diffusion decoder works on the latent the quantizer gives the decoder; one with a
+    quality channel (a decoder told its operating point) is not supported by it yet."""
+    if getattr(quantizer, "quality_channel", False):
+        raise ValueError("the diffusion decoder does not support an embedder with a quality channel "
+                         "(embedder.quality_channel); use the fast decoder")
+
+
 def denoiser_from_params(params: Dict[str, Any], codebook_size: int, embed_dim: int, normalized: bool = True):
     """The bare network from the ``model.params`` of an ldm config."""
     return LatentDenoiser(codebook_size, embed_dim, unet=params.get("unet"), conditioning=params.get("conditioning"),
@@ -241,6 +249,7 @@ class LDM(_lightning_base()):
         self.embedder_dir = os.path.abspath(embedder)
         self.embedder = load_frozen_embedder(self.embedder_dir)
         q = self.embedder.quantize
+        check_diffusable(q)
         self.denoiser = denoiser_from_params(self.hparams, q.codebook_size, q.embed_dim, q.normalize)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
@@ -406,6 +415,7 @@ def load_diffusion_decoder(codec, path: str) -> DiffusionDecoder:
                          % codec.model_id)
     params = ldm_cfg["model"].get("params") or {}
     q = codec.embedder.quantize
+    check_diffusable(q)
     denoiser = denoiser_from_params(params, q.codebook_size, q.embed_dim, q.normalize)
     missing, unexpected = denoiser.load_state_dict(load_file(path), strict=False)
     if missing or unexpected:

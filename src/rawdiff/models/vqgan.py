@@ -15,7 +15,7 @@ import torch
 
 from rawdiff.config import register
 from rawdiff.metrics import psnr
-from rawdiff.models.embedder import Embedder, model_input, rendered, target_of, training_only
+from rawdiff.models.embedder import Embedder, may_be_missing, model_input, rendered, target_of
 from rawdiff.models.losses import VQLoss
 
 
@@ -39,14 +39,26 @@ class VQGAN(L.LightningModule):
 
     def init_from(self, model_dir: str) -> None:
         """Start from the embedder weights of a model directory (same shapes; the output
-        domain may differ: a model trained to sRGB is a good start for ``out: linear``)."""
+        domain may differ: a model trained to sRGB is a good start for ``out: linear``).
+
+        A wider latent (a larger ``embed_dim``) is allowed: the encoder's last conv keeps the
+        old channels and starts the new ones at a tenth of their random scale; the decoder's
+        first conv keeps the old weights and gives the new channels zero weight. The network
+        then starts as the old one, and the new channels are learnt."""
         from safetensors.torch import load_file
 
         from rawdiff.codec.modeldir import read_model_dir
 
-        read_model_dir(model_dir)  # checks the directory and its model_id
+        info = read_model_dir(model_dir)  # checks the directory and its model_id
         state = load_file(os.path.join(model_dir, "embedder.safetensors"))
         own = self.embedder.state_dict()
+        old_dim = int(((info["config"].get("model") or {}).get("params") or {}).get("embedder", {}).get("embed_dim", 8))
+        new_dim = self.embedder.quantize.embed_dim
+        if new_dim != old_dim:
+            state = dict(state)
+            for key in self._latent_layers():
+                if key in state and key in own:
+                    state[key] = widened(state[key], own[key], old_dim, new_dim, decoder=key.startswith("decoder."))
         # the quantizer may change (a plain codebook -> residual stages) and a refine head may
         # be new: those start fresh; every other weight must be there with its shape
         fresh = ("quantize.", "refine.")
@@ -56,14 +68,40 @@ class VQGAN(L.LightningModule):
                              % (model_dir, ", ".join(wrong[:3])))
         state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         missing, unexpected = self.embedder.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not training_only(k) and not k.startswith(fresh)]
+        missing = [k for k in missing if not may_be_missing(k) and not k.startswith(fresh)]
         if missing or unexpected:
             raise ValueError("init %s: embedder weights do not match the config: missing %s, unexpected %s"
                              % (model_dir, sorted(missing)[:3], sorted(unexpected)[:3]))
+        if self.embedder.linear_paths and "analysis_weight" in state:  # fitted there: not again
+            self.embedder.linear_initialised.fill_(True)
         if self.embedder.staged:  # codebooks taken over are not initialised from data again
             for k in range(len(self.embedder.stages)):
                 if "quantize.codebooks.%d.embedding.weight" % k in state:
                     self.embedder.quantize.initialised[k] = True
+
+    def _init_linear_paths(self, planes: torch.Tensor, batch) -> None:
+        """Fit the embedder's linear paths on this batch (process 0's, where there are several)."""
+        from rawdiff.nn.colour import camera_rgb_of
+
+        with torch.autocast(self.device.type, enabled=False):
+            self.embedder.init_linear_paths(planes.float(), camera_rgb_of(batch["rgb"], batch["color_matrix"]))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for name in ("analysis_weight", "analysis_bias"):
+                torch.distributed.broadcast(getattr(self.embedder, name), 0)
+            for module in (self.embedder.synthesis, self.embedder.decoder.conv_out):
+                for param in module.parameters():
+                    torch.distributed.broadcast(param.data, 0)
+
+    def _latent_layers(self):
+        """Names of the weights whose shape follows embed_dim: the encoder's last conv (weight
+        and bias) and the decoder's first conv weight."""
+        enc = self.embedder.encoder
+        if enc is None:
+            raise ValueError("this embedder has no encoder network (encoder_network: false): its latent "
+                             "is the fitted analysis transform, which cannot be widened")
+        last = enc.blocks[-1] if enc.plain else enc.conv_out
+        names = {id(p): "encoder." + n for n, p in enc.named_parameters()}
+        return [names[id(last.weight)], names[id(last.bias)], "decoder.conv_in.weight"]
 
     def forward(self, planes: torch.Tensor):
         return self.embedder(planes)
@@ -76,7 +114,10 @@ class VQGAN(L.LightningModule):
             # quantizer dropout: this step decodes a random prefix of the stages, so every
             # operating point of the model is trained
             stages = int(torch.randint(1, len(self.embedder.stages) + 1, ()))
-        x_hat, q_loss, _, stats = self.embedder(model_input(self.embedder, batch), stages)
+        planes = model_input(self.embedder, batch)
+        if self.embedder.linear_paths and not bool(self.embedder.linear_initialised):
+            self._init_linear_paths(planes, batch)
+        x_hat, q_loss, _, stats = self.embedder(planes, stages)
         step = int(self.batches_seen)
         self.batches_seen += 1
         # The networks may run under bf16 autocast (precision: bf16-mixed); the colour stage
@@ -126,3 +167,16 @@ class VQGAN(L.LightningModule):
         opt_g = torch.optim.Adam(self.embedder.parameters(), lr=self.learning_rate, betas=self.betas)
         opt_d = torch.optim.Adam(self.loss.discriminator.parameters(), lr=self.learning_rate, betas=self.betas)
         return [opt_g, opt_d]
+
+
+def widened(old: torch.Tensor, new: torch.Tensor, old_dim: int, new_dim: int, decoder: bool) -> torch.Tensor:
+    """``old`` (a weight with ``old_dim`` latent channels) inside a tensor shaped as ``new``:
+    the decoder's new input channels get zero weight, the encoder's new output channels a
+    tenth of ``new``'s random initial values."""
+    axis = 1 if decoder else 0
+    if new_dim < old_dim or old.shape[axis] != old_dim or new.shape[axis] != new_dim:
+        raise ValueError("cannot widen a latent of %d channels to %d (weight of shape %s to %s)"
+                         % (old_dim, new_dim, tuple(old.shape), tuple(new.shape)))
+    out = torch.zeros_like(new) if decoder else new.detach().clone() * 0.1
+    out.narrow(axis, 0, old_dim).copy_(old)
+    return out

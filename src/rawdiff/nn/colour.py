@@ -68,4 +68,17 @@ def render_camera_rgb(camera_rgb: torch.Tensor, ccm: torch.Tensor, tone_curve: s
     return out
 
 
-__all__ = ["OUT_OF_RANGE_SLOPE", "render_camera_rgb", "smoothstep", "srgb_gamma", "white_balance_planes"]
+def camera_rgb_of(srgb: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
+    """The white-balanced camera RGB that :func:`render_camera_rgb` (smoothstep tone curve)
+    renders as ``srgb`` (B x 3 x H x W in [0, 1]) with B x 3 x 3 colour matrices: the inverse
+    tone curve, the inverse sRGB curve and the inverse matrix. Exact where no clip was
+    active; where one was, a value that renders the same."""
+    y = srgb.float().clamp(0.0, 1.0)
+    y = 0.5 - torch.sin(torch.asin(1.0 - 2.0 * y) / 3.0)  # inverse smoothstep (Brooks et al.)
+    linear = torch.where(y <= 0.04045, y / 12.92, ((y.clamp(min=0.04045) + 0.055) / 1.055).pow(2.4))
+    inv = torch.linalg.inv(ccm.float())
+    return torch.einsum("bij,bjhw->bihw", inv, linear)
+
+
+__all__ = ["OUT_OF_RANGE_SLOPE", "camera_rgb_of", "render_camera_rgb", "smoothstep", "srgb_gamma",
+           "white_balance_planes"]
