@@ -27,7 +27,7 @@ from rawdiff.codec.entropy import StagedPrior
 from rawdiff.codec.modeldir import compute_model_id, read_model_dir
 from rawdiff.codec.prior_fit import fit_prior as fit_index_prior
 from rawdiff.config import save_config
-from rawdiff.models.embedder import training_only
+from rawdiff.models.embedder import DEFAULTED_SUFFIXES, training_only
 
 
 @contextlib.contextmanager
@@ -55,8 +55,11 @@ def staged_directory(out: str) -> Iterator[str]:
 
 
 def embedder_state(embedder: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The weights to ship: no training-only buffers, and no buffer that holds its default
+    (an all-zero ``code_cost``: a nearest-code search), so a model that does not use a newer
+    feature writes the same file, and the same model_id, as before it existed."""
     return {k: v.detach().cpu().contiguous() for k, v in embedder.state_dict().items()
-            if not training_only(k)}
+            if not training_only(k) and not (k.endswith(DEFAULTED_SUFFIXES) and not bool(v.any()))}
 
 
 def iter_index_frames(index_file: str, limit: Optional[int] = None) -> Iterable:
