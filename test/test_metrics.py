@@ -45,3 +45,29 @@ def test_to_tensor_layout():
     rgb[..., 0] = 255
     t = metrics.to_tensor(rgb)
     assert t.shape == (1, 3, 4, 5) and t[0, 0].min() == 1.0 and t[0, 1].max() == 0.0
+
+
+def test_sliced_wasserstein_is_zero_for_the_reference_and_grows_with_blur_and_noise():
+    import cv2
+
+    from rawdiff.metrics import laplacian_pyramid, sliced_wasserstein, to_tensor
+
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 256, (24, 32, 3)).astype(np.uint8), (256, 192), interpolation=cv2.INTER_CUBIC)
+    img = np.clip(base.astype(np.float32) + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)  # texture
+    ref = to_tensor(img)
+    assert sliced_wasserstein(ref, ref) == 0.0
+    blurred = to_tensor(cv2.GaussianBlur(img, (0, 0), 2.0))
+    slight = to_tensor(cv2.GaussianBlur(img, (0, 0), 0.6))
+    assert sliced_wasserstein(blurred, ref) > sliced_wasserstein(slight, ref) > 0.0  # more blur, farther
+    noisy = to_tensor(np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8))
+    assert sliced_wasserstein(noisy, ref) > 0.0  # invented texture counts too
+    assert sliced_wasserstein(blurred, ref) == sliced_wasserstein(blurred, ref)  # seeded
+    levels = laplacian_pyramid(ref, 4)
+    assert len(levels) == 4 and levels[1].shape[-2:] == (96, 128)
+    assert torch.allclose(levels[0] + torch.nn.functional.interpolate(
+        levels[1] + torch.nn.functional.interpolate(levels[2] + torch.nn.functional.interpolate(
+            levels[3], size=(48, 64), mode="bilinear", align_corners=False), size=(96, 128), mode="bilinear",
+            align_corners=False), size=(192, 256), mode="bilinear", align_corners=False), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="too small"):
+        sliced_wasserstein(ref[..., :5, :5], ref[..., :5, :5])

@@ -107,7 +107,8 @@ class _Meter:
         try:
             t = metrics.to_tensor(img)
             out = {"psnr": metrics.psnr(t, self.ref_t), "ms_ssim": float(metrics.ms_ssim(t, self.ref_t)[0]),
-                   "spectral": metrics.spectral_distance(t, self.ref_t), "butteraugli": None,
+                   "spectral": metrics.spectral_distance(t, self.ref_t),
+                   "swd": metrics.sliced_wasserstein(t, self.ref_t), "butteraugli": None,
                    "butteraugli_3norm": None}
         finally:
             torch.set_num_threads(threads)

@@ -34,7 +34,10 @@ import numpy as np
 
 #: (key, label, higher is better)
 METRICS = (("psnr", "PSNR (dB)", True), ("ms_ssim", "MS-SSIM", True),
-           ("butteraugli", "butteraugli", False), ("spectral", "spectral distance", False))
+           ("butteraugli", "butteraugli", False), ("spectral", "spectral distance", False),
+           ("swd", "SWD x1000", False))
+#: realism figures: no rate is matched or BD-rate taken on them
+REALISM = ("spectral", "swd")
 METRIC_LABEL = {k: label for k, label, _ in METRICS}
 HIGHER_IS_BETTER = {k: hib for k, _, hib in METRICS}
 

@@ -29,6 +29,7 @@ from rawdiff.eval.rd import (
     HIGHER_IS_BETTER,
     METRIC_LABEL,
     METRICS,
+    REALISM,
     TARGET_ANCHOR,
     TARGET_MAX_BPP,
     TARGET_PSNR_MARGIN_DB,
@@ -42,7 +43,7 @@ from rawdiff.eval.rd import (
     target_check,
 )
 
-_FORMAT = {"psnr": "%.2f", "ms_ssim": "%.4f", "butteraugli": "%.2f", "spectral": "%.3f"}
+_FORMAT = {"psnr": "%.2f", "ms_ssim": "%.4f", "butteraugli": "%.2f", "spectral": "%.3f", "swd": "%.1f"}
 
 
 # --------------------------------------------------------------------------- markdown
@@ -107,7 +108,7 @@ def matched_rate_rows(results: Dict[str, Any], cv: Dict[str, Curve], point: Dict
         row = [info["label"], setting]
         row += [_num(k, quality_at_rate(curve, rate, k)[0]) for k in keys]
         row += [_rate_cell(rate, *rate_at_quality(curve, point[k], k)) if point.get(k) is not None else "—"
-                for k in keys if k != "spectral"]
+                for k in keys if k not in REALISM]
         rows.append(row)
     return rows
 
@@ -136,7 +137,9 @@ def markdown(results: Dict[str, Any]) -> str:
         "- rate: bits per RAW pixel, 8 x bytes / (RAW width x height), from the real payload or file size;"
         " quality: against the reference-ISP image of each frame, averaged over the frames",
         "- butteraugli: max-norm distance of `butteraugli_main` (lower is better)%s; spectral distance:"
-        " mean |difference| of the radially averaged log10 luma power spectra (lower is more realistic)"
+        " mean |difference| of the radially averaged log10 luma power spectra (lower is more realistic);"
+        " SWD: sliced Wasserstein distance between the 7x7 patch distributions of the Laplacian pyramid"
+        " levels (Karras et al. 2018), x1000 (lower is more realistic)"
         % ((", on centre crops of at most {:,} pixels".format(s["butteraugli_max_pixels"])
             if s.get("butteraugli_max_pixels") else "") if s.get("butteraugli") else " (not measured)"),
         ""]
@@ -162,9 +165,9 @@ def markdown(results: Dict[str, Any]) -> str:
                       "are bounds where the sweep does not reach).", ""]
             header = (["codec", "setting at this rate"] + ["%s" % METRIC_LABEL[k] for k in keys]
                       + ["bpp for %s %s" % (METRIC_LABEL[k].split(" (")[0], _num(k, p.get(k)))
-                         for k in keys if k != "spectral"])
+                         for k in keys if k not in REALISM])
             first = ["**%s**" % codecs[name]["label"], "—"] + ["**%s**" % _num(k, p.get(k)) for k in keys]
-            first += ["%.3f" % p["bpp"] for k in keys if k != "spectral"]
+            first += ["%.3f" % p["bpp"] for k in keys if k not in REALISM]
             lines += _table(header, [first] + matched_rate_rows(results, cv, p, keys)) + [""]
 
     lines += _stage_section(results) + _colour_section(results) + _sweep_section(results, cv, keys)
@@ -240,7 +243,7 @@ def bd_rows(results: Dict[str, Any], cv: Dict[str, Curve], name: str, keys: Sequ
 
 
 def _bd_section(results: Dict[str, Any], cv: Dict[str, Curve], names: Sequence[str], keys: Sequence[str]) -> List[str]:
-    bd_keys = [k for k in keys if k != "spectral"]
+    bd_keys = [k for k in keys if k not in REALISM]
     lines = ["## BD-rate", "",
              "Bjontegaard delta rate (VCEG-M33) of rawdiff's operating points against each codec: the mean "
              "difference of log rate over the quality range both curves cover (in brackets), with piecewise "
