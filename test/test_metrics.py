@@ -71,3 +71,28 @@ def test_sliced_wasserstein_is_zero_for_the_reference_and_grows_with_blur_and_no
             align_corners=False), size=(192, 256), mode="bilinear", align_corners=False), ref, atol=1e-5)
     with pytest.raises(ValueError, match="too small"):
         sliced_wasserstein(ref[..., :5, :5], ref[..., :5, :5])
+
+
+def test_task_fidelity_people_and_orb_on_a_street_frame():
+    import cv2
+
+    from rawdiff.metrics import TaskReference, box_iou
+
+    cap = cv2.VideoCapture("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # pedestrians (opencv-doc)
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok, "opencv-doc's vtest.avi is missing (make setup installs opencv-doc)"
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    task = TaskReference(rgb)
+    assert task.people and len(task.keypoints) > 100
+    assert task.people_agreement(rgb) == 1.0 and task.orb_share(rgb) == 1.0
+    blurred = cv2.GaussianBlur(rgb, (0, 0), 3.0)
+    assert task.orb_share(blurred) < 0.5  # blur erases corners
+    erased = rgb.copy()
+    for x, y, w, h in task.people:  # a decoder that erases the people
+        erased[max(0, y):y + h, max(0, x):x + w] = erased[max(0, y):y + h, max(0, x):x + w].mean(axis=(0, 1))
+    assert task.people_agreement(erased) < 1.0
+    tiny = TaskReference(rgb[:40, :40])  # smaller than the detector's window: no person, no crash
+    assert tiny.people == [] and tiny.people_agreement(rgb[:40, :40]) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0

@@ -43,7 +43,8 @@ from rawdiff.eval.rd import (
     target_check,
 )
 
-_FORMAT = {"psnr": "%.2f", "ms_ssim": "%.4f", "butteraugli": "%.2f", "spectral": "%.3f", "swd": "%.1f"}
+_FORMAT = {"psnr": "%.2f", "ms_ssim": "%.4f", "butteraugli": "%.2f", "spectral": "%.3f", "swd": "%.1f",
+           "people": "%.3f", "orb": "%.3f"}
 
 
 # --------------------------------------------------------------------------- markdown
@@ -139,7 +140,10 @@ def markdown(results: Dict[str, Any]) -> str:
         "- butteraugli: max-norm distance of `butteraugli_main` (lower is better)%s; spectral distance:"
         " mean |difference| of the radially averaged log10 luma power spectra (lower is more realistic);"
         " SWD: sliced Wasserstein distance between the 7x7 patch distributions of the Laplacian pyramid"
-        " levels (Karras et al. 2018), x1000 (lower is more realistic)"
+        " levels (Karras et al. 2018), x1000 (lower is more realistic); task fidelity: people agreement,"
+        " OpenCV's HOG people boxes of the decoded image matched one to one to the reference's at IoU >= 0.5"
+        " (2 matched / all boxes; 1 where neither has one), and ORB share, the reference's ORB keypoints"
+        " found again (mutual best match within 3 pixels)"
         % ((", on centre crops of at most {:,} pixels".format(s["butteraugli_max_pixels"])
             if s.get("butteraugli_max_pixels") else "") if s.get("butteraugli") else " (not measured)"),
         ""]
