@@ -46,7 +46,7 @@ import numpy as np
 from rawdiff.codec import bitstream
 from rawdiff.codec.colour_stats import CellMoments, apply_map, planes_statistics, rgb_statistics, transport_map
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_frame_size, check_max_pixels, check_tile
-from rawdiff.codec.modeldir import read_model_dir
+from rawdiff.codec.modeldir import check_quality, read_model_dir
 from rawdiff.raw.frame import RawFrame
 
 MODES = ("fast", "diffusion")
@@ -244,13 +244,7 @@ class Codec:
         1..:attr:`qualities`."""
         if quality is None:
             return self.default_quality
-        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-            raise ValueError("quality must be an integer, got %r" % (quality,))
-        q = int(quality)
-        if not 1 <= q <= self.qualities:
-            raise ValueError("quality %r is not one of this model's operating points 1..%d"
-                             % (quality, self.qualities))
-        return q
+        return check_quality(quality, self.qualities)
 
     def encode_indices(self, frame: RawFrame, wb_gains=None):
         """The code grid (h x w, int64) of a frame (:meth:`decode_indices` is its way back); for

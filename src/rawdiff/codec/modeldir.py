@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 from typing import Any, Dict
 
@@ -67,6 +68,18 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
     if missing:
         raise ValueError("model directory %s: model.json lacks %s" % (model_dir, ", ".join(missing)))
     return {"config": config, "meta": meta}
+
+
+def check_quality(quality, qualities: int) -> int:
+    """``quality`` (an integer, numpy's too) as a number of stages in 1..``qualities``; a clear
+    error otherwise. The one check of a quality, for the codec, the bag commands (which read
+    model.json without loading the model) and the export of ``codec.default_quality``."""
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral):
+        raise ValueError("quality must be an integer, got %r" % (quality,))
+    q = int(quality)
+    if not 1 <= q <= qualities:
+        raise ValueError("quality %r is not one of this model's operating points 1..%d" % (quality, qualities))
+    return q
 
 
 #: What model.json must say beside model_id for a codec to be built from the directory.

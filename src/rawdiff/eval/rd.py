@@ -36,9 +36,9 @@ import numpy as np
 METRICS = (("psnr", "PSNR (dB)", True), ("ms_ssim", "MS-SSIM", True),
            ("butteraugli", "butteraugli", False), ("spectral", "spectral distance", False),
            ("swd", "SWD x1000", False), ("people", "people agreement", True), ("orb", "ORB share", True))
-#: realism figures and task fidelity (HOG people boxes matched at IoU 0.5, Dice share; ORB
-#: keypoints of the reference found again): no rate is matched or BD-rate taken on them
-REALISM = ("spectral", "swd", "people", "orb")
+#: figures no rate is matched or BD-rate taken on: realism (spectral distance, SWD) and task
+#: fidelity (HOG people boxes matched at IoU 0.5, Dice share; ORB keypoints found again)
+UNRATED = ("spectral", "swd", "people", "orb")
 METRIC_LABEL = {k: label for k, label, _ in METRICS}
 HIGHER_IS_BETTER = {k: hib for k, _, hib in METRICS}
 

@@ -29,10 +29,10 @@ from rawdiff.eval.rd import (
     HIGHER_IS_BETTER,
     METRIC_LABEL,
     METRICS,
-    REALISM,
     TARGET_ANCHOR,
     TARGET_MAX_BPP,
     TARGET_PSNR_MARGIN_DB,
+    UNRATED,
     Curve,
     bd_range,
     bd_rate,
@@ -109,7 +109,7 @@ def matched_rate_rows(results: Dict[str, Any], cv: Dict[str, Curve], point: Dict
         row = [info["label"], setting]
         row += [_num(k, quality_at_rate(curve, rate, k)[0]) for k in keys]
         row += [_rate_cell(rate, *rate_at_quality(curve, point[k], k)) if point.get(k) is not None else "—"
-                for k in keys if k not in REALISM]
+                for k in keys if k not in UNRATED]
         rows.append(row)
     return rows
 
@@ -169,9 +169,9 @@ def markdown(results: Dict[str, Any]) -> str:
                       "are bounds where the sweep does not reach).", ""]
             header = (["codec", "setting at this rate"] + ["%s" % METRIC_LABEL[k] for k in keys]
                       + ["bpp for %s %s" % (METRIC_LABEL[k].split(" (")[0], _num(k, p.get(k)))
-                         for k in keys if k not in REALISM])
+                         for k in keys if k not in UNRATED])
             first = ["**%s**" % codecs[name]["label"], "—"] + ["**%s**" % _num(k, p.get(k)) for k in keys]
-            first += ["%.3f" % p["bpp"] for k in keys if k not in REALISM]
+            first += ["%.3f" % p["bpp"] for k in keys if k not in UNRATED]
             lines += _table(header, [first] + matched_rate_rows(results, cv, p, keys)) + [""]
 
     lines += _stage_section(results) + _colour_section(results) + _sweep_section(results, cv, keys)
@@ -247,7 +247,7 @@ def bd_rows(results: Dict[str, Any], cv: Dict[str, Curve], name: str, keys: Sequ
 
 
 def _bd_section(results: Dict[str, Any], cv: Dict[str, Curve], names: Sequence[str], keys: Sequence[str]) -> List[str]:
-    bd_keys = [k for k in keys if k not in REALISM]
+    bd_keys = [k for k in keys if k not in UNRATED]
     lines = ["## BD-rate", "",
              "Bjontegaard delta rate (VCEG-M33) of rawdiff's operating points against each codec: the mean "
              "difference of log rate over the quality range both curves cover (in brackets), with piecewise "

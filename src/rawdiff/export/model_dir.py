@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rawdiff.codec.entropy import StagedPrior
-from rawdiff.codec.modeldir import compute_model_id, read_model_dir
+from rawdiff.codec.modeldir import check_quality, compute_model_id, read_model_dir
 from rawdiff.codec.prior_fit import fit_prior as fit_index_prior
 from rawdiff.config import save_config
 from rawdiff.models.embedder import DEFAULTED_SUFFIXES, training_only
@@ -194,11 +194,7 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
         if embedder.staged:
             meta["stages"] = [list(st) for st in embedder.stages]
         if codec_cfg.get("default_quality") is not None:
-            default = codec_cfg["default_quality"]
-            if isinstance(default, bool) or not isinstance(default, int) or not 1 <= default <= len(embedder.stages):
-                raise ValueError("codec.default_quality must be a quality in 1..%d, got %r"
-                                 % (len(embedder.stages), default))
-            meta["default_quality"] = default
+            meta["default_quality"] = check_quality(codec_cfg["default_quality"], len(embedder.stages))
         frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
         prior, codes = fit_prior(embedder, frames, prior_kind)
         if len(prior) == 1:

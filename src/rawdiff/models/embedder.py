@@ -97,6 +97,11 @@ class Encoder(nn.Module):
         self.norm_out = normalize(prev)
         self.conv_out = nn.Conv2d(prev, z_channels, 3, padding=1)
 
+    @property
+    def last_conv_name(self) -> str:
+        """The name (in this module) of the conv that gives the latent."""
+        return "blocks.%d" % (len(self.blocks) - 1) if self.plain else "conv_out"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.plain and self.context is None:
             return self.blocks(x)
@@ -209,7 +214,7 @@ class Embedder(nn.Module):
                                               else [(1, int(codebook_size))])
         self.codebook_size = self.stages[0][1]
         self.decoder = Decoder(out_per_cell, ch, ch_mult, num_res_blocks,
-                               embed_dim + int(bool(quality_channel)), attention)
+                               getattr(self.quantize, "out_channels", embed_dim), attention)
         self.refine: Optional[Refine] = None
         if refine:
             if out == "raw":
@@ -346,7 +351,7 @@ class Embedder(nn.Module):
         self.analysis_weight.copy_(basis.float())
         self.analysis_bias.copy_((-basis @ mean).float())
         if self.encoder is not None:
-            last = self.encoder.blocks[-1] if self.encoder.plain else self.encoder.conv_out
+            last = self.encoder.get_submodule(self.encoder.last_conv_name)
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         nn.init.zeros_(self.decoder.conv_out.weight)

@@ -88,9 +88,8 @@ class VQGAN(L.LightningModule):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             for name in ("analysis_weight", "analysis_bias"):
                 torch.distributed.broadcast(getattr(self.embedder, name), 0)
-            for module in (self.embedder.synthesis, self.embedder.decoder.conv_out):
-                for param in module.parameters():
-                    torch.distributed.broadcast(param.data, 0)
+            for param in self.embedder.synthesis.parameters():
+                torch.distributed.broadcast(param.data, 0)
 
     def _latent_layers(self):
         """Names of the weights whose shape follows embed_dim: the encoder's last conv (weight
@@ -99,9 +98,8 @@ class VQGAN(L.LightningModule):
         if enc is None:
             raise ValueError("this embedder has no encoder network (encoder_network: false): its latent "
                              "is the fitted analysis transform, which cannot be widened")
-        last = enc.blocks[-1] if enc.plain else enc.conv_out
-        names = {id(p): "encoder." + n for n, p in enc.named_parameters()}
-        return [names[id(last.weight)], names[id(last.bias)], "decoder.conv_in.weight"]
+        last = "encoder." + enc.last_conv_name
+        return [last + ".weight", last + ".bias", "decoder.conv_in.weight"]
 
     def forward(self, planes: torch.Tensor):
         return self.embedder(planes)

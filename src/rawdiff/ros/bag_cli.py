@@ -122,12 +122,12 @@ def cmd_decode(args) -> int:
 def model_quality(meta: Dict[str, Any], quality: Optional[int]) -> Tuple[int, int]:
     """``(quality, qualities)`` of a model directory's ``model.json`` (``quality`` None: its
     default), read without loading the model: the check ``Codec.check_quality`` makes."""
+    from rawdiff.codec.modeldir import check_quality
+
     qualities = len(meta.get("stages") or [None])
     if quality is None:
         return int(meta.get("default_quality") or qualities), qualities
-    if not 1 <= quality <= qualities:
-        raise ValueError("quality %r is not one of this model's operating points 1..%d" % (quality, qualities))
-    return quality, qualities
+    return check_quality(quality, qualities), qualities
 
 
 def run_collection_command(args, verb: str, options: Dict[str, Any]) -> int:
