@@ -27,7 +27,7 @@ APT_PKGS := ros-core python3-rospy python3-rosbag python3-roslaunch python3-rost
 ENV_SH   := build/env.sh
 RUN      := source $(ENV_SH) &&
 
-.PHONY: help setup apt venv catkin test lint fixtures data model model-colour demo clean
+.PHONY: help setup apt venv catkin test lint fixtures data data-people model model-colour demo clean
 help:
 	@sed -n '2,6p' Makefile
 
@@ -90,6 +90,14 @@ fixtures: setup
 data: data/corpus/train.txt
 data/corpus/train.txt: build/.apt.stamp $(VENV)/.stamp src/rawdiff/data/corpus.py
 	$(RUN) rawdiff prepare-data --default --out data/corpus
+
+# Frames with people for the task-fidelity figures of rawdiff eval (HOG people agreement):
+# opencv-doc's vtest.avi (pedestrians), frames 12, 112, ..., 712, none of them a frame the
+# corpus took (every 25th from 0). `rawdiff eval DATA data/people ...`
+data-people: data/people/train.txt
+data/people/train.txt: build/.apt.stamp $(VENV)/.stamp
+	$(RUN) rawdiff prepare-data --source /usr/share/doc/opencv-doc/examples/data/vtest.avi --start 12 --every 100 \
+	  --max-frames 8 --out data/people
 
 # The shipped model (models/default): the scalable-rate embedder (config/models/scalable.yaml),
 # trained from scratch for the fixed wall time in its config; its operating points measured

@@ -175,6 +175,14 @@ def test_overwrite_redoes(sources, tmp_path):
         ["source.json"] + ["f%06d%s" % (i, ext) for i in (0, 4, 8) for ext in (".npy", ".json", ".rgb.png")])
 
 
+def test_start_takes_the_video_frames_between_those_taken_before(sources, tmp_path):
+    m = prepare([str(sources / "clip.avi")], str(tmp_path), every=4, start=2, progress=False, verbose=False)
+    assert [fr["index"] for fr in m["sources"][0]["frames"]][:2] == [2, 6]
+    assert m["sources"][0]["frames"][0]["raw"].endswith("f000002.npy")
+    with pytest.raises(PrepareError, match="start"):
+        prepare([str(sources / "clip.avi")], str(tmp_path / "x"), start=-1, progress=False, verbose=False)
+
+
 def test_max_frames_and_clean_target(sources, tmp_path):
     m = prepare([str(sources / "clip.avi")], str(tmp_path), every=1, max_frames=2, clean_target=True,
                      progress=False, verbose=False)

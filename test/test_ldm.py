@@ -198,7 +198,8 @@ def test_diffusion_trains_on_every_quality_of_the_staged_embedder(fixture_model)
     assert not emb.training  # frozen: training the LDM leaves the embedder in eval mode
     seen = set()
     for _ in range(24):
-        z_e, cond, z_q = ldm.encode(batch)
+        z_e, cond, z_q, quality = ldm.encode(batch)
+        assert quality is None  # the fixture's decoder is not told the operating point
         assert z_e.shape == (2, 4, 7, 9) and cond.shape == (2, 7, 9) and z_q.shape == (2, 4, 7, 9)
         assert torch.equal(cond, emb.condition_indices(codes, (7, 9)))
         match = [n for n, zp in zip((1, 2, 3), prefixes) if torch.allclose(z_q, zp, atol=1e-6)]
@@ -208,7 +209,7 @@ def test_diffusion_trains_on_every_quality_of_the_staged_embedder(fixture_model)
         assert torch.isfinite(loss)
     assert seen == {1, 2, 3}
     ldm.eval()
-    _, _, z_q = ldm.encode(batch)
+    _, _, z_q, _ = ldm.encode(batch)
     assert torch.allclose(z_q, prefixes[2], atol=1e-6)
 
 

@@ -72,6 +72,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number in [0, 1], got %r" % text) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be in [0, 1], got %g" % value)
+    return value
+
+
 def _tile(text: str) -> int:
     value = _non_negative_int(text)
     if 0 < value < MIN_TILE:
@@ -175,12 +185,13 @@ def cmd_decompress(args) -> int:
     check_frame_size(read_header(payload), check_max_pixels(args.max_pixels))
     codec = Codec.load(args.model, device=args.device, max_pixels=args.max_pixels, tile=args.tile)
     if output_kind == "raw":
-        frame = codec.decompress_raw(payload, mode=args.mode, steps=args.steps, seed=args.seed)
+        frame = codec.decompress_raw(payload, mode=args.mode, steps=args.steps, seed=args.seed,
+                                     realism=args.realism)
         _write_raw_frame(frame, args.output)
         print("%s: %d bytes -> %dx%d %s mosaic (%s)" % (args.input, len(payload), frame.width, frame.height,
                                                        frame.cfa, args.output))
         return 0
-    rgb = codec.decompress(payload, mode=args.mode, steps=args.steps, seed=args.seed)
+    rgb = codec.decompress(payload, mode=args.mode, steps=args.steps, seed=args.seed, realism=args.realism)
     _write_image(rgb, args.output)
     print("%s: %d bytes -> %dx%d RGB (%s)" % (args.input, len(payload), rgb.shape[1], rgb.shape[0], args.output))
     return 0
@@ -335,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
     p.add_argument("--steps", type=_positive_int, default=4, help="diffusion sampling steps")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
+    p.add_argument("--realism", type=_unit_float, metavar="R",
+                   help="diffusion: 0 (the least-squares estimate of what the codes dropped) to 1 (a sample of "
+                   "it: texture back, less like the scene pixel for pixel); default: the model's")
     p.add_argument("--device", default="auto")
     p.add_argument("--output", dest="output_kind", choices=["rgb", "raw"],
                    help="rgb: sRGB image (default); raw: the reconstructed mosaic as a 16-bit PNG/TIFF/.npy "

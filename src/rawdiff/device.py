@@ -1,6 +1,10 @@
-"""Device selection: ``auto`` takes the machine's accelerator when there is one."""
+"""Device selection (``auto`` takes the machine's accelerator when there is one) and the
+precision decoders run in on it."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Optional
 
 import torch
 
@@ -17,3 +21,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type != "cpu" and not torch.accelerator.is_available():
         raise ValueError("device %r requested but no accelerator is available" % name)
     return device
+
+
+#: what the networks of a decoder run in (``Codec.load(precision=...)``)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
+    """The dtype the decoder networks run in under autocast on ``device``, or None for
+    float32. ``auto``: bfloat16 on a CUDA device that has it, else float16 there (tensor
+    cores; what half precision is for); float32 elsewhere, so a CPU decodes as the model was
+    measured. ``bf16``/``fp16``/``fp32`` force it (bf16 on a CPU with AVX512-BF16 is faster,
+    and not bit-identical to float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` to ``dtype`` on ``device``, or nothing for None (float32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

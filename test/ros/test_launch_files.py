@@ -18,8 +18,8 @@ ENCODER_ARGS = {"camera": "camera", "input": "image_raw", "output": "/compressed
                 "input_format": "", "camera_info_period": "1.0", "expected_rate": "0", "max_delay": "1.0",
                 "params_file": ""}
 DECODER_ARGS = {"input": "/compressed_codes", "output": "/camera/image_decoded", "model": FIND_MODEL,
-                "mode": "fast", "steps": "4", "seed": "0", "device": "auto", "camera_info": "", "expected_rate": "0",
-                "max_delay": "1.0"}
+                "mode": "fast", "steps": "4", "seed": "0", "realism": "-1", "device": "auto", "camera_info": "",
+                "expected_rate": "0", "max_delay": "1.0"}
 
 needs_roslaunch = pytest.mark.skipif(shutil.which("roslaunch") is None, reason="roslaunch not on PATH")
 
@@ -83,9 +83,9 @@ def test_decoder_launch_params():
     out = _roslaunch("--args", "/rawdiff_decoder", os.path.join(LAUNCH, "decoder.launch"))
     assert "compressed_codes:=/compressed_codes image_decoded:=/camera/image_decoded" in out
     params = yaml.safe_load(_roslaunch("--dump-params", os.path.join(LAUNCH, "decoder.launch"),
-                                       "mode:=diffusion", "steps:=8", "seed:=3"))
-    assert (params["/rawdiff_decoder/mode"], params["/rawdiff_decoder/steps"], params["/rawdiff_decoder/seed"]) \
-        == ("diffusion", 8, 3)
+                                       "mode:=diffusion", "steps:=8", "seed:=3", "realism:=0.5"))
+    assert (params["/rawdiff_decoder/mode"], params["/rawdiff_decoder/steps"], params["/rawdiff_decoder/seed"],
+            params["/rawdiff_decoder/realism"]) == ("diffusion", 8, 3, 0.5)
     assert (params["/rawdiff_decoder/max_pixels"], params["/rawdiff_decoder/tile"]) == (33667072, 256)
     params = yaml.safe_load(_roslaunch("--dump-params", os.path.join(LAUNCH, "decoder.launch"),
                                        "max_pixels:=1000000", "tile:=0", "queue_size:=16"))

@@ -111,7 +111,11 @@ def test_node_parameter_checks():
                          ({"color_matrix": [1, 2, 3, 2, 4, 6, 0, 0, 1]}, "color_matrix .* is singular")]:
         with pytest.raises(ValueError, match=message):
             conversion_args(dict(ENC, **bad))
-    assert decode_args(DEC) == {"mode": "fast", "steps": 4, "seed": 0, "output": "rgb8"}
+    assert decode_args(DEC) == {"mode": "fast", "steps": 4, "seed": 0, "output": "rgb8", "realism": None}
+    assert decode_args(dict(DEC, realism=0.25))["realism"] == 0.25
+    for bad in (1.5, -0.5, "much"):
+        with pytest.raises(ValueError, match="~realism"):
+            decode_args(dict(DEC, realism=bad))
     assert decode_args(dict(DEC, output="bayer16"))["output"] == "bayer16"
     with pytest.raises(ValueError, match="~mode"):
         decode_args(dict(DEC, mode="slow"))

@@ -107,8 +107,12 @@ class Codec:
 
     def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], prior,
                  device: str = "auto", backend: str = "torch", onnx_session=None, threads: Optional[int] = None,
-                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE):
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
+                 precision: str = "auto"):
         self.model_dir = model_dir
+        #: what the decoder networks run in: rawdiff.device.autocast_dtype (auto: half precision
+        #: on CUDA, float32 on the CPU)
+        self.precision = precision
         #: frames declaring more pixels are refused from the header (None: no limit)
         self.max_pixels = check_max_pixels(max_pixels)
         #: code grids larger than tile x tile codes decode in tiles (0: never)
@@ -150,7 +154,7 @@ class Codec:
     @classmethod
     def load(cls, model_dir: str, device: str = "auto", backend: str = "torch",
              threads: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-             tile: int = DEFAULT_TILE) -> Codec:
+             tile: int = DEFAULT_TILE, precision: str = "auto") -> Codec:
         """The codec of a model directory.
 
         ``backend``: ``torch``, ``onnx`` (the directory's ``encoder.onnx``; an error when it is
@@ -159,7 +163,9 @@ class Codec:
         encoder node use it). ``threads``: CPU threads for torch and onnxruntime (None: their
         defaults). With ``onnx`` (and ``auto`` where torch is missing) nothing loads torch
         until a frame is decoded. ``max_pixels`` (None or 0: no limit) and ``tile`` (0: no
-        tiling) bound what decoding may use; see the module docstring."""
+        tiling) bound what decoding may use; see the module docstring. ``precision``: what the
+        decoder networks run in (:func:`rawdiff.device.autocast_dtype`; ``auto``: bfloat16 or
+        float16 on CUDA, float32 on the CPU)."""
         from rawdiff.codec.entropy import StagedPrior
 
         max_pixels, tile = check_max_pixels(max_pixels), check_tile(tile)
@@ -167,6 +173,11 @@ class Codec:
             raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         if threads is not None and int(threads) < 1:
             raise ValueError("threads must be at least 1, got %r" % (threads,))
+        if precision != "auto":  # "auto" needs no torch; the others do
+            from rawdiff.device import PRECISIONS
+
+            if precision not in PRECISIONS:
+                raise ValueError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
         info = read_model_dir(model_dir)
         prior = StagedPrior.load(os.path.join(model_dir, "prior.safetensors"))
         session = None
@@ -178,7 +189,7 @@ class Codec:
         elif backend == "auto":
             session = _auto_session(model_dir, device, threads, info["meta"])
         codec = cls(model_dir, info["config"], info["meta"], prior, device, "onnx" if session is not None else "torch",
-                    session, threads, max_pixels=max_pixels, tile=tile)
+                    session, threads, max_pixels=max_pixels, tile=tile, precision=precision)
         if session is None:
             codec.embedder  # noqa: B018 - load (and check) the torch encoder now, not on the first frame
         return codec
@@ -345,22 +356,23 @@ class Codec:
                 for g in self._codes(codes)]
 
     def decode_indices(self, codes, mode: str = "fast", steps: int = 4, seed: int = 0,
-                       shape: Optional[tuple] = None) -> np.ndarray:
+                       shape: Optional[tuple] = None, realism: Optional[float] = None) -> np.ndarray:
         """What the decoder network gives for code grids (:meth:`encode_codes`: a grid per stage
         coded, or one grid for a model of one stage), float32 in [0, 1], not cropped:
         H x W x 3 (sRGB for ``out: rgb``, white-balanced camera RGB for ``out: linear``) or
         4 x H/2 x W/2 planes (``out: raw``). ``shape``: the finest code grid (default: what the
-        finest stage given implies)."""
+        finest stage given implies). ``realism`` (diffusion; default the model's): from the
+        least-squares estimate (0) to a sample (1), :meth:`rawdiff.models.ldm.LatentDenoiser.draw`."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         torch = _needs_torch("decoding")
         embedder = self.embedder
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             idx = self._code_tensors(codes)
             if mode == "fast":
                 out = embedder.decode(embedder.lookup_codes(idx, shape))[0].clamp(0, 1)
             else:
-                out = self.diffusion().decode(idx, steps=steps, seed=seed, shape=shape)
+                out = self.diffusion().decode(idx, steps=steps, seed=seed, shape=shape, realism=realism)
             out = out.float().cpu().numpy()
         return out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0))
 
@@ -453,7 +465,8 @@ class Codec:
         """True when a code grid of ``code_shape`` decodes in tiles (larger than ``tile``)."""
         return bool(self.tile) and (code_shape[0] > self.tile or code_shape[1] > self.tile)
 
-    def tiled_latent(self, codes, mode: str, steps: int, seed: int, shape: Optional[tuple] = None):
+    def tiled_latent(self, codes, mode: str, steps: int, seed: int, shape: Optional[tuple] = None,
+                     realism: Optional[float] = None):
         """The decoder's input for ``grid`` over the whole grid (D floats a code): the
         codebook vectors (fast), or the latent the diffusion sampler draws with its UNet run
         in tiles. Drawn once, decoded by :meth:`decode_pieces` as often as needed."""
@@ -463,13 +476,13 @@ class Codec:
         from rawdiff.codec.tiled_decode import sample_latent
 
         embedder = self.embedder
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             idx = self._code_tensors(codes)
             z_q = embedder.lookup_codes(idx, shape)
             if mode == "fast":
                 return z_q
             return sample_latent(self.diffusion(), idx, z_q, steps, seed, self.tile or max(z_q.shape[-2:]),
-                                 self.tile_passes)
+                                 self.tile_passes, realism=realism)
 
     def decode_pieces(self, latent, sink) -> None:
         """Decode :meth:`tiled_latent` in tiles (:mod:`rawdiff.codec.tiled_decode`):
@@ -485,25 +498,26 @@ class Codec:
                  out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0)))
 
         cached = self._tile_norms if self._tile_norms is not None and self._tile_norms[0] is latent else None
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             norms = decode_latent(self.embedder, latent, self.tile or max(latent.shape[-2:]), to_sink,
                                   self.tile_passes, cached[1] if cached else None)
         self._tile_norms = (latent, norms)
 
-    def decompress(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0) -> np.ndarray:
+    def decompress(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
+                   realism: Optional[float] = None) -> np.ndarray:
         """uint8 H x W x 3 sRGB image of the frame in ``data`` (in tiles when it is larger
         than ``tile``: see the module docstring)."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, codes = self.parse(data)
         if not self.tiled(header.code_shape):
-            return self.render(self.decode_indices(codes, mode, steps, seed, header.code_shape), header)
+            return self.render(self.decode_indices(codes, mode, steps, seed, header.code_shape, realism), header)
         if self.out == "raw":  # the reference ISP demosaics the whole mosaic
             from rawdiff.raw.isp import render
 
-            return render(self._tiled_raw_frame(codes, header, mode, steps, seed))
+            return render(self._tiled_raw_frame(codes, header, mode, steps, seed, realism))
         rgb = np.empty((header.height, header.width, 3), np.uint8)
-        latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape)
+        latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape, realism)
 
         def sink(top: int, left: int, piece: np.ndarray) -> None:
             block = self._render_piece(piece, header, top, left, colour_map)
@@ -516,21 +530,23 @@ class Codec:
             self._tile_norms = None
         return rgb
 
-    def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0) -> RawFrame:
+    def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
+                       realism: Optional[float] = None) -> RawFrame:
         """The reconstructed RAW frame of ``data`` (mosaic, CFA, levels, white balance, colour
         matrix): the reference ISP renders it as the frame it came from."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, codes = self.parse(data)
         if not self.tiled(header.code_shape):
-            return self.mosaic_frame(self.decode_indices(codes, mode, steps, seed, header.code_shape), header)
-        return self._tiled_raw_frame(codes, header, mode, steps, seed)
+            return self.mosaic_frame(self.decode_indices(codes, mode, steps, seed, header.code_shape, realism),
+                                     header)
+        return self._tiled_raw_frame(codes, header, mode, steps, seed, realism)
 
     def _tiled_raw_frame(self, codes, header: bitstream.Header, mode: str, steps: int,
-                         seed: int) -> RawFrame:
+                         seed: int, realism: Optional[float] = None) -> RawFrame:
         self._check_raw_output()
         mosaic = np.empty((header.height, header.width), np.uint16)
-        latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape)
+        latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape, realism)
 
         def sink(top: int, left: int, piece: np.ndarray) -> None:
             block = self._mosaic_piece(piece, header, top, left, colour_map)
@@ -555,6 +571,13 @@ class Codec:
 
         self.decode_pieces(latent, sink)
         return transport_map(header.colour_stats, moments.statistics())
+
+    def _autocast(self):
+        """The autocast context of :attr:`precision` on the codec's device (nothing for float32)."""
+        from rawdiff.device import autocast, autocast_dtype
+
+        self.embedder  # noqa: B018 - loads the networks and resolves the device
+        return autocast(self._device, autocast_dtype(self._device, self.precision))
 
     def diffusion(self):
         if self._diffusion is None:

@@ -24,7 +24,6 @@ from typing import Callable, List, Optional, Union
 import torch
 
 from rawdiff.codec.tiling import FrameNorms, Tile, halo_for, plan_tiles, run_tiled
-from rawdiff.diffusion import samplers
 from rawdiff.models.unet import WindowAttention
 
 Sink = Callable[[int, int, torch.Tensor], None]
@@ -61,22 +60,19 @@ def unet_tiles(unet, shape, tile: int) -> List[Tile]:
 
 def sample_latent(decoder, codes, z_q: torch.Tensor, steps: int, seed: int, tile: int,
                   stat_passes: Union[int, str] = 1, sampler: Optional[str] = None,
-                  guidance_scale: Optional[float] = None) -> torch.Tensor:
+                  guidance_scale: Optional[float] = None, realism: Optional[float] = None) -> torch.Tensor:
     """The diffusion decoder's latent z (1 x D x h x w) for the code grids ``codes`` (1 x h x w
     tensors, a prefix of the stages) whose codebook latent is ``z_q``, as
     :meth:`rawdiff.models.ldm.LatentDenoiser.sample` draws it (the same noise for a seed),
     with every UNet evaluation run over tiles."""
     denoiser = decoder.denoiser
-    steps = int(steps)
-    if steps < 1 or steps > len(denoiser.alphas_cumprod):
-        raise ValueError("steps %d must be in [1, %d]" % (steps, len(denoiser.alphas_cumprod)))
+    steps = decoder.check_steps(steps)
     sampler = sampler or decoder.sampler
     guidance = decoder.guidance_scale if guidance_scale is None else float(guidance_scale)
     indices = decoder.embedder.condition_indices(codes, tuple(z_q.shape[-2:]))
     generator = torch.Generator().manual_seed(int(seed))
-    concat, context = denoiser.conditioner(indices, z_q)
-    null = denoiser.conditioner.null(indices, z_q) if guidance != 1.0 else None
-    noise = samplers.initial_noise(z_q.shape, generator, z_q.device, z_q.dtype)
+    concat, context = denoiser.condition(indices, z_q)
+    null = denoiser.condition(indices, z_q, null=True) if guidance != 1.0 else None
     unet = denoiser.unet
     tiles = unet_tiles(unet, z_q.shape[-2:], tile)
     # the windowed attention's GroupNorm sees one window at a time: local, as in the whole grid
@@ -99,10 +95,10 @@ def sample_latent(decoder, codes, z_q: torch.Tensor, steps: int, seed: int, tile
         run_tiled(tile_model, inputs, tiles, norms, sink, stat_passes)
         return out
 
-    extra = {"eta": 0.0} if sampler == "ddim" else {}
-    x0 = samplers.get_sampler(sampler)(model, noise, denoiser.alphas_cumprod, steps, None,
-                                       prediction=denoiser.prediction, generator=generator, **extra)
-    return denoiser.restore(x0, z_q)
+    shape = (z_q.shape[0], denoiser.embed_dim) + tuple(z_q.shape[-2:])
+    x0 = denoiser.draw(model, shape, steps, generator, sampler, decoder.eta,
+                       decoder.realism if realism is None else realism, z_q.device, z_q.dtype)
+    return denoiser.restore(x0, z_q, decoder.quality_of(codes))
 
 
 __all__ = ["decode_latent", "decoder_tiles", "sample_latent", "unet_alignment", "unet_tiles"]

@@ -123,7 +123,8 @@ def read_photo(src: Source, options: ReadOptions) -> Iterator[FrameItem]:
 
 
 def read_video(src: Source, options: ReadOptions) -> Iterator[FrameItem]:
-    """Every ``every``-th frame of a video source (default 25), at most ``max_frames`` (default 32)."""
+    """Every ``every``-th frame of a video source (default 25) from frame ``start`` (default 0), at
+    most ``max_frames`` (default 32)."""
     import cv2
 
     every = options.every or VIDEO_EVERY
@@ -136,7 +137,7 @@ def read_video(src: Source, options: ReadOptions) -> Iterator[FrameItem]:
     index = 0
     try:
         while cap_frames is None or taken < cap_frames:
-            if index % every:
+            if index < options.start or (index - options.start) % every:
                 if not cap.grab():
                     break
                 index += 1

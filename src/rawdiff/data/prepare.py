@@ -73,7 +73,8 @@ class _Context:
 
     def __init__(self, out_dir: str, seed: int, every: Optional[int], max_frames: Optional[int],
                  min_size: int, bits: int, noise: bool, cfa: str, raw_overrides: Dict[str, Any],
-                 conversion: Dict[str, Any], unprocess_options: Dict[str, Any], clean_target: bool = False):
+                 conversion: Dict[str, Any], unprocess_options: Dict[str, Any], clean_target: bool = False,
+                 start: int = 0):
         self.out_dir = out_dir
         self.seed = seed
         self.params = jsonable({
@@ -82,9 +83,11 @@ class _Context:
             "raw_overrides": raw_overrides, "conversion": conversion, "unprocess": unprocess_options,
             "clean_target": clean_target,
         })
+        if start:  # recorded only when set: folders prepared before keep matching their settings
+            self.params["start"] = start
         self.options = ReadOptions(
             seed=seed, every=every, max_frames=max_frames, min_size=min_size, raw_overrides=raw_overrides,
-            conversion=conversion,
+            conversion=conversion, start=start,
             make_unprocessor=functools.partial(Unprocessor, bits, noise, cfa, unprocess_options, clean_target))
 
 
@@ -178,6 +181,7 @@ def prepare(
     max_test_frames: Optional[int] = None,
     max_val_frames: Optional[int] = None,
     test_crop: Optional[Sequence[int]] = None,
+    start: int = 0,
     overwrite: bool = False,
     progress: bool = True,
     verbose: bool = True,
@@ -190,6 +194,8 @@ def prepare(
         topic: the Bayer image topic of bag sources.
         every, max_frames: frame sampling of videos and bags (defaults: video every 25th,
             at most 32; bag every message, all).
+        start: the first video frame taken (default 0): frames ``start + k * every``, e.g.
+            frames of a video between those a corpus took.
         min_size: frames with a side below this many pixels are skipped.
         bits, noise, cfa: unprocessing: white level ``2**bits - 1``, shot/read noise, the
             CFA pattern (``"random"``: drawn per source from the seed).
@@ -210,6 +216,8 @@ def prepare(
     out_dir = os.fspath(out_dir)
     if every is not None and int(every) < 1:
         raise PrepareError("every must be >= 1, got %r" % every)
+    if int(start) < 0:
+        raise PrepareError("start must be >= 0, got %r" % start)
     if max_frames is not None and int(max_frames) < 1:
         raise PrepareError("max_frames must be >= 1, got %r" % max_frames)
     if cfa != "random":
@@ -228,7 +236,7 @@ def prepare(
                    None if max_frames is None else int(max_frames), int(min_size), int(bits), bool(noise),
                    cfa, {k: v for k, v in (raw_overrides or {}).items() if v is not None},
                    {k: v for k, v in (conversion or {}).items() if v is not None}, dict(unprocess_options or {}),
-                   bool(clean_target))
+                   bool(clean_target), int(start))
     log = sys.stderr
 
     done = {src.name: _done_entry(src, ctx, overwrite) for src in srcs}  # refuse before any work
@@ -389,6 +397,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--every", type=int, help="take every N-th video frame / bag message "
                         "(default 25 / 1)")
     parser.add_argument("--max-frames", type=int, help="at most N frames per video / bag (default 32 / all)")
+    parser.add_argument("--start", type=int, default=0, help="first video frame taken (default 0)")
     parser.add_argument("--min-size", type=int, default=64, help="skip frames smaller than this (px)")
     parser.add_argument("--cfa", default="random", help="CFA of unprocessed photos: random|RGGB|BGGR|GRBG|GBRG")
     parser.add_argument("--bag-cfa", help="CFA for mono16/packed bag images")
@@ -402,7 +411,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Run ``rawdiff prepare-data`` from parsed :func:`add_arguments` options."""
-    common = dict(seed=args.seed, every=getattr(args, "every", None),
+    common = dict(seed=args.seed, every=getattr(args, "every", None), start=getattr(args, "start", 0),
                   max_frames=getattr(args, "max_frames", None), min_size=getattr(args, "min_size", 64),
                   cfa=getattr(args, "cfa", "random"), overwrite=getattr(args, "overwrite", False),
                   clean_target=getattr(args, "clean_target", False))

@@ -44,6 +44,7 @@ class ReadOptions:
     Attributes:
         seed: the run's seed; readers derive a source's seeds from it and the source's name.
         every, max_frames: sampling of streams (videos, bags); None: the reader's default.
+        start: the first video frame taken (then every ``every``-th).
         min_size: frames with a side below this many pixels are skipped.
         raw_overrides: keyword arguments of :func:`rawdiff.raw.read_raw` (DNG/mosaic sources).
         conversion: keyword arguments of the bag reader's image conversion (``cfa``,
@@ -54,8 +55,10 @@ class ReadOptions:
 
     def __init__(self, seed: int = 0, every: Optional[int] = None, max_frames: Optional[int] = None,
                  min_size: int = 64, raw_overrides: Optional[Dict[str, Any]] = None,
-                 conversion: Optional[Dict[str, Any]] = None, make_unprocessor: Optional[Callable[[], Any]] = None):
+                 conversion: Optional[Dict[str, Any]] = None, make_unprocessor: Optional[Callable[[], Any]] = None,
+                 start: int = 0):
         self.seed = seed
+        self.start = int(start)
         self.every = every
         self.max_frames = max_frames
         self.min_size = min_size

@@ -37,6 +37,9 @@ def add_arguments(p) -> None:
                    help="diffusion sampling steps to evaluate at every quality (default: none, the fast path "
                    "only; e.g. --steps 1 4)")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
+    p.add_argument("--realism", type=float, nargs="*", metavar="R",
+                   help="diffusion realism values to evaluate, each a curve (0: the least-squares estimate, 1: a "
+                   "sample; default: the model's)")
     p.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS, help="standard codecs to compare")
     p.add_argument("--no-butteraugli", dest="butteraugli", action="store_false",
                    help="skip butteraugli (the slowest metric)")
@@ -78,6 +81,8 @@ def run(args) -> int:
             raise ValueError("--%s must be positive, got %d" % (name.replace("_", "-"), v))
     if any(s < 1 for s in args.steps):
         raise ValueError("--steps must be positive, got %s" % args.steps)
+    if any(not 0.0 <= r <= 1.0 for r in args.realism or []):
+        raise ValueError("--realism values must be in [0, 1], got %s" % args.realism)
     if args.max_pixels is not None and args.max_pixels < 64 * 64:
         raise ValueError("--max-pixels %d is too small (at least 4096)" % args.max_pixels)
     qualities = parse_qualities(args.qualities)
@@ -89,7 +94,8 @@ def run(args) -> int:
                        codecs=args.codecs, butteraugli=args.butteraugli,
                        butteraugli_max_pixels=args.butteraugli_max_pixels or None, max_frames=args.max_frames,
                        max_pixels=args.max_pixels, seed=args.seed, device=args.device,
-                       figure_frame=args.figure_frame, figure_qualities=figure_qualities, progress=args.progress)
+                       figure_frame=args.figure_frame, figure_qualities=figure_qualities, progress=args.progress,
+                       realism=args.realism or [None])
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -185,12 +185,15 @@ class _Model:
     """One model under evaluation: its codec, the qualities and diffusion steps measured, the
     names of its curves, and its streams' per-stage figures and truncation check."""
 
-    def __init__(self, label: str, codec, qualities: Sequence[int], steps: Sequence[int], suffix: str):
+    def __init__(self, label: str, codec, qualities: Sequence[int], steps: Sequence[int], suffix: str,
+                 realism: Sequence[Optional[float]] = (None,)):
         from rawdiff.eval.stages import StageStats
 
         self.label, self.codec, self.qualities, self.steps = label, codec, list(qualities), list(steps)
         self.fast = "rawdiff-fast" + suffix
-        self.diffusion = {s: "rawdiff-diffusion-%d%s" % (s, suffix) for s in self.steps}
+        #: (steps, realism) -> curve name; realism None: the model's default
+        self.diffusion = {(s, r): "rawdiff-diffusion-%d%s%s" % (s, "" if r is None else "-r%g" % r, suffix)
+                          for s in self.steps for r in realism}
         self.stats = StageStats(codec, self.qualities[-1])
 
     def row(self) -> Dict[str, Any]:
@@ -199,9 +202,15 @@ class _Model:
                 "codebook_size": c.codebook_size, "prior_kind": c.prior.kind, "out": c.out,
                 "stages": [list(st) for st in c.stages], "qualities": self.qualities,
                 "default_quality": c.default_quality, "recorded_operating_points": c.operating_points,
-                "curves": {"fast": self.fast, "diffusion": {str(s): n for s, n in self.diffusion.items()}},
+                "curves": {"fast": self.fast,
+                           "diffusion": {curve_key(s, r): n for (s, r), n in self.diffusion.items()}},
                 "stage_stats": self.stats.rows(), "header_bytes_per_frame": self.stats.header_bytes_per_frame(),
                 "truncation": self.stats.truncation}
+
+
+def curve_key(steps: int, realism: Optional[float]) -> str:
+    """``"4"`` for 4 steps at the model's default realism, ``"4@r0.5"`` at realism 0.5."""
+    return "%d" % steps if realism is None else "%d@r%g" % (steps, realism)
 
 
 def parse_qualities(text: Optional[str]) -> Optional[List[int]]:
@@ -224,7 +233,8 @@ class _Evaluation:
     """One run: the models and baselines, and what has been measured so far."""
 
     def __init__(self, models: Sequence[str], qualities: Optional[Sequence[int]], steps: Sequence[int],
-                 codecs: Sequence[str], meter: _Meter, seed: int, device: str, notes: List[str]):
+                 codecs: Sequence[str], meter: _Meter, seed: int, device: str, notes: List[str],
+                 realism: Sequence[Optional[float]] = (None,)):
         from rawdiff.codec import Codec
         from rawdiff.eval.baselines import get_baselines
 
@@ -252,15 +262,18 @@ class _Evaluation:
                     usable = sorted(set(int(s) for s in steps))
                 except (ValueError, ImportError) as exc:
                     notes.append("diffusion path skipped for %s: %s" % (label, exc))
-            self.models.append(_Model(label, codec, qs, usable, ":" + label if len(models) > 1 else ""))
+            self.models.append(_Model(label, codec, qs, usable, ":" + label if len(models) > 1 else "",
+                                      realism))
         self.codecs: Dict[str, Dict[str, Any]] = {}
         for m in self.models:
             tail = "" if len(self.models) == 1 else " (%s)" % m.label
             self.codecs[m.fast] = {"kind": "rawdiff", "label": "rawdiff fast" + tail, "setting_name": "quality",
                                    "model": m.label, "path": "fast"}
-            for s, name in m.diffusion.items():
-                self.codecs[name] = {"kind": "rawdiff", "label": "rawdiff diffusion %d steps%s" % (s, tail),
-                                     "setting_name": "quality", "model": m.label, "path": "diffusion", "steps": s}
+            for (s, r), name in m.diffusion.items():
+                at = "" if r is None else ", realism %g" % r
+                self.codecs[name] = {"kind": "rawdiff", "label": "rawdiff diffusion %d steps%s%s" % (s, at, tail),
+                                     "setting_name": "quality", "model": m.label, "path": "diffusion", "steps": s,
+                                     "realism": m.codec.diffusion().realism if r is None else r}
         for b in self.baselines:
             self.codecs[b.name] = {"kind": "baseline", "label": b.label, "setting_name": b.setting_name,
                                    "settings": list(b.settings)}
@@ -270,7 +283,7 @@ class _Evaluation:
 
     @property
     def tasks_per_frame(self) -> int:
-        return sum(len(m.qualities) * (1 + len(m.steps)) for m in self.models) + len(self.baselines)
+        return sum(len(m.qualities) * (1 + len(m.diffusion)) for m in self.models) + len(self.baselines)
 
     def _add(self, codec: str, setting: Any, nbytes: int, img: np.ndarray, enc_s: Optional[float],
              dec_s: Optional[float], **extra: Any) -> Dict[str, Optional[float]]:
@@ -303,13 +316,13 @@ class _Evaluation:
             if q in keep:
                 kept[q] = (len(payload), rgb, metrics)
             bar.update(1)
-            for s in m.steps:
+            for (s, r), curve in m.diffusion.items():
                 bar.set_postfix_str("%s: diffusion %d steps q%d" % (name[:40], s, q))
                 t0 = time.perf_counter()
-                img = codec.decompress(payload, mode="diffusion", steps=s, seed=self.seed)
-                metrics = self._add(m.diffusion[s], q, len(payload), img, None, time.perf_counter() - t0,
+                img = codec.decompress(payload, mode="diffusion", steps=s, seed=self.seed, realism=r)
+                metrics = self._add(curve, q, len(payload), img, None, time.perf_counter() - t0,
                                     model=m.label, quality=q)
-                if keep and q == max(keep) and s == m.steps[-1]:
+                if keep and q == min(keep):  # the picture: diffusion where the fast path is blurred most
                     kept["diffusion"] = (s, q, img, metrics)
                 bar.update(1)
         top = payloads[m.qualities[-1]]
@@ -398,7 +411,8 @@ def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, qualities
              steps: Sequence[int] = DEFAULT_STEPS, codecs: Sequence[str] = CODECS, butteraugli: bool = True,
              butteraugli_max_pixels: Optional[int] = 1000000, max_frames: Optional[int] = None,
              max_pixels: Optional[int] = None, seed: int = 0, device: str = "auto", figure_frame: int = 0,
-             figure_qualities: Optional[Sequence[int]] = None, progress: bool = True) -> Dict[str, Any]:
+             figure_qualities: Optional[Sequence[int]] = None, progress: bool = True,
+             realism: Sequence[Optional[float]] = (None,)) -> Dict[str, Any]:
     """Evaluate every model at ``qualities`` (default: all of each model's) and return the
     results (:mod:`rawdiff.eval.rd` and :mod:`rawdiff.eval.report` use them); writes
     ``side_by_side.png`` into ``out_dir`` (the first model at ``figure_qualities``, default
@@ -409,7 +423,7 @@ def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, qualities
     paths = paths[:max_frames] if max_frames else paths
     notes: List[str] = []
     meter = _Meter(butteraugli, butteraugli_max_pixels, notes)
-    ev = _Evaluation(models, qualities, steps, codecs, meter, seed, device, notes)
+    ev = _Evaluation(models, qualities, steps, codecs, meter, seed, device, notes, list(realism) or [None])
     first = ev.models[0].qualities
     shown = sorted(set(figure_qualities)) if figure_qualities else sorted({first[0], first[-1]})
     if any(q not in first for q in shown):
@@ -434,6 +448,7 @@ def evaluate(models: Sequence[str], data: Sequence[str], out_dir: str, qualities
         "format_version": FORMAT_VERSION,
         "settings": {"data": list(data), "max_frames": max_frames, "max_pixels": max_pixels,
                      "qualities": list(qualities) if qualities else None, "steps": list(steps), "seed": seed,
+                     "realism": list(realism),
                      "codecs": [b.name for b in ev.baselines], "butteraugli": meter.butteraugli,
                      "butteraugli_max_pixels": butteraugli_max_pixels, "figure_frame": figure_frame,
                      "figure_qualities": shown},

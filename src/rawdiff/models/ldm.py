@@ -52,10 +52,9 @@ directory as ``diffusion.safetensors`` (:func:`rawdiff.export.model_dir.export_m
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -74,10 +73,12 @@ Condition = Tuple[torch.Tensor, torch.Tensor]
 class CodeConditioner(nn.Module):
     """Code grid -> (concat map B x (D + channels) x h x w, context tokens B x grid^2 x context_dim).
 
-    Index ``codebook_size`` is the null code of classifier-free guidance (its z_q is zero)."""
+    Index ``codebook_size`` is the null code of classifier-free guidance (its z_q is zero).
+    ``z`` is the codebook latent as :meth:`LatentDenoiser.condition` scales it, with
+    ``extra_channels`` more (the operating point of a quality-channel embedder)."""
 
     def __init__(self, codebook_size: int, embed_dim: int, channels: int = 16, context_dim: int = 64,
-                 context_grid: int = 8):
+                 context_grid: int = 8, extra_channels: int = 0):
         super().__init__()
         self.codebook_size = codebook_size
         self.embed_dim = embed_dim
@@ -85,25 +86,33 @@ class CodeConditioner(nn.Module):
         self.embedding = nn.Embedding(codebook_size + 1, channels)
         self.position = nn.Parameter(0.02 * torch.randn(1, self.context_grid ** 2, channels))
         self.to_context = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, context_dim))
-        self.out_channels = embed_dim + channels
+        self.out_channels = embed_dim + int(extra_channels) + channels
 
-    def forward(self, indices: torch.Tensor, z_q: torch.Tensor) -> Condition:
+    def forward(self, indices: torch.Tensor, z: torch.Tensor) -> Condition:
         e = self.embedding(indices).permute(0, 3, 1, 2)
-        # codes are unit vectors: sqrt(D) brings their entries to about unit variance
-        concat = torch.cat([z_q * math.sqrt(self.embed_dim), e], dim=1)
+        concat = torch.cat([z, e.to(z.dtype)], dim=1)
         pooled = F.adaptive_avg_pool2d(e, self.context_grid).flatten(2).transpose(1, 2)
         return concat, self.to_context(pooled + self.position)
 
-    def null(self, indices: torch.Tensor, z_q: torch.Tensor) -> Condition:
-        return self(torch.full_like(indices, self.codebook_size), torch.zeros_like(z_q))
+    def null(self, indices: torch.Tensor, z: torch.Tensor) -> Condition:
+        return self(torch.full_like(indices, self.codebook_size), torch.zeros_like(z))
 
 
 class LatentDenoiser(nn.Module):
-    """Conditioner, UNet and schedule: the network that ``diffusion.safetensors`` holds."""
+    """Conditioner, UNet and schedule: the network that ``diffusion.safetensors`` holds.
+
+    ``qualities`` > 0: the embedder is a scalable one whose decoder is told its operating
+    point (a quality-channel embedder of that many stages, unnormalised latent). The residual
+    z - z_q(n) of a prefix of n stages is then scaled per operating point and per channel
+    (``residual_scale``, S x D, each 1 / the std measured on the first batch: the residual of
+    quality 1 is many times that of quality 6, and the principal-component channels of the
+    latent differ by orders of magnitude), z_q by ``condition_scale`` (D), and the condition
+    carries the quality channel. Otherwise (a unit-norm latent, one global ``latent_scale``)
+    it is the single-rate decoder of the colour model."""
 
     def __init__(self, codebook_size: int, embed_dim: int, unet: Optional[Dict[str, Any]] = None,
                  conditioning: Optional[Dict[str, Any]] = None, diffusion: Optional[Dict[str, Any]] = None,
-                 normalized: bool = True):
+                 normalized: bool = True, qualities: int = 0):
         super().__init__()
         cond = dict(conditioning or {})
         self.drop_prob = float(cond.pop("drop_prob", 0.0))
@@ -115,34 +124,99 @@ class LatentDenoiser(nn.Module):
         self.residual = bool(diff.get("residual", True))
         self.min_snr_gamma = diff.get("min_snr_gamma", 5.0)
         self.normalized = normalized
+        self.embed_dim = int(embed_dim)
+        self.qualities = int(qualities)
+        #: the quality channel the embedder decoder gets with a drawn latent: ``coded`` (the
+        #: operating point of the codes) or ``finest`` (S / S: the latent now has all its detail)
+        self.decode_at = diff.get("decode_at", "coded")
+        if self.decode_at not in DECODE_AT:
+            raise ValueError("diffusion.decode_at must be one of %s, got %r" % (", ".join(DECODE_AT), self.decode_at))
         betas = sch.make_betas(diff.get("schedule", "linear"), int(diff.get("num_timesteps", 1000)),
                                **(diff.get("schedule_args") or {}))
         self.register_buffer("alphas_cumprod", sch.alphas_cumprod(betas), persistent=False)
         scale = diff.get("latent_scale", "auto")
-        self.register_buffer("latent_scale", torch.tensor(0.0 if scale == "auto" else float(scale)))
-        self.conditioner = CodeConditioner(codebook_size, embed_dim, **cond)
+        if self.qualities:
+            if scale != "auto":
+                raise ValueError("a decoder of operating points measures its scales: diffusion.latent_scale "
+                                 "must be auto, got %r" % (scale,))
+            self.register_buffer("residual_scale", torch.zeros(self.qualities, self.embed_dim))
+            self.register_buffer("condition_scale", torch.zeros(self.embed_dim))
+        else:
+            self.register_buffer("latent_scale", torch.tensor(0.0 if scale == "auto" else float(scale)))
+        self.conditioner = CodeConditioner(codebook_size, embed_dim, extra_channels=int(self.qualities > 0), **cond)
         self.unet = UNet(embed_dim, cond_channels=self.conditioner.out_channels,
                          context_dim=self.conditioner.to_context[1].out_features, **(unet or {}))
 
     # -- latents ---------------------------------------------------------------------------
 
-    def _scale(self) -> torch.Tensor:
-        if float(self.latent_scale) <= 0:
-            raise ValueError("latent_scale is not set (train at least one step or give diffusion.latent_scale)")
-        return self.latent_scale
+    @property
+    def scales_set(self) -> bool:
+        """False until the scales of ``latent_scale: auto`` are measured (first batch)."""
+        if self.qualities:
+            return bool((self.residual_scale > 0).all()) and bool((self.condition_scale > 0).all())
+        return float(self.latent_scale) > 0
+
+    def _scale(self, quality: Optional[int] = None) -> torch.Tensor:
+        if not self.scales_set:
+            raise ValueError("the diffusion scales are not set (train at least one step or give "
+                             "diffusion.latent_scale)")
+        if not self.qualities:
+            return self.latent_scale
+        return self.residual_scale[self._quality_index(quality)][None, :, None, None]
+
+    def _quality_index(self, quality: Optional[int]) -> int:
+        if quality is None or not 1 <= int(quality) <= self.qualities:
+            raise ValueError("this diffusion decoder has operating points 1..%d, got %r" % (self.qualities, quality))
+        return int(quality) - 1
 
     def unscaled_target(self, z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
         z = F.normalize(z_e, dim=1) if self.normalized else z_e
-        return z - z_q if self.residual else z
+        return z - z_q[:, : self.embed_dim] if self.residual else z
 
-    def target(self, z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
-        """x0 of the diffusion from the encoder's latent and the quantized one."""
-        return self.unscaled_target(z_e, z_q) * self._scale()
+    def target(self, z_e: torch.Tensor, z_q: torch.Tensor, quality: Optional[int] = None) -> torch.Tensor:
+        """x0 of the diffusion from the encoder's latent and the quantized one (of ``quality``
+        stages, for a decoder of operating points)."""
+        return self.unscaled_target(z_e, z_q) * self._scale(quality)
 
-    def restore(self, x0: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
-        """The decoder's input from a sampled x0 (inverse of :meth:`target`, on the sphere)."""
-        z = x0 / self._scale() + (z_q if self.residual else 0)
-        return F.normalize(z, dim=1) if self.normalized else z
+    def restore(self, x0: torch.Tensor, z_q: torch.Tensor, quality: Optional[int] = None) -> torch.Tensor:
+        """The decoder's input from a sampled x0 (inverse of :meth:`target`, on the sphere for a
+        normalised latent; with the quality channel that ``decode_at`` names)."""
+        z = x0 / self._scale(quality) + (z_q[:, : self.embed_dim] if self.residual else 0)
+        if self.normalized:
+            z = F.normalize(z, dim=1)
+        if z_q.shape[1] == self.embed_dim:
+            return z
+        level = z_q[:, self.embed_dim:] if self.decode_at == "coded" else torch.ones_like(z_q[:, self.embed_dim:])
+        return torch.cat([z, level.to(z.dtype)], dim=1)
+
+    def condition(self, indices: torch.Tensor, z_q: torch.Tensor, null: bool = False) -> Condition:
+        """The conditioner's output for the codes ``indices`` and their latent ``z_q`` (with
+        its quality channel, for a decoder of operating points)."""
+        if self.qualities:
+            if not self.scales_set:
+                self._scale(1)  # the error
+            z = torch.cat([z_q[:, : self.embed_dim] * self.condition_scale[None, :, None, None],
+                           z_q[:, self.embed_dim:]], dim=1)
+        else:  # codes are unit vectors: sqrt(D) brings their entries to about unit variance
+            z = z_q * math.sqrt(self.embed_dim)
+        return (self.conditioner.null if null else self.conditioner)(indices, z)
+
+    @torch.no_grad()
+    def measure_scales(self, z_e: torch.Tensor, z_qs, reduce=None) -> None:
+        """Set the scales of ``latent_scale: auto`` from a batch: ``z_qs`` the codebook latent
+        of every operating point (or of the one code grid); ``reduce`` averages a tensor over
+        devices, so every device gets the same scales."""
+        reduce = reduce or (lambda t: t)
+        if not self.qualities:
+            std = reduce(self.unscaled_target(z_e, z_qs[0]).float().std())
+            self.latent_scale.fill_(1.0 / float(std.clamp(min=1e-6)))
+            return
+        dims = (0, 2, 3)
+        for n, z_q in enumerate(z_qs):
+            std = reduce(self.unscaled_target(z_e, z_q).float().std(dim=dims))
+            self.residual_scale[n].copy_(1.0 / std.clamp(min=1e-6))
+        std = reduce(z_e.float().std(dim=dims))
+        self.condition_scale.copy_(1.0 / std.clamp(min=1e-6))
 
     # -- the network -----------------------------------------------------------------------
 
@@ -161,10 +235,11 @@ class LatentDenoiser(nn.Module):
         return u + guidance_scale * (c - u)
 
     def loss(self, z_e: torch.Tensor, indices: torch.Tensor, z_q: torch.Tensor,
-             generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+             generator: Optional[torch.Generator] = None,
+             quality: Optional[int] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """DDPM training loss (Ho et al. 2020, Algorithm 1), Min-SNR weighted when ``min_snr_gamma``."""
         b = z_e.shape[0]
-        x0 = self.target(z_e, z_q)
+        x0 = self.target(z_e, z_q, quality)
         dev = x0.device
         gen_dev = generator.device if generator is not None else dev
         t = torch.randint(0, len(self.alphas_cumprod), (b,), generator=generator, device=gen_dev).to(dev)
@@ -176,7 +251,7 @@ class LatentDenoiser(nn.Module):
             indices = torch.where(drop[:, None, None], null, indices)
             z_q = torch.where(drop[:, None, None, None], torch.zeros_like(z_q), z_q)
         x_t, target = sch.training_target(x0, noise, self.alphas_cumprod, t, self.prediction)
-        pred = self(x_t, t, self.conditioner(indices, z_q))
+        pred = self(x_t, t, self.condition(indices, z_q))
         per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
         logs = {"mse": per_sample.mean().detach()}
         if self.min_snr_gamma:
@@ -184,32 +259,88 @@ class LatentDenoiser(nn.Module):
             per_sample = per_sample * weight.to(per_sample.dtype)
         return per_sample.mean(), logs
 
+    def draw(self, model, shape: Sequence[int], steps: int, generator: torch.Generator, sampler: str = "dpmpp_2m",
+             eta: float = 0.0, realism: float = 1.0, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """x0 of ``steps`` sampler steps from noise of ``shape`` drawn with ``generator``;
+        ``model(x_t, t, None)`` is the network with its condition.
+
+        ``realism`` R in [0, 1] moves the result along the line from the network's first x0
+        prediction, made from pure noise (at t = T-1 that is the conditional mean E[x0 | codes],
+        the estimate of least squared error) to the sample: mean + R (sample - mean). R = 1 is
+        the sample, R = 0 the mean: the perception-distortion trade-off of Blau and Michaeli
+        (2018); Freirich et al. (2021) show that the optimal estimators between its ends are
+        interpolations of the least-squares estimate and an estimate of perfect realism. One
+        step gives the mean whatever R is."""
+        realism = check_realism(realism)
+        noise = samplers.initial_noise(shape, generator, device, dtype)
+        first = []
+
+        def callback(i, t, x, x0):
+            if i == 0:
+                first.append(x0)
+
+        extra = {"eta": eta} if sampler == "ddim" else {}
+        x0 = samplers.get_sampler(sampler)(model, noise, self.alphas_cumprod, steps, None,
+                                           prediction=self.prediction, generator=generator, callback=callback,
+                                           **extra)
+        if realism != 1.0:
+            x0 = first[0] + realism * (x0 - first[0])
+        return x0
+
     @torch.no_grad()
     def sample(self, indices: torch.Tensor, z_q: torch.Tensor, steps: int, generator: torch.Generator,
-               sampler: str = "dpmpp_2m", guidance_scale: float = 1.0, eta: float = 0.0) -> torch.Tensor:
+               sampler: str = "dpmpp_2m", guidance_scale: float = 1.0, eta: float = 0.0, realism: float = 1.0,
+               quality: Optional[int] = None) -> torch.Tensor:
         """The decoder's input (B x D x h x w) for a code grid, from noise drawn with ``generator``."""
-        cond = self.conditioner(indices, z_q)
-        null = self.conditioner.null(indices, z_q) if guidance_scale != 1.0 else None
-        noise = samplers.initial_noise(z_q.shape, generator, z_q.device, z_q.dtype)
-        model = functools.partial(self.predict, null=null, guidance_scale=float(guidance_scale))
-        extra = {"eta": eta} if sampler == "ddim" else {}
-        x0 = samplers.get_sampler(sampler)(model, noise, self.alphas_cumprod, steps, cond,
-                                           prediction=self.prediction, generator=generator, **extra)
-        return self.restore(x0, z_q)
+        cond = self.condition(indices, z_q)
+        null = self.condition(indices, z_q, null=True) if guidance_scale != 1.0 else None
+
+        def model(x, t, _):
+            return self.predict(x, t, cond, null, float(guidance_scale))
+
+        shape = (z_q.shape[0], self.embed_dim) + tuple(z_q.shape[-2:])
+        x0 = self.draw(model, shape, steps, generator, sampler, eta, realism, z_q.device, z_q.dtype)
+        return self.restore(x0, z_q, quality)
 
 
-def check_diffusable(quantizer) -> None:
-    """The diffusion decoder works on the latent the quantizer gives the decoder; one with a
-    quality channel (a decoder told its operating point) is not supported by it yet."""
-    if getattr(quantizer, "quality_channel", False):
-        raise ValueError("the diffusion decoder does not support an embedder with a quality channel "
-                         "(embedder.quality_channel); use the fast decoder")
+#: the quality channel a drawn latent is decoded with (LatentDenoiser.decode_at)
+DECODE_AT = ("coded", "finest")
 
 
-def denoiser_from_params(params: Dict[str, Any], codebook_size: int, embed_dim: int, normalized: bool = True):
-    """The bare network from the ``model.params`` of an ldm config."""
-    return LatentDenoiser(codebook_size, embed_dim, unet=params.get("unet"), conditioning=params.get("conditioning"),
-                          diffusion=params.get("diffusion"), normalized=normalized)
+def check_realism(realism) -> float:
+    """``realism`` as a float in [0, 1] (:meth:`LatentDenoiser.draw`), or a ValueError."""
+    try:
+        r = float(realism)
+    except (TypeError, ValueError):
+        raise ValueError("realism must be a number in [0, 1], got %r" % (realism,)) from None
+    if not 0.0 <= r <= 1.0:
+        raise ValueError("realism must be in [0, 1] (0: the mean, 1: a sample), got %g" % r)
+    return r
+
+
+def qualities_of(quantizer) -> int:
+    """Operating points a diffusion decoder of this quantizer distinguishes: the stages of an
+    embedder whose decoder is told the operating point, else 0."""
+    return int(quantizer.num_stages) if getattr(quantizer, "quality_channel", False) else 0
+
+
+def denoiser_from_params(params: Dict[str, Any], quantizer) -> LatentDenoiser:
+    """The bare network from the ``model.params`` of an ldm config, for an embedder's quantizer."""
+    return LatentDenoiser(quantizer.codebook_size, quantizer.embed_dim, unet=params.get("unet"),
+                          conditioning=params.get("conditioning"), diffusion=params.get("diffusion"),
+                          normalized=quantizer.normalize, qualities=qualities_of(quantizer))
+
+
+def load_matching(denoiser: nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``denoiser``, or a ValueError naming the first keys that do not match
+    (a diffusion decoder of another config or of another embedder)."""
+    own = denoiser.state_dict()
+    wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    if wrong or missing or unexpected:
+        raise ValueError("%s: the diffusion weights do not match the config and the embedder (shape %s, "
+                         "missing %s, unexpected %s)" % (what, wrong[:3], sorted(missing)[:3], sorted(unexpected)[:3]))
+    denoiser.load_state_dict(state)
 
 
 def load_frozen_embedder(model_dir: str):
@@ -249,8 +380,7 @@ class LDM(_lightning_base()):
         self.embedder_dir = os.path.abspath(embedder)
         self.embedder = load_frozen_embedder(self.embedder_dir)
         q = self.embedder.quantize
-        check_diffusable(q)
-        self.denoiser = denoiser_from_params(self.hparams, q.codebook_size, q.embed_dim, q.normalize)
+        self.denoiser = denoiser_from_params(self.hparams, q)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         if init:
@@ -273,16 +403,11 @@ class LDM(_lightning_base()):
         if not os.path.isfile(path):
             raise ValueError("init %s: the model directory has no diffusion decoder (diffusion.safetensors)"
                              % model_dir)
-        state = load_file(path)
-        own = self.denoiser.state_dict()
-        wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-        missing, unexpected = set(own) - set(state), set(state) - set(own)
-        if wrong or missing or unexpected:
-            raise ValueError("init %s: diffusion weights do not match the config (shape %s, missing %s, "
-                             "unexpected %s)" % (model_dir, wrong[:3], sorted(missing)[:3], sorted(unexpected)[:3]))
-        self.denoiser.load_state_dict(state)
+        load_matching(self.denoiser, load_file(path), "init %s" % model_dir)
         if (self.hparams.get("diffusion") or {}).get("latent_scale", "auto") == "auto":
-            self.denoiser.latent_scale.fill_(0.0)
+            for name in ("latent_scale", "residual_scale", "condition_scale"):
+                if hasattr(self.denoiser, name):
+                    getattr(self.denoiser, name).fill_(0.0)
         self.ema.load_state_dict(self.denoiser.state_dict())
 
     def train(self, mode: bool = True):
@@ -292,36 +417,52 @@ class LDM(_lightning_base()):
         return self
 
     @torch.no_grad()
-    def encode(self, batch: Dict[str, torch.Tensor]):
-        """(z_e, indices, z_q) of a batch (the embedder's input: :func:`model_input`), in float32
-        even under bf16 autocast: the diffusion target is the small residual z_e - z_q."""
+    def encode(self, batch: Dict[str, torch.Tensor], quality: Optional[int] = None):
+        """(z_e, indices, z_q, quality) of a batch (the embedder's input: :func:`model_input`),
+        in float32 even under bf16 autocast: the diffusion target is the small residual
+        z_e - z_q. A staged model codes the first ``quality`` stages (in training, a random
+        prefix when None: every operating point is decoded with diffusion; else all)."""
         with torch.autocast(self.device.type, enabled=False):
             z_e = self.embedder.encode(model_input(self.embedder, batch).float())
         if not self.embedder.staged:
             indices = self.embedder.quantize.encode_indices(z_e)
-            return z_e, indices, self.embedder.quantize.lookup(indices)
-        # a staged model: a random prefix of the stages in training (every quality is
-        # decoded with diffusion), all of them in validation
+            return z_e, indices, self.embedder.quantize.lookup(indices), None
         codes = self.embedder.quantize.encode_indices(z_e)
-        if self.training:
-            codes = codes[: int(torch.randint(1, len(codes) + 1, ()))]
+        if quality is None:
+            quality = int(torch.randint(1, len(codes) + 1, ())) if self.training else len(codes)
+        codes = codes[:quality]
         shape = tuple(z_e.shape[-2:])
-        return z_e, self.embedder.condition_indices(codes, shape), self.embedder.lookup_codes(codes, shape)
+        return (z_e, self.embedder.condition_indices(codes, shape), self.embedder.lookup_codes(codes, shape),
+                quality if self.denoiser.qualities else None)
 
     def on_train_batch_start(self, batch, batch_idx):
-        if float(self.denoiser.latent_scale) > 0:
+        if self.denoiser.scales_set:
             return
-        z_e, _, z_q = self.encode(batch)
-        std = self.denoiser.unscaled_target(z_e, z_q).float().std()
-        std = self.trainer.strategy.reduce(std, reduce_op="mean")  # the same scale on every device
-        scale = 1.0 / float(std.clamp(min=1e-6))
-        self.denoiser.latent_scale.fill_(scale)
-        self.ema.latent_scale.fill_(scale)
-        print("rawdiff ldm: latent_scale = %.4f (std of the diffusion target %.4g)" % (scale, float(std)))
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            z_e = self.embedder.encode(model_input(self.embedder, batch).float())
+            q = self.embedder.quantize
+            if self.embedder.staged:
+                codes = q.encode_indices(z_e)
+                shape = tuple(z_e.shape[-2:])
+                z_qs = [self.embedder.lookup_codes(codes[:n], shape) for n in range(1, len(codes) + 1)]
+            else:
+                z_qs = [q.lookup(q.encode_indices(z_e))]
+            if not self.denoiser.qualities:
+                z_qs = z_qs[-1:]  # one global scale, of the full code
+            # the same scales on every device
+            self.denoiser.measure_scales(z_e, z_qs, lambda t: self.trainer.strategy.reduce(t, reduce_op="mean"))
+        ema_buffers = dict(self.ema.named_buffers())
+        for name, buf in self.denoiser.named_buffers():
+            ema_buffers[name].copy_(buf)
+        if self.denoiser.qualities:
+            print("rawdiff ldm: residual std per operating point (mean over channels) %s"
+                  % ", ".join("%.4g" % float((1.0 / s).mean()) for s in self.denoiser.residual_scale))
+        else:
+            print("rawdiff ldm: latent_scale = %.4f" % float(self.denoiser.latent_scale))
 
     def training_step(self, batch, batch_idx):
-        z_e, indices, z_q = self.encode(batch)
-        loss, logs = self.denoiser.loss(z_e, indices, z_q)
+        z_e, indices, z_q, quality = self.encode(batch)
+        loss, logs = self.denoiser.loss(z_e, indices, z_q, quality=quality)
         n = z_e.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({"train/" + k: v for k, v in logs.items()}, batch_size=n)
@@ -339,19 +480,31 @@ class LDM(_lightning_base()):
         self.ema_updates += 1
 
     def validation_step(self, batch, batch_idx):
-        from rawdiff.metrics import psnr
+        """PSNR of the fast path, of the unquantized latent (the ceiling) and of diffusion;
+        for a decoder of operating points, batch i is coded at quality 1 + i mod S (the lowest
+        first) and the sliced Wasserstein distances of the fast path and diffusion are logged."""
+        from rawdiff.metrics import psnr, sliced_wasserstein
 
-        z_e, indices, z_q = self.encode(batch)
+        quality = 1 + batch_idx % self.denoiser.qualities if self.denoiser.qualities else None
+        z_e, indices, z_q, quality = self.encode(batch, quality)
         gen = torch.Generator().manual_seed(1000 + batch_idx)
-        loss, _ = self.ema.loss(z_e, indices, z_q, generator=gen)
+        loss, _ = self.ema.loss(z_e, indices, z_q, generator=gen, quality=quality)
         target = target_of(self.embedder, batch)
         n = target.shape[0]
         steps = int(self.sampling.get("val_steps", 2))
-        z_hat = self.ema.sample(indices, z_q, steps, gen, sampler=self.sampling.get("sampler", "dpmpp_2m"))
+        z_hat = self.ema.sample(indices, z_q, steps, gen, sampler=self.sampling.get("sampler", "dpmpp_2m"),
+                                eta=float(self.sampling.get("eta", 0.0)),
+                                realism=float(self.sampling.get("realism", 1.0)), quality=quality)
         ceiling = F.normalize(z_e, dim=1) if self.ema.normalized else z_e
+        if z_q.shape[1] > ceiling.shape[1]:  # the quality channel: all the detail is there
+            ceiling = self.embedder.quantize.with_quality(ceiling, self.embedder.quantize.num_stages)
         for name, z in (("fast", z_q), ("ceiling", ceiling), ("diffusion", z_hat)):
             out = rendered(self.embedder, self.embedder.decode(z).float(), batch, straight_through=False)
             self.log("val/psnr_" + name, psnr(out, target), sync_dist=True, batch_size=n)
+            if quality is not None and name != "ceiling":
+                swd = sum(sliced_wasserstein(out[i:i + 1].clamp(0, 1), target[i:i + 1], patches=512)
+                          for i in range(n)) / n
+                self.log("val/swd_%s_q%d" % (name, quality), swd, sync_dist=True, batch_size=n)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
 
     def configure_optimizers(self):
@@ -363,35 +516,56 @@ class LDM(_lightning_base()):
 
     def diffusion_meta(self) -> Dict[str, Any]:
         d = self.ema
-        return {"prediction": d.prediction, "residual": d.residual, "num_timesteps": len(d.alphas_cumprod),
-                "latent_scale": float(d.latent_scale), "ema_updates": int(self.ema_updates),
+        meta = {"prediction": d.prediction, "residual": d.residual, "num_timesteps": len(d.alphas_cumprod),
+                "ema_updates": int(self.ema_updates),
                 "parameters": sum(p.numel() for p in d.parameters()),
                 "sampler": self.sampling.get("sampler", "dpmpp_2m"),
                 "guidance_scale": float(self.sampling.get("guidance_scale", 1.0))}
+        if d.qualities:
+            meta.update(qualities=d.qualities, decode_at=d.decode_at,
+                        realism=float(self.sampling.get("realism", 1.0)), eta=float(self.sampling.get("eta", 0.0)))
+        else:
+            meta["latent_scale"] = float(d.latent_scale)
+        return meta
 
 
 class DiffusionDecoder:
-    """What :meth:`rawdiff.codec.Codec.decompress` runs for ``mode="diffusion"``."""
+    """What :meth:`rawdiff.codec.Codec.decompress` runs for ``mode="diffusion"``: the
+    sampling settings of the model directory (sampler, DDIM's eta, guidance, the default
+    realism) around its :class:`LatentDenoiser`."""
 
     def __init__(self, embedder, denoiser: LatentDenoiser, device: torch.device, sampler: str = "dpmpp_2m",
-                 guidance_scale: float = 1.0):
+                 guidance_scale: float = 1.0, eta: float = 0.0, realism: float = 1.0):
         samplers.get_sampler(sampler)  # fail early on a bad name
         self.embedder = embedder
         self.denoiser = denoiser
         self.device = device
         self.sampler = sampler
         self.guidance_scale = float(guidance_scale)
+        self.eta = float(eta)
+        #: the realism a decode without one uses (the model's ``sampling.realism``)
+        self.realism = check_realism(realism)
 
-    @torch.inference_mode()
-    def decode(self, codes, steps: int = 4, seed: int = 0, sampler: Optional[str] = None,
-               guidance_scale: Optional[float] = None, shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """The embedder decoder's output (C x H x W, clipped to [0, 1]) for code grids (a grid,
-        or the grids of a prefix of the stages: numpy arrays or 1 x h x w tensors; ``shape``
-        the finest grid); the same codes and seed give the same output (the noise is drawn on
-        the CPU from ``seed``). The codec renders it as it renders the fast decoder's."""
+    def check_steps(self, steps) -> int:
         steps = int(steps)
         if steps < 1 or steps > len(self.denoiser.alphas_cumprod):
             raise ValueError("steps %d must be in [1, %d]" % (steps, len(self.denoiser.alphas_cumprod)))
+        return steps
+
+    def quality_of(self, codes) -> Optional[int]:
+        """The operating point of a prefix of code grids, for a decoder that has them."""
+        return len(codes) if self.denoiser.qualities else None
+
+    @torch.inference_mode()
+    def decode(self, codes, steps: int = 4, seed: int = 0, sampler: Optional[str] = None,
+               guidance_scale: Optional[float] = None, shape: Optional[Tuple[int, int]] = None,
+               realism: Optional[float] = None) -> torch.Tensor:
+        """The embedder decoder's output (C x H x W, clipped to [0, 1]) for code grids (a grid,
+        or the grids of a prefix of the stages: numpy arrays or 1 x h x w tensors; ``shape``
+        the finest grid); the same codes and seed give the same output (the noise is drawn on
+        the CPU from ``seed``). ``realism`` (default: the model's) is
+        :meth:`LatentDenoiser.draw`'s. The codec renders it as it renders the fast decoder's."""
+        steps = self.check_steps(steps)
         if isinstance(codes, (np.ndarray, torch.Tensor)):
             codes = [codes]
         idx = [c if isinstance(c, torch.Tensor) else
@@ -400,7 +574,9 @@ class DiffusionDecoder:
         indices = self.embedder.condition_indices(idx, tuple(z_q.shape[-2:]))
         gen = torch.Generator().manual_seed(int(seed))
         z = self.denoiser.sample(indices, z_q, steps, gen, sampler=sampler or self.sampler,
-                                 guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale)
+                                 guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
+                                 eta=self.eta, realism=self.realism if realism is None else realism,
+                                 quality=self.quality_of(idx))
         return self.embedder.decode(z)[0].clamp(0, 1)
 
 
@@ -414,14 +590,10 @@ def load_diffusion_decoder(codec, path: str) -> DiffusionDecoder:
         raise ValueError("model %s has diffusion weights but its config.yaml has no 'diffusion' node"
                          % codec.model_id)
     params = ldm_cfg["model"].get("params") or {}
-    q = codec.embedder.quantize
-    check_diffusable(q)
-    denoiser = denoiser_from_params(params, q.codebook_size, q.embed_dim, q.normalize)
-    missing, unexpected = denoiser.load_state_dict(load_file(path), strict=False)
-    if missing or unexpected:
-        raise ValueError("%s does not match the diffusion config: missing %s, unexpected %s"
-                         % (path, sorted(missing)[:5], sorted(unexpected)[:5]))
+    denoiser = denoiser_from_params(params, codec.embedder.quantize)
+    load_matching(denoiser, load_file(path), path)
     denoiser.to(codec.device).eval()
     sampling = params.get("sampling") or {}
     return DiffusionDecoder(codec.embedder, denoiser, codec.device, sampler=sampling.get("sampler", "dpmpp_2m"),
-                            guidance_scale=sampling.get("guidance_scale", 1.0))
+                            guidance_scale=sampling.get("guidance_scale", 1.0), eta=sampling.get("eta", 0.0),
+                            realism=sampling.get("realism", 1.0))

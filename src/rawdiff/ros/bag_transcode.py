@@ -206,7 +206,7 @@ def decode_bag(in_path: str, out_path: str, topic: Optional[str] = None, model: 
                mode: str = "fast", steps: int = 4, seed: int = 0, device: str = "auto",
                output_topic: str = DEFAULT_DECODED_TOPIC, progress: bool = True, codec=None,
                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-               threads: Optional[int] = None) -> Dict[str, Any]:
+               threads: Optional[int] = None, realism: Optional[float] = None) -> Dict[str, Any]:
     """``CompressedCodes`` of ``topic`` (default: the bag's only codes topic) -> rgb8
     images on ``output_topic``; see module doc. A frame over ``max_pixels`` is rejected
     from its header; frames larger than ``tile`` codes decode in tiles."""
@@ -219,7 +219,7 @@ def decode_bag(in_path: str, out_path: str, topic: Optional[str] = None, model: 
         codec = Codec.load(resolve_model_dir(model or ""), device=device, max_pixels=max_pixels, tile=tile,
                            threads=threads)
     return transcode_bag(in_path, out_path, topic, CODES_TYPE,
-                         lambda msg: decode_codes(codec, msg, mode=mode, steps=steps, seed=seed),
+                         lambda msg: decode_codes(codec, msg, mode=mode, steps=steps, seed=seed, realism=realism),
                          output_topic, verb="decode", progress=progress)
 
 
@@ -238,5 +238,5 @@ def cmd_decode(args) -> int:
     summary = decode_bag(args.input, args.output, topic=args.topic, model=args.model, mode=args.mode,
                          steps=args.steps, seed=args.seed, device=args.device, output_topic=args.output_topic,
                          progress=not args.quiet, max_pixels=args.max_pixels, tile=args.tile,
-                         threads=getattr(args, "threads", None))
+                         threads=getattr(args, "threads", None), realism=getattr(args, "realism", None))
     return _finish(summary)

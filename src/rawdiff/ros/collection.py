@@ -244,7 +244,7 @@ def transcode_file(job: Job, options: Dict[str, Any]) -> Dict[str, Any]:
         else:
             summary = decode_bag(job.input, job.output, topic=topic, codec=codec, progress=False,
                                  output_topic=options["output_topic"], mode=options["mode"], steps=options["steps"],
-                                 seed=options["seed"])
+                                 seed=options["seed"], realism=options.get("realism"))
         result.update({k: summary[k] for k in ("frames", "rejected", "bytes_in", "bytes_out")})
         if summary["rejected"]:
             result["error"] = "%d of %d frames rejected and left out of the output (first: %s)" % (

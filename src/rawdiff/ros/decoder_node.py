@@ -33,6 +33,9 @@ Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`D
     ``~mode`` (str, ``fast``): ``fast`` (the VQ decoder, one pass) or ``diffusion``.
     ``~steps`` (int, ``4``): diffusion sampling steps.
     ``~seed`` (int, ``0``): diffusion noise seed; a frame decodes the same for a seed.
+    ``~realism`` (float, ``-1``: the model's default): diffusion's trade of fidelity for
+        realism, from 0 (the least-squares estimate of what the codes dropped) to 1 (a
+        sample of it: texture back, less like the scene pixel for pixel).
     ``~output`` (str, ``rgb8``): ``rgb8`` (sRGB, the reference ISP's colour stage with the
         frame's white balance and colour matrix from the bitstream) or ``bayer16`` (the
         reconstructed RAW mosaic, ``bayer_<cfa>16`` with the source's CFA, in the source's
@@ -83,6 +86,7 @@ DEFAULTS: Dict[str, Any] = {
     "mode": "fast",
     "steps": 4,
     "seed": 0,
+    "realism": -1.0,
     "output": "rgb8",
     "device": "auto",
     "max_pixels": DEFAULT_MAX_PIXELS,
@@ -115,7 +119,14 @@ def decode_args(params: Dict[str, Any]) -> Dict[str, Any]:
                          % (params["steps"], params["seed"])) from None
     if steps < 1:
         raise ValueError("~steps must be >= 1, got %d" % steps)
-    return {"mode": mode, "steps": steps, "seed": seed, "output": output}
+    try:
+        realism = float(params.get("realism", -1.0))
+    except (TypeError, ValueError):
+        raise ValueError("~realism must be a number, got %r" % (params.get("realism"),)) from None
+    if realism != -1.0 and not 0.0 <= realism <= 1.0:
+        raise ValueError("~realism must be in [0, 1], or -1 for the model's default, got %g" % realism)
+    return {"mode": mode, "steps": steps, "seed": seed, "output": output,
+            "realism": None if realism == -1.0 else realism}
 
 
 class DecoderNode(CodecNode):

@@ -86,20 +86,21 @@ OUTPUTS = ("rgb8", "bayer16")
 
 
 def decode_codes(codec, msg, mode: str = "fast", steps: int = 4, seed: int = 0,
-                 output: str = "rgb8") -> Tuple[Any, Dict[str, float]]:
+                 output: str = "rgb8", realism: Optional[float] = None) -> Tuple[Any, Dict[str, float]]:
     """``(sensor_msgs/Image, info)`` of a ``CompressedCodes`` message: ``rgb8`` (sRGB through
     the reference ISP's colour stage) or ``bayer16`` (the reconstructed mosaic as
-    ``bayer_<cfa>16`` with the source's CFA, in its black and white levels)."""
+    ``bayer_<cfa>16`` with the source's CFA, in its black and white levels). ``realism``:
+    the diffusion decoder's (None: the model's default)."""
     if output not in OUTPUTS:
         raise ValueError("output must be one of %s, got %r" % (", ".join(OUTPUTS), output))
     start = time.perf_counter()
     header, data = check_codes(msg, codec.model_id)
     if output == "bayer16":
-        frame = codec.decompress_raw(data, mode=mode, steps=steps, seed=seed)
+        frame = codec.decompress_raw(data, mode=mode, steps=steps, seed=seed, realism=realism)
         out = frame_to_image(frame)
         out.header = copy_header(msg.header)
     else:
-        rgb = codec.decompress(data, mode=mode, steps=steps, seed=seed)
+        rgb = codec.decompress(data, mode=mode, steps=steps, seed=seed, realism=realism)
         out = rgb_to_image(rgb, header=copy_header(msg.header))
     info = {"work_s": time.perf_counter() - start, "bytes_in": len(data), "bytes_out": len(out.data),
             "code_bytes": len(data), "pixels": header.height * header.width}
