@@ -71,6 +71,13 @@ def test_sliced_wasserstein_is_zero_for_the_reference_and_grows_with_blur_and_no
             align_corners=False), size=(192, 256), mode="bilinear", align_corners=False), ref, atol=1e-5)
     with pytest.raises(ValueError, match="too small"):
         sliced_wasserstein(ref[..., :5, :5], ref[..., :5, :5])
+    # the reference's side computed once measures the same
+    from rawdiff.metrics import SlicedWassersteinReference
+
+    once = SlicedWassersteinReference(ref)
+    assert once.distance(blurred) == sliced_wasserstein(blurred, ref) and once.distance(ref) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        once.distance(ref[..., :64, :64])
 
 
 def test_task_fidelity_people_and_orb_on_a_street_frame():

@@ -137,36 +137,53 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, levels: int = 4, patch:
     same random places in both (a seed), each channel normalised by the reference's mean and
     standard deviation at that level; ``directions`` random unit projections of the two sets
     are sorted and compared. 0: the same distributions; blur and invented texture both
-    raise it."""
-    gen = torch.Generator().manual_seed(int(seed))
-    total, used = 0.0, 0
-    for a, b in zip(laplacian_pyramid(x.float(), levels), laplacian_pyramid(y.float(), levels)):
-        h, w = a.shape[-2:]
-        if h < patch or w < patch:
-            continue
-        top = torch.randint(0, h - patch + 1, (patches,), generator=gen)
-        left = torch.randint(0, w - patch + 1, (patches,), generator=gen)
-        offs = torch.arange(patch)
-        rows = (top[:, None] + offs[None, :])[:, :, None]
-        cols = (left[:, None] + offs[None, :])[:, None, :]
-        # N x (C p p) descriptors at the same places in both
-        da = a[0][:, rows, cols].permute(1, 0, 2, 3).reshape(patches, -1)
-        db = b[0][:, rows, cols].permute(1, 0, 2, 3).reshape(patches, -1)
-        c = a.shape[1]
-        ref = db.reshape(patches, c, -1)
-        mean = ref.mean(dim=(0, 2))
-        std = ref.std(dim=(0, 2)).clamp_min(1e-6)
-        da = ((da.reshape(patches, c, -1) - mean[None, :, None]) / std[None, :, None]).reshape(patches, -1)
-        db = ((ref - mean[None, :, None]) / std[None, :, None]).reshape(patches, -1)
-        proj = torch.randn(da.shape[1], directions, generator=gen)
-        proj = proj / proj.norm(dim=0, keepdim=True)
-        pa, _ = torch.sort(da @ proj, dim=0)
-        pb, _ = torch.sort(db @ proj, dim=0)
-        total += float((pa - pb).abs().mean())
-        used += 1
-    if not used:
-        raise ValueError("images of %dx%d are too small for %dx%d patches" % (x.shape[-1], x.shape[-2], patch, patch))
-    return 1000.0 * total / used
+    raise it. Many images against one reference: :class:`SlicedWassersteinReference`."""
+    return SlicedWassersteinReference(y, levels, patch, patches, directions, seed).distance(x)
+
+
+class SlicedWassersteinReference:
+    """The reference's side of :func:`sliced_wasserstein`, computed once: per pyramid level
+    the patch places, the channel normalisation, the projections and the reference's sorted
+    projected patches. ``distance(x)`` is ``sliced_wasserstein(x, y)``, about twice as fast."""
+
+    def __init__(self, y: torch.Tensor, levels: int = 4, patch: int = 7, patches: int = 2048,
+                 directions: int = 128, seed: int = 0):
+        gen = torch.Generator().manual_seed(int(seed))
+        self.shape = tuple(y.shape)
+        self.levels, self.patches = int(levels), int(patches)
+        self._levels = []
+        for i, b in enumerate(laplacian_pyramid(y.float(), levels)):
+            h, w = b.shape[-2:]
+            if h < patch or w < patch:
+                continue
+            top = torch.randint(0, h - patch + 1, (patches,), generator=gen)
+            left = torch.randint(0, w - patch + 1, (patches,), generator=gen)
+            offs = torch.arange(patch)
+            rows = (top[:, None] + offs[None, :])[:, :, None]
+            cols = (left[:, None] + offs[None, :])[:, None, :]
+            # N x C x (p p) descriptors; the same places in every image measured
+            ref = b[0][:, rows, cols].permute(1, 0, 2, 3).reshape(patches, b.shape[1], -1)
+            mean = ref.mean(dim=(0, 2))[None, :, None]
+            std = ref.std(dim=(0, 2)).clamp_min(1e-6)[None, :, None]
+            db = ((ref - mean) / std).reshape(patches, -1)
+            proj = torch.randn(db.shape[1], directions, generator=gen)
+            proj = proj / proj.norm(dim=0, keepdim=True)
+            self._levels.append((i, rows, cols, mean, std, proj, torch.sort(db @ proj, dim=0)[0]))
+        if not self._levels:
+            raise ValueError("images of %dx%d are too small for %dx%d patches"
+                             % (y.shape[-1], y.shape[-2], patch, patch))
+
+    def distance(self, x: torch.Tensor) -> float:
+        if tuple(x.shape) != self.shape:
+            raise ValueError("image of shape %s against a reference of shape %s" % (tuple(x.shape), self.shape))
+        pyramid = laplacian_pyramid(x.float(), self.levels)
+        total = 0.0
+        for i, rows, cols, mean, std, proj, pb in self._levels:
+            a = pyramid[i]
+            da = ((a[0][:, rows, cols].permute(1, 0, 2, 3).reshape(self.patches, a.shape[1], -1) - mean) / std)
+            pa, _ = torch.sort(da.reshape(self.patches, -1) @ proj, dim=0)
+            total += float((pa - pb).abs().mean())
+        return 1000.0 * total / len(self._levels)
 
 
 # --------------------------------------------------------------------------- task fidelity

@@ -88,13 +88,14 @@ class _Meter:
         self.butteraugli = butteraugli
         self.max_pixels = butteraugli_max_pixels
         self.notes = notes
-        self.ref = self.ref_t = self.task = None
+        self.ref = self.ref_t = self.task = self.swd = None
 
     def set_reference(self, ref: np.ndarray) -> None:
-        from rawdiff.metrics import TaskReference, to_tensor
+        from rawdiff.metrics import SlicedWassersteinReference, TaskReference, to_tensor
 
         self.ref, self.ref_t = ref, to_tensor(ref)
         self.task = TaskReference(ref)  # people boxes and ORB keypoints of the reference
+        self.swd = SlicedWassersteinReference(self.ref_t)  # its patches and projections, once
 
     def __call__(self, img: np.ndarray) -> Dict[str, Optional[float]]:
         import torch
@@ -109,7 +110,7 @@ class _Meter:
             t = metrics.to_tensor(img)
             out = {"psnr": metrics.psnr(t, self.ref_t), "ms_ssim": float(metrics.ms_ssim(t, self.ref_t)[0]),
                    "spectral": metrics.spectral_distance(t, self.ref_t),
-                   "swd": metrics.sliced_wasserstein(t, self.ref_t),
+                   "swd": self.swd.distance(t),
                    "people": self.task.people_agreement(img), "orb": self.task.orb_share(img), "butteraugli": None,
                    "butteraugli_3norm": None}
         finally:
