@@ -60,12 +60,12 @@ def test_scales_are_measured_per_operating_point_and_validation_logs_realism(sca
     assert {"val/swd_fast_q1", "val/swd_diffusion_q1", "val/psnr_ceiling"} <= keys
 
 
-def test_realism_moves_along_the_line_from_the_mean_to_the_sample(scalable_ldm, frame):
+def test_realism_gives_the_drawn_texture_to_the_finest_channels(scalable_ldm, frame):
     _, model_dir, _ = scalable_ldm
     codec = Codec.load(model_dir, device="cpu")
     dec = codec.diffusion()
     torch.manual_seed(0)
-    # an untrained UNet predicts 0: give it weights, so that the mean and a sample differ
+    # an untrained UNet predicts 0: give it weights, so that a sample differs from the codes
     for p in dec.denoiser.unet.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
     header, codes = codec.parse(codec.compress(frame, quality=2))
@@ -76,20 +76,23 @@ def test_realism_moves_along_the_line_from_the_mean_to_the_sample(scalable_ldm, 
     def latent(r):
         return dec.denoiser.sample(cond, z_q, 3, torch.Generator().manual_seed(7), realism=r, quality=2)
 
-    mean, half, sample = latent(0.0), latent(0.5), latent(1.0)
-    assert not torch.allclose(mean, sample, atol=1e-4)
-    assert torch.allclose(half, 0.5 * (mean + sample), atol=1e-5)
+    none, half, whole = latent(0.0), latent(0.5), latent(1.0)
+    assert torch.equal(none, z_q)  # realism 0: the codes, as the fast path decodes them
+    assert not torch.allclose(whole[:, 4:8], z_q[:, 4:8], atol=1e-4)
+    # 0.5 of the 8 channels: the trailing (finest) 4 drawn, the others the codes'
+    assert torch.equal(half[:, :4], z_q[:, :4]) and torch.allclose(half[:, 4:8], whole[:, 4:8])
     # the decoder's input keeps the operating point of the codes (decode_at: coded)
-    assert torch.allclose(sample[:, -1], torch.full_like(sample[:, -1], 2 / 3))
-    # one step gives the mean whatever the realism
-    one = [dec.denoiser.sample(cond, z_q, 1, torch.Generator().manual_seed(7), realism=r, quality=2)
-           for r in (0.0, 1.0)]
-    assert torch.equal(one[0], one[1])
+    assert torch.allclose(whole[:, -1], torch.full_like(whole[:, -1], 2 / 3))
     payload = codec.compress(frame, quality=2)
-    a = codec.decompress(payload, mode="diffusion", steps=3, seed=1, realism=0.0)
+    fast = codec.decompress(payload, mode="fast")
+    assert np.array_equal(codec.decompress(payload, mode="diffusion", steps=3, seed=1, realism=0.0), fast)
     b = codec.decompress(payload, mode="diffusion", steps=3, seed=1, realism=1.0)
-    assert a.shape == (90, 118, 3) and not np.array_equal(a, b)
+    assert b.shape == (90, 118, 3) and not np.array_equal(b, fast)
     assert np.array_equal(b, codec.decompress(payload, mode="diffusion", steps=3, seed=1, realism=1.0))
+    from rawdiff.models.ldm import realism_mask
+
+    assert realism_mask(0.25, 8).flatten().tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
+    assert realism_mask(0.3125, 8).flatten().tolist() == [0, 0, 0, 0, 0, 0.5, 1, 1]
 
 
 def test_every_quality_decodes_whole_and_in_tiles(scalable_ldm, frame):

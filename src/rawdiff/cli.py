@@ -347,8 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=4, help="diffusion sampling steps")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     p.add_argument("--realism", type=_unit_float, metavar="R",
-                   help="diffusion: 0 (the least-squares estimate of what the codes dropped) to 1 (a sample of "
-                   "it: texture back, less like the scene pixel for pixel); default: the model's")
+                   help="diffusion: the share of the latent's channels, finest first, that get the drawn texture: "
+                   "0 is the fast path, 1 a whole sample (texture back, less like the scene pixel for pixel); "
+                   "default: the model's")
     p.add_argument("--device", default="auto")
     p.add_argument("--output", dest="output_kind", choices=["rgb", "raw"],
                    help="rgb: sRGB image (default); raw: the reconstructed mosaic as a 16-bit PNG/TIFF/.npy "

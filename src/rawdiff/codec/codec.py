@@ -362,7 +362,7 @@ class Codec:
         H x W x 3 (sRGB for ``out: rgb``, white-balanced camera RGB for ``out: linear``) or
         4 x H/2 x W/2 planes (``out: raw``). ``shape``: the finest code grid (default: what the
         finest stage given implies). ``realism`` (diffusion; default the model's): from the
-        least-squares estimate (0) to a sample (1), :meth:`rawdiff.models.ldm.LatentDenoiser.draw`."""
+        fast path (0) to a whole sample (1), :func:`rawdiff.models.ldm.realism_mask`."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         torch = _needs_torch("decoding")

@@ -38,7 +38,7 @@ def add_arguments(p) -> None:
                    "only; e.g. --steps 1 4)")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     p.add_argument("--realism", type=float, nargs="*", metavar="R",
-                   help="diffusion realism values to evaluate, each a curve (0: the least-squares estimate, 1: a "
+                   help="diffusion realism values to evaluate, each a curve (0: the fast path, 1: a whole "
                    "sample; default: the model's)")
     p.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS, help="standard codecs to compare")
     p.add_argument("--no-butteraugli", dest="butteraugli", action="store_false",

@@ -82,8 +82,8 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str, encoder_option
     q.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
     q.add_argument("--steps", type=positive_int, default=4, help="diffusion sampling steps")
     q.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    q.add_argument("--realism", type=float, metavar="R", help="diffusion: 0 (the least-squares estimate) to 1 "
-                   "(a sample); default: the model's")
+    q.add_argument("--realism", type=float, metavar="R", help="diffusion: 0 (the fast path) to 1 (a "
+                   "whole sample); default: the model's")
     q.add_argument("--device", default="auto")
     q.add_argument("--threads", type=positive_int, help="CPU threads for the decoder (default: torch's; "
                                                         "with --out-dir: 1 per worker)")
