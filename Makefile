@@ -106,11 +106,16 @@ data/people/train.txt: build/.apt.stamp $(VENV)/.stamp
 # `rawdiff train --resume runs/<run>` and the same --export; a longer second stage starts
 # from the first's model: `rawdiff train --base config/models/scalable.yaml
 # config/models/scalable_more.yaml model.params.init=DIR`.
+# Then its diffusion decoder (config/models/ldm_scalable.yaml) on the frozen embedder; the
+# model directory holds both.
 DEFAULT_STAGE := build/model-scalable
+DIFFUSION_STAGE := build/model-diffusion
 model: data
-	rm -rf $(DEFAULT_STAGE) models/default.new
+	rm -rf $(DEFAULT_STAGE) $(DIFFUSION_STAGE) models/default.new
 	$(RUN) rawdiff train --base config/models/scalable.yaml --logdir runs --export $(DEFAULT_STAGE) $(ARGS)
-	cp -r $(DEFAULT_STAGE) models/default.new
+	$(RUN) rawdiff train --base config/models/ldm.yaml config/models/ldm_scalable.yaml --logdir runs \
+	  --export $(DIFFUSION_STAGE) $(ARGS) model.params.embedder=$(DEFAULT_STAGE)
+	cp -r $(DIFFUSION_STAGE) models/default.new
 	$(RUN) rawdiff eval --model models/default.new data/corpus/test_held.txt --out build/eval-operating-points \
 	  --write-operating-points
 	$(RUN) rawdiff export-onnx --model models/default.new

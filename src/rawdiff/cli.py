@@ -72,14 +72,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _unit_float(text: str) -> float:
+def realism_arg(text: str) -> float:
+    """argparse type of a diffusion ``--realism`` (:func:`rawdiff.codec.modeldir.check_realism`)."""
+    from rawdiff.codec.modeldir import check_realism
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a number in [0, 1], got %r" % text) from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be in [0, 1], got %g" % value)
-    return value
+        return check_realism(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _tile(text: str) -> int:
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
     p.add_argument("--steps", type=_positive_int, default=4, help="diffusion sampling steps")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    p.add_argument("--realism", type=_unit_float, metavar="R",
+    p.add_argument("--realism", type=realism_arg, metavar="R",
                    help="diffusion: the share of the latent's channels, finest first, that get the drawn texture: "
                    "0 is the fast path, 1 a whole sample (texture back, less like the scene pixel for pixel); "
                    "default: the model's")
@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "RAW frames <-> codes")
     from rawdiff.ros import bag_cli
 
-    bag_cli.add_arguments(p, DEFAULT_MODEL, _add_encoder_options, _add_decoder_limits, _positive_int)
+    bag_cli.add_arguments(p, DEFAULT_MODEL, _add_encoder_options, _add_decoder_limits, _positive_int, realism_arg)
 
     p = sub.add_parser("eval", help="rate-distortion evaluation against JPEG, WebP, JPEG XL and AVIF")
     from rawdiff.eval import cli as eval_cli

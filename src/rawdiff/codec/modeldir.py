@@ -70,6 +70,19 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
     return {"config": config, "meta": meta}
 
 
+def check_realism(realism) -> float:
+    """A diffusion decoder's ``realism`` as a float in [0, 1] (the share of the latent's
+    channels, finest first, that get the drawn residual: :func:`rawdiff.models.ldm.realism_mask`),
+    or a ValueError naming the value."""
+    try:
+        r = float(realism)
+    except (TypeError, ValueError):
+        raise ValueError("realism must be a number in [0, 1], got %r" % (realism,)) from None
+    if not 0.0 <= r <= 1.0:
+        raise ValueError("realism must be in [0, 1] (0: the fast path, 1: a whole sample), got %g" % r)
+    return r
+
+
 def check_quality(quality, qualities: int) -> int:
     """``quality`` (an integer, numpy's too) as a number of stages in 1..``qualities``; a clear
     error otherwise. The one check of a quality, for the codec, the bag commands (which read

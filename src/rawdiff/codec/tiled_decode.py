@@ -61,12 +61,15 @@ def unet_tiles(unet, shape, tile: int) -> List[Tile]:
 def sample_latent(decoder, codes, z_q: torch.Tensor, steps: int, seed: int, tile: int,
                   stat_passes: Union[int, str] = 1, sampler: Optional[str] = None,
                   guidance_scale: Optional[float] = None, realism: Optional[float] = None) -> torch.Tensor:
-    """The diffusion decoder's latent z (1 x D x h x w) for the code grids ``codes`` (1 x h x w
-    tensors, a prefix of the stages) whose codebook latent is ``z_q``, as
-    :meth:`rawdiff.models.ldm.LatentDenoiser.sample` draws it (the same noise for a seed),
-    with every UNet evaluation run over tiles."""
+    """The diffusion decoder's latent z (1 x D x h x w, and the quality channel where there is
+    one) for the code grids ``codes`` (1 x h x w tensors, a prefix of the stages) whose
+    codebook latent is ``z_q``, as :meth:`rawdiff.models.ldm.LatentDenoiser.sample` draws it
+    (the same noise for a seed), with every UNet evaluation run over tiles."""
     denoiser = decoder.denoiser
     steps = decoder.check_steps(steps)
+    realism = decoder.realism_for(realism)
+    if realism == 0.0:  # nothing drawn: the codes
+        return denoiser.restore(denoiser.target_shaped_zeros(z_q), z_q, decoder.quality_of(codes))
     sampler = sampler or decoder.sampler
     guidance = decoder.guidance_scale if guidance_scale is None else float(guidance_scale)
     indices = decoder.embedder.condition_indices(codes, tuple(z_q.shape[-2:]))
@@ -97,7 +100,7 @@ def sample_latent(decoder, codes, z_q: torch.Tensor, steps: int, seed: int, tile
 
     shape = (z_q.shape[0], denoiser.embed_dim) + tuple(z_q.shape[-2:])
     x0 = denoiser.draw(model, shape, steps, generator, sampler, decoder.eta,
-                       decoder.realism if realism is None else realism, z_q.device, z_q.dtype)
+                       realism, z_q.device, z_q.dtype)
     return denoiser.restore(x0, z_q, decoder.quality_of(codes))
 
 

@@ -248,15 +248,17 @@ class FrameNorms:
 
 
 def _normalise(x: torch.Tensor, norm: nn.GroupNorm, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """GroupNorm of ``x`` with given per-(sample, group) statistics."""
+    """GroupNorm of ``x`` with given per-(sample, group) statistics, in float32 at least (as
+    autocast runs ``F.group_norm`` for a whole frame), returned in ``x``'s dtype."""
     b, c, h, w = x.shape
     g = norm.num_groups
-    mean32 = mean.to(x.dtype).reshape(b, g, 1, 1)
-    rstd = torch.rsqrt(var + norm.eps).to(x.dtype).reshape(b, g, 1, 1)
-    y = ((x.reshape(b, g, c // g, h * w) - mean32) * rstd).reshape(b, c, h, w)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    mean32 = mean.to(dtype).reshape(b, g, 1, 1)
+    rstd = torch.rsqrt(var + norm.eps).to(dtype).reshape(b, g, 1, 1)
+    y = ((x.to(dtype).reshape(b, g, c // g, h * w) - mean32) * rstd).reshape(b, c, h, w)
     if norm.affine:
-        y = y * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
-    return y
+        y = y * norm.weight[None, :, None, None].to(dtype) + norm.bias[None, :, None, None].to(dtype)
+    return y.to(x.dtype)
 
 
 #: ``stat_passes`` that gives the whole frame's statistics exactly (see the module docstring)

@@ -23,6 +23,17 @@ from rawdiff.eval.evaluate import CODECS, DEFAULT_STEPS, evaluate, parse_qualiti
 from rawdiff.paths import DEFAULT_MODEL_DIR
 
 
+def _realism(text: str) -> float:
+    import argparse
+
+    from rawdiff.codec.modeldir import check_realism
+
+    try:
+        return check_realism(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(p) -> None:
     """The arguments of ``rawdiff eval`` on the subparser ``p``."""
     p.add_argument("data", nargs="+", help="index files (e.g. data/corpus/test.txt), folders of RAW frames "
@@ -37,7 +48,7 @@ def add_arguments(p) -> None:
                    help="diffusion sampling steps to evaluate at every quality (default: none, the fast path "
                    "only; e.g. --steps 1 4)")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    p.add_argument("--realism", type=float, nargs="*", metavar="R",
+    p.add_argument("--realism", type=_realism, nargs="*", metavar="R",
                    help="diffusion realism values to evaluate, each a curve (0: the fast path, 1: a whole "
                    "sample; default: the model's)")
     p.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS, help="standard codecs to compare")
@@ -81,8 +92,6 @@ def run(args) -> int:
             raise ValueError("--%s must be positive, got %d" % (name.replace("_", "-"), v))
     if any(s < 1 for s in args.steps):
         raise ValueError("--steps must be positive, got %s" % args.steps)
-    if any(not 0.0 <= r <= 1.0 for r in args.realism or []):
-        raise ValueError("--realism values must be in [0, 1], got %s" % args.realism)
     if args.max_pixels is not None and args.max_pixels < 64 * 64:
         raise ValueError("--max-pixels %d is too small (at least 4096)" % args.max_pixels)
     qualities = parse_qualities(args.qualities)

@@ -297,7 +297,7 @@ class _Evaluation:
 
     def _model(self, m: _Model, frame, ref: np.ndarray, name: str, bar, keep: Sequence[int]) -> Dict[int, Any]:
         """Every quality of one model on one frame; returns ``{q: (bytes, image, metrics)}``
-        for the qualities in ``keep`` (the picture's), and the diffusion image of the last."""
+        for the qualities in ``keep`` (the picture's), and the last diffusion image of the lowest of them."""
         codec, fi = m.codec, len(self.frames) - 1
         if fi == 0:  # warm-up: first calls pay for lazy initialisation
             codec.decompress(codec.compress(frame, quality=m.qualities[-1]), mode="fast")
@@ -324,7 +324,7 @@ class _Evaluation:
                 metrics = self._add(curve, q, len(payload), img, None, time.perf_counter() - t0,
                                     model=m.label, quality=q)
                 if keep and q == min(keep):  # the picture: diffusion where the fast path is blurred most
-                    kept["diffusion"] = (s, q, img, metrics)
+                    kept["diffusion"] = (s, codec.diffusion().realism_for(r), q, img, metrics)
                 bar.update(1)
         top = payloads[m.qualities[-1]]
         m.stats.add_stream(top, frame.width * frame.height)
@@ -397,10 +397,10 @@ class _Evaluation:
                   e.nbytes, e.decoded, self.meter(e.decoded), codec=base.name, setting=e.setting, matches_q=q,
                   reached=reached)
         if "diffusion" in kept:
-            s, q, img, metrics = kept["diffusion"]
+            s, r, q, img, metrics = kept["diffusion"]
             nbytes = kept[q][0]
-            panel("rawdiff q%d, diffusion %d steps" % (q, s), nbytes, img, metrics, codec="rawdiff-diffusion",
-                  quality=q, steps=s)
+            panel("rawdiff q%d, diffusion %d steps, realism %g" % (q, s, r), nbytes, img, metrics,
+                  codec="rawdiff-diffusion", quality=q, steps=s, realism=r)
         report.side_by_side(panels, figure_path, panel_width=360 if len(panels) > 3 else 480, crop=256)
         return {"path": figure_path, "frame": path, "panels": shown, "caption": (
             "Frame %s: %s. Below each: a 1:1 centre crop. Beside each rawdiff quality, %s at the largest file "

@@ -274,7 +274,10 @@ class Embedder(nn.Module):
 
     def encode_codes(self, planes: torch.Tensor, stages: Optional[int] = None) -> List[torch.Tensor]:
         """The index grids of the first ``stages`` stages (default all), coarse to fine."""
-        z = self.encode(planes)
+        return self.codes_of_latent(self.encode(planes), stages)
+
+    def codes_of_latent(self, z: torch.Tensor, stages: Optional[int] = None) -> List[torch.Tensor]:
+        """:meth:`encode_codes` of a latent already encoded."""
         if self.staged:
             return self.quantize.encode_indices(z, stages)
         if stages not in (None, 1):

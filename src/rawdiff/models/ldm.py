@@ -90,6 +90,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rawdiff.codec.modeldir import check_realism
 from rawdiff.config import register
 from rawdiff.diffusion import samplers
 from rawdiff.diffusion import schedules as sch
@@ -100,7 +101,7 @@ Condition = Tuple[torch.Tensor, torch.Tensor]
 
 
 class CodeConditioner(nn.Module):
-    """Code grid -> (concat map B x (D + channels) x h x w, context tokens B x grid^2 x context_dim).
+    """Code grid -> (concat map B x (D + extra + channels) x h x w, context tokens B x grid^2 x context_dim).
 
     Index ``codebook_size`` is the null code of classifier-free guidance (its z_q is zero).
     ``z`` is the codebook latent as :meth:`LatentDenoiser.condition` scales it, with
@@ -165,6 +166,9 @@ class LatentDenoiser(nn.Module):
         self.register_buffer("alphas_cumprod", sch.alphas_cumprod(betas), persistent=False)
         scale = diff.get("latent_scale", "auto")
         if self.qualities:
+            if normalized:
+                raise ValueError("a diffusion decoder of operating points needs the unnormalised latent of "
+                                 "linear paths (embedder.linear_paths)")
             if scale != "auto":
                 raise ValueError("a decoder of operating points measures its scales: diffusion.latent_scale "
                                  "must be auto, got %r" % (scale,))
@@ -186,17 +190,24 @@ class LatentDenoiser(nn.Module):
         return float(self.latent_scale) > 0
 
     def _scale(self, quality: Optional[int] = None) -> torch.Tensor:
-        if not self.scales_set:
-            raise ValueError("the diffusion scales are not set (train at least one step or give "
-                             "diffusion.latent_scale)")
+        self._check_scales()
         if not self.qualities:
             return self.latent_scale
         return self.residual_scale[self._quality_index(quality)][None, :, None, None]
+
+    def _check_scales(self) -> None:
+        if not self.scales_set:
+            raise ValueError("the diffusion scales are not set (train at least one step%s)"
+                             % ("" if self.qualities else " or give diffusion.latent_scale"))
 
     def _quality_index(self, quality: Optional[int]) -> int:
         if quality is None or not 1 <= int(quality) <= self.qualities:
             raise ValueError("this diffusion decoder has operating points 1..%d, got %r" % (self.qualities, quality))
         return int(quality) - 1
+
+    def target_shaped_zeros(self, z_q: torch.Tensor) -> torch.Tensor:
+        """An x0 of zeros for the codebook latent ``z_q``: no residual drawn."""
+        return torch.zeros_like(z_q[:, : self.embed_dim])
 
     def unscaled_target(self, z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
         z = F.normalize(z_e, dim=1) if self.normalized else z_e
@@ -222,8 +233,7 @@ class LatentDenoiser(nn.Module):
         """The conditioner's output for the codes ``indices`` and their latent ``z_q`` (with
         its quality channel, for a decoder of operating points)."""
         if self.qualities:
-            if not self.scales_set:
-                self._scale(1)  # the error
+            self._check_scales()
             z = torch.cat([z_q[:, : self.embed_dim] * self.condition_scale[None, :, None, None],
                            z_q[:, self.embed_dim:]], dim=1)
         else:  # codes are unit vectors: sqrt(D) brings their entries to about unit variance
@@ -306,7 +316,10 @@ class LatentDenoiser(nn.Module):
     def sample(self, indices: torch.Tensor, z_q: torch.Tensor, steps: int, generator: torch.Generator,
                sampler: str = "dpmpp_2m", guidance_scale: float = 1.0, eta: float = 0.0, realism: float = 1.0,
                quality: Optional[int] = None) -> torch.Tensor:
-        """The decoder's input (B x D x h x w) for a code grid, from noise drawn with ``generator``."""
+        """The decoder's input (B x D x h x w, and the quality channel where there is one) for a
+        code grid, from noise drawn with ``generator``. Realism 0 draws nothing: it is the codes."""
+        if check_realism(realism) == 0.0:
+            return self.restore(self.target_shaped_zeros(z_q), z_q, quality)
         cond = self.condition(indices, z_q)
         null = self.condition(indices, z_q, null=True) if guidance_scale != 1.0 else None
 
@@ -327,7 +340,8 @@ def realism_mask(realism: float, channels: int) -> torch.Tensor:
     [0, 1]: the trailing R share of the channels get it (weight 1, the one at the edge a
     fraction), the others none, so they keep the codes' value and the image the fast path's.
 
-    R = 0 is the fast path, R = 1 the whole sample. The shipped latent's channels are the
+    R = 0 is the fast path (with ``decode_at: coded`` and an unnormalised latent, exactly),
+    R = 1 the whole sample. The shipped latent's channels are the
     principal components of each 8x8 mosaic cell, by falling variance: from coarse to fine
     detail, so R adds texture from the finest scale up. Drawn texture is not the scene's:
     at the finest scales it costs MS-SSIM least and restores most of what blur took
@@ -335,17 +349,6 @@ def realism_mask(realism: float, channels: int) -> torch.Tensor:
     give it)."""
     c = torch.arange(channels, dtype=torch.float32)
     return (float(realism) * channels - (channels - 1 - c)).clamp(0.0, 1.0).view(1, channels, 1, 1)
-
-
-def check_realism(realism) -> float:
-    """``realism`` as a float in [0, 1] (:meth:`LatentDenoiser.draw`), or a ValueError."""
-    try:
-        r = float(realism)
-    except (TypeError, ValueError):
-        raise ValueError("realism must be a number in [0, 1], got %r" % (realism,)) from None
-    if not 0.0 <= r <= 1.0:
-        raise ValueError("realism must be in [0, 1] (0: the fast path, 1: a whole sample), got %g" % r)
-    return r
 
 
 def qualities_of(quantizer) -> int:
@@ -447,17 +450,21 @@ class LDM(_lightning_base()):
         return self
 
     @torch.no_grad()
-    def encode(self, batch: Dict[str, torch.Tensor], quality: Optional[int] = None):
-        """(z_e, indices, z_q, quality) of a batch (the embedder's input: :func:`model_input`),
-        in float32 even under bf16 autocast: the diffusion target is the small residual
-        z_e - z_q. A staged model codes the first ``quality`` stages (in training, a random
-        prefix when None: every operating point is decoded with diffusion; else all)."""
+    def latent_and_codes(self, batch: Dict[str, torch.Tensor]):
+        """(z_e, code grids of every stage) of a batch (the embedder's input: :func:`model_input`),
+        in float32 even under bf16 autocast: the diffusion target is the small residual z_e - z_q."""
         with torch.autocast(self.device.type, enabled=False):
             z_e = self.embedder.encode(model_input(self.embedder, batch).float())
+            return z_e, self.embedder.codes_of_latent(z_e)
+
+    @torch.no_grad()
+    def encode(self, batch: Dict[str, torch.Tensor], quality: Optional[int] = None):
+        """(z_e, indices, z_q, quality) of a batch. A staged model codes the first ``quality``
+        stages (None: in training a random prefix, so every operating point is decoded with
+        diffusion; else all); quality is None for a decoder without operating points."""
+        z_e, codes = self.latent_and_codes(batch)
         if not self.embedder.staged:
-            indices = self.embedder.quantize.encode_indices(z_e)
-            return z_e, indices, self.embedder.quantize.lookup(indices), None
-        codes = self.embedder.quantize.encode_indices(z_e)
+            return z_e, codes[0], self.embedder.lookup_codes(codes), None
         if quality is None:
             quality = int(torch.randint(1, len(codes) + 1, ())) if self.training else len(codes)
         codes = codes[:quality]
@@ -468,22 +475,14 @@ class LDM(_lightning_base()):
     def on_train_batch_start(self, batch, batch_idx):
         if self.denoiser.scales_set:
             return
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            z_e = self.embedder.encode(model_input(self.embedder, batch).float())
-            q = self.embedder.quantize
-            if self.embedder.staged:
-                codes = q.encode_indices(z_e)
-                shape = tuple(z_e.shape[-2:])
-                z_qs = [self.embedder.lookup_codes(codes[:n], shape) for n in range(1, len(codes) + 1)]
-            else:
-                z_qs = [q.lookup(q.encode_indices(z_e))]
+        z_e, codes = self.latent_and_codes(batch)
+        shape = tuple(z_e.shape[-2:])
+        with torch.no_grad():
+            z_qs = [self.embedder.lookup_codes(codes[:n], shape) for n in range(1, len(codes) + 1)]
             if not self.denoiser.qualities:
                 z_qs = z_qs[-1:]  # one global scale, of the full code
-            # the same scales on every device
+            # the same scales on every device; the EMA copies them after the step
             self.denoiser.measure_scales(z_e, z_qs, lambda t: self.trainer.strategy.reduce(t, reduce_op="mean"))
-        ema_buffers = dict(self.ema.named_buffers())
-        for name, buf in self.denoiser.named_buffers():
-            ema_buffers[name].copy_(buf)
         if self.denoiser.qualities:
             print("rawdiff ldm: residual std per operating point (mean over channels) %s"
                   % ", ".join("%.4g" % float((1.0 / s).mean()) for s in self.denoiser.residual_scale))
@@ -512,8 +511,9 @@ class LDM(_lightning_base()):
     def validation_step(self, batch, batch_idx):
         """PSNR of the fast path, of the unquantized latent (the ceiling) and of diffusion;
         for a decoder of operating points, batch i is coded at quality 1 + i mod S (the lowest
-        first) and the sliced Wasserstein distances of the fast path and diffusion are logged."""
-        from rawdiff.metrics import psnr, sliced_wasserstein
+        first: with ``limit_val_batches: 2`` the two where diffusion matters most) and the
+        sliced Wasserstein distances of the fast path and diffusion are logged."""
+        from rawdiff.metrics import SlicedWassersteinReference, psnr
 
         quality = 1 + batch_idx % self.denoiser.qualities if self.denoiser.qualities else None
         z_e, indices, z_q, quality = self.encode(batch, quality)
@@ -528,13 +528,17 @@ class LDM(_lightning_base()):
         ceiling = F.normalize(z_e, dim=1) if self.ema.normalized else z_e
         if z_q.shape[1] > ceiling.shape[1]:  # the quality channel: all the detail is there
             ceiling = self.embedder.quantize.with_quality(ceiling, self.embedder.quantize.num_stages)
+        refs = None
         for name, z in (("fast", z_q), ("ceiling", ceiling), ("diffusion", z_hat)):
             out = rendered(self.embedder, self.embedder.decode(z).float(), batch, straight_through=False)
             self.log("val/psnr_" + name, psnr(out, target), sync_dist=True, batch_size=n)
-            if quality is not None and name != "ceiling":
-                swd = sum(sliced_wasserstein(out[i:i + 1].clamp(0, 1), target[i:i + 1], patches=512)
-                          for i in range(n)) / n
-                self.log("val/swd_%s_q%d" % (name, quality), swd, sync_dist=True, batch_size=n)
+            if quality is None or name == "ceiling":
+                continue
+            with torch.autocast(self.device.type, enabled=False):  # measured as rawdiff eval does
+                if refs is None:
+                    refs = [SlicedWassersteinReference(target[i:i + 1].float(), patches=512) for i in range(n)]
+                swd = sum(r.distance(out[i:i + 1].float().clamp(0, 1)) for i, r in enumerate(refs)) / n
+            self.log("val/swd_%s_q%d" % (name, quality), swd, sync_dist=True, batch_size=n)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
 
     def configure_optimizers(self):
@@ -582,6 +586,10 @@ class DiffusionDecoder:
             raise ValueError("steps %d must be in [1, %d]" % (steps, len(self.denoiser.alphas_cumprod)))
         return steps
 
+    def realism_for(self, realism: Optional[float]) -> float:
+        """``realism`` checked, or the model's default for None."""
+        return self.realism if realism is None else check_realism(realism)
+
     def quality_of(self, codes) -> Optional[int]:
         """The operating point of a prefix of code grids, for a decoder that has them."""
         return len(codes) if self.denoiser.qualities else None
@@ -605,7 +613,7 @@ class DiffusionDecoder:
         gen = torch.Generator().manual_seed(int(seed))
         z = self.denoiser.sample(indices, z_q, steps, gen, sampler=sampler or self.sampler,
                                  guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
-                                 eta=self.eta, realism=self.realism if realism is None else realism,
+                                 eta=self.eta, realism=self.realism_for(realism),
                                  quality=self.quality_of(idx))
         return self.embedder.decode(z)[0].clamp(0, 1)
 

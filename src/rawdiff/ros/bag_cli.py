@@ -52,7 +52,7 @@ def _add_collection_options(q: argparse.ArgumentParser, positive_int: Callable) 
 
 
 def add_arguments(p: argparse.ArgumentParser, default_model: str, encoder_options: Callable,
-                  decoder_limits: Callable, positive_int: Callable) -> None:
+                  decoder_limits: Callable, positive_int: Callable, realism: Callable = float) -> None:
     """The ``bag`` command's subcommands on ``p``."""
     bag_sub = p.add_subparsers(dest="bag_command", metavar="{encode,decode}")
     bag_sub.required = True
@@ -82,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str, encoder_option
     q.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
     q.add_argument("--steps", type=positive_int, default=4, help="diffusion sampling steps")
     q.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    q.add_argument("--realism", type=float, metavar="R", help="diffusion: 0 (the fast path) to 1 (a "
+    q.add_argument("--realism", type=realism, metavar="R", help="diffusion: 0 (the fast path) to 1 (a "
                    "whole sample); default: the model's")
     q.add_argument("--device", default="auto")
     q.add_argument("--threads", type=positive_int, help="CPU threads for the decoder (default: torch's; "

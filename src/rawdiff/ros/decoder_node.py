@@ -77,6 +77,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_max_pixels, check_tile
+from rawdiff.codec.modeldir import check_realism
 from rawdiff.ros.camera_info import CameraInfoHistory, codes_camera_info_topic, sibling_camera_info_topic
 from rawdiff.ros.diagnostics import TOPIC_DEFAULTS
 from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
@@ -120,12 +121,12 @@ def decode_args(params: Dict[str, Any]) -> Dict[str, Any]:
                          % (params["steps"], params["seed"])) from None
     if steps < 1:
         raise ValueError("~steps must be >= 1, got %d" % steps)
-    try:
-        realism = float(params.get("realism", -1.0))
-    except (TypeError, ValueError):
-        raise ValueError("~realism must be a number, got %r" % (params.get("realism"),)) from None
-    if realism != -1.0 and not 0.0 <= realism <= 1.0:
-        raise ValueError("~realism must be in [0, 1], or -1 for the model's default, got %g" % realism)
+    realism = params.get("realism", -1.0)
+    if realism != -1.0:  # -1: the model's default
+        try:
+            realism = check_realism(realism)
+        except ValueError as exc:
+            raise ValueError("~%s (or -1 for the model's default)" % exc) from None
     return {"mode": mode, "steps": steps, "seed": seed, "output": output,
             "realism": None if realism == -1.0 else realism}
 
