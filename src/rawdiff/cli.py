@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="rate-distortion evaluation against JPEG, WebP, JPEG XL and AVIF")
     from rawdiff.eval import cli as eval_cli
 
-    eval_cli.add_arguments(p)
+    eval_cli.add_arguments(p, realism_arg)
     p.set_defaults(func=_eval_with_checked_out(eval_cli.run))
 
     p = sub.add_parser("train", help="train a model from a YAML config (Lightning)")

@@ -27,15 +27,20 @@ def resolve_device(name: str = "auto") -> torch.device:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming them."""
+    if precision not in PRECISIONS:
+        raise ValueError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+    return precision
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
     """The dtype the decoder networks run in under autocast on ``device``, or None for
     float32. ``auto``: bfloat16 on a CUDA device that has it, else float16 there (tensor
     cores; what half precision is for); float32 elsewhere, so a CPU decodes as the model was
     measured. ``bf16``/``fp16``/``fp32`` force it (bf16 on a CPU with AVX512-BF16 is faster,
     and not bit-identical to float32)."""
-    if precision not in PRECISIONS:
-        raise ValueError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
-    if precision == "fp32":
+    if check_precision(precision) == "fp32":
         return None
     if precision == "auto":
         if device.type != "cuda":

@@ -202,6 +202,7 @@ class TaskReference:
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self.orb = cv2.ORB_create(nfeatures=int(orb_features))
+        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
         self.people = self.detect_people(reference)
         self.keypoints, self.descriptors = self.orb.detectAndCompute(self._gray(reference), None)
 
@@ -247,9 +248,8 @@ class TaskReference:
         kps, desc = self.orb.detectAndCompute(self._gray(decoded), None)
         if desc is None or not len(kps):
             return 0.0
-        matcher = self._cv2.BFMatcher(self._cv2.NORM_HAMMING, crossCheck=True)
         good = 0
-        for m in matcher.match(self.descriptors, desc):
+        for m in self.matcher.match(self.descriptors, desc):
             a, b = self.keypoints[m.queryIdx].pt, kps[m.trainIdx].pt
             if m.distance <= max_hamming and math.hypot(a[0] - b[0], a[1] - b[1]) <= max_shift:
                 good += 1

@@ -147,6 +147,7 @@ class Codec:
         self.plane_multiple = self.factor // 2
         self._device_name = device
         self._device = None
+        self._autocast_dtype = None  # of precision on the device, set with the device
         self._embedder = None
         self._diffusion = None
         self._tile_norms = None  # (latent, FrameNorms) of the last tiled decode
@@ -174,10 +175,9 @@ class Codec:
         if threads is not None and int(threads) < 1:
             raise ValueError("threads must be at least 1, got %r" % (threads,))
         if precision != "auto":  # "auto" needs no torch; the others do
-            from rawdiff.device import PRECISIONS
+            from rawdiff.device import check_precision
 
-            if precision not in PRECISIONS:
-                raise ValueError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+            check_precision(precision)
         info = read_model_dir(model_dir)
         prior = StagedPrior.load(os.path.join(model_dir, "prior.safetensors"))
         session = None
@@ -207,10 +207,11 @@ class Codec:
             torch = _needs_torch("decoding (and the torch encoder)")
             from safetensors.torch import load_file
 
-            from rawdiff.device import resolve_device
+            from rawdiff.device import autocast_dtype, resolve_device
             from rawdiff.models.embedder import load_embedder
 
             self._device = resolve_device(self._device_name)
+            self._autocast_dtype = autocast_dtype(self._device, self.precision)
             if self.threads:
                 torch.set_num_threads(int(self.threads))
             params = self.config.get("model", {}).get("params", {})
@@ -574,10 +575,10 @@ class Codec:
 
     def _autocast(self):
         """The autocast context of :attr:`precision` on the codec's device (nothing for float32)."""
-        from rawdiff.device import autocast, autocast_dtype
+        from rawdiff.device import autocast
 
-        self.embedder  # noqa: B018 - loads the networks and resolves the device
-        return autocast(self._device, autocast_dtype(self._device, self.precision))
+        self.embedder  # noqa: B018 - loads the networks, resolves the device and the dtype
+        return autocast(self._device, self._autocast_dtype)
 
     def diffusion(self):
         if self._diffusion is None:

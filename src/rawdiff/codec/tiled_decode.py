@@ -67,9 +67,6 @@ def sample_latent(decoder, codes, z_q: torch.Tensor, steps: int, seed: int, tile
     (the same noise for a seed), with every UNet evaluation run over tiles."""
     denoiser = decoder.denoiser
     steps = decoder.check_steps(steps)
-    realism = decoder.realism_for(realism)
-    if realism == 0.0:  # nothing drawn: the codes
-        return denoiser.restore(denoiser.target_shaped_zeros(z_q), z_q, decoder.quality_of(codes))
     sampler = sampler or decoder.sampler
     guidance = decoder.guidance_scale if guidance_scale is None else float(guidance_scale)
     indices = decoder.embedder.condition_indices(codes, tuple(z_q.shape[-2:]))
@@ -98,9 +95,7 @@ def sample_latent(decoder, codes, z_q: torch.Tensor, steps: int, seed: int, tile
         run_tiled(tile_model, inputs, tiles, norms, sink, stat_passes)
         return out
 
-    shape = (z_q.shape[0], denoiser.embed_dim) + tuple(z_q.shape[-2:])
-    x0 = denoiser.draw(model, shape, steps, generator, sampler, decoder.eta,
-                       realism, z_q.device, z_q.dtype)
+    x0 = denoiser.draw(model, z_q, steps, generator, sampler, decoder.eta, decoder.realism_for(realism))
     return denoiser.restore(x0, z_q, decoder.quality_of(codes))
 
 

@@ -16,26 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from rawdiff.eval import rd, report
 from rawdiff.eval.evaluate import CODECS, DEFAULT_STEPS, evaluate, parse_qualities
 from rawdiff.paths import DEFAULT_MODEL_DIR
 
 
-def _realism(text: str) -> float:
-    import argparse
-
-    from rawdiff.codec.modeldir import check_realism
-
-    try:
-        return check_realism(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_arguments(p) -> None:
-    """The arguments of ``rawdiff eval`` on the subparser ``p``."""
+def add_arguments(p, realism: Callable = float) -> None:
+    """The arguments of ``rawdiff eval`` on the subparser ``p``; ``realism`` is the argparse
+    type of a realism value (``rawdiff.cli.realism_arg``)."""
     p.add_argument("data", nargs="+", help="index files (e.g. data/corpus/test.txt), folders of RAW frames "
                    "(DNG, .npy + .json sidecar) or RAW files")
     p.add_argument("--model", action="append", metavar="DIR",
@@ -48,7 +38,7 @@ def add_arguments(p) -> None:
                    help="diffusion sampling steps to evaluate at every quality (default: none, the fast path "
                    "only; e.g. --steps 1 4)")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    p.add_argument("--realism", type=_realism, nargs="*", metavar="R",
+    p.add_argument("--realism", type=realism, nargs="*", metavar="R",
                    help="diffusion realism values to evaluate, each a curve (0: the fast path, 1: a whole "
                    "sample; default: the model's)")
     p.add_argument("--codecs", nargs="*", default=list(CODECS), choices=CODECS, help="standard codecs to compare")

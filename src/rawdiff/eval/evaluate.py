@@ -274,7 +274,7 @@ class _Evaluation:
                 at = "" if r is None else ", realism %g" % r
                 self.codecs[name] = {"kind": "rawdiff", "label": "rawdiff diffusion %d steps%s%s" % (s, at, tail),
                                      "setting_name": "quality", "model": m.label, "path": "diffusion", "steps": s,
-                                     "realism": m.codec.diffusion().realism if r is None else r}
+                                     "realism": m.codec.diffusion().realism_for(r)}
         for b in self.baselines:
             self.codecs[b.name] = {"kind": "baseline", "label": b.label, "setting_name": b.setting_name,
                                    "settings": list(b.settings)}

@@ -83,7 +83,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -205,10 +205,6 @@ class LatentDenoiser(nn.Module):
             raise ValueError("this diffusion decoder has operating points 1..%d, got %r" % (self.qualities, quality))
         return int(quality) - 1
 
-    def target_shaped_zeros(self, z_q: torch.Tensor) -> torch.Tensor:
-        """An x0 of zeros for the codebook latent ``z_q``: no residual drawn."""
-        return torch.zeros_like(z_q[:, : self.embed_dim])
-
     def unscaled_target(self, z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
         z = F.normalize(z_e, dim=1) if self.normalized else z_e
         return z - z_q[:, : self.embed_dim] if self.residual else z
@@ -298,13 +294,17 @@ class LatentDenoiser(nn.Module):
             per_sample = per_sample * weight.to(per_sample.dtype)
         return per_sample.mean(), logs
 
-    def draw(self, model, shape: Sequence[int], steps: int, generator: torch.Generator, sampler: str = "dpmpp_2m",
-             eta: float = 0.0, realism: float = 1.0, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """x0 of ``steps`` sampler steps from noise of ``shape`` drawn with ``generator``;
-        ``model(x_t, t, None)`` is the network with its condition; ``realism`` keeps the drawn
-        residual in the trailing share of the channels only (:func:`realism_mask`)."""
+    def draw(self, model, z_q: torch.Tensor, steps: int, generator: torch.Generator, sampler: str = "dpmpp_2m",
+             eta: float = 0.0, realism: float = 1.0) -> torch.Tensor:
+        """x0 for the codebook latent ``z_q``: ``steps`` sampler steps from noise drawn with
+        ``generator``; ``model(x_t, t, None)`` is the network with its condition. ``realism``
+        keeps the drawn residual in the trailing share of the channels only
+        (:func:`realism_mask`); at 0 nothing is drawn and the network is not run."""
         realism = check_realism(realism)
-        noise = samplers.initial_noise(shape, generator, device, dtype)
+        shape = (z_q.shape[0], self.embed_dim) + tuple(z_q.shape[-2:])
+        if realism == 0.0:
+            return torch.zeros(shape, device=z_q.device, dtype=z_q.dtype)
+        noise = samplers.initial_noise(shape, generator, z_q.device, z_q.dtype)
         extra = {"eta": eta} if sampler == "ddim" else {}
         x0 = samplers.get_sampler(sampler)(model, noise, self.alphas_cumprod, steps, None,
                                            prediction=self.prediction, generator=generator, **extra)
@@ -318,16 +318,13 @@ class LatentDenoiser(nn.Module):
                quality: Optional[int] = None) -> torch.Tensor:
         """The decoder's input (B x D x h x w, and the quality channel where there is one) for a
         code grid, from noise drawn with ``generator``. Realism 0 draws nothing: it is the codes."""
-        if check_realism(realism) == 0.0:
-            return self.restore(self.target_shaped_zeros(z_q), z_q, quality)
         cond = self.condition(indices, z_q)
         null = self.condition(indices, z_q, null=True) if guidance_scale != 1.0 else None
 
         def model(x, t, _):
             return self.predict(x, t, cond, null, float(guidance_scale))
 
-        shape = (z_q.shape[0], self.embed_dim) + tuple(z_q.shape[-2:])
-        x0 = self.draw(model, shape, steps, generator, sampler, eta, realism, z_q.device, z_q.dtype)
+        x0 = self.draw(model, z_q, steps, generator, sampler, eta, realism)
         return self.restore(x0, z_q, quality)
 
 

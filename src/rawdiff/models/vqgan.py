@@ -49,10 +49,12 @@ class VQGAN(L.LightningModule):
 
         from rawdiff.codec.modeldir import read_model_dir
 
-        info = read_model_dir(model_dir)  # checks the directory and its model_id
+        read_model_dir(model_dir)  # checks the directory and its model_id
         state = load_file(os.path.join(model_dir, "embedder.safetensors"))
         own = self.embedder.state_dict()
-        old_dim = int(((info["config"].get("model") or {}).get("params") or {}).get("embedder", {}).get("embed_dim", 8))
+        # the latent's width, from the first codebook (a plain codebook or stage 1)
+        old_dim = next(int(v.shape[1]) for k, v in sorted(state.items())
+                       if k.startswith("quantize.") and k.endswith("embedding.weight"))
         new_dim = self.embedder.quantize.embed_dim
         if new_dim != old_dim:
             state = dict(state)
