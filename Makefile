@@ -106,15 +106,23 @@ data/people/train.txt: build/.apt.stamp $(VENV)/.stamp
 # `rawdiff train --resume runs/<run>` and the same --export; a longer second stage starts
 # from the first's model: `rawdiff train --base config/models/scalable.yaml
 # config/models/scalable_more.yaml model.params.init=DIR`.
-# Then its diffusion decoder (config/models/ldm_scalable.yaml) on the frozen embedder; the
-# model directory holds both.
+# Then its decoder stage (config/models/scalable_decoder.yaml): the same codes (frozen), one
+# synthesis per operating point fitted on the codes, the decoder network trained on. Then the
+# diffusion decoder (config/models/ldm_scalable.yaml) on that frozen embedder; the model
+# directory holds both. (The decoder stage keeps the codes, so a diffusion decoder trained on
+# the first stage carries over: `rawdiff train --base config/models/ldm.yaml
+# config/models/ldm_scalable.yaml --train false --export DIR model.params.embedder=DECODER
+# model.params.init=OLD` keeps its weights and scales.)
 DEFAULT_STAGE := build/model-scalable
+DECODER_STAGE := build/model-decoder
 DIFFUSION_STAGE := build/model-diffusion
 model: data
-	rm -rf $(DEFAULT_STAGE) $(DIFFUSION_STAGE) models/default.new
+	rm -rf $(DEFAULT_STAGE) $(DECODER_STAGE) $(DIFFUSION_STAGE) models/default.new
 	$(RUN) rawdiff train --base config/models/scalable.yaml --logdir runs --export $(DEFAULT_STAGE) $(ARGS)
+	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/scalable_decoder.yaml --logdir runs \
+	  --export $(DECODER_STAGE) $(ARGS) model.params.init=$(DEFAULT_STAGE)
 	$(RUN) rawdiff train --base config/models/ldm.yaml config/models/ldm_scalable.yaml --logdir runs \
-	  --export $(DIFFUSION_STAGE) $(ARGS) model.params.embedder=$(DEFAULT_STAGE)
+	  --export $(DIFFUSION_STAGE) $(ARGS) model.params.embedder=$(DECODER_STAGE)
 	cp -r $(DIFFUSION_STAGE) models/default.new
 	$(RUN) rawdiff eval --model models/default.new data/corpus/test_held.txt --out build/eval-operating-points \
 	  --write-operating-points

@@ -50,6 +50,34 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX-BF16, read off
+    ``/proc/cpuinfo``; where that file is missing, what torch's CPU capability says)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return "AVX512" in str(torch.backends.cpu.get_cpu_capability())
+
+
+def training_precision(precision, accelerator: str = "auto"):
+    """The Lightning ``precision`` to train with: ``precision`` as configured, except that
+    bf16 on a CPU without native bfloat16 becomes ``32-true``. There torch emulates bf16
+    convolutions, which ran 100 times slower than float32 (a decoder forward of 8 crops of
+    256x256: 42 s against 0.3 s on an AVX2-only AMD EPYC), where AVX512-BF16 made them 1.5
+    to 2.6 times faster."""
+    if precision is None or not str(precision).startswith("bf16"):
+        return precision
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "", "auto") and not torch.accelerator.is_available())
+    if on_cpu and not cpu_has_native_bf16():
+        return "32-true"
+    return precision
+
+
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     """``torch.autocast`` to ``dtype`` on ``device``, or nothing for None (float32)."""
     if dtype is None:

@@ -53,6 +53,8 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from rawdiff.device import training_precision
+
     ckpt = None
     if resume:
         ckpt, run_dir, bases = resolve_resume(resume, bases)
@@ -73,6 +75,11 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
     for key, value in cli.items():
         if value is not None and (value != "auto" or key not in trainer_cfg):
             trainer_cfg[key] = value
+    precision = training_precision(trainer_cfg.get("precision"), str(trainer_cfg.get("accelerator", "auto")))
+    if precision != trainer_cfg.get("precision"):
+        print("rawdiff train: precision %s -> %s (this CPU has no native bfloat16)"
+              % (trainer_cfg["precision"], precision), flush=True)
+        trainer_cfg["precision"] = precision
     cfg.setdefault("lightning", {})["trainer"] = dict(trainer_cfg)
     save_config(cfg, os.path.join(run_dir, "config.yaml"))
 

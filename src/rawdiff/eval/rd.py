@@ -35,10 +35,12 @@ import numpy as np
 #: (key, label, higher is better)
 METRICS = (("psnr", "PSNR (dB)", True), ("ms_ssim", "MS-SSIM", True),
            ("butteraugli", "butteraugli", False), ("spectral", "spectral distance", False),
-           ("swd", "SWD x1000", False), ("people", "people agreement", True), ("orb", "ORB share", True))
-#: figures no rate is matched or BD-rate taken on: realism (spectral distance, SWD) and task
+           ("swd", "SWD x1000", False), ("grid", "grid", False), ("people", "people agreement", True),
+           ("orb", "ORB share", True))
+#: figures no rate is matched or BD-rate taken on: realism (spectral distance, SWD), block
+#: artefacts (grid: luma steps at 8-pixel cell edges against the others, 1 = none) and task
 #: fidelity (HOG people boxes matched at IoU 0.5, Dice share; ORB keypoints found again)
-UNRATED = ("spectral", "swd", "people", "orb")
+UNRATED = ("spectral", "swd", "grid", "people", "orb")
 METRIC_LABEL = {k: label for k, label, _ in METRICS}
 HIGHER_IS_BETTER = {k: hib for k, _, hib in METRICS}
 

@@ -44,7 +44,7 @@ from rawdiff.eval.rd import (
 )
 
 _FORMAT = {"psnr": "%.2f", "ms_ssim": "%.4f", "butteraugli": "%.2f", "spectral": "%.3f", "swd": "%.1f",
-           "people": "%.3f", "orb": "%.3f"}
+           "grid": "%.2f", "people": "%.3f", "orb": "%.3f"}
 
 
 # --------------------------------------------------------------------------- markdown

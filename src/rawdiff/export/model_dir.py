@@ -244,7 +244,10 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
         meta.pop("onnx", None)
         meta["embedder_model_id"] = info["meta"]["model_id"]
         meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        meta["diffusion"] = dict(model.diffusion_meta(), training=training or {})
+        training = dict(training or {})
+        if getattr(model, "init_training", None):
+            training["init"] = model.init_training  # the decoder it started from, and its training
+        meta["diffusion"] = dict(model.diffusion_meta(), training=training)
         meta["model_id"] = compute_model_id(tmp)
         with open(os.path.join(tmp, "model.json"), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
@@ -261,6 +264,10 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
                                                                  " ".join(train.get("overrides", []))), "```", "",
                       "%s steps, %s s wall time on %s x%s." % (train.get("global_step"), train.get("wall_s"),
                                                               train.get("accelerator"), train.get("devices"))]
+            init = train.get("init")
+            if init:
+                lines += ["", "Started from the diffusion decoder of model %s, trained %s steps in %s s (run %s)."
+                          % (init.get("model_id"), init.get("global_step"), init.get("wall_s"), init.get("run_dir"))]
         with open(os.path.join(tmp, "MODEL_CARD.md"), "a") as f:
             f.write("\n".join(lines) + "\n")
         read_model_dir(tmp)

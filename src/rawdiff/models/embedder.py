@@ -36,6 +36,8 @@ from rawdiff.nn.colour import render_camera_rgb, white_balance_planes
 
 PLANES = 4
 OUTPUTS = ("rgb", "linear", "raw")
+#: the linear synthesis of ``linear_paths``: one for all operating points, or one for each
+SYNTHESES = ("shared", "per_quality")
 
 
 class Encoder(nn.Module):
@@ -174,8 +176,14 @@ class Embedder(nn.Module):
                  attention: bool = False, beta: float = 0.25, restart_after: int = 200,
                  encoder: Optional[Dict[str, Any]] = None, stages: Optional[Sequence[Sequence[int]]] = None,
                  refine: int = 0, rate_lambda: float = 0.0, skip_code: bool = False,
-                 linear_paths: bool = False, quality_channel: bool = False, encoder_network: bool = True):
+                 linear_paths: bool = False, quality_channel: bool = False, encoder_network: bool = True,
+                 synthesis: str = "shared"):
         super().__init__()
+        if synthesis not in SYNTHESES:
+            raise ValueError("synthesis must be one of %s, got %r" % (", ".join(SYNTHESES), synthesis))
+        if synthesis == "per_quality" and not (linear_paths and quality_channel and stages):
+            raise ValueError("synthesis: per_quality needs linear_paths, quality_channel and residual stages "
+                             "(it picks its weights by the decoder's quality channel)")
         if out not in OUTPUTS:
             raise ValueError("out must be one of %s, got %r" % (", ".join(OUTPUTS), out))
         enc: Dict[str, Any] = dict(ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks, stem=stem,
@@ -230,12 +238,21 @@ class Embedder(nn.Module):
             # latent -> the cell's 3 f^2 output values, trained on
             self.register_buffer("analysis_weight", torch.zeros(embed_dim, PLANES * (f // 2) ** 2))
             self.register_buffer("analysis_bias", torch.zeros(embed_dim))
-            self.synthesis = nn.Conv2d(embed_dim, 3 * f * f, 3, padding=1)
-            # fixed once fitted, as the analysis: trained on every operating point it would
-            # learn to blur the fine ones; the decoder network, which knows the operating point
-            # (quality_channel), learns what is left
-            self.synthesis.requires_grad_(False)
+            # shared: one synthesis for every operating point, fixed once fitted, as the analysis
+            # (trained on every operating point it would learn to blur the fine ones; the decoder
+            # network, which knows the operating point, learns what is left).
+            # per_quality: one synthesis per operating point (S times the weights), each the
+            # least-squares estimate of the cell from that point's *coded* latent
+            # (:meth:`fit_synthesis`), then trained with the network. Fitted on the unquantized
+            # latent, a synthesis turns a coded latent's errors into steps at the cell edges
+            # (the grid of the fast decoder); fitted on the coded one it spreads them.
+            self.per_quality = synthesis == "per_quality"
+            copies = self.quantize.num_stages if self.per_quality else 1
+            self.synthesis = nn.Conv2d(embed_dim, copies * 3 * f * f, 3, padding=1)
+            self.synthesis.requires_grad_(self.per_quality)
             self.register_buffer("linear_initialised", torch.zeros((), dtype=torch.bool))
+            if self.per_quality:
+                self.register_buffer("synthesis_fitted", torch.zeros((), dtype=torch.bool))
 
     @property
     def plane_multiple(self) -> int:
@@ -311,10 +328,55 @@ class Embedder(nn.Module):
             y = F.pixel_shuffle(y, 2 * self.stem)
             if self.linear_paths:
                 with torch.autocast(y.device.type, enabled=False):
-                    latent = z_q[:, : self.quantize.embed_dim].float()
-                    y = y.float() + F.pixel_shuffle(self.synthesis(latent), self.factor)
+                    y = y.float() + F.pixel_shuffle(self.synthesise(z_q.float()), self.factor)
             return self.refine(y) if self.refine is not None else y
         return F.pixel_shuffle(y, self.stem) if self.stem > 1 else y
+
+    def synthesise(self, z_q: torch.Tensor) -> torch.Tensor:
+        """The linear synthesis of the decoder input ``z_q`` (B x (D + 1) x h x w with the
+        quality channel): per cell its ``3 f^2`` output values, before the depth-to-space. A
+        per-quality synthesis takes each sample's weights from its quality channel."""
+        d = self.quantize.embed_dim
+        latent = z_q[:, :d]
+        if not self.per_quality:
+            return self.synthesis(latent)
+        levels = self.quality_levels(z_q)
+        per = self.synthesis.out_channels // self.quantize.num_stages
+        unique = torch.unique(levels).tolist()
+        if len(unique) == 1:  # one operating point (a frame, a training batch): no gather
+            sl = slice((unique[0] - 1) * per, unique[0] * per)
+            return F.conv2d(latent, self.synthesis.weight[sl], self.synthesis.bias[sl], padding=1)
+        out = latent.new_empty((latent.shape[0], per) + tuple(latent.shape[-2:]))
+        for n in unique:
+            rows = levels == n
+            sl = slice((n - 1) * per, n * per)
+            out[rows] = F.conv2d(latent[rows], self.synthesis.weight[sl], self.synthesis.bias[sl], padding=1)
+        return out
+
+    def quality_levels(self, z_q: torch.Tensor) -> torch.Tensor:
+        """The operating point (stages 1..S) of each sample of a decoder input, read off its
+        quality channel (n / S everywhere)."""
+        S = self.quantize.num_stages
+        level = z_q[:, self.quantize.embed_dim].reshape(z_q.shape[0], -1)[:, 0]
+        return torch.round(level.float() * S).long().clamp(1, S)
+
+    @torch.no_grad()
+    def fit_synthesis(self, planes: torch.Tensor, camera_rgb: torch.Tensor, ridge: float = 1e-3) -> None:
+        """Fit each operating point's synthesis (``synthesis: per_quality``) by least squares
+        from the 3x3 neighbourhood of the latent *as that point codes it* to the cell of
+        ``camera_rgb``: the linear estimate of the cell given the codes, which spreads the
+        coded latent's errors instead of showing them as cell edges."""
+        if not self.per_quality:
+            raise ValueError("fit_synthesis is for synthesis: per_quality")
+        z = self.analysis(planes.float())
+        target = F.pixel_unshuffle(camera_rgb.float(), self.factor)
+        per = self.synthesis.out_channels // self.quantize.num_stages
+        for n in range(1, self.quantize.num_stages + 1):
+            coded = self.lookup_codes(self.quantize.encode_indices(z, n))[:, : self.quantize.embed_dim]
+            weight, bias = least_squares_synthesis(coded, target, ridge)
+            self.synthesis.weight[(n - 1) * per: n * per] = weight
+            self.synthesis.bias[(n - 1) * per: n * per] = bias
+        self.synthesis_fitted.fill_(True)
 
     def decode_indices(self, indices) -> torch.Tensor:
         """Decode one index grid (a plain codebook) or the grids of a prefix of the stages."""
@@ -359,21 +421,31 @@ class Embedder(nn.Module):
             nn.init.zeros_(last.bias)
         nn.init.zeros_(self.decoder.conv_out.weight)
         nn.init.zeros_(self.decoder.conv_out.bias)
-        z = self.analysis(planes.float())
-        inputs = F.unfold(z, 3, padding=1).transpose(1, 2).reshape(-1, d * 9).double()
-        target = F.pixel_unshuffle(camera_rgb.float(), self.factor)
-        target = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).double()
-        inputs = torch.cat([inputs, torch.ones_like(inputs[:, :1])], dim=1)
-        gram = inputs.t() @ inputs
-        gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
-        solution = torch.linalg.solve(gram, inputs.t() @ target)  # (9d + 1) x 3 f^2
-        weight = solution[:-1].t().reshape(-1, d, 3, 3)  # unfold orders (channel, ky, kx)
-        self.synthesis.weight.copy_(weight.float())
-        self.synthesis.bias.copy_(solution[-1].float())
+        weight, bias = least_squares_synthesis(self.analysis(planes.float()),
+                                               F.pixel_unshuffle(camera_rgb.float(), self.factor), ridge)
+        copies = self.synthesis.out_channels // weight.shape[0]  # per_quality: each point starts alike
+        self.synthesis.weight.copy_(weight.repeat(copies, 1, 1, 1))
+        self.synthesis.bias.copy_(bias.repeat(copies))
         self.linear_initialised.fill_(True)
 
     def last_layer(self) -> torch.Tensor:
         return self.decoder.conv_out.weight
+
+
+def least_squares_synthesis(latent: torch.Tensor, target: torch.Tensor, ridge: float
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ridge least squares from each cell's 3x3 neighbourhood of ``latent`` (B x D x h x w)
+    to its values in ``target`` (B x C x h x w): the weight (C x D x 3 x 3) and bias (C) of a
+    3x3 convolution."""
+    d = latent.shape[1]
+    inputs = F.unfold(latent.float(), 3, padding=1).transpose(1, 2).reshape(-1, d * 9).double()
+    target = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).double()
+    inputs = torch.cat([inputs, torch.ones_like(inputs[:, :1])], dim=1)
+    gram = inputs.t() @ inputs
+    gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+    solution = torch.linalg.solve(gram, inputs.t() @ target)  # (9d + 1) x C
+    weight = solution[:-1].t().reshape(-1, d, 3, 3)  # unfold orders (channel, ky, kx)
+    return weight.float(), solution[-1].float()
 
 
 def pad_planes(planes: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -407,7 +479,8 @@ def target_of(embedder: Embedder, batch: Dict[str, torch.Tensor]) -> torch.Tenso
 
 
 # Buffers that only matter while training (dead-code restart counters); not shipped.
-TRAINING_ONLY_SUFFIXES = ("idle_steps", "quantize.initialised", "ecvq_usage", "ecvq_energy", "linear_initialised")
+TRAINING_ONLY_SUFFIXES = ("idle_steps", "quantize.initialised", "ecvq_usage", "ecvq_energy", "linear_initialised",
+                          "synthesis_fitted")
 # Buffers that weights written before they existed lack; their default is the old behaviour
 # (code_cost zero: the nearest code).
 DEFAULTED_SUFFIXES = ("code_cost",)

@@ -94,7 +94,7 @@ from rawdiff.codec.modeldir import check_realism
 from rawdiff.config import register
 from rawdiff.diffusion import samplers
 from rawdiff.diffusion import schedules as sch
-from rawdiff.models.embedder import model_input, rendered, target_of
+from rawdiff.models.embedder import model_input, rendered, target_of, training_only
 from rawdiff.models.unet import UNet
 
 Condition = Tuple[torch.Tensor, torch.Tensor]
@@ -373,6 +373,19 @@ def load_matching(denoiser: nn.Module, state: Dict[str, torch.Tensor], what: str
     denoiser.load_state_dict(state)
 
 
+def same_codes(state: Dict[str, torch.Tensor], embedder) -> bool:
+    """True when the embedder weights ``state`` code as ``embedder`` does: the same encoder
+    (network or fitted analysis) and codebooks, so the same latents and indices (a decoder
+    stage trained with ``frozen_codes`` keeps them)."""
+    own = embedder.state_dict()
+    keys = [k for k in own if k.startswith(("encoder.", "analysis_", "quantize.")) and not training_only(k)]
+
+    def equal(k: str) -> bool:
+        return k in state and state[k].shape == own[k].shape and torch.equal(state[k], own[k].to(state[k].dtype))
+
+    return bool(keys) and all(equal(k) for k in keys)
+
+
 def load_frozen_embedder(model_dir: str):
     """The embedder of a model directory, in eval mode and without gradients."""
     from safetensors.torch import load_file
@@ -413,6 +426,7 @@ class LDM(_lightning_base()):
         self.denoiser = denoiser_from_params(self.hparams, q)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self.init_training: Optional[Dict[str, Any]] = None
         if init:
             self.init_from(init)
         self.sampling = dict(sampling or {})
@@ -428,13 +442,18 @@ class LDM(_lightning_base()):
 
         from rawdiff.codec.modeldir import read_model_dir
 
-        read_model_dir(model_dir)
+        info = read_model_dir(model_dir)
+        #: what the decoder it starts from had been trained for (the model card and model.json say it)
+        self.init_training = dict((info["meta"].get("diffusion") or {}).get("training") or {},
+                                  model_id=info["meta"].get("model_id"))
         path = os.path.join(model_dir, "diffusion.safetensors")
         if not os.path.isfile(path):
             raise ValueError("init %s: the model directory has no diffusion decoder (diffusion.safetensors)"
                              % model_dir)
         load_matching(self.denoiser, load_file(path), "init %s" % model_dir)
-        if (self.hparams.get("diffusion") or {}).get("latent_scale", "auto") == "auto":
+        # the scales were measured on that model's latents: they hold where its codes are these
+        same = same_codes(load_file(os.path.join(model_dir, "embedder.safetensors")), self.embedder)
+        if not same and (self.hparams.get("diffusion") or {}).get("latent_scale", "auto") == "auto":
             for name in ("latent_scale", "residual_scale", "condition_scale"):
                 if hasattr(self.denoiser, name):
                     getattr(self.denoiser, name).fill_(0.0)

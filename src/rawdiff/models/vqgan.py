@@ -22,11 +22,22 @@ from rawdiff.models.losses import VQLoss
 @register("vqgan")
 class VQGAN(L.LightningModule):
     def __init__(self, embedder: Optional[Dict[str, Any]] = None, loss: Optional[Dict[str, Any]] = None,
-                 learning_rate: float = 2e-4, betas=(0.5, 0.9), init: Optional[str] = None):
+                 learning_rate: float = 2e-4, betas=(0.5, 0.9), init: Optional[str] = None,
+                 frozen_codes: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.embedder = Embedder(**(embedder or {}))
+        # frozen_codes: the encoder, analysis and codebooks stay as they are (taken over with
+        # init) and only the decoder side trains: the bitstream, its operating points and a
+        # diffusion decoder trained on these codes stay valid
+        self.frozen_codes = bool(frozen_codes)
+        if self.frozen_codes:
+            if not init:
+                raise ValueError("frozen_codes trains the decoder of the codes of a model: it needs init")
+            for name, param in self.embedder.named_parameters():
+                if name.startswith(("quantize.", "encoder.")):
+                    param.requires_grad_(False)
         if init:
             self.init_from(init)
         out_channels = 4 if self.embedder.out == "raw" else 3
@@ -64,6 +75,16 @@ class VQGAN(L.LightningModule):
         # the quantizer may change (a plain codebook -> residual stages) and a refine head may
         # be new: those start fresh; every other weight must be there with its shape
         fresh = ("quantize.", "refine.")
+        per_quality_from = None
+        if getattr(self.embedder, "per_quality", False) and "synthesis.weight" in state:
+            state = dict(state)
+            S = self.embedder.quantize.num_stages
+            # a shared synthesis: each point starts from it (and is fitted on its codes); a
+            # per-quality one was fitted and trained already
+            per_quality_from = state["synthesis.weight"].shape == own["synthesis.weight"].shape
+            for key in ("synthesis.weight", "synthesis.bias"):
+                if key in state and own[key].shape[0] == state[key].shape[0] * S:
+                    state[key] = state[key].repeat((S,) + (1,) * (state[key].dim() - 1))
         wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape and not k.startswith(fresh))
         if wrong:
             raise ValueError("init %s: weights of another shape (%s); the embedder config must match"
@@ -76,6 +97,8 @@ class VQGAN(L.LightningModule):
                              % (model_dir, sorted(missing)[:3], sorted(unexpected)[:3]))
         if self.embedder.linear_paths and "analysis_weight" in state:  # fitted there: not again
             self.embedder.linear_initialised.fill_(True)
+        if per_quality_from:
+            self.embedder.synthesis_fitted.fill_(True)
         if self.embedder.staged:  # codebooks taken over are not initialised from data again
             for k in range(len(self.embedder.stages)):
                 if "quantize.codebooks.%d.embedding.weight" % k in state:
@@ -90,6 +113,16 @@ class VQGAN(L.LightningModule):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             for name in ("analysis_weight", "analysis_bias"):
                 torch.distributed.broadcast(getattr(self.embedder, name), 0)
+            for param in self.embedder.synthesis.parameters():
+                torch.distributed.broadcast(param.data, 0)
+
+    def _fit_synthesis(self, planes: torch.Tensor, batch) -> None:
+        """Fit each operating point's synthesis on this batch's codes (process 0's)."""
+        from rawdiff.nn.colour import camera_rgb_of
+
+        with torch.autocast(self.device.type, enabled=False):
+            self.embedder.fit_synthesis(planes.float(), camera_rgb_of(batch["rgb"], batch["color_matrix"]))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
             for param in self.embedder.synthesis.parameters():
                 torch.distributed.broadcast(param.data, 0)
 
@@ -115,8 +148,13 @@ class VQGAN(L.LightningModule):
             # operating point of the model is trained
             stages = int(torch.randint(1, len(self.embedder.stages) + 1, ()))
         planes = model_input(self.embedder, batch)
+        if self.frozen_codes:  # no code restarts, cost updates or data initialisation
+            self.embedder.quantize.eval()
         if self.embedder.linear_paths and not bool(self.embedder.linear_initialised):
             self._init_linear_paths(planes, batch)
+        if (getattr(self.embedder, "per_quality", False) and not bool(self.embedder.synthesis_fitted)
+                and bool(self.embedder.quantize.initialised.all())):
+            self._fit_synthesis(planes, batch)
         x_hat, q_loss, _, stats = self.embedder(planes, stages)
         step = int(self.batches_seen)
         self.batches_seen += 1
@@ -164,7 +202,8 @@ class VQGAN(L.LightningModule):
         self.log("val/perplexity", stats["perplexity"], sync_dist=True, batch_size=n)
 
     def configure_optimizers(self):
-        opt_g = torch.optim.Adam(self.embedder.parameters(), lr=self.learning_rate, betas=self.betas)
+        params = [p for p in self.embedder.parameters() if p.requires_grad]
+        opt_g = torch.optim.Adam(params, lr=self.learning_rate, betas=self.betas)
         opt_d = torch.optim.Adam(self.loss.discriminator.parameters(), lr=self.learning_rate, betas=self.betas)
         return [opt_g, opt_d]
 

@@ -278,13 +278,27 @@ def load_camera_profiles(path: Optional[Union[str, Path]] = None) -> Dict[str, d
     ``profiles: {name: {description, color_matrix | xyz_to_camera}}``; ``xyz_to_camera`` is a
     D65 ``ColorMatrix`` as in a DNG, converted with :func:`camera_to_srgb_matrix`.
     """
-    profiles = _builtin_profiles()
     explicit = path is not None
     path = Path(path) if explicit else DEFAULT_PROFILES_PATH
     if not path.is_file():
         if explicit:
             raise ValueError("camera profiles file %s does not exist" % path)
-        return profiles
+        return _builtin_profiles()
+    # read once per version of the file (a frame rendered with the default profile asks for it)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _PROFILE_CACHE:
+        _PROFILE_CACHE.clear()
+        _PROFILE_CACHE[key] = _read_profiles(path)
+    return {name: {"description": p["description"], "color_matrix": np.array(p["color_matrix"])}
+            for name, p in _PROFILE_CACHE[key].items()}
+
+
+_PROFILE_CACHE: Dict[tuple, Dict[str, dict]] = {}
+
+
+def _read_profiles(path: Path) -> Dict[str, dict]:
+    profiles = _builtin_profiles()
     import yaml
 
     try:
