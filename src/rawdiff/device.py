@@ -51,17 +51,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX-BF16, read off
-    ``/proc/cpuinfo``; where that file is missing, what torch's CPU capability says)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return "AVX512" in str(torch.backends.cpu.get_cpu_capability())
+    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), as torch's CPU
+    checks say; True where this torch has none of them (the configured precision is kept)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [check for check in checks if check is not None]
+    return not checks or any(check() for check in checks)
 
 
 def training_precision(precision, accelerator: str = "auto"):

@@ -106,7 +106,11 @@ def spectral_distance(x: torch.Tensor, y: torch.Tensor, bins: int = 64) -> float
     return float((radial_power_spectrum(x, bins) - radial_power_spectrum(y, bins)).abs().mean())
 
 
-def grid_strength(img: np.ndarray, period: int = 8) -> float:
+#: the block grid :func:`grid_strength` looks for: the 8x8 cells of the codecs compared
+GRID_PERIOD = 8
+
+
+def grid_strength(img: np.ndarray, period: int = GRID_PERIOD) -> float:
     """How strongly a block grid of ``period`` pixels (from the image's top-left corner)
     shows in ``img`` (uint8 H x W x 3 or H x W): the mean absolute luma step across the grid's
     lines divided by the mean step everywhere else, averaged over both directions. About 1

@@ -111,7 +111,7 @@ class _Meter:
             out = {"psnr": metrics.psnr(t, self.ref_t), "ms_ssim": float(metrics.ms_ssim(t, self.ref_t)[0]),
                    "spectral": metrics.spectral_distance(t, self.ref_t),
                    "swd": self.swd.distance(t),
-                   "grid": metrics.grid_strength(img) if min(img.shape[:2]) > 16 else None,
+                   "grid": metrics.grid_strength(img) if min(img.shape[:2]) > 2 * metrics.GRID_PERIOD else None,
                    "people": self.task.people_agreement(img), "orb": self.task.orb_share(img), "butteraugli": None,
                    "butteraugli_3norm": None}
         finally:

@@ -229,6 +229,7 @@ class Embedder(nn.Module):
                 raise ValueError("refine is a head on RGB outputs; out: raw has none")
             self.refine = Refine(3, int(refine))
         self.linear_paths = bool(linear_paths)
+        self.per_quality = synthesis == "per_quality"
         if self.linear_paths:
             if out == "raw":
                 raise ValueError("linear_paths decode to RGB; out: raw has none")
@@ -246,7 +247,6 @@ class Embedder(nn.Module):
             # (:meth:`fit_synthesis`), then trained with the network. Fitted on the unquantized
             # latent, a synthesis turns a coded latent's errors into steps at the cell edges
             # (the grid of the fast decoder); fitted on the coded one it spreads them.
-            self.per_quality = synthesis == "per_quality"
             copies = self.quantize.num_stages if self.per_quality else 1
             self.synthesis = nn.Conv2d(embed_dim, copies * 3 * f * f, 3, padding=1)
             self.synthesis.requires_grad_(self.per_quality)
@@ -336,22 +336,34 @@ class Embedder(nn.Module):
         """The linear synthesis of the decoder input ``z_q`` (B x (D + 1) x h x w with the
         quality channel): per cell its ``3 f^2`` output values, before the depth-to-space. A
         per-quality synthesis takes each sample's weights from its quality channel."""
-        d = self.quantize.embed_dim
-        latent = z_q[:, :d]
+        latent = z_q[:, : self.quantize.embed_dim]
         if not self.per_quality:
             return self.synthesis(latent)
+
+        def at(x: torch.Tensor, n: int) -> torch.Tensor:
+            sl = self._synthesis_rows(n)
+            return F.conv2d(x, self.synthesis.weight[sl], self.synthesis.bias[sl], padding=1)
+
         levels = self.quality_levels(z_q)
-        per = self.synthesis.out_channels // self.quantize.num_stages
         unique = torch.unique(levels).tolist()
         if len(unique) == 1:  # one operating point (a frame, a training batch): no gather
-            sl = slice((unique[0] - 1) * per, unique[0] * per)
-            return F.conv2d(latent, self.synthesis.weight[sl], self.synthesis.bias[sl], padding=1)
-        out = latent.new_empty((latent.shape[0], per) + tuple(latent.shape[-2:]))
+            return at(latent, unique[0])
+        out = latent.new_empty((latent.shape[0], self.synthesis.out_channels // len(self.stages))
+                               + tuple(latent.shape[-2:]))
         for n in unique:
-            rows = levels == n
-            sl = slice((n - 1) * per, n * per)
-            out[rows] = F.conv2d(latent[rows], self.synthesis.weight[sl], self.synthesis.bias[sl], padding=1)
+            out[levels == n] = at(latent[levels == n], n)
         return out
+
+    def _synthesis_rows(self, n: int) -> slice:
+        """The output channels of operating point ``n``'s synthesis (``per_quality``)."""
+        per = self.synthesis.out_channels // len(self.stages)
+        return slice((n - 1) * per, n * per)
+
+    def every_point(self, shared: torch.Tensor) -> torch.Tensor:
+        """A shared synthesis weight or bias repeated for each operating point of a
+        ``per_quality`` synthesis (as it is for a shared one): where each point starts."""
+        copies = self.synthesis.out_channels // shared.shape[0]
+        return shared.repeat((copies,) + (1,) * (shared.dim() - 1))
 
     def quality_levels(self, z_q: torch.Tensor) -> torch.Tensor:
         """The operating point (stages 1..S) of each sample of a decoder input, read off its
@@ -370,12 +382,11 @@ class Embedder(nn.Module):
             raise ValueError("fit_synthesis is for synthesis: per_quality")
         z = self.analysis(planes.float())
         target = F.pixel_unshuffle(camera_rgb.float(), self.factor)
-        per = self.synthesis.out_channels // self.quantize.num_stages
-        for n in range(1, self.quantize.num_stages + 1):
+        for n in range(1, len(self.stages) + 1):
             coded = self.lookup_codes(self.quantize.encode_indices(z, n))[:, : self.quantize.embed_dim]
             weight, bias = least_squares_synthesis(coded, target, ridge)
-            self.synthesis.weight[(n - 1) * per: n * per] = weight
-            self.synthesis.bias[(n - 1) * per: n * per] = bias
+            self.synthesis.weight[self._synthesis_rows(n)] = weight
+            self.synthesis.bias[self._synthesis_rows(n)] = bias
         self.synthesis_fitted.fill_(True)
 
     def decode_indices(self, indices) -> torch.Tensor:
@@ -423,9 +434,8 @@ class Embedder(nn.Module):
         nn.init.zeros_(self.decoder.conv_out.bias)
         weight, bias = least_squares_synthesis(self.analysis(planes.float()),
                                                F.pixel_unshuffle(camera_rgb.float(), self.factor), ridge)
-        copies = self.synthesis.out_channels // weight.shape[0]  # per_quality: each point starts alike
-        self.synthesis.weight.copy_(weight.repeat(copies, 1, 1, 1))
-        self.synthesis.bias.copy_(bias.repeat(copies))
+        self.synthesis.weight.copy_(self.every_point(weight))
+        self.synthesis.bias.copy_(self.every_point(bias))
         self.linear_initialised.fill_(True)
 
     def last_layer(self) -> torch.Tensor:

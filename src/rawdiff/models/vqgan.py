@@ -75,16 +75,15 @@ class VQGAN(L.LightningModule):
         # the quantizer may change (a plain codebook -> residual stages) and a refine head may
         # be new: those start fresh; every other weight must be there with its shape
         fresh = ("quantize.", "refine.")
-        per_quality_from = None
-        if getattr(self.embedder, "per_quality", False) and "synthesis.weight" in state:
-            state = dict(state)
-            S = self.embedder.quantize.num_stages
-            # a shared synthesis: each point starts from it (and is fitted on its codes); a
-            # per-quality one was fitted and trained already
-            per_quality_from = state["synthesis.weight"].shape == own["synthesis.weight"].shape
-            for key in ("synthesis.weight", "synthesis.bias"):
-                if key in state and own[key].shape[0] == state[key].shape[0] * S:
-                    state[key] = state[key].repeat((S,) + (1,) * (state[key].dim() - 1))
+        # a per-quality synthesis from a shared one: each point starts from it (and is fitted
+        # on its codes); from a per-quality one, fitted and trained already, it is kept
+        fitted = False
+        if self.embedder.per_quality and "synthesis.weight" in state:
+            fitted = state["synthesis.weight"].shape == own["synthesis.weight"].shape
+            if not fitted:
+                state = dict(state)
+                for key in ("synthesis.weight", "synthesis.bias"):
+                    state[key] = self.embedder.every_point(state[key])
         wrong = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape and not k.startswith(fresh))
         if wrong:
             raise ValueError("init %s: weights of another shape (%s); the embedder config must match"
@@ -97,34 +96,24 @@ class VQGAN(L.LightningModule):
                              % (model_dir, sorted(missing)[:3], sorted(unexpected)[:3]))
         if self.embedder.linear_paths and "analysis_weight" in state:  # fitted there: not again
             self.embedder.linear_initialised.fill_(True)
-        if per_quality_from:
+        if fitted:
             self.embedder.synthesis_fitted.fill_(True)
         if self.embedder.staged:  # codebooks taken over are not initialised from data again
             for k in range(len(self.embedder.stages)):
                 if "quantize.codebooks.%d.embedding.weight" % k in state:
                     self.embedder.quantize.initialised[k] = True
 
-    def _init_linear_paths(self, planes: torch.Tensor, batch) -> None:
-        """Fit the embedder's linear paths on this batch (process 0's, where there are several)."""
+    def _fit_on_batch(self, fit, planes: torch.Tensor, batch, fitted=()) -> None:
+        """Run a least-squares fit of the embedder's linear paths on this batch in float32
+        (``Embedder.init_linear_paths`` or ``fit_synthesis``): the synthesis and the ``fitted``
+        tensors are process 0's where there are several."""
         from rawdiff.nn.colour import camera_rgb_of
 
         with torch.autocast(self.device.type, enabled=False):
-            self.embedder.init_linear_paths(planes.float(), camera_rgb_of(batch["rgb"], batch["color_matrix"]))
+            fit(planes.float(), camera_rgb_of(batch["rgb"], batch["color_matrix"]))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for name in ("analysis_weight", "analysis_bias"):
-                torch.distributed.broadcast(getattr(self.embedder, name), 0)
-            for param in self.embedder.synthesis.parameters():
-                torch.distributed.broadcast(param.data, 0)
-
-    def _fit_synthesis(self, planes: torch.Tensor, batch) -> None:
-        """Fit each operating point's synthesis on this batch's codes (process 0's)."""
-        from rawdiff.nn.colour import camera_rgb_of
-
-        with torch.autocast(self.device.type, enabled=False):
-            self.embedder.fit_synthesis(planes.float(), camera_rgb_of(batch["rgb"], batch["color_matrix"]))
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for param in self.embedder.synthesis.parameters():
-                torch.distributed.broadcast(param.data, 0)
+            for t in list(fitted) + [p.data for p in self.embedder.synthesis.parameters()]:
+                torch.distributed.broadcast(t, 0)
 
     def _latent_layers(self):
         """Names of the weights whose shape follows embed_dim: the encoder's last conv (weight
@@ -148,13 +137,13 @@ class VQGAN(L.LightningModule):
             # operating point of the model is trained
             stages = int(torch.randint(1, len(self.embedder.stages) + 1, ()))
         planes = model_input(self.embedder, batch)
-        if self.frozen_codes:  # no code restarts, cost updates or data initialisation
-            self.embedder.quantize.eval()
-        if self.embedder.linear_paths and not bool(self.embedder.linear_initialised):
-            self._init_linear_paths(planes, batch)
-        if (getattr(self.embedder, "per_quality", False) and not bool(self.embedder.synthesis_fitted)
-                and bool(self.embedder.quantize.initialised.all())):
-            self._fit_synthesis(planes, batch)
+        emb = self.embedder
+        if self.frozen_codes:  # no code restarts, cost updates or data initialisation (Lightning
+            emb.quantize.eval()  # sets submodules' modes itself, past an override of train())
+        if emb.linear_paths and not bool(emb.linear_initialised):
+            self._fit_on_batch(emb.init_linear_paths, planes, batch, (emb.analysis_weight, emb.analysis_bias))
+        if emb.per_quality and not bool(emb.synthesis_fitted) and bool(emb.quantize.initialised.all()):
+            self._fit_on_batch(emb.fit_synthesis, planes, batch)
         x_hat, q_loss, _, stats = self.embedder(planes, stages)
         step = int(self.batches_seen)
         self.batches_seen += 1
