@@ -244,6 +244,20 @@ def test_operating_points_are_the_means_per_quality():
     assert pts[2] == {"quality": 3, "bpp": 0.15, "psnr": 21.0, "ms_ssim": 0.7, "frames": 2}
 
 
+def test_people_agreement_is_pooled_over_the_frames():
+    # frame 0: 4 people, all found again; frame 1: none, and one false box in the decoded image.
+    # The mean of the per-frame shares would say (1 + 0) / 2 = 0.5; pooled, one box of nine is wrong.
+    rows = [{"frame": 0, "people_matched": 4, "people_reference": 4, "people_decoded": 4, "people": 1.0},
+            {"frame": 1, "people_matched": 0, "people_reference": 0, "people_decoded": 1, "people": 0.0}]
+    pts = [dict(r, codec="c", setting=1, bpp=0.1, bytes=10, psnr=20.0) for r in rows]
+    (point,) = rd.curves({"points": pts})["c"]
+    assert point["people"] == pytest.approx(8 / 9) and point["people_decoded"] == 2.5
+    no_people = [dict(p, people_matched=0, people_reference=0, people_decoded=0, people=1.0) for p in pts]
+    assert rd.curves({"points": no_people})["c"][0]["people"] == 1.0
+    old = [{k: v for k, v in p.items() if k not in rd.PEOPLE_COUNTS} for p in pts]  # results without counts
+    assert rd.curves({"points": old})["c"][0]["people"] == 0.5
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -418,6 +432,7 @@ def test_rawdiff_eval_every_operating_point_end_to_end(tmp_path, model_copy, cap
     for p in fast:
         assert p["bpp"] == pytest.approx(8.0 * p["bytes"] / (64 * 96)) and p["setting"] == p["quality"]
         assert p["psnr"] > 0 and 0 < p["ms_ssim"] <= 1 and p["encode_s"] > 0 and p["decode_s"] > 0
+        assert 0 <= p["people_matched"] <= min(p["people_reference"], p["people_decoded"])  # the pooled share's counts
     for name in ("webp", "jpeg"):
         assert len([p for p in results["points"] if p["codec"] == name]) == 2 * len(baselines.BASELINES[name].settings)
 

@@ -247,12 +247,10 @@ class TaskReference:
                                       0.0, 0.5)
         return [tuple(int(v) for v in boxes[i]) for i in np.ravel(keep)]
 
-    def people_agreement(self, decoded: np.ndarray) -> float:
-        """Boxes matched one to one at IoU >= 0.5 (greedy, best first), as the Dice share
-        2 matched / (reference boxes + decoded boxes); 1.0 where neither has a person."""
+    def people_match(self, decoded: np.ndarray) -> Tuple[int, int, int]:
+        """``(matched, reference boxes, decoded boxes)``: the decoded image's people boxes
+        matched one to one to the reference's at IoU >= 0.5 (greedy, best first)."""
         found = self.detect_people(decoded)
-        if not self.people and not found:
-            return 1.0
         pairs = sorted(((box_iou(a, b), i, j) for i, a in enumerate(self.people) for j, b in enumerate(found)),
                        reverse=True)
         used_a, used_b, matched = set(), set(), 0
@@ -263,7 +261,12 @@ class TaskReference:
                 used_a.add(i)
                 used_b.add(j)
                 matched += 1
-        return 2.0 * matched / (len(self.people) + len(found))
+        return matched, len(self.people), len(found)
+
+    def people_agreement(self, decoded: np.ndarray) -> float:
+        """:meth:`people_match` as the Dice share 2 matched / (reference boxes + decoded
+        boxes); 1.0 where neither has a person."""
+        return dice_share(*self.people_match(decoded))
 
     def orb_share(self, decoded: np.ndarray, max_shift: float = 3.0, max_hamming: int = 64) -> float:
         """The share of the reference's ORB keypoints found again in ``decoded``: a mutual
@@ -280,6 +283,14 @@ class TaskReference:
             if m.distance <= max_hamming and math.hypot(a[0] - b[0], a[1] - b[1]) <= max_shift:
                 good += 1
         return good / len(self.keypoints)
+
+
+def dice_share(matched: float, reference: float, decoded: float) -> float:
+    """2 matched / (reference + decoded) boxes, 1.0 where there are none: per frame, or
+    pooled over frames from their sums (what ``rawdiff eval`` reports, so that a frame without
+    people weighs by its boxes, not as a whole frame)."""
+    total = reference + decoded
+    return 1.0 if total == 0 else 2.0 * matched / total
 
 
 def box_iou(a: Sequence[int], b: Sequence[int]) -> float:

@@ -42,6 +42,7 @@ import numpy as np
 
 from rawdiff.eval import report
 from rawdiff.eval.frames import find_frames, load_frame
+from rawdiff.eval.rd import PEOPLE_COUNTS
 from rawdiff.raw.isp import render
 
 #: names of :data:`rawdiff.eval.baselines.BASELINES` (kept here so that ``rawdiff --help``
@@ -112,8 +113,9 @@ class _Meter:
                    "spectral": metrics.spectral_distance(t, self.ref_t),
                    "swd": self.swd.distance(t),
                    "grid": metrics.grid_strength(img) if min(img.shape[:2]) > 2 * metrics.GRID_PERIOD else None,
-                   "people": self.task.people_agreement(img), "orb": self.task.orb_share(img), "butteraugli": None,
-                   "butteraugli_3norm": None}
+                   "orb": self.task.orb_share(img), "butteraugli": None, "butteraugli_3norm": None}
+            out.update(zip(PEOPLE_COUNTS, self.task.people_match(img)))
+            out["people"] = metrics.dice_share(*(out[k] for k in PEOPLE_COUNTS))
         finally:
             torch.set_num_threads(threads)
         if self.butteraugli:

@@ -41,6 +41,10 @@ METRICS = (("psnr", "PSNR (dB)", True), ("ms_ssim", "MS-SSIM", True),
 #: artefacts (grid: luma steps at 8-pixel cell edges against the others, 1 = none) and task
 #: fidelity (HOG people boxes matched at IoU 0.5, Dice share; ORB keypoints found again)
 UNRATED = ("spectral", "swd", "grid", "people", "orb")
+#: a point's people boxes: matched, in the reference, in the decoded image. A curve's people
+#: agreement pools them over its frames (2 sum matched / sum of all boxes), so that a false
+#: box on a frame without people weighs as one box, not as a whole frame's agreement
+PEOPLE_COUNTS = ("people_matched", "people_reference", "people_decoded")
 METRIC_LABEL = {k: label for k, label, _ in METRICS}
 HIGHER_IS_BETTER = {k: hib for k, _, hib in METRICS}
 
@@ -51,7 +55,9 @@ def curves(results: Dict[str, Any]) -> Dict[str, Curve]:
     """Per codec, its points averaged over the frames, sorted by rate.
 
     A setting is kept only when it was measured on as many frames as the codec's best
-    covered setting (a failed point must not move an average onto other frames).
+    covered setting (a failed point must not move an average onto other frames). The people
+    agreement is pooled over the frames from their box counts (:data:`PEOPLE_COUNTS`) where
+    the points have them, the other figures are means.
     """
     groups: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
     for p in results["points"]:
@@ -64,9 +70,12 @@ def curves(results: Dict[str, Any]) -> Dict[str, Curve]:
             if len(rows) < full:
                 continue
             avg = {"setting": rows[0]["setting"], "frames": len(rows)}
-            for key in ("bpp", "bytes", "encode_s", "decode_s") + tuple(k for k, _, _ in METRICS):
+            for key in ("bpp", "bytes", "encode_s", "decode_s") + tuple(k for k, _, _ in METRICS) + PEOPLE_COUNTS:
                 vals = [r.get(key) for r in rows]
                 avg[key] = None if any(v is None for v in vals) else float(np.mean(vals))
+            if all(r.get(k) is not None for r in rows for k in PEOPLE_COUNTS):
+                matched, boxes = (sum(r[k] for r in rows for k in ks) for ks in (PEOPLE_COUNTS[:1], PEOPLE_COUNTS[1:]))
+                avg["people"] = 1.0 if boxes == 0 else 2.0 * matched / boxes
             pts.append(avg)
         out[codec] = sorted(pts, key=lambda p: p["bpp"])
     return out

@@ -142,8 +142,8 @@ def markdown(results: Dict[str, Any]) -> str:
         " SWD: sliced Wasserstein distance between the 7x7 patch distributions of the Laplacian pyramid"
         " levels (Karras et al. 2018), x1000 (lower is more realistic); task fidelity: people agreement,"
         " OpenCV's HOG people boxes of the decoded image matched one to one to the reference's at IoU >= 0.5"
-        " (2 matched / all boxes; 1 where neither has one), and ORB share, the reference's ORB keypoints"
-        " found again (mutual best match within 3 pixels)"
+        " (2 matched / all boxes, pooled over the frames; 1 where none has one), and ORB share, the"
+        " reference's ORB keypoints found again (mutual best match within 3 pixels)"
         % ((", on centre crops of at most {:,} pixels".format(s["butteraugli_max_pixels"])
             if s.get("butteraugli_max_pixels") else "") if s.get("butteraugli") else " (not measured)"),
         ""]
