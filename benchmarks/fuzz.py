@@ -9,15 +9,15 @@ quality it has) are mutated, one mutation per case, cycling through:
     bit_flip         1 to 8 random bits flipped anywhere (the CRC catches nearly all)
     truncate         cut at a random length
     extend           random bytes appended
-    header_rewrite   random bytes written into the fixed header, CRC recomputed: every
-                     field check is reached
+    header_rewrite   random bytes written into the header before the stage table, CRC
+                     recomputed: every field check is reached
     payload_rewrite  random bytes written into the payload, CRC recomputed: the entropy
                      decoder reads garbage
     stage_table      the stage table rewritten, CRC recomputed: random bytes in it, a
                      boundary between two stages moved (the lengths still add up), a
                      stage's scale or codebook size changed, or the stage count changed
     declared_size    the frame size (and a matching code grid) set to a random size up
-                     to 65535 codes a side, CRC recomputed: the size limit's job
+                     to 65535 codes a side, written by the writer: the size limit's job
 
 Every case must end in a decoded image or a ``ValueError`` (``BitstreamError``,
 ``ModelMismatchError``, ``FrameTooLargeError``, or the codec's own ``ValueError``); any
@@ -82,16 +82,17 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
         return bytes(buf[: int(rng.integers(0, len(buf)))])
     if kind == "extend":
         return bytes(buf) + rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes()
-    from rawdiff.codec.bitstream import HEADER_FIXED_SIZE  # the source_encoding's length is its last byte
+    from dataclasses import replace
+
+    from rawdiff.codec import bitstream
 
     body = buf[:-4]
-    enc_len = body[HEADER_FIXED_SIZE - 1]
-    table = HEADER_FIXED_SIZE + enc_len  # version 3: u8 S, then S x (u8 scale, u16 K - 1, u32 length)
-    count = body[table]
-    start = table + 1 + 7 * count
+    where = bitstream.layout(data)  # offsets of the stage table (its count, each entry) and the payload
+    table, entries, start = where["table"], where["stages"], where["payload"]
+    count = len(entries)
     if kind == "header_rewrite":
         for _ in range(int(rng.integers(1, 5))):
-            pos = int(rng.integers(6, HEADER_FIXED_SIZE))  # past the magic and the version
+            pos = int(rng.integers(6, table))  # past the magic and the version, up to the stage table
             body[pos] = int(rng.integers(0, 256))
         return _with_crc(bytes(body))
     if kind == "payload_rewrite":
@@ -99,15 +100,16 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
             for _ in range(int(rng.integers(1, 9))):
                 body[int(rng.integers(start, len(body)))] = int(rng.integers(0, 256))
         return _with_crc(bytes(body))
-    if kind == "declared_size":
+    header, payload = bitstream.unpack(data)
+    chunks = bitstream.stage_payloads(header, payload)
+    if kind == "declared_size":  # written by the writer: a valid header that declares the size
         code_h, code_w = (int(v) for v in rng.integers(1, 65536, 2))
         if rng.random() < 0.5:  # often small enough to pass a limit of about a megapixel
             code_h, code_w = (int(v) for v in rng.integers(1, 160, 2))
         height = code_h * factor - int(rng.integers(0, factor))
         width = code_w * factor - int(rng.integers(0, factor))
-        struct.pack_into("<II", body, 22, height, width)  # offsets of format versions 2 and 3
-        struct.pack_into("<HH", body, 32, code_h, code_w)
-        return _with_crc(bytes(body))
+        return bitstream.pack(replace(header, height=height, width=width, code_height=code_h, code_width=code_w),
+                              chunks)
     if kind == "stage_table":
         how = int(rng.integers(0, 4))
         if how == 0:  # random bytes anywhere in the table, its count included
@@ -115,13 +117,13 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
                 body[int(rng.integers(table, start))] = int(rng.integers(0, 256))
         elif how == 1 and count > 1:  # a boundary moved: one stage gains what the next loses
             k = int(rng.integers(0, count - 1))
-            at = table + 1 + 7 * k + 3
-            a, b = struct.unpack_from("<I", body, at)[0], struct.unpack_from("<I", body, at + 7)[0]
+            a, b = len(chunks[k]), len(chunks[k + 1])
             shift = int(rng.integers(-min(a, 8), min(b, 8) + 1))
-            struct.pack_into("<I", body, at, a + shift)
-            struct.pack_into("<I", body, at + 7, b - shift)
-        elif how == 2 or how == 1:  # another scale or codebook size for a stage
-            at = table + 1 + 7 * int(rng.integers(0, count))
+            joined = chunks[k] + chunks[k + 1]
+            chunks[k:k + 2] = [joined[:a + shift], joined[a + shift:]]
+            return bitstream.pack(header, chunks)
+        elif how == 2 or how == 1:  # another scale or codebook size for a stage (u8 scale, u16 K - 1)
+            at = entries[int(rng.integers(0, count))]
             if rng.random() < 0.5:
                 body[at] = int(rng.choice([1, 2, 4]))
             else:
@@ -144,10 +146,14 @@ def peak_rss_mib() -> float:
 
 
 def declared_pixels(data: bytes) -> Optional[int]:
-    if len(data) < 30:
+    """The frame size a bitstream's header declares (None where no header can be read)."""
+    from rawdiff.codec import bitstream
+
+    try:
+        header = bitstream.read_header(data, verify=False)
+    except ValueError:
         return None
-    height, width = struct.unpack_from("<II", data, 22)
-    return height * width
+    return header.height * header.width
 
 
 def run(codec, cases: int, seed: int = 0, progress: bool = False) -> Dict:
@@ -176,7 +182,8 @@ def run(codec, cases: int, seed: int = 0, progress: bool = False) -> Dict:
         seconds = time.perf_counter() - t0
         outcomes[kind][outcome] += 1
         pixels = declared_pixels(data)
-        if kind == "declared_size" and outcome == "decoded" and codec.max_pixels and pixels > codec.max_pixels:
+        if (kind == "declared_size" and outcome == "decoded" and codec.max_pixels and pixels is not None
+                and pixels > codec.max_pixels):
             over_limit_passed += 1
         if seconds > slowest["seconds"]:
             slowest = {"seconds": seconds, "case": i, "kind": kind, "outcome": outcome, "declared_pixels": pixels}

@@ -1,9 +1,9 @@
 """The frame container: layout, the stage table, truncation, round trips, golden files,
 clean errors on any input.
 
-Golden files in test/golden/ pin format version 3; the version-2 files stay there to show
-that they still read (as one stage) and the version-1 files to show that an old file fails
-with a clear error. Regenerate only on purpose:
+Golden files in test/golden/ pin format version 4 and version 3 (still read, and written
+when a version 3 file is cut); the version-2 files stay there to show that they still read
+(as one stage) and the version-1 files to show that an old file fails with a clear error. Regenerate only on purpose:
 
     RAWDIFF_REGEN_GOLDEN=1 pytest test/test_bitstream.py test/test_entropy.py -k golden
 """
@@ -61,18 +61,24 @@ STAGES3 = ((2, 1024, 0), (2, 512, 0), (1, 256, 0))
 def golden_cases():
     """name -> (header, one payload per stage)."""
     payload_a = b"".join(hashlib.sha256(b"golden payload %d" % i).digest() for i in range(10))  # 320 bytes
-    return {
-        "frame_v3_rggb_context": (make_header(stages=STAGES3), [payload_a[:96], payload_a[96:224], payload_a[224:]]),
-        "frame_v3_gbrg_unigram": (
+    cases = {}
+    for version in (3, 4):
+        cases["frame_v%d_rggb_context" % version] = (
+            make_header(stages=STAGES3, version=version), [payload_a[:96], payload_a[96:224], payload_a[224:]])
+        cases["frame_v%d_gbrg_unigram" % version] = (
             make_header(model_id=make_model_id(b"rawdiff golden model B"), height=1876, width=2896,
                         cfa="GBRG", source_encoding="raw12p", black_level=(240.0, 256.0, 256.25, 240.5),
                         white_level=4095.0, code_height=118, code_width=181, codebook_size=256,
                         entropy_model="unigram", wb_gains=(1.8123, 1.0, 2.4567),
                         color_matrix=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), wb_source="gray_world",
-                        matrix_source="default", tone_curve="none", colour_stats=(0.0,) * 9),
+                        matrix_source="default", tone_curve="none", colour_stats=(0.0,) * 9, version=version),
             [b"\x00\x01\x02\x03"],
-        ),
-    }
+        )
+    # version 4 with integer levels (two bytes each) and a stage longer than 127 bytes
+    cases["frame_v4_bggr_integer_levels"] = (
+        make_header(cfa="BGGR", black_level=(64, 64, 64, 64), white_level=4095, stages=STAGES3[:2]),
+        [payload_a[:200], payload_a[200:]])
+    return cases
 
 
 def stages_of(header: Header, chunks) -> tuple:
@@ -100,18 +106,21 @@ def with_field(data: bytes, offset: int, fmt: str, value) -> bytes:
 
 # ------------------------------------------------------------------ round trips and layout
 
-TABLE = 184  # offset of the stage table after the 12 characters of "bayer_rggb16"
+TABLE = 184  # version 3: the offset of the stage table after the 12 characters of "bayer_rggb16"
 
 
 def test_round_trip_and_size():
     header = make_header()
     data = pack(header, b"payload!")
-    # one stage: the container costs 177 + n + 7 bytes
-    assert len(data) == bs.HEADER_FIXED_SIZE + len("bayer_rggb16") + 1 + 7 + 8 + 4 == 177 + 12 + 7 + 8
+    # one stage: 23 bytes to the flags, 6 of sizes (1112, 1936, 70, 121 as varints), 10 of
+    # integer levels, 12 of gains, 36 of the frame's matrix, 36 of colour statistics, 1 + 12
+    # of source encoding, 1 + 4 of stage table, the payload and the CRC
+    assert len(data) == 23 + 6 + 10 + 12 + 36 + 36 + 13 + 5 + 8 + 4 == 153
+    assert len(pack(dataclasses.replace(header, version=3), b"payload!")) == 177 + 12 + 7 + 8
     got, payload = unpack(data)
     assert payload == b"payload!"
     assert got == dataclasses.replace(header, payload_length=8, stages=((1, 1024, 8),))
-    assert got.quality == 1 and got.version == 3
+    assert got.quality == 1 and got.version == 4
     assert read_header(data) == got
     json.dumps(got.to_dict())  # JSON-able
     assert Header.from_dict(got.to_dict()) == got
@@ -121,7 +130,7 @@ def test_round_trip_of_three_stages():
     header = make_header(stages=STAGES3)
     chunks = [b"abcd", b"", b"0123456789"]
     data = pack(header, chunks)
-    assert len(data) == 177 + 12 + 7 * 3 + 14
+    assert len(data) == 141 + 4 * 3 + 14
     got, payload = unpack(data)
     assert payload == b"abcd0123456789"
     assert got == as_read(header, chunks)
@@ -135,8 +144,37 @@ def test_round_trip_of_three_stages():
 
 
 def test_layout_offsets_match_documentation():
+    header = make_header(black_level=(1.0, 2.0, 3.5, 4.0), cfa="GRBG", entropy_model="unigram",
+                         stages=((4, 1024, 0), (1, 65536, 0)), tone_curve="none")
+    data = pack(header, [b"xyz", b"uvw" * 50])
+    assert data[0:4] == b"RDCF"
+    assert struct.unpack_from("<H", data, 4) == (4,)
+    assert data[6:22].hex() == MODEL_A
+    assert data[22] == 2 | 1 << 2 | 0 << 4 | 0 << 5 | 1 << 6 | 0x80  # GRBG, unigram, as shot, frame, none, f64
+    assert data[23:29] == bytes([0xD8, 0x08, 0x90, 0x0F, 70, 121])  # 1112, 1936 as varints, 70, 121
+    assert struct.unpack_from("<5d", data, 29) == (1.0, 2.0, 3.5, 4.0, 1023.0)  # 3.5: float64 levels
+    assert struct.unpack_from("<3f", data, 69) == (2.0, 1.0, 1.5)
+    assert struct.unpack_from("<9f", data, 81) == tuple(v for row in CCM for v in row)
+    assert struct.unpack_from("<9f", data, 117) == STATS
+    assert data[153] == 12 and data[154:166] == b"bayer_rggb16"
+    # the stage table: S, then per stage scale, K - 1, length as a varint
+    assert data[166] == 2
+    assert struct.unpack_from("<BHB", data, 167) == (4, 1023, 3)
+    assert struct.unpack_from("<BH", data, 171) == (1, 65535) and data[174:176] == bytes([150, 1])  # 150
+    assert bs.layout(data) == {"table": 166, "stages": [167, 171], "payload": 176, "crc": 329}
+    assert data[176:329] == b"xyz" + b"uvw" * 50
+    assert struct.unpack_from("<I", data, 329) == (zlib.crc32(data[:329]),)
+    assert len(data) == 333
+    # integer levels take 2 bytes each, and the default matrix none
+    small = pack(dataclasses.replace(header, black_level=64, matrix_source="default", color_matrix=bs.IDENTITY_MATRIX),
+                 [b"xyz", b"uvw" * 50])
+    assert small[22] & 0xA0 == 0x20 and struct.unpack_from("<5H", small, 29) == (64, 64, 64, 64, 1023)
+    assert len(small) == len(data) - 30 - 36
+
+
+def test_version_3_layout_offsets_match_documentation():
     header = make_header(black_level=(1.0, 2.0, 3.0, 4.0), cfa="GRBG", entropy_model="unigram",
-                         stages=((4, 1024, 0), (1, 65536, 0)))
+                         stages=((4, 1024, 0), (1, 65536, 0)), version=3)
     data = pack(header, [b"xyz", b"uvwxyz"])
     assert data[0:4] == b"RDCF"
     assert struct.unpack_from("<H", data, 4) == (3,)
@@ -158,8 +196,13 @@ def test_layout_offsets_match_documentation():
     assert len(data) == 212 == 177 + 12 + 7 * 2 + 9
 
 
-def test_render_parameters_and_colour_statistics_cost_87_bytes_a_frame():
-    assert bs.HEADER_FIXED_SIZE - 85 == 51 + 36  # version 1's fixed header was 85 bytes
+def test_render_parameters_and_colour_statistics_cost_58_bytes_a_frame():
+    assert bs.HEADER_FIXED_SIZE - 85 == 51 + 36  # version 1's fixed header was 85 bytes; version 3's
+    header = make_header(matrix_source="default", color_matrix=bs.IDENTITY_MATRIX)
+    no_colour = dataclasses.replace(header, wb_gains=(1.0, 1.0, 1.0), colour_stats=(0.0,) * 9)
+    assert len(pack(header, b"")) == len(pack(no_colour, b""))  # fixed size: gains and statistics
+    assert len(pack(header, b"")) - (4 + 2 + 16 + 1 + 6 + 1 + 12 + 1 + 4 + 4) == 10 + 12 + 36
+    assert len(pack(make_header(), b"")) - len(pack(header, b"")) == 36  # the frame's own matrix
 
 
 def test_render_parameters_read_back_as_float32_values():
@@ -254,10 +297,14 @@ def test_header_rejects_impossible_fields(changes, match):
 def test_pack_rejects_bad_arguments():
     with pytest.raises(BitstreamError, match="payload_length"):
         pack(make_header(payload_length=3), b"ab")
-    with pytest.raises(BitstreamError, match=r"cannot write format version 2 \(this build writes version 3\)"):
+    with pytest.raises(BitstreamError, match=r"cannot write format version 2 \(this build writes version 4"):
         pack(make_header(version=2), b"")
-    with pytest.raises(BitstreamError, match="version 4"):
-        pack(make_header(version=4), b"")
+    with pytest.raises(BitstreamError, match="version 5"):
+        pack(make_header(version=5), b"")
+    with pytest.raises(BitstreamError, match="matrix_source 'default' is the identity matrix"):
+        pack(make_header(matrix_source="default"), b"")
+    assert unpack(pack(make_header(matrix_source="default", version=3), b""))[0].color_matrix == bs._flat_floats(
+        CCM, "m", 9)  # version 3 stores the matrix whatever its source
     with pytest.raises(BitstreamError, match="Header"):
         pack({"model_id": MODEL_A}, b"")
     with pytest.raises(BitstreamError, match="str"):
@@ -285,8 +332,49 @@ VALID_CHUNKS = [b"0123", b"456789ab", b"cdef"]
 
 @pytest.fixture(scope="module")
 def valid() -> bytes:
-    """A bitstream of three stages (table at 184, payload at 206)."""
+    """A bitstream of three stages (table at 136, payload at 149)."""
     return pack(make_header(stages=STAGES3), VALID_CHUNKS)
+
+
+@pytest.fixture(scope="module")
+def valid3() -> bytes:
+    """The same in version 3 (table at 184, payload at 206)."""
+    return pack(make_header(stages=STAGES3, version=3), VALID_CHUNKS)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def raw_v4(flags=0x08, sizes=None, levels=None, gains=(2.0, 1.0, 1.5), matrix=CCM, stats=STATS,
+           enc=b"bayer_rggb16", count=None, stages=((2, 1023, 4), (2, 511, 8), (1, 255, 4)), payload=None) -> bytes:
+    """A version 4 bitstream written field by field from the documentation, without the
+    writer's checks (``valid`` with no argument changed); lengths of stages as ints or raw bytes."""
+    sizes = sizes if sizes is not None else b"".join(_varint(v) for v in (1112, 1936, 70, 121))
+    levels = levels if levels is not None else struct.pack("<5H", 64, 64, 64, 64, 1023)
+    body = b"RDCF" + struct.pack("<H", 4) + bytes.fromhex(MODEL_A) + bytes([flags]) + sizes + levels
+    body += struct.pack("<3f", *gains)
+    if matrix is not None:
+        body += struct.pack("<9f", *[v for row in matrix for v in row])
+    body += struct.pack("<9f", *stats) + bytes([len(enc)]) + enc + bytes([len(stages) if count is None else count])
+    for scale, km1, n in stages:
+        body += struct.pack("<BH", scale, km1) + (n if isinstance(n, bytes) else _varint(n))
+    body += b"".join(VALID_CHUNKS) if payload is None else payload
+    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def test_raw_v4_writes_what_pack_writes(valid, valid3):
+    assert raw_v4() == valid
+    assert bs.layout(valid) == {"table": 136, "stages": [137, 141, 145], "payload": 149, "crc": 165}
+    assert bs.layout(valid3) == {"table": 184, "stages": [185, 192, 199], "payload": 206, "crc": 222}
+    with pytest.raises(BitstreamError, match="a version 2 bitstream has no stage table"):
+        bs.layout((GOLDEN / "frame_v2_rggb_context.rdc").read_bytes())
+    assert make_header(black_level=-0.0, white_level=-0.0 + 7).to_dict()["black_level"] == [0.0] * 4  # no -0.0
 
 
 def test_bad_magic(valid):
@@ -301,15 +389,24 @@ def test_not_bytes():
             unpack(data)
 
 
-def test_every_truncation_is_reported(valid):
-    for n in range(1, len(valid)):
-        with pytest.raises(BitstreamError, match="truncated") as info:
-            unpack(valid[:n])
-        assert "got %d" % n in str(info.value)
-    with pytest.raises(BitstreamError, match=r"expected %d bytes .*got %d" % (len(valid), len(valid) - 1)):
-        unpack(valid[:-1])
+def test_every_truncation_is_reported(valid, valid3):
+    for data in (valid, valid3):
+        for n in range(1, len(data)):
+            with pytest.raises(BitstreamError, match="truncated") as info:
+                unpack(data[:n])
+            assert "got %d" % n in str(info.value)
+        with pytest.raises(BitstreamError, match=r"expected %d bytes .*got %d" % (len(data), len(data) - 1)):
+            unpack(data[:-1])
     for n in range(TABLE + 1, TABLE + 1 + 3 * 7):  # inside the stage table
         with pytest.raises(BitstreamError, match=r"expected at least 206 bytes \(the stage table\), got %d" % n):
+            read_header(valid3[:n], verify=False)
+    # version 4 names the part it was reading
+    for n, what in ((23, "height"), (25, "width"), (27, "code_height"), (29, "the black and white levels"),
+                    (39, "the white-balance gains"), (51, "the colour matrix"), (87, "the colour statistics"),
+                    (123, "the source_encoding's length"), (124, "the source_encoding"), (136, "the stage table"),
+                    (140, "stage 1's length"), (148, "stage 3's length")):
+        with pytest.raises(BitstreamError, match=r"truncated bitstream: expected at least \d+ bytes \(%s\), got %d"
+                           % (what, n)):
             read_header(valid[:n], verify=False)
 
 
@@ -318,19 +415,20 @@ def test_trailing_garbage(valid):
         unpack(valid + b"abc")
 
 
-def test_crc_mismatch(valid):
-    for at in (-10, -1, TABLE + 3):  # the payload, the CRC, the stage table
-        buf = bytearray(valid)
-        buf[at] ^= 0x40
-        with pytest.raises(BitstreamError, match="CRC mismatch"):
-            unpack(bytes(buf))
+def test_crc_mismatch(valid, valid3):
+    for data in (valid, valid3):
+        for at in (-10, -1, bs.layout(data)["table"] + 2, 22):  # the payload, the CRC, the stage table, flags
+            buf = bytearray(data)
+            buf[at] ^= 0x40
+            with pytest.raises(BitstreamError, match="CRC mismatch"):
+                unpack(bytes(buf))
 
 
 def test_future_version_fails_cleanly(valid):
-    v4 = with_field(valid, 4, "<H", 4)  # a well-formed file of a version this build does not know
+    v5 = with_field(valid, 4, "<H", 5)  # a well-formed file of a version this build does not know
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
-        with pytest.raises(BitstreamError, match=r"unsupported bitstream format version 4 .*reads versions 2, 3"):
-            reader(v4)
+        with pytest.raises(BitstreamError, match=r"unsupported bitstream format version 5 .*reads versions 2, 3, 4"):
+            reader(v5)
     with pytest.raises(BitstreamError, match="version 0"):
         unpack(with_field(valid, 4, "<H", 0))
 
@@ -340,7 +438,7 @@ def test_version_1_golden_files_fail_naming_the_versions(name):
     data = (GOLDEN / (name + ".rdc")).read_bytes()
     assert struct.unpack_from("<H", data, 4) == (1,)
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
-        with pytest.raises(BitstreamError, match=r"format version 1 \(this build reads versions 2, 3\).*colour"):
+        with pytest.raises(BitstreamError, match=r"format version 1 \(this build reads versions 2, 3, 4\).*colour"):
             reader(data)
 
 
@@ -382,8 +480,8 @@ def test_version_1_golden_files_fail_naming_the_versions(name):
         (167, "<I", 15, None),  # payload_length: now the file is a byte too long
     ],
 )
-def test_impossible_fields_with_valid_crc(valid, offset, fmt, value, match):
-    data = with_field(valid, offset, fmt, value)
+def test_impossible_fields_of_version_3_with_valid_crc(valid3, offset, fmt, value, match):
+    data = with_field(valid3, offset, fmt, value)
     if match is None:
         if offset == 167:
             with pytest.raises(BitstreamError, match="1 bytes of trailing garbage"):
@@ -395,15 +493,68 @@ def test_impossible_fields_with_valid_crc(valid, offset, fmt, value, match):
         unpack(data)
 
 
-def test_a_stage_count_that_moves_the_payload_is_caught(valid):
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        (dict(sizes=b"\x00" + _varint(1936) + b"\x46\x79"), "height must be in"),
+        (dict(sizes=_varint(1112) + b"\x00\x46\x79"), "width must be in"),
+        (dict(sizes=_varint(1112) + _varint(1936) + b"\x00\x79"), "code_height must be in"),
+        (dict(sizes=_varint(1112) + _varint(1936) + b"\x46" + _varint(2000)), "inconsistent"),
+        (dict(sizes=_varint(100000) + _varint(1936) + _varint(70000) + b"\x79"),
+         r"code_height must be in \[1, 65535\]"),
+        (dict(sizes=b"\xd8\x88\x00" + _varint(1936) + b"\x46\x79"), "height is not written in the shortest form"),
+        (dict(sizes=b"\xff\xff\xff\xff\xff\x01"), "height runs over 5 bytes"),
+        (dict(sizes=b"\xff\xff\xff\xff\x1f"), r"height 8589934591 is more than 2\*\*32 - 1"),
+        (dict(flags=3 << 2), "unknown entropy model code 3"),
+        (dict(flags=0x80, levels=struct.pack("<5d", float("nan"), 0, 0, 0, 1023)), "black_level must be finite"),
+        (dict(levels=struct.pack("<5H", 64, 64, 64, 64, 10)), "must exceed the black level"),
+        (dict(flags=0x88, levels=struct.pack("<5d", 64, 64, 64, 64, 1023)), "integers in 0..65535 written as float64"),
+        (dict(flags=0x88, levels=struct.pack("<5d", -0.0, 0, 0, 0, 1)), "integers in 0..65535 written as float64"),
+        (dict(flags=0x88, levels=struct.pack("<5d", -1, 0, 0, 0, 1)), None),  # a negative level: float64
+        (dict(gains=(0.0, 1.0, 1.0)), "wb_gains must be positive"),
+        (dict(gains=(1.0, float("inf"), 1.0)), "wb_gains must be finite"),
+        (dict(matrix=((float("nan"), 0, 0), (0, 1, 0), (0, 0, 1))), "color_matrix must be finite"),
+        (dict(matrix=((1, 2, 3), (2, 4, 6), (0, 0, 1))), "singular"),
+        (dict(stats=(0.1, 0.1, 0.1, -1.0, 0, 0, 0.1, 0, 0.1)), "variances must be >= 0"),
+        (dict(stats=(0.1, float("inf"), 0.1, 0, 0, 0, 0, 0, 0)), "colour_stats must be finite"),
+        (dict(enc=b"x" * 65), "source_encoding length 65"),
+        (dict(enc=b"bayer\xffrggb"), "not ASCII"),
+        (dict(enc=b"bayer rggb"), "source_encoding must be"),
+        (dict(count=0, stages=()), r"the stage table declares 0 stages \(1..16\)"),
+        (dict(count=17), r"the stage table declares 17 stages \(1..16\)"),
+        (dict(stages=((3, 1023, 4), (2, 511, 8), (1, 255, 4))), r"stage 1: scale 3 is not one of \(1, 2, 4\)"),
+        (dict(stages=((2, 1023, 4), (4, 511, 8), (1, 255, 4))), "stage 2: scale 4 is coarser than the stage before"),
+        (dict(stages=((2, 1023, 4), (2, 511, 8), (1, 0, 4))), r"stage 3: codebook_size 1 is not in \[2, 65536\]"),
+        (dict(stages=((2, 1023, 4), (2, 511, b"\x88\x00"), (1, 255, 4))), "stage 2's length is not written in the"),
+        (dict(stages=((2, 1023, 5), (2, 511, 8), (1, 255, 4))), r"truncated bitstream: expected 170 bytes"),
+        (dict(stages=((2, 1023, 3), (2, 511, 8), (1, 255, 4))), r"1 bytes of trailing garbage"),
+        (dict(stages=((2, 1023, 0xFFFFFFFF), (2, 511, 8), (1, 255, 4))), "truncated bitstream"),
+        (dict(flags=0x08 | 1 | 1 << 4 | 1 << 6), None),  # BGGR, gray world, no tone curve: all fine
+        (dict(stages=((2, 1023, 4), (2, 511, 8), (2, 255, 4))), None),  # stage 3 as coarse as stage 2: allowed
+    ],
+)
+def test_impossible_fields_of_version_4_with_valid_crc(fields, match):
+    data = raw_v4(**fields)
+    if match is None:
+        header, payload = unpack(data)
+        assert payload == b"".join(VALID_CHUNKS)
+        assert pack(header, VALID_CHUNKS) == data  # one form: the writer writes what was read
+        return
+    with pytest.raises(BitstreamError, match=match):
+        unpack(data)
+
+
+def test_a_stage_count_that_moves_the_payload_is_caught(valid, valid3):
     """S read as 2 or 4: the table and the payload shift, and the CRC (fixed up here) is all
     that would have caught it; the lengths and the total size still do."""
-    for count in (1, 2, 4, 16):
-        with pytest.raises(BitstreamError, match="lengths add up|truncated|trailing garbage|scale|codebook_size"):
-            unpack(with_field(valid, TABLE, "<B", count))
+    for data in (valid, valid3):
+        for count in (1, 2, 4, 16):
+            with pytest.raises(BitstreamError, match="lengths add up|truncated|trailing garbage|scale|codebook_size"):
+                unpack(with_field(data, bs.layout(data)["table"], "<B", count))
 
 
-def test_bad_source_encoding_bytes(valid):
+def test_bad_source_encoding_bytes(valid3):
+    valid = valid3
     bad = bytearray(valid)
     bad[172] = 0xFF  # not ASCII
     with pytest.raises(BitstreamError, match="not ASCII"):
@@ -416,7 +567,7 @@ def test_bad_source_encoding_bytes(valid):
 
 
 def test_read_header_without_verification(valid):
-    prefix = valid[: TABLE + 1 + 3 * 7]  # header, source encoding and stage table
+    prefix = valid[: bs.layout(valid)["payload"]]  # header, source encoding and stage table
     got = read_header(prefix, verify=False)
     assert got.payload_length == 16 and got.stages == ((2, 1024, 4), (2, 512, 8), (1, 256, 4))
     with pytest.raises(BitstreamError, match="truncated"):
@@ -424,7 +575,7 @@ def test_read_header_without_verification(valid):
     with pytest.raises(BitstreamError, match="truncated"):
         read_header(prefix[:-1], verify=False)
     with pytest.raises(BitstreamError, match="truncated"):
-        read_header(valid[:TABLE], verify=False)  # no stage count
+        read_header(valid[:bs.layout(valid)["table"]], verify=False)  # no stage count
 
 
 def test_check_model():
@@ -457,12 +608,20 @@ def test_truncate_is_the_bitstream_of_the_first_stages(valid):
         got, got_payload = unpack(cut)
         assert got.quality == q and got_payload == b"".join(VALID_CHUNKS[:q])
         assert got == dataclasses.replace(header, stages=header.stages[:q], payload_length=len(got_payload))
-        assert len(cut) == len(valid) - 7 * (3 - q) - sum(len(c) for c in VALID_CHUNKS[q:])
+        assert len(cut) == len(valid) - 4 * (3 - q) - sum(len(c) for c in VALID_CHUNKS[q:])
         # cutting again: the same as cutting once
         assert truncate(cut, q) == cut
         assert truncate(cut, 1) == truncate(valid, 1)
     assert truncate(bytearray(valid), 2) == truncate(valid, 2)
-    assert truncate(pack(make_header(), b"abc"), 1) == pack(make_header(), b"abc")  # one stage of version 3
+    assert truncate(pack(make_header(), b"abc"), 1) == pack(make_header(), b"abc")  # one stage
+
+
+def test_a_version_3_file_is_cut_into_a_version_3_file(valid3):
+    for q in (1, 2):
+        cut = truncate(valid3, q)
+        assert cut == pack(make_header(stages=STAGES3[:q], version=3), VALID_CHUNKS[:q])
+        assert read_header(cut).version == 3
+        assert len(cut) == bs.truncated_sizes(read_header(valid3), len(valid3))[q]
 
 
 @pytest.mark.parametrize(
@@ -482,7 +641,7 @@ def test_truncate_rejects_a_bad_quality(valid, quality, match):
         truncate(valid, quality)
 
 
-def test_truncate_checks_the_whole_input_first(valid):
+def test_truncate_checks_the_whole_input_first(valid, valid3):
     buf = bytearray(valid)
     buf[-6] ^= 0x01  # in the last stage, which a cut to one stage would drop
     with pytest.raises(BitstreamError, match="CRC mismatch"):
@@ -497,11 +656,13 @@ def test_truncate_checks_the_whole_input_first(valid):
         truncate("RDCF", 1)
     # a corrupted stage table with a valid CRC
     with pytest.raises(BitstreamError, match="the stage table declares 0 stages"):
-        truncate(with_field(valid, TABLE, "<B", 0), 1)
-    with pytest.raises(BitstreamError, match="lengths add up to 17 bytes, the payload has 16"):
-        truncate(with_field(valid, TABLE + 4 + 7, "<I", 9), 1)
+        truncate(with_field(valid, bs.layout(valid)["table"], "<B", 0), 1)
+    with pytest.raises(BitstreamError, match="truncated bitstream: expected 170 bytes"):
+        truncate(with_field(valid, bs.layout(valid)["stages"][1] + 3, "<B", 9), 1)
     with pytest.raises(BitstreamError, match="stage 2: scale 4 is coarser"):
-        truncate(with_field(valid, TABLE + 8, "<B", 4), 1)
+        truncate(with_field(valid, bs.layout(valid)["stages"][1], "<B", 4), 1)
+    with pytest.raises(BitstreamError, match="lengths add up to 17 bytes, the payload has 16"):
+        truncate(with_field(valid3, TABLE + 4 + 7, "<I", 9), 1)
 
 
 def test_stage_payloads_needs_lengths_that_add_up(valid):
@@ -543,11 +704,12 @@ def test_golden(name):
     assert pack(header, chunks) == data
 
 
-def test_golden_three_stages_cut_to_each_quality():
-    header, chunks = golden_cases()["frame_v3_rggb_context"]
-    data = (GOLDEN / "frame_v3_rggb_context.rdc").read_bytes()
+@pytest.mark.parametrize("version", [3, 4])
+def test_golden_three_stages_cut_to_each_quality(version):
+    header, chunks = golden_cases()["frame_v%d_rggb_context" % version]
+    data = (GOLDEN / ("frame_v%d_rggb_context.rdc" % version)).read_bytes()
     for q in (1, 2, 3):
-        assert truncate(data, q) == pack(make_header(stages=STAGES3[:q]), chunks[:q])
+        assert truncate(data, q) == pack(make_header(stages=STAGES3[:q], version=version), chunks[:q])
 
 
 @pytest.mark.parametrize("name", ["frame_v2_rggb_context", "frame_v2_gbrg_unigram"])
@@ -583,7 +745,8 @@ _headers = st.builds(
         model_id=mid, height=h, width=w, cfa=cfa, source_encoding=enc, black_level=black,
         white_level=max(black) + dwhite, code_height=min(fh, h), code_width=min(fw, w),
         codebook_size=k, entropy_model=em, wb_gains=gains,
-        color_matrix=(diag[0], 0.1, -0.1, 0.0, diag[1], 0.2, -0.3, 0.0, diag[2]), wb_source=ws,
+        color_matrix=(diag[0], 0.1, -0.1, 0.0, diag[1], 0.2, -0.3, 0.0, diag[2]) if ms == "frame"
+        else bs.IDENTITY_MATRIX, wb_source=ws,
         matrix_source=ms, tone_curve=tc, colour_stats=tuple(diag) + (0.01, 0.0, -0.002, 0.02, 0.001, 0.03)),
     st.binary(min_size=16, max_size=16),
     st.integers(1, 2 ** 32 - 1), st.integers(1, 2 ** 32 - 1),
@@ -632,11 +795,15 @@ def test_staged_round_trip_and_truncation_property(case):
     data = pack(header, chunks)
     got, got_payload = unpack(data)
     assert got == as_read(header, chunks) and stage_payloads(got, got_payload) == chunks
-    assert len(data) == 177 + len(header.source_encoding) + 7 * len(chunks) + len(got_payload)
+    v3 = pack(dataclasses.replace(header, version=3), chunks)
+    assert len(v3) == 177 + len(header.source_encoding) + 7 * len(chunks) + len(got_payload)
+    assert len(data) < len(v3) and unpack(v3)[0] == dataclasses.replace(got, version=3)
     assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
+    sizes = bs.truncated_sizes(got, len(data))
     for q in range(1, len(chunks) + 1):
         prefix = dataclasses.replace(header, stages=header.stages[:q])
         assert truncate(data, q) == pack(prefix, chunks[:q])
+        assert len(truncate(data, q)) == sizes[q]
 
 
 @st.composite
@@ -663,7 +830,7 @@ def _mutations(draw, data: bytes):
         buf += draw(st.binary(min_size=1, max_size=8))
     elif kind == "table":  # bytes of the stage table: its count, a scale, a K - 1, a length
         for _ in range(draw(st.integers(1, 3))):
-            i = draw(st.integers(TABLE, TABLE + 3 * 7))
+            i = draw(st.integers(bs.layout(data)["table"], bs.layout(data)["payload"] - 1))
             buf[i] = draw(st.integers(0, 255))
     else:
         buf = bytearray(draw(st.binary(max_size=200)))
@@ -699,6 +866,23 @@ def test_mutations_never_crash(data):
         pass
 
 
+_VALID3 = pack(make_header(stages=STAGES3, version=3), [hashlib.sha256(b"%d" % i).digest()[: 8 + 8 * i]
+                                                         for i in range(3)])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_mutations(_VALID3))
+def test_mutations_of_version_3_never_crash(data):
+    _unpack_or_error(data, _VALID3, _PAYLOAD)
+    for fixed in (data, refresh_crc(data) if len(data) >= 4 else data):
+        try:
+            header, payload = unpack(fixed)
+        except BitstreamError:
+            continue
+        if header.version >= 3:  # version 2 is read, not written
+            assert pack(header, stage_payloads(header, payload)) == fixed
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=_mutations(_VALID))
 def test_mutations_past_the_crc_never_crash(data):
@@ -722,7 +906,7 @@ def test_mutations_past_the_crc_never_crash(data):
 @settings(max_examples=200, deadline=None)
 @given(tail=st.binary(max_size=120))
 def test_random_bytes_after_a_valid_prefix(tail):
-    for version in (b"\x02\x00", b"\x03\x00"):
+    for version in (b"\x02\x00", b"\x03\x00", b"\x04\x00"):
         for data in (b"RDCF" + tail, b"RDCF" + version + tail, refresh_crc(b"RDCF" + version + tail + b"\x00" * 4)):
             try:
                 unpack(data)

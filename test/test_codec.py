@@ -255,10 +255,10 @@ def test_a_version_2_bitstream_is_one_stage_the_staged_model_refuses(codec):
     import struct
     import zlib
 
-    data = codec.compress(_frame(64, 96, seed=7), quality=1)
-    header, body = bitstream.unpack(data)
+    header, body = bitstream.unpack(codec.compress(_frame(64, 96, seed=7), quality=1))
+    data = bitstream.pack(dataclasses.replace(header, version=3), body)
     enc = len(header.source_encoding)
-    # the same frame as version 2 wrote it: no stage table
+    # the same frame as version 2 wrote it: version 3's layout without the stage table
     v2 = bytearray(data[:4]) + struct.pack("<H", 2) + data[6: 172 + enc] + body
     v2 = bytes(v2) + struct.pack("<I", zlib.crc32(bytes(v2)) & 0xFFFFFFFF)
     got = bitstream.read_header(v2)

@@ -60,9 +60,7 @@ def test_mutations_are_what_they_say(fuzz, fixture_model):
     header = bitstream.read_header(fuzz.mutate(np.random.default_rng(3), data, "declared_size"))
     assert header.code_height == -(-header.height // 8) and header.code_width == -(-header.width // 8)
     # payload rewrites leave the stage table alone; stage table rewrites touch only it
-    header = bitstream.read_header(data)
-    table = bitstream.HEADER_FIXED_SIZE + len(header.source_encoding)
-    start = table + 1 + 7 * header.quality
+    table, start = bitstream.layout(data)["table"], bitstream.layout(data)["payload"]
     changed_table = 0
     for i in range(40):
         payload = fuzz.mutate(np.random.default_rng(i), data, "payload_rewrite")

@@ -3,59 +3,93 @@
 A ``.rdc`` file and the ``data`` field of a ``rawdiff/CompressedCodes`` message hold the
 same bytes. Every frame decodes on its own (no inter-frame state).
 
-Layout of format version 3 (all integers and floats little-endian)::
+Layout of format version 4 (all integers and floats little-endian; varint: unsigned LEB128,
+1 to 5 bytes, the shortest form, at most 2**32 - 1)::
+
+    size      type     field
+    4         bytes    magic b"RDCF"
+    2         uint16   format version (4)
+    16        bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
+    1         uint8    flags: bits 0-1 cfa (0 RGGB, 1 BGGR, 2 GRBG, 3 GBRG), bits 2-3 entropy
+                       model of the indices (0 uniform, 1 unigram, 2 context), bit 4 wb_source
+                       (0 as shot: the frame's own, 1 gray world: estimated by the encoder over
+                       the whole frame, as the reference ISP does), bit 5 matrix_source (0 the
+                       frame's, 1 the ISP's default: the identity), bit 6 tone_curve (0
+                       smoothstep, 1 none), bit 7 levels as float64
+    varint x4          height, width of the source frame in pixels (>= 1), code_height,
+                       code_width: the grid of codebook indices (1..min(height, 65535),
+                       1..min(width, 65535))
+    10 or 40  levels   black_level of the 2x2 CFA tile (row-major) and white_level: 5 x uint16
+                       when all are integers in 0..65535, else (flag bit 7) 5 x f64 (integers
+                       in that range written as f64 are refused: one form for one header)
+    12        3 x f32  wb_gains (R, G, B) the decoder renders with (finite, > 0)
+    0 or 36   9 x f32  color_matrix, row-major: white-balanced camera RGB -> linear sRGB (finite,
+                       not singular); only when matrix_source is the frame's
+    36        9 x f32  colour_stats: mean (R, G, B) and covariance (RR, RG, RB, GG, GB, BB) of
+                       the white-balanced signal over the code cells
+                       (rawdiff.codec.colour_stats; finite, variances >= 0)
+    1         uint8    n = length of source_encoding (0..64)
+    n         ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
+                       empty: unknown)
+    1         uint8    S: the number of quantizer stages coded (1..16), the quality
+    S entries stages   per stage, coarse to fine: uint8 scale (its grid is the code grid
+                       divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its codebook
+                       size), varint length of its entropy-coded indices in bytes
+    P         bytes    payload: the stages' entropy-coded indices, in stage order
+                       (see rawdiff.codec.entropy); P = the sum of their lengths
+    4         uint32   CRC32 (zlib.crc32) of every byte before it
+
+A 1936x1112 frame from a ROS ``bayer_rggb16`` image (integer levels, the default matrix,
+stages of 128 bytes to 16 KiB: two-byte lengths) costs 112 bytes of container at quality 1 and 137 at quality
+6 on top of the payload (version 3: 196 and 231); the render parameters and colour
+statistics are 58 of them, 94 with the frame's own colour matrix.
+
+Version 3 (still read, and written by :func:`pack` for a header of version 3, so that
+:func:`truncate` cuts a version 3 file into a version 3 file) has fixed offsets::
 
     offset    size  type     field
     0         4     bytes    magic b"RDCF"
     4         2     uint16   format version (3)
-    6         16    bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
-    22        4     uint32   height of the source frame in pixels (>= 1)
-    26        4     uint32   width of the source frame in pixels (>= 1)
-    30        1     uint8    cfa: 0 RGGB, 1 BGGR, 2 GRBG, 3 GBRG
-    31        1     uint8    entropy model of the indices: 0 uniform, 1 unigram, 2 context
-    32        2     uint16   code_height: rows of the grid of codebook indices (1..height)
-    34        2     uint16   code_width: columns of the grid (1..width)
-    36        4     uint32   codebook_size K of the first stage (2..65536)
-    40        32    4 x f64  black_level of the 2x2 CFA tile, row-major (finite)
-    72        8     f64      white_level (finite, > every black level)
-    80        12    3 x f32  wb_gains (R, G, B) the decoder renders with (finite, > 0)
-    92        36    9 x f32  color_matrix, row-major: white-balanced camera RGB -> linear sRGB
-                             (finite, not singular)
-    128       1     uint8    wb_source: 0 as shot (the frame's own), 1 gray world (estimated by
-                             the encoder over the whole frame, as the reference ISP does)
-    129       1     uint8    matrix_source: 0 the frame's, 1 the ISP's default (identity)
-    130       1     uint8    tone_curve: 0 smoothstep, 1 none
-    131       36    9 x f32  colour_stats: mean (R, G, B) and covariance (RR, RG, RB, GG, GB,
-                             BB) of the white-balanced signal over the code cells
-                             (rawdiff.codec.colour_stats; finite, variances >= 0)
+    6         16    bytes    model_id
+    22        4     uint32   height
+    26        4     uint32   width
+    30        1     uint8    cfa
+    31        1     uint8    entropy model
+    32        2     uint16   code_height
+    34        2     uint16   code_width
+    36        4     uint32   codebook_size K of the first stage
+    40        32    4 x f64  black_level
+    72        8     f64      white_level
+    80        12    3 x f32  wb_gains
+    92        36    9 x f32  color_matrix
+    128       1     uint8    wb_source
+    129       1     uint8    matrix_source
+    130       1     uint8    tone_curve
+    131       36    9 x f32  colour_stats
     167       4     uint32   payload length P in bytes
-    171       1     uint8    n = length of source_encoding (0..64)
-    172       n     ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
-                             empty: unknown)
-    172+n     1     uint8    S: the number of quantizer stages coded (1..16), the quality
-    173+n     7 S   stages   per stage, coarse to fine: uint8 scale (its grid is the code grid
-                             divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its codebook
-                             size), uint32 length of its entropy-coded indices in bytes
-    173+n+7S  P     bytes    payload: the stages' entropy-coded indices, in stage order
-                             (see rawdiff.codec.entropy); P = the sum of their lengths
-    ...+P     4     uint32   CRC32 (zlib.crc32) of every byte before it
-
-The whole container costs ``177 + n + 7 S`` bytes on top of the payload; the render
-parameters and colour statistics (offsets 80 to 167) are 87 of them.
+    171       1     uint8    n = length of source_encoding
+    172       n     ascii    source_encoding
+    172+n     1     uint8    S
+    173+n     7 S   stages   per stage: uint8 scale, uint16 K - 1, uint32 length
+    173+n+7S  P     bytes    payload
+    ...+P     4     uint32   CRC32
 
 **Progressive**: stage k's indices depend on the stages before it only, and each stage is
 a range-coder stream of its own, so the first q stages of a bitstream, with the table cut
 to q entries (:func:`truncate`), are exactly the bitstream that encoding with q stages
-gives. Version 2 (one stage, no table) is read as a bitstream of one stage. Version 1 (no
-render parameters: the network had to guess each frame's colour) is refused with an error
-naming the versions.
+gives (in version 4 no field of the header depends on the payload's length; version 3's
+payload_length is rewritten). Version 2 (version 3's
+layout without the stage table) is read as a bitstream of one stage. Version 1 (no render
+parameters: the network had to guess each frame's colour) is refused with an error naming
+the versions.
 
 Reading checks, in this order: magic, version (before anything else, so a file of
-another version fails with a clear message even if its layout changed), lengths
+another version fails with a clear message even if its layout changed), the header's
+structure as it is read (a varint that runs long, a stage count out of range), lengths
 (truncated / trailing bytes), CRC, then the plausibility of every field. All problems
 raise :class:`BitstreamError` (a ``ValueError``) naming what is wrong; no ``struct.error``,
 ``IndexError`` or ``UnicodeDecodeError`` escapes. A format change must bump
-:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of version 3.
+:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 4 and 3.
 """
 
 from __future__ import annotations
@@ -70,8 +104,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 MAGIC = b"RDCF"
-FORMAT_VERSION = 3
-SUPPORTED_VERSIONS = (2, 3)
+FORMAT_VERSION = 4
+SUPPORTED_VERSIONS = (2, 3, 4)
+#: versions :func:`pack` writes (a header's ``version``): the current one, and 3 for cutting
+#: version 3 files
+WRITABLE_VERSIONS = (3, 4)
 MAX_STAGES = 16
 STAGE_SCALES = (1, 2, 4)
 
@@ -89,10 +126,20 @@ MIN_CODEBOOK_SIZE = 2
 MAX_CODEBOOK_SIZE = 65536
 
 _PREFIX = struct.Struct("<4sH")  # magic, version
-_FIXED = struct.Struct("<4sH16sIIBBHHI4dd3f9fBBB9fIB")  # everything up to the source_encoding
+_FIXED = struct.Struct("<4sH16sIIBBHHI4dd3f9fBBB9fIB")  # version 3, up to the source_encoding
 _CRC = struct.Struct("<I")
-_STAGE = struct.Struct("<BHI")  # scale, K - 1, length
-HEADER_FIXED_SIZE = _FIXED.size  # 172
+_STAGE = struct.Struct("<BHI")  # version 3: scale, K - 1, length
+HEADER_FIXED_SIZE = _FIXED.size  # 172 (version 3)
+_V4_START = struct.Struct("<4sH16sB")  # magic, version, model_id, flags
+_STAGE_V4 = struct.Struct("<BH")  # scale, K - 1 (then a varint length)
+_LEVELS_INT = struct.Struct("<5H")
+_LEVELS_FLOAT = struct.Struct("<5d")
+_GAINS = struct.Struct("<3f")
+_NINE = struct.Struct("<9f")
+_MAX_VARINT = 5
+FLOAT_LEVELS_FLAG = 0x80
+#: the smallest version 4 bitstream: one empty stage, integer levels, the default matrix
+MIN_SIZE = _V4_START.size + 4 + _LEVELS_INT.size + _GAINS.size + _NINE.size + 2 + _STAGE_V4.size + 1 + 4
 _SOURCE_ENCODING_RE = re.compile(r"^[A-Za-z0-9_.+-]*$")
 _HEX_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -287,9 +334,9 @@ class Header:
             values = values * 4
         if len(values) != 4:
             raise BitstreamError("black_level must be a scalar or 4 values, got %d values" % len(values))
-        black4 = tuple(_as_float(v, "black_level") for v in values)
+        black4 = tuple(_as_float(v, "black_level") + 0.0 for v in values)  # + 0.0: no -0.0
         put("black_level", black4)
-        white = _as_float(self.white_level, "white_level")
+        white = _as_float(self.white_level, "white_level") + 0.0
         if white <= max(black4):
             raise BitstreamError("white_level %r must exceed the black level %r" % (white, max(black4)))
         put("white_level", white)
@@ -449,42 +496,83 @@ def pack(header: Header, payload: Union[bytes, Sequence[bytes]]) -> bytes:
         raise BitstreamError("%d stage payloads for a header of %d stages" % (len(chunks), len(layout)))
     stages = _stages([(sc, k, len(c)) for (sc, k), c in zip(layout, chunks)], header.codebook_size, None)
     payload = b"".join(chunks)
-    if header.version != FORMAT_VERSION:
-        raise BitstreamError(
-            "cannot write format version %d (this build writes version %d)" % (header.version, FORMAT_VERSION)
-        )
+    if header.version not in WRITABLE_VERSIONS:
+        raise BitstreamError("cannot write format version %d (this build writes version %d, and 3 to cut "
+                             "version 3 files)" % (header.version, FORMAT_VERSION))
     if header.payload_length is not None and header.payload_length != len(payload):
         raise BitstreamError(
             "header.payload_length is %d but the payload has %d bytes" % (header.payload_length, len(payload))
         )
     if len(payload) > 0xFFFFFFFF:
         raise BitstreamError("payload of %d bytes is too large (max 2**32 - 1)" % len(payload))
+    body = (_head_v4 if header.version == 4 else _head_v3)(header, stages, len(payload)) + payload
+    return body + _CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def _head_v3(header: Header, stages, payload_length: int) -> bytes:
     enc = header.source_encoding.encode("ascii")
     table = bytes([len(stages)]) + b"".join(_STAGE.pack(sc, k - 1, n) for sc, k, n in stages)
-    head = _FIXED.pack(
-        MAGIC, FORMAT_VERSION, bytes.fromhex(header.model_id), header.height, header.width,
+    return _FIXED.pack(
+        MAGIC, 3, bytes.fromhex(header.model_id), header.height, header.width,
         CFA_CODES.index(header.cfa), ENTROPY_MODELS.index(header.entropy_model),
         header.code_height, header.code_width, header.codebook_size,
         *header.black_level, header.white_level, *header.wb_gains, *header.color_matrix,
         WB_SOURCES.index(header.wb_source), MATRIX_SOURCES.index(header.matrix_source),
-        TONE_CURVES.index(header.tone_curve), *header.colour_stats, len(payload), len(enc),
-    )
-    body = head + enc + table + payload
-    return body + _CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)
+        TONE_CURVES.index(header.tone_curve), *header.colour_stats, payload_length, len(enc),
+    ) + enc + table
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _integer_levels(header: Header) -> Optional[List[int]]:
+    """The levels as uint16 when every one is an integer that fits, else None (float64)."""
+    values = list(header.black_level) + [header.white_level]
+    if all(v == int(v) and 0 <= v <= 0xFFFF for v in values):
+        return [int(v) for v in values]
+    return None
+
+
+def _head_v4(header: Header, stages, payload_length: int) -> bytes:
+    if header.matrix_source == "default" and header.color_matrix != IDENTITY_MATRIX:
+        raise BitstreamError("matrix_source 'default' is the identity matrix, got %r: set matrix_source 'frame'"
+                             % ([list(header.color_matrix[i:i + 3]) for i in (0, 3, 6)],))
+    levels = _integer_levels(header)
+    flags = (CFA_CODES.index(header.cfa) | ENTROPY_MODELS.index(header.entropy_model) << 2
+             | WB_SOURCES.index(header.wb_source) << 4 | MATRIX_SOURCES.index(header.matrix_source) << 5
+             | TONE_CURVES.index(header.tone_curve) << 6 | (FLOAT_LEVELS_FLAG if levels is None else 0))
+    parts = [_V4_START.pack(MAGIC, 4, bytes.fromhex(header.model_id), flags)]
+    parts += [_varint(v) for v in (header.height, header.width, header.code_height, header.code_width)]
+    parts.append(_LEVELS_INT.pack(*levels) if levels is not None
+                 else _LEVELS_FLOAT.pack(*header.black_level, header.white_level))
+    parts.append(_GAINS.pack(*header.wb_gains))
+    if header.matrix_source == "frame":
+        parts.append(_NINE.pack(*header.color_matrix))
+    parts.append(_NINE.pack(*header.colour_stats))
+    enc = header.source_encoding.encode("ascii")
+    parts.append(bytes([len(enc)]) + enc + bytes([len(stages)]))
+    parts += [_STAGE_V4.pack(sc, k - 1) + _varint(n) for sc, k, n in stages]
+    return b"".join(parts)
 
 
 def _check_prefix(buf: bytes) -> None:
     if len(buf) < len(MAGIC):
         if MAGIC.startswith(buf) and buf:
             raise BitstreamError(
-                "truncated bitstream: expected at least %d bytes, got %d" % (HEADER_FIXED_SIZE + 4, len(buf))
+                "truncated bitstream: expected at least %d bytes, got %d" % (MIN_SIZE, len(buf))
             )
         raise BitstreamError("not a rawdiff bitstream (%d bytes, no magic %r)" % (len(buf), MAGIC))
     if buf[:4] != MAGIC:
         raise BitstreamError("not a rawdiff bitstream (bad magic %r, expected %r)" % (buf[:4], MAGIC))
     if len(buf) < _PREFIX.size:
         raise BitstreamError(
-            "truncated bitstream: expected at least %d bytes, got %d" % (HEADER_FIXED_SIZE + 4, len(buf))
+            "truncated bitstream: expected at least %d bytes, got %d" % (MIN_SIZE, len(buf))
         )
     _, version = _PREFIX.unpack_from(buf, 0)
     if version not in SUPPORTED_VERSIONS:
@@ -499,6 +587,42 @@ def _check_prefix(buf: bytes) -> None:
 def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
     """Parse and check; returns the header and the offset of the payload."""
     _check_prefix(buf)
+    if _PREFIX.unpack_from(buf, 0)[1] == 4:
+        return _parse_v4(buf, verify)
+    return _parse_v3(buf, verify)
+
+
+def _check_length_and_crc(buf: bytes, start: int, payload_length: int, verify: bool) -> None:
+    total = start + payload_length + _CRC.size
+    if len(buf) < (total if verify else start):
+        raise BitstreamError(
+            "truncated bitstream: expected %d bytes (header %d, payload %d, CRC 4), got %d"
+            % (total, start, payload_length, len(buf))
+        )
+    if verify:
+        if len(buf) > total:
+            raise BitstreamError(
+                "%d bytes of trailing garbage after the CRC (expected %d bytes, got %d)"
+                % (len(buf) - total, total, len(buf))
+            )
+        (stored,) = _CRC.unpack_from(buf, total - _CRC.size)
+        computed = zlib.crc32(buf[: total - _CRC.size]) & 0xFFFFFFFF
+        if stored != computed:
+            raise BitstreamError(
+                "CRC mismatch: stored 0x%08x, computed 0x%08x; the bitstream is corrupted" % (stored, computed)
+            )
+
+
+def _check_codes(wb_code: int, matrix_code: int, tone_code: int) -> None:
+    for name, code, names in (("wb_source", wb_code, WB_SOURCES), ("matrix_source", matrix_code, MATRIX_SOURCES),
+                              ("tone_curve", tone_code, TONE_CURVES)):
+        if code >= len(names):
+            raise BitstreamError("unknown %s code %d (known: %s)" % (
+                name, code, ", ".join("%d=%s" % kv for kv in enumerate(names))))
+
+
+def _parse_v3(buf: bytes, verify: bool) -> Tuple[Header, int]:
+    """Versions 2 and 3 (fixed offsets; version 2 without the stage table)."""
     if len(buf) < HEADER_FIXED_SIZE:
         raise BitstreamError(
             "truncated bitstream: expected at least %d bytes, got %d" % (HEADER_FIXED_SIZE + 4, len(buf))
@@ -528,35 +652,14 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
                                  % (start, len(buf)))
         raw_stages = [_STAGE.unpack_from(buf, table + 1 + i * _STAGE.size) for i in range(count)]
         raw_stages = [(sc, km1 + 1, n) for sc, km1, n in raw_stages]
-    total = start + payload_length + _CRC.size
-    if len(buf) < (total if verify else start):
-        raise BitstreamError(
-            "truncated bitstream: expected %d bytes (header %d, payload %d, CRC 4), got %d"
-            % (total, start, payload_length, len(buf))
-        )
-    if verify:
-        if len(buf) > total:
-            raise BitstreamError(
-                "%d bytes of trailing garbage after the CRC (expected %d bytes, got %d)"
-                % (len(buf) - total, total, len(buf))
-            )
-        (stored,) = _CRC.unpack_from(buf, total - _CRC.size)
-        computed = zlib.crc32(buf[: total - _CRC.size]) & 0xFFFFFFFF
-        if stored != computed:
-            raise BitstreamError(
-                "CRC mismatch: stored 0x%08x, computed 0x%08x; the bitstream is corrupted" % (stored, computed)
-            )
+    _check_length_and_crc(buf, start, payload_length, verify)
     if cfa_code >= len(CFA_CODES):
         raise BitstreamError("unknown cfa code %d (known: %s)" % (
             cfa_code, ", ".join("%d=%s" % kv for kv in enumerate(CFA_CODES))))
     if entropy_code >= len(ENTROPY_MODELS):
         raise BitstreamError("unknown entropy model code %d (known: %s)" % (
             entropy_code, ", ".join("%d=%s" % kv for kv in enumerate(ENTROPY_MODELS))))
-    for name, code, names in (("wb_source", wb_code, WB_SOURCES), ("matrix_source", matrix_code, MATRIX_SOURCES),
-                              ("tone_curve", tone_code, TONE_CURVES)):
-        if code >= len(names):
-            raise BitstreamError("unknown %s code %d (known: %s)" % (
-                name, code, ", ".join("%d=%s" % kv for kv in enumerate(names))))
+    _check_codes(wb_code, matrix_code, tone_code)
     try:
         enc = buf[HEADER_FIXED_SIZE:table].decode("ascii")
     except UnicodeDecodeError:
@@ -569,6 +672,87 @@ def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
         matrix_source=MATRIX_SOURCES[matrix_code], tone_curve=TONE_CURVES[tone_code],
         colour_stats=stats, payload_length=payload_length, version=version,
         stages=raw_stages if raw_stages is not None else ((1, k, payload_length),),
+    )
+    return header, start
+
+
+
+
+class _Cursor:
+    """Reads a version 4 header front to back; running out of bytes is a truncation error
+    naming what was being read."""
+
+    def __init__(self, buf: bytes):
+        self.buf = buf
+        self.pos = 0
+
+    def take(self, size: int, what: str) -> int:
+        at, end = self.pos, self.pos + size
+        if len(self.buf) < end:
+            raise BitstreamError("truncated bitstream: expected at least %d bytes (%s), got %d"
+                                 % (end, what, len(self.buf)))
+        self.pos = end
+        return at
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(_MAX_VARINT):
+            byte = self.buf[self.take(1, what)]
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if i and not byte:
+                    raise BitstreamError("%s is not written in the shortest form" % what)
+                if value > 0xFFFFFFFF:
+                    raise BitstreamError("%s %d is more than 2**32 - 1" % (what, value))
+                return value
+        raise BitstreamError("%s runs over %d bytes" % (what, _MAX_VARINT))
+
+
+def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
+    cur = _Cursor(buf)
+    _, version, model_id, flags = _V4_START.unpack_from(buf, cur.take(_V4_START.size, "the header"))
+    height, width, code_h, code_w = (cur.varint(name) for name in ("height", "width", "code_height", "code_width"))
+    if flags & FLOAT_LEVELS_FLAG:
+        levels = _LEVELS_FLOAT.unpack_from(buf, cur.take(_LEVELS_FLOAT.size, "the black and white levels"))
+    else:
+        levels = _LEVELS_INT.unpack_from(buf, cur.take(_LEVELS_INT.size, "the black and white levels"))
+    gains = _GAINS.unpack_from(buf, cur.take(_GAINS.size, "the white-balance gains"))
+    matrix_code = flags >> 5 & 1
+    matrix = (_NINE.unpack_from(buf, cur.take(_NINE.size, "the colour matrix"))
+              if MATRIX_SOURCES[matrix_code] == "frame" else IDENTITY_MATRIX)
+    stats = _NINE.unpack_from(buf, cur.take(_NINE.size, "the colour statistics"))
+    enc_len = buf[cur.take(1, "the source_encoding's length")]
+    if enc_len > MAX_SOURCE_ENCODING:
+        raise BitstreamError("source_encoding length %d is not in [0, %d]" % (enc_len, MAX_SOURCE_ENCODING))
+    enc_at = cur.take(enc_len, "the source_encoding")
+    count = buf[cur.take(1, "the stage table")]
+    if not 1 <= count <= MAX_STAGES:
+        raise BitstreamError("the stage table declares %d stages (1..%d)" % (count, MAX_STAGES))
+    raw_stages = []
+    for i in range(count):
+        scale, km1 = _STAGE_V4.unpack_from(buf, cur.take(_STAGE_V4.size, "the stage table"))
+        raw_stages.append((scale, km1 + 1, cur.varint("stage %d's length" % (i + 1))))
+    start = cur.pos
+    payload_length = sum(n for _, _, n in raw_stages)
+    _check_length_and_crc(buf, start, payload_length, verify)
+    if flags & FLOAT_LEVELS_FLAG and all(math.isfinite(v) and v == int(v) and 0 <= v <= 0xFFFF for v in levels):
+        raise BitstreamError("the black and white levels %r are integers in 0..65535 written as float64 "
+                             "(they have one form: uint16)" % (list(levels),))
+    entropy_code = flags >> 2 & 3
+    if entropy_code >= len(ENTROPY_MODELS):
+        raise BitstreamError("unknown entropy model code %d (known: %s)" % (
+            entropy_code, ", ".join("%d=%s" % kv for kv in enumerate(ENTROPY_MODELS))))
+    try:
+        enc = buf[enc_at:enc_at + enc_len].decode("ascii")
+    except UnicodeDecodeError:
+        raise BitstreamError("source_encoding is not ASCII: %r" % buf[enc_at:enc_at + enc_len]) from None
+    header = Header(
+        model_id=model_id, height=height, width=width, cfa=CFA_CODES[flags & 3],
+        source_encoding=enc, black_level=levels[:4], white_level=levels[4], code_height=code_h,
+        code_width=code_w, codebook_size=raw_stages[0][1], entropy_model=ENTROPY_MODELS[entropy_code],
+        wb_gains=gains, color_matrix=matrix, wb_source=WB_SOURCES[flags >> 4 & 1],
+        matrix_source=MATRIX_SOURCES[matrix_code], tone_curve=TONE_CURVES[flags >> 6 & 1],
+        colour_stats=stats, payload_length=payload_length, version=version, stages=raw_stages,
     )
     return header, start
 
@@ -619,8 +803,27 @@ def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
     sizes, size = {}, int(total)
     for q in range(len(stages), 0, -1):
         sizes[q] = size
-        size -= stages[q - 1][2] + _STAGE.size
+        n = stages[q - 1][2]
+        size -= n + (_STAGE_V4.size + len(_varint(n)) if header.version == 4 else _STAGE.size)
     return sizes
+
+
+def layout(data: bytes) -> Dict[str, Any]:
+    """Where the parts of a bitstream lie, for fuzzing and tests: ``table`` (the offset of the
+    stage count S), ``stages`` (the offset of each stage's entry), ``payload`` and ``crc``.
+    Only the header is checked (as :func:`read_header` with ``verify=False``)."""
+    buf = _as_bytes(data)
+    header, start = _parse(buf, verify=False)
+    if header.version < 3:
+        raise BitstreamError("a version %d bitstream has no stage table" % header.version)
+    sizes = [(_STAGE_V4.size + len(_varint(n)) if header.version == 4 else _STAGE.size)
+             for _, _, n in header.stages]  # type: ignore[union-attr]
+    entries, at = [], start - sum(sizes)
+    for size in sizes:
+        entries.append(at)
+        at += size
+    return {"table": start - sum(sizes) - 1, "stages": entries, "payload": start,
+            "crc": start + (header.payload_length or 0)}
 
 
 def read_header(data: bytes, verify: bool = True) -> Header:
@@ -642,6 +845,7 @@ def check_model(header: Header, model_id: str) -> None:
 
 __all__ = [
     "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC", "MATRIX_SOURCES",
-    "MAX_STAGES", "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "BitstreamError", "Header", "ModelMismatchError",
-    "check_model", "make_model_id", "pack", "read_header", "stage_payloads", "truncate", "truncated_sizes", "unpack",
+    "MAX_STAGES", "MIN_SIZE", "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "WRITABLE_VERSIONS",
+    "BitstreamError", "Header", "ModelMismatchError", "check_model", "layout", "make_model_id", "pack",
+    "read_header", "stage_payloads", "truncate", "truncated_sizes", "unpack",
 ]
