@@ -113,8 +113,9 @@ data/people/.frames: build/.apt.stamp $(VENV)/.stamp Makefile
 # synthesis per operating point fitted on the codes, the decoder network trained on; the
 # same again from its result (a fresh optimizer), then a last stage at a tenth of the
 # learning rate (config/models/scalable_anneal.yaml). Then the diffusion decoder
-# (config/models/ldm_scalable.yaml) on that frozen embedder; the model directory holds both. (The decoder stage keeps the codes, so a diffusion decoder trained on
-# the first stage carries over: `rawdiff train --base config/models/ldm.yaml
+# (config/models/ldm_scalable.yaml) on that frozen embedder; the model directory holds both.
+# (The decoder stages keep the codes, so a diffusion decoder trained on the first stage
+# carries over: `rawdiff train --base config/models/ldm.yaml
 # config/models/ldm_scalable.yaml --train false --export DIR model.params.embedder=DECODER
 # model.params.init=OLD` keeps its weights and scales.)
 DEFAULT_STAGE := build/model-scalable

@@ -118,6 +118,8 @@ ENTROPY_MODELS = ("uniform", "unigram", "context")
 WB_SOURCES = ("as_shot", "gray_world")
 MATRIX_SOURCES = ("frame", "default")
 TONE_CURVES = ("smoothstep", "none")
+_CODE_TABLES = {"cfa": CFA_CODES, "entropy_model": ENTROPY_MODELS, "wb_source": WB_SOURCES,
+                "matrix_source": MATRIX_SOURCES, "tone_curve": TONE_CURVES}
 IDENTITY_MATRIX = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 MODEL_ID_BYTES = 16
@@ -531,11 +533,11 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _integer_levels(header: Header) -> Optional[List[int]]:
-    """The levels as uint16 when every one is an integer that fits, else None (float64)."""
-    values = list(header.black_level) + [header.white_level]
-    if all(v == int(v) and 0 <= v <= 0xFFFF for v in values):
-        return [int(v) for v in values]
+def _uint16_levels(levels: Sequence[float]) -> Optional[List[int]]:
+    """The black and white levels as uint16 when every one is an integer in 0..65535 (their
+    one form in version 4), else None (float64)."""
+    if all(math.isfinite(v) and v == int(v) and 0 <= v <= 0xFFFF for v in levels):
+        return [int(v) for v in levels]
     return None
 
 
@@ -543,7 +545,7 @@ def _head_v4(header: Header, stages, payload_length: int) -> bytes:
     if header.matrix_source == "default" and header.color_matrix != IDENTITY_MATRIX:
         raise BitstreamError("matrix_source 'default' is the identity matrix, got %r: set matrix_source 'frame'"
                              % ([list(header.color_matrix[i:i + 3]) for i in (0, 3, 6)],))
-    levels = _integer_levels(header)
+    levels = _uint16_levels(header.black_level + (header.white_level,))
     flags = (CFA_CODES.index(header.cfa) | ENTROPY_MODELS.index(header.entropy_model) << 2
              | WB_SOURCES.index(header.wb_source) << 4 | MATRIX_SOURCES.index(header.matrix_source) << 5
              | TONE_CURVES.index(header.tone_curve) << 6 | (FLOAT_LEVELS_FLAG if levels is None else 0))
@@ -613,12 +615,14 @@ def _check_length_and_crc(buf: bytes, start: int, payload_length: int, verify: b
             )
 
 
-def _check_codes(wb_code: int, matrix_code: int, tone_code: int) -> None:
-    for name, code, names in (("wb_source", wb_code, WB_SOURCES), ("matrix_source", matrix_code, MATRIX_SOURCES),
-                              ("tone_curve", tone_code, TONE_CURVES)):
+def _check_codes(**codes: int) -> None:
+    """Each code (keyword: the field) an index into its table of :data:`_CODE_TABLES`."""
+    for name, code in codes.items():
+        names = _CODE_TABLES[name]
         if code >= len(names):
             raise BitstreamError("unknown %s code %d (known: %s)" % (
-                name, code, ", ".join("%d=%s" % kv for kv in enumerate(names))))
+                name.replace("entropy_model", "entropy model"), code,
+                ", ".join("%d=%s" % kv for kv in enumerate(names))))
 
 
 def _parse_v3(buf: bytes, verify: bool) -> Tuple[Header, int]:
@@ -653,13 +657,8 @@ def _parse_v3(buf: bytes, verify: bool) -> Tuple[Header, int]:
         raw_stages = [_STAGE.unpack_from(buf, table + 1 + i * _STAGE.size) for i in range(count)]
         raw_stages = [(sc, km1 + 1, n) for sc, km1, n in raw_stages]
     _check_length_and_crc(buf, start, payload_length, verify)
-    if cfa_code >= len(CFA_CODES):
-        raise BitstreamError("unknown cfa code %d (known: %s)" % (
-            cfa_code, ", ".join("%d=%s" % kv for kv in enumerate(CFA_CODES))))
-    if entropy_code >= len(ENTROPY_MODELS):
-        raise BitstreamError("unknown entropy model code %d (known: %s)" % (
-            entropy_code, ", ".join("%d=%s" % kv for kv in enumerate(ENTROPY_MODELS))))
-    _check_codes(wb_code, matrix_code, tone_code)
+    _check_codes(cfa=cfa_code, entropy_model=entropy_code, wb_source=wb_code, matrix_source=matrix_code,
+                 tone_curve=tone_code)
     try:
         enc = buf[HEADER_FIXED_SIZE:table].decode("ascii")
     except UnicodeDecodeError:
@@ -674,8 +673,6 @@ def _parse_v3(buf: bytes, verify: bool) -> Tuple[Header, int]:
         stages=raw_stages if raw_stages is not None else ((1, k, payload_length),),
     )
     return header, start
-
-
 
 
 class _Cursor:
@@ -735,13 +732,11 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
     start = cur.pos
     payload_length = sum(n for _, _, n in raw_stages)
     _check_length_and_crc(buf, start, payload_length, verify)
-    if flags & FLOAT_LEVELS_FLAG and all(math.isfinite(v) and v == int(v) and 0 <= v <= 0xFFFF for v in levels):
+    if flags & FLOAT_LEVELS_FLAG and _uint16_levels(levels) is not None:
         raise BitstreamError("the black and white levels %r are integers in 0..65535 written as float64 "
                              "(they have one form: uint16)" % (list(levels),))
     entropy_code = flags >> 2 & 3
-    if entropy_code >= len(ENTROPY_MODELS):
-        raise BitstreamError("unknown entropy model code %d (known: %s)" % (
-            entropy_code, ", ".join("%d=%s" % kv for kv in enumerate(ENTROPY_MODELS))))
+    _check_codes(entropy_model=entropy_code)  # the one field whose bits can name no entry
     try:
         enc = buf[enc_at:enc_at + enc_len].decode("ascii")
     except UnicodeDecodeError:
@@ -796,6 +791,11 @@ def truncate(data: bytes, quality: int) -> bytes:
     return pack(cut, chunks)
 
 
+def _entry_size(version: int, length: int) -> int:
+    """Bytes of one stage's entry in the stage table of a bitstream of ``version``."""
+    return _STAGE_V4.size + len(_varint(length)) if version == 4 else _STAGE.size
+
+
 def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
     """The size in bytes of the bitstream of ``total`` bytes with ``header`` cut to each quality
     1..header.quality (what :func:`truncate` would give), from the stage table alone."""
@@ -803,8 +803,7 @@ def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
     sizes, size = {}, int(total)
     for q in range(len(stages), 0, -1):
         sizes[q] = size
-        n = stages[q - 1][2]
-        size -= n + (_STAGE_V4.size + len(_varint(n)) if header.version == 4 else _STAGE.size)
+        size -= stages[q - 1][2] + _entry_size(header.version, stages[q - 1][2])
     return sizes
 
 
@@ -816,8 +815,7 @@ def layout(data: bytes) -> Dict[str, Any]:
     header, start = _parse(buf, verify=False)
     if header.version < 3:
         raise BitstreamError("a version %d bitstream has no stage table" % header.version)
-    sizes = [(_STAGE_V4.size + len(_varint(n)) if header.version == 4 else _STAGE.size)
-             for _, _, n in header.stages]  # type: ignore[union-attr]
+    sizes = [_entry_size(header.version, n) for _, _, n in header.stages]  # type: ignore[union-attr]
     entries, at = [], start - sum(sizes)
     for size in sizes:
         entries.append(at)
