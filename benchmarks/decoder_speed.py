@@ -3,7 +3,8 @@ the model has one), per frame, on whatever device is present.
 
     python benchmarks/decoder_speed.py [--model DIR ...] [--size 1936x1112] [--repeats N]
                                        [--steps 1 4] [--device auto|cpu|cuda] [--threads N]
-                                       [--precision auto fp32 bf16 fp16] [--json OUT]
+                                       [--precision auto fp32 bf16 fp16]
+                                       [--memory-format auto channels_last contiguous] [--json OUT]
 
 For each model (default: models/default and models/colour where present), the frame
 (12-bit RGGB, unprocessed from a collage of scikit-image photographs, as
@@ -13,8 +14,9 @@ reported. That is what the decoder node and ``rawdiff decompress`` run: entropy 
 the decoder, the colour stage, 8-bit output. The diffusion decoder (``--steps``, at the
 model's default quality) is timed the same way with seed 0, at the model's default realism.
 Each ``--precision`` (default ``auto``: bfloat16/float16 autocast on CUDA, float32 on the
-CPU; ``Codec.load(precision=...)``) is a set of rows. Prints JSON, then a markdown table, on
-stdout; progress goes to stderr.
+CPU; ``Codec.load(precision=...)``) and each ``--memory-format`` (default ``auto``:
+channels_last on the CPU and CUDA; ``contiguous`` is NCHW; ``Codec.load(memory_format=...)``)
+is a set of rows. Prints JSON, then a markdown table, on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_model(model_dir: str, frame, args, precision: str) -> list:
+def bench_model(model_dir: str, frame, args, precision: str, memory_format: str) -> list:
     from rawdiff.codec import Codec
 
     codec = Codec.load(model_dir, device=args.device, backend="torch", threads=args.threads or None,
-                       precision=precision)
+                       precision=precision, memory_format=memory_format)
     has_diffusion = os.path.isfile(os.path.join(model_dir, "diffusion.safetensors"))
     rows = []
     name = os.path.relpath(model_dir, ROOT)
@@ -56,7 +58,7 @@ def bench_model(model_dir: str, frame, args, precision: str) -> list:
         data = codec.compress(frame, quality=q)
         s = timed(lambda data=data: codec.decompress(data, mode="fast"), args.repeats)
         rows.append({"model": name, "path": "fast", "quality": q, "steps": None, "bytes": len(data), "s": s})
-        log("%s q%d fast (%s): %.3f s" % (name, q, precision, s))
+        log("%s q%d fast (%s, %s): %.3f s" % (name, q, precision, memory_format, s))
     if has_diffusion:
         data = codec.compress(frame, quality=codec.default_quality)
         for steps in args.steps:
@@ -64,21 +66,24 @@ def bench_model(model_dir: str, frame, args, precision: str) -> list:
                       args.repeats)
             rows.append({"model": name, "path": "diffusion", "quality": codec.default_quality, "steps": steps,
                          "bytes": len(data), "s": s})
-            log("%s q%d diffusion %d steps (%s): %.3f s" % (name, codec.default_quality, steps, precision, s))
+            log("%s q%d diffusion %d steps (%s, %s): %.3f s" % (name, codec.default_quality, steps, precision,
+                                                                 memory_format, s))
     for r in rows:
         r["fps"] = 1.0 / r["s"]
         r["precision"] = precision
+        r["memory_format"] = memory_format
     return rows
 
 
 def markdown(rows: list, size, info: dict) -> str:
     lines = ["%s, %s cores, %s; %dx%d; median of the timed decodes" % (
         info["cpu"], info["cores"], info["device"], size[0], size[1]), "",
-        "| model | path | precision | quality | steps | bytes | s/frame | frames/s |",
-        "|---|---|---|---|---|---|---|---|"]
+        "| model | path | precision | memory format | quality | steps | bytes | s/frame | frames/s |",
+        "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append("| %s | %s | %s | %d | %s | %d | %.3f | %.2f |" % (
-            r["model"], r["path"], r["precision"], r["quality"], r["steps"] or "—", r["bytes"], r["s"], r["fps"]))
+        lines.append("| %s | %s | %s | %s | %d | %s | %d | %.3f | %.2f |" % (
+            r["model"], r["path"], r["precision"], r["memory_format"], r["quality"], r["steps"] or "—", r["bytes"],
+            r["s"], r["fps"]))
     return "\n".join(lines)
 
 
@@ -93,6 +98,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "fp16"],
                    help="what the decoder networks run in (default auto: half precision on CUDA, float32 on the CPU)")
+    p.add_argument("--memory-format", nargs="+", default=["auto"], choices=["auto", "channels_last", "contiguous"],
+                   help="how the decoder networks lay out their tensors (default auto: channels_last on the CPU "
+                   "and CUDA)")
     p.add_argument("--json", help="also write the JSON results to this file")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -111,7 +119,8 @@ def main(argv=None) -> int:
     rows = []
     for m in models:
         for precision in args.precision:
-            rows += bench_model(os.path.abspath(m), frame, args, precision)
+            for memory_format in args.memory_format:
+                rows += bench_model(os.path.abspath(m), frame, args, precision, memory_format)
     out = {"machine": info, "size": list(args.size), "repeats": args.repeats, "results": rows}
     if args.json:
         with open(args.json, "w") as f:

@@ -5,7 +5,7 @@ at the top of a module and inside functions alike. Bottom to top:
 
     0  raw, config, paths, outputs, device
     1  nn, diffusion, codec.bitstream, codec.entropy (coding), data
-    2  codec.modeldir (the model directory), metrics
+    2  codec.modeldir (the model directory), metrics, task_fidelity
     3  models
     4  codec (the runtime: codec.codec, and the package, which hands out Codec)
     5  training: train, codec.prior_fit, export; eval
@@ -36,7 +36,7 @@ UNITS = (
     ("rawdiff.raw", 0), ("rawdiff.config", 0), ("rawdiff.paths", 0), ("rawdiff.outputs", 0), ("rawdiff.device", 0),
     ("rawdiff.nn", 1), ("rawdiff.diffusion", 1), ("rawdiff.codec.bitstream", 1), ("rawdiff.codec.entropy", 1),
     ("rawdiff.data", 1),
-    ("rawdiff.codec.modeldir", 2), ("rawdiff.metrics", 2),
+    ("rawdiff.codec.modeldir", 2), ("rawdiff.metrics", 2), ("rawdiff.task_fidelity", 2),
     ("rawdiff.models", 3),
     ("rawdiff.codec", 4),
     ("rawdiff.train", 5), ("rawdiff.codec.prior_fit", 5), ("rawdiff.export", 5), ("rawdiff.eval", 5),

@@ -208,3 +208,32 @@ def test_precision_is_chosen_at_run_time_and_checked(scalable_ldm, frame):
         a = full.decompress(payload, mode=mode, steps=2)
         b = half.decompress(payload, mode=mode, steps=2)
         assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 3.0
+
+
+def test_memory_format_is_chosen_at_run_time_and_checked(scalable_ldm, frame):
+    from rawdiff.device import network_memory_format
+
+    cpu = torch.device("cpu")
+    assert network_memory_format(cpu) == torch.channels_last  # oneDNN's convolutions are faster in NHWC
+    assert network_memory_format(cpu, "contiguous") == torch.contiguous_format
+    assert network_memory_format(torch.device("meta")) == torch.contiguous_format
+    with pytest.raises(ValueError, match="memory_format must be one of auto, channels_last, contiguous"):
+        network_memory_format(cpu, "nhwc")
+    _, model_dir, _ = scalable_ldm
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        Codec.load(model_dir, device="cpu", memory_format="nhwc")
+    nhwc = Codec.load(model_dir, device="cpu")
+    nchw = Codec.load(model_dir, device="cpu", memory_format="contiguous")
+
+    def nhwc_weights(net):  # is each 3x3 convolution's weight laid out channels_last? (1x1 ones are both)
+        return [m.weight.is_contiguous(memory_format=torch.channels_last) for m in net.modules()
+                if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]
+
+    assert nhwc_weights(nhwc.embedder.decoder) and all(nhwc_weights(nhwc.embedder.decoder))
+    assert nhwc_weights(nhwc.diffusion().denoiser) and all(nhwc_weights(nhwc.diffusion().denoiser))
+    assert not any(nhwc_weights(nchw.embedder.decoder)) and not any(nhwc_weights(nchw.diffusion().denoiser))
+    payload = nhwc.compress(frame, quality=3)
+    for mode in ("fast", "diffusion"):  # the same decoding up to float rounding
+        a = nhwc.decompress(payload, mode=mode, steps=2)
+        b = nchw.decompress(payload, mode=mode, steps=2)
+        assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1

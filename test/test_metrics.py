@@ -83,7 +83,7 @@ def test_sliced_wasserstein_is_zero_for_the_reference_and_grows_with_blur_and_no
 def test_task_fidelity_people_and_orb_on_a_street_frame():
     import cv2
 
-    from rawdiff.metrics import TaskReference, box_iou
+    from rawdiff.task_fidelity import TaskReference, box_iou
 
     cap = cv2.VideoCapture("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # pedestrians (opencv-doc)
     ok, bgr = cap.read()

@@ -50,6 +50,28 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[to
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+#: how the decoder networks lay out their weights and activations (``Codec.load(memory_format=...)``)
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+def check_memory_format(memory_format: str) -> str:
+    """``memory_format`` if it is one of :data:`MEMORY_FORMATS`, else a ValueError naming them."""
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError("memory_format must be one of %s, got %r" % (", ".join(MEMORY_FORMATS), memory_format))
+    return memory_format
+
+
+def network_memory_format(device: torch.device, memory_format: str = "auto") -> torch.memory_format:
+    """The torch memory format of the decoder networks on ``device``. ``auto``: channels_last
+    (NHWC) on the CPU, where oneDNN's convolutions decoded a 1936x1112 frame 1.4 times faster
+    than in NCHW (2-core AMD EPYC with AVX2; the outputs differ by float rounding only), and
+    on CUDA, where cuDNN's half-precision convolutions run on tensor cores in NHWC; NCHW
+    (``contiguous``) on other devices."""
+    if check_memory_format(memory_format) == "auto":
+        return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+    return torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), as torch's CPU
     checks say; True where this torch has none of them (the configured precision is kept)."""

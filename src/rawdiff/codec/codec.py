@@ -108,11 +108,14 @@ class Codec:
     def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], prior,
                  device: str = "auto", backend: str = "torch", onnx_session=None, threads: Optional[int] = None,
                  max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                 precision: str = "auto"):
+                 precision: str = "auto", memory_format: str = "auto"):
         self.model_dir = model_dir
         #: what the decoder networks run in: rawdiff.device.autocast_dtype (auto: half precision
         #: on CUDA, float32 on the CPU)
         self.precision = precision
+        #: how the decoder networks lay out their tensors: rawdiff.device.network_memory_format
+        #: (auto: channels_last on the CPU and CUDA)
+        self.memory_format = memory_format
         #: frames declaring more pixels are refused from the header (None: no limit)
         self.max_pixels = check_max_pixels(max_pixels)
         #: code grids larger than tile x tile codes decode in tiles (0: never)
@@ -155,7 +158,7 @@ class Codec:
     @classmethod
     def load(cls, model_dir: str, device: str = "auto", backend: str = "torch",
              threads: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-             tile: int = DEFAULT_TILE, precision: str = "auto") -> Codec:
+             tile: int = DEFAULT_TILE, precision: str = "auto", memory_format: str = "auto") -> Codec:
         """The codec of a model directory.
 
         ``backend``: ``torch``, ``onnx`` (the directory's ``encoder.onnx``; an error when it is
@@ -166,7 +169,9 @@ class Codec:
         until a frame is decoded. ``max_pixels`` (None or 0: no limit) and ``tile`` (0: no
         tiling) bound what decoding may use; see the module docstring. ``precision``: what the
         decoder networks run in (:func:`rawdiff.device.autocast_dtype`; ``auto``: bfloat16 or
-        float16 on CUDA, float32 on the CPU)."""
+        float16 on CUDA, float32 on the CPU). ``memory_format``: how the decoder networks lay
+        out their tensors (:func:`rawdiff.device.network_memory_format`; ``auto``:
+        channels_last on the CPU and CUDA)."""
         from rawdiff.codec.entropy import StagedPrior
 
         max_pixels, tile = check_max_pixels(max_pixels), check_tile(tile)
@@ -174,10 +179,11 @@ class Codec:
             raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         if threads is not None and int(threads) < 1:
             raise ValueError("threads must be at least 1, got %r" % (threads,))
-        if precision != "auto":  # "auto" needs no torch; the others do
-            from rawdiff.device import check_precision
+        if precision != "auto" or memory_format != "auto":  # "auto" needs no torch; the others do
+            from rawdiff.device import check_memory_format, check_precision
 
             check_precision(precision)
+            check_memory_format(memory_format)
         info = read_model_dir(model_dir)
         prior = StagedPrior.load(os.path.join(model_dir, "prior.safetensors"))
         session = None
@@ -189,7 +195,8 @@ class Codec:
         elif backend == "auto":
             session = _auto_session(model_dir, device, threads, info["meta"])
         codec = cls(model_dir, info["config"], info["meta"], prior, device, "onnx" if session is not None else "torch",
-                    session, threads, max_pixels=max_pixels, tile=tile, precision=precision)
+                    session, threads, max_pixels=max_pixels, tile=tile, precision=precision,
+                    memory_format=memory_format)
         if session is None:
             codec.embedder  # noqa: B018 - load (and check) the torch encoder now, not on the first frame
         return codec
@@ -215,9 +222,19 @@ class Codec:
             if self.threads:
                 torch.set_num_threads(int(self.threads))
             params = self.config.get("model", {}).get("params", {})
-            self._embedder = load_embedder(params, load_file(os.path.join(self.model_dir, "embedder.safetensors")),
-                                           self._device)
+            embedder = load_embedder(params, load_file(os.path.join(self.model_dir, "embedder.safetensors")),
+                                     self._device)
+            self._embedder = self.for_inference(embedder)
         return self._embedder
+
+    def for_inference(self, network):
+        """``network`` on the codec's device in its memory format (:attr:`memory_format`),
+        in eval mode: how the codec runs its decoder networks."""
+        from rawdiff.device import network_memory_format
+
+        if self._device is None:
+            self.embedder  # noqa: B018 - resolves the device
+        return network.to(self._device, memory_format=network_memory_format(self._device, self.memory_format)).eval()
 
     # -- encoder side -------------------------------------------------------------------
 

@@ -92,7 +92,8 @@ class _Meter:
         self.ref = self.ref_t = self.task = self.swd = None
 
     def set_reference(self, ref: np.ndarray) -> None:
-        from rawdiff.metrics import SlicedWassersteinReference, TaskReference, to_tensor
+        from rawdiff.metrics import SlicedWassersteinReference, to_tensor
+        from rawdiff.task_fidelity import TaskReference
 
         self.ref, self.ref_t = ref, to_tensor(ref)
         self.task = TaskReference(ref)  # people boxes and ORB keypoints of the reference
@@ -102,6 +103,7 @@ class _Meter:
         import torch
 
         from rawdiff import metrics
+        from rawdiff.task_fidelity import dice_share
 
         # one thread: these small convolutions and FFTs gain little from more, and on a
         # shared machine torch's spinning threads made them several times slower
@@ -115,7 +117,7 @@ class _Meter:
                    "grid": metrics.grid_strength(img) if min(img.shape[:2]) > 2 * metrics.GRID_PERIOD else None,
                    "orb": self.task.orb_share(img), "butteraugli": None, "butteraugli_3norm": None}
             out.update(zip(PEOPLE_COUNTS, self.task.people_match(img)))
-            out["people"] = metrics.dice_share(*(out[k] for k in PEOPLE_COUNTS))
+            out["people"] = dice_share(*(out[k] for k in PEOPLE_COUNTS))
         finally:
             torch.set_num_threads(threads)
         if self.butteraugli:

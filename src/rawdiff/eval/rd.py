@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rawdiff.task_fidelity import dice_share
+
 #: (key, label, higher is better)
 METRICS = (("psnr", "PSNR (dB)", True), ("ms_ssim", "MS-SSIM", True),
            ("butteraugli", "butteraugli", False), ("spectral", "spectral distance", False),
@@ -74,8 +76,7 @@ def curves(results: Dict[str, Any]) -> Dict[str, Curve]:
                 vals = [r.get(key) for r in rows]
                 avg[key] = None if any(v is None for v in vals) else float(np.mean(vals))
             if all(r.get(k) is not None for r in rows for k in PEOPLE_COUNTS):
-                matched, boxes = (sum(r[k] for r in rows for k in ks) for ks in (PEOPLE_COUNTS[:1], PEOPLE_COUNTS[1:]))
-                avg["people"] = 1.0 if boxes == 0 else 2.0 * matched / boxes
+                avg["people"] = dice_share(*(sum(r[k] for r in rows) for k in PEOPLE_COUNTS))
             pts.append(avg)
         out[codec] = sorted(pts, key=lambda p: p["bpp"])
     return out

@@ -646,7 +646,7 @@ def load_diffusion_decoder(codec, path: str) -> DiffusionDecoder:
     params = ldm_cfg["model"].get("params") or {}
     denoiser = denoiser_from_params(params, codec.embedder.quantize)
     load_matching(denoiser, load_file(path), path)
-    denoiser.to(codec.device).eval()
+    denoiser = codec.for_inference(denoiser)
     sampling = params.get("sampling") or {}
     return DiffusionDecoder(codec.embedder, denoiser, codec.device, sampler=sampling.get("sampler", "dpmpp_2m"),
                             guidance_scale=sampling.get("guidance_scale", 1.0), eta=sampling.get("eta", 0.0),
