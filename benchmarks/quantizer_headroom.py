@@ -3,7 +3,8 @@ WebP at the same bytes.
 
     python benchmarks/quantizer_headroom.py [--model DIR] [--data data/corpus/test_held.txt]
                                             [--qualities 1 2 3 4 5 6] [--max-frames N]
-                                            [--max-pixels N] [--sigma 4] [--json OUT]
+                                            [--max-pixels N] [--sigma 4]
+                                            [--mean-steps 0.125 0.0625 ...] [--json OUT]
 
 For a model with linear paths (a fixed linear analysis of each cell's mosaic samples, as the
 default model has), per frame and operating point q, against the reference image:
@@ -16,13 +17,24 @@ default model has), per frame and operating point q, against the reference image
 - ``linear, whole latent``: that latent back to mosaic samples and through the ISP: the
   analysis' own ceiling;
 - ``WebP, same bytes``: cwebp on the reference image at the largest file no larger than the
-  rawdiff stream (where its lowest setting gets there).
+  rawdiff stream (where its lowest setting gets there);
+- ``linear, codes + means D``: the codes' latent with the plane means of each cell (R, G1,
+  G2, B over its 4x4 samples of each plane) corrected towards the vehicle's: in a gamma
+  domain (x^(1/2.2)), as luma and two colour differences (G1 - G2 is left as coded), the
+  difference to what the codes give quantised with step D (2 D for the colour differences),
+  rendered as ``linear, codes``. Its bytes add an estimate of what coding those integers
+  costs: their empirical entropy in the frame, per channel, plus 12 bits for each value that
+  occurs. What a scalar refinement of the coarse content, next to the vector stages, would
+  buy (through the linear rendering only: the shipped decoder was trained on codes alone).
 
 Besides PSNR and MS-SSIM, the error is split by a Gaussian low-pass (``--sigma`` pixels) into
 its coarse part (``low rms``: what stays after blurring the difference; colour and shading)
 and its fine part (``high rms``), in 8-bit levels; ``latent kept`` is the share of the
-latent's variance (about its mean) that the codes of q carry. Prints JSON, then a markdown
-table of the means over the frames; progress goes to stderr.
+latent's variance (about its mean) that the codes of q carry. Last, BD-rates (PSNR, MS-SSIM)
+against WebP's sweep (its curve of means over the frames, as ``rawdiff eval``): of the fast
+path, of ``linear, codes``, and of the best of ``linear, codes`` and every ``linear, codes +
+means`` point (their Pareto front). Prints JSON, then markdown tables of the means over the
+frames; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -40,6 +52,9 @@ sys.path.insert(0, BENCH)
 from encoder_speed import ROOT, log, machine  # noqa: E402
 
 PATHS = ("fast", "linear, codes", "decoder, whole latent", "linear, whole latent", "WebP, same bytes")
+#: plane means R, G1, G2, B (gamma domain) -> luma, R - G, B - G, G1 - G2
+MEAN_TRANSFORM = ((0.25, 0.25, 0.25, 0.25), (1.0, -0.5, -0.5, 0.0), (0.0, -0.5, -0.5, 1.0), (0.0, 1.0, -1.0, 0.0))
+GAMMA = 2.2
 
 
 def measure(ref: np.ndarray, img: np.ndarray, sigma: float) -> dict:
@@ -74,7 +89,58 @@ def linear_image(codec, frame, z, pinv, bias) -> np.ndarray:
     return render(frame.copy(mosaic=np.clip(np.round(mosaic), 0, 65535).astype(np.uint16)))
 
 
-def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp) -> list:
+def histogram_bits(levels: np.ndarray) -> float:
+    """Bits to code integer ``levels`` with their own histogram: its empirical entropy, plus
+    12 bits for each value that occurs (the table)."""
+    _, counts = np.unique(levels, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(counts * np.log2(p)).sum()) + 12.0 * len(counts)
+
+
+class MeanRefinement:
+    """The plane means of each cell as linear functions of the latent (through the analysis'
+    pseudo-inverse), and the smallest change of a latent that sets them."""
+
+    def __init__(self, pinv, bias):
+        import torch
+
+        cell = pinv.shape[0]  # 4 planes x (f/2)^2 samples, plane-major (pixel_unshuffle's order)
+        per = cell // 4
+        means = torch.zeros(4, cell, dtype=torch.float64)
+        for c in range(4):
+            means[c, c * per: (c + 1) * per] = 1.0 / per
+        self.A = means @ pinv.double()  # 4 x D
+        self.A_inv = self.A.t() @ torch.linalg.inv(self.A @ self.A.t())  # D x 4: least-norm change
+        self.bias = bias.double()
+        self.T = torch.tensor(MEAN_TRANSFORM, dtype=torch.float64)
+        self.T_inv = torch.linalg.inv(self.T)
+
+    def means(self, z):
+        import torch
+
+        return torch.einsum("cd,bdhw->bchw", self.A, z.double() - self.bias[None, :, None, None])
+
+    def gamma_channels(self, z):
+        import torch
+
+        return torch.einsum("kc,bchw->bkhw", self.T, self.means(z).clamp(0, 1) ** (1 / GAMMA))
+
+    def refine(self, z_e, z_q, step: float):
+        """``(latent, bits)``: ``z_q`` with its cells' means moved to the vehicle's ``z_e``'s,
+        quantised with ``step`` (2 ``step`` for the colour differences), and the estimated bits."""
+        import torch
+
+        steps = torch.tensor([step, 2 * step, 2 * step, 0.0], dtype=torch.float64)[None, :, None, None]
+        coded = self.gamma_channels(z_q)
+        levels = torch.where(steps > 0, torch.round((self.gamma_channels(z_e) - coded) / steps.clamp_min(1e-12)),
+                             torch.zeros_like(coded))
+        bits = sum(histogram_bits(levels[0, c].cpu().numpy().astype(np.int64)) for c in range(3))
+        target = torch.einsum("ck,bkhw->bchw", self.T_inv, coded + levels * steps).clamp(0, 1) ** GAMMA
+        change = torch.einsum("dc,bchw->bdhw", self.A_inv, target - self.means(z_q))
+        return (z_q.double() + change).float(), bits
+
+
+def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp, mean_steps) -> list:
     import torch
 
     from rawdiff.eval.evaluate import at_bytes
@@ -84,6 +150,7 @@ def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp) -> 
     D = emb.quantize.embed_dim
     weight = emb.analysis_weight.double()
     pinv, bias = torch.linalg.pinv(weight).float(), emb.analysis_bias.float()
+    refinement = MeanRefinement(pinv, bias)
     h, w = ref.shape[:2]
     rows = []
     with torch.inference_mode():
@@ -100,7 +167,7 @@ def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp) -> 
 
             def add(path: str, img: np.ndarray, q: int = q, nbytes: int = len(payload), kept: float = kept) -> None:
                 rows.append(dict(measure(ref, img[:h, :w], sigma), path=path, quality=q, bytes=nbytes,
-                                 latent_kept=kept))
+                                 bpp=8.0 * nbytes / (h * w), latent_kept=kept))
 
             add("fast", codec.decompress(payload))
             add("linear, codes", linear_image(codec, frame, z_q[:, :D], pinv, bias))
@@ -112,14 +179,57 @@ def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp) -> 
                 coded, reached = at_bytes(webp, ref, len(payload))
                 if reached:
                     add("WebP, same bytes", coded.decoded, nbytes=coded.nbytes)
+            for step in mean_steps:
+                z_m, bits = refinement.refine(z_e, z_q[:, :D], step)
+                add("linear, codes + means %g" % step, linear_image(codec, frame, z_m, pinv, bias),
+                    nbytes=len(payload) + bits / 8.0)
     return rows
+
+
+def webp_rows(webp, ref: np.ndarray) -> list:
+    """WebP's sweep of one reference image: rate (bits per pixel), PSNR and MS-SSIM a setting."""
+    from rawdiff import metrics
+
+    r = metrics.to_tensor(ref)
+    rows = []
+    for e in webp.sweep(ref, list(webp.settings)):
+        t = metrics.to_tensor(e.decoded)
+        rows.append({"setting": e.setting, "bpp": 8.0 * e.nbytes / (ref.shape[0] * ref.shape[1]),
+                     "psnr": metrics.psnr(t, r), "ms_ssim": float(metrics.ms_ssim(t, r)[0])})
+    return rows
+
+
+def bd_rates(rows: list, webp: list) -> list:
+    """BD-rates against WebP's curve of means: of the fast path, of ``linear, codes``, and of
+    the Pareto front of ``linear, codes`` and its mean refinements."""
+    from rawdiff.eval.rd import bd_rate, pareto
+
+    def curve(sel: list, key) -> list:
+        points = {}
+        for r in sel:
+            points.setdefault(key(r), []).append(r)
+        return sorted(({"bpp": float(np.mean([r["bpp"] for r in v])), "psnr": float(np.mean([r["psnr"] for r in v])),
+                        "ms_ssim": float(np.mean([r["ms_ssim"] for r in v]))} for v in points.values()),
+                      key=lambda p: p["bpp"])
+
+    anchor = curve(webp, lambda r: r["setting"])
+    curves = {"fast": curve([r for r in rows if r["path"] == "fast"], lambda r: r["quality"]),
+              "linear, codes": curve([r for r in rows if r["path"] == "linear, codes"], lambda r: r["quality"])}
+    refined = curve([r for r in rows if r["path"].startswith("linear, codes")], lambda r: (r["path"], r["quality"]))
+    out = []
+    for name, c in list(curves.items()) + [("linear, codes and mean refinements (front)", refined)]:
+        row = {"curve": name}
+        for key in ("psnr", "ms_ssim"):
+            row[key] = bd_rate(anchor, pareto(c, key) if "front" in name else c, key)
+        out.append(row)
+    return out
 
 
 def summary(rows: list, frames: int) -> list:
     out = []
     keys = ("psnr", "ms_ssim", "low_rms", "high_rms", "latent_kept", "bytes")
     for q in sorted({r["quality"] for r in rows}):
-        for p in PATHS:
+        for p in dict.fromkeys(PATHS + tuple(r["path"] for r in rows)):
             sel = [r for r in rows if r["quality"] == q and r["path"] == p]
             if sel:
                 out.append(dict({k: float(np.mean([r[k] for r in sel])) for k in keys}, quality=q, path=p,
@@ -127,7 +237,7 @@ def summary(rows: list, frames: int) -> list:
     return out
 
 
-def markdown(table: list, frames: int, info: dict, sigma: float) -> str:
+def markdown(table: list, frames: int, info: dict, sigma: float, bd: list) -> str:
     lines = ["%d frames; %s, %s cores; coarse/fine split by a Gaussian of sigma %g px" % (
         frames, info["cpu"], info["cores"], sigma), "",
         "| quality | path | frames | bytes | latent kept | PSNR (dB) | MS-SSIM | low rms | high rms |",
@@ -136,6 +246,10 @@ def markdown(table: list, frames: int, info: dict, sigma: float) -> str:
         lines.append("| %d | %s | %s | %.0f | %.3f | %.2f | %.4f | %.2f | %.2f |" % (
             r["quality"], r["path"], r["frames"], r["bytes"], r["latent_kept"], r["psnr"], r["ms_ssim"],
             r["low_rms"], r["high_rms"]))
+    lines += ["", "| BD-rate against WebP | PSNR | MS-SSIM |", "|---|---|---|"]
+    for r in bd:
+        lines.append("| %s | %s | %s |" % (r["curve"], *("—" if r[k] is None else "%+.1f %%" % r[k]
+                                                           for k in ("psnr", "ms_ssim"))))
     return "\n".join(lines)
 
 
@@ -148,6 +262,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-frames", type=int, default=0, help="at most N frames (0: all)")
     p.add_argument("--max-pixels", type=int, default=1_000_000, help="centre crop of each frame (as rawdiff eval)")
     p.add_argument("--sigma", type=float, default=4.0, help="the low-pass's Gaussian, in pixels")
+    p.add_argument("--mean-steps", type=float, nargs="*", default=[0.125, 0.0625, 0.03125, 0.015625],
+                   help="steps of the plane-mean refinement (gamma domain; none: skip it)")
     p.add_argument("--json", help="also write the JSON results to this file")
     args = p.parse_args(argv)
     import torch
@@ -169,21 +285,27 @@ def main(argv=None) -> int:
         log(note)
     paths = find_frames([args.data])
     paths = paths[: args.max_frames] if args.max_frames else paths
-    rows = []
+    if any(not 0 < s < 1 for s in args.mean_steps):
+        p.error("--mean-steps must be in (0, 1)")
+    webp = baselines[0] if baselines else None
+    rows, sweeps = [], []
     for i, path in enumerate(paths):
         log("%d/%d %s" % (i + 1, len(paths), path))
         frame, ref, _ = load_frame(path, args.max_pixels)
-        rows += [dict(r, frame=i) for r in frame_rows(codec, frame, ref, qualities, args.sigma,
-                                                      baselines[0] if baselines else None)]
+        rows += [dict(r, frame=i) for r in frame_rows(codec, frame, ref, qualities, args.sigma, webp,
+                                                      args.mean_steps)]
+        if webp is not None:
+            sweeps += [dict(r, frame=i) for r in webp_rows(webp, ref)]
     info = dict(machine(), device=str(codec.device), threads=torch.get_num_threads())
     table = summary(rows, len(paths))
+    bd = bd_rates(rows, sweeps) if sweeps else []
     out = {"machine": info, "model": codec.model_id, "frames": paths, "sigma": args.sigma, "summary": table,
-           "rows": rows}
+           "bd_rates": bd, "rows": rows, "webp": sweeps}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
-    print(json.dumps({"machine": info, "model": codec.model_id, "summary": table}, indent=2))
-    print(markdown(table, len(paths), info, args.sigma))
+    print(json.dumps({"machine": info, "model": codec.model_id, "summary": table, "bd_rates": bd}, indent=2))
+    print(markdown(table, len(paths), info, args.sigma, bd))
     return 0
 
 

@@ -63,8 +63,8 @@ def check_memory_format(memory_format: str) -> str:
 
 def network_memory_format(device: torch.device, memory_format: str = "auto") -> torch.memory_format:
     """The torch memory format of the decoder networks on ``device``. ``auto``: channels_last
-    (NHWC) on the CPU, where oneDNN's convolutions decoded a 1936x1112 frame 1.4 times faster
-    than in NCHW (2-core AMD EPYC with AVX2; the outputs differ by float rounding only), and
+    (NHWC) on the CPU, where oneDNN's convolutions decoded a 1936x1112 frame 1.2 to 1.4 times
+    faster than in NCHW (2-core AMD EPYC with AVX2; the outputs differ by float rounding only), and
     on CUDA, where cuDNN's half-precision convolutions run on tensor cores in NHWC; NCHW
     (``contiguous``) on other devices."""
     if check_memory_format(memory_format) == "auto":

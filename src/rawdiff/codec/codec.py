@@ -224,7 +224,9 @@ class Codec:
             params = self.config.get("model", {}).get("params", {})
             embedder = load_embedder(params, load_file(os.path.join(self.model_dir, "embedder.safetensors")),
                                      self._device)
-            self._embedder = self.for_inference(embedder)
+            for network in embedder.decoder_side():  # the encoder as exported: its codes are encoder.onnx's
+                self.for_inference(network)
+            self._embedder = embedder
         return self._embedder
 
     def for_inference(self, network):

@@ -332,6 +332,12 @@ class Embedder(nn.Module):
             return self.refine(y) if self.refine is not None else y
         return F.pixel_shuffle(y, self.stem) if self.stem > 1 else y
 
+    def decoder_side(self) -> List[nn.Module]:
+        """The networks :meth:`decode` runs (decoder, linear synthesis, refine head), not the
+        encoder's: a decoder may lay them out as suits its device while the encoder's codes
+        stay those of the exported graph."""
+        return [m for m in (self.decoder, getattr(self, "synthesis", None), self.refine) if m is not None]
+
     def synthesise(self, z_q: torch.Tensor) -> torch.Tensor:
         """The linear synthesis of the decoder input ``z_q`` (B x (D + 1) x h x w with the
         quality channel): per cell its ``3 f^2`` output values, before the depth-to-space. A
