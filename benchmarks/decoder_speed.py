@@ -15,7 +15,7 @@ the decoder, the colour stage, 8-bit output. The diffusion decoder (``--steps``,
 model's default quality) is timed the same way with seed 0, at the model's default realism.
 Each ``--precision`` (default ``auto``: bfloat16/float16 autocast on CUDA, float32 on the
 CPU; ``Codec.load(precision=...)``) and each ``--memory-format`` (default ``auto``:
-channels_last on the CPU and CUDA; ``contiguous`` is NCHW; ``Codec.load(memory_format=...)``)
+channels_last on the CPU, NCHW elsewhere; ``contiguous`` is NCHW; ``Codec.load(memory_format=...)``)
 is a set of rows. Prints JSON, then a markdown table, on stdout; progress goes to stderr.
 """
 
@@ -99,8 +99,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "fp16"],
                    help="what the decoder networks run in (default auto: half precision on CUDA, float32 on the CPU)")
     p.add_argument("--memory-format", nargs="+", default=["auto"], choices=["auto", "channels_last", "contiguous"],
-                   help="how the decoder networks lay out their tensors (default auto: channels_last on the CPU "
-                   "and CUDA)")
+                   help="how the decoder networks lay out their tensors (default auto: channels_last on the CPU, "
+                   "NCHW elsewhere)")
     p.add_argument("--json", help="also write the JSON results to this file")
     args = p.parse_args(argv)
     if args.repeats < 1:

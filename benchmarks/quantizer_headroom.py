@@ -30,7 +30,7 @@ default model has), per frame and operating point q, against the reference image
 Besides PSNR and MS-SSIM, the error is split by a Gaussian low-pass (``--sigma`` pixels) into
 its coarse part (``low rms``: what stays after blurring the difference; colour and shading)
 and its fine part (``high rms``), in 8-bit levels; ``latent kept`` is the share of the
-latent's variance (about its mean) that the codes of q carry. Last, BD-rates (PSNR, MS-SSIM)
+latent's variance (about its mean) that the codes of q carry (1 for the whole latent). Last, BD-rates (PSNR, MS-SSIM)
 against WebP's sweep (its curve of means over the frames, as ``rawdiff eval``): of the fast
 path, of ``linear, codes``, and of the best of ``linear, codes`` and every ``linear, codes +
 means`` point (their Pareto front). Prints JSON, then markdown tables of the means over the
@@ -72,7 +72,8 @@ def measure(ref: np.ndarray, img: np.ndarray, sigma: float) -> dict:
 
 def linear_image(codec, frame, z, pinv, bias) -> np.ndarray:
     """The latent ``z`` (1 x D x h x w) back to the frame's mosaic by the analysis'
-    pseudo-inverse, rendered by the reference ISP with the frame's parameters."""
+    pseudo-inverse, rendered by the reference ISP with the white-balance gains and colour
+    matrix the bitstream carries (no colour-statistics correction: the fast path has it)."""
     import torch
     import torch.nn.functional as F
 
@@ -86,7 +87,8 @@ def linear_image(codec, frame, z, pinv, bias) -> np.ndarray:
     planes = np.clip(planes / np.array([gains[0], gains[1], gains[1], gains[2]], np.float32)[:, None, None], 0, 1)
     black = frame.black_level_map()
     mosaic = planes_to_mosaic(planes, frame.cfa) * (frame.white_level - black) + black
-    return render(frame.copy(mosaic=np.clip(np.round(mosaic), 0, 65535).astype(np.uint16)))
+    return render(frame.copy(mosaic=np.clip(np.round(mosaic), 0, 65535).astype(np.uint16),
+                             wb_gains=np.asarray(gains, dtype=np.float64)))
 
 
 def histogram_bits(levels: np.ndarray) -> float:
@@ -165,20 +167,21 @@ def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp, mea
             z_q = emb.lookup_codes(idx, header.code_shape).float()
             kept = 1.0 - float((z_e - z_q[:, :D]).pow(2).sum()) / variance
 
-            def add(path: str, img: np.ndarray, q: int = q, nbytes: int = len(payload), kept: float = kept) -> None:
+            def add(path: str, img: np.ndarray, q: int = q, nbytes: float = len(payload), kept=kept) -> None:
                 rows.append(dict(measure(ref, img[:h, :w], sigma), path=path, quality=q, bytes=nbytes,
                                  bpp=8.0 * nbytes / (h * w), latent_kept=kept))
 
             add("fast", codec.decompress(payload))
             add("linear, codes", linear_image(codec, frame, z_q[:, :D], pinv, bias))
             whole = torch.cat([z_e, z_q[:, D:]], dim=1)  # the quality channel of q
-            out = emb.decode(whole)[0].clamp(0, 1).float().cpu().numpy().transpose(1, 2, 0)
-            add("decoder, whole latent", codec.render(np.ascontiguousarray(out), header))
-            add("linear, whole latent", whole_linear)
+            with codec._autocast():  # as the codec decodes
+                out = emb.decode(whole)[0].clamp(0, 1).float().cpu().numpy().transpose(1, 2, 0)
+            add("decoder, whole latent", codec.render(np.ascontiguousarray(out), header), kept=1.0)
+            add("linear, whole latent", whole_linear, kept=1.0)
             if webp is not None:
                 coded, reached = at_bytes(webp, ref, len(payload))
                 if reached:
-                    add("WebP, same bytes", coded.decoded, nbytes=coded.nbytes)
+                    add("WebP, same bytes", coded.decoded, nbytes=coded.nbytes, kept=None)
             for step in mean_steps:
                 z_m, bits = refinement.refine(z_e, z_q[:, :D], step)
                 add("linear, codes + means %g" % step, linear_image(codec, frame, z_m, pinv, bias),
@@ -202,7 +205,7 @@ def webp_rows(webp, ref: np.ndarray) -> list:
 def bd_rates(rows: list, webp: list) -> list:
     """BD-rates against WebP's curve of means: of the fast path, of ``linear, codes``, and of
     the Pareto front of ``linear, codes`` and its mean refinements."""
-    from rawdiff.eval.rd import bd_rate, pareto
+    from rawdiff.eval.rd import bd_rate
 
     def curve(sel: list, key) -> list:
         points = {}
@@ -220,7 +223,7 @@ def bd_rates(rows: list, webp: list) -> list:
     for name, c in list(curves.items()) + [("linear, codes and mean refinements (front)", refined)]:
         row = {"curve": name}
         for key in ("psnr", "ms_ssim"):
-            row[key] = bd_rate(anchor, pareto(c, key) if "front" in name else c, key)
+            row[key] = bd_rate(anchor, c, key)  # on each curve's Pareto front
         out.append(row)
     return out
 
@@ -232,7 +235,8 @@ def summary(rows: list, frames: int) -> list:
         for p in dict.fromkeys(PATHS + tuple(r["path"] for r in rows)):
             sel = [r for r in rows if r["quality"] == q and r["path"] == p]
             if sel:
-                out.append(dict({k: float(np.mean([r[k] for r in sel])) for k in keys}, quality=q, path=p,
+                out.append(dict({k: None if any(r[k] is None for r in sel) else float(np.mean([r[k] for r in sel]))
+                                 for k in keys}, quality=q, path=p,
                                 frames="%d/%d" % (len(sel), frames)))
     return out
 
@@ -243,8 +247,9 @@ def markdown(table: list, frames: int, info: dict, sigma: float, bd: list) -> st
         "| quality | path | frames | bytes | latent kept | PSNR (dB) | MS-SSIM | low rms | high rms |",
         "|---|---|---|---|---|---|---|---|---|"]
     for r in table:
-        lines.append("| %d | %s | %s | %.0f | %.3f | %.2f | %.4f | %.2f | %.2f |" % (
-            r["quality"], r["path"], r["frames"], r["bytes"], r["latent_kept"], r["psnr"], r["ms_ssim"],
+        lines.append("| %d | %s | %s | %.0f | %s | %.2f | %.4f | %.2f | %.2f |" % (
+            r["quality"], r["path"], r["frames"], r["bytes"],
+            "—" if r["latent_kept"] is None else "%.3f" % r["latent_kept"], r["psnr"], r["ms_ssim"],
             r["low_rms"], r["high_rms"]))
     lines += ["", "| BD-rate against WebP | PSNR | MS-SSIM |", "|---|---|---|"]
     for r in bd:

@@ -64,11 +64,12 @@ def check_memory_format(memory_format: str) -> str:
 def network_memory_format(device: torch.device, memory_format: str = "auto") -> torch.memory_format:
     """The torch memory format of the decoder networks on ``device``. ``auto``: channels_last
     (NHWC) on the CPU, where oneDNN's convolutions decoded a 1936x1112 frame 1.2 to 1.4 times
-    faster than in NCHW (2-core AMD EPYC with AVX2; the outputs differ by float rounding only), and
-    on CUDA, where cuDNN's half-precision convolutions run on tensor cores in NHWC; NCHW
-    (``contiguous``) on other devices."""
+    faster than in NCHW (2-core AMD EPYC with AVX2; the outputs differ by float rounding only);
+    NCHW (``contiguous``) elsewhere until measured: on CUDA, torch's GroupNorm (the networks
+    have one after most convolutions) works in NCHW, so NHWC costs a copy at each norm that
+    the half-precision convolutions would have to win back (``channels_last`` asks for it)."""
     if check_memory_format(memory_format) == "auto":
-        return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+        return torch.channels_last if device.type == "cpu" else torch.contiguous_format
     return torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
 
 

@@ -114,7 +114,7 @@ class Codec:
         #: on CUDA, float32 on the CPU)
         self.precision = precision
         #: how the decoder networks lay out their tensors: rawdiff.device.network_memory_format
-        #: (auto: channels_last on the CPU and CUDA)
+        #: (auto: channels_last on the CPU)
         self.memory_format = memory_format
         #: frames declaring more pixels are refused from the header (None: no limit)
         self.max_pixels = check_max_pixels(max_pixels)
@@ -171,7 +171,7 @@ class Codec:
         decoder networks run in (:func:`rawdiff.device.autocast_dtype`; ``auto``: bfloat16 or
         float16 on CUDA, float32 on the CPU). ``memory_format``: how the decoder networks lay
         out their tensors (:func:`rawdiff.device.network_memory_format`; ``auto``:
-        channels_last on the CPU and CUDA)."""
+        channels_last on the CPU)."""
         from rawdiff.codec.entropy import StagedPrior
 
         max_pixels, tile = check_max_pixels(max_pixels), check_tile(tile)
@@ -224,7 +224,7 @@ class Codec:
             params = self.config.get("model", {}).get("params", {})
             embedder = load_embedder(params, load_file(os.path.join(self.model_dir, "embedder.safetensors")),
                                      self._device)
-            for network in embedder.decoder_side():  # the encoder as exported: its codes are encoder.onnx's
+            for network in embedder.decoder_side():  # the encoder as it was: its codes do not change
                 self.for_inference(network)
             self._embedder = embedder
         return self._embedder
