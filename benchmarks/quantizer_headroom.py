@@ -70,7 +70,7 @@ def measure(ref: np.ndarray, img: np.ndarray, sigma: float) -> dict:
             "low_rms": float(np.sqrt(np.mean(low ** 2))), "high_rms": float(np.sqrt(np.mean((diff - low) ** 2)))}
 
 
-def linear_image(codec, frame, z, pinv, bias) -> np.ndarray:
+def linear_image(codec, frame, z, pinv, bias, gains) -> np.ndarray:
     """The latent ``z`` (1 x D x h x w) back to the frame's mosaic by the analysis'
     pseudo-inverse, rendered by the reference ISP with the white-balance gains and colour
     matrix the bitstream carries (no colour-statistics correction: the fast path has it)."""
@@ -78,12 +78,12 @@ def linear_image(codec, frame, z, pinv, bias) -> np.ndarray:
     import torch.nn.functional as F
 
     from rawdiff.raw.frame import planes_to_mosaic
-    from rawdiff.raw.isp import render, render_parameters
+    from rawdiff.raw.isp import render
 
     cells = torch.einsum("cd,bdhw->bchw", pinv, z - bias[None, :, None, None])
     planes = F.pixel_shuffle(cells, codec.factor // 2)[0].float().cpu().numpy()
     planes = planes[:, : frame.height // 2, : frame.width // 2]
-    gains = np.asarray(render_parameters(frame)["wb_gains"], dtype=np.float32)
+    gains = np.asarray(gains, dtype=np.float32)
     planes = np.clip(planes / np.array([gains[0], gains[1], gains[1], gains[2]], np.float32)[:, None, None], 0, 1)
     black = frame.black_level_map()
     mosaic = planes_to_mosaic(planes, frame.cfa) * (frame.white_level - black) + black
@@ -111,6 +111,7 @@ class MeanRefinement:
         means = torch.zeros(4, cell, dtype=torch.float64)
         for c in range(4):
             means[c, c * per: (c + 1) * per] = 1.0 / per
+        self.pinv = pinv.float()
         self.A = means @ pinv.double()  # 4 x D
         self.A_inv = self.A.t() @ torch.linalg.inv(self.A @ self.A.t())  # D x 4: least-norm change
         self.bias = bias.double()
@@ -142,7 +143,7 @@ class MeanRefinement:
         return (z_q.double() + change).float(), bits
 
 
-def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp, mean_steps) -> list:
+def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp, mean_steps, refinement) -> list:
     import torch
 
     from rawdiff.eval.evaluate import at_bytes
@@ -150,16 +151,15 @@ def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp, mea
 
     emb = codec.embedder
     D = emb.quantize.embed_dim
-    weight = emb.analysis_weight.double()
-    pinv, bias = torch.linalg.pinv(weight).float(), emb.analysis_bias.float()
-    refinement = MeanRefinement(pinv, bias)
+    pinv, bias = refinement.pinv, refinement.bias.float()
+    gains = codec.render_parameters(frame)["wb_gains"]  # the bitstream's, once a frame
     h, w = ref.shape[:2]
     rows = []
     with torch.inference_mode():
         padded, _ = pad_planes(torch.from_numpy(codec.model_planes(frame))[None].to(codec.device), emb.plane_multiple)
         z_e = emb.encode(padded).float()
         variance = float((z_e - z_e.mean((2, 3), keepdim=True)).pow(2).sum())
-        whole_linear = linear_image(codec, frame, z_e, pinv, bias)[:h, :w]
+        whole_linear = linear_image(codec, frame, z_e, pinv, bias, gains)[:h, :w]
         for q in qualities:
             payload = codec.compress(frame, quality=q)
             header, codes = codec.parse(payload)
@@ -172,7 +172,7 @@ def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp, mea
                                  bpp=8.0 * nbytes / (h * w), latent_kept=kept))
 
             add("fast", codec.decompress(payload))
-            add("linear, codes", linear_image(codec, frame, z_q[:, :D], pinv, bias))
+            add("linear, codes", linear_image(codec, frame, z_q[:, :D], pinv, bias, gains))
             whole = torch.cat([z_e, z_q[:, D:]], dim=1)  # the quality channel of q
             with codec._autocast():  # as the codec decodes
                 out = emb.decode(whole)[0].clamp(0, 1).float().cpu().numpy().transpose(1, 2, 0)
@@ -184,7 +184,7 @@ def frame_rows(codec, frame, ref: np.ndarray, qualities, sigma: float, webp, mea
                     add("WebP, same bytes", coded.decoded, nbytes=coded.nbytes, kept=None)
             for step in mean_steps:
                 z_m, bits = refinement.refine(z_e, z_q[:, :D], step)
-                add("linear, codes + means %g" % step, linear_image(codec, frame, z_m, pinv, bias),
+                add("linear, codes + means %g" % step, linear_image(codec, frame, z_m, pinv, bias, gains),
                     nbytes=len(payload) + bits / 8.0)
     return rows
 
@@ -293,12 +293,15 @@ def main(argv=None) -> int:
     if any(not 0 < s < 1 for s in args.mean_steps):
         p.error("--mean-steps must be in (0, 1)")
     webp = baselines[0] if baselines else None
+    # the analysis' pseudo-inverse and the mean functionals, once for the model
+    emb = codec.embedder
+    refinement = MeanRefinement(torch.linalg.pinv(emb.analysis_weight.double()), emb.analysis_bias.float())
     rows, sweeps = [], []
     for i, path in enumerate(paths):
         log("%d/%d %s" % (i + 1, len(paths), path))
         frame, ref, _ = load_frame(path, args.max_pixels)
         rows += [dict(r, frame=i) for r in frame_rows(codec, frame, ref, qualities, args.sigma, webp,
-                                                      args.mean_steps)]
+                                                      args.mean_steps, refinement)]
         if webp is not None:
             sweeps += [dict(r, frame=i) for r in webp_rows(webp, ref)]
     info = dict(machine(), device=str(codec.device), threads=torch.get_num_threads())
