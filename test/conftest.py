@@ -30,6 +30,19 @@ def tiny_ldm(fixture_model, tiny_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_means_model(tiny_corpus, tmp_path_factory):
+    """A tiny scalable-rate model with mean layers, trained from scratch for 4 steps by
+    ``rawdiff train`` (config/models/tiny_means.yaml) and exported with means.safetensors."""
+    from rawdiff.train import train
+
+    tmp = tmp_path_factory.mktemp("means")
+    out = str(tmp / "model")
+    config = os.path.join(ROOT, "config", "models", "tiny_means.yaml")
+    train([config], ["data.params.root=%s" % tiny_corpus], logdir=str(tmp / "runs"), export=out, log_every_n_steps=1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A prepared dataset of 6 small photos (train/val/test index files)."""
     from rawdiff.data import prepare as prep

@@ -297,7 +297,7 @@ def test_header_rejects_impossible_fields(changes, match):
 def test_pack_rejects_bad_arguments():
     with pytest.raises(BitstreamError, match="payload_length"):
         pack(make_header(payload_length=3), b"ab")
-    with pytest.raises(BitstreamError, match=r"cannot write format version 2 \(this build writes version 4"):
+    with pytest.raises(BitstreamError, match=r"cannot write format version 2 \(this build writes versions 5 and 4"):
         pack(make_header(version=2), b"")
     with pytest.raises(BitstreamError, match="version 5"):
         pack(make_header(version=5), b"")
@@ -425,10 +425,10 @@ def test_crc_mismatch(valid, valid3):
 
 
 def test_future_version_fails_cleanly(valid):
-    v5 = with_field(valid, 4, "<H", 5)  # a well-formed file of a version this build does not know
+    v6 = with_field(valid, 4, "<H", 6)  # a well-formed file of a version this build does not know
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
-        with pytest.raises(BitstreamError, match=r"unsupported bitstream format version 5 .*reads versions 2, 3, 4"):
-            reader(v5)
+        with pytest.raises(BitstreamError, match=r"unsupported bitstream format version 6 .*reads versions 2, 3, 4, 5"):
+            reader(v6)
     with pytest.raises(BitstreamError, match="version 0"):
         unpack(with_field(valid, 4, "<H", 0))
 
@@ -438,7 +438,7 @@ def test_version_1_golden_files_fail_naming_the_versions(name):
     data = (GOLDEN / (name + ".rdc")).read_bytes()
     assert struct.unpack_from("<H", data, 4) == (1,)
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
-        with pytest.raises(BitstreamError, match=r"format version 1 \(this build reads versions 2, 3, 4\).*colour"):
+        with pytest.raises(BitstreamError, match=r"format version 1 \(this build reads versions 2, 3, 4, 5\).*colour"):
             reader(data)
 
 
@@ -549,7 +549,8 @@ def test_a_stage_count_that_moves_the_payload_is_caught(valid, valid3):
     that would have caught it; the lengths and the total size still do."""
     for data in (valid, valid3):
         for count in (1, 2, 4, 16):
-            with pytest.raises(BitstreamError, match="lengths add up|truncated|trailing garbage|scale|codebook_size"):
+            with pytest.raises(BitstreamError,
+                               match="lengths add up|truncated|trailing garbage|scale|codebook_size|mean layer"):
                 unpack(with_field(data, bs.layout(data)["table"], "<B", count))
 
 
@@ -912,3 +913,91 @@ def test_random_bytes_after_a_valid_prefix(tail):
                 unpack(data)
             except BitstreamError:
                 pass
+
+
+# ------------------------------------------------------------------ version 5: mean layers
+
+MEANS2 = ((2, 3, 0), (3, 4, 0))  # after stage 2 (exponent 3), after stage 3 (exponent 4)
+
+
+def means_case():
+    """A version 5 header of three stages and two mean layers, its stage and layer payloads."""
+    body = b"".join(hashlib.sha256(b"golden means %d" % i).digest() for i in range(8))  # 256 bytes
+    header = make_header(stages=STAGES3, means=MEANS2)
+    return header, [body[:40], body[40:100], body[100:150]], [body[150:170], body[170:]]
+
+
+def test_version_5_holds_mean_layers_in_table_order_and_cuts_with_them():
+    header, chunks, means = means_case()
+    data = pack(header, chunks, means)
+    got, payload = unpack(data)
+    assert got.version == 5 and got.quality == 3
+    assert got.means == tuple((a, e, len(c)) for (a, e, _), c in zip(MEANS2, means))
+    assert bs.table_order(got) == [("stage", 0), ("stage", 1), ("means", 0), ("stage", 2), ("means", 1)]
+    # the payload in table order: stages 1 and 2, the first layer, stage 3, the second layer
+    assert payload == chunks[0] + chunks[1] + means[0] + chunks[2] + means[1]
+    assert bs.split_payload(got, payload) == (chunks, means)
+    assert got.to_dict()["means"] == [{"after_stage": 2, "exponent": 3, "bytes": 20},
+                                      {"after_stage": 3, "exponent": 4, "bytes": 86}]
+    assert Header.from_dict(got.to_dict()) == got
+    # cut: the layers after the stages kept go with them; none left is a version 4 stream
+    assert truncate(data, 2) == pack(make_header(stages=STAGES3[:2], means=MEANS2[:1]), chunks[:2], means[:1])
+    one = truncate(data, 1)
+    assert one == pack(make_header(stages=STAGES3[:1]), chunks[:1])
+    assert unpack(one)[0].version == 4
+    sizes = bs.truncated_sizes(got, len(data))
+    assert sizes == {q: len(truncate(data, q)) for q in (1, 2, 3)}
+    lay = bs.layout(data)
+    assert len(lay["stages"]) == 5 and lay["payload"] == len(data) - 4 - len(payload)
+
+
+def test_mean_layer_fields_are_checked():
+    header, chunks, means = means_case()
+    for bad, match in [
+        (((4, 3, 0),), "follows stage 4: the bitstream codes stages 1..3"),
+        (((2, 3, 0), (1, 4, 0)), "layers follow the stages in order with increasing exponents"),
+        (((2, 3, 0), (3, 3, 0)), "layers follow the stages in order with increasing exponents"),
+        (((2, 11, 0),), r"exponent 11 is not in \[1, 10\]"),
+        (((2, 3),), r"must be \(after_stage, exponent, length\)"),
+    ]:
+        with pytest.raises(BitstreamError, match=match):
+            make_header(stages=STAGES3, means=bad)
+    with pytest.raises(BitstreamError, match="mean layers need format version 5, the header says 4"):
+        make_header(stages=STAGES3, means=MEANS2, version=4)
+    with pytest.raises(BitstreamError, match="format version 5 is for streams with mean layers"):
+        make_header(stages=STAGES3, version=5)
+    with pytest.raises(BitstreamError, match="1 mean layer payloads for a header of 2 mean layers"):
+        pack(header, chunks, means[:1])
+
+
+def test_a_mean_entry_in_a_version_4_stream_or_first_in_the_table_is_refused():
+    header, chunks, means = means_case()
+    data = pack(header, chunks, means)
+    start = bs.layout(data)["stages"]
+    v4 = refresh_crc(with_field(data, 4, "<H", 4))
+    with pytest.raises(BitstreamError, match="stage table entry 3 is a mean layer, which version 4 does not have"):
+        unpack(v4)
+    # the first entry turned into a mean layer (its K - 1 bytes then read as the next entries)
+    first = bytearray(data)
+    first[start[0]] = 0x80 | 3
+    with pytest.raises(BitstreamError, match="stage table entry 1 is a mean layer: the first entry is a stage"):
+        unpack(refresh_crc(bytes(first)))
+
+
+def test_golden_version_5():
+    header, chunks, means = means_case()
+    rdc, js = GOLDEN / "frame_v5_rggb_means.rdc", GOLDEN / "frame_v5_rggb_means.json"
+    if REGEN:
+        data = pack(header, chunks, means)
+        rdc.write_bytes(data)
+        doc = {"header": unpack(data)[0].to_dict(), "size": len(data),
+               "payload_sha256": hashlib.sha256(unpack(data)[1]).hexdigest()}
+        js.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    data = rdc.read_bytes()
+    expected = json.loads(js.read_text())
+    got, payload = unpack(data)
+    assert got.to_dict() == expected["header"]
+    assert len(data) == expected["size"]
+    assert hashlib.sha256(payload).hexdigest() == expected["payload_sha256"]
+    assert pack(header, chunks, means) == data
+    assert bs.split_payload(got, payload) == (chunks, means)

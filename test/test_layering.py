@@ -35,6 +35,7 @@ SRC = os.path.join(ROOT, "src")
 UNITS = (
     ("rawdiff.raw", 0), ("rawdiff.config", 0), ("rawdiff.paths", 0), ("rawdiff.outputs", 0), ("rawdiff.device", 0),
     ("rawdiff.nn", 1), ("rawdiff.diffusion", 1), ("rawdiff.codec.bitstream", 1), ("rawdiff.codec.entropy", 1),
+    ("rawdiff.codec.cell_means", 1),
     ("rawdiff.data", 1),
     ("rawdiff.codec.modeldir", 2), ("rawdiff.metrics", 2), ("rawdiff.task_fidelity", 2),
     ("rawdiff.models", 3),

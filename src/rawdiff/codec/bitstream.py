@@ -3,12 +3,12 @@
 A ``.rdc`` file and the ``data`` field of a ``rawdiff/CompressedCodes`` message hold the
 same bytes. Every frame decodes on its own (no inter-frame state).
 
-Layout of format version 4 (all integers and floats little-endian; varint: unsigned LEB128,
-1 to 5 bytes, the shortest form, at most 2**32 - 1)::
+Layout of format versions 5 and 4 (all integers and floats little-endian; varint: unsigned
+LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
 
     size      type     field
     4         bytes    magic b"RDCF"
-    2         uint16   format version (4)
+    2         uint16   format version (5 with mean layers, 4 without)
     16        bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
     1         uint8    flags: bits 0-1 cfa (0 RGGB, 1 BGGR, 2 GRBG, 3 GBRG), bits 2-3 entropy
                        model of the indices (0 uniform, 1 unigram, 2 context), bit 4 wb_source
@@ -31,13 +31,19 @@ Layout of format version 4 (all integers and floats little-endian; varint: unsig
     1         uint8    n = length of source_encoding (0..64)
     n         ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
                        empty: unknown)
-    1         uint8    S: the number of quantizer stages coded (1..16), the quality
-    S entries stages   per stage, coarse to fine: uint8 scale (its grid is the code grid
-                       divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its codebook
-                       size), varint length of its entropy-coded indices in bytes
-    P         bytes    payload: the stages' entropy-coded indices, in stage order
-                       (see rawdiff.codec.entropy); P = the sum of their lengths
+    1         uint8    S: the number of entries of the stage table (1..16)
+    S entries stages   per quantizer stage, coarse to fine: uint8 scale (its grid is the
+                       code grid divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its
+                       codebook size), varint length of its entropy-coded indices in bytes;
+                       version 5 only: after a stage, the mean layers sent after it
+                       (rawdiff.codec.cell_means), each uint8 0x80 | exponent (1..10), varint
+                       length. The quality is the number of quantizer stages.
+    P         bytes    payload: the entries' coded data in table order (see
+                       rawdiff.codec.entropy and rawdiff.codec.cell_means); P = the sum of
+                       their lengths
     4         uint32   CRC32 (zlib.crc32) of every byte before it
+
+A stream without mean layers is written as version 4 (the version that reads it).
 
 A 1936x1112 frame from a ROS ``bayer_rggb16`` image (integer levels, the default matrix,
 stages of 128 bytes to 16 KiB: two-byte lengths) costs 112 bytes of container at quality 1 and 137 at quality
@@ -76,7 +82,8 @@ Version 3 (still read, and written by :func:`pack` for a header of version 3, so
 
 **Progressive**: stage k's indices depend on the stages before it only, and each stage is
 a range-coder stream of its own, so the first q stages of a bitstream, with the table cut
-to q entries (:func:`truncate`), are exactly the bitstream that encoding with q stages
+to q entries (:func:`truncate`; in version 5 with the mean layers that follow them, which
+depend on those stages only), are exactly the bitstream that encoding with q stages
 gives (in version 4 no field of the header depends on the payload's length; version 3's
 payload_length is rewritten). Version 2 (version 3's
 layout without the stage table) is read as a bitstream of one stage. Version 1 (no render
@@ -89,7 +96,7 @@ structure as it is read (a varint that runs long, a stage count out of range), l
 (truncated / trailing bytes), CRC, then the plausibility of every field. All problems
 raise :class:`BitstreamError` (a ``ValueError``) naming what is wrong; no ``struct.error``,
 ``IndexError`` or ``UnicodeDecodeError`` escapes. A format change must bump
-:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 4 and 3.
+:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 5, 4 and 3.
 """
 
 from __future__ import annotations
@@ -104,12 +111,16 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 MAGIC = b"RDCF"
-FORMAT_VERSION = 4
-SUPPORTED_VERSIONS = (2, 3, 4)
-#: versions :func:`pack` writes (a header's ``version``): the current one, and 3 for cutting
-#: version 3 files
-WRITABLE_VERSIONS = (3, 4)
+FORMAT_VERSION = 5
+SUPPORTED_VERSIONS = (2, 3, 4, 5)
+#: versions :func:`pack` writes (a header's ``version``): 5 for a stream with mean layers, 4
+#: for one without (the same bytes a version 4 reader reads), and 3 for cutting version 3 files
+WRITABLE_VERSIONS = (3, 4, 5)
 MAX_STAGES = 16
+#: a stage table entry whose first byte has this bit is a mean layer (version 5), its low bits
+#: the exponent
+MEAN_ENTRY_FLAG = 0x80
+MAX_MEAN_EXPONENT = 10
 STAGE_SCALES = (1, 2, 4)
 
 # Codes pinned by the format: never reorder, only append (and bump the version).
@@ -275,7 +286,10 @@ class Header:
         payload_length: set by :func:`unpack`/:func:`read_header`; :func:`pack` checks it if set.
         stages: per quantizer stage coded, ``(scale, codebook_size, length)``; None: one stage
             of scale 1 and ``codebook_size`` holding the whole payload (set by :func:`pack`).
-        version: the format version (only :data:`FORMAT_VERSION` can be written).
+        means: per mean layer coded (:mod:`rawdiff.codec.cell_means`), ``(after_stage,
+            exponent, length)``: the cells' plane means, sent after the stage ``after_stage``.
+        version: the format version: None (default) picks 5 for a header with mean layers and
+            4 for one without; 3 is written to cut version 3 files.
     """
 
     model_id: str
@@ -297,7 +311,8 @@ class Header:
     colour_stats: Tuple[float, ...] = (0.0,) * 9
     payload_length: Optional[int] = None
     stages: Optional[Tuple[Tuple[int, int, int], ...]] = None
-    version: int = FORMAT_VERSION
+    means: Tuple[Tuple[int, int, int], ...] = ()
+    version: Optional[int] = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -368,8 +383,20 @@ class Header:
                 raise BitstreamError("payload_length must be in [0, 2**32), got %d" % length)
             put("payload_length", length)
         if self.stages is not None:
-            put("stages", _stages(self.stages, k, self.payload_length))
-        put("version", _as_int(self.version, "version"))
+            put("stages", _stages(self.stages, k, None))
+        means = _means(self.means, len(self.stages) if self.stages is not None else 1)
+        put("means", means)
+        if self.stages is not None and self.payload_length is not None:
+            total = sum(e[2] for e in self.stages) + sum(n for _, _, n in means)
+            if total != self.payload_length:
+                raise BitstreamError("the stages' lengths add up to %d bytes, the payload has %d"
+                                     % (total, self.payload_length))
+        version = (5 if means else 4) if self.version is None else _as_int(self.version, "version")
+        if means and version < 5:
+            raise BitstreamError("mean layers need format version 5, the header says %d" % version)
+        if version == 5 and not means:
+            raise BitstreamError("format version 5 is for streams with mean layers; one without is version 4")
+        put("version", version)
 
     @property
     def index_bits(self) -> int:
@@ -392,7 +419,7 @@ class Header:
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-able dict (``rawdiff info``); :meth:`from_dict` reads it back."""
-        return {
+        out = {
             "format_version": self.version,
             "model_id": self.model_id,
             "height": self.height,
@@ -417,6 +444,9 @@ class Header:
             "stages": ([{"scale": sc, "codebook_size": k, "bytes": n} for sc, k, n in self.stages]
                        if self.stages is not None else None),
         }
+        if self.means:
+            out["means"] = [{"after_stage": a, "exponent": e, "bytes": n} for a, e, n in self.means]
+        return out
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> Header:
@@ -433,7 +463,8 @@ class Header:
                 payload_length=d.get("payload_length"),
                 stages=(tuple((st["scale"], st["codebook_size"], st["bytes"]) for st in d["stages"])
                         if d.get("stages") else None),
-                version=d.get("format_version", FORMAT_VERSION),
+                means=tuple((m["after_stage"], m["exponent"], m["bytes"]) for m in d.get("means") or ()),
+                version=d.get("format_version"),
             )
         except (KeyError, TypeError) as exc:
             raise BitstreamError("header dict lacks the field %s" % exc) from None
@@ -468,6 +499,42 @@ def _stages(value: Any, codebook_size: int, payload_length: Optional[int]) -> Tu
     return tuple(entries)  # type: ignore[return-value]
 
 
+def _means(value: Any, stages: int) -> Tuple[Tuple[int, int, int], ...]:
+    try:
+        entries = [tuple(_as_int(v, "means") for v in entry) for entry in value]
+    except TypeError:
+        raise BitstreamError("means must be (after_stage, exponent, length) per layer, got %r" % (value,)) from None
+    if entries and stages + len(entries) > MAX_STAGES:
+        raise BitstreamError("a bitstream codes at most %d stages and mean layers, got %d"
+                             % (MAX_STAGES, stages + len(entries)))
+    for i, entry in enumerate(entries):
+        if len(entry) != 3:
+            raise BitstreamError("mean layer %d must be (after_stage, exponent, length), got %r" % (i + 1, entry))
+        after, exponent, n = entry
+        if not 1 <= after <= stages:
+            raise BitstreamError("mean layer %d follows stage %d: the bitstream codes stages 1..%d"
+                                 % (i + 1, after, stages))
+        if not 1 <= exponent <= MAX_MEAN_EXPONENT:
+            raise BitstreamError("mean layer %d: exponent %d is not in [1, %d]" % (i + 1, exponent, MAX_MEAN_EXPONENT))
+        if i and (after < entries[i - 1][0] or exponent <= entries[i - 1][1]):
+            raise BitstreamError("mean layer %d: layers follow the stages in order with increasing exponents"
+                                 % (i + 1))
+        if not 0 <= n <= 0xFFFFFFFF:
+            raise BitstreamError("mean layer %d: length %d is not in [0, 2**32)" % (i + 1, n))
+    return tuple(entries)  # type: ignore[return-value]
+
+
+def table_order(header: Header) -> List[Tuple[str, int]]:
+    """The entries of the stage table in stream order: ``("stage", i)`` and ``("means", j)``
+    (0-based), each mean layer right after the stage it follows."""
+    stages = len(header.stages) if header.stages is not None else 1
+    out: List[Tuple[str, int]] = []
+    for i in range(stages):
+        out.append(("stage", i))
+        out += [("means", j) for j, m in enumerate(header.means) if m[0] == i + 1]
+    return out
+
+
 def _as_bytes(data: Any) -> bytes:
     if isinstance(data, bytes):
         return data
@@ -479,11 +546,12 @@ def _as_bytes(data: Any) -> bytes:
         raise BitstreamError("a bitstream is bytes, got %s" % type(data).__name__) from None
 
 
-def pack(header: Header, payload: Union[bytes, Sequence[bytes]]) -> bytes:
+def pack(header: Header, payload: Union[bytes, Sequence[bytes]], means: Sequence[bytes] = ()) -> bytes:
     """The bitstream of one frame: header, stage table, payload and CRC32. ``payload`` is the
     stages' entropy-coded indices, one byte string per stage of ``header.stages`` (the
     scales and codebook sizes; the lengths are taken from the payloads), or one byte string
-    for a header without stages (one stage of scale 1)."""
+    for a header without stages (one stage of scale 1); ``means`` the coded mean layers of
+    ``header.means`` (the lengths taken from them too)."""
     if not isinstance(header, Header):
         raise BitstreamError("pack() needs a Header, got %s" % type(header).__name__)
     if isinstance(payload, (list, tuple)):
@@ -497,17 +565,22 @@ def pack(header: Header, payload: Union[bytes, Sequence[bytes]]) -> bytes:
     if len(chunks) != len(layout):
         raise BitstreamError("%d stage payloads for a header of %d stages" % (len(chunks), len(layout)))
     stages = _stages([(sc, k, len(c)) for (sc, k), c in zip(layout, chunks)], header.codebook_size, None)
-    payload = b"".join(chunks)
+    mean_chunks = [_as_bytes(p) for p in means]
+    if len(mean_chunks) != len(header.means):
+        raise BitstreamError("%d mean layer payloads for a header of %d mean layers"
+                             % (len(mean_chunks), len(header.means)))
+    mean_entries = tuple((a, e, len(c)) for (a, e, _), c in zip(header.means, mean_chunks))
+    declared = header.payload_length
+    header = replace(header, stages=stages, means=mean_entries, payload_length=None)
+    payload = b"".join(chunks[i] if kind == "stage" else mean_chunks[i] for kind, i in table_order(header))
     if header.version not in WRITABLE_VERSIONS:
-        raise BitstreamError("cannot write format version %d (this build writes version %d, and 3 to cut "
-                             "version 3 files)" % (header.version, FORMAT_VERSION))
-    if header.payload_length is not None and header.payload_length != len(payload):
-        raise BitstreamError(
-            "header.payload_length is %d but the payload has %d bytes" % (header.payload_length, len(payload))
-        )
+        raise BitstreamError("cannot write format version %d (this build writes versions 5 and 4, and 3 to cut "
+                             "version 3 files)" % header.version)
+    if declared is not None and declared != len(payload):
+        raise BitstreamError("header.payload_length is %d but the payload has %d bytes" % (declared, len(payload)))
     if len(payload) > 0xFFFFFFFF:
         raise BitstreamError("payload of %d bytes is too large (max 2**32 - 1)" % len(payload))
-    body = (_head_v4 if header.version == 4 else _head_v3)(header, stages, len(payload)) + payload
+    body = (_head_v3 if header.version == 3 else _head_v4)(header, stages, len(payload)) + payload
     return body + _CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)
 
 
@@ -549,7 +622,7 @@ def _head_v4(header: Header, stages, payload_length: int) -> bytes:
     flags = (CFA_CODES.index(header.cfa) | ENTROPY_MODELS.index(header.entropy_model) << 2
              | WB_SOURCES.index(header.wb_source) << 4 | MATRIX_SOURCES.index(header.matrix_source) << 5
              | TONE_CURVES.index(header.tone_curve) << 6 | (FLOAT_LEVELS_FLAG if levels is None else 0))
-    parts = [_V4_START.pack(MAGIC, 4, bytes.fromhex(header.model_id), flags)]
+    parts = [_V4_START.pack(MAGIC, header.version, bytes.fromhex(header.model_id), flags)]
     parts += [_varint(v) for v in (header.height, header.width, header.code_height, header.code_width)]
     parts.append(_LEVELS_INT.pack(*levels) if levels is not None
                  else _LEVELS_FLOAT.pack(*header.black_level, header.white_level))
@@ -558,8 +631,15 @@ def _head_v4(header: Header, stages, payload_length: int) -> bytes:
         parts.append(_NINE.pack(*header.color_matrix))
     parts.append(_NINE.pack(*header.colour_stats))
     enc = header.source_encoding.encode("ascii")
-    parts.append(bytes([len(enc)]) + enc + bytes([len(stages)]))
-    parts += [_STAGE_V4.pack(sc, k - 1) + _varint(n) for sc, k, n in stages]
+    order = table_order(header)
+    parts.append(bytes([len(enc)]) + enc + bytes([len(order)]))
+    for kind, i in order:
+        if kind == "stage":
+            sc, k, n = stages[i]
+            parts.append(_STAGE_V4.pack(sc, k - 1) + _varint(n))
+        else:
+            _, exponent, n = header.means[i]
+            parts.append(bytes([MEAN_ENTRY_FLAG | exponent]) + _varint(n))
     return b"".join(parts)
 
 
@@ -589,7 +669,7 @@ def _check_prefix(buf: bytes) -> None:
 def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
     """Parse and check; returns the header and the offset of the payload."""
     _check_prefix(buf)
-    if _PREFIX.unpack_from(buf, 0)[1] == 4:
+    if _PREFIX.unpack_from(buf, 0)[1] in (4, 5):
         return _parse_v4(buf, verify)
     return _parse_v3(buf, verify)
 
@@ -725,12 +805,25 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
     count = buf[cur.take(1, "the stage table")]
     if not 1 <= count <= MAX_STAGES:
         raise BitstreamError("the stage table declares %d stages (1..%d)" % (count, MAX_STAGES))
-    raw_stages = []
+    raw_stages: List[Tuple[int, int, int]] = []
+    raw_means: List[Tuple[int, int, int]] = []
     for i in range(count):
-        scale, km1 = _STAGE_V4.unpack_from(buf, cur.take(_STAGE_V4.size, "the stage table"))
-        raw_stages.append((scale, km1 + 1, cur.varint("stage %d's length" % (i + 1))))
+        first = buf[cur.take(1, "the stage table")]
+        if first & MEAN_ENTRY_FLAG:
+            if version < 5:
+                raise BitstreamError("stage table entry %d is a mean layer, which version %d does not have"
+                                     % (i + 1, version))
+            if not raw_stages:
+                raise BitstreamError("stage table entry 1 is a mean layer: the first entry is a stage")
+            raw_means.append((len(raw_stages), first & ~MEAN_ENTRY_FLAG,
+                              cur.varint("mean layer %d's length" % (len(raw_means) + 1))))
+            continue
+        km1 = struct.unpack_from("<H", buf, cur.take(2, "the stage table"))[0]
+        raw_stages.append((first, km1 + 1, cur.varint("stage %d's length" % (len(raw_stages) + 1))))
+    if not raw_stages:  # pragma: no cover - the first entry is a stage
+        raise BitstreamError("the stage table holds no stage")
     start = cur.pos
-    payload_length = sum(n for _, _, n in raw_stages)
+    payload_length = sum(n for _, _, n in raw_stages) + sum(n for _, _, n in raw_means)
     _check_length_and_crc(buf, start, payload_length, verify)
     if flags & FLOAT_LEVELS_FLAG and _uint16_levels(levels) is not None:
         raise BitstreamError("the black and white levels %r are integers in 0..65535 written as float64 "
@@ -748,6 +841,7 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
         wb_gains=gains, color_matrix=matrix, wb_source=WB_SOURCES[flags >> 4 & 1],
         matrix_source=MATRIX_SOURCES[matrix_code], tone_curve=TONE_CURVES[flags >> 6 & 1],
         colour_stats=stats, payload_length=payload_length, version=version, stages=raw_stages,
+        means=raw_means,
     )
     return header, start
 
@@ -759,16 +853,25 @@ def unpack(data: bytes) -> Tuple[Header, bytes]:
     return header, buf[start: start + header.payload_length]
 
 
-def stage_payloads(header: Header, payload: bytes) -> List[bytes]:
-    """The payload of :func:`unpack` split into the stages' byte strings."""
-    stages = header.stages if header.stages is not None else ((1, header.codebook_size, len(payload)),)
-    out, at = [], 0
-    for _, _, n in stages:
-        out.append(payload[at: at + n])
+def split_payload(header: Header, payload: bytes) -> Tuple[List[bytes], List[bytes]]:
+    """The payload of :func:`unpack` split into the stages' and the mean layers' byte strings."""
+    if header.stages is None:
+        return [payload], []
+    parts: Dict[Tuple[str, int], bytes] = {}
+    at = 0
+    for kind, i in table_order(header):
+        n = header.stages[i][2] if kind == "stage" else header.means[i][2]
+        parts[kind, i] = payload[at: at + n]
         at += n
     if at != len(payload):
         raise BitstreamError("the stages' lengths add up to %d bytes, the payload has %d" % (at, len(payload)))
-    return out
+    return ([parts["stage", i] for i in range(len(header.stages))],
+            [parts["means", j] for j in range(len(header.means))])
+
+
+def stage_payloads(header: Header, payload: bytes) -> List[bytes]:
+    """The payload of :func:`unpack` split into the stages' byte strings."""
+    return split_payload(header, payload)[0]
 
 
 def truncate(data: bytes, quality: int) -> bytes:
@@ -785,15 +888,19 @@ def truncate(data: bytes, quality: int) -> bytes:
         raise BitstreamError("a version %d bitstream has one stage; it cannot be cut" % header.version)
     if q == header.quality:
         return _as_bytes(data)
-    chunks = stage_payloads(header, payload)[:q]
+    chunks, mean_chunks = split_payload(header, payload)
     kept = tuple(header.stages[:q])  # type: ignore[index]
-    cut = replace(header, stages=kept, payload_length=sum(n for _, _, n in kept))
-    return pack(cut, chunks)
+    means = tuple(m for m in header.means if m[0] <= q)
+    cut = replace(header, stages=kept, means=means, payload_length=None,
+                  version=(header.version if header.version == 3 else None))
+    return pack(cut, chunks[:q], mean_chunks[: len(means)])
 
 
-def _entry_size(version: int, length: int) -> int:
-    """Bytes of one stage's entry in the stage table of a bitstream of ``version``."""
-    return _STAGE_V4.size + len(_varint(length)) if version == 4 else _STAGE.size
+def _entry_size(version: int, length: int, mean: bool = False) -> int:
+    """Bytes of one entry in the stage table of a bitstream of ``version``."""
+    if version == 3:
+        return _STAGE.size
+    return (1 if mean else _STAGE_V4.size) + len(_varint(length))
 
 
 def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
@@ -804,6 +911,7 @@ def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
     for q in range(len(stages), 0, -1):
         sizes[q] = size
         size -= stages[q - 1][2] + _entry_size(header.version, stages[q - 1][2])
+        size -= sum(n + _entry_size(header.version, n, mean=True) for a, _, n in header.means if a == q)
     return sizes
 
 
@@ -815,7 +923,8 @@ def layout(data: bytes) -> Dict[str, Any]:
     header, start = _parse(buf, verify=False)
     if header.version < 3:
         raise BitstreamError("a version %d bitstream has no stage table" % header.version)
-    sizes = [_entry_size(header.version, n) for _, _, n in header.stages]  # type: ignore[union-attr]
+    sizes = [_entry_size(header.version, header.stages[i][2]) if kind == "stage"  # type: ignore[index]
+             else _entry_size(header.version, header.means[i][2], mean=True) for kind, i in table_order(header)]
     entries, at = [], start - sum(sizes)
     for size in sizes:
         entries.append(at)
@@ -845,5 +954,5 @@ __all__ = [
     "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC", "MATRIX_SOURCES",
     "MAX_STAGES", "MIN_SIZE", "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "WRITABLE_VERSIONS",
     "BitstreamError", "Header", "ModelMismatchError", "check_model", "layout", "make_model_id", "pack",
-    "read_header", "stage_payloads", "truncate", "truncated_sizes", "unpack",
+    "read_header", "split_payload", "stage_payloads", "table_order", "truncate", "truncated_sizes", "unpack",
 ]

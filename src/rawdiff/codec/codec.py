@@ -30,6 +30,12 @@ MS-SSIM measured on the test split (``operating_points``) and the default qualit
 bitstream of quality q cut to fewer stages (:func:`rawdiff.codec.bitstream.truncate`) is
 the bitstream of that quality, byte for byte.
 
+Mean layers (a model with ``means.safetensors``, :mod:`rawdiff.codec.cell_means`): beside
+the stages the stream sends the plane means of each code cell, a bit more after each stage
+that has a layer; the decoder moves the codebook latent to them before its networks
+(``Embedder.with_means``). :meth:`Codec.parse` gives the grids as :class:`StageCodes`,
+which carry what the layers sent to every decode path.
+
 Compression follows CompressAI's contract: ``compress`` returns everything the decoder
 needs (here one self-contained byte string) and ``decompress`` needs nothing else but
 the model.
@@ -50,8 +56,17 @@ from rawdiff.codec.modeldir import check_quality, read_model_dir
 from rawdiff.raw.frame import RawFrame
 
 MODES = ("fast", "diffusion")
+
+
+class StageCodes(list):
+    """The code grids of a bitstream's stages (coarse to fine) and ``means``: the bounds
+    ``(lo, hi)`` (3 x h x w) its mean layers give the decoder, or None."""
+
+    means = None
+
 BACKENDS = ("auto", "torch", "onnx")
 OUTPUTS = ("rgb", "linear", "raw")
+MEANS_FILE = "means.safetensors"
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +123,10 @@ class Codec:
     def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], prior,
                  device: str = "auto", backend: str = "torch", onnx_session=None, threads: Optional[int] = None,
                  max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                 precision: str = "auto", memory_format: str = "auto"):
+                 precision: str = "auto", memory_format: str = "auto", means=None):
         self.model_dir = model_dir
+        #: the mean layers (rawdiff.codec.cell_means.MeanLayers) or None
+        self.means = means
         #: what the decoder networks run in: rawdiff.device.autocast_dtype (auto: half precision
         #: on CUDA, float32 on the CPU)
         self.precision = precision
@@ -139,6 +156,9 @@ class Codec:
         if len(getattr(prior, "stages", [prior])) != len(self.stages):
             raise ValueError("model directory %s: the prior has %d stages, the model %d"
                              % (model_dir, len(getattr(prior, "stages", [prior])), len(self.stages)))
+        if means is not None and means.stages != self.stages:
+            raise ValueError("model directory %s: the mean layers are for stages %s, the model has %s"
+                             % (model_dir, means.stages, self.stages))
         #: the operating points measured when the model was made (quality, bpp, ms_ssim, ...)
         self.operating_points = list(meta.get("operating_points") or [])
         self.default_quality = int(meta.get("default_quality") or len(self.stages))
@@ -186,6 +206,11 @@ class Codec:
             check_memory_format(memory_format)
         info = read_model_dir(model_dir)
         prior = StagedPrior.load(os.path.join(model_dir, "prior.safetensors"))
+        means = None
+        if os.path.isfile(os.path.join(model_dir, MEANS_FILE)):
+            from rawdiff.codec.cell_means import MeanLayers
+
+            means = MeanLayers.load(os.path.join(model_dir, MEANS_FILE))
         session = None
         if backend == "onnx":
             from rawdiff.codec.onnx_runtime import open_session
@@ -196,7 +221,7 @@ class Codec:
             session = _auto_session(model_dir, device, threads, info["meta"])
         codec = cls(model_dir, info["config"], info["meta"], prior, device, "onnx" if session is not None else "torch",
                     session, threads, max_pixels=max_pixels, tile=tile, precision=precision,
-                    memory_format=memory_format)
+                    memory_format=memory_format, means=means)
         if session is None:
             codec.embedder  # noqa: B018 - load (and check) the torch encoder now, not on the first frame
         return codec
@@ -224,6 +249,10 @@ class Codec:
             params = self.config.get("model", {}).get("params", {})
             embedder = load_embedder(params, load_file(os.path.join(self.model_dir, "embedder.safetensors")),
                                      self._device)
+            layers = self.means.layers if self.means is not None else []
+            if [tuple(m) for m in embedder.mean_layers] != layers:
+                raise ValueError("model directory %s: the embedder's mean layers %s are not means.safetensors' %s"
+                                 % (self.model_dir, embedder.mean_layers, layers))
             for network in embedder.decoder_side():  # the encoder as it was: its codes do not change
                 self.for_inference(network)
             self._embedder = embedder
@@ -321,14 +350,22 @@ class Codec:
         if self.colour_exact:
             colour["colour_stats"] = planes_statistics(planes, self.factor)
         payloads = self.prior.encode(codes)
+        means, mean_entries = [], ()
+        if self.means is not None:
+            from rawdiff.codec.cell_means import cell_means, gamma_channels
+
+            m = self.plane_multiple
+            padded = np.pad(planes, ((0, 0), (0, -planes.shape[1] % m), (0, -planes.shape[2] % m)), mode="edge")
+            means = self.means.encode(gamma_channels(cell_means(padded, m)), codes, quality)
+            mean_entries = tuple((after, e, 0) for after, e in self.means.layers[: len(means)])
         code_h, code_w = self.code_shape(frame.height, frame.width)
         header = bitstream.Header(
             model_id=self.model_id, height=frame.height, width=frame.width, cfa=frame.cfa,
             source_encoding=source_encoding, black_level=frame.black_level,
             white_level=frame.white_level, code_height=code_h, code_width=code_w,
             codebook_size=self.codebook_size, entropy_model=self.prior.kind,
-            stages=tuple((sc, k, 0) for sc, k in self.stages[:quality]), **colour)
-        return bitstream.pack(header, payloads)
+            stages=tuple((sc, k, 0) for sc, k in self.stages[:quality]), means=mean_entries, **colour)
+        return bitstream.pack(header, payloads, means)
 
     def code_shape(self, height: int, width: int):
         """The finest code grid of a frame of ``height`` x ``width`` pixels."""
@@ -358,7 +395,19 @@ class Codec:
                 "code grid %dx%d does not fit a %dx%d frame at f%d (expected %dx%d)"
                 % (header.code_height, header.code_width, header.height, header.width, self.factor,
                    expected[0], expected[1]))
-        codes = self.prior.decode(bitstream.stage_payloads(header, payload), header.stage_shapes())
+        chunks, mean_chunks = bitstream.split_payload(header, payload)
+        layers = self.means.layers if self.means is not None else []
+        expected_means = [(a, e) for a, e in layers if a <= len(coded)]
+        if [(a, e) for a, e, _ in header.means] != expected_means:
+            raise bitstream.BitstreamError(
+                "bitstream mean layers %s do not match model %s's %s for %d stages (after stage, exponent)"
+                % ([(a, e) for a, e, _ in header.means], self.model_id, expected_means, len(coded)))
+        codes = StageCodes(self.prior.decode(chunks, header.stage_shapes()))
+        if mean_chunks:
+            try:
+                codes.means = self.means.decode(mean_chunks, codes, header.code_shape)
+            except ValueError as exc:
+                raise bitstream.BitstreamError(str(exc)) from None
         return header, codes
 
     def _codes(self, codes) -> list:
@@ -369,6 +418,15 @@ class Codec:
         if not 1 <= len(codes) <= len(self.stages):
             raise ValueError("%d code grids for a model of %d stages" % (len(codes), len(self.stages)))
         return codes
+
+    def _means_tensors(self, codes):
+        """What the mean layers of parsed ``codes`` (:class:`StageCodes`) sent, as tensors on
+        the device (1 x 3 x h x w bounds), or None."""
+        means = getattr(codes, "means", None)
+        if means is None:
+            return None
+        torch = _needs_torch("decoding")
+        return tuple(torch.from_numpy(np.ascontiguousarray(b))[None].to(self.device) for b in means)
 
     def _code_tensors(self, codes):
         torch = _needs_torch("decoding")
@@ -387,12 +445,16 @@ class Codec:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         torch = _needs_torch("decoding")
         embedder = self.embedder
+        means = self._means_tensors(codes)
         with torch.inference_mode(), self._autocast():
             idx = self._code_tensors(codes)
             if mode == "fast":
-                out = embedder.decode(embedder.lookup_codes(idx, shape))[0].clamp(0, 1)
+                z_q = embedder.lookup_codes(idx, shape)
+                if means is not None:
+                    z_q = embedder.with_means(z_q, *means)
+                out = embedder.decode(z_q)[0].clamp(0, 1)
             else:
-                out = self.diffusion().decode(idx, steps=steps, seed=seed, shape=shape, realism=realism)
+                out = self.diffusion().decode(idx, steps=steps, seed=seed, shape=shape, realism=realism, means=means)
             out = out.float().cpu().numpy()
         return out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0))
 
@@ -496,13 +558,14 @@ class Codec:
         from rawdiff.codec.tiled_decode import sample_latent
 
         embedder = self.embedder
+        means = self._means_tensors(codes)
         with torch.inference_mode(), self._autocast():
             idx = self._code_tensors(codes)
             z_q = embedder.lookup_codes(idx, shape)
-            if mode == "fast":
-                return z_q
-            return sample_latent(self.diffusion(), idx, z_q, steps, seed, self.tile or max(z_q.shape[-2:]),
-                                 self.tile_passes, realism=realism)
+            if mode != "fast":
+                z_q = sample_latent(self.diffusion(), idx, z_q, steps, seed, self.tile or max(z_q.shape[-2:]),
+                                    self.tile_passes, realism=realism)
+            return z_q if means is None else embedder.with_means(z_q, *means)
 
     def decode_pieces(self, latent, sink) -> None:
         """Decode :meth:`tiled_latent` in tiles (:mod:`rawdiff.codec.tiled_decode`):

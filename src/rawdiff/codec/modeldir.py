@@ -3,6 +3,7 @@
     config.yaml            merged training config (model.params describe the networks)
     embedder.safetensors   VQ embedder weights (encoder, codebook, decoder)
     prior.safetensors      entropy model of the code indices, fitted on the training split
+    means.safetensors      the mean layers (rawdiff.codec.cell_means), when the model has them
     diffusion.safetensors  latent-diffusion decoder weights (when trained)
     encoder.onnx           the vehicle encoder graph (recorded in model.json, not in model_id)
     model.json             model_id, downsampling factor, codebook size, file digests
@@ -24,7 +25,7 @@ from typing import Any, Dict
 
 from rawdiff.config import load_config
 
-WEIGHT_FILES = ("embedder.safetensors", "prior.safetensors", "diffusion.safetensors")
+WEIGHT_FILES = ("embedder.safetensors", "prior.safetensors", "diffusion.safetensors", "means.safetensors")
 
 
 def compute_model_id(model_dir: str) -> str:

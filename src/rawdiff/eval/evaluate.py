@@ -210,7 +210,8 @@ class _Model:
                 "default_quality": c.default_quality, "recorded_operating_points": c.operating_points,
                 "curves": {"fast": self.fast,
                            "diffusion": {curve_key(s, r): n for (s, r), n in self.diffusion.items()}},
-                "stage_stats": self.stats.rows(), "header_bytes_per_frame": self.stats.header_bytes_per_frame(),
+                "stage_stats": self.stats.rows(), "mean_layer_stats": self.stats.mean_rows(),
+                "header_bytes_per_frame": self.stats.header_bytes_per_frame(),
                 "truncation": self.stats.truncation}
 
 

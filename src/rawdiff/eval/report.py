@@ -325,6 +325,15 @@ def _stage_section(results: Dict[str, Any]) -> List[str]:
                      if m.get("header_bytes_per_frame") is not None else "—"), ""]
         lines += _table(["stage", "grid", "K", "indices/frame", "codes used", "histogram entropy",
                          "prior bits/index", "coded bits/index", "log2 K", "bytes/frame", "bpp"], rows) + [""]
+        means = m.get("mean_layer_stats") or []
+        if means:
+            lines += ["Mean layers (the cells' plane means: luma and two colour differences a cell; the first layer "
+                      "codes each level against the stages' prediction, a later one the bits it adds):", ""]
+            lines += _table(["layer", "after stage", "exponent", "new bits", "coded bits/value", "bytes/frame", "bpp"],
+                            [["%d" % r["layer"], "%d" % r["after_stage"], "%d" % r["exponent"],
+                              "—" if r["new_bits"] is None else "%d" % r["new_bits"],
+                              "%.3f" % r["coded_bits_per_value"], "%.0f" % r["bytes_per_frame"], "%.4f" % r["bpp"]]
+                             for r in means]) + [""]
         t = m.get("truncation") or {}
         if t.get("checked"):
             lines += ["Truncation: %d of %d streams of quality %d cut to a lower quality are byte for byte the "

@@ -34,13 +34,22 @@ class StageStats:
         self.stage_bpp = [0.0] * top  # summed over frames
         self.prior_bits = [0.0] * top
         self.header_bytes: List[int] = []
+        layers = codec.means.layers if getattr(codec, "means", None) is not None else []
+        #: per mean layer: (after stage, exponent), coded bytes and values (summed over frames)
+        self.mean_layers = [{"layer": j + 1, "after_stage": a, "exponent": e, "bytes": 0, "values": 0, "bpp": 0.0,
+                             "frames": 0} for j, (a, e) in enumerate(layers)]
         self.truncation: Dict[str, Any] = {"checked": 0, "identical": 0, "differing": []}
 
     def add_stream(self, payload: bytes, raw_pixels: int) -> None:
         """One frame's stream of the highest quality (``raw_pixels``: its RAW frame's size)."""
         header, codes = self.codec.parse(payload)
         _, body = bitstream.unpack(payload)
-        chunks = bitstream.stage_payloads(header, body)
+        chunks, means = bitstream.split_payload(header, body)
+        for layer, chunk in zip(self.mean_layers, means):
+            layer["bytes"] += len(chunk)
+            layer["values"] += 3 * header.code_height * header.code_width
+            layer["bpp"] += 8.0 * len(chunk) / raw_pixels
+            layer["frames"] += 1
         if len(codes) != len(self.grids):
             raise ValueError("a stream of quality %d, expected %d" % (len(codes), len(self.grids)))
         for k, (grid, chunk, bits) in enumerate(zip(codes, chunks, self.codec.prior.bits(codes))):
@@ -83,6 +92,22 @@ class StageStats:
                         "coded_bits_per_index": 8.0 * self.coded_bytes[k] / n, "log2_k": math.log2(size),
                         "bytes_per_frame": self.coded_bytes[k] / float(len(grids)),
                         "bpp": self.stage_bpp[k] / len(grids)})
+        return out
+
+    def mean_rows(self) -> List[Dict[str, Any]]:
+        """Per mean layer with streams: coded bits per value (luma and two colour differences
+        of each cell) against the bits it adds to what is known (exponent over the layer
+        before), bytes a frame and bits per RAW pixel."""
+        out, before = [], None
+        for layer in self.mean_layers:
+            if layer["frames"]:
+                new_bits = layer["exponent"] - before if before is not None else None
+                out.append({"layer": layer["layer"], "after_stage": layer["after_stage"],
+                            "exponent": layer["exponent"], "new_bits": new_bits,
+                            "coded_bits_per_value": 8.0 * layer["bytes"] / layer["values"],
+                            "bytes_per_frame": layer["bytes"] / float(layer["frames"]),
+                            "bpp": layer["bpp"] / layer["frames"]})
+            before = layer["exponent"]
         return out
 
     def header_bytes_per_frame(self):

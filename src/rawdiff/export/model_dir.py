@@ -3,6 +3,8 @@ the index prior fitted on the training split, ``config.yaml``, ``model.json`` an
 
     trained module --embedder_state--> embedder.safetensors
                    --codes of the training frames--> fit_prior --> prior.safetensors
+                   --cell means and codes of the training frames--> fit_means --> means.safetensors
+                      (a model with mean layers)
                    --> config.yaml, model.json (model_id), MODEL_CARD.md
 
 Every file is written into a temporary folder next to the destination, and the folder is
@@ -54,12 +56,32 @@ def staged_directory(out: str) -> Iterator[str]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def embedder_state(embedder: torch.nn.Module) -> Dict[str, torch.Tensor]:
+#: the weights of the decoder side (what ``Embedder.decoder_side`` runs)
+DECODER_PREFIXES = ("decoder.", "synthesis.", "refine.")
+DECODER_WEIGHTS = ("float32", "float16")
+
+
+def embedder_state(embedder: torch.nn.Module, decoder_weights: str = "float32") -> Dict[str, torch.Tensor]:
     """The weights to ship: no training-only buffers, and no buffer that holds its default
     (an all-zero ``code_cost``: a nearest-code search), so a model that does not use a newer
-    feature writes the same file, and the same model_id, as before it existed."""
-    return {k: v.detach().cpu().contiguous() for k, v in embedder.state_dict().items()
-            if not training_only(k) and not (k.endswith(DEFAULTED_SUFFIXES) and not bool(v.any()))}
+    feature writes the same file, and the same model_id, as before it existed.
+    ``decoder_weights: float16`` stores the decoder side's floating-point weights in half
+    precision (half the bytes; they load into float32 networks); the encoder side (analysis,
+    codebooks, code costs) always in float32: its codes are the ONNX graph's, bit for bit."""
+    if decoder_weights not in DECODER_WEIGHTS:
+        raise ValueError("codec.decoder_weights must be one of %s, got %r" % (", ".join(DECODER_WEIGHTS),
+                                                                              decoder_weights))
+    out = {}
+    for k, v in embedder.state_dict().items():
+        if training_only(k) or (k.endswith(DEFAULTED_SUFFIXES) and not bool(v.any())):
+            continue
+        v = v.detach().cpu().contiguous()
+        if decoder_weights == "float16" and k.startswith(DECODER_PREFIXES) and v.is_floating_point():
+            if bool((v.abs() > torch.finfo(torch.float16).max).any()):
+                raise ValueError("decoder weight %s exceeds the float16 range" % k)
+            v = v.half()
+        out[k] = v
+    return out
 
 
 def iter_index_frames(index_file: str, limit: Optional[int] = None) -> Iterable:
@@ -89,6 +111,35 @@ def frame_codes(embedder, frame, device: Optional[torch.device] = None) -> List[
 FIRST_STAGE_CLUSTERS = 16
 LATER_STAGE_CLUSTERS = 8
 PARENT_CLUSTERS = 8
+
+
+@torch.inference_mode()
+def frame_cell_gamma(embedder, frame) -> np.ndarray:
+    """The perceptual channels of the cell means of ``frame``'s planes, as the codec's
+    encoder computes them (:mod:`rawdiff.codec.cell_means`)."""
+    from rawdiff.codec.cell_means import cell_means, gamma_channels
+    from rawdiff.raw.isp import model_planes, render_parameters
+
+    gains = render_parameters(frame)["wb_gains"] if embedder.out == "linear" else None
+    planes = model_planes(frame, None if gains is None else np.float32(gains))
+    m = embedder.plane_multiple
+    planes = np.pad(planes, ((0, 0), (0, -planes.shape[1] % m), (0, -planes.shape[2] % m)), mode="edge")
+    return gamma_channels(cell_means(planes, m))
+
+
+def fit_means(embedder, frames: Iterable, codes: List[List[np.ndarray]]):
+    """The mean layers of ``embedder`` (its ``mean_layers``): each codeword's contribution to
+    the cell means, and the symbols' frequency tables fitted on ``frames`` (whose code grids
+    are ``codes``); returns them and each layer's bits per value on those frames."""
+    from rawdiff.codec.cell_means import MeanLayers, fit, mean_tables
+
+    quantize = embedder.quantize
+    codebooks = [cb.codebook().detach().cpu().double().numpy() for cb in quantize.codebooks]
+    tables, offset = mean_tables(embedder.analysis_weight.detach().cpu().double().numpy(),
+                                 embedder.analysis_bias.detach().cpu().double().numpy(), codebooks)
+    layers = MeanLayers(embedder.mean_layers, embedder.stages, tables, offset)
+    samples = [(frame_cell_gamma(embedder, f), c) for f, c in zip(frames, codes)]
+    return layers, fit(layers, samples)
 
 
 def fit_prior(embedder, frames: Iterable, kind: str = "context"):
@@ -186,8 +237,8 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
         raise ValueError("the data module has no training index (train_index) to fit the index prior on")
     embedder = model.embedder
     with staged_directory(out) as tmp:
-        save_file(embedder_state(embedder), os.path.join(tmp, "embedder.safetensors"),
-                  metadata={"format": "rawdiff-embedder-1"})
+        save_file(embedder_state(embedder, codec_cfg.get("decoder_weights", "float32")),
+                  os.path.join(tmp, "embedder.safetensors"), metadata={"format": "rawdiff-embedder-1"})
         meta: Dict[str, Any] = {"factor": embedder.factor, "codebook_size": embedder.codebook_size, "out": embedder.out,
                                 "prior_kind": prior_kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                 "training": training or {}}
@@ -202,6 +253,12 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
         else:
             prior.save(os.path.join(tmp, "prior.safetensors"))
         meta["prior"] = prior_summary(prior, codes)
+        if getattr(embedder, "mean_layers", None):
+            frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
+            layers, bits = fit_means(embedder, frames, codes)
+            layers.save(os.path.join(tmp, "means.safetensors"))
+            meta["means"] = {"layers": [list(m) for m in layers.layers], "bits_per_value": bits,
+                             "frames": len(codes)}
         if hasattr(model, "export_extras"):
             meta.update(model.export_extras(tmp))  # files carried over from another model directory
         save_config(cfg, os.path.join(tmp, "config.yaml"))
@@ -216,7 +273,7 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
 # What a diffusion model directory takes over unchanged from its embedder's directory. Not
 # encoder.onnx: model.json vouches for it by model_id, which the diffusion weights change
 # (re-export it with `rawdiff export-onnx --model DIR`).
-_FROM_EMBEDDER = ("embedder.safetensors", "prior.safetensors")
+_FROM_EMBEDDER = ("embedder.safetensors", "prior.safetensors", "means.safetensors")
 
 
 def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optional[Dict] = None) -> str:
@@ -234,7 +291,8 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
     info = read_model_dir(src)
     with staged_directory(out) as tmp:
         for name in _FROM_EMBEDDER:
-            shutil.copy2(os.path.join(src, name), os.path.join(tmp, name))
+            if os.path.isfile(os.path.join(src, name)):  # means: where the embedder has mean layers
+                shutil.copy2(os.path.join(src, name), os.path.join(tmp, name))
         save_file(model.diffusion_state(), os.path.join(tmp, "diffusion.safetensors"),
                   metadata={"format": "rawdiff-diffusion-1"})
         merged = dict(info["config"])

@@ -25,10 +25,20 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rawdiff.codec.cell_means import (
+    MEAN_TRANSFORM,
+    SENT,
+    check_layers,
+    estimate_bounds,
+    gamma_channels,
+    layers_at,
+    levels,
+)
 from rawdiff.models.quantize import ResidualQuantizer, VectorQuantizer
 from rawdiff.nn.attention import SelfAttention2d
 from rawdiff.nn.blocks import Downsample, PlainResBlock, ResBlock, Upsample, activation, normalize
@@ -177,7 +187,7 @@ class Embedder(nn.Module):
                  encoder: Optional[Dict[str, Any]] = None, stages: Optional[Sequence[Sequence[int]]] = None,
                  refine: int = 0, rate_lambda: float = 0.0, skip_code: bool = False,
                  linear_paths: bool = False, quality_channel: bool = False, encoder_network: bool = True,
-                 synthesis: str = "shared"):
+                 synthesis: str = "shared", mean_layers: Optional[Sequence[Sequence[int]]] = None):
         super().__init__()
         if synthesis not in SYNTHESES:
             raise ValueError("synthesis must be one of %s, got %r" % (", ".join(SYNTHESES), synthesis))
@@ -253,6 +263,12 @@ class Embedder(nn.Module):
             self.register_buffer("linear_initialised", torch.zeros((), dtype=torch.bool))
             if self.per_quality:
                 self.register_buffer("synthesis_fitted", torch.zeros((), dtype=torch.bool))
+        #: (after stage, exponent) of each mean layer (rawdiff.codec.cell_means): the cells'
+        #: plane means sent beside the VQ stages; the decoder moves the latent to them
+        self.mean_layers = check_layers(mean_layers, len(self.stages))
+        if self.mean_layers and not (self.linear_paths and self.staged):
+            raise ValueError("mean_layers need linear_paths and residual stages (the means are read off "
+                             "the analysis' latent)")
 
     @property
     def plane_multiple(self) -> int:
@@ -332,6 +348,37 @@ class Embedder(nn.Module):
             return self.refine(y) if self.refine is not None else y
         return F.pixel_shuffle(y, self.stem) if self.stem > 1 else y
 
+    def sent_means(self, planes: torch.Tensor, stages: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """The bounds ``(lo, hi)`` (B x 3 x h x w) of the decoder's estimate of the cell means
+        that the mean layers of a stream of ``stages`` stages send for ``planes``
+        (:func:`rawdiff.codec.cell_means.estimate_bounds`); None where it holds no layer."""
+        count = layers_at(self.mean_layers, stages)
+        if not count:
+            return None
+        exponent = self.mean_layers[count - 1][1]
+        cells = cell_means_torch(planes, self.factor // 2).detach().double().cpu().numpy()
+        lo, hi = zip(*(estimate_bounds(levels(gamma_channels(c), exponent), exponent, count - 1) for c in cells))
+        return (torch.from_numpy(np.stack(lo)).to(planes.device), torch.from_numpy(np.stack(hi)).to(planes.device))
+
+    def with_means(self, z_q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """The decoder input ``z_q`` (with its quality channel) moved by the least change
+        whose cells' means are its own, clipped into the sent bounds ``[lo, hi]``
+        (:mod:`rawdiff.codec.cell_means`)."""
+        d = self.quantize.embed_dim
+        with torch.autocast(z_q.device.type, enabled=False):
+            a = cell_mean_functional(self.analysis_weight.double())  # 4 x D
+            a_inv = a.t() @ torch.linalg.inv(a @ a.t())  # D x 4: the least-norm change
+            transform = torch.as_tensor(MEAN_TRANSFORM, dtype=torch.float64, device=z_q.device)
+            z = z_q[:, :d].double()
+            means = torch.einsum("cd,bdhw->bchw", a, z - self.analysis_bias.double()[None, :, None, None])
+            gamma = torch.einsum("kc,bchw->bkhw", transform, means.clamp(0, 1).sqrt())
+            h, w = gamma.shape[-2:]
+            sent = torch.minimum(torch.maximum(gamma[:, :SENT], lo[..., :h, :w].to(gamma)), hi[..., :h, :w].to(gamma))
+            gamma = torch.cat([sent, gamma[:, SENT:]], dim=1)
+            target = torch.einsum("ck,bkhw->bchw", torch.linalg.inv(transform), gamma).clamp_min(0) ** 2
+            moved = z + torch.einsum("dc,bchw->bdhw", a_inv, target - means)
+        return torch.cat([moved.to(z_q.dtype), z_q[:, d:]], dim=1)
+
     def decoder_side(self) -> List[nn.Module]:
         """The networks :meth:`decode` runs (decoder, linear synthesis, refine head), not the
         encoder's: a decoder may lay them out as suits its device while the encoder's codes
@@ -389,7 +436,11 @@ class Embedder(nn.Module):
         z = self.analysis(planes.float())
         target = F.pixel_unshuffle(camera_rgb.float(), self.factor)
         for n in range(1, len(self.stages) + 1):
-            coded = self.lookup_codes(self.quantize.encode_indices(z, n))[:, : self.quantize.embed_dim]
+            coded = self.lookup_codes(self.quantize.encode_indices(z, n))
+            sent = self.sent_means(planes, n) if self.mean_layers else None
+            if sent is not None:
+                coded = self.with_means(coded, *sent)
+            coded = coded[:, : self.quantize.embed_dim]
             weight, bias = least_squares_synthesis(coded, target, ridge)
             self.synthesis.weight[self._synthesis_rows(n)] = weight
             self.synthesis.bias[self._synthesis_rows(n)] = bias
@@ -405,6 +456,9 @@ class Embedder(nn.Module):
         z = self.encode(planes)
         if self.staged:
             z_q, q_loss, indices, stats = self.quantize(z, stages)
+            sent = self.sent_means(planes, stages or len(self.stages)) if self.mean_layers else None
+            if sent is not None:
+                z_q = self.with_means(z_q, *sent)
         else:
             z_q, q_loss, indices, stats = self.quantize(z)
         return self.decode(z_q), q_loss, indices, stats
@@ -462,6 +516,19 @@ def least_squares_synthesis(latent: torch.Tensor, target: torch.Tensor, ridge: f
     solution = torch.linalg.solve(gram, inputs.t() @ target)  # (9d + 1) x C
     weight = solution[:-1].t().reshape(-1, d, 3, 3)  # unfold orders (channel, ky, kx)
     return weight.float(), solution[-1].float()
+
+
+def cell_means_torch(planes: torch.Tensor, cell: int) -> torch.Tensor:
+    """The means of the ``cell`` x ``cell`` blocks of planes B x 4 x H x W."""
+    return F.avg_pool2d(planes.float(), cell)
+
+
+def cell_mean_functional(analysis_weight: torch.Tensor) -> torch.Tensor:
+    """4 x D: the plane means of a cell as a linear function of its latent (less the
+    analysis bias), through the analysis' pseudo-inverse."""
+    pinv = torch.linalg.pinv(analysis_weight)  # cell samples x D, plane-major (pixel_unshuffle)
+    per = pinv.shape[0] // PLANES
+    return pinv.reshape(PLANES, per, -1).mean(1)
 
 
 def pad_planes(planes: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:

@@ -613,12 +613,14 @@ class DiffusionDecoder:
     @torch.inference_mode()
     def decode(self, codes, steps: int = 4, seed: int = 0, sampler: Optional[str] = None,
                guidance_scale: Optional[float] = None, shape: Optional[Tuple[int, int]] = None,
-               realism: Optional[float] = None) -> torch.Tensor:
+               realism: Optional[float] = None, means=None) -> torch.Tensor:
         """The embedder decoder's output (C x H x W, clipped to [0, 1]) for code grids (a grid,
         or the grids of a prefix of the stages: numpy arrays or 1 x h x w tensors; ``shape``
         the finest grid); the same codes and seed give the same output (the noise is drawn on
         the CPU from ``seed``). ``realism`` (default: the model's) is
-        :meth:`LatentDenoiser.draw`'s. The codec renders it as it renders the fast decoder's."""
+        :meth:`LatentDenoiser.draw`'s; ``means``: the bounds the stream's mean layers sent
+        (``Embedder.with_means``: the drawn latent keeps the sent cell means). The codec
+        renders it as it renders the fast decoder's."""
         steps = self.check_steps(steps)
         if isinstance(codes, (np.ndarray, torch.Tensor)):
             codes = [codes]
@@ -631,6 +633,8 @@ class DiffusionDecoder:
                                  guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
                                  eta=self.eta, realism=self.realism_for(realism),
                                  quality=self.quality_of(idx))
+        if means is not None:
+            z = self.embedder.with_means(z, *means)
         return self.embedder.decode(z)[0].clamp(0, 1)
 
 
