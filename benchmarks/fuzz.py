@@ -15,7 +15,8 @@ quality it has) are mutated, one mutation per case, cycling through:
                      decoder reads garbage
     stage_table      the stage table rewritten, CRC recomputed: random bytes in it, a
                      boundary between two stages moved (the lengths still add up), a
-                     stage's scale or codebook size changed, or the stage count changed
+                     stage's scale or codebook size changed, a mean layer's exponent or
+                     flag changed (a model with mean layers), or the stage count changed
     declared_size    the frame size (and a matching code grid) set to a random size up
                      to 65535 codes a side, written by the writer: the size limit's job
 
@@ -89,7 +90,9 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
     body = buf[:-4]
     where = bitstream.layout(data)  # offsets of the stage table (its count, each entry) and the payload
     table, entries, start = where["table"], where["stages"], where["payload"]
-    count = len(entries)
+    order = bitstream.table_order(bitstream.read_header(data))
+    stage_entries = [at for at, (k, _) in zip(entries, order) if k == "stage"]
+    mean_entries = [at for at, (k, _) in zip(entries, order) if k == "means"]
     if kind == "header_rewrite":
         for _ in range(int(rng.integers(1, 5))):
             pos = int(rng.integers(6, table))  # past the magic and the version, up to the stage table
@@ -101,7 +104,8 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
                 body[int(rng.integers(start, len(body)))] = int(rng.integers(0, 256))
         return _with_crc(bytes(body))
     header, payload = bitstream.unpack(data)
-    chunks = bitstream.stage_payloads(header, payload)
+    chunks, means = bitstream.split_payload(header, payload)  # a model's mean layers ride along
+    header = replace(header, payload_length=None)
     if kind == "declared_size":  # written by the writer: a valid header that declares the size
         code_h, code_w = (int(v) for v in rng.integers(1, 65536, 2))
         if rng.random() < 0.5:  # often small enough to pass a limit of about a megapixel
@@ -109,21 +113,24 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
         height = code_h * factor - int(rng.integers(0, factor))
         width = code_w * factor - int(rng.integers(0, factor))
         return bitstream.pack(replace(header, height=height, width=width, code_height=code_h, code_width=code_w),
-                              chunks)
+                              chunks, means)
     if kind == "stage_table":
         how = int(rng.integers(0, 4))
         if how == 0:  # random bytes anywhere in the table, its count included
             for _ in range(int(rng.integers(1, 4))):
                 body[int(rng.integers(table, start))] = int(rng.integers(0, 256))
-        elif how == 1 and count > 1:  # a boundary moved: one stage gains what the next loses
-            k = int(rng.integers(0, count - 1))
+        elif how == 1 and len(chunks) > 1:  # a boundary moved: one stage gains what the next loses
+            k = int(rng.integers(0, len(chunks) - 1))
             a, b = len(chunks[k]), len(chunks[k + 1])
             shift = int(rng.integers(-min(a, 8), min(b, 8) + 1))
             joined = chunks[k] + chunks[k + 1]
             chunks[k:k + 2] = [joined[:a + shift], joined[a + shift:]]
-            return bitstream.pack(header, chunks)
+            return bitstream.pack(header, chunks, means)
+        elif means and how == 1:  # a mean layer's entry: another exponent, or a stage's flag
+            at = mean_entries[int(rng.integers(0, len(mean_entries)))]
+            body[at] = int(rng.integers(0, 256)) if rng.random() < 0.3 else 0x80 | int(rng.integers(0, 16))
         elif how == 2 or how == 1:  # another scale or codebook size for a stage (u8 scale, u16 K - 1)
-            at = entries[int(rng.integers(0, count))]
+            at = stage_entries[int(rng.integers(0, len(stage_entries)))]
             if rng.random() < 0.5:
                 body[at] = int(rng.choice([1, 2, 4]))
             else:

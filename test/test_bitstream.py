@@ -299,8 +299,10 @@ def test_pack_rejects_bad_arguments():
         pack(make_header(payload_length=3), b"ab")
     with pytest.raises(BitstreamError, match=r"cannot write format version 2 \(this build writes versions 5 and 4"):
         pack(make_header(version=2), b"")
-    with pytest.raises(BitstreamError, match="version 5"):
-        pack(make_header(version=5), b"")
+    with pytest.raises(BitstreamError, match="cannot write format version 6"):
+        pack(make_header(version=6), b"")
+    with pytest.raises(BitstreamError, match="format version 5 is for streams with mean layers"):
+        make_header(version=5)
     with pytest.raises(BitstreamError, match="matrix_source 'default' is the identity matrix"):
         pack(make_header(matrix_source="default"), b"")
     assert unpack(pack(make_header(matrix_source="default", version=3), b""))[0].color_matrix == bs._flat_floats(
@@ -550,7 +552,8 @@ def test_a_stage_count_that_moves_the_payload_is_caught(valid, valid3):
     for data in (valid, valid3):
         for count in (1, 2, 4, 16):
             with pytest.raises(BitstreamError,
-                               match="lengths add up|truncated|trailing garbage|scale|codebook_size|mean layer"):
+                               match="lengths add up|truncated|trailing garbage|scale|codebook_size|"
+                                     "is a mean layer, which version 4 does not have"):
                 unpack(with_field(data, bs.layout(data)["table"], "<B", count))
 
 

@@ -175,6 +175,11 @@ def test_the_decoder_keeps_the_sent_means(means_codec, corpus_frames):
     gamma = cm.gamma_channels(means + a[1][:, None, None])[:3]
     lo, hi = codes.means
     assert np.all(gamma > lo - 1e-6) and np.all(gamma < hi + 1e-6)
+    with torch.no_grad():
+        coded = emb.lookup_codes([torch.from_numpy(np.asarray(c))[None] for c in codes], header.code_shape)
+    plain = np.einsum("dc,dhw->chw", a[0][0], coded[0, : emb.quantize.embed_dim].double().numpy())
+    plain = cm.gamma_channels(plain + a[1][:, None, None])[:3]
+    assert np.mean((plain < lo - 1e-6) | (plain > hi + 1e-6)) > 0.05  # the codes alone: often outside
 
 
 def test_a_corrupted_mean_layer_is_a_bitstream_error(means_codec, corpus_frames):
@@ -250,8 +255,28 @@ def test_the_vehicle_graph_and_a_diffusion_decoder_keep_the_mean_layers(tiny_mea
     data = codec.compress(frame, quality=3)
     header, codes = codec.parse(data)
     drawn = codec.tiled_latent(codes, "diffusion", 2, 0, header.code_shape, realism=1.0)
-    plain = codec.tiled_latent(codes[:3], "diffusion", 2, 0, header.code_shape, realism=1.0)  # a list: no means
+    plain = codec.tiled_latent(list(codes), "diffusion", 2, 0, header.code_shape, realism=1.0)  # no means
     assert not torch.equal(drawn, plain)
     img = codec.decompress(data, mode="diffusion", steps=2)
     assert img.shape == (frame.height, frame.width, 3)
     assert np.array_equal(img, codec.decompress(data, mode="diffusion", steps=2))
+
+
+def test_mutated_streams_with_mean_layers_end_in_an_image_or_a_value_error(tiny_means_model):
+    """A short run of benchmarks/fuzz.py on a model with mean layers (their entries and
+    payloads mutated with the rest)."""
+    import importlib.util
+    import os
+
+    from rawdiff.codec import Codec
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "fuzz.py")
+    spec = importlib.util.spec_from_file_location("rawdiff_fuzz_means", path)
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    codec = Codec.load(tiny_means_model, device="cpu", backend="torch", max_pixels=256 * 256)
+    summary = fuzz.run(codec, 600, seed=11)
+    assert summary["unexpected"] == [], summary["unexpected"][:3]
+    outcomes = summary["outcomes"]
+    assert outcomes["stage_table"].get("BitstreamError", 0) > 0
+    assert "decoded" in outcomes["payload_rewrite"] or outcomes["payload_rewrite"].get("BitstreamError", 0) > 0

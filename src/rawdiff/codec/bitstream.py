@@ -917,7 +917,8 @@ def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
 
 def layout(data: bytes) -> Dict[str, Any]:
     """Where the parts of a bitstream lie, for fuzzing and tests: ``table`` (the offset of the
-    stage count S), ``stages`` (the offset of each stage's entry), ``payload`` and ``crc``.
+    stage count S), ``stages`` (the offset of each entry of the table, stages and mean layers,
+    in :func:`table_order`), ``payload`` and ``crc``.
     Only the header is checked (as :func:`read_header` with ``verify=False``)."""
     buf = _as_bytes(data)
     header, start = _parse(buf, verify=False)

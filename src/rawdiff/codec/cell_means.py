@@ -15,7 +15,8 @@ right, and layer j sends only the ``e_j - e_(j-1)`` new bits of each value. A st
 after any stage keeps the layers before it whole: the progressive bitstream holds.
 
 The decoder's estimate of a cell is the VQ latent's own mean, clipped into the interval the
-layers give (:func:`intervals`; the latent is then moved to it:
+layers give shrunk by a share of the step at each end (:func:`estimate_bounds`; the latent
+is then moved to it:
 ``rawdiff.models.embedder.Embedder.with_means``). The entropy model of a layer's symbols
 has a context per channel and per place of the VQ prediction relative to what is known
 (:func:`prediction_buckets`); its frequency tables are fitted on the training split and
@@ -32,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rawdiff.codec.bitstream import MAX_STAGES
 from rawdiff.codec.entropy import MAX_SYMBOLS, TOTAL, _constriction, _is_fatal, quantize_probabilities
 
 #: luma, R - G, B - G, G1 - G2 of the square roots of the plane means R, G1, G2, B
@@ -161,6 +163,9 @@ class MeanLayers:
                  tables: Sequence[np.ndarray], offset: np.ndarray, freqs: Optional[Sequence[np.ndarray]] = None):
         self.stages = [(int(sc), int(k)) for sc, k in stages]
         self.layers = check_layers(layers, len(self.stages))
+        if len(self.stages) + len(self.layers) > MAX_STAGES:
+            raise ValueError("%d stages and %d mean layers: a bitstream holds at most %d entries"
+                             % (len(self.stages), len(self.layers), MAX_STAGES))
         if len(tables) != len(self.stages):
             raise ValueError("mean tables for %d stages, the model has %d" % (len(tables), len(self.stages)))
         self.tables = [np.ascontiguousarray(t, dtype=np.float64) for t in tables]
@@ -168,6 +173,8 @@ class MeanLayers:
             if t.shape != (k, 4) or not np.all(np.isfinite(t)):
                 raise ValueError("a mean table must be %d x 4 finite values, got %s" % (k, t.shape))
         self.offset = np.asarray(offset, dtype=np.float64).reshape(4)
+        if not np.all(np.isfinite(self.offset)):
+            raise ValueError("the mean layers' offset must be finite, got %s" % self.offset)
         self.freqs: List[np.ndarray] = []
         self._models: Optional[list] = None
         if freqs is not None:
@@ -255,6 +262,8 @@ class MeanLayers:
         """The coded layers of a stream of ``quality`` stages: ``gamma`` is the vehicle's
         (:func:`gamma_channels` of :func:`cell_means`), ``codes`` the stages' grids."""
         shape = gamma.shape[1:]
+        if SENT * shape[0] * shape[1] > MAX_SYMBOLS:  # what decode refuses
+            raise ValueError("a %dx%d grid of cell means is larger than %d values" % (shape + (MAX_SYMBOLS,)))
         out = []
         coarser = None
         for j in range(layers_at(self.layers, quality)):
@@ -297,6 +306,9 @@ class MeanLayers:
             raise ValueError("a %dx%d grid of cell means is larger than %d values" % (h, w, MAX_SYMBOLS))
         if len(chunks) > len(self.layers):
             raise ValueError("%d mean layers coded, the model has %d" % (len(chunks), len(self.layers)))
+        self._get_models()
+        for j, data in enumerate(chunks):  # the cheap checks of every layer before any prediction
+            self._check_size(j, len(data), SENT * h * w)
         level = None
         for j, data in enumerate(chunks):
             after, e = self.layers[j]
@@ -306,10 +318,15 @@ class MeanLayers:
             level = self._decode_layer(j, data, level, prediction)
         return level, self.layers[len(chunks) - 1][1]
 
+    def _check_size(self, j: int, size: int, values: int) -> None:
+        if size % 4:
+            raise ValueError("mean layer %d: %d bytes is not a whole number of 32-bit words" % (j + 1, size))
+        min_bits = float(min(-np.log2(f.max() / float(TOTAL)) for f in self.freqs[j]))
+        if values * min_bits > 8.0 * size + 64.0:
+            raise ValueError("mean layer %d: %d bytes are too few for %d values" % (j + 1, size, values))
+
     def _decode_layer(self, j: int, data: bytes, coarser: Optional[np.ndarray], prediction: np.ndarray) -> np.ndarray:
         raw = bytes(data)
-        if len(raw) % 4:
-            raise ValueError("mean layer %d: %d bytes is not a whole number of 32-bit words" % (j + 1, len(raw)))
         e = self.layers[j][1]
         dummy = np.zeros((SENT,) + prediction.shape[1:], np.int64)
         if j == 0:
@@ -318,9 +335,6 @@ class MeanLayers:
             _, context = self._symbols(j, dummy, coarser, prediction)
         flat_c = context.ravel()
         counts = np.bincount(flat_c, minlength=self.contexts_of(j))
-        min_bits = float(min(-np.log2(f.max() / float(f.sum())) for f in self.freqs[j]))
-        if flat_c.size * min_bits > 8.0 * len(raw) + 64.0:
-            raise ValueError("mean layer %d: %d bytes are too few for %d values" % (j + 1, len(raw), flat_c.size))
         symbol = np.empty(flat_c.size, np.int64)
         models = self._get_models()[j]
         try:
@@ -352,8 +366,7 @@ class MeanLayers:
         for j, (after, e) in enumerate(self.layers):
             level = levels(gamma, e)
             symbol, context = self._symbols(j, level, coarser, self.prediction(codes[:after], shape))
-            f = self.freqs[j].astype(np.float64)
-            p = f[context.ravel(), symbol.ravel()] / f[context.ravel()].sum(1)
+            p = self.freqs[j][context.ravel(), symbol.ravel()].astype(np.float64) / TOTAL  # rows sum to TOTAL
             out.append(float(-np.log2(p).sum()))
             coarser = level
         return out

@@ -356,14 +356,16 @@ class Embedder(nn.Module):
         if not count:
             return None
         exponent = self.mean_layers[count - 1][1]
-        cells = cell_means_torch(planes, self.factor // 2).detach().double().cpu().numpy()
+        cells, _ = pad_planes(planes.detach(), self.plane_multiple)  # as the codec: edges replicated
+        cells = cell_means_torch(cells, self.factor // 2).double().cpu().numpy()
         lo, hi = zip(*(estimate_bounds(levels(gamma_channels(c), exponent), exponent, count - 1) for c in cells))
         return (torch.from_numpy(np.stack(lo)).to(planes.device), torch.from_numpy(np.stack(hi)).to(planes.device))
 
     def with_means(self, z_q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """The decoder input ``z_q`` (with its quality channel) moved by the least change
         whose cells' means are its own, clipped into the sent bounds ``[lo, hi]``
-        (:mod:`rawdiff.codec.cell_means`)."""
+        (:mod:`rawdiff.codec.cell_means`). The move is a constant to the gradient: an
+        encoder trained through it sees the straight-through gradient of its codes."""
         d = self.quantize.embed_dim
         with torch.autocast(z_q.device.type, enabled=False):
             a = cell_mean_functional(self.analysis_weight.double())  # 4 x D
@@ -376,8 +378,8 @@ class Embedder(nn.Module):
             sent = torch.minimum(torch.maximum(gamma[:, :SENT], lo[..., :h, :w].to(gamma)), hi[..., :h, :w].to(gamma))
             gamma = torch.cat([sent, gamma[:, SENT:]], dim=1)
             target = torch.einsum("ck,bkhw->bchw", torch.linalg.inv(transform), gamma).clamp_min(0) ** 2
-            moved = z + torch.einsum("dc,bchw->bdhw", a_inv, target - means)
-        return torch.cat([moved.to(z_q.dtype), z_q[:, d:]], dim=1)
+            move = torch.einsum("dc,bchw->bdhw", a_inv, target - means).detach()
+        return torch.cat([z_q[:, :d] + move.to(z_q.dtype), z_q[:, d:]], dim=1)
 
     def decoder_side(self) -> List[nn.Module]:
         """The networks :meth:`decode` runs (decoder, linear synthesis, refine head), not the
