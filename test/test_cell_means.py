@@ -59,6 +59,8 @@ def test_prediction_is_the_decoders_latent_means():
     for n in (1, 2, 3):
         expected = cm.gamma_channels(layers_means(layers, codes[:n], gamma.shape[1:]))
         assert np.allclose(layers.prediction(codes[:n], gamma.shape[1:]), expected, atol=1e-12)
+    for j, p in enumerate(layers.predictions(codes, gamma.shape[1:], 3)):  # the same sums, once
+        assert np.array_equal(p, layers.prediction(codes[: LAYERS[j][0]], gamma.shape[1:]))
 
 
 def test_layers_round_trip_and_a_lower_quality_is_a_prefix():

@@ -212,15 +212,29 @@ class MeanLayers:
         """The perceptual channels (4 x h x w) of the cell means of the latent the first
         ``len(codes)`` stages give, on the finest grid ``shape``: bit for bit the same on
         every machine."""
+        return self._accumulate(codes, shape, [len(codes)])[0]
+
+    def predictions(self, codes: Sequence[np.ndarray], shape: Tuple[int, int], count: int) -> List[np.ndarray]:
+        """:meth:`prediction` for each of the first ``count`` layers (each from the stages
+        before it), the stages' contributions summed once."""
+        return self._accumulate(codes, shape, [after for after, _ in self.layers[:count]])
+
+    def _accumulate(self, codes: Sequence[np.ndarray], shape: Tuple[int, int], afters: Sequence[int]
+                    ) -> List[np.ndarray]:
         h, w = shape
         means = np.empty((4, h, w))
         means[:] = self.offset[:, None, None]
-        for (scale, _), table, grid in zip(self.stages, self.tables, codes):
-            add = table[np.asarray(grid, dtype=np.int64)].transpose(2, 0, 1)
-            if scale > 1:  # as the decoder's latent: a coarse stage interpolated bilinearly
-                add = upsample(upsample(add, scale, 1), scale, 2)
-            means += add[:, :h, :w]
-        return gamma_channels(means)
+        out: List[np.ndarray] = []
+        done = 0
+        for after in afters:
+            for (scale, _), table, grid in zip(self.stages[done:after], self.tables[done:after], codes[done:after]):
+                add = table[np.asarray(grid, dtype=np.int64)].transpose(2, 0, 1)
+                if scale > 1:  # as the decoder's latent: a coarse stage interpolated bilinearly
+                    add = upsample(upsample(add, scale, 1), scale, 2)
+                means += add[:, :h, :w]  # in stage order: the same sums on both sides
+            done = max(done, after)
+            out.append(gamma_channels(means))
+        return out
 
     # -- coding -------------------------------------------------------------------------
 
@@ -266,10 +280,10 @@ class MeanLayers:
             raise ValueError("a %dx%d grid of cell means is larger than %d values" % (shape + (MAX_SYMBOLS,)))
         out = []
         coarser = None
-        for j in range(layers_at(self.layers, quality)):
-            after, e = self.layers[j]
-            level = levels(gamma, e)
-            symbol, context = self._symbols(j, level, coarser, self.prediction(codes[:after], shape))
+        count = layers_at(self.layers, quality)
+        for j, prediction in enumerate(self.predictions(codes, shape, count)):
+            level = levels(gamma, self.layers[j][1])
+            symbol, context = self._symbols(j, level, coarser, prediction)
             if symbol.min() < 0 or symbol.max() >= self.symbols_of(j):  # pragma: no cover - by construction
                 raise AssertionError("mean layer %d: a symbol outside its alphabet" % (j + 1))
             out.append(self._code(j, symbol, context))
@@ -309,12 +323,12 @@ class MeanLayers:
         self._get_models()
         for j, data in enumerate(chunks):  # the cheap checks of every layer before any prediction
             self._check_size(j, len(data), SENT * h * w)
-        level = None
-        for j, data in enumerate(chunks):
-            after, e = self.layers[j]
+        for j in range(len(chunks)):
+            after = self.layers[j][0]
             if len(codes) < after:
                 raise ValueError("mean layer %d follows stage %d: only %d stages coded" % (j + 1, after, len(codes)))
-            prediction = self.prediction(codes[:after], (h, w))
+        level = None
+        for j, (data, prediction) in enumerate(zip(chunks, self.predictions(codes, (h, w), len(chunks)))):
             level = self._decode_layer(j, data, level, prediction)
         return level, self.layers[len(chunks) - 1][1]
 
@@ -363,9 +377,9 @@ class MeanLayers:
         """Ideal bits of each layer of ``gamma`` under the tables (for reports)."""
         shape = gamma.shape[1:]
         out, coarser = [], None
-        for j, (after, e) in enumerate(self.layers):
-            level = levels(gamma, e)
-            symbol, context = self._symbols(j, level, coarser, self.prediction(codes[:after], shape))
+        for j, prediction in enumerate(self.predictions(codes, shape, len(self.layers))):
+            level = levels(gamma, self.layers[j][1])
+            symbol, context = self._symbols(j, level, coarser, prediction)
             p = self.freqs[j][context.ravel(), symbol.ravel()].astype(np.float64) / TOTAL  # rows sum to TOTAL
             out.append(float(-np.log2(p).sum()))
             coarser = level
@@ -414,9 +428,9 @@ def fit(layers: MeanLayers, samples: Sequence[Tuple[np.ndarray, Sequence[np.ndar
     counts = [np.full((layers.contexts_of(j), layers.symbols_of(j)), smoothing) for j in range(len(layers.layers))]
     for gamma, codes in samples:
         coarser = None
-        for j, (after, e) in enumerate(layers.layers):
-            level = levels(gamma, e)
-            symbol, context = layers._symbols(j, level, coarser, layers.prediction(codes[:after], gamma.shape[1:]))
+        for j, prediction in enumerate(layers.predictions(codes, gamma.shape[1:], len(layers.layers))):
+            level = levels(gamma, layers.layers[j][1])
+            symbol, context = layers._symbols(j, level, coarser, prediction)
             np.add.at(counts[j], (context.ravel(), symbol.ravel()), 1.0)
             coarser = level
     layers.set_freqs([quantize_probabilities(c) for c in counts])
