@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from synthetic import ROOT
 
@@ -35,8 +36,12 @@ def test_tiny_config_trains_exports_and_resumes(tiny_corpus, tmp_path):
     with open(os.path.join(summary["model_dir"], "MODEL_CARD.md")) as f:
         assert "bits per index" in f.read()
 
-    resumed = train([], resume=run, max_steps=6, logdir=str(tmp_path))
+    # resumed until a wall-time limit stops it between the periodic checkpoints (every 5 steps)
+    resumed = train([], ["lightning.trainer.max_time=00:00:00:08", "lightning.trainer.check_val_every_n_epoch=1000"],
+                    resume=run, max_steps=100000, logdir=str(tmp_path))
     assert resumed["run_dir"] == run and resumed["global_step"] > summary["global_step"]
+    state = torch.load(os.path.join(run, "checkpoints", "last.ckpt"), map_location="cpu", weights_only=True)
+    assert state["global_step"] == resumed["global_step"]  # the last checkpoint is where it stopped
     assert os.path.isfile(os.path.join(run, "csv", "version_0", "metrics.csv"))  # earlier logs kept
 
 

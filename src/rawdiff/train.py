@@ -101,6 +101,9 @@ def train(bases: Sequence[str], overrides: Sequence[str] = (), resume: Optional[
     steps = None
     if do_train:
         trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+        # the last checkpoint holds where training stopped (a wall-time limit stops between
+        # the periodic checkpoints): a resumed run or an export of it loses no step
+        trainer.save_checkpoint(os.path.join(run_dir, "checkpoints", "last.ckpt"))
     elif ckpt:
         import torch
 
