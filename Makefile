@@ -112,9 +112,7 @@ data/people/.frames: build/.apt.stamp $(VENV)/.stamp Makefile
 # Then its decoder stage (config/models/scalable_decoder.yaml): the same codes (frozen), one
 # synthesis per operating point fitted on the codes, the decoder network trained on; the
 # same again from its result (a fresh optimizer), then a last stage at a tenth of the
-# learning rate (config/models/scalable_anneal.yaml). Then the mean layers
-# (config/models/means_decoder.yaml: the cells' plane means sent after stages 3 to 6, the
-# decoder side trained on latents moved to them; the codes stay). Then the diffusion decoder
+# learning rate (config/models/scalable_anneal.yaml). Then the diffusion decoder
 # (config/models/ldm_scalable.yaml) on that frozen embedder; the model directory holds both.
 # (The decoder stages keep the codes, so a diffusion decoder trained on the first stage
 # carries over: `rawdiff train --base config/models/ldm.yaml
@@ -124,11 +122,9 @@ DEFAULT_STAGE := build/model-scalable
 DECODER_STAGE := build/model-decoder
 DECODER2_STAGE := build/model-decoder2
 ANNEAL_STAGE := build/model-anneal
-MEANS_STAGE := build/model-means
 DIFFUSION_STAGE := build/model-diffusion
 model: data
-	rm -rf $(DEFAULT_STAGE) $(DECODER_STAGE) $(DECODER2_STAGE) $(ANNEAL_STAGE) $(MEANS_STAGE) $(DIFFUSION_STAGE) \
-	  models/default.new
+	rm -rf $(DEFAULT_STAGE) $(DECODER_STAGE) $(DECODER2_STAGE) $(ANNEAL_STAGE) $(DIFFUSION_STAGE) models/default.new
 	$(RUN) rawdiff train --base config/models/scalable.yaml --logdir runs --export $(DEFAULT_STAGE) $(ARGS)
 	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/scalable_decoder.yaml --logdir runs \
 	  --export $(DECODER_STAGE) $(ARGS) model.params.init=$(DEFAULT_STAGE)
@@ -136,10 +132,8 @@ model: data
 	  --export $(DECODER2_STAGE) $(ARGS) model.params.init=$(DECODER_STAGE)
 	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/scalable_decoder.yaml \
 	  config/models/scalable_anneal.yaml --logdir runs --export $(ANNEAL_STAGE) $(ARGS) model.params.init=$(DECODER2_STAGE)
-	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/means_decoder.yaml --logdir runs \
-	  --export $(MEANS_STAGE) $(ARGS) model.params.init=$(ANNEAL_STAGE)
 	$(RUN) rawdiff train --base config/models/ldm.yaml config/models/ldm_scalable.yaml --logdir runs \
-	  --export $(DIFFUSION_STAGE) $(ARGS) model.params.embedder=$(MEANS_STAGE)
+	  --export $(DIFFUSION_STAGE) $(ARGS) model.params.embedder=$(ANNEAL_STAGE)
 	cp -r $(DIFFUSION_STAGE) models/default.new
 	$(RUN) rawdiff eval --model models/default.new data/corpus/test_held.txt --out build/eval-operating-points \
 	  --write-operating-points
