@@ -90,9 +90,6 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
     body = buf[:-4]
     where = bitstream.layout(data)  # offsets of the stage table (its count, each entry) and the payload
     table, entries, start = where["table"], where["stages"], where["payload"]
-    order = bitstream.table_order(bitstream.read_header(data))
-    stage_entries = [at for at, (k, _) in zip(entries, order) if k == "stage"]
-    mean_entries = [at for at, (k, _) in zip(entries, order) if k == "means"]
     if kind == "header_rewrite":
         for _ in range(int(rng.integers(1, 5))):
             pos = int(rng.integers(6, table))  # past the magic and the version, up to the stage table
@@ -106,6 +103,9 @@ def mutate(rng: np.random.Generator, data: bytes, kind: str, factor: int = 8) ->
     header, payload = bitstream.unpack(data)
     chunks, means = bitstream.split_payload(header, payload)  # a model's mean layers ride along
     header = replace(header, payload_length=None)
+    order = bitstream.table_order(header)
+    stage_entries = [at for at, (k, _) in zip(entries, order) if k == "stage"]
+    mean_entries = [at for at, (k, _) in zip(entries, order) if k == "means"]
     if kind == "declared_size":  # written by the writer: a valid header that declares the size
         code_h, code_w = (int(v) for v in rng.integers(1, 65536, 2))
         if rng.random() < 0.5:  # often small enough to pass a limit of about a megapixel

@@ -51,10 +51,10 @@ sys.path.insert(0, BENCH)
 
 from encoder_speed import ROOT, log, machine  # noqa: E402
 
+from rawdiff.codec.cell_means import MEAN_TRANSFORM  # noqa: E402  (luma, R - G, B - G, G1 - G2)
+
 PATHS = ("fast", "linear, codes", "decoder, whole latent", "linear, whole latent", "WebP, same bytes")
-#: plane means R, G1, G2, B (gamma domain) -> luma, R - G, B - G, G1 - G2
-MEAN_TRANSFORM = ((0.25, 0.25, 0.25, 0.25), (1.0, -0.5, -0.5, 0.0), (0.0, -0.5, -0.5, 1.0), (0.0, 1.0, -1.0, 0.0))
-GAMMA = 2.2
+GAMMA = 2.2  # the refinement's gamma domain here (the codec's mean layers use 2: an exact sqrt)
 
 
 def measure(ref: np.ndarray, img: np.ndarray, sigma: float) -> dict:
@@ -103,16 +103,13 @@ class MeanRefinement:
     """The plane means of each cell as linear functions of the latent (through the analysis'
     pseudo-inverse), and the smallest change of a latent that sets them."""
 
-    def __init__(self, pinv, bias):
+    def __init__(self, analysis_weight, bias):
         import torch
 
-        cell = pinv.shape[0]  # 4 planes x (f/2)^2 samples, plane-major (pixel_unshuffle's order)
-        per = cell // 4
-        means = torch.zeros(4, cell, dtype=torch.float64)
-        for c in range(4):
-            means[c, c * per: (c + 1) * per] = 1.0 / per
-        self.pinv = pinv.float()
-        self.A = means @ pinv.double()  # 4 x D
+        from rawdiff.models.embedder import cell_mean_functional
+
+        self.pinv = torch.linalg.pinv(analysis_weight.double()).float()
+        self.A = cell_mean_functional(analysis_weight.double())  # 4 x D
         self.A_inv = self.A.t() @ torch.linalg.inv(self.A @ self.A.t())  # D x 4: least-norm change
         self.bias = bias.double()
         self.T = torch.tensor(MEAN_TRANSFORM, dtype=torch.float64)
@@ -295,7 +292,7 @@ def main(argv=None) -> int:
     webp = baselines[0] if baselines else None
     # the analysis' pseudo-inverse and the mean functionals, once for the model
     emb = codec.embedder
-    refinement = MeanRefinement(torch.linalg.pinv(emb.analysis_weight.double()), emb.analysis_bias.float())
+    refinement = MeanRefinement(emb.analysis_weight, emb.analysis_bias.float())
     rows, sweeps = [], []
     for i, path in enumerate(paths):
         log("%d/%d %s" % (i + 1, len(paths), path))

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rawdiff.codec.bitstream import MAX_STAGES
+from rawdiff.codec.bitstream import MAX_MEAN_EXPONENT, MAX_STAGES
 from rawdiff.codec.entropy import MAX_SYMBOLS, TOTAL, _constriction, _is_fatal, quantize_probabilities
 
 #: luma, R - G, B - G, G1 - G2 of the square roots of the plane means R, G1, G2, B
@@ -44,7 +44,7 @@ SENT = 3
 #: places of the prediction within a known interval: below, 8 eighths, above
 BUCKETS = 10
 FIRST_BUCKETS = 8  # the first layer: the eighth of a step the prediction falls in
-MAX_EXPONENT = 10
+MAX_EXPONENT = MAX_MEAN_EXPONENT  # what the bitstream can say
 #: the share of the step the decoder's estimate keeps from the ends of the interval, for the
 #: first layer and the later ones (the rms error of the luma and colour estimate on 4
 #: validation frames: 1/8 best with one layer, where the VQ prediction is still good, 1/4
@@ -127,6 +127,15 @@ def cell_means(planes: np.ndarray, cell: int) -> np.ndarray:
     (H, W multiples of ``cell``)."""
     c, h, w = planes.shape
     return planes.reshape(c, h // cell, cell, w // cell, cell).astype(np.float64).mean(axis=(2, 4))
+
+
+def planes_gamma(planes: np.ndarray, multiple: int) -> np.ndarray:
+    """The perceptual channels of the cell means of the encoder's planes (4 x H x W),
+    edge-padded to multiples of ``multiple`` (a cell's side) as the encoder pads them: what
+    the mean layers send."""
+    padded = np.pad(planes, ((0, 0), (0, -planes.shape[1] % multiple), (0, -planes.shape[2] % multiple)),
+                    mode="edge")
+    return gamma_channels(cell_means(padded, multiple))
 
 
 def prediction_buckets(prediction: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -238,30 +247,33 @@ class MeanLayers:
 
     # -- coding -------------------------------------------------------------------------
 
-    def _symbols(self, j: int, level: np.ndarray, coarser: Optional[np.ndarray], prediction: np.ndarray
-                 ) -> Tuple[np.ndarray, np.ndarray]:
-        """(symbol, context) of each value of layer j, 3 x h x w each."""
+    def _contexts(self, j: int, coarser: Optional[np.ndarray], prediction: np.ndarray
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+        """(context, offset) of each value of layer j, 3 x h x w each: what the decoder knows
+        before the layer; a value's symbol is its level less the offset. The first layer's
+        offset is the predicted level (within the levels' range) less 2**e - 1; a later
+        layer's, the coarser level shifted left by the new bits."""
         e = self.layers[j][1]
         if j == 0:
             scaled = prediction[:SENT] / steps(e)[:, None, None]
             floor = np.floor(scaled)
             bucket = np.clip(np.floor((scaled - floor) * FIRST_BUCKETS), 0, FIRST_BUCKETS - 1).astype(np.int64)
-            symbol = level - self._base(scaled, e) + (2 ** e - 1)
+            lo, hi = level_range(e)
+            offset = np.clip(floor, lo[:, None, None], hi[:, None, None]).astype(np.int64) - (2 ** e - 1)
             per = FIRST_BUCKETS
         else:
             prev = self.layers[j - 1][1]
             lo, hi = intervals(coarser, prev)
             bucket = prediction_buckets(prediction[:SENT], lo, hi)
-            symbol = level - (coarser << (e - prev))
+            offset = coarser << (e - prev)
             per = BUCKETS
-        context = bucket + per * np.arange(SENT)[:, None, None]
-        return symbol, context
+        return bucket + per * np.arange(SENT)[:, None, None], offset
 
-    @staticmethod
-    def _base(scaled: np.ndarray, exponent: int) -> np.ndarray:
-        """The first layer's predicted levels: the prediction's, within the levels' range."""
-        lo, hi = level_range(exponent)
-        return np.clip(np.floor(scaled), lo[:, None, None], hi[:, None, None]).astype(np.int64)
+    def _symbols(self, j: int, level: np.ndarray, coarser: Optional[np.ndarray], prediction: np.ndarray
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+        """(symbol, context) of each value of layer j, 3 x h x w each."""
+        context, offset = self._contexts(j, coarser, prediction)
+        return level - offset, context
 
     def _get_models(self) -> list:
         if not self.freqs:
@@ -342,11 +354,7 @@ class MeanLayers:
     def _decode_layer(self, j: int, data: bytes, coarser: Optional[np.ndarray], prediction: np.ndarray) -> np.ndarray:
         raw = bytes(data)
         e = self.layers[j][1]
-        dummy = np.zeros((SENT,) + prediction.shape[1:], np.int64)
-        if j == 0:
-            _, context = self._symbols(j, dummy, None, prediction)
-        else:
-            _, context = self._symbols(j, dummy, coarser, prediction)
+        context, offset = self._contexts(j, coarser, prediction)
         flat_c = context.ravel()
         counts = np.bincount(flat_c, minlength=self.contexts_of(j))
         symbol = np.empty(flat_c.size, np.int64)
@@ -363,11 +371,7 @@ class MeanLayers:
             raise ValueError("mean layer %d is corrupted (%s: %s)" % (j + 1, type(exc).__name__, exc)) from None
         if not exhausted:
             raise ValueError("mean layer %d is corrupted (data left over)" % (j + 1))
-        symbol = symbol.reshape(dummy.shape)
-        if j == 0:
-            level = symbol + self._base(prediction[:SENT] / steps(e)[:, None, None], e) - (2 ** e - 1)
-        else:
-            level = (coarser << (e - self.layers[j - 1][1])) + symbol
+        level = symbol.reshape(offset.shape) + offset
         lo, hi = level_range(e)
         if np.any(level < lo[:, None, None]) or np.any(level > hi[:, None, None]):
             raise ValueError("mean layer %d decoded to levels outside their range" % (j + 1))
@@ -438,19 +442,13 @@ def fit(layers: MeanLayers, samples: Sequence[Tuple[np.ndarray, Sequence[np.ndar
     return [b / max(values, 1) for b in np.sum([layers.bits(g, c) for g, c in samples], axis=0)] if samples else []
 
 
-def mean_tables(analysis_weight: np.ndarray, analysis_bias: np.ndarray, codebooks: Sequence[np.ndarray]
+def mean_tables(functional: np.ndarray, analysis_bias: np.ndarray, codebooks: Sequence[np.ndarray]
                 ) -> Tuple[List[np.ndarray], np.ndarray]:
-    """Each codeword's contribution to a cell's plane means and the zero latent's means,
-    through the analysis' pseudo-inverse (the latent -> cell samples map of the decoder's
-    linear path): computed once when a model is made, shipped, never recomputed."""
-    pinv = np.linalg.pinv(np.asarray(analysis_weight, dtype=np.float64))  # cell x D
-    cell = pinv.shape[0]
-    per = cell // 4
-    functional = np.zeros((4, cell))
-    for c in range(4):
-        functional[c, c * per: (c + 1) * per] = 1.0 / per  # planes in pixel_unshuffle's order
-    a = functional @ pinv  # 4 x D
+    """Each codeword's contribution to a cell's plane means and the zero latent's means, from
+    ``functional`` (4 x D: the plane means as a linear function of the latent less the
+    analysis bias, ``rawdiff.models.embedder.cell_mean_functional``): computed once when a
+    model is made, shipped, never recomputed."""
+    a = np.asarray(functional, dtype=np.float64)
     tables = [np.asarray(cb, dtype=np.float64) @ a.T for cb in codebooks]
     offset = -(a @ np.asarray(analysis_bias, dtype=np.float64))
     return tables, offset
-

@@ -352,11 +352,9 @@ class Codec:
         payloads = self.prior.encode(codes)
         means, mean_entries = [], ()
         if self.means is not None:
-            from rawdiff.codec.cell_means import cell_means, gamma_channels
+            from rawdiff.codec.cell_means import planes_gamma
 
-            m = self.plane_multiple
-            padded = np.pad(planes, ((0, 0), (0, -planes.shape[1] % m), (0, -planes.shape[2] % m)), mode="edge")
-            means = self.means.encode(gamma_channels(cell_means(padded, m)), codes, quality)
+            means = self.means.encode(planes_gamma(planes, self.plane_multiple), codes, quality)
             mean_entries = tuple((after, e, 0) for after, e in self.means.layers[: len(means)])
         code_h, code_w = self.code_shape(frame.height, frame.width)
         header = bitstream.Header(

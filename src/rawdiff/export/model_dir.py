@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -94,16 +94,20 @@ def iter_index_frames(index_file: str, limit: Optional[int] = None) -> Iterable:
 
 
 @torch.inference_mode()
-def frame_codes(embedder, frame, device: Optional[torch.device] = None) -> List[np.ndarray]:
-    """The code grids of every stage of ``frame`` (one grid for a plain codebook)."""
+def frame_codes(embedder, frame, device: Optional[torch.device] = None, with_means: bool = False
+                ) -> Tuple[List[np.ndarray], Optional[np.ndarray]]:
+    """The code grids of every stage of ``frame`` (one grid for a plain codebook) and, with
+    ``with_means``, what the mean layers send for it
+    (:func:`rawdiff.codec.cell_means.planes_gamma`; else None), from the same planes."""
+    from rawdiff.codec.cell_means import planes_gamma
     from rawdiff.models.embedder import pad_planes
     from rawdiff.raw.isp import model_planes, render_parameters
 
     gains = render_parameters(frame)["wb_gains"] if embedder.out == "linear" else None
-    planes = torch.from_numpy(model_planes(frame, None if gains is None else np.float32(gains)))
-    planes = planes[None].to(device or "cpu")
-    planes, _ = pad_planes(planes, embedder.plane_multiple)
-    return [g[0].cpu().numpy() for g in embedder.encode_codes(planes)]
+    planes = model_planes(frame, None if gains is None else np.float32(gains))
+    padded, _ = pad_planes(torch.from_numpy(planes)[None].to(device or "cpu"), embedder.plane_multiple)
+    grids = [g[0].cpu().numpy() for g in embedder.encode_codes(padded)]
+    return grids, planes_gamma(planes, embedder.plane_multiple) if with_means else None
 
 
 #: clusters of the neighbours' codes in the contexts of the first stage, and of the later
@@ -113,43 +117,35 @@ LATER_STAGE_CLUSTERS = 8
 PARENT_CLUSTERS = 8
 
 
-@torch.inference_mode()
-def frame_cell_gamma(embedder, frame) -> np.ndarray:
-    """The perceptual channels of the cell means of ``frame``'s planes, as the codec's
-    encoder computes them (:mod:`rawdiff.codec.cell_means`)."""
-    from rawdiff.codec.cell_means import cell_means, gamma_channels
-    from rawdiff.raw.isp import model_planes, render_parameters
-
-    gains = render_parameters(frame)["wb_gains"] if embedder.out == "linear" else None
-    planes = model_planes(frame, None if gains is None else np.float32(gains))
-    m = embedder.plane_multiple
-    planes = np.pad(planes, ((0, 0), (0, -planes.shape[1] % m), (0, -planes.shape[2] % m)), mode="edge")
-    return gamma_channels(cell_means(planes, m))
-
-
-def fit_means(embedder, frames: Iterable, codes: List[List[np.ndarray]]):
-    """The mean layers of ``embedder`` (its ``mean_layers``): each codeword's contribution to
-    the cell means, and the symbols' frequency tables fitted on ``frames`` (whose code grids
-    are ``codes``); returns them and each layer's bits per value on those frames."""
-    from rawdiff.codec.cell_means import MeanLayers, fit, mean_tables
-
-    quantize = embedder.quantize
-    codebooks = [cb.codebook().detach().cpu().double().numpy() for cb in quantize.codebooks]
-    tables, offset = mean_tables(embedder.analysis_weight.detach().cpu().double().numpy(),
-                                 embedder.analysis_bias.detach().cpu().double().numpy(), codebooks)
-    layers = MeanLayers(embedder.mean_layers, embedder.stages, tables, offset)
-    samples = [(frame_cell_gamma(embedder, f), c) for f, c in zip(frames, codes)]
-    return layers, fit(layers, samples)
-
-
-def fit_prior(embedder, frames: Iterable, kind: str = "context"):
-    """The index prior of ``embedder``'s codes of ``frames`` (a :class:`StagedPrior`, one
-    stage per quantizer stage), and those codes (per frame, a grid per stage)."""
+def training_codes(embedder, frames: Iterable, with_means: bool = False
+                   ) -> Tuple[List[List[np.ndarray]], List[Optional[np.ndarray]]]:
+    """:func:`frame_codes` of ``frames`` in one pass over them (each frame read once): the
+    code grids (per frame, a grid per stage) and what the mean layers send for each."""
     device = next(embedder.parameters()).device
     was_training = embedder.training
     embedder.eval()
-    codes = [frame_codes(embedder, f, device) for f in frames]
+    done = [frame_codes(embedder, f, device, with_means) for f in frames]
     embedder.train(was_training)
+    return [c for c, _ in done], [g for _, g in done]
+
+
+def fit_means(embedder, gammas: List[np.ndarray], codes: List[List[np.ndarray]]):
+    """The mean layers of ``embedder`` (its ``mean_layers``): each codeword's contribution to
+    the cell means, and the symbols' frequency tables fitted on frames whose cell means are
+    ``gammas`` and code grids ``codes``; returns them and each layer's bits per value there."""
+    from rawdiff.codec.cell_means import MeanLayers, fit, mean_tables
+    from rawdiff.models.embedder import cell_mean_functional
+
+    codebooks = [cb.codebook().detach().cpu().double().numpy() for cb in embedder.quantize.codebooks]
+    functional = cell_mean_functional(embedder.analysis_weight.detach().cpu().double()).numpy()
+    tables, offset = mean_tables(functional, embedder.analysis_bias.detach().cpu().double().numpy(), codebooks)
+    layers = MeanLayers(embedder.mean_layers, embedder.stages, tables, offset)
+    return layers, fit(layers, list(zip(gammas, codes)))
+
+
+def fit_prior(embedder, codes: List[List[np.ndarray]], kind: str = "context") -> StagedPrior:
+    """The index prior of ``embedder``'s ``codes`` of the training frames (a
+    :class:`StagedPrior`, one stage per quantizer stage)."""
     if not codes:
         raise ValueError("no training frames to fit the index prior on")
     stages = []
@@ -162,7 +158,7 @@ def fit_prior(embedder, frames: Iterable, kind: str = "context"):
                                       parents=[c[k - 1] for c in codes], parent_size=embedder.stages[k - 1][1],
                                       parent_ratio=embedder.stages[k - 1][0] // scale,
                                       parent_clusters=PARENT_CLUSTERS))
-    return StagedPrior(stages), codes
+    return StagedPrior(stages)
 
 
 def prior_summary(prior: StagedPrior, codes: List[List[np.ndarray]]) -> Dict[str, Any]:
@@ -247,15 +243,16 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
         if codec_cfg.get("default_quality") is not None:
             meta["default_quality"] = check_quality(codec_cfg["default_quality"], len(embedder.stages))
         frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
-        prior, codes = fit_prior(embedder, frames, prior_kind)
+        with_means = bool(getattr(embedder, "mean_layers", None))
+        codes, gammas = training_codes(embedder, frames, with_means)
+        prior = fit_prior(embedder, codes, prior_kind)
         if len(prior) == 1:
             prior.stages[0].save(os.path.join(tmp, "prior.safetensors"))
         else:
             prior.save(os.path.join(tmp, "prior.safetensors"))
         meta["prior"] = prior_summary(prior, codes)
-        if getattr(embedder, "mean_layers", None):
-            frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
-            layers, bits = fit_means(embedder, frames, codes)
+        if with_means:
+            layers, bits = fit_means(embedder, gammas, codes)
             layers.save(os.path.join(tmp, "means.safetensors"))
             meta["means"] = {"layers": [list(m) for m in layers.layers], "bits_per_value": bits,
                              "frames": len(codes)}

@@ -367,19 +367,33 @@ class Embedder(nn.Module):
         (:mod:`rawdiff.codec.cell_means`). The move is a constant to the gradient: an
         encoder trained through it sees the straight-through gradient of its codes."""
         d = self.quantize.embed_dim
+        a, a_inv, transform, transform_inv = self._mean_maps()
         with torch.autocast(z_q.device.type, enabled=False):
-            a = cell_mean_functional(self.analysis_weight.double())  # 4 x D
-            a_inv = a.t() @ torch.linalg.inv(a @ a.t())  # D x 4: the least-norm change
-            transform = torch.as_tensor(MEAN_TRANSFORM, dtype=torch.float64, device=z_q.device)
-            z = z_q[:, :d].double()
+            z = z_q[:, :d].detach().double()
             means = torch.einsum("cd,bdhw->bchw", a, z - self.analysis_bias.double()[None, :, None, None])
             gamma = torch.einsum("kc,bchw->bkhw", transform, means.clamp(0, 1).sqrt())
             h, w = gamma.shape[-2:]
             sent = torch.minimum(torch.maximum(gamma[:, :SENT], lo[..., :h, :w].to(gamma)), hi[..., :h, :w].to(gamma))
             gamma = torch.cat([sent, gamma[:, SENT:]], dim=1)
-            target = torch.einsum("ck,bkhw->bchw", torch.linalg.inv(transform), gamma).clamp_min(0) ** 2
-            move = torch.einsum("dc,bchw->bdhw", a_inv, target - means).detach()
+            target = torch.einsum("ck,bkhw->bchw", transform_inv, gamma).clamp_min(0) ** 2
+            move = torch.einsum("dc,bchw->bdhw", a_inv, target - means)
         return torch.cat([z_q[:, :d] + move.to(z_q.dtype), z_q[:, d:]], dim=1)
+
+    def _mean_maps(self) -> Tuple[torch.Tensor, ...]:
+        """(A, its least-norm inverse, the perceptual transform and its inverse) of
+        :meth:`with_means`, float64: made once for the analysis as it is (fitted once, then
+        fixed), not for every frame."""
+        w = self.analysis_weight
+        key = (w.device, w._version, w.data_ptr())
+        if getattr(self, "_mean_maps_key", None) != key:
+            # plain tensors, whether first asked for while decoding (inference mode) or training
+            with torch.inference_mode(False), torch.no_grad(), torch.autocast(w.device.type, enabled=False):
+                a = cell_mean_functional(w.detach().double())  # 4 x D
+                transform = torch.as_tensor(MEAN_TRANSFORM, dtype=torch.float64, device=w.device)
+                self._mean_maps_cache = (a, a.t() @ torch.linalg.inv(a @ a.t()), transform,
+                                         torch.linalg.inv(transform))
+            self._mean_maps_key = key
+        return self._mean_maps_cache
 
     def decoder_side(self) -> List[nn.Module]:
         """The networks :meth:`decode` runs (decoder, linear synthesis, refine head), not the
