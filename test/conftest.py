@@ -30,6 +30,28 @@ def tiny_ldm(fixture_model, tiny_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def scalable_ldm(tiny_corpus, tmp_path_factory):
+    """(embedder directory, diffusion model directory, diffusion run): a tiny embedder of
+    the shipped kind, then a tiny diffusion decoder on it, both by ``rawdiff train``."""
+    from rawdiff.train import train
+
+    tiny = os.path.join(ROOT, "config", "models", "tiny.yaml")
+    ldm_tiny = os.path.join(ROOT, "config", "models", "ldm_tiny.yaml")
+    tmp = tmp_path_factory.mktemp("scalable_ldm")
+    emb = train([tiny], ["data.params.root=" + tiny_corpus, "data.params.crop_size=128",
+                         "model.params.embedder.embed_dim=8", "model.params.embedder.linear_paths=true",
+                         "model.params.embedder.encoder_network=false", "model.params.embedder.quality_channel=true",
+                         "model.params.embedder.rate_lambda=0.02", "model.params.embedder.skip_code=true"],
+                max_steps=2, logdir=str(tmp / "emb"))
+    out = str(tmp / "model")
+    summary = train([ldm_tiny], ["model.params.embedder=" + emb["model_dir"], "data.params.root=" + tiny_corpus,
+                                 "model.params.diffusion.min_snr_gamma=0", "model.params.sampling.realism=0.5",
+                                 "model.params.sampling.val_steps=2"],
+                    logdir=str(tmp / "runs"), export=out, log_every_n_steps=1)
+    return emb["model_dir"], out, summary["run_dir"]
+
+
+@pytest.fixture(scope="session")
 def tiny_means_model(tiny_corpus, tmp_path_factory):
     """A tiny scalable-rate model with mean layers, trained from scratch for 4 steps by
     ``rawdiff train`` (config/models/tiny_means.yaml) and exported with means.safetensors."""

@@ -10,35 +10,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from synthetic import ROOT
 
 from rawdiff.cli import main
 from rawdiff.codec import Codec
 from rawdiff.data.dataset import read_index
 from rawdiff.models.ldm import LatentDenoiser, check_realism, load_matching
 from rawdiff.raw import RawFrame, read_raw
-from rawdiff.train import train
-
-TINY = os.path.join(ROOT, "config", "models", "tiny.yaml")
-LDM_TINY = os.path.join(ROOT, "config", "models", "ldm_tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def scalable_ldm(tiny_corpus, tmp_path_factory):
-    """(embedder directory, diffusion model directory, diffusion run): a tiny embedder of
-    the shipped kind, then a tiny diffusion decoder on it, both by ``rawdiff train``."""
-    tmp = tmp_path_factory.mktemp("scalable_ldm")
-    emb = train([TINY], ["data.params.root=" + tiny_corpus, "data.params.crop_size=128",
-                         "model.params.embedder.embed_dim=8", "model.params.embedder.linear_paths=true",
-                         "model.params.embedder.encoder_network=false", "model.params.embedder.quality_channel=true",
-                         "model.params.embedder.rate_lambda=0.02", "model.params.embedder.skip_code=true"],
-                max_steps=2, logdir=str(tmp / "emb"))
-    out = str(tmp / "model")
-    summary = train([LDM_TINY], ["model.params.embedder=" + emb["model_dir"], "data.params.root=" + tiny_corpus,
-                                 "model.params.diffusion.min_snr_gamma=0", "model.params.sampling.realism=0.5",
-                                 "model.params.sampling.val_steps=2"],
-                    logdir=str(tmp / "runs"), export=out, log_every_n_steps=1)
-    return emb["model_dir"], out, summary["run_dir"]
 
 
 @pytest.fixture(scope="module")

@@ -300,6 +300,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_fit_texture(args) -> int:
+    """Fit the texture stage of a model directory on its own fast decodes of ``DATA``."""
+    from rawdiff.codec import Codec
+    from rawdiff.codec.modeldir import check_texture_settings
+    from rawdiff.eval.frames import find_frames
+    from rawdiff.texture_fit import decoded_examples, fit_texture, write_texture
+
+    check_texture_settings(args.share, args.gain, args.realism)  # before the decodes and the fit
+    codec = Codec.load(args.model, threads=args.threads)
+    if not os.path.isfile(os.path.join(args.model, "diffusion.safetensors")):
+        raise ValueError("model %s has no diffusion decoder (diffusion.safetensors): the texture stage is part of "
+                         "its realism path" % args.model)
+    paths = find_frames(args.data)
+    if args.max_frames:
+        paths = paths[: args.max_frames]
+    if not paths:
+        raise ValueError("no frames in %s" % ", ".join(args.data))
+    log = logging.getLogger("rawdiff")
+    examples = decoded_examples(codec, paths, args.max_pixels,
+                                progress=lambda i, n: log.info("decoded %d/%d frames at %d qualities", i, n,
+                                                               codec.qualities))
+    net, record = fit_texture(examples, steps=args.steps, seed=args.seed, crop=args.crop, batch=args.batch,
+                              max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes)
+    record["data"] = list(args.data)
+    entry = write_texture(args.model, net, args.share, args.gain, record, realism=args.realism)
+    print(json.dumps(entry, indent=2, sort_keys=True))
+    return 0
+
+
 def _eval_with_checked_out(run):
     """`rawdiff eval`, its --out folder checked (and its absence fine) before the evaluation."""
 
@@ -347,9 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=4, help="diffusion sampling steps")
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     p.add_argument("--realism", type=realism_arg, metavar="R",
-                   help="diffusion: the share of the latent's channels, finest first, that get the drawn texture: "
-                   "0 is the fast path, 1 a whole sample (texture back, less like the scene pixel for pixel); "
-                   "default: the model's")
+                   help="diffusion: 0 is the fast path, 1 a whole sample (texture back, less like the scene pixel "
+                   "for pixel), finest scale first: with a texture stage its first share draws pixel texture, the "
+                   "rest the latent's channels; default: the model's")
     p.add_argument("--device", default="auto")
     p.add_argument("--output", dest="output_kind", choices=["rgb", "raw"],
                    help="rgb: sRGB image (default); raw: the reconstructed mosaic as a 16-bit PNG/TIFF/.npy "
@@ -391,6 +420,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_cli.add_arguments(p, realism_arg)
     p.set_defaults(func=_eval_with_checked_out(eval_cli.run))
+
+    p = sub.add_parser("fit-texture", help="fit a model directory's texture stage (the realism path's finest "
+                       "texture) on its own fast decodes")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (written in place)")
+    p.add_argument("data", nargs="+", help="index files or folders of training frames (data/corpus/train.txt)")
+    p.add_argument("--steps", type=_positive_int, default=16000)
+    p.add_argument("--crop", type=_positive_int, default=128, help="training crops of this side (pixels)")
+    p.add_argument("--batch", type=_positive_int, default=16)
+    p.add_argument("--max-minutes", type=float, help="stop the fit after this wall time")
+    p.add_argument("--max-frames", type=_non_negative_int, default=0, help="at most this many frames (0: all)")
+    p.add_argument("--max-pixels", type=_positive_int, default=400_000, help="centre crop of each frame")
+    p.add_argument("--share", type=float, default=0.25, help="the share of the realism knob the texture takes")
+    p.add_argument("--gain", type=float, default=1.0, help="texture amplitude at full share")
+    p.add_argument("--realism", type=realism_arg, default=0.25, help="the model's default realism with texture")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int)
+    p.set_defaults(func=cmd_fit_texture)
 
     p = sub.add_parser("train", help="train a model from a YAML config (Lightning)")
     p.add_argument("-b", "--base", nargs="*", default=[], help="config files, merged left to right")

@@ -52,7 +52,7 @@ import numpy as np
 from rawdiff.codec import bitstream
 from rawdiff.codec.colour_stats import CellMoments, apply_map, planes_statistics, rgb_statistics, transport_map
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_frame_size, check_max_pixels, check_tile
-from rawdiff.codec.modeldir import check_quality, read_model_dir
+from rawdiff.codec.modeldir import TEXTURE_FILE, check_quality, check_realism, read_model_dir
 from rawdiff.raw.frame import RawFrame
 
 MODES = ("fast", "diffusion")
@@ -67,6 +67,8 @@ class StageCodes(list):
 BACKENDS = ("auto", "torch", "onnx")
 OUTPUTS = ("rgb", "linear", "raw")
 MEANS_FILE = "means.safetensors"
+#: the texture noise of seed s is drawn from seed s + this: not the diffusion sampler's stream
+TEXTURE_SEED_OFFSET = 0x5EED_7E47
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +175,9 @@ class Codec:
         self._autocast_dtype = None  # of precision on the device, set with the device
         self._embedder = None
         self._diffusion = None
+        #: the texture stage's settings (model.json's ``texture``: share, gain, realism) or None
+        self.texture_settings = meta.get("texture")
+        self._texture = None
         self._tile_norms = None  # (latent, FrameNorms) of the last tiled decode
 
     @classmethod
@@ -585,18 +590,28 @@ class Codec:
         self._tile_norms = (latent, norms)
 
     def decompress(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
-                   realism: Optional[float] = None) -> np.ndarray:
+                   realism: Optional[float] = None, texture: bool = True) -> np.ndarray:
         """uint8 H x W x 3 sRGB image of the frame in ``data`` (in tiles when it is larger
-        than ``tile``: see the module docstring)."""
+        than ``tile``: see the module docstring). ``realism`` (diffusion; default the model's):
+        with a texture stage, its first share adds texture to the rendered image and the rest
+        draws the latent (:meth:`realism_split`); ``texture=False`` leaves the texture out and
+        gives ``realism`` to the latent alone."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, codes = self.parse(data)
+        amplitude, realism = self.realism_split(mode, realism, texture)
         if not self.tiled(header.code_shape):
-            return self.render(self.decode_indices(codes, mode, steps, seed, header.code_shape, realism), header)
-        if self.out == "raw":  # the reference ISP demosaics the whole mosaic
+            rgb = self.render(self.decode_indices(codes, mode, steps, seed, header.code_shape, realism), header)
+        elif self.out == "raw":  # the reference ISP demosaics the whole mosaic
             from rawdiff.raw.isp import render
 
-            return render(self._tiled_raw_frame(codes, header, mode, steps, seed, realism))
+            rgb = render(self._tiled_raw_frame(codes, header, mode, steps, seed, realism))
+        else:
+            rgb = self._tiled_rgb(codes, header, mode, steps, seed, realism)
+        return self.textured(rgb, len(codes), seed, amplitude) if amplitude > 0 else rgb
+
+    def _tiled_rgb(self, codes, header: bitstream.Header, mode: str, steps: int, seed: int,
+                   realism: Optional[float]) -> np.ndarray:
         rgb = np.empty((header.height, header.width, 3), np.uint8)
         latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape, realism)
 
@@ -611,13 +626,73 @@ class Codec:
             self._tile_norms = None
         return rgb
 
+    # -- the texture stage of the realism path ---------------------------------------------
+
+    def default_realism(self) -> float:
+        """The realism a diffusion decode without one uses: the texture stage's (model.json),
+        else the diffusion decoder's ``sampling.realism``."""
+        if self.texture_settings is not None:
+            return float(self.texture_settings["realism"])
+        return self.diffusion().realism
+
+    def realism_for(self, realism: Optional[float]) -> float:
+        """``realism`` checked, or :meth:`default_realism` for None."""
+        return self.default_realism() if realism is None else check_realism(realism)
+
+    def realism_split(self, mode: str, realism: Optional[float], texture: bool = True):
+        """(texture amplitude, latent realism) of a decode: the fast path has neither; a model
+        without a texture stage (or ``texture=False``) gives ``realism`` to the latent (None:
+        the diffusion decoder's default); with one, the realism's first ``share`` raises the
+        texture from none to ``gain`` and the rest the latent's drawn share
+        (:func:`rawdiff.models.texture.split_realism`)."""
+        if mode == "fast":
+            return 0.0, realism
+        if not texture or self.texture_settings is None:
+            return 0.0, realism
+        from rawdiff.models.texture import split_realism
+
+        r = self.realism_for(realism)
+        fraction, latent = split_realism(r, self.texture_settings["share"])
+        return fraction * float(self.texture_settings["gain"]), latent
+
+    def texture_network(self):
+        """The texture stage's network (:class:`rawdiff.models.texture.TextureEnergy`), loaded
+        once; a ValueError when the model has none."""
+        if self._texture is None:
+            if self.texture_settings is None:
+                raise ValueError("model %s has no texture stage (%s)" % (self.model_id, TEXTURE_FILE))
+            from rawdiff.models.texture import load_texture
+
+            net = load_texture(os.path.join(self.model_dir, TEXTURE_FILE), int(self.texture_settings["channels"]))
+            self._texture = net.to(self.device).eval()
+        return self._texture
+
+    def textured(self, rgb: np.ndarray, quality: int, seed: int, amplitude: float) -> np.ndarray:
+        """uint8 sRGB ``rgb`` decoded at operating point ``quality`` with the texture stage's
+        texture of ``amplitude`` (times the predicted energy deficit), its noise drawn from
+        ``seed``'s own stream (not the diffusion sampler's). Frames that decode in tiles get it
+        in strips of a tile's height, so memory stays bounded by the tile."""
+        torch = _needs_torch("texture synthesis")
+        from rawdiff.models.texture import synthesize
+
+        net = self.texture_network()
+        strip = self.tile * self.factor if self.tile else None
+        with torch.inference_mode():
+            img = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            gen = torch.Generator().manual_seed(int(seed) + TEXTURE_SEED_OFFSET)
+            out = synthesize(net, img, quality / self.qualities, amplitude, gen, strip_rows=strip)
+            return (out[0].permute(1, 2, 0) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
     def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
                        realism: Optional[float] = None) -> RawFrame:
         """The reconstructed RAW frame of ``data`` (mosaic, CFA, levels, white balance, colour
-        matrix): the reference ISP renders it as the frame it came from."""
+        matrix): the reference ISP renders it as the frame it came from. With a texture stage
+        the latent is drawn as for :meth:`decompress` at the same realism, without the texture
+        (which is the sRGB image's)."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, codes = self.parse(data)
+        _, realism = self.realism_split(mode, realism)  # the texture is the sRGB image's
         if not self.tiled(header.code_shape):
             return self.mosaic_frame(self.decode_indices(codes, mode, steps, seed, header.code_shape, realism),
                                      header)

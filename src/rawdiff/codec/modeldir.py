@@ -5,6 +5,9 @@
     prior.safetensors      entropy model of the code indices, fitted on the training split
     means.safetensors      the mean layers (rawdiff.codec.cell_means), when the model has them
     diffusion.safetensors  latent-diffusion decoder weights (when trained)
+    texture.safetensors    the texture stage of the realism path (rawdiff.models.texture), when
+                           fitted; decoder-side only: its digest and settings are in model.json's
+                           ``texture``, not in model_id, so adding it keeps streams decodable
     encoder.onnx           the vehicle encoder graph (recorded in model.json, not in model_id)
     model.json             model_id, downsampling factor, codebook size, file digests
     MODEL_CARD.md          data, training commands, steps, time, metrics
@@ -26,6 +29,8 @@ from typing import Any, Dict
 from rawdiff.config import load_config
 
 WEIGHT_FILES = ("embedder.safetensors", "prior.safetensors", "diffusion.safetensors", "means.safetensors")
+#: the texture stage's network (not in model_id; model.json's ``texture`` has its digest)
+TEXTURE_FILE = "texture.safetensors"
 
 
 def compute_model_id(model_dir: str) -> str:
@@ -68,13 +73,72 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError("model directory %s: model.json lacks %s" % (model_dir, ", ".join(missing)))
+    check_texture_entry(model_dir, meta)
     return {"config": config, "meta": meta}
 
 
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: bounds of a texture stage's settings: share of the realism knob, gain, network width
+TEXTURE_GAIN_MAX = 100.0
+TEXTURE_CHANNELS_MAX = 512
+
+
+def check_texture_settings(share, gain, realism, channels=32) -> None:
+    """A texture stage's share (0 < share < 1), gain (0 < gain < TEXTURE_GAIN_MAX), default
+    realism ([0, 1]) and network width (2 .. TEXTURE_CHANNELS_MAX, even); a ValueError naming
+    the setting otherwise. ``rawdiff fit-texture`` checks them before it decodes anything."""
+    for key, value, low, high in (("share", share, 0.0, 1.0), ("gain", gain, 0.0, TEXTURE_GAIN_MAX)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not low < float(value) < high:
+            raise ValueError("texture %s must be a number in (%g, %g), got %r" % (key, low, high, value))
+    try:
+        check_realism(realism)
+    except ValueError as exc:
+        raise ValueError("texture realism: %s" % exc) from None
+    if (not isinstance(channels, numbers.Integral) or isinstance(channels, bool)
+            or not 2 <= int(channels) <= TEXTURE_CHANNELS_MAX or int(channels) % 2):
+        raise ValueError("texture channels must be an even integer in [2, %d], got %r"
+                         % (TEXTURE_CHANNELS_MAX, channels))
+
+
+def check_texture_entry(model_dir: str, meta: Dict[str, Any]):
+    """model.json's ``texture`` (share, gain, realism, channels, sha256) checked against
+    ``texture.safetensors``, or None where the model has no texture stage."""
+    path = os.path.join(model_dir, TEXTURE_FILE)
+    entry = meta.get("texture")
+    if entry is None:
+        if os.path.isfile(path):
+            raise ValueError("model directory %s has %s but model.json has no 'texture' entry"
+                             % (model_dir, TEXTURE_FILE))
+        return None
+    if not isinstance(entry, dict):
+        raise ValueError("model directory %s: model.json's 'texture' must be an object" % model_dir)
+    if not os.path.isfile(path):
+        raise ValueError("model directory %s: model.json names a texture stage but %s is missing"
+                         % (model_dir, TEXTURE_FILE))
+    digest = file_sha256(path)
+    if entry.get("sha256") != digest:
+        raise ValueError("model directory %s: %s does not match model.json (sha256 %s, the file hashes to %s)"
+                         % (model_dir, TEXTURE_FILE, entry.get("sha256"), digest))
+    try:
+        check_texture_settings(entry.get("share"), entry.get("gain"), entry.get("realism"), entry.get("channels"))
+    except ValueError as exc:
+        raise ValueError("model directory %s: model.json's %s" % (model_dir, exc)) from None
+    return entry
+
+
 def check_realism(realism) -> float:
-    """A diffusion decoder's ``realism`` as a float in [0, 1] (the share of the latent's
-    channels, finest first, that get the drawn residual: :func:`rawdiff.models.ldm.realism_mask`),
-    or a ValueError naming the value."""
+    """A diffusion decoder's ``realism`` as a float in [0, 1] (finest scale first: the texture
+    stage's share, then the share of the latent's channels that get the drawn residual:
+    :meth:`rawdiff.codec.Codec.realism_split`, :func:`rawdiff.models.ldm.realism_mask`), or a
+    ValueError naming the value."""
     try:
         r = float(realism)
     except (TypeError, ValueError):

@@ -280,7 +280,7 @@ class _Evaluation:
                 at = "" if r is None else ", realism %g" % r
                 self.codecs[name] = {"kind": "rawdiff", "label": "rawdiff diffusion %d steps%s%s" % (s, at, tail),
                                      "setting_name": "quality", "model": m.label, "path": "diffusion", "steps": s,
-                                     "realism": m.codec.diffusion().realism_for(r)}
+                                     "realism": m.codec.realism_for(r)}
         for b in self.baselines:
             self.codecs[b.name] = {"kind": "baseline", "label": b.label, "setting_name": b.setting_name,
                                    "settings": list(b.settings)}
@@ -330,7 +330,7 @@ class _Evaluation:
                 metrics = self._add(curve, q, len(payload), img, None, time.perf_counter() - t0,
                                     model=m.label, quality=q)
                 if keep and q == min(keep):  # the picture: diffusion where the fast path is blurred most
-                    kept["diffusion"] = (s, codec.diffusion().realism_for(r), q, img, metrics)
+                    kept["diffusion"] = (s, codec.realism_for(r), q, img, metrics)
                 bar.update(1)
         top = payloads[m.qualities[-1]]
         m.stats.add_stream(top, frame.width * frame.height)

@@ -297,6 +297,7 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
         save_config(merged, os.path.join(tmp, "config.yaml"))
         meta = dict(info["meta"])
         meta.pop("onnx", None)
+        meta.pop("texture", None)  # fitted on the embedder's decodes: fit it again on this directory's
         meta["embedder_model_id"] = info["meta"]["model_id"]
         meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         training = dict(training or {})

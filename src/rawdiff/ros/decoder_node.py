@@ -34,9 +34,10 @@ Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`D
     ``~steps`` (int, ``4``): diffusion sampling steps.
     ``~seed`` (int, ``0``): diffusion noise seed; a frame decodes the same for a seed.
     ``~realism`` (float, ``-1``: the model's default): diffusion's trade of fidelity for
-        realism: the share of the latent's channels, finest first, that get the drawn
-        texture, from 0 (the fast path) to 1 (a whole sample: texture back, less like the
-        scene pixel for pixel).
+        realism, finest scale first, from 0 (the fast path) to 1 (a whole sample: texture
+        back, less like the scene pixel for pixel): with a texture stage its first share
+        raises the drawn pixel texture, the rest the share of the latent's channels that get
+        the drawn residual (``rawdiff.codec.Codec.realism_split``).
     ``~output`` (str, ``rgb8``): ``rgb8`` (sRGB, the reference ISP's colour stage with the
         frame's white balance and colour matrix from the bitstream) or ``bayer16`` (the
         reconstructed RAW mosaic, ``bayer_<cfa>16`` with the source's CFA, in the source's

@@ -1,0 +1,239 @@
+"""Texture synthesis of the realism path: the finest detail, which the latent never held.
+
+    decoded sRGB image --TextureEnergy--> expected local energy of the reference's luma in
+                                          two fine bands (log, 1/4 resolution)
+    deficit_b = sqrt(max(expected_b - local energy of the decoded luma in band b, 0))
+    image + amplitude * sum_b deficit_b * (band b of white noise, unit variance)   (luma only)
+
+Why: the shipped analysis keeps 32 of each 8x8 cell's 64 principal components, so the
+finest texture is not in the latent at all and latent diffusion cannot give it back;
+at the lowest operating points most of the rest is dropped as well. Where the codes leave
+nothing to predict, what is missing is texture whose *energy* can be predicted and whose
+phase cannot: a Gaussian draw of band-limited texture with the predicted local energy is
+then the sample (film-grain synthesis in AV1 sends such an energy model; here a network
+predicts it from the decoded image, so nothing is sent).
+
+Bands: differences of Gaussians of the luma, sigma 1 and 2 pixels (``b0 = y - G1 y``,
+``b1 = G1 y - G2 y``); local energy: the mean of the band's square over 9 x 9 pixels. The
+network is trained on the squared error of the log energies, so where the energy is
+uncertain it predicts their geometric mean, less than their mean: less texture where the
+reference may have none, which costs MS-SSIM least. Noise is drawn on the CPU from a
+``torch.Generator``: the same seed gives the same noise on any machine (the energies, a
+network's output, may differ in the last bit between devices).
+
+Measured (benchmarks/texture_headroom.py, 4 validation frames, 2-core AMD EPYC; SWD is the
+sliced Wasserstein distance of ``rawdiff eval``): with an oracle that knows the reference's
+local energy, this texture cuts the SWD by 29 % at quality 1 for 0.013 MS-SSIM and by 31 % at
+quality 2 for 0.014. A network trained on the likelihood of the energies (``E / E_hat + log
+E_hat``: the mean energy) gave -26 % for 0.017 MS-SSIM at quality 1 and -27 % for 0.016 at
+quality 2; on the log error, -27 % for 0.018 and -30 % for 0.019 (each at the amplitude
+nearest to a 0.02 MS-SSIM cost).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Gaussian sigmas (pixels) whose differences make the bands, finest first
+SIGMAS = (1.0, 2.0)
+#: side of the window of a local energy (pixels)
+WINDOW = 9
+#: the network's output is at 1 / STRIDE of the image's resolution
+STRIDE = 4
+#: sRGB luma weights (BT.601, as rawdiff.metrics' grey)
+LUMA = (0.299, 0.587, 0.114)
+#: floor of an energy (the square of 1/1000 of full scale)
+EPS = 1e-6
+
+
+def _gaussian_kernel(sigma: float, dtype=torch.float32) -> torch.Tensor:
+    r = int(3 * sigma + 0.5)
+    t = torch.arange(-r, r + 1, dtype=torch.float64)
+    k = torch.exp(-t * t / (2 * sigma * sigma))
+    return (k / k.sum()).to(dtype)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of B x C x H x W, reflected at the borders."""
+    k = _gaussian_kernel(sigma, x.dtype).to(x.device)
+    r, c = len(k) // 2, x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def bands(x: torch.Tensor, sigmas: Sequence[float] = SIGMAS) -> List[torch.Tensor]:
+    """Difference-of-Gaussian bands of ``x``, finest first."""
+    out, prev = [], x
+    for s in sigmas:
+        low = gaussian_blur(x, s)
+        out.append(prev - low)
+        prev = low
+    return out
+
+
+def _impulse(size: int) -> torch.Tensor:
+    delta = torch.zeros(1, 1, 2 * size + 1, 2 * size + 1, dtype=torch.float64)
+    delta[0, 0, size, size] = 1.0
+    return delta
+
+
+def band_noise_std(sigmas: Sequence[float] = SIGMAS) -> List[float]:
+    """Standard deviation of each band of unit white noise (exact, from the kernels: the norm
+    of the band's impulse response)."""
+    size = 4 * int(3 * max(sigmas) + 0.5) + 1
+    return [float(b.pow(2).sum().sqrt()) for b in bands(_impulse(size), sigmas)]
+
+
+def luma(img: torch.Tensor) -> torch.Tensor:
+    """B x 1 x H x W luma of B x 3 x H x W RGB."""
+    w = torch.tensor(LUMA, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
+    return (img * w).sum(1, keepdim=True)
+
+
+def local_energy(b: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
+    return F.avg_pool2d(b * b, window, 1, window // 2, count_include_pad=False)
+
+
+def band_energies(img: torch.Tensor, sigmas: Sequence[float] = SIGMAS) -> torch.Tensor:
+    """B x len(sigmas) x H x W local energies of the luma bands of RGB images."""
+    return torch.cat([local_energy(b) for b in bands(luma(img), sigmas)], dim=1)
+
+
+class TextureEnergy(nn.Module):
+    """Decoded RGB (B x 3 x H x W in [0, 1]) and its operating point (B, level in (0, 1])
+    -> log expected local energy of the reference's luma bands, B x bands x ceil(H/4) x
+    ceil(W/4)."""
+
+    def __init__(self, channels: int = 32, bands: int = len(SIGMAS)):
+        super().__init__()
+        c = int(channels)
+        self.net = nn.Sequential(
+            nn.Conv2d(4, c // 2, 3, 2, 1), nn.GELU(),
+            nn.Conv2d(c // 2, c, 3, 2, 1), nn.GELU(),
+            nn.Conv2d(c, c, 3, 1, 1), nn.GELU(),
+            nn.Conv2d(c, c, 3, 1, 2, dilation=2), nn.GELU(),
+            nn.Conv2d(c, c, 3, 1, 4, dilation=4), nn.GELU(),
+            nn.Conv2d(c, int(bands), 1),
+        )
+        # start at a small energy (log of 1e-4: 1 % of full scale), the scale of fine texture
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.constant_(self.net[-1].bias, math.log(1e-4))
+
+    def forward(self, img: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        lv = level.to(img.dtype).view(-1, 1, 1, 1).expand(img.shape[0], 1, img.shape[2], img.shape[3])
+        return self.net(torch.cat([img * 2 - 1, lv], dim=1))
+
+
+def energy_loss(log_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error of the log energies (``target`` pooled to the prediction's resolution):
+    minimised by the geometric mean of the energy where it is uncertain, which puts less
+    texture where the reference may have none (see the module docstring)."""
+    if target.shape[-2:] != log_pred.shape[-2:]:
+        target = F.adaptive_avg_pool2d(target, log_pred.shape[-2:])
+    log_pred = log_pred.float().clamp(math.log(EPS), 0.0)
+    return (log_pred - target.float().clamp(min=EPS).log()).pow(2).mean()
+
+
+@torch.no_grad()
+def add_texture(img: torch.Tensor, expected: torch.Tensor, amplitude: float,
+                generator: Optional[torch.Generator] = None, white: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``img`` (B x 3 x H x W RGB in [0, 1]) plus luma texture of ``amplitude`` times the
+    deficit between ``expected`` band energies (B x bands x H x W) and the image's own: one
+    white noise (``white``, B x 1 x H x W, or drawn on the CPU from ``generator``: the same
+    seed gives the same noise everywhere) filtered into the bands, each band at unit variance
+    times the square root of its deficit. (Difference-of-Gaussian bands overlap: the second
+    band's texture shows in the first too, so the texture's energy is not each deficit
+    exactly; the gain of a model is set on the measured realism and MS-SSIM.) Clipped to [0, 1]."""
+    own = band_energies(img.float())
+    shape = (img.shape[0], 1) + tuple(img.shape[-2:])
+    if white is None:
+        white = torch.randn(shape, generator=generator, dtype=torch.float32).to(img.device)
+    texture = torch.zeros(shape, dtype=torch.float32, device=img.device)
+    for i, (b, s) in enumerate(zip(bands(white), band_noise_std())):
+        deficit = (expected[:, i: i + 1].float() - own[:, i: i + 1]).clamp(min=0).sqrt()
+        texture = texture + deficit * (b / s)
+    return (img.float() + float(amplitude) * texture).clamp(0, 1).to(img.dtype)
+
+
+@torch.no_grad()
+def expected_energies(net: TextureEnergy, img: torch.Tensor, level: float) -> torch.Tensor:
+    """The network's expected band energies of the reference, at the image's resolution (the
+    image padded to a multiple of STRIDE, so that every output pixel has the same place on
+    the network's grid in a strip as in the whole image)."""
+    h, w = img.shape[-2:]
+    pad_h, pad_w = -h % STRIDE, -w % STRIDE
+    x = F.pad(img, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else img
+    pred = net(x, torch.full((img.shape[0],), float(level), device=img.device)).float()
+    up = F.interpolate(pred.clamp(math.log(EPS), 0.0).exp(), scale_factor=STRIDE, mode="bilinear",
+                       align_corners=False)
+    return up[..., :h, :w]
+
+
+def _textured(net: TextureEnergy, img: torch.Tensor, level: float, amplitude: float,
+              white: torch.Tensor) -> torch.Tensor:
+    return add_texture(img, expected_energies(net, img, level), amplitude, white=white)
+
+
+#: rows of context above and below a strip of :func:`synthesize` (a multiple of STRIDE): the
+#: network sees 63 x 63 pixels, the bands and the local energies 10 rows either side
+HALO = 64
+
+
+@torch.no_grad()
+def synthesize(net: TextureEnergy, img: torch.Tensor, level: float, amplitude: float,
+               generator: torch.Generator, strip_rows: Optional[int] = None) -> torch.Tensor:
+    """:func:`add_texture` with the energies ``net`` expects for ``img`` decoded at operating
+    point ``level`` (quality / qualities). Amplitude 0 returns ``img``. ``strip_rows``: work
+    on strips of that many rows (with HALO rows of context), so that memory grows with the
+    strip, not the frame; the result is the whole image's but for float rounding."""
+    if amplitude <= 0:
+        return img
+    height = img.shape[-2]
+    white = torch.randn((img.shape[0], 1) + tuple(img.shape[-2:]), generator=generator, dtype=torch.float32)
+    if not strip_rows or height <= strip_rows:
+        return _textured(net, img, level, amplitude, white.to(img.device))
+    rows = max(STRIDE, int(strip_rows) // STRIDE * STRIDE)
+    out = torch.empty_like(img)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        lo, hi = max(0, top - HALO), min(height, bottom + HALO)
+        piece = _textured(net, img[..., lo:hi, :], level, amplitude, white[..., lo:hi, :].to(img.device))
+        out[..., top:bottom, :] = piece[..., top - lo: bottom - lo, :]
+    return out
+
+
+def load_texture(path: str, channels: int = 32) -> TextureEnergy:
+    """A :class:`TextureEnergy` from a safetensors file; a ValueError naming the file when its
+    tensors do not fit the network."""
+    from safetensors.torch import load_file
+
+    net = TextureEnergy(channels)
+    try:
+        net.load_state_dict(load_file(path))
+    except RuntimeError as exc:
+        raise ValueError("%s does not hold a texture network of %d channels: %s"
+                         % (path, channels, str(exc).splitlines()[0])) from None
+    return net.eval()
+
+
+def split_realism(realism: float, share: Optional[float]) -> tuple:
+    """(texture amplitude fraction, latent realism) of a realism R for a model whose texture
+    takes the first ``share`` of the knob (finest scale first): texture rises from 0 to full
+    over [0, share], the latent's drawn residual from none to all over [share, 1]. Without a
+    texture stage (``share`` None) R is the latent realism."""
+    if share is None:
+        return 0.0, float(realism)
+    share = float(share)
+    r = float(realism)
+    tex = 1.0 if share <= 0 else min(r / share, 1.0)
+    lat = 0.0 if r <= share else (r - share) / (1.0 - share)
+    return tex, lat
+
+
+__all__ = ["HALO", "SIGMAS", "TextureEnergy", "add_texture", "band_energies", "band_noise_std", "bands", "energy_loss",
+           "expected_energies", "gaussian_blur", "load_texture", "local_energy", "luma", "split_realism", "synthesize"]

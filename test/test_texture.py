@@ -1,0 +1,307 @@
+"""The texture stage of the realism path: bands and their noise, the energy network and its
+fit, the synthesis (only where energy is missing, luma only, a seed reproduces it), the
+model directory's checks, and the codec, CLI and realism split with a fitted stage."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from rawdiff.cli import main
+from rawdiff.codec import Codec
+from rawdiff.codec.modeldir import TEXTURE_FILE, read_model_dir
+from rawdiff.data.dataset import read_index
+from rawdiff.models.texture import (
+    TextureEnergy,
+    add_texture,
+    band_energies,
+    band_noise_std,
+    bands,
+    energy_loss,
+    gaussian_blur,
+    luma,
+    split_realism,
+    synthesize,
+)
+from rawdiff.raw import RawFrame, read_raw
+from rawdiff.texture_fit import fit_texture, write_texture
+
+
+def test_bands_split_fine_from_coarser_detail():
+    flat = torch.full((1, 1, 40, 52), 0.3, dtype=torch.float64)
+    assert all(float(b.abs().max()) < 1e-12 for b in bands(flat))
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    fine = ((yy + xx) % 2).to(torch.float64)[None, None]  # period 2: the finest detail there is
+    coarse = (0.5 + 0.5 * torch.sin(2 * np.pi * xx.to(torch.float64) / 12))[None, None]  # period 12
+    e_fine = [float(b[..., 8:-8, 8:-8].pow(2).mean()) for b in bands(fine)]
+    e_coarse = [float(b[..., 8:-8, 8:-8].pow(2).mean()) for b in bands(coarse)]
+    assert e_fine[0] > 20 * e_fine[1]
+    assert e_coarse[1] > e_fine[1] and e_coarse[0] < e_fine[0] / 5
+
+
+def test_band_noise_std_is_that_of_filtered_white_noise():
+    white = torch.randn(1, 1, 512, 512, generator=torch.Generator().manual_seed(0))
+    for b, s in zip(bands(white), band_noise_std()):
+        assert abs(float(b[..., 16:-16, 16:-16].std()) / s - 1) < 0.03
+
+
+def test_energy_loss_is_least_at_the_geometric_mean_of_the_energy():
+    target = torch.full((1, 2, 4, 4), 4e-4)
+    target[..., ::2, :] = 1e-4  # two energies: geometric mean 2e-4, mean 2.5e-4
+    losses = {k: float(energy_loss(torch.full((1, 2, 4, 4), np.log(2e-4) + k), target)) for k in (-0.2, 0.0, 0.2)}
+    assert losses[0.0] < losses[-0.2] and losses[0.0] < losses[0.2]
+    assert float(energy_loss(torch.full((1, 2, 4, 4), np.log(2.5e-4)), target)) > losses[0.0]
+
+
+def _flat_and_blurred(seed: int, size: int = 96):
+    """A reference with fine texture of known energy and its blurred decode, as uint8 images."""
+    g = torch.Generator().manual_seed(seed)
+    ref = (0.5 + 0.06 * torch.randn(1, 3, size, size, generator=g)).clamp(0, 1)
+    ref = ref.mean(1, keepdim=True).repeat(1, 3, 1, 1)  # grey texture
+    fast = gaussian_blur(ref, 3.0)
+    as_u8 = [(t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for t in (ref, fast)]
+    return as_u8[0], np.stack([as_u8[1], as_u8[1]])
+
+
+def test_fit_learns_the_energy_that_the_decodes_lack():
+    examples = [_flat_and_blurred(s) for s in range(3)]
+    net, record = fit_texture(examples, steps=150, crop=64, batch=4, lr=5e-3, log_every=0)
+    assert record["steps"] == 150 and record["frames"] == 3
+    ref, fast = examples[0]
+    img = torch.from_numpy(fast[0]).permute(2, 0, 1)[None].float() / 255
+    truth = band_energies(torch.from_numpy(ref).permute(2, 0, 1)[None].float() / 255).mean(dim=(0, 2, 3))
+    pred = net(img, torch.tensor([0.5])).exp().mean(dim=(0, 2, 3))
+    # from exp(init) = 1e-4 to within a factor 1.6 of each band's energy
+    assert torch.all((pred / truth - 1).abs() < 0.6), (pred, truth)
+
+
+def test_a_small_frame_or_no_frame_is_refused():
+    with pytest.raises(ValueError, match="no frames"):
+        fit_texture([])
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        fit_texture([_flat_and_blurred(0, 32)], crop=64)
+
+
+def test_texture_goes_only_where_energy_is_missing_in_luma_and_a_seed_repeats_it():
+    ref, fast = _flat_and_blurred(0)
+    img = torch.from_numpy(fast[0]).permute(2, 0, 1)[None].float() / 255
+    img[:, 0] *= 0.9  # a colour, so that chroma is there to keep
+    own = band_energies(img)
+    assert torch.equal(add_texture(img, own, 1.0, torch.Generator().manual_seed(0)), img)
+    expected = own + 4e-4
+    a = add_texture(img, expected, 1.0, torch.Generator().manual_seed(0))
+    b = add_texture(img, expected, 1.0, torch.Generator().manual_seed(0))
+    c = add_texture(img, expected, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    added = a - img
+    torch.testing.assert_close(added[:, 0], added[:, 1])  # the same on every channel: luma texture
+    # the finest band gets its deficit (and, the bands overlapping, some of the next band's)
+    ratio = float(band_energies(a)[:, 0, 16:-16, 16:-16].mean() / expected[:, 0].mean())
+    assert 1.0 < ratio < 2.5
+    only_first = own.clone()
+    only_first[:, 0] += 4e-4
+    ratio = float(band_energies(add_texture(img, only_first, 1.0, torch.Generator()))[:, 0, 16:-16, 16:-16].mean()
+                  / only_first[:, 0].mean())
+    assert 0.8 < ratio < 1.2
+    assert float(luma(a).mean() - luma(img).mean()) == pytest.approx(0.0, abs=2e-3)
+
+
+def test_realism_split_gives_the_finest_scale_first():
+    assert split_realism(0.3, None) == (0.0, 0.3)
+    assert split_realism(0.0, 0.25) == (0.0, 0.0)
+    assert split_realism(0.125, 0.25) == (0.5, 0.0)
+    assert split_realism(0.25, 0.25) == (1.0, 0.0)
+    tex, lat = split_realism(0.625, 0.25)
+    assert tex == 1.0 and lat == pytest.approx(0.5)
+    assert split_realism(1.0, 0.25) == (1.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def textured_model(scalable_ldm, tiny_corpus, tmp_path_factory):
+    """A copy of the tiny diffusion model with a texture stage fitted by `rawdiff fit-texture`."""
+    out = str(tmp_path_factory.mktemp("texture") / "model")
+    shutil.copytree(scalable_ldm[1], out)
+    assert main(["fit-texture", "--model", out, os.path.join(tiny_corpus, "train.txt"), "--steps", "20",
+                 "--crop", "64", "--batch", "4", "--max-frames", "2", "--share", "0.5", "--gain", "1.5",
+                 "--realism", "0.75"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def frame(tiny_corpus):
+    f = read_raw(read_index(os.path.join(tiny_corpus, "test.txt"))[0])
+    return RawFrame(np.ascontiguousarray(f.mosaic[:90, :118]), cfa=f.cfa, black_level=f.black_level,
+                    white_level=f.white_level)
+
+
+def test_fit_texture_writes_the_stage_and_keeps_the_model_id(textured_model, scalable_ldm):
+    meta = read_model_dir(textured_model)["meta"]
+    before = read_model_dir(scalable_ldm[1])["meta"]
+    assert meta["model_id"] == before["model_id"]
+    entry = meta["texture"]
+    assert entry["share"] == 0.5 and entry["gain"] == 1.5 and entry["realism"] == 0.75
+    assert entry["fit"]["steps"] == 20 and entry["fit"]["frames"] == 2
+    assert entry["parameters"] == sum(p.numel() for p in TextureEnergy().parameters())
+
+
+def test_the_realism_knob_raises_texture_first_then_the_latent(textured_model, frame):
+    codec = Codec.load(textured_model)
+    assert codec.default_realism() == 0.75
+    assert codec.realism_split("fast", None) == (0.0, None)
+    assert codec.realism_split("diffusion", 0.25) == (pytest.approx(0.75), 0.0)
+    assert codec.realism_split("diffusion", None) == (1.5, pytest.approx(0.5))
+    assert codec.realism_split("diffusion", 0.6, texture=False) == (0.0, 0.6)
+    payload = codec.compress(frame, quality=1)
+    fast = codec.decompress(payload)
+    # realism 0: no texture, nothing drawn: the fast path exactly
+    assert np.array_equal(codec.decompress(payload, mode="diffusion", realism=0.0), fast)
+    a = codec.decompress(payload, mode="diffusion", realism=0.5, seed=3)
+    assert np.array_equal(a, codec.decompress(payload, mode="diffusion", realism=0.5, seed=3))
+    # realism 0.5 is all texture and no latent draw: the fast path's image plus luma texture
+    diff = a.astype(np.int16) - fast.astype(np.int16)
+    inside = (fast > 8).all(axis=2) & (fast < 247).all(axis=2)  # away from clipping
+    assert np.abs(diff).max() > 0
+    assert np.abs(diff[..., 0] - diff[..., 1])[inside].max() <= 1  # the same on every channel, but rounding
+    # without the texture the realism is the latent's
+    assert not np.array_equal(codec.decompress(payload, mode="diffusion", realism=0.5, texture=False), fast)
+    assert np.array_equal(codec.decompress(payload, mode="diffusion", realism=0.0, texture=False), fast)
+    raw = codec.decompress_raw(payload, mode="diffusion", realism=0.5)
+    assert np.array_equal(raw.mosaic, codec.decompress_raw(payload, mode="fast").mosaic)
+
+
+def test_texture_only_realism_is_the_fast_image_plus_texture_whole_and_in_tiles(textured_model, frame):
+    for tile in (0, 8):
+        codec = Codec.load(textured_model, tile=tile)
+        payload = codec.compress(frame, quality=2)
+        assert codec.tiled(codec.parse(payload)[0].code_shape) == bool(tile)
+        fast = codec.decompress(payload)
+        amplitude, latent = codec.realism_split("diffusion", 0.4)
+        assert latent == 0.0 and amplitude == pytest.approx(0.8 * 1.5)
+        assert np.array_equal(codec.decompress(payload, mode="diffusion", realism=0.4, seed=5),
+                              codec.textured(fast, 2, 5, amplitude))
+
+
+def _constant_net(energies):
+    """A texture network that expects the same band energies everywhere."""
+    net = TextureEnergy()
+    with torch.no_grad():
+        net.net[-1].bias.copy_(torch.log(torch.tensor(energies)))
+    return net
+
+
+def test_synthesis_gives_the_energy_the_network_expects_where_the_image_lacks_it():
+    img = torch.full((1, 3, 96, 128), 0.5)
+    img[..., 64:, :] = gaussian_blur(torch.rand(1, 3, 32, 128, generator=torch.Generator().manual_seed(2)), 0.5)
+    net = _constant_net([4e-4, 1e-6])  # fine texture expected, none in the second band
+    out = synthesize(net, img, 0.5, 1.0, torch.Generator().manual_seed(0))
+    e = band_energies(out)[:, 0]
+    assert float(e[..., 16:48, 16:-16].mean()) == pytest.approx(4e-4, rel=0.2)  # flat: the whole of it
+    own = band_energies(img)[:, 0, 72:88, 16:-16]
+    assert float(own.mean()) > 4e-4  # the textured part has more than expected: nothing added
+    torch.testing.assert_close(out[..., 76:84, 24:-24], img[..., 76:84, 24:-24])
+
+
+def test_synthesis_in_strips_is_the_whole_image_s():
+    net = TextureEnergy()
+    with torch.no_grad():  # energies that vary over the image, from a random last layer
+        net.net[-1].weight.normal_(0, 0.5)
+        net.net[-1].bias.fill_(np.log(2e-4))
+    g = torch.Generator().manual_seed(4)
+    img = gaussian_blur(torch.rand(1, 3, 301, 90, generator=g), 2.0)
+    whole = synthesize(net, img, 0.3, 1.0, torch.Generator().manual_seed(1))
+    for rows in (64, 100, 128):
+        strips = synthesize(net, img, 0.3, 1.0, torch.Generator().manual_seed(1), strip_rows=rows)
+        torch.testing.assert_close(strips, whole, atol=1e-5, rtol=0)
+    assert not torch.equal(whole, img)
+
+
+def test_a_bad_texture_stage_is_refused_by_name(textured_model, tmp_path):
+    def copy(name):
+        d = str(tmp_path / name)
+        shutil.copytree(textured_model, d)
+        return d
+
+    def edit(d, fn):
+        path = os.path.join(d, "model.json")
+        with open(path) as f:
+            meta = json.load(f)
+        fn(meta)
+        with open(path, "w") as f:
+            json.dump(meta, f)
+
+    d = copy("tampered")
+    with open(os.path.join(d, TEXTURE_FILE), "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="texture.safetensors does not match model.json"):
+        Codec.load(d)
+    d = copy("missing")
+    os.remove(os.path.join(d, TEXTURE_FILE))
+    with pytest.raises(ValueError, match="names a texture stage but texture.safetensors is missing"):
+        Codec.load(d)
+    d = copy("unlisted")
+    edit(d, lambda m: m.pop("texture"))
+    with pytest.raises(ValueError, match="has no 'texture' entry"):
+        Codec.load(d)
+    d = copy("share")
+    edit(d, lambda m: m["texture"].update(share=1.5))
+    with pytest.raises(ValueError, match="model.json's texture share must be a number in"):
+        Codec.load(d)
+    d = copy("realism")
+    edit(d, lambda m: m["texture"].update(realism="much"))
+    with pytest.raises(ValueError, match="texture realism"):
+        Codec.load(d)
+    d = copy("channels")
+    edit(d, lambda m: m["texture"].update(channels=16))
+    codec = Codec.load(d)
+    with pytest.raises(ValueError, match="does not hold a texture network of 16 channels"):
+        codec.texture_network()
+    edit(d, lambda m: m["texture"].update(channels="wide"))
+    with pytest.raises(ValueError, match="texture channels must be an even integer"):
+        Codec.load(d)
+
+
+def test_cli_decompress_uses_the_texture_and_fit_refuses_bad_settings(textured_model, frame, tmp_path, tiny_corpus,
+                                                                       capsys):
+    from rawdiff.raw.io import write_raw
+
+    src = str(tmp_path / "f.npy")
+    write_raw(frame, src)
+    rdc = str(tmp_path / "f.rdc")
+    assert main(["compress", src, "-o", rdc, "--model", textured_model, "--quality", "1"]) == 0
+    for r, name in (("0", "fast.png"), ("0.5", "tex.png")):
+        assert main(["decompress", rdc, "-o", str(tmp_path / name), "--model", textured_model, "--mode", "diffusion",
+                     "--realism", r]) == 0
+    import cv2
+
+    a, b = cv2.imread(str(tmp_path / "fast.png")), cv2.imread(str(tmp_path / "tex.png"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    out = str(tmp_path / "bad")
+    shutil.copytree(textured_model, out)
+    for bad in (["--share", "1.5"], ["--gain", "150"], ["--gain", "0"]):
+        assert main(["fit-texture", "--model", out, os.path.join(tiny_corpus, "train.txt"), "--steps", "1",
+                     "--crop", "64"] + bad) == 1
+    err = capsys.readouterr().err
+    assert "texture share must be a number in (0, 1), got 1.5" in err and "decoded" not in err
+    assert "texture gain must be a number in (0, 100), got 150" in err
+
+
+def test_fit_texture_wants_a_diffusion_decoder(fixture_model, tiny_corpus, tmp_path, capsys):
+    out = str(tmp_path / "m")
+    shutil.copytree(fixture_model, out)
+    assert main(["fit-texture", "--model", out, os.path.join(tiny_corpus, "train.txt"), "--steps", "1"]) == 1
+    assert "has no diffusion decoder" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(out, TEXTURE_FILE))
+
+
+def test_write_texture_checks_its_settings(textured_model, tmp_path):
+    d = str(tmp_path / "m")
+    shutil.copytree(textured_model, d)
+    before = open(os.path.join(d, "model.json")).read()
+    with pytest.raises(ValueError, match="texture gain must be a number in"):
+        write_texture(d, TextureEnergy(), 0.5, 0.0, {})
+    with pytest.raises(ValueError, match="realism must be in"):
+        write_texture(d, TextureEnergy(), 0.5, 1.0, {}, realism=2.0)
+    assert open(os.path.join(d, "model.json")).read() == before
