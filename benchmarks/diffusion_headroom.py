@@ -12,7 +12,8 @@ against the reference image (PSNR, MS-SSIM, and the sliced Wasserstein distance 
 ``rawdiff eval``):
 
 - ``fast``: the codes alone;
-- ``diffusion R``: the sampler at each ``--realism`` (default: the model's, and 1);
+- ``diffusion R``: the sampler at each latent ``--realism`` (default: the diffusion
+  decoder's, and 1), without a texture stage's texture;
 - ``oracle, decoded at q``: the *true* residual (the vehicle's own latent), rendered as the
   diffusion decoder renders its samples: what a perfect sampler would give;
 - ``oracle, decoded at the finest``: the true latent rendered by the decoder of the finest
@@ -78,7 +79,8 @@ def frame_rows(codec, frame, ref: np.ndarray, qualities, realisms, steps: int) -
 
             add("fast", codec.decompress(payload))
             for r in realisms:
-                add("diffusion %g" % r, codec.decompress(payload, mode="diffusion", steps=steps, seed=0, realism=r))
+                add("diffusion %g" % r, codec.decompress(payload, mode="diffusion", steps=steps, seed=0, realism=r,
+                                                         texture=False))
             add("oracle, decoded at q", rendered(z_e, q))
             add("oracle, decoded at the finest", rendered(z_e, S))
             idx = [torch.from_numpy(np.ascontiguousarray(c, dtype=np.int64))[None].to(codec.device) for c in codes]
@@ -114,17 +116,22 @@ def markdown(table: list, frames: int, info: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options the headroom benchmarks share: model, frames, qualities, steps, JSON output."""
     p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
     p.add_argument("--data", default=os.path.join(ROOT, "data", "corpus", "val.txt"),
                    help="an index file (one frame a line) or a folder of frames")
     p.add_argument("--qualities", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--realism", type=float, nargs="*", help="realism values (default: the model's, and 1)")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--max-frames", type=int, default=8)
     p.add_argument("--max-pixels", type=int, default=700_000, help="centre crop of each frame (as rawdiff eval)")
     p.add_argument("--json", help="also write the JSON results to this file")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common_arguments(p)
+    p.add_argument("--realism", type=float, nargs="*", help="realism values (default: the model's, and 1)")
     args = p.parse_args(argv)
     import torch
 

@@ -32,8 +32,8 @@ import numpy as np
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
-from diffusion_headroom import markdown, measure, summary  # noqa: E402
-from encoder_speed import ROOT, log, machine  # noqa: E402
+from diffusion_headroom import common_arguments, markdown, measure, summary  # noqa: E402
+from encoder_speed import log, machine  # noqa: E402
 
 
 def frame_rows(codec, net, frame, ref, qualities, amplitudes, latent_realisms, steps: int) -> list:
@@ -69,18 +69,11 @@ def frame_rows(codec, net, frame, ref, qualities, amplitudes, latent_realisms, s
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
+    common_arguments(p)
     p.add_argument("--texture", help="texture network (default: the model directory's, if any)")
-    p.add_argument("--data", default=os.path.join(ROOT, "data", "corpus", "val.txt"),
-                   help="an index file (one frame a line) or a folder of frames")
-    p.add_argument("--qualities", type=int, nargs="+", default=[1, 2])
     p.add_argument("--amplitudes", type=float, nargs="+", default=[0.7, 1.0, 1.3])
     p.add_argument("--latent-realism", type=float, nargs="*", default=[],
                    help="also the latent diffusion decoder at these latent realisms")
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--max-frames", type=int, default=8)
-    p.add_argument("--max-pixels", type=int, default=700_000, help="centre crop of each frame (as rawdiff eval)")
-    p.add_argument("--json", help="also write the JSON results to this file")
     args = p.parse_args(argv)
     import torch
 
@@ -90,8 +83,11 @@ def main(argv=None) -> int:
     from rawdiff.models.texture import load_texture
 
     codec = Codec.load(args.model)
-    path = args.texture or os.path.join(args.model, TEXTURE_FILE)
-    net = load_texture(path) if os.path.isfile(path) else None
+    if args.texture:
+        path, net = args.texture, load_texture(args.texture)
+    else:
+        path = os.path.join(args.model, TEXTURE_FILE)
+        net = codec.texture_network() if codec.texture_settings is not None else None
     paths = find_frames([args.data])[: args.max_frames]
     rows = []
     for i, frame_path in enumerate(paths):

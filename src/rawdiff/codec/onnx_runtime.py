@@ -19,14 +19,13 @@ onnxruntime has them (``onnxruntime-gpu`` brings the first two); the one chosen 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from rawdiff.codec.modeldir import read_model_dir
+from rawdiff.codec.modeldir import file_sha256, read_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +35,9 @@ OUTPUT_NAME = "indices"
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def embedder_id(model_dir: str) -> str:
     """Digest of the embedder weights (32 hex digits, like ``model_id``): what the graph is made of."""
-    return _sha256(os.path.join(model_dir, "embedder.safetensors"))[:32]
+    return file_sha256(os.path.join(model_dir, "embedder.safetensors"))[:32]
 
 
 def select_providers(device: Union[str, Any, None], available: Sequence[str]) -> List[str]:
@@ -130,7 +121,7 @@ def open_session(model_dir: str, device: Union[str, Any, None] = "auto", threads
     if record.get("embedder_id") != weights:
         raise ValueError("%s is stale: exported from embedder weights %s (model %s), the directory's are %s; %s"
                          % (path, record.get("embedder_id"), record.get("model_id"), weights, hint))
-    if record.get("sha256") != _sha256(path):
+    if record.get("sha256") != file_sha256(path):
         raise ValueError("%s is stale: it changed since the export recorded in model.json; %s" % (path, hint))
     session = create_session(path, device, threads)
     graph_id = session.get_modelmeta().custom_metadata_map.get("embedder_id")

@@ -27,11 +27,10 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from rawdiff.codec.modeldir import read_model_dir
+from rawdiff.codec.modeldir import file_sha256, read_model_dir
 from rawdiff.codec.onnx_runtime import (
     INPUT_NAME,
     ONNX_FILE,
-    _sha256,
     create_session,
     embedder_id,
     run_encoder,
@@ -178,7 +177,7 @@ def export_encoder(model_dir: str, opset: int = DEFAULT_OPSET, verify: bool = Tr
     ids = {"model_id": meta["model_id"], "embedder_id": embedder_id(model_dir)}
     export_embedder(embedder, path, opset, metadata=ids)
     record: Dict[str, Any] = dict(ids)
-    record.update(file=ONNX_FILE, sha256=_sha256(path), opset=opset, exported=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    record.update(file=ONNX_FILE, sha256=file_sha256(path), opset=opset, exported=time.strftime("%Y-%m-%dT%H:%M:%S"),
                   torch=torch.__version__, onnx=onnx.__version__)
     if verify:
         session = create_session(path, "cpu")
