@@ -147,6 +147,14 @@ def test_fit_texture_writes_the_stage_and_keeps_the_model_id(textured_model, sca
     assert entry["parameters"] == sum(p.numel() for p in TextureEnergy().parameters())
 
 
+def test_info_lists_the_texture_stage(textured_model, capsys):
+    assert main(["info", "--model", textured_model]) == 0
+    assert "texture stage (33042 parameters; realism: texture up to 0.5, the default 0.75)" in capsys.readouterr().out
+    assert main(["info", "--model", textured_model, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["texture"] == {"share": 0.5, "gain": 1.5, "realism": 0.75, "parameters": 33042}
+
+
 def test_the_realism_knob_raises_texture_first_then_the_latent(textured_model, frame):
     codec = Codec.load(textured_model)
     assert codec.default_realism() == 0.75

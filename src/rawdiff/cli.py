@@ -248,10 +248,13 @@ def _model_info(model_dir: str, as_json: bool) -> int:
             for k, (sc, size) in enumerate(stages)]
     default = int(meta.get("default_quality") or len(stages))
     points = meta.get("operating_points") or []
+    texture = {k: meta["texture"][k] for k in ("share", "gain", "realism", "parameters") if k in meta["texture"]} \
+        if meta.get("texture") else None
     if as_json:
         print(json.dumps({"model_dir": model_dir, "model_id": meta["model_id"], "factor": factor,
                           "out": meta.get("out"), "prior_kind": meta.get("prior_kind"), "stages": rows,
-                          "qualities": len(stages), "default_quality": default, "operating_points": points},
+                          "qualities": len(stages), "default_quality": default, "operating_points": points,
+                          "texture": texture},
                          indent=2, sort_keys=True))
         return 0
 
@@ -260,7 +263,9 @@ def _model_info(model_dir: str, as_json: bool) -> int:
 
     lines = ["model %s (%s): f%d, decoder output %s, %s prior%s" % (
         meta["model_id"], model_dir, factor, meta.get("out", "rgb"), meta.get("prior_kind", "?"),
-        ", diffusion decoder" if "diffusion" in meta else ""),
+        ", diffusion decoder" if "diffusion" in meta else "")
+        + (", texture stage (%d parameters; realism: texture up to %g, the default %g)"
+           % (texture.get("parameters", 0), texture["share"], texture["realism"]) if texture else ""),
         "", "stages, coarse to fine (prior bits per index on the training split%s):"
         % (", %d frames" % prior["frames"] if prior.get("frames") else ""),
         "  stage  grid  K      log2 K  prior bits/index  codes used"]
