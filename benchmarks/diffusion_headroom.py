@@ -133,7 +133,6 @@ def main(argv=None) -> int:
     common_arguments(p)
     p.add_argument("--realism", type=float, nargs="*", help="realism values (default: the model's, and 1)")
     args = p.parse_args(argv)
-    import torch
 
     from rawdiff.codec import Codec
     from rawdiff.eval.frames import find_frames, load_frame
@@ -151,13 +150,20 @@ def main(argv=None) -> int:
         log("%d/%d %s" % (i + 1, len(paths), path))
         frame, ref, _ = load_frame(path, args.max_pixels)
         rows += [dict(r, frame=i) for r in frame_rows(codec, frame, ref, args.qualities, realisms, args.steps)]
+    return report(codec, rows, paths, args.json, steps=args.steps)
+
+
+def report(codec, rows: list, paths: list, json_path, **extra) -> int:
+    """Print the summary as JSON and a markdown table; with ``json_path`` also write every row
+    (and ``extra`` fields) there."""
+    import torch
+
     info = dict(machine(), device=str(codec.device), threads=torch.get_num_threads())
     table = summary(rows)
-    out = {"machine": info, "model": codec.model_id, "frames": paths, "steps": args.steps, "summary": table,
-           "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dict({"machine": info, "model": codec.model_id, "frames": paths, "summary": table,
+                            "rows": rows}, **extra), f, indent=2)
     print(json.dumps({"machine": info, "model": codec.model_id, "summary": table}, indent=2))
     print(markdown(table, len(paths), info))
     return 0

@@ -23,7 +23,6 @@ the fast path); progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -32,8 +31,8 @@ import numpy as np
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
-from diffusion_headroom import common_arguments, markdown, measure, summary  # noqa: E402
-from encoder_speed import log, machine  # noqa: E402
+from diffusion_headroom import common_arguments, measure, report  # noqa: E402
+from encoder_speed import log  # noqa: E402
 
 
 def frame_rows(codec, net, frame, ref, qualities, amplitudes, latent_realisms, steps: int) -> list:
@@ -75,7 +74,6 @@ def main(argv=None) -> int:
     p.add_argument("--latent-realism", type=float, nargs="*", default=[],
                    help="also the latent diffusion decoder at these latent realisms")
     args = p.parse_args(argv)
-    import torch
 
     from rawdiff.codec import Codec
     from rawdiff.codec.modeldir import TEXTURE_FILE
@@ -95,16 +93,7 @@ def main(argv=None) -> int:
         frame, ref, _ = load_frame(frame_path, args.max_pixels)
         rows += [dict(r, frame=i) for r in frame_rows(codec, net, frame, ref, args.qualities, args.amplitudes,
                                                       args.latent_realism, args.steps)]
-    info = dict(machine(), device=str(codec.device), threads=torch.get_num_threads())
-    table = summary(rows)
-    out = {"machine": info, "model": codec.model_id, "texture": path if net is not None else None,
-           "frames": paths, "summary": table, "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-    print(json.dumps({"machine": info, "model": codec.model_id, "summary": table}, indent=2))
-    print(markdown(table, len(paths), info))
-    return 0
+    return report(codec, rows, paths, args.json, texture=path if net is not None else None)
 
 
 if __name__ == "__main__":

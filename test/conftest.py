@@ -52,6 +52,19 @@ def scalable_ldm(tiny_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def frame(tiny_corpus):
+    """A 90 x 118 crop of the tiny corpus' first test frame (RawFrame)."""
+    import numpy as np
+
+    from rawdiff.data.dataset import read_index
+    from rawdiff.raw import RawFrame, read_raw
+
+    f = read_raw(read_index(os.path.join(tiny_corpus, "test.txt"))[0])
+    return RawFrame(np.ascontiguousarray(f.mosaic[:90, :118]), cfa=f.cfa, black_level=f.black_level,
+                    white_level=f.white_level)
+
+
+@pytest.fixture(scope="session")
 def tiny_means_model(tiny_corpus, tmp_path_factory):
     """A tiny scalable-rate model with mean layers, trained from scratch for 4 steps by
     ``rawdiff train`` (config/models/tiny_means.yaml) and exported with means.safetensors."""

@@ -17,12 +17,10 @@ from rawdiff import device
 from rawdiff.codec import Codec
 from rawdiff.codec.tiling import EXACT
 from rawdiff.config import load_configs
-from rawdiff.data.dataset import read_index
 from rawdiff.metrics import grid_strength
 from rawdiff.models.embedder import Embedder, least_squares_synthesis
 from rawdiff.models.ldm import load_frozen_embedder, same_codes
 from rawdiff.models.vqgan import VQGAN
-from rawdiff.raw import RawFrame, read_raw
 from rawdiff.train import train
 
 TINY = os.path.join(ROOT, "config", "models", "tiny.yaml")
@@ -143,13 +141,6 @@ def stages(tiny_corpus, tmp_path_factory):
     second = train([TINY], common + STAGE + ["model.params.init=" + first], max_steps=3,
                    logdir=str(tmp / "second"))["model_dir"]
     return first, second
-
-
-@pytest.fixture(scope="module")
-def frame(tiny_corpus):
-    f = read_raw(read_index(os.path.join(tiny_corpus, "test.txt"))[0])
-    return RawFrame(np.ascontiguousarray(f.mosaic[:90, :118]), cfa=f.cfa, black_level=f.black_level,
-                    white_level=f.white_level)
 
 
 def test_the_decoder_stage_keeps_the_codes_and_retrains_the_decoder(stages, frame):

@@ -13,16 +13,7 @@ import torch
 
 from rawdiff.cli import main
 from rawdiff.codec import Codec
-from rawdiff.data.dataset import read_index
 from rawdiff.models.ldm import LatentDenoiser, check_realism, load_matching
-from rawdiff.raw import RawFrame, read_raw
-
-
-@pytest.fixture(scope="module")
-def frame(tiny_corpus):
-    f = read_raw(read_index(os.path.join(tiny_corpus, "test.txt"))[0])
-    return RawFrame(np.ascontiguousarray(f.mosaic[:90, :118]), cfa=f.cfa, black_level=f.black_level,
-                    white_level=f.white_level)
 
 
 def test_scales_are_measured_per_operating_point_and_validation_logs_realism(scalable_ldm):

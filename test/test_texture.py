@@ -13,7 +13,6 @@ import torch
 from rawdiff.cli import main
 from rawdiff.codec import Codec
 from rawdiff.codec.modeldir import TEXTURE_FILE, read_model_dir
-from rawdiff.data.dataset import read_index
 from rawdiff.models.texture import (
     TextureEnergy,
     add_texture,
@@ -26,7 +25,6 @@ from rawdiff.models.texture import (
     split_realism,
     synthesize,
 )
-from rawdiff.raw import RawFrame, read_raw
 from rawdiff.texture_fit import fit_texture, write_texture
 
 
@@ -128,13 +126,6 @@ def textured_model(scalable_ldm, tiny_corpus, tmp_path_factory):
                  "--crop", "64", "--batch", "4", "--max-frames", "2", "--share", "0.5", "--gain", "1.5",
                  "--realism", "0.75"]) == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def frame(tiny_corpus):
-    f = read_raw(read_index(os.path.join(tiny_corpus, "test.txt"))[0])
-    return RawFrame(np.ascontiguousarray(f.mosaic[:90, :118]), cfa=f.cfa, black_level=f.black_level,
-                    white_level=f.white_level)
 
 
 def test_fit_texture_writes_the_stage_and_keeps_the_model_id(textured_model, scalable_ldm):

@@ -32,8 +32,9 @@ nearest to a 0.02 MS-SSIM cost).
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -82,11 +83,12 @@ def _impulse(size: int) -> torch.Tensor:
     return delta
 
 
-def band_noise_std(sigmas: Sequence[float] = SIGMAS) -> List[float]:
+@functools.lru_cache(maxsize=8)
+def band_noise_std(sigmas: Tuple[float, ...] = SIGMAS) -> Tuple[float, ...]:
     """Standard deviation of each band of unit white noise (exact, from the kernels: the norm
-    of the band's impulse response)."""
+    of the band's impulse response); computed once per set of sigmas (a tuple)."""
     size = 4 * int(3 * max(sigmas) + 0.5) + 1
-    return [float(b.pow(2).sum().sqrt()) for b in bands(_impulse(size), sigmas)]
+    return tuple(float(b.pow(2).sum().sqrt()) for b in bands(_impulse(size), sigmas))
 
 
 def luma(img: torch.Tensor) -> torch.Tensor:
