@@ -141,14 +141,15 @@ model: data
 	$(MAKE) model-texture TEXTURE_MODEL=models/default.new
 	rm -rf models/default && mv models/default.new models/default
 
-# The texture stage of the realism path (rawdiff.models.texture): its network fitted on the
-# model's own fast decodes of the training split at every operating point (16,000 steps of 16
-# crops of 128^2; 12 min on a 2-core CPU after 5 min of decodes), written into the model
-# directory in place; the model_id stays. The share, gain and default realism are the ones
-# measured on the validation frames (model card, "Texture stage"): the default realism 0.25 is
-# the texture at full strength and no latent draw (the UNet runs from a realism above 0.25).
+# The texture stage of the realism path (rawdiff.models.texture): its network (three bands)
+# fitted on the model's own fast decodes of the training split at every operating point
+# (16,000 steps of 16 crops of 128^2; 13 min on a 2-core CPU after 4 min of decodes), written
+# into the model directory in place; the model_id stays. The share, gain, amplification of the
+# image's own detail, noise shares and default realism are the ones measured on the validation
+# frames (model card, "Texture stage"): the default realism 0.25 is the texture at full
+# strength and no latent draw (the UNet runs from a realism above 0.25).
 TEXTURE_MODEL := models/default
-TEXTURE_ARGS := --steps 16000 --share 0.25 --gain 1.0 --realism 0.25
+TEXTURE_ARGS := --steps 16000 --share 0.25 --gain 1.0 --amplify 1 2 2 --noise 1 1 0 --realism 0.25
 model-texture: data
 	$(RUN) rawdiff fit-texture --model $(TEXTURE_MODEL) data/corpus/train.txt $(TEXTURE_ARGS)
 

@@ -1,18 +1,22 @@
 """Texture synthesis on the decoded image: what the learned energy gives against an oracle.
 
     python benchmarks/texture_headroom.py [--model DIR] [--texture FILE] [--data data/corpus/val.txt]
-                                          [--qualities 1 2] [--amplitudes 0.7 1 1.3]
+                                          [--qualities 1 2] [--gains 0.8 1 1.2]
+                                          [--amplify A,A,A ...] [--noise SHARE ...]
                                           [--latent-realism R ...] [--steps 4]
                                           [--max-frames N] [--max-pixels N] [--json OUT]
 
 Per frame and quality, against the reference image (PSNR, MS-SSIM, and the sliced
 Wasserstein distance of ``rawdiff eval``), the fast path's decode with luma texture added
-in the two finest octaves (:func:`rawdiff.models.texture.add_texture`) at each amplitude:
+in the texture stage's bands (:func:`rawdiff.models.texture.add_texture`) at each gain and
+each amplification of the image's own detail (``--amplify``, one a band, finest first; 1:
+none; the noise shares of the bands
+``--noise``, default the model directory's, else 1 for every band):
 
-- ``oracle a``: the texture's local energy is the reference's own deficit (what a perfect
-  energy model would give; it knows the reference, so no decoder can have it);
-- ``learned a``: the energy the texture network predicts from the decoded image (``--texture``,
-  default the model directory's ``texture.safetensors``), when there is one;
+- ``oracle g xA``: the target energy is the reference's own (what a perfect energy model
+  would give; it knows the reference, so no decoder can have it);
+- ``learned g xA``: the energy the texture network predicts from the decoded image
+  (``--texture``, default the model directory's ``texture.safetensors``), when there is one;
 - ``latent R``: for comparison, the latent diffusion decoder at latent realism R (its drawn
   residual in the trailing share R of the latent channels), no texture.
 
@@ -35,7 +39,7 @@ from diffusion_headroom import common_arguments, measure, report  # noqa: E402
 from encoder_speed import log  # noqa: E402
 
 
-def frame_rows(codec, net, frame, ref, qualities, amplitudes, latent_realisms, steps: int) -> list:
+def frame_rows(codec, net, synthesis, frame, ref, qualities, gains, amplifies, latent_realisms, steps: int) -> list:
     import torch
 
     from rawdiff import metrics
@@ -43,7 +47,7 @@ def frame_rows(codec, net, frame, ref, qualities, amplitudes, latent_realisms, s
 
     ref_t = metrics.to_tensor(ref)
     meter_ref = (metrics.SlicedWassersteinReference(ref_t), ref_t)
-    ref_energy = band_energies(ref_t)
+    ref_energy = band_energies(ref_t, synthesis.sigmas)
     rows = []
     for q in qualities:
         payload = codec.compress(frame, quality=q)
@@ -56,10 +60,14 @@ def frame_rows(codec, net, frame, ref, qualities, amplitudes, latent_realisms, s
 
         add("fast", fast)
         learned = expected_energies(net, fast, q / codec.qualities) if net is not None else None
-        for a in amplitudes:
-            add("oracle %g" % a, add_texture(fast, ref_energy, a, torch.Generator().manual_seed(0)))
-            if learned is not None:
-                add("learned %g" % a, add_texture(fast, learned, a, torch.Generator().manual_seed(0)))
+        for g in gains:
+            for a in amplifies:
+                how = synthesis._replace(amplify=a)
+                name = "%g x%s" % (g, "/".join("%g" % x for x in how.amplify or (1,) * len(how.sigmas)))
+                add("oracle " + name, add_texture(fast, ref_energy, g, torch.Generator().manual_seed(0), synthesis=how))
+                if learned is not None:
+                    add("learned " + name, add_texture(fast, learned, g, torch.Generator().manual_seed(0),
+                                                       synthesis=how))
         for r in latent_realisms:
             add("latent %g" % r, codec.decompress(payload, mode="diffusion", steps=steps, seed=0,
                                                   realism=r, texture=False))
@@ -70,7 +78,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     common_arguments(p)
     p.add_argument("--texture", help="texture network (default: the model directory's, if any)")
-    p.add_argument("--amplitudes", type=float, nargs="+", default=[0.7, 1.0, 1.3])
+    p.add_argument("--gains", type=float, nargs="+", default=[0.8, 1.0, 1.2])
+    p.add_argument("--amplify", type=lambda s: tuple(float(x) for x in s.split(",")), nargs="+",
+                   help="most amplification of the image's own detail, one a band, comma-separated (1,1,1: noise "
+                   "only; default: none and the model's)")
+    p.add_argument("--noise", type=float, nargs="+", help="noise share of each band (default: the model's)")
     p.add_argument("--latent-realism", type=float, nargs="*", default=[],
                    help="also the latent diffusion decoder at these latent realisms")
     args = p.parse_args(argv)
@@ -78,22 +90,39 @@ def main(argv=None) -> int:
     from rawdiff.codec import Codec
     from rawdiff.codec.modeldir import TEXTURE_FILE
     from rawdiff.eval.frames import find_frames, load_frame
-    from rawdiff.models.texture import load_texture
+    from rawdiff.models.texture import SIGMAS, Synthesis, load_texture
 
     codec = Codec.load(args.model)
+    synthesis = Synthesis.of_entry(codec.texture_settings) if codec.texture_settings is not None else Synthesis()
     if args.texture:
-        path, net = args.texture, load_texture(args.texture)
+        path, net = args.texture, load_texture(args.texture, bands=len(SIGMAS))
+        if synthesis.legacy or len(synthesis.sigmas) != len(SIGMAS):  # else the model's amplify and noise
+            synthesis = Synthesis(SIGMAS)
     else:
         path = os.path.join(args.model, TEXTURE_FILE)
         net = codec.texture_network() if codec.texture_settings is not None else None
+    if args.noise is not None:
+        if len(args.noise) != len(synthesis.sigmas):
+            p.error("--noise needs %d shares, one a band" % len(synthesis.sigmas))
+        synthesis = synthesis._replace(noise=tuple(args.noise))
+    ones = (1.0,) * len(synthesis.sigmas)
+    if synthesis.legacy:  # the first stages' noise-only synthesis: nothing to amplify
+        if args.amplify:
+            p.error("--amplify: this model's texture stage has the first stages' noise-only synthesis")
+        amplifies = [None]
+    else:
+        amplifies = list(dict.fromkeys(args.amplify or [ones, synthesis.amplify or ones]))
+    if any(a is not None and (len(a) != len(ones) or min(a) < 1) for a in amplifies):
+        p.error("--amplify needs %d factors of at least 1 a setting, one a band" % len(ones))
     paths = find_frames([args.data])[: args.max_frames]
     rows = []
     for i, frame_path in enumerate(paths):
         log("%d/%d %s" % (i + 1, len(paths), frame_path))
         frame, ref, _ = load_frame(frame_path, args.max_pixels)
-        rows += [dict(r, frame=i) for r in frame_rows(codec, net, frame, ref, args.qualities, args.amplitudes,
-                                                      args.latent_realism, args.steps)]
-    return report(codec, rows, paths, args.json, texture=path if net is not None else None)
+        rows += [dict(r, frame=i) for r in frame_rows(codec, net, synthesis, frame, ref, args.qualities, args.gains,
+                                                      amplifies, args.latent_realism, args.steps)]
+    return report(codec, rows, paths, args.json, texture=path if net is not None else None,
+                  synthesis=synthesis._asdict())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ from rawdiff.cli import main
 from rawdiff.codec import Codec
 from rawdiff.codec.modeldir import TEXTURE_FILE, read_model_dir
 from rawdiff.models.texture import (
+    LEGACY_SIGMAS,
+    SIGMAS,
+    Synthesis,
     TextureEnergy,
     add_texture,
     band_energies,
@@ -42,8 +45,9 @@ def test_bands_split_fine_from_coarser_detail():
 
 def test_band_noise_std_is_that_of_filtered_white_noise():
     white = torch.randn(1, 1, 512, 512, generator=torch.Generator().manual_seed(0))
-    for b, s in zip(bands(white), band_noise_std()):
-        assert abs(float(b[..., 16:-16, 16:-16].std()) / s - 1) < 0.03
+    for sigmas in (SIGMAS, LEGACY_SIGMAS):
+        for b, s in zip(bands(white, sigmas), band_noise_std(sigmas)):
+            assert abs(float(b[..., 32:-32, 32:-32].std()) / s - 1) < 0.03
 
 
 def test_energy_loss_is_least_at_the_geometric_mean_of_the_energy():
@@ -107,6 +111,59 @@ def test_texture_goes_only_where_energy_is_missing_in_luma_and_a_seed_repeats_it
     assert float(luma(a).mean() - luma(img).mean()) == pytest.approx(0.0, abs=2e-3)
 
 
+def test_amplification_raises_the_image_s_own_detail_in_phase_and_noise_fills_the_rest():
+    g = torch.Generator().manual_seed(3)
+    img = (0.5 + 0.1 * gaussian_blur(torch.randn(1, 1, 128, 128, generator=g), 1.5)).repeat(1, 3, 1, 1)
+    own = band_energies(img)
+    inner = (Ellipsis, slice(24, -24), slice(24, -24))
+    detail = luma(img) - gaussian_blur(luma(img), SIGMAS[-1])  # the sum of the bands
+
+    def gained(out):  # energy of the result's bands over the image's own
+        return band_energies(out)[inner].mean(dim=(0, 2, 3)) / own[inner].mean(dim=(0, 2, 3))
+
+    # detail amplified by at most 1.5 (energy 2.25), the deficit to 4x left: the same for any seed
+    amplified, with_noise = Synthesis(SIGMAS, (1.5,) * 3, (0, 0, 0)), Synthesis(SIGMAS, (1.5,) * 3, (1, 1, 1))
+    a = add_texture(img, 4 * own, 1.0, torch.Generator().manual_seed(0), synthesis=amplified)
+    b = add_texture(img, 4 * own, 1.0, torch.Generator().manual_seed(1), synthesis=amplified)
+    assert torch.equal(a, b)
+    added = luma(a) - luma(img)
+    assert float(torch.corrcoef(torch.stack([added[inner].flatten(), detail[inner].flatten()]))[0, 1]) > 0.95
+    assert torch.all((gained(a) - 2.25).abs() < 0.35), gained(a)
+    # the gain: target energies gain^2 x expected; 2 x 2 = 4x the own energy, reached by amplification alone
+    c = add_texture(img, own, 2.0, synthesis=Synthesis(SIGMAS, (4.0,) * 3, (0, 0, 0)))
+    assert torch.all((gained(c) - 4.0).abs() < 0.6), gained(c)
+    # noise fills what amplification left, now seeded (not each band to 4x: a band's measure filters the band's
+    # noise once more, which keeps all of the finest band's and less of the coarser ones)
+    d = add_texture(img, 4 * own, 1.0, torch.Generator().manual_seed(0), synthesis=with_noise)
+    e = add_texture(img, 4 * own, 1.0, torch.Generator().manual_seed(1), synthesis=with_noise)
+    assert not torch.equal(d, e)
+    assert torch.all(gained(d) > gained(a) + 0.2) and float(gained(d)[0]) > 3.5, gained(d)
+    with pytest.raises(ValueError, match="expected energies of 2 bands for a synthesis of 3"):
+        add_texture(img, own[:, :2], 1.0)
+
+
+def test_the_first_stages_synthesis_is_kept_for_their_entries():
+    """gain x sqrt(deficit) of noise, as the first texture stages decoded (not the energy target)."""
+    img = (0.5 + 0.05 * gaussian_blur(torch.randn(1, 1, 64, 80, generator=torch.Generator().manual_seed(5)), 2.0))
+    img = img.repeat(1, 3, 1, 1)
+    expected = band_energies(img, LEGACY_SIGMAS) + torch.tensor([3e-4, 1e-4]).view(1, 2, 1, 1)
+    white = torch.randn(1, 1, 64, 80, generator=torch.Generator().manual_seed(6))
+    own = band_energies(img, LEGACY_SIGMAS)
+    old = sum((expected[:, i: i + 1] - own[:, i: i + 1]).clamp(min=0).sqrt() * b / s
+              for i, (b, s) in enumerate(zip(bands(white, LEGACY_SIGMAS), band_noise_std(LEGACY_SIGMAS))))
+    out = add_texture(img, expected, 0.5, white=white, synthesis=Synthesis.of_entry({"share": 0.25}))
+    torch.testing.assert_close(out, (img + 0.5 * old).clamp(0, 1))
+    # the energy-target synthesis of the same bands gives less at gain 0.5: a quarter of the energy, less the own
+    new = add_texture(img, expected, 0.5, white=white, synthesis=Synthesis(LEGACY_SIGMAS))
+    assert float((new - img).abs().mean()) < float((out - img).abs().mean())
+
+
+def test_a_texture_entry_without_bands_is_that_of_the_first_stages():
+    assert Synthesis.of_entry({"share": 0.25}) == Synthesis(LEGACY_SIGMAS, None, None, legacy=True)
+    entry = {"sigmas": [1, 2, 4], "amplify": [1, 2, 2], "noise": [1, 1, 0]}
+    assert Synthesis.of_entry(entry) == Synthesis((1.0, 2.0, 4.0), (1.0, 2.0, 2.0), (1.0, 1.0, 0.0))
+
+
 def test_realism_split_gives_the_finest_scale_first():
     assert split_realism(0.3, None) == (0.0, 0.3)
     assert split_realism(0.0, 0.25) == (0.0, 0.0)
@@ -124,7 +181,7 @@ def textured_model(scalable_ldm, tiny_corpus, tmp_path_factory):
     shutil.copytree(scalable_ldm[1], out)
     assert main(["fit-texture", "--model", out, os.path.join(tiny_corpus, "train.txt"), "--steps", "20",
                  "--crop", "64", "--batch", "4", "--max-frames", "2", "--share", "0.5", "--gain", "1.5",
-                 "--realism", "0.75"]) == 0
+                 "--realism", "0.75", "--amplify", "1", "2", "2", "--noise", "1", "1", "0.5"]) == 0
     return out
 
 
@@ -134,16 +191,19 @@ def test_fit_texture_writes_the_stage_and_keeps_the_model_id(textured_model, sca
     assert meta["model_id"] == before["model_id"]
     entry = meta["texture"]
     assert entry["share"] == 0.5 and entry["gain"] == 1.5 and entry["realism"] == 0.75
+    assert entry["sigmas"] == list(SIGMAS) and entry["amplify"] == [1.0, 2.0, 2.0] and entry["noise"] == [1.0, 1.0, 0.5]
     assert entry["fit"]["steps"] == 20 and entry["fit"]["frames"] == 2
     assert entry["parameters"] == sum(p.numel() for p in TextureEnergy().parameters())
 
 
 def test_info_lists_the_texture_stage(textured_model, capsys):
     assert main(["info", "--model", textured_model]) == 0
-    assert "texture stage (33042 parameters; realism: texture up to 0.5, the default 0.75)" in capsys.readouterr().out
+    assert ("texture stage (33075 parameters, 3 bands; realism: texture up to 0.5, the default 0.75)"
+            in capsys.readouterr().out)
     assert main(["info", "--model", textured_model, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["texture"] == {"share": 0.5, "gain": 1.5, "realism": 0.75, "parameters": 33042}
+    assert info["texture"] == {"share": 0.5, "gain": 1.5, "realism": 0.75, "parameters": 33075,
+                               "sigmas": [1.0, 2.0, 4.0], "amplify": [1.0, 2.0, 2.0], "noise": [1.0, 1.0, 0.5]}
 
 
 def test_the_realism_knob_raises_texture_first_then_the_latent(textured_model, frame):
@@ -185,7 +245,7 @@ def test_texture_only_realism_is_the_fast_image_plus_texture_whole_and_in_tiles(
 
 def _constant_net(energies):
     """A texture network that expects the same band energies everywhere."""
-    net = TextureEnergy()
+    net = TextureEnergy(bands=len(energies))
     with torch.no_grad():
         net.net[-1].bias.copy_(torch.log(torch.tensor(energies)))
     return net
@@ -194,7 +254,7 @@ def _constant_net(energies):
 def test_synthesis_gives_the_energy_the_network_expects_where_the_image_lacks_it():
     img = torch.full((1, 3, 96, 128), 0.5)
     img[..., 64:, :] = gaussian_blur(torch.rand(1, 3, 32, 128, generator=torch.Generator().manual_seed(2)), 0.5)
-    net = _constant_net([4e-4, 1e-6])  # fine texture expected, none in the second band
+    net = _constant_net([4e-4, 1e-6, 1e-6])  # fine texture expected, none in the coarser bands
     out = synthesize(net, img, 0.5, 1.0, torch.Generator().manual_seed(0))
     e = band_energies(out)[:, 0]
     assert float(e[..., 16:48, 16:-16].mean()) == pytest.approx(4e-4, rel=0.2)  # flat: the whole of it
@@ -203,18 +263,27 @@ def test_synthesis_gives_the_energy_the_network_expects_where_the_image_lacks_it
     torch.testing.assert_close(out[..., 76:84, 24:-24], img[..., 76:84, 24:-24])
 
 
-def test_synthesis_in_strips_is_the_whole_image_s():
-    net = TextureEnergy()
+@pytest.mark.parametrize("synthesis", [Synthesis(), Synthesis(SIGMAS, (1, 2, 3), (1, 1, 0)),
+                                       Synthesis(LEGACY_SIGMAS, legacy=True)], ids=["noise", "amplified", "first"])
+def test_synthesis_in_strips_is_the_whole_image_s(synthesis):
+    net = TextureEnergy(bands=len(synthesis.sigmas))
     with torch.no_grad():  # energies that vary over the image, from a random last layer
         net.net[-1].weight.normal_(0, 0.5)
         net.net[-1].bias.fill_(np.log(2e-4))
     g = torch.Generator().manual_seed(4)
     img = gaussian_blur(torch.rand(1, 3, 301, 90, generator=g), 2.0)
-    whole = synthesize(net, img, 0.3, 1.0, torch.Generator().manual_seed(1))
+    whole = synthesize(net, img, 0.3, 1.0, torch.Generator().manual_seed(1), synthesis=synthesis)
     for rows in (64, 100, 128):
-        strips = synthesize(net, img, 0.3, 1.0, torch.Generator().manual_seed(1), strip_rows=rows)
-        torch.testing.assert_close(strips, whole, atol=1e-5, rtol=0)
+        strips = synthesize(net, img, 0.3, 1.0, torch.Generator().manual_seed(1), strip_rows=rows, synthesis=synthesis)
+        torch.testing.assert_close(strips, whole, atol=1e-4, rtol=0)  # float rounding, far below 1/255
     assert not torch.equal(whole, img)
+
+
+def test_synthesis_of_a_frame_smaller_than_the_coarsest_band():
+    net = TextureEnergy()
+    img = torch.rand(1, 3, 6, 10, generator=torch.Generator().manual_seed(2))
+    out = synthesize(net, img, 0.5, 1.0, torch.Generator().manual_seed(0), synthesis=Synthesis(SIGMAS, (1, 2, 2)))
+    assert out.shape == img.shape and bool(torch.isfinite(out).all())
 
 
 def test_a_bad_texture_stage_is_refused_by_name(textured_model, tmp_path):
@@ -260,6 +329,44 @@ def test_a_bad_texture_stage_is_refused_by_name(textured_model, tmp_path):
     edit(d, lambda m: m["texture"].update(channels="wide"))
     with pytest.raises(ValueError, match="texture channels must be an even integer"):
         Codec.load(d)
+    for key, value, message in (("sigmas", [2, 1], "texture sigmas must be 1 to 4 increasing numbers"),
+                                ("sigmas", [1, 2, 4, 8, 16], "texture sigmas must be 1 to 4"),
+                                ("sigmas", [0.1, 2, 4], r"texture sigmas must be .* in \[0.5, 16\]"),
+                                ("amplify", [1, 0.5, 2], "texture amplify must be 3 numbers in"),
+                                ("amplify", 2, "texture amplify must be 3 numbers in"),
+                                ("noise", [1, 1], "texture noise must be 3 numbers in")):
+        d = copy("bad-" + key + str(len(str(value))))
+        edit(d, lambda m, key=key, value=value: m["texture"].update({key: value}))
+        with pytest.raises(ValueError, match=message):
+            Codec.load(d)
+    d = copy("two-bands")  # a first-stage entry (two bands) naming a file of three
+    edit(d, lambda m: [m["texture"].pop(k) for k in ("sigmas", "amplify", "noise")])
+    codec = Codec.load(d)
+    with pytest.raises(ValueError, match="does not hold a texture network of 32 channels and 2 bands"):
+        codec.texture_network()
+
+
+def test_a_first_stage_texture_entry_still_decodes(textured_model, frame, tmp_path):
+    """model.json entries written before the bands were named: two bands, noise only."""
+    from safetensors.torch import save_file
+
+    from rawdiff.codec.modeldir import file_sha256
+
+    d = str(tmp_path / "first")
+    shutil.copytree(textured_model, d)
+    net = _constant_net([4e-4, 1e-6])
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, os.path.join(d, TEXTURE_FILE))
+    with open(os.path.join(d, "model.json")) as f:
+        meta = json.load(f)
+    for k in ("sigmas", "amplify", "noise"):
+        meta["texture"].pop(k)
+    meta["texture"]["sha256"] = file_sha256(os.path.join(d, TEXTURE_FILE))
+    with open(os.path.join(d, "model.json"), "w") as f:
+        json.dump(meta, f)
+    codec = Codec.load(d)
+    payload = codec.compress(frame, quality=1)
+    out = codec.decompress(payload, mode="diffusion", realism=0.5, seed=2)
+    assert out.shape == codec.decompress(payload).shape and not np.array_equal(out, codec.decompress(payload))
 
 
 def test_cli_decompress_uses_the_texture_and_fit_refuses_bad_settings(textured_model, frame, tmp_path, tiny_corpus,
@@ -279,12 +386,15 @@ def test_cli_decompress_uses_the_texture_and_fit_refuses_bad_settings(textured_m
     assert a.shape == b.shape and not np.array_equal(a, b)
     out = str(tmp_path / "bad")
     shutil.copytree(textured_model, out)
-    for bad in (["--share", "1.5"], ["--gain", "150"], ["--gain", "0"]):
+    for bad in (["--share", "1.5"], ["--gain", "150"], ["--gain", "0"], ["--amplify", "1", "0.5", "2"],
+                ["--noise", "1"]):
         assert main(["fit-texture", "--model", out, os.path.join(tiny_corpus, "train.txt"), "--steps", "1",
                      "--crop", "64"] + bad) == 1
     err = capsys.readouterr().err
     assert "texture share must be a number in (0, 1), got 1.5" in err and "decoded" not in err
     assert "texture gain must be a number in (0, 100), got 150" in err
+    assert "texture amplify must be 3 numbers in [1, 16] (one a band), got [1.0, 0.5, 2.0]" in err
+    assert "texture noise must be 3 numbers in [0, 1] (one a band), got [1.0]" in err
 
 
 def test_fit_texture_wants_a_diffusion_decoder(fixture_model, tiny_corpus, tmp_path, capsys):
@@ -303,4 +413,6 @@ def test_write_texture_checks_its_settings(textured_model, tmp_path):
         write_texture(d, TextureEnergy(), 0.5, 0.0, {})
     with pytest.raises(ValueError, match="realism must be in"):
         write_texture(d, TextureEnergy(), 0.5, 1.0, {}, realism=2.0)
+    with pytest.raises(ValueError, match=r"texture network of 2 bands for the 3 sigmas \[1.0, 2.0, 4.0\]"):
+        write_texture(d, TextureEnergy(bands=2), 0.5, 1.0, {})
     assert open(os.path.join(d, "model.json")).read() == before

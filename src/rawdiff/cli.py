@@ -248,7 +248,8 @@ def _model_info(model_dir: str, as_json: bool) -> int:
             for k, (sc, size) in enumerate(stages)]
     default = int(meta.get("default_quality") or len(stages))
     points = meta.get("operating_points") or []
-    texture = {k: meta["texture"][k] for k in ("share", "gain", "realism", "parameters") if k in meta["texture"]} \
+    texture = {k: meta["texture"][k] for k in ("share", "gain", "realism", "parameters", "sigmas", "amplify", "noise")
+               if k in meta["texture"]} \
         if meta.get("texture") else None
     if as_json:
         print(json.dumps({"model_dir": model_dir, "model_id": meta["model_id"], "factor": factor,
@@ -264,8 +265,9 @@ def _model_info(model_dir: str, as_json: bool) -> int:
     lines = ["model %s (%s): f%d, decoder output %s, %s prior%s" % (
         meta["model_id"], model_dir, factor, meta.get("out", "rgb"), meta.get("prior_kind", "?"),
         ", diffusion decoder" if "diffusion" in meta else "")
-        + (", texture stage (%d parameters; realism: texture up to %g, the default %g)"
-           % (texture.get("parameters", 0), texture["share"], texture["realism"]) if texture else ""),
+        + (", texture stage (%d parameters, %d bands; realism: texture up to %g, the default %g)"
+           % (texture.get("parameters", 0), len(texture.get("sigmas", (1, 2))), texture["share"], texture["realism"])
+           if texture else ""),
         "", "stages, coarse to fine (prior bits per index on the training split%s):"
         % (", %d frames" % prior["frames"] if prior.get("frames") else ""),
         "  stage  grid  K      log2 K  prior bits/index  codes used"]
@@ -310,9 +312,11 @@ def cmd_fit_texture(args) -> int:
     from rawdiff.codec import Codec
     from rawdiff.codec.modeldir import check_texture_settings
     from rawdiff.eval.frames import find_frames
+    from rawdiff.models.texture import SIGMAS
     from rawdiff.texture_fit import decoded_examples, fit_texture, write_texture
 
-    check_texture_settings(args.share, args.gain, args.realism)  # before the decodes and the fit
+    # the settings before the decodes and the fit
+    check_texture_settings(args.share, args.gain, args.realism, 32, SIGMAS, args.amplify, args.noise)
     codec = Codec.load(args.model, threads=args.threads)
     if not os.path.isfile(os.path.join(args.model, "diffusion.safetensors")):
         raise ValueError("model %s has no diffusion decoder (diffusion.safetensors): the texture stage is part of "
@@ -329,7 +333,8 @@ def cmd_fit_texture(args) -> int:
     net, record = fit_texture(examples, steps=args.steps, seed=args.seed, crop=args.crop, batch=args.batch,
                               max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes)
     record["data"] = list(args.data)
-    entry = write_texture(args.model, net, args.share, args.gain, record, realism=args.realism)
+    entry = write_texture(args.model, net, args.share, args.gain, record, realism=args.realism, amplify=args.amplify,
+                          noise=args.noise)
     print(json.dumps(entry, indent=2, sort_keys=True))
     return 0
 
@@ -437,7 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_non_negative_int, default=0, help="at most this many frames (0: all)")
     p.add_argument("--max-pixels", type=_positive_int, default=400_000, help="centre crop of each frame")
     p.add_argument("--share", type=float, default=0.25, help="the share of the realism knob the texture takes")
-    p.add_argument("--gain", type=float, default=1.0, help="texture amplitude at full share")
+    p.add_argument("--gain", type=float, default=1.0,
+                   help="at full share the texture raises the image's band energies to gain^2 times the predicted")
+    p.add_argument("--amplify", type=float, nargs="+", metavar="A", default=[1.0, 2.0, 2.0],
+                   help="raise the image's own detail in each band by at most this factor before adding noise "
+                   "(1: none), finest band first (sigma 1, 2, 4)")
+    p.add_argument("--noise", type=float, nargs="+", metavar="SHARE", default=[1.0, 1.0, 0.0],
+                   help="share of each band's remaining deficit filled with noise, finest band first (sigma 1, 2, 4)")
     p.add_argument("--realism", type=realism_arg, default=0.25, help="the model's default realism with texture")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive_int)

@@ -24,7 +24,7 @@ import torch
 
 from rawdiff.codec.modeldir import TEXTURE_FILE, check_realism, check_texture_settings, file_sha256
 from rawdiff.metrics import to_tensor
-from rawdiff.models.texture import STRIDE, TextureEnergy, band_energies, energy_loss
+from rawdiff.models.texture import SIGMAS, STRIDE, TextureEnergy, band_energies, energy_loss
 from rawdiff.outputs import write_bytes, write_text
 
 logger = logging.getLogger(__name__)
@@ -49,10 +49,11 @@ def decoded_examples(codec, paths: Sequence[str], max_pixels: int = 400_000,
 
 def fit_texture(examples: Iterable[Example], steps: int = 16000, crop: int = 128, batch: int = 16,
                 lr: float = 2e-3, seed: int = 0, channels: int = 32, max_seconds: Optional[float] = None,
-                log_every: int = 100) -> Tuple[TextureEnergy, dict]:
+                log_every: int = 100, sigmas: Sequence[float] = SIGMAS) -> Tuple[TextureEnergy, dict]:
     """Train a :class:`TextureEnergy` on (reference, decodes) pairs: random ``crop`` squares of
-    a random frame at a random operating point. Returns the network (eval mode) and a record
-    of the fit (steps, seconds, the last losses)."""
+    a random frame at a random operating point, the targets the reference's luma energies in
+    the bands of ``sigmas``. Returns the network (eval mode) and a record of the fit (steps,
+    seconds, bands, the last losses)."""
     examples = list(examples)
     if not examples:
         raise ValueError("texture fit: no frames")
@@ -61,10 +62,11 @@ def fit_texture(examples: Iterable[Example], steps: int = 16000, crop: int = 128
     if not usable:
         raise ValueError("texture fit: every frame is smaller than the crop of %d pixels" % crop)
     qualities = usable[0][1].shape[0]
-    targets = [band_energies(to_tensor(ref))[0] for ref, _ in usable]
+    sigmas = tuple(float(x) for x in sigmas)
+    targets = [band_energies(to_tensor(ref), sigmas)[0] for ref, _ in usable]
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    net = TextureEnergy(channels)
+    net = TextureEnergy(channels, len(sigmas))
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1))
     start = time.time()
@@ -94,26 +96,35 @@ def fit_texture(examples: Iterable[Example], steps: int = 16000, crop: int = 128
             break
     net.eval()
     record = {"steps": step, "seconds": round(time.time() - start, 1), "crop": crop, "batch": batch,
-              "lr": lr, "seed": seed, "channels": channels, "frames": len(usable),
+              "lr": lr, "seed": seed, "channels": channels, "sigmas": list(sigmas), "frames": len(usable),
               "loss_last_100": float(np.mean(losses[-100:]))}
     return net, record
 
 
 def write_texture(model_dir: str, net: TextureEnergy, share: float, gain: float, record: dict,
-                  realism: float = 0.25) -> dict:
-    """Write ``texture.safetensors`` and the ``texture`` entry of model.json, each atomically
-    (the model_id stays: the stage is decoder-side)."""
+                  realism: float = 0.25, amplify: Optional[Sequence[float]] = None,
+                  noise: Optional[Sequence[float]] = None) -> dict:
+    """Write ``texture.safetensors`` and the ``texture`` entry of model.json (the settings of
+    :class:`rawdiff.models.texture.Synthesis` among them), each atomically (the model_id
+    stays: the stage is decoder-side)."""
     from safetensors.torch import save
 
     channels = int(record.get("channels", 32))
-    check_texture_settings(share, gain, realism, channels)
+    sigmas = [float(x) for x in record.get("sigmas", SIGMAS)]
+    if net.net[-1].out_channels != len(sigmas):
+        raise ValueError("texture network of %d bands for the %d sigmas %s"
+                         % (net.net[-1].out_channels, len(sigmas), sigmas))
+    amplify = [1.0] * len(sigmas) if amplify is None else [float(x) for x in amplify]
+    noise = [1.0] * len(sigmas) if noise is None else [float(x) for x in noise]
+    check_texture_settings(share, gain, realism, channels, sigmas, amplify, noise)
     path = os.path.join(model_dir, TEXTURE_FILE)
     meta_path = os.path.join(model_dir, "model.json")
     with open(meta_path) as f:
         meta = json.load(f)
     write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}))
     entry = {"share": float(share), "gain": float(gain), "realism": check_realism(realism), "channels": channels,
-             "sha256": file_sha256(path), "parameters": sum(p.numel() for p in net.parameters()),
+             "sigmas": sigmas, "amplify": amplify, "noise": noise, "sha256": file_sha256(path),
+             "parameters": sum(p.numel() for p in net.parameters()),
              "fit": record}
     meta["texture"] = entry
     write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -599,7 +599,7 @@ class Codec:
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, codes = self.parse(data)
-        amplitude, realism = self.realism_split(mode, realism, texture)
+        gain, realism = self.realism_split(mode, realism, texture)
         if not self.tiled(header.code_shape):
             rgb = self.render(self.decode_indices(codes, mode, steps, seed, header.code_shape, realism), header)
         elif self.out == "raw":  # the reference ISP demosaics the whole mosaic
@@ -608,7 +608,7 @@ class Codec:
             rgb = render(self._tiled_raw_frame(codes, header, mode, steps, seed, realism))
         else:
             rgb = self._tiled_rgb(codes, header, mode, steps, seed, realism)
-        return self.textured(rgb, len(codes), seed, amplitude) if amplitude > 0 else rgb
+        return self.textured(rgb, len(codes), seed, gain) if gain > 0 else rgb
 
     def _tiled_rgb(self, codes, header: bitstream.Header, mode: str, steps: int, seed: int,
                    realism: Optional[float]) -> np.ndarray:
@@ -640,10 +640,10 @@ class Codec:
         return self.default_realism() if realism is None else check_realism(realism)
 
     def realism_split(self, mode: str, realism: Optional[float], texture: bool = True):
-        """(texture amplitude, latent realism) of a decode: the fast path has neither; a model
+        """(texture gain, latent realism) of a decode: the fast path has neither; a model
         without a texture stage (or ``texture=False``) gives ``realism`` to the latent (None:
         the diffusion decoder's default); with one, the realism's first ``share`` raises the
-        texture from none to ``gain`` and the rest the latent's drawn share
+        texture's gain from none to the model's ``gain`` and the rest the latent's drawn share
         (:func:`rawdiff.models.texture.split_realism`)."""
         if mode == "fast":
             return 0.0, realism
@@ -661,26 +661,29 @@ class Codec:
         if self._texture is None:
             if self.texture_settings is None:
                 raise ValueError("model %s has no texture stage (%s)" % (self.model_id, TEXTURE_FILE))
-            from rawdiff.models.texture import load_texture
+            from rawdiff.models.texture import Synthesis, load_texture
 
-            net = load_texture(os.path.join(self.model_dir, TEXTURE_FILE), int(self.texture_settings["channels"]))
+            bands = len(Synthesis.of_entry(self.texture_settings).sigmas)
+            net = load_texture(os.path.join(self.model_dir, TEXTURE_FILE), int(self.texture_settings["channels"]),
+                               bands)
             self._texture = net.to(self.device).eval()
         return self._texture
 
-    def textured(self, rgb: np.ndarray, quality: int, seed: int, amplitude: float) -> np.ndarray:
+    def textured(self, rgb: np.ndarray, quality: int, seed: int, gain: float) -> np.ndarray:
         """uint8 sRGB ``rgb`` decoded at operating point ``quality`` with the texture stage's
-        texture of ``amplitude`` (times the predicted energy deficit), its noise drawn from
-        ``seed``'s own stream (not the diffusion sampler's). Frames that decode in tiles get it
-        in strips of a tile's height, so memory stays bounded by the tile."""
+        texture at ``gain`` (of the predicted energies: :func:`rawdiff.models.texture.add_texture`),
+        its noise drawn from ``seed``'s own stream (not the diffusion sampler's). Frames that
+        decode in tiles get it in strips of a tile's height, so memory stays bounded by the tile."""
         torch = _needs_torch("texture synthesis")
-        from rawdiff.models.texture import synthesize
+        from rawdiff.models.texture import Synthesis, synthesize
 
         net = self.texture_network()
         strip = self.tile * self.factor if self.tile else None
         with torch.inference_mode():
             img = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
             gen = torch.Generator().manual_seed(int(seed) + TEXTURE_SEED_OFFSET)
-            out = synthesize(net, img, quality / self.qualities, amplitude, gen, strip_rows=strip)
+            out = synthesize(net, img, quality / self.qualities, gain, gen, strip_rows=strip,
+                             synthesis=Synthesis.of_entry(self.texture_settings))
             return (out[0].permute(1, 2, 0) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
     def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,

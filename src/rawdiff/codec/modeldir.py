@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 import os
 from typing import Any, Dict
@@ -86,17 +87,30 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-#: bounds of a texture stage's settings: share of the realism knob, gain, network width
+#: bounds of a texture stage's settings: share of the realism knob, gain, network width,
+#: bands (their sigmas, pixels) and the amplification of the image's own detail
 TEXTURE_GAIN_MAX = 100.0
 TEXTURE_CHANNELS_MAX = 512
+TEXTURE_BANDS_MAX = 4
+TEXTURE_SIGMA_MIN = 0.5
+TEXTURE_SIGMA_MAX = 16.0
+TEXTURE_AMPLIFY_MAX = 16.0
 
 
-def check_texture_settings(share, gain, realism, channels=32) -> None:
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def check_texture_settings(share, gain, realism, channels=32, sigmas=None, amplify=None, noise=None) -> None:
     """A texture stage's share (0 < share < 1), gain (0 < gain < TEXTURE_GAIN_MAX), default
-    realism ([0, 1]) and network width (2 .. TEXTURE_CHANNELS_MAX, even); a ValueError naming
-    the setting otherwise. ``rawdiff fit-texture`` checks them before it decodes anything."""
+    realism ([0, 1]), network width (2 .. TEXTURE_CHANNELS_MAX, even) and, where given, its
+    bands' sigmas (1 .. TEXTURE_BANDS_MAX increasing numbers in [TEXTURE_SIGMA_MIN,
+    TEXTURE_SIGMA_MAX]), the
+    amplification of the image's own detail ([1, TEXTURE_AMPLIFY_MAX]) and the noise share
+    ([0, 1]) of each band (a list, one a band); a ValueError naming the setting otherwise. ``rawdiff
+    fit-texture`` checks them before it decodes anything."""
     for key, value, low, high in (("share", share, 0.0, 1.0), ("gain", gain, 0.0, TEXTURE_GAIN_MAX)):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not low < float(value) < high:
+        if not _is_number(value) or not low < float(value) < high:
             raise ValueError("texture %s must be a number in (%g, %g), got %r" % (key, low, high, value))
     try:
         check_realism(realism)
@@ -106,6 +120,19 @@ def check_texture_settings(share, gain, realism, channels=32) -> None:
             or not 2 <= int(channels) <= TEXTURE_CHANNELS_MAX or int(channels) % 2):
         raise ValueError("texture channels must be an even integer in [2, %d], got %r"
                          % (TEXTURE_CHANNELS_MAX, channels))
+    if sigmas is not None:
+        if (not isinstance(sigmas, (list, tuple)) or not 1 <= len(sigmas) <= TEXTURE_BANDS_MAX
+                or not all(_is_number(x) and TEXTURE_SIGMA_MIN <= float(x) <= TEXTURE_SIGMA_MAX for x in sigmas)
+                or any(float(a) >= float(b) for a, b in zip(sigmas, sigmas[1:]))):
+            raise ValueError("texture sigmas must be 1 to %d increasing numbers in [%g, %g], got %r"
+                             % (TEXTURE_BANDS_MAX, TEXTURE_SIGMA_MIN, TEXTURE_SIGMA_MAX, sigmas))
+    bands = len(sigmas) if sigmas is not None else 2
+    for key, values, low, high in (("amplify", amplify, 1.0, TEXTURE_AMPLIFY_MAX), ("noise", noise, 0.0, 1.0)):
+        if values is not None and (not isinstance(values, (list, tuple)) or len(values) != bands
+                                   or not all(_is_number(x) and low <= float(x) <= high for x in values)):
+            raise ValueError("texture %s must be %d numbers in [%g, %g] (one a band%s), got %r"
+                             % (key, bands, low, high,
+                                "" if sigmas is not None else "; no sigmas: the first stages' 2 bands", values))
 
 
 def check_texture_entry(model_dir: str, meta: Dict[str, Any]):
@@ -128,7 +155,8 @@ def check_texture_entry(model_dir: str, meta: Dict[str, Any]):
         raise ValueError("model directory %s: %s does not match model.json (sha256 %s, the file hashes to %s)"
                          % (model_dir, TEXTURE_FILE, entry.get("sha256"), digest))
     try:
-        check_texture_settings(entry.get("share"), entry.get("gain"), entry.get("realism"), entry.get("channels"))
+        check_texture_settings(entry.get("share"), entry.get("gain"), entry.get("realism"), entry.get("channels"),
+                               entry.get("sigmas"), entry.get("amplify"), entry.get("noise"))
     except ValueError as exc:
         raise ValueError("model directory %s: model.json's %s" % (model_dir, exc)) from None
     return entry

@@ -1,47 +1,65 @@
-"""Texture synthesis of the realism path: the finest detail, which the latent never held.
+"""Texture synthesis of the realism path: the detail the codes dropped, in pixel space.
 
     decoded sRGB image --TextureEnergy--> expected local energy of the reference's luma in
-                                          two fine bands (log, 1/4 resolution)
-    deficit_b = sqrt(max(expected_b - local energy of the decoded luma in band b, 0))
-    image + amplitude * sum_b deficit_b * (band b of white noise, unit variance)   (luma only)
+                                          each band (log, 1/4 resolution)
+    target_b = gain^2 * expected_b;  own_b = local energy of the decoded luma in band b
+    k_b = clamp(sqrt(target_b / own_b), 1, amplify_b)           (the image's own detail)
+    deficit_b = sqrt(max(target_b - k_b^2 own_b, 0))             (what is left for noise)
+    image + sum_b [(k_b - 1) * band b of the luma + noise_b * deficit_b * (band b of white
+                   noise, unit variance)]                                        (luma only)
 
 Why: the shipped analysis keeps 32 of each 8x8 cell's 64 principal components, so the
-finest texture is not in the latent at all and latent diffusion cannot give it back;
-at the lowest operating points most of the rest is dropped as well. Where the codes leave
-nothing to predict, what is missing is texture whose *energy* can be predicted and whose
-phase cannot: a Gaussian draw of band-limited texture with the predicted local energy is
-then the sample (film-grain synthesis in AV1 sends such an energy model; here a network
-predicts it from the decoded image, so nothing is sent).
+finest texture is not in the latent at all and latent diffusion cannot give it back; at the
+lowest operating points most of the rest is dropped as well. Where the codes leave nothing
+to predict, what is missing is texture whose *energy* can be predicted and whose phase
+cannot: a Gaussian draw of band-limited texture with the predicted local energy is then the
+sample (film-grain synthesis in AV1 sends such an energy model; here a network predicts it
+from the decoded image, so nothing is sent). Where the decoded image has some detail in a
+band but too little (the fast path decodes the conditional mean, whose contrast is below the
+reference's), raising that detail is texture in phase with the scene: MS-SSIM's contrast
+term prefers it, so it comes first, up to ``amplify_b``, and noise makes up what is left.
 
-Bands: differences of Gaussians of the luma, sigma 1 and 2 pixels (``b0 = y - G1 y``,
-``b1 = G1 y - G2 y``); local energy: the mean of the band's square over 9 x 9 pixels. The
-network is trained on the squared error of the log energies, so where the energy is
-uncertain it predicts their geometric mean, less than their mean: less texture where the
-reference may have none, which costs MS-SSIM least. Noise is drawn on the CPU from a
-``torch.Generator``: the same seed gives the same noise on any machine (the energies, a
-network's output, may differ in the last bit between devices).
+Bands: differences of Gaussians of the luma, sigma 1, 2 and 4 pixels (``b0 = y - G1 y``,
+``b1 = G1 y - G2 y``, ``b2 = G2 y - G4 y``); local energy: the mean of the band's square
+over 9 x 9 pixels. The network is trained on the squared error of the log energies, so where
+the energy is uncertain it predicts their geometric mean, less than their mean: less
+texture where the reference may have none, which costs MS-SSIM least. Noise is drawn on the
+CPU from a ``torch.Generator``: the same seed gives the same noise on any machine (the
+energies, a network's output, may differ in the last bit between devices).
 
-Measured (benchmarks/texture_headroom.py, 4 validation frames, 2-core AMD EPYC; SWD is the
-sliced Wasserstein distance of ``rawdiff eval``): with an oracle that knows the reference's
-local energy, this texture cuts the SWD by 29 % at quality 1 for 0.013 MS-SSIM and by 31 % at
-quality 2 for 0.014. A network trained on the likelihood of the energies (``E / E_hat + log
-E_hat``: the mean energy) gave -26 % for 0.017 MS-SSIM at quality 1 and -27 % for 0.016 at
-quality 2; on the log error, -27 % for 0.018 and -30 % for 0.019 (each at the amplitude
-nearest to a 0.02 MS-SSIM cost).
+Measured (17 validation frames, centre crops of 0.25 Mpixel, qualities 1 and 2; 2-core AMD
+EPYC; SWD is the sliced Wasserstein distance of ``rawdiff eval``), SWD change / MS-SSIM
+change against the fast path:
+
+- two bands, noise only (the first texture stage): -24 % / -0.016 and -31 % / -0.019;
+- three bands, noise in the two finest: -24 % / -0.018 and -31 % / -0.021 (gain 1): noise
+  in the third costs far more MS-SSIM (-29 % / -0.033 at quality 1);
+- three bands, own detail raised up to 2x in the two coarser ones, then noise in the two
+  finest (the shipped setting, gain 1): -26.5 % / -0.018 and -35 % / -0.020; raised in all
+  three (gain 0.95: -26 % / -0.017 and -35 % / -0.019) the finest band's raised detail
+  brings the 8-pixel grid back (grid figure 1.19 against 1.07 at quality 5);
+- a fourth band (sigma 8) gave -28 % / -0.020 and -35 % / -0.020: on the three bands'
+  frontier (their gain 1, amplify 3: -28 % / -0.020 at quality 1), no better; with the
+  reference's own energy in that band (an oracle) it halved the MS-SSIM cost at quality 1
+  (0.008): the network cannot tell where the coarse contrast is missing.
+Oracle energies in all three bands (benchmarks/texture_headroom.py) show what a better
+energy model could reach.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: Gaussian sigmas (pixels) whose differences make the bands, finest first
-SIGMAS = (1.0, 2.0)
+#: Gaussian sigmas (pixels) whose differences make the bands of a new fit, finest first
+SIGMAS = (1.0, 2.0, 4.0)
+#: the bands of a texture stage whose model.json entry names none (the first fits had two)
+LEGACY_SIGMAS = (1.0, 2.0)
 #: side of the window of a local energy (pixels)
 WINDOW = 9
 #: the network's output is at 1 / STRIDE of the image's resolution
@@ -60,11 +78,15 @@ def _gaussian_kernel(sigma: float, dtype=torch.float32) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of B x C x H x W, reflected at the borders."""
+    """Separable Gaussian blur of B x C x H x W, reflected at the borders (the edge pixel
+    repeated where a side is no longer than the kernel's radius)."""
     k = _gaussian_kernel(sigma, x.dtype).to(x.device)
     r, c = len(k) // 2, x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    h, w = x.shape[-2:]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect" if r < w else "replicate"),
+                 k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect" if r < h else "replicate"),
+                    k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def bands(x: torch.Tensor, sigmas: Sequence[float] = SIGMAS) -> List[torch.Tensor]:
@@ -84,7 +106,7 @@ def _impulse(size: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def band_noise_std(sigmas: Tuple[float, ...] = SIGMAS) -> Tuple[float, ...]:
+def band_noise_std(sigmas: Tuple[float, ...]) -> Tuple[float, ...]:
     """Standard deviation of each band of unit white noise (exact, from the kernels: the norm
     of the band's impulse response); computed once per set of sigmas (a tuple)."""
     size = 4 * int(3 * max(sigmas) + 0.5) + 1
@@ -141,25 +163,77 @@ def energy_loss(log_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (log_pred - target.float().clamp(min=EPS).log()).pow(2).mean()
 
 
+class Synthesis(NamedTuple):
+    """How the texture is made from the expected energies (model.json's texture entry):
+    the bands' ``sigmas``; ``amplify``, for each band the most the decoded image's own detail
+    there is raised towards the expected energy (1: not at all; None: 1 for every band);
+    ``noise``, the share of each band's remaining deficit that is filled with noise (None: 1,
+    all of it, for every band). ``legacy``: the first texture stages' synthesis, noise only,
+    ``gain`` times the square root of each band's deficit to the expected energy (their
+    model.json entries name no sigmas), so that their decodes stay as they were."""
+
+    sigmas: Tuple[float, ...] = SIGMAS
+    amplify: Optional[Tuple[float, ...]] = None
+    noise: Optional[Tuple[float, ...]] = None
+    legacy: bool = False
+
+    @classmethod
+    def of_entry(cls, entry: dict) -> Synthesis:
+        """The synthesis a model.json texture entry names (checked by
+        :func:`rawdiff.codec.modeldir.check_texture_settings`); an entry of the first texture
+        stages, without these keys, gets theirs (two bands, noise only: ``legacy``)."""
+        if "sigmas" not in entry:
+            return cls(LEGACY_SIGMAS, legacy=True)
+        sigmas = tuple(float(x) for x in entry["sigmas"])
+        amplify, noise = entry.get("amplify"), entry.get("noise")
+        return cls(sigmas, None if amplify is None else tuple(float(x) for x in amplify),
+                   None if noise is None else tuple(float(x) for x in noise))
+
+
 @torch.no_grad()
-def add_texture(img: torch.Tensor, expected: torch.Tensor, amplitude: float,
-                generator: Optional[torch.Generator] = None, white: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``img`` (B x 3 x H x W RGB in [0, 1]) plus luma texture of ``amplitude`` times the
-    deficit between ``expected`` band energies (B x bands x H x W) and the image's own: one
-    white noise (``white``, B x 1 x H x W, or drawn on the CPU from ``generator``: the same
-    seed gives the same noise everywhere) filtered into the bands, each band at unit variance
-    times the square root of its deficit. (Difference-of-Gaussian bands overlap: the second
-    band's texture shows in the first too, so the texture's energy is not each deficit
-    exactly; the gain of a model is set on the measured realism and MS-SSIM.) Clipped to [0, 1]."""
-    own = band_energies(img.float())
+def add_texture(img: torch.Tensor, expected: torch.Tensor, gain: float,
+                generator: Optional[torch.Generator] = None, white: Optional[torch.Tensor] = None,
+                synthesis: Optional[Synthesis] = None) -> torch.Tensor:
+    """``img`` (B x 3 x H x W RGB in [0, 1]) with its luma raised towards ``gain`` squared times
+    the ``expected`` band energies (B x bands x H x W), band by band where the image has less:
+    first the image's own detail in the band, amplified by at most its ``synthesis.amplify``
+    (texture in phase with the scene: the fast path's detail is the conditional mean, smaller
+    than the reference's, and MS-SSIM's contrast term prefers it raised), then the rest of the
+    deficit (its ``synthesis.noise`` share) filled with one white noise (``white``, B x 1 x H x
+    W, or drawn on the CPU from ``generator``: the same seed gives the same noise everywhere)
+    filtered into the band at unit variance times the square root of the deficit.
+    (Difference-of-Gaussian bands overlap and are not projections: a band's measure keeps all
+    of the finest band's noise and a fraction of a coarser band's, so the result's energy is
+    not each target exactly; a model's gain and noise shares are set on the measured realism
+    and MS-SSIM.) Gain 0 returns ``img``;
+    clipped to [0, 1]. ``synthesis`` None: :class:`Synthesis` ()."""
+    synthesis = Synthesis() if synthesis is None else synthesis
+    sigmas = tuple(float(x) for x in synthesis.sigmas)
+    if expected.shape[1] != len(sigmas):
+        raise ValueError("expected energies of %d bands for a synthesis of %d" % (expected.shape[1], len(sigmas)))
+    if gain <= 0:
+        return img
     shape = (img.shape[0], 1) + tuple(img.shape[-2:])
     if white is None:
         white = torch.randn(shape, generator=generator, dtype=torch.float32).to(img.device)
+    own_bands = bands(luma(img.float()), sigmas)
+    noise = synthesis.noise if synthesis.noise is not None else (1.0,) * len(sigmas)
+    amplify = synthesis.amplify if synthesis.amplify is not None else (1.0,) * len(sigmas)
     texture = torch.zeros(shape, dtype=torch.float32, device=img.device)
-    for i, (b, s) in enumerate(zip(bands(white), band_noise_std())):
-        deficit = (expected[:, i: i + 1].float() - own[:, i: i + 1]).clamp(min=0).sqrt()
-        texture = texture + deficit * (b / s)
-    return (img.float() + float(amplitude) * texture).clamp(0, 1).to(img.dtype)
+    for i, (own_b, white_b, std) in enumerate(zip(own_bands, bands(white, sigmas), band_noise_std(sigmas))):
+        own = local_energy(own_b)
+        if synthesis.legacy:
+            deficit = (expected[:, i: i + 1].float() - own).clamp(min=0).sqrt()
+            texture = texture + float(gain) * deficit * (white_b / std)
+            continue
+        target = float(gain) ** 2 * expected[:, i: i + 1].float()
+        k = (target / own.clamp(min=EPS * EPS)).sqrt().clamp(1.0, max(float(amplify[i]), 1.0))
+        if amplify[i] > 1:
+            texture = texture + (k - 1) * own_b
+        if noise[i] > 0:
+            deficit = (target - k * k * own).clamp(min=0).sqrt()
+            texture = texture + float(noise[i]) * deficit * (white_b / std)
+    return (img.float() + texture).clamp(0, 1).to(img.dtype)
 
 
 @torch.no_grad()
@@ -176,50 +250,52 @@ def expected_energies(net: TextureEnergy, img: torch.Tensor, level: float) -> to
     return up[..., :h, :w]
 
 
-def _textured(net: TextureEnergy, img: torch.Tensor, level: float, amplitude: float,
-              white: torch.Tensor) -> torch.Tensor:
-    return add_texture(img, expected_energies(net, img, level), amplitude, white=white)
+def _textured(net: TextureEnergy, img: torch.Tensor, level: float, gain: float,
+              white: torch.Tensor, synthesis: Synthesis) -> torch.Tensor:
+    return add_texture(img, expected_energies(net, img, level), gain, white=white, synthesis=synthesis)
 
 
 #: rows of context above and below a strip of :func:`synthesize` (a multiple of STRIDE): the
-#: network sees 63 x 63 pixels, the bands and the local energies 10 rows either side
+#: network sees 63 x 63 pixels; the bands and local energies reach 3 x 16 + 4 rows either side
+#: at the largest sigma a model.json may name (rawdiff.codec.modeldir.TEXTURE_SIGMA_MAX)
 HALO = 64
 
 
 @torch.no_grad()
-def synthesize(net: TextureEnergy, img: torch.Tensor, level: float, amplitude: float,
-               generator: torch.Generator, strip_rows: Optional[int] = None) -> torch.Tensor:
+def synthesize(net: TextureEnergy, img: torch.Tensor, level: float, gain: float,
+               generator: torch.Generator, strip_rows: Optional[int] = None,
+               synthesis: Optional[Synthesis] = None) -> torch.Tensor:
     """:func:`add_texture` with the energies ``net`` expects for ``img`` decoded at operating
-    point ``level`` (quality / qualities). Amplitude 0 returns ``img``. ``strip_rows``: work
-    on strips of that many rows (with HALO rows of context), so that memory grows with the
+    point ``level`` (quality / qualities). Gain 0 returns ``img``. ``strip_rows``: work on
+    strips of that many rows (with HALO rows of context), so that memory grows with the
     strip, not the frame; the result is the whole image's but for float rounding."""
-    if amplitude <= 0:
+    if gain <= 0:
         return img
     height = img.shape[-2]
     white = torch.randn((img.shape[0], 1) + tuple(img.shape[-2:]), generator=generator, dtype=torch.float32)
     if not strip_rows or height <= strip_rows:
-        return _textured(net, img, level, amplitude, white.to(img.device))
+        return _textured(net, img, level, gain, white.to(img.device), synthesis)
     rows = max(STRIDE, int(strip_rows) // STRIDE * STRIDE)
     out = torch.empty_like(img)
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
         lo, hi = max(0, top - HALO), min(height, bottom + HALO)
-        piece = _textured(net, img[..., lo:hi, :], level, amplitude, white[..., lo:hi, :].to(img.device))
+        piece = _textured(net, img[..., lo:hi, :], level, gain, white[..., lo:hi, :].to(img.device), synthesis)
         out[..., top:bottom, :] = piece[..., top - lo: bottom - lo, :]
     return out
 
 
-def load_texture(path: str, channels: int = 32) -> TextureEnergy:
+def load_texture(path: str, channels: int = 32, bands: int = len(SIGMAS)) -> TextureEnergy:
     """A :class:`TextureEnergy` from a safetensors file; a ValueError naming the file when its
     tensors do not fit the network."""
     from safetensors.torch import load_file
 
-    net = TextureEnergy(channels)
+    net = TextureEnergy(channels, bands)
     try:
         net.load_state_dict(load_file(path))
     except RuntimeError as exc:
-        raise ValueError("%s does not hold a texture network of %d channels: %s"
-                         % (path, channels, str(exc).splitlines()[0])) from None
+        raise ValueError("%s does not hold a texture network of %d channels and %d bands: %s"
+                         % (path, channels, bands, str(exc).splitlines()[0])) from None
     return net.eval()
 
 
@@ -237,5 +313,6 @@ def split_realism(realism: float, share: Optional[float]) -> tuple:
     return tex, lat
 
 
-__all__ = ["HALO", "SIGMAS", "TextureEnergy", "add_texture", "band_energies", "band_noise_std", "bands", "energy_loss",
-           "expected_energies", "gaussian_blur", "load_texture", "local_energy", "luma", "split_realism", "synthesize"]
+__all__ = ["HALO", "LEGACY_SIGMAS", "SIGMAS", "Synthesis", "TextureEnergy", "add_texture", "band_energies",
+           "band_noise_std", "bands", "energy_loss", "expected_energies", "gaussian_blur", "load_texture",
+           "local_energy", "luma", "split_realism", "synthesize"]
