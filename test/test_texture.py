@@ -339,6 +339,10 @@ def test_a_bad_texture_stage_is_refused_by_name(textured_model, tmp_path):
         edit(d, lambda m, key=key, value=value: m["texture"].update({key: value}))
         with pytest.raises(ValueError, match=message):
             Codec.load(d)
+    d = copy("no-sigmas")  # three-band settings without the bands: read as the first stages' two
+    edit(d, lambda m: m["texture"].pop("sigmas"))
+    with pytest.raises(ValueError, match=r"texture amplify must be 2 numbers .*no sigmas: the first stages' 2 bands"):
+        Codec.load(d)
     d = copy("two-bands")  # a first-stage entry (two bands) naming a file of three
     edit(d, lambda m: [m["texture"].pop(k) for k in ("sigmas", "amplify", "noise")])
     codec = Codec.load(d)
