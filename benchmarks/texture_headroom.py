@@ -30,8 +30,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
@@ -55,7 +53,7 @@ def frame_rows(codec, net, synthesis, frame, ref, qualities, gains, amplifies, l
 
         def add(path: str, img, q: int = q) -> None:
             if isinstance(img, torch.Tensor):
-                img = (img[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+                img = metrics.to_uint8(img)
             rows.append(dict(measure(meter_ref, img), path=path, quality=q))
 
         add("fast", fast)

@@ -13,6 +13,7 @@ import torch
 from rawdiff.cli import main
 from rawdiff.codec import Codec
 from rawdiff.codec.modeldir import TEXTURE_FILE, read_model_dir
+from rawdiff.metrics import to_tensor, to_uint8
 from rawdiff.models.texture import (
     LEGACY_SIGMAS,
     SIGMAS,
@@ -64,7 +65,7 @@ def _flat_and_blurred(seed: int, size: int = 96):
     ref = (0.5 + 0.06 * torch.randn(1, 3, size, size, generator=g)).clamp(0, 1)
     ref = ref.mean(1, keepdim=True).repeat(1, 3, 1, 1)  # grey texture
     fast = gaussian_blur(ref, 3.0)
-    as_u8 = [(t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for t in (ref, fast)]
+    as_u8 = [to_uint8(t) for t in (ref, fast)]
     return as_u8[0], np.stack([as_u8[1], as_u8[1]])
 
 
@@ -73,8 +74,8 @@ def test_fit_learns_the_energy_that_the_decodes_lack():
     net, record = fit_texture(examples, steps=150, crop=64, batch=4, lr=5e-3, log_every=0)
     assert record["steps"] == 150 and record["frames"] == 3
     ref, fast = examples[0]
-    img = torch.from_numpy(fast[0]).permute(2, 0, 1)[None].float() / 255
-    truth = band_energies(torch.from_numpy(ref).permute(2, 0, 1)[None].float() / 255).mean(dim=(0, 2, 3))
+    img = to_tensor(fast[0])
+    truth = band_energies(to_tensor(ref)).mean(dim=(0, 2, 3))
     pred = net(img, torch.tensor([0.5])).exp().mean(dim=(0, 2, 3))
     # from exp(init) = 1e-4 to within a factor 1.6 of each band's energy
     assert torch.all((pred / truth - 1).abs() < 0.6), (pred, truth)
@@ -89,7 +90,7 @@ def test_a_small_frame_or_no_frame_is_refused():
 
 def test_texture_goes_only_where_energy_is_missing_in_luma_and_a_seed_repeats_it():
     ref, fast = _flat_and_blurred(0)
-    img = torch.from_numpy(fast[0]).permute(2, 0, 1)[None].float() / 255
+    img = to_tensor(fast[0])
     img[:, 0] *= 0.9  # a colour, so that chroma is there to keep
     own = band_energies(img)
     assert torch.equal(add_texture(img, own, 1.0, torch.Generator().manual_seed(0)), img)

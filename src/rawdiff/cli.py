@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, MIN_TILE
+from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS
 from rawdiff.outputs import atomic_output, check_folder, check_output, write_bytes
 from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 
@@ -266,7 +267,8 @@ def _model_info(model_dir: str, as_json: bool) -> int:
         meta["model_id"], model_dir, factor, meta.get("out", "rgb"), meta.get("prior_kind", "?"),
         ", diffusion decoder" if "diffusion" in meta else "")
         + (", texture stage (%d parameters, %d bands; realism: texture up to %g, the default %g)"
-           % (texture.get("parameters", 0), len(texture.get("sigmas", (1, 2))), texture["share"], texture["realism"])
+           % (texture.get("parameters", 0), len(texture.get("sigmas", TEXTURE_LEGACY_SIGMAS)), texture["share"],
+              texture["realism"])
            if texture else ""),
         "", "stages, coarse to fine (prior bits per index on the training split%s):"
         % (", %d frames" % prior["frames"] if prior.get("frames") else ""),

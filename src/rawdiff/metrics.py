@@ -27,6 +27,11 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
 
 
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """float 1x3xHxW in [0, 1] (on any device) -> uint8 HxWx3, rounded and clipped: :func:`to_tensor` undone."""
+    return (img[0].permute(1, 2, 0) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor, peak: float = 1.0) -> float:
     mse = F.mse_loss(x.float(), y.float()).item()
     return float("inf") if mse == 0 else 10.0 * math.log10(peak * peak / mse)

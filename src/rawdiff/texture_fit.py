@@ -13,6 +13,7 @@ stay decodable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from rawdiff.codec.modeldir import TEXTURE_FILE, check_realism, check_texture_settings, file_sha256
+from rawdiff.codec.modeldir import TEXTURE_FILE, check_realism, check_texture_settings
 from rawdiff.metrics import to_tensor
 from rawdiff.models.texture import SIGMAS, STRIDE, TextureEnergy, band_energies, energy_loss
 from rawdiff.outputs import write_bytes, write_text
@@ -34,13 +35,16 @@ Example = Tuple[np.ndarray, np.ndarray]  # reference uint8 H x W x 3, decodes ui
 
 def decoded_examples(codec, paths: Sequence[str], max_pixels: int = 400_000,
                      progress: Optional[Callable[[int, int], None]] = None) -> List[Example]:
-    """(reference, fast decodes at every operating point) for each frame of ``paths``."""
+    """(reference, fast decodes at every operating point) for each frame of ``paths``: each
+    frame encoded once at the top quality and cut to the others (the stream is progressive)."""
+    from rawdiff.codec import truncate
     from rawdiff.eval.frames import load_frame
 
     out = []
     for i, path in enumerate(paths):
         frame, ref, _ = load_frame(path, max_pixels)
-        fast = np.stack([codec.decompress(codec.compress(frame, quality=q)) for q in range(1, codec.qualities + 1)])
+        top = codec.compress(frame, quality=codec.qualities)
+        fast = np.stack([codec.decompress(truncate(top, q)) for q in range(1, codec.qualities + 1)])
         out.append((ref, fast))
         if progress is not None:
             progress(i + 1, len(paths))
@@ -121,9 +125,10 @@ def write_texture(model_dir: str, net: TextureEnergy, share: float, gain: float,
     meta_path = os.path.join(model_dir, "model.json")
     with open(meta_path) as f:
         meta = json.load(f)
-    write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}))
+    data = save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
+    write_bytes(path, data)
     entry = {"share": float(share), "gain": float(gain), "realism": check_realism(realism), "channels": channels,
-             "sigmas": sigmas, "amplify": amplify, "noise": noise, "sha256": file_sha256(path),
+             "sigmas": sigmas, "amplify": amplify, "noise": noise, "sha256": hashlib.sha256(data).hexdigest(),
              "parameters": sum(p.numel() for p in net.parameters()),
              "fit": record}
     meta["texture"] = entry

@@ -177,7 +177,7 @@ class Codec:
         self._diffusion = None
         #: the texture stage's settings (model.json's ``texture``: share, gain, realism) or None
         self.texture_settings = meta.get("texture")
-        self._texture = None
+        self._texture = None  # (network, Synthesis), loaded on first use
         self._tile_norms = None  # (latent, FrameNorms) of the last tiled decode
 
     @classmethod
@@ -645,9 +645,7 @@ class Codec:
         the diffusion decoder's default); with one, the realism's first ``share`` raises the
         texture's gain from none to the model's ``gain`` and the rest the latent's drawn share
         (:func:`rawdiff.models.texture.split_realism`)."""
-        if mode == "fast":
-            return 0.0, realism
-        if not texture or self.texture_settings is None:
+        if mode == "fast" or not texture or self.texture_settings is None:
             return 0.0, realism
         from rawdiff.models.texture import split_realism
 
@@ -658,15 +656,19 @@ class Codec:
     def texture_network(self):
         """The texture stage's network (:class:`rawdiff.models.texture.TextureEnergy`), loaded
         once; a ValueError when the model has none."""
+        return self._texture_stage()[0]
+
+    def _texture_stage(self):
+        """(network, :class:`rawdiff.models.texture.Synthesis`) of the texture stage, made once."""
         if self._texture is None:
             if self.texture_settings is None:
                 raise ValueError("model %s has no texture stage (%s)" % (self.model_id, TEXTURE_FILE))
             from rawdiff.models.texture import Synthesis, load_texture
 
-            bands = len(Synthesis.of_entry(self.texture_settings).sigmas)
+            synthesis = Synthesis.of_entry(self.texture_settings)
             net = load_texture(os.path.join(self.model_dir, TEXTURE_FILE), int(self.texture_settings["channels"]),
-                               bands)
-            self._texture = net.to(self.device).eval()
+                               len(synthesis.sigmas))
+            self._texture = (net.to(self.device).eval(), synthesis)
         return self._texture
 
     def textured(self, rgb: np.ndarray, quality: int, seed: int, gain: float) -> np.ndarray:
@@ -675,16 +677,17 @@ class Codec:
         its noise drawn from ``seed``'s own stream (not the diffusion sampler's). Frames that
         decode in tiles get it in strips of a tile's height, so memory stays bounded by the tile."""
         torch = _needs_torch("texture synthesis")
-        from rawdiff.models.texture import Synthesis, synthesize
+        from rawdiff.metrics import to_tensor, to_uint8
+        from rawdiff.models.texture import synthesize
 
-        net = self.texture_network()
+        net, synthesis = self._texture_stage()
         strip = self.tile * self.factor if self.tile else None
         with torch.inference_mode():
-            img = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            img = to_tensor(rgb).to(self.device)
             gen = torch.Generator().manual_seed(int(seed) + TEXTURE_SEED_OFFSET)
             out = synthesize(net, img, quality / self.qualities, gain, gen, strip_rows=strip,
-                             synthesis=Synthesis.of_entry(self.texture_settings))
-            return (out[0].permute(1, 2, 0) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+                             synthesis=synthesis)
+            return to_uint8(out)
 
     def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
                        realism: Optional[float] = None) -> RawFrame:

@@ -95,6 +95,8 @@ TEXTURE_BANDS_MAX = 4
 TEXTURE_SIGMA_MIN = 0.5
 TEXTURE_SIGMA_MAX = 16.0
 TEXTURE_AMPLIFY_MAX = 16.0
+#: the bands (sigmas) of a texture entry that names none: the first texture stages had two
+TEXTURE_LEGACY_SIGMAS = (1.0, 2.0)
 
 
 def _is_number(value) -> bool:
@@ -126,13 +128,13 @@ def check_texture_settings(share, gain, realism, channels=32, sigmas=None, ampli
                 or any(float(a) >= float(b) for a, b in zip(sigmas, sigmas[1:]))):
             raise ValueError("texture sigmas must be 1 to %d increasing numbers in [%g, %g], got %r"
                              % (TEXTURE_BANDS_MAX, TEXTURE_SIGMA_MIN, TEXTURE_SIGMA_MAX, sigmas))
-    bands = len(sigmas) if sigmas is not None else 2
+    bands = len(sigmas if sigmas is not None else TEXTURE_LEGACY_SIGMAS)
     for key, values, low, high in (("amplify", amplify, 1.0, TEXTURE_AMPLIFY_MAX), ("noise", noise, 0.0, 1.0)):
         if values is not None and (not isinstance(values, (list, tuple)) or len(values) != bands
                                    or not all(_is_number(x) and low <= float(x) <= high for x in values)):
+            why = "" if sigmas is not None else "; no sigmas: the first stages' %d bands" % bands
             raise ValueError("texture %s must be %d numbers in [%g, %g] (one a band%s), got %r"
-                             % (key, bands, low, high,
-                                "" if sigmas is not None else "; no sigmas: the first stages' 2 bands", values))
+                             % (key, bands, low, high, why, values))
 
 
 def check_texture_entry(model_dir: str, meta: Dict[str, Any]):

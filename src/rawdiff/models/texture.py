@@ -56,10 +56,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS
+
 #: Gaussian sigmas (pixels) whose differences make the bands of a new fit, finest first
 SIGMAS = (1.0, 2.0, 4.0)
 #: the bands of a texture stage whose model.json entry names none (the first fits had two)
-LEGACY_SIGMAS = (1.0, 2.0)
+LEGACY_SIGMAS = TEXTURE_LEGACY_SIGMAS
 #: side of the window of a local energy (pixels)
 WINDOW = 9
 #: the network's output is at 1 / STRIDE of the image's resolution
@@ -70,7 +72,10 @@ LUMA = (0.299, 0.587, 0.114)
 EPS = 1e-6
 
 
+@functools.lru_cache(maxsize=32)
 def _gaussian_kernel(sigma: float, dtype=torch.float32) -> torch.Tensor:
+    """The normalised 1-D Gaussian of ``sigma`` (radius 3 sigma), made once per sigma and dtype
+    (callers must not modify it)."""
     r = int(3 * sigma + 0.5)
     t = torch.arange(-r, r + 1, dtype=torch.float64)
     k = torch.exp(-t * t / (2 * sigma * sigma))
