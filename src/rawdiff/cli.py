@@ -312,17 +312,17 @@ def cmd_train(args) -> int:
 def cmd_fit_texture(args) -> int:
     """Fit the texture stage of a model directory on its own fast decodes of ``DATA``."""
     from rawdiff.codec import Codec
-    from rawdiff.codec.modeldir import check_texture_settings
+    from rawdiff.codec.modeldir import DIFFUSION_FILE, check_texture_settings
     from rawdiff.eval.frames import find_frames
-    from rawdiff.models.texture import SIGMAS
+    from rawdiff.models.texture import CHANNELS, SIGMAS
     from rawdiff.texture_fit import decoded_examples, fit_texture, write_texture
 
     # the settings before the decodes and the fit
-    check_texture_settings(args.share, args.gain, args.realism, 32, SIGMAS, args.amplify, args.noise)
+    check_texture_settings(args.share, args.gain, args.realism, CHANNELS, SIGMAS, args.amplify, args.noise)
     codec = Codec.load(args.model, threads=args.threads)
-    if not os.path.isfile(os.path.join(args.model, "diffusion.safetensors")):
-        raise ValueError("model %s has no diffusion decoder (diffusion.safetensors): the texture stage is part of "
-                         "its realism path" % args.model)
+    if not codec.has_diffusion:
+        raise ValueError("model %s has no diffusion decoder (%s): the texture stage is part of its realism path"
+                         % (args.model, DIFFUSION_FILE))
     paths = find_frames(args.data)
     if args.max_frames:
         paths = paths[: args.max_frames]

@@ -25,7 +25,7 @@ import torch
 
 from rawdiff.codec.modeldir import TEXTURE_FILE, check_realism, check_texture_settings
 from rawdiff.metrics import to_tensor
-from rawdiff.models.texture import SIGMAS, STRIDE, TextureEnergy, band_energies, energy_loss
+from rawdiff.models.texture import CHANNELS, SIGMAS, STRIDE, TextureEnergy, band_energies, energy_loss
 from rawdiff.outputs import write_bytes, write_text
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def decoded_examples(codec, paths: Sequence[str], max_pixels: int = 400_000,
 
 
 def fit_texture(examples: Iterable[Example], steps: int = 16000, crop: int = 128, batch: int = 16,
-                lr: float = 2e-3, seed: int = 0, channels: int = 32, max_seconds: Optional[float] = None,
+                lr: float = 2e-3, seed: int = 0, channels: int = CHANNELS, max_seconds: Optional[float] = None,
                 log_every: int = 100, sigmas: Sequence[float] = SIGMAS) -> Tuple[TextureEnergy, dict]:
     """Train a :class:`TextureEnergy` on (reference, decodes) pairs: random ``crop`` squares of
     a random frame at a random operating point, the targets the reference's luma energies in
@@ -113,11 +113,10 @@ def write_texture(model_dir: str, net: TextureEnergy, share: float, gain: float,
     stays: the stage is decoder-side)."""
     from safetensors.torch import save
 
-    channels = int(record.get("channels", 32))
+    channels = net.channels
     sigmas = [float(x) for x in record.get("sigmas", SIGMAS)]
-    if net.net[-1].out_channels != len(sigmas):
-        raise ValueError("texture network of %d bands for the %d sigmas %s"
-                         % (net.net[-1].out_channels, len(sigmas), sigmas))
+    if net.bands != len(sigmas):
+        raise ValueError("texture network of %d bands for the %d sigmas %s" % (net.bands, len(sigmas), sigmas))
     amplify = [1.0] * len(sigmas) if amplify is None else [float(x) for x in amplify]
     noise = [1.0] * len(sigmas) if noise is None else [float(x) for x in noise]
     check_texture_settings(share, gain, realism, channels, sigmas, amplify, noise)

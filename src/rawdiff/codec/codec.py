@@ -52,7 +52,7 @@ import numpy as np
 from rawdiff.codec import bitstream
 from rawdiff.codec.colour_stats import CellMoments, apply_map, planes_statistics, rgb_statistics, transport_map
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_frame_size, check_max_pixels, check_tile
-from rawdiff.codec.modeldir import TEXTURE_FILE, check_quality, check_realism, read_model_dir
+from rawdiff.codec.modeldir import DIFFUSION_FILE, TEXTURE_FILE, check_quality, check_realism, read_model_dir
 from rawdiff.raw.frame import RawFrame
 
 MODES = ("fast", "diffusion")
@@ -741,10 +741,15 @@ class Codec:
         self.embedder  # noqa: B018 - loads the networks, resolves the device and the dtype
         return autocast(self._device, self._autocast_dtype)
 
+    @property
+    def has_diffusion(self) -> bool:
+        """Whether the model directory has a latent-diffusion decoder."""
+        return os.path.isfile(os.path.join(self.model_dir, DIFFUSION_FILE))
+
     def diffusion(self):
         if self._diffusion is None:
-            path = os.path.join(self.model_dir, "diffusion.safetensors")
-            if not os.path.isfile(path):
+            path = os.path.join(self.model_dir, DIFFUSION_FILE)
+            if not self.has_diffusion:
                 raise ValueError("model %s has no diffusion decoder (%s missing); decode with the fast "
                                  "decoder (--mode fast, ~mode: fast)" % (self.model_id, path))
             from rawdiff.models.ldm import load_diffusion_decoder

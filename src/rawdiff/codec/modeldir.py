@@ -32,6 +32,8 @@ from rawdiff.config import load_config
 WEIGHT_FILES = ("embedder.safetensors", "prior.safetensors", "diffusion.safetensors", "means.safetensors")
 #: the texture stage's network (not in model_id; model.json's ``texture`` has its digest)
 TEXTURE_FILE = "texture.safetensors"
+#: the latent-diffusion decoder's weights (one of WEIGHT_FILES, when trained)
+DIFFUSION_FILE = "diffusion.safetensors"
 
 
 def compute_model_id(model_dir: str) -> str:
@@ -91,6 +93,8 @@ def file_sha256(path: str) -> str:
 #: bands (their sigmas, pixels) and the amplification of the image's own detail
 TEXTURE_GAIN_MAX = 100.0
 TEXTURE_CHANNELS_MAX = 512
+#: width of a texture network whose model.json entry names none (and of a new fit by default)
+TEXTURE_CHANNELS = 32
 TEXTURE_BANDS_MAX = 4
 TEXTURE_SIGMA_MIN = 0.5
 TEXTURE_SIGMA_MAX = 16.0
@@ -103,7 +107,8 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
-def check_texture_settings(share, gain, realism, channels=32, sigmas=None, amplify=None, noise=None) -> None:
+def check_texture_settings(share, gain, realism, channels=TEXTURE_CHANNELS, sigmas=None, amplify=None,
+                           noise=None) -> None:
     """A texture stage's share (0 < share < 1), gain (0 < gain < TEXTURE_GAIN_MAX), default
     realism ([0, 1]), network width (2 .. TEXTURE_CHANNELS_MAX, even) and, where given, its
     bands' sigmas (1 .. TEXTURE_BANDS_MAX increasing numbers in [TEXTURE_SIGMA_MIN,

@@ -56,8 +56,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS
+from rawdiff.codec.modeldir import TEXTURE_CHANNELS, TEXTURE_LEGACY_SIGMAS
 
+#: the network's width of a new fit
+CHANNELS = TEXTURE_CHANNELS
 #: Gaussian sigmas (pixels) whose differences make the bands of a new fit, finest first
 SIGMAS = (1.0, 2.0, 4.0)
 #: the bands of a texture stage whose model.json entry names none (the first fits had two)
@@ -138,9 +140,10 @@ class TextureEnergy(nn.Module):
     -> log expected local energy of the reference's luma bands, B x bands x ceil(H/4) x
     ceil(W/4)."""
 
-    def __init__(self, channels: int = 32, bands: int = len(SIGMAS)):
+    def __init__(self, channels: int = CHANNELS, bands: int = len(SIGMAS)):
         super().__init__()
         c = int(channels)
+        self.channels, self.bands = c, int(bands)
         self.net = nn.Sequential(
             nn.Conv2d(4, c // 2, 3, 2, 1), nn.GELU(),
             nn.Conv2d(c // 2, c, 3, 2, 1), nn.GELU(),
@@ -290,7 +293,7 @@ def synthesize(net: TextureEnergy, img: torch.Tensor, level: float, gain: float,
     return out
 
 
-def load_texture(path: str, channels: int = 32, bands: int = len(SIGMAS)) -> TextureEnergy:
+def load_texture(path: str, channels: int = CHANNELS, bands: int = len(SIGMAS)) -> TextureEnergy:
     """A :class:`TextureEnergy` from a safetensors file; a ValueError naming the file when its
     tensors do not fit the network."""
     from safetensors.torch import load_file
@@ -318,6 +321,6 @@ def split_realism(realism: float, share: Optional[float]) -> tuple:
     return tex, lat
 
 
-__all__ = ["HALO", "LEGACY_SIGMAS", "SIGMAS", "Synthesis", "TextureEnergy", "add_texture", "band_energies",
+__all__ = ["CHANNELS", "HALO", "LEGACY_SIGMAS", "SIGMAS", "Synthesis", "TextureEnergy", "add_texture", "band_energies",
            "band_noise_std", "bands", "energy_loss", "expected_energies", "gaussian_blur", "load_texture",
            "local_energy", "luma", "split_realism", "synthesize"]
