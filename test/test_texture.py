@@ -410,6 +410,16 @@ def test_fit_texture_wants_a_diffusion_decoder(fixture_model, tiny_corpus, tmp_p
     assert not os.path.exists(os.path.join(out, TEXTURE_FILE))
 
 
+def test_write_texture_records_the_networks_own_width(textured_model, tmp_path):
+    d = str(tmp_path / "m")
+    shutil.copytree(textured_model, d)
+    net = TextureEnergy(channels=16)
+    entry = write_texture(d, net, 0.5, 1.0, {"channels": 32})  # the network's width, not the record's
+    assert entry["channels"] == 16 and entry["parameters"] == sum(p.numel() for p in net.parameters())
+    codec = Codec.load(d)
+    assert codec.texture_network().channels == 16
+
+
 def test_write_texture_checks_its_settings(textured_model, tmp_path):
     d = str(tmp_path / "m")
     shutil.copytree(textured_model, d)
