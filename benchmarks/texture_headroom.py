@@ -3,7 +3,7 @@
     python benchmarks/texture_headroom.py [--model DIR] [--texture FILE] [--data data/corpus/val.txt]
                                           [--qualities 1 2] [--gains 0.8 1 1.2]
                                           [--amplify A,A,A ...] [--noise SHARE ...]
-                                          [--latent-realism R ...] [--steps 4]
+                                          [--latent-realism R ...] [--steps 4] [--swaps]
                                           [--max-frames N] [--max-pixels N] [--json OUT]
 
 Per frame and quality, against the reference image (PSNR, MS-SSIM, and the sliced
@@ -17,6 +17,10 @@ none; the noise shares of the bands
   would give; it knows the reference, so no decoder can have it);
 - ``learned g xA``: the energy the texture network predicts from the decoded image
   (``--texture``, default the model directory's ``texture.safetensors``), when there is one;
+- ``reference luma`` / ``reference chroma`` (``--swaps``): the fast decode with the
+  reference's luma (its channels minus their luma kept), or with the reference's channels
+  minus their luma (its own luma kept): the first is the most any luma-only texture stage can
+  reach, the second what the colour the codes lost costs;
 - ``latent R``: for comparison, the latent diffusion decoder at latent realism R (its drawn
   residual in the trailing share R of the latent channels), no texture.
 
@@ -37,11 +41,12 @@ from diffusion_headroom import common_arguments, measure, report  # noqa: E402
 from encoder_speed import log  # noqa: E402
 
 
-def frame_rows(codec, net, synthesis, frame, ref, qualities, gains, amplifies, latent_realisms, steps: int) -> list:
+def frame_rows(codec, net, synthesis, frame, ref, qualities, gains, amplifies, latent_realisms, steps: int,
+               swaps: bool = False) -> list:
     import torch
 
     from rawdiff import metrics
-    from rawdiff.models.texture import add_texture, band_energies, expected_energies
+    from rawdiff.models.texture import add_texture, band_energies, expected_energies, luma
 
     ref_t = metrics.to_tensor(ref)
     meter_ref = (metrics.SlicedWassersteinReference(ref_t), ref_t)
@@ -57,6 +62,9 @@ def frame_rows(codec, net, synthesis, frame, ref, qualities, gains, amplifies, l
             rows.append(dict(measure(meter_ref, img), path=path, quality=q))
 
         add("fast", fast)
+        if swaps:  # the fast decode with the reference's luma (the most a luma-only stage can reach) or chroma
+            add("reference luma", fast - luma(fast) + luma(ref_t))
+            add("reference chroma", luma(fast) + ref_t - luma(ref_t))
         learned = expected_energies(net, fast, q / codec.qualities) if net is not None else None
         for g in gains:
             for a in amplifies:
@@ -81,6 +89,9 @@ def main(argv=None) -> int:
                    help="most amplification of the image's own detail, one a band, comma-separated (1,1,1: noise "
                    "only; default: none and the model's)")
     p.add_argument("--noise", type=float, nargs="+", help="noise share of each band (default: the model's)")
+    p.add_argument("--swaps", action="store_true",
+                   help="also the fast decode with the reference's luma (what a luma-only texture could reach at "
+                   "most), and with the reference's colour (luma minus the channels)")
     p.add_argument("--latent-realism", type=float, nargs="*", default=[],
                    help="also the latent diffusion decoder at these latent realisms")
     args = p.parse_args(argv)
@@ -118,7 +129,7 @@ def main(argv=None) -> int:
         log("%d/%d %s" % (i + 1, len(paths), frame_path))
         frame, ref, _ = load_frame(frame_path, args.max_pixels)
         rows += [dict(r, frame=i) for r in frame_rows(codec, net, synthesis, frame, ref, args.qualities, args.gains,
-                                                      amplifies, args.latent_realism, args.steps)]
+                                                      amplifies, args.latent_realism, args.steps, args.swaps)]
     return report(codec, rows, paths, args.json, texture=path if net is not None else None,
                   synthesis=synthesis._asdict())
 
