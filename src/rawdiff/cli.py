@@ -252,11 +252,12 @@ def _model_info(model_dir: str, as_json: bool) -> int:
     texture = {k: meta["texture"][k] for k in ("share", "gain", "realism", "parameters", "sigmas", "amplify", "noise")
                if k in meta["texture"]} \
         if meta.get("texture") else None
+    deblock = {k: meta["deblock"][k] for k in ("taps", "clip", "beta")} if meta.get("deblock") else None
     if as_json:
         print(json.dumps({"model_dir": model_dir, "model_id": meta["model_id"], "factor": factor,
                           "out": meta.get("out"), "prior_kind": meta.get("prior_kind"), "stages": rows,
                           "qualities": len(stages), "default_quality": default, "operating_points": points,
-                          "texture": texture},
+                          "texture": texture, "deblock": deblock},
                          indent=2, sort_keys=True))
         return 0
 
@@ -269,7 +270,10 @@ def _model_info(model_dir: str, as_json: bool) -> int:
         + (", texture stage (%d parameters, %d bands; realism: texture up to %g, the default %g)"
            % (texture.get("parameters", 0), len(texture.get("sigmas", TEXTURE_LEGACY_SIGMAS)), texture["share"],
               texture["realism"])
-           if texture else ""),
+           if texture else "")
+        + (", deblocking filter at qualities %s" % ",".join(
+            str(q + 1) for q, (n, c, b) in enumerate(zip(deblock["taps"], deblock["clip"], deblock["beta"]))
+            if min(n, c, b) > 0) if deblock else ""),
         "", "stages, coarse to fine (prior bits per index on the training split%s):"
         % (", %d frames" % prior["frames"] if prior.get("frames") else ""),
         "  stage  grid  K      log2 K  prior bits/index  codes used"]
@@ -337,6 +341,31 @@ def cmd_fit_texture(args) -> int:
     record["data"] = list(args.data)
     entry = write_texture(args.model, net, args.share, args.gain, record, realism=args.realism, amplify=args.amplify,
                           noise=args.noise)
+    print(json.dumps(entry, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_fit_deblock(args) -> int:
+    """Choose the deblocking filter of a model directory on its own fast decodes of ``DATA``."""
+    from rawdiff.codec import Codec
+    from rawdiff.deblock_fit import fit_deblock, write_deblock
+    from rawdiff.eval.frames import find_frames
+    from rawdiff.texture_fit import decoded_examples
+
+    codec = Codec.load(args.model, threads=args.threads)
+    paths = find_frames(args.data)
+    if args.max_frames:
+        paths = paths[: args.max_frames]
+    if not paths:
+        raise ValueError("no frames in %s" % ", ".join(args.data))
+    log = logging.getLogger("rawdiff")
+    examples = decoded_examples(codec, paths, args.max_pixels, deblock=False,
+                                progress=lambda i, n: log.info("decoded %d/%d frames at %d qualities", i, n,
+                                                               codec.qualities))
+    settings, record = fit_deblock(examples, codec.factor,
+                                   progress=lambda q, n: log.info("chose the filter of quality %d/%d", q, n))
+    record["data"] = list(args.data)
+    entry = write_deblock(args.model, settings, record)
     print(json.dumps(entry, indent=2, sort_keys=True))
     return 0
 
@@ -455,6 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive_int)
     p.set_defaults(func=cmd_fit_texture)
+
+    p = sub.add_parser("fit-deblock", help="choose a model directory's deblocking filter (the cells' edges) "
+                       "on its own fast decodes")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model directory (written in place)")
+    p.add_argument("data", nargs="+", help="index files or folders of frames (data/corpus/val.txt)")
+    p.add_argument("--max-frames", type=_non_negative_int, default=0, help="at most this many frames (0: all)")
+    p.add_argument("--max-pixels", type=_positive_int, default=400_000, help="centre crop of each frame")
+    p.add_argument("--threads", type=_positive_int)
+    p.set_defaults(func=cmd_fit_deblock)
 
     p = sub.add_parser("train", help="train a model from a YAML config (Lightning)")
     p.add_argument("-b", "--base", nargs="*", default=[], help="config files, merged left to right")

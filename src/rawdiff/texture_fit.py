@@ -34,9 +34,10 @@ Example = Tuple[np.ndarray, np.ndarray]  # reference uint8 H x W x 3, decodes ui
 
 
 def decoded_examples(codec, paths: Sequence[str], max_pixels: int = 400_000,
-                     progress: Optional[Callable[[int, int], None]] = None) -> List[Example]:
+                     progress: Optional[Callable[[int, int], None]] = None, deblock: bool = True) -> List[Example]:
     """(reference, fast decodes at every operating point) for each frame of ``paths``: each
-    frame encoded once at the top quality and cut to the others (the stream is progressive)."""
+    frame encoded once at the top quality and cut to the others (the stream is progressive);
+    ``deblock=False``: without the model's deblocking filter."""
     from rawdiff.codec import truncate
     from rawdiff.eval.frames import load_frame
 
@@ -44,7 +45,7 @@ def decoded_examples(codec, paths: Sequence[str], max_pixels: int = 400_000,
     for i, path in enumerate(paths):
         frame, ref, _ = load_frame(path, max_pixels)
         top = codec.compress(frame, quality=codec.qualities)
-        fast = np.stack([codec.decompress(truncate(top, q)) for q in range(1, codec.qualities + 1)])
+        fast = np.stack([codec.decompress(truncate(top, q), deblock=deblock) for q in range(1, codec.qualities + 1)])
         out.append((ref, fast))
         if progress is not None:
             progress(i + 1, len(paths))

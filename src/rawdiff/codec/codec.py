@@ -178,6 +178,9 @@ class Codec:
         #: the texture stage's settings (model.json's ``texture``: share, gain, realism) or None
         self.texture_settings = meta.get("texture")
         self._texture = None  # (network, Synthesis), loaded on first use
+        #: the deblocking filter's settings (model.json's ``deblock``: taps, clip and beta of each
+        #: operating point; rawdiff.codec.deblock) or None
+        self.deblock_settings = meta.get("deblock")
         self._tile_norms = None  # (latent, FrameNorms) of the last tiled decode
 
     @classmethod
@@ -590,12 +593,13 @@ class Codec:
         self._tile_norms = (latent, norms)
 
     def decompress(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
-                   realism: Optional[float] = None, texture: bool = True) -> np.ndarray:
+                   realism: Optional[float] = None, texture: bool = True, deblock: bool = True) -> np.ndarray:
         """uint8 H x W x 3 sRGB image of the frame in ``data`` (in tiles when it is larger
         than ``tile``: see the module docstring). ``realism`` (diffusion; default the model's):
         with a texture stage, its first share adds texture to the rendered image and the rest
         draws the latent (:meth:`realism_split`); ``texture=False`` leaves the texture out and
-        gives ``realism`` to the latent alone."""
+        gives ``realism`` to the latent alone. A model with a deblocking filter applies it to
+        the rendered image, before the texture (``deblock=False``: not)."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, codes = self.parse(data)
@@ -608,7 +612,19 @@ class Codec:
             rgb = render(self._tiled_raw_frame(codes, header, mode, steps, seed, realism))
         else:
             rgb = self._tiled_rgb(codes, header, mode, steps, seed, realism)
+        if deblock:
+            rgb = self.deblocked(rgb, len(codes))
         return self.textured(rgb, len(codes), seed, gain) if gain > 0 else rgb
+
+    def deblocked(self, rgb: np.ndarray, quality: int) -> np.ndarray:
+        """uint8 sRGB ``rgb`` decoded at operating point ``quality`` through the model's
+        deblocking filter (:mod:`rawdiff.codec.deblock`; in strips of rows, so memory grows with
+        the strip); ``rgb`` itself for a model without one."""
+        if self.deblock_settings is None:
+            return rgb
+        from rawdiff.codec.deblock import deblock, settings_of
+
+        return deblock(rgb, self.factor, settings_of(self.deblock_settings, quality))
 
     def _tiled_rgb(self, codes, header: bitstream.Header, mode: str, steps: int, seed: int,
                    realism: Optional[float]) -> np.ndarray:

@@ -77,6 +77,11 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
     if missing:
         raise ValueError("model directory %s: model.json lacks %s" % (model_dir, ", ".join(missing)))
     check_texture_entry(model_dir, meta)
+    if meta.get("deblock") is not None:
+        try:
+            check_deblock_entry(meta["deblock"], len(meta.get("stages") or [None]), int(meta["factor"]))
+        except ValueError as exc:
+            raise ValueError("model directory %s: model.json's %s" % (model_dir, exc)) from None
     return {"config": config, "meta": meta}
 
 
@@ -167,6 +172,27 @@ def check_texture_entry(model_dir: str, meta: Dict[str, Any]):
     except ValueError as exc:
         raise ValueError("model directory %s: model.json's %s" % (model_dir, exc)) from None
     return entry
+
+
+#: largest clip and beta a model.json's ``deblock`` may name (8-bit levels)
+DEBLOCK_LEVEL_MAX = 255.0
+
+
+def check_deblock_entry(entry, qualities: int, cell: int) -> None:
+    """model.json's ``deblock`` (the decoder's deblocking filter, :mod:`rawdiff.codec.deblock`):
+    ``taps``, ``clip`` and ``beta``, a list each, one an operating point of a model of
+    ``qualities``, with taps an integer in [0, ``cell`` / 2] and clip and beta in [0, 255] (an
+    operating point with any of them 0 is not filtered); a ValueError naming what is wrong."""
+    if not isinstance(entry, dict):
+        raise ValueError("deblock must be an object with taps, clip and beta, got %r" % (entry,))
+    for key, high, integral in (("taps", int(cell) // 2, True), ("clip", DEBLOCK_LEVEL_MAX, False),
+                                ("beta", DEBLOCK_LEVEL_MAX, False)):
+        values = entry.get(key)
+        ok = isinstance(values, list) and len(values) == qualities and all(
+            _is_number(v) and 0 <= float(v) <= high and (not integral or float(v) == int(v)) for v in values)
+        if not ok:
+            raise ValueError("deblock %s must be %d %s in [0, %g] (one an operating point), got %r"
+                             % (key, qualities, "integers" if integral else "numbers", high, values))
 
 
 def check_realism(realism) -> float:
