@@ -8,7 +8,7 @@ at the top of a module and inside functions alike. Bottom to top:
     2  codec.modeldir (the model directory), metrics, task_fidelity
     3  models
     4  codec (the runtime: codec.codec, and the package, which hands out Codec)
-    5  training: train, texture_fit, codec.prior_fit, export; eval
+    5  training: train, texture_fit, deblock_fit, codec.prior_fit, export; eval
     6  ros, cli
 
 A module may import its own unit, and units of its layer or below, never above; the graph
@@ -40,7 +40,8 @@ UNITS = (
     ("rawdiff.codec.modeldir", 2), ("rawdiff.metrics", 2), ("rawdiff.task_fidelity", 2),
     ("rawdiff.models", 3),
     ("rawdiff.codec", 4),
-    ("rawdiff.train", 5), ("rawdiff.texture_fit", 5), ("rawdiff.codec.prior_fit", 5), ("rawdiff.export", 5),
+    ("rawdiff.train", 5), ("rawdiff.texture_fit", 5), ("rawdiff.deblock_fit", 5), ("rawdiff.codec.prior_fit", 5),
+    ("rawdiff.export", 5),
     ("rawdiff.eval", 5),
     ("rawdiff.ros", 6), ("rawdiff.cli", 6),
 )
