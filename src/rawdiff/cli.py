@@ -317,9 +317,8 @@ def cmd_fit_texture(args) -> int:
     """Fit the texture stage of a model directory on its own fast decodes of ``DATA``."""
     from rawdiff.codec import Codec
     from rawdiff.codec.modeldir import DIFFUSION_FILE, check_texture_settings
-    from rawdiff.eval.frames import find_frames
     from rawdiff.models.texture import CHANNELS, SIGMAS
-    from rawdiff.texture_fit import decoded_examples, fit_texture, write_texture
+    from rawdiff.texture_fit import fit_texture, write_texture
 
     # the settings before the decodes and the fit
     check_texture_settings(args.share, args.gain, args.realism, CHANNELS, SIGMAS, args.amplify, args.noise)
@@ -327,15 +326,7 @@ def cmd_fit_texture(args) -> int:
     if not codec.has_diffusion:
         raise ValueError("model %s has no diffusion decoder (%s): the texture stage is part of its realism path"
                          % (args.model, DIFFUSION_FILE))
-    paths = find_frames(args.data)
-    if args.max_frames:
-        paths = paths[: args.max_frames]
-    if not paths:
-        raise ValueError("no frames in %s" % ", ".join(args.data))
-    log = logging.getLogger("rawdiff")
-    examples = decoded_examples(codec, paths, args.max_pixels,
-                                progress=lambda i, n: log.info("decoded %d/%d frames at %d qualities", i, n,
-                                                               codec.qualities))
+    examples = _fit_examples(codec, args)
     net, record = fit_texture(examples, steps=args.steps, seed=args.seed, crop=args.crop, batch=args.batch,
                               max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes)
     record["data"] = list(args.data)
@@ -345,23 +336,31 @@ def cmd_fit_texture(args) -> int:
     return 0
 
 
-def cmd_fit_deblock(args) -> int:
-    """Choose the deblocking filter of a model directory on its own fast decodes of ``DATA``."""
-    from rawdiff.codec import Codec
-    from rawdiff.deblock_fit import fit_deblock, write_deblock
+def _fit_examples(codec, args, deblock: bool = True):
+    """The fits' (reference, fast decodes at every operating point) of the frames of
+    ``args.data`` (at most ``args.max_frames``, centre crops of ``args.max_pixels``)."""
     from rawdiff.eval.frames import find_frames
     from rawdiff.texture_fit import decoded_examples
 
-    codec = Codec.load(args.model, threads=args.threads)
     paths = find_frames(args.data)
     if args.max_frames:
         paths = paths[: args.max_frames]
     if not paths:
         raise ValueError("no frames in %s" % ", ".join(args.data))
     log = logging.getLogger("rawdiff")
-    examples = decoded_examples(codec, paths, args.max_pixels, deblock=False,
-                                progress=lambda i, n: log.info("decoded %d/%d frames at %d qualities", i, n,
-                                                               codec.qualities))
+    return decoded_examples(codec, paths, args.max_pixels, deblock=deblock,
+                            progress=lambda i, n: log.info("decoded %d/%d frames at %d qualities", i, n,
+                                                           codec.qualities))
+
+
+def cmd_fit_deblock(args) -> int:
+    """Choose the deblocking filter of a model directory on its own fast decodes of ``DATA``."""
+    from rawdiff.codec import Codec
+    from rawdiff.deblock_fit import fit_deblock, write_deblock
+
+    codec = Codec.load(args.model, threads=args.threads)
+    examples = _fit_examples(codec, args, deblock=False)
+    log = logging.getLogger("rawdiff")
     settings, record = fit_deblock(examples, codec.factor,
                                    progress=lambda q, n: log.info("chose the filter of quality %d/%d", q, n))
     record["data"] = list(args.data)

@@ -13,26 +13,24 @@ model_id and every stream stay as they were.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from rawdiff.codec.deblock import CANDIDATES, Deblock, deblock, entry_of
-from rawdiff.codec.modeldir import check_deblock_entry
-from rawdiff.outputs import write_text
+from rawdiff.codec.modeldir import check_deblock_entry, read_model_dir, set_model_entry
 
 #: grid periods compared with the references' (the cells, and the 16-pixel coarse stages)
 PERIODS = (8, 16)
 
 
-def _figures(ref: np.ndarray, img: np.ndarray) -> Tuple[float, float, float, float]:
+def _figures(ref, img: np.ndarray) -> Tuple[float, float, float, float]:
+    """PSNR, MS-SSIM and the grid figures of ``img`` against ``ref`` (a tensor, made once)."""
     from rawdiff import metrics
 
-    t, r = metrics.to_tensor(img), metrics.to_tensor(ref)
-    return (metrics.psnr(t, r), float(metrics.ms_ssim(t, r)[0])) + tuple(
+    t = metrics.to_tensor(img)
+    return (metrics.psnr(t, ref), float(metrics.ms_ssim(t, ref)[0])) + tuple(
         metrics.grid_strength(img, p) for p in PERIODS)
 
 
@@ -47,23 +45,33 @@ def fit_deblock(examples: Sequence[Tuple[np.ndarray, np.ndarray]], cell: int,
     examples = [(ref, fast) for ref, fast in examples if min(ref.shape[:2]) > 2 * max(PERIODS)]
     if not examples:
         raise ValueError("deblock fit: no frame larger than %d pixels a side" % (2 * max(PERIODS)))
-    from rawdiff.metrics import grid_strength
+    from rawdiff.metrics import grid_strength, to_tensor
 
     start = time.time()
     qualities = examples[0][1].shape[0]
-    reference_grid = [float(np.mean([grid_strength(ref, p) for ref, _ in examples])) for p in PERIODS]
+    references = [to_tensor(ref) for ref, _ in examples]
+    reference_grid = np.array([np.mean([grid_strength(ref, p) for ref, _ in examples]) for p in PERIODS])
+
+    def figures(q: int, setting: Optional[Deblock]) -> np.ndarray:
+        """Mean figures over the frames of operating point q's decodes, through ``setting``."""
+        return np.mean([_figures(r, deblock(fast[q], cell, setting)) for r, (_, fast) in zip(references, examples)],
+                       axis=0)
+
+    def grid_distance(fig: np.ndarray) -> float:
+        return float(np.abs(fig[2:] - reference_grid).max())
+
     chosen, points = [], []
     for q in range(qualities):
-        base = np.mean([_figures(ref, fast[q]) for ref, fast in examples], axis=0)
-        best = (max(abs(base[2 + i] - reference_grid[i]) for i in range(len(PERIODS))), None, base)
+        base = figures(q, None)
+        best = (grid_distance(base), None, base)
         for taps, clip, beta in candidates:
             setting = Deblock(int(taps), float(clip), float(beta))
             if not 1 <= setting.taps <= cell // 2:
                 continue
-            fig = np.mean([_figures(ref, deblock(fast[q], cell, setting)) for ref, fast in examples], axis=0)
+            fig = figures(q, setting)
             if fig[0] < base[0] - psnr_slack or fig[1] < base[1] - ms_ssim_slack:
                 continue
-            distance = max(abs(fig[2 + i] - reference_grid[i]) for i in range(len(PERIODS)))
+            distance = grid_distance(fig)
             if distance < best[0] - 1e-9:
                 best = (distance, setting, fig)
         _, setting, fig = best
@@ -88,14 +96,11 @@ def _rounded(fig) -> dict:
 
 def write_deblock(model_dir: str, settings: Sequence[Optional[Deblock]], record: dict) -> dict:
     """Write model.json's ``deblock`` entry (atomically; the model_id stays)."""
-    meta_path = os.path.join(model_dir, "model.json")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    meta = read_model_dir(model_dir)["meta"]
     entry = entry_of(settings)
     check_deblock_entry(entry, len(meta.get("stages") or [None]), int(meta["factor"]))
     entry["fit"] = record
-    meta["deblock"] = entry
-    write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    set_model_entry(model_dir, "deblock", entry)
     return entry
 
 

@@ -14,7 +14,6 @@ stay decodable.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -23,10 +22,10 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from rawdiff.codec.modeldir import TEXTURE_FILE, check_realism, check_texture_settings
+from rawdiff.codec.modeldir import TEXTURE_FILE, check_realism, check_texture_settings, set_model_entry
 from rawdiff.metrics import to_tensor
 from rawdiff.models.texture import CHANNELS, SIGMAS, STRIDE, TextureEnergy, band_energies, energy_loss
-from rawdiff.outputs import write_bytes, write_text
+from rawdiff.outputs import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -122,17 +121,13 @@ def write_texture(model_dir: str, net: TextureEnergy, share: float, gain: float,
     noise = [1.0] * len(sigmas) if noise is None else [float(x) for x in noise]
     check_texture_settings(share, gain, realism, channels, sigmas, amplify, noise)
     path = os.path.join(model_dir, TEXTURE_FILE)
-    meta_path = os.path.join(model_dir, "model.json")
-    with open(meta_path) as f:
-        meta = json.load(f)
     data = save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
     write_bytes(path, data)
     entry = {"share": float(share), "gain": float(gain), "realism": check_realism(realism), "channels": channels,
              "sigmas": sigmas, "amplify": amplify, "noise": noise, "sha256": hashlib.sha256(data).hexdigest(),
              "parameters": sum(p.numel() for p in net.parameters()),
              "fit": record}
-    meta["texture"] = entry
-    write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    set_model_entry(model_dir, "texture", entry)
     return entry
 
 

@@ -51,6 +51,8 @@ import numpy as np
 
 from rawdiff.codec import bitstream
 from rawdiff.codec.colour_stats import CellMoments, apply_map, planes_statistics, rgb_statistics, transport_map
+from rawdiff.codec.deblock import deblock as deblock_image
+from rawdiff.codec.deblock import deblock_filters
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_frame_size, check_max_pixels, check_tile
 from rawdiff.codec.modeldir import DIFFUSION_FILE, TEXTURE_FILE, check_quality, check_realism, read_model_dir
 from rawdiff.raw.frame import RawFrame
@@ -178,9 +180,9 @@ class Codec:
         #: the texture stage's settings (model.json's ``texture``: share, gain, realism) or None
         self.texture_settings = meta.get("texture")
         self._texture = None  # (network, Synthesis), loaded on first use
-        #: the deblocking filter's settings (model.json's ``deblock``: taps, clip and beta of each
-        #: operating point; rawdiff.codec.deblock) or None
-        self.deblock_settings = meta.get("deblock")
+        #: the deblocking filter of each operating point (rawdiff.codec.deblock.Deblock, or None
+        #: where it filters nothing; from model.json's ``deblock``), or None for a model without one
+        self.deblock_filters = deblock_filters(meta.get("deblock"), len(self.stages))
         self._tile_norms = None  # (latent, FrameNorms) of the last tiled decode
 
     @classmethod
@@ -620,11 +622,9 @@ class Codec:
         """uint8 sRGB ``rgb`` decoded at operating point ``quality`` through the model's
         deblocking filter (:mod:`rawdiff.codec.deblock`; in strips of rows, so memory grows with
         the strip); ``rgb`` itself for a model without one."""
-        if self.deblock_settings is None:
+        if self.deblock_filters is None:
             return rgb
-        from rawdiff.codec.deblock import deblock, settings_of
-
-        return deblock(rgb, self.factor, settings_of(self.deblock_settings, quality))
+        return deblock_image(rgb, self.factor, self.deblock_filters[int(quality) - 1])
 
     def _tiled_rgb(self, codes, header: bitstream.Header, mode: str, steps: int, seed: int,
                    realism: Optional[float]) -> np.ndarray:

@@ -29,7 +29,7 @@ chooses them on the validation split.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -59,6 +59,12 @@ def settings_of(entry, quality: int) -> Optional[Deblock]:
     i = int(quality) - 1
     setting = Deblock(int(entry["taps"][i]), float(entry["clip"][i]), float(entry["beta"][i]))
     return setting if min(setting) > 0 else None
+
+
+def deblock_filters(entry, qualities: int) -> Optional[Tuple[Optional[Deblock], ...]]:
+    """The filter of each of ``qualities`` operating points of a checked ``deblock`` entry (None
+    where it filters nothing), or None for no entry: made once, when a codec is loaded."""
+    return None if entry is None else tuple(settings_of(entry, q) for q in range(1, qualities + 1))
 
 
 def _across_columns(x: np.ndarray, cell: int, setting: Deblock) -> None:
@@ -129,4 +135,4 @@ def entry_of(settings: Sequence[Optional[Deblock]]) -> dict:
             "beta": [float(s.beta) for s in settings]}
 
 
-__all__ = ["CANDIDATES", "Deblock", "deblock", "entry_of", "settings_of"]
+__all__ = ["CANDIDATES", "Deblock", "deblock", "deblock_filters", "entry_of", "settings_of"]

@@ -15,7 +15,9 @@
 ``model_id`` is the first 16 bytes (32 hex digits) of the SHA-256 over the weight files
 in name order, so any change of weights or prior gives another id, and decoders refuse
 codes made by another model. This module reads and checks a directory (numpy-free, no
-torch: the vehicle reads it too); :mod:`rawdiff.export.model_dir` writes one.
+torch: the vehicle reads it too) and sets one entry of its model.json (:func:`set_model_entry`:
+the decoder-side stages and the measured operating points); :mod:`rawdiff.export.model_dir`
+writes a whole one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 from typing import Any, Dict
 
 from rawdiff.config import load_config
+from rawdiff.outputs import write_text
 
 WEIGHT_FILES = ("embedder.safetensors", "prior.safetensors", "diffusion.safetensors", "means.safetensors")
 #: the texture stage's network (not in model_id; model.json's ``texture`` has its digest)
@@ -83,6 +86,17 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
         except ValueError as exc:
             raise ValueError("model directory %s: model.json's %s" % (model_dir, exc)) from None
     return {"config": config, "meta": meta}
+
+
+def set_model_entry(model_dir: str, key: str, value: Any) -> Dict[str, Any]:
+    """Set ``key`` of ``model_dir``'s model.json to ``value``, the rest as written (not as
+    :func:`read_model_dir` normalises it), atomically; returns the new model.json."""
+    path = os.path.join(model_dir, "model.json")
+    with open(path) as f:
+        meta = json.load(f)
+    meta[key] = value
+    write_text(path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
 
 
 def file_sha256(path: str) -> str:

@@ -14,11 +14,10 @@ and ``rawdiff info --model DIR`` lists them.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from rawdiff.codec.modeldir import compute_model_id, read_model_dir
+from rawdiff.codec.modeldir import compute_model_id, read_model_dir, set_model_entry
 from rawdiff.data.sources import LIST_SUFFIXES
 from rawdiff.outputs import write_text
 
@@ -91,11 +90,7 @@ def write_operating_points(model_dir: str, model_id: str, points: Sequence[Dict[
     if measured != list(range(1, qualities + 1)):
         raise ValueError("operating points of model %s need every quality 1..%d measured, got %s"
                          % (model_id, qualities, measured))
-    path = os.path.join(model_dir, "model.json")
-    with open(path) as f:
-        raw = json.load(f)  # as written, not as read_model_dir normalises it
-    raw["operating_points"] = entries(points, split, max_pixels)
-    write_text(path, json.dumps(raw, indent=2, sort_keys=True))
+    raw = set_model_entry(model_dir, "operating_points", entries(points, split, max_pixels))
     card = os.path.join(model_dir, "MODEL_CARD.md")
     if os.path.isfile(card):
         with open(card) as f:
