@@ -11,8 +11,10 @@ For each model (default: models/default and models/colour where present), the fr
 benchmarks/encoder_speed.py makes it) is compressed once per quality; then
 ``Codec.decompress`` is timed: one warm-up and ``--repeats`` timed decodes, the median
 reported. That is what the decoder node and ``rawdiff decompress`` run: entropy decoding,
-the decoder, the colour stage, 8-bit output. The diffusion decoder (``--steps``, at the
-model's default quality) is timed the same way with seed 0, at the model's default realism.
+the decoder, the colour stage, 8-bit output, the deblocking filter (timed alone as well, the
+``deblocking filter`` rows, where the model has one: part of the fast rows' time). The
+diffusion decoder (``--steps``, at the model's default quality) is timed the same way with
+seed 0, at the model's default realism.
 Each ``--precision`` (default ``auto``: bfloat16/float16 autocast on CUDA, float32 on the
 CPU; ``Codec.load(precision=...)``) and each ``--memory-format`` (default ``auto``:
 channels_last on the CPU, NCHW elsewhere; ``contiguous`` is NCHW; ``Codec.load(memory_format=...)``)
@@ -59,6 +61,12 @@ def bench_model(model_dir: str, frame, args, precision: str, memory_format: str)
         s = timed(lambda data=data: codec.decompress(data, mode="fast"), args.repeats)
         rows.append({"model": name, "path": "fast", "quality": q, "steps": None, "bytes": len(data), "s": s})
         log("%s q%d fast (%s, %s): %.3f s" % (name, q, precision, memory_format, s))
+        if getattr(codec, "deblock_filters", None) is not None:  # its share of the fast decode
+            rgb = codec.decompress(data, mode="fast", deblock=False)
+            s = timed(lambda rgb=rgb, q=q: codec.deblocked(rgb, q), args.repeats)
+            rows.append({"model": name, "path": "deblocking filter", "quality": q, "steps": None,
+                         "bytes": len(data), "s": s})
+            log("%s q%d deblocking filter: %.3f s" % (name, q, s))
     if has_diffusion:
         data = codec.compress(frame, quality=codec.default_quality)
         for steps in args.steps:
