@@ -10,7 +10,7 @@ import pytest
 from rawdiff.cli import main
 from rawdiff.codec import Codec, truncate
 from rawdiff.codec.deblock import Deblock, deblock, entry_of, settings_of
-from rawdiff.codec.modeldir import check_deblock_entry, read_model_dir
+from rawdiff.codec.modeldir import check_deblock_entry, deblocked_qualities, read_model_dir
 from rawdiff.deblock_fit import fit_deblock, write_deblock
 from rawdiff.metrics import grid_strength
 
@@ -75,6 +75,9 @@ def test_bad_input_and_settings_are_refused():
     check_deblock_entry(entry_of([SETTING, None, SETTING]), 3, 8)  # a point without the filter
     assert entry_of([None])["taps"] == [0] and settings_of(entry_of([None, SETTING]), 1) is None
     assert settings_of(entry_of([None, SETTING]), 2) == SETTING
+    partial = dict(entry_of([SETTING] * 4), clip=[8.0, 0.0, 8.0, 8.0], beta=[32.0, 32.0, 32.0, 0.0])
+    assert deblocked_qualities(partial) == [1, 3]  # any of taps, clip or beta 0: that point is not filtered
+    assert [settings_of(partial, q) for q in (1, 2, 3, 4)] == [SETTING, None, SETTING, None]
     for key, value, message in (("taps", [3, 3], "taps must be 3 integers"), ("taps", [3, 5, 3], "taps"),
                                 ("taps", [3, 2.5, 3], "taps"), ("clip", [8.0, -1.0, 8.0], "clip must be 3 numbers"),
                                 ("clip", [8.0, 256.0, 8.0], "clip"),

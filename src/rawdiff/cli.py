@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, MIN_TILE
-from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS
+from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS, deblocked_qualities
 from rawdiff.outputs import atomic_output, check_folder, check_output, write_bytes
 from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 
@@ -271,9 +271,8 @@ def _model_info(model_dir: str, as_json: bool) -> int:
            % (texture.get("parameters", 0), len(texture.get("sigmas", TEXTURE_LEGACY_SIGMAS)), texture["share"],
               texture["realism"])
            if texture else "")
-        + (", deblocking filter at qualities %s" % ",".join(
-            str(q + 1) for q, (n, c, b) in enumerate(zip(deblock["taps"], deblock["clip"], deblock["beta"]))
-            if min(n, c, b) > 0) if deblock else ""),
+        + (", deblocking filter at qualities %s" % ",".join(str(q) for q in deblocked_qualities(deblock))
+           if deblock else ""),
         "", "stages, coarse to fine (prior bits per index on the training split%s):"
         % (", %d frames" % prior["frames"] if prior.get("frames") else ""),
         "  stage  grid  K      log2 K  prior bits/index  codes used"]

@@ -33,6 +33,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rawdiff.codec.modeldir import deblocked_qualities
+
 #: BT.601 luma weights in 256ths (the decision is on the sRGB luma, as rawdiff.metrics' grid
 #: figure's; integers, so that it is exact arithmetic on the integer levels)
 LUMA_256 = (77.0, 150.0, 29.0)
@@ -56,9 +58,10 @@ class Deblock(NamedTuple):
 def settings_of(entry, quality: int) -> Optional[Deblock]:
     """The filter of operating point ``quality`` (1-based) in a ``deblock`` entry checked by
     :func:`rawdiff.codec.modeldir.check_deblock_entry`, or None where it filters nothing."""
+    if int(quality) not in deblocked_qualities(entry):
+        return None
     i = int(quality) - 1
-    setting = Deblock(int(entry["taps"][i]), float(entry["clip"][i]), float(entry["beta"][i]))
-    return setting if min(setting) > 0 else None
+    return Deblock(int(entry["taps"][i]), float(entry["clip"][i]), float(entry["beta"][i]))
 
 
 def deblock_filters(entry, qualities: int) -> Optional[Tuple[Optional[Deblock], ...]]:

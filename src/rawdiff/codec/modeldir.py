@@ -209,6 +209,13 @@ def check_deblock_entry(entry, qualities: int, cell: int) -> None:
                              % (key, qualities, "integers" if integral else "numbers", high, values))
 
 
+def deblocked_qualities(entry) -> list:
+    """The operating points (1-based) a checked ``deblock`` entry filters: those whose taps,
+    clip and beta are all above 0 (:func:`check_deblock_entry`)."""
+    return [i + 1 for i, setting in enumerate(zip(entry["taps"], entry["clip"], entry["beta"]))
+            if min(float(v) for v in setting) > 0]
+
+
 def check_realism(realism) -> float:
     """A diffusion decoder's ``realism`` as a float in [0, 1] (finest scale first: the texture
     stage's share, then the share of the latent's channels that get the drawn residual:
