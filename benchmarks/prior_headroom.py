@@ -22,8 +22,11 @@ index from
 
 The network's cross-entropy on the evaluation frames against the tables' exact code length
 (``IndexPrior.bits``) is the headroom. The network is float and its probabilities are not
-bit-exact across machines, so it is a measurement, not a coder: a shipped version needs
-integer arithmetic on both sides (Balle et al. 2019, *Integer networks for data compression*).
+bit-exact across machines, so it is a measurement, not a coder; a shipped version needs
+integer arithmetic on both sides (Balle et al. 2019, *Integer networks for data
+compression*). ``--integer`` also turns each trained network into integers (below) that
+give the same probabilities on any machine, and codes the evaluation frames with them through
+the range coder: the exact bits, the real bytes, the round trip, and the seconds a frame.
 Progress goes to stderr; prints a markdown table (and JSON with ``--json``).
 """
 
@@ -117,7 +120,132 @@ def nats(net, z, idx):
     return first * a[:, 0] + second * (1 - a[:, 0])
 
 
-def stage_headroom(codec, train, evals, k: int, seconds: float, width: int, seed: int = 0) -> dict:
+# -- the network in integers: the same probabilities on any machine ---------------------------
+#
+# Inputs and activations are integers in [-1023, 1023] (a power-of-two scale each tensor),
+# weights integers in [-2047, 2047] (a power-of-two scale each layer): every product and partial
+# sum of a layer is an integer below 2**53, so float64 matrix products are exact in any order
+# (and with fused multiply-adds), and rescaling by powers of two and flooring are exact too. Logits become
+# probabilities through a table of exp(-i / 16) in 2**30ths (stored with the network, not
+# computed where it runs), and the frequency rows (summing to 2**24, each >= 1, as the coder's)
+# through integer division: encoder and decoder agree bit for bit.
+
+ACT_MAX = 1023
+WEIGHT_MAX = 2047
+EXACT = 2 ** 53
+NAT_STEPS = 16            # logits in sixteenths of a nat
+NAT_RANGE = 24 * NAT_STEPS  # probabilities below e**-24 of the likeliest index: the floor
+TABLE_BITS = 30
+
+
+def _exponent(largest: float, limit: int) -> int:
+    """The power of two that maps ``largest`` to at most ``limit``."""
+    return int(np.floor(np.log2(limit / max(largest, 1e-12))))
+
+
+def integer_network(net, scale, calibration) -> dict:
+    """The float network as integers: per layer (weights, bias, input and output exponents),
+    the index embedding, the input exponent, and the exp table. ``calibration``: (z, idx,
+    visible) training crops that set each activation's range."""
+    import torch
+    from torch import nn
+
+    convs = [m for m in net.body if isinstance(m, nn.Conv2d)]
+    z, idx, visible = calibration
+    with torch.no_grad():
+        e = net.embed(idx).permute(0, 3, 1, 2) * visible.expand(z.shape[0], -1, -1, -1)
+        x = torch.cat([z / scale, e, visible.expand(z.shape[0], -1, -1, -1)], 1)
+        ranges = [float(torch.quantile(x.abs().flatten()[::7], 0.9999))]
+        for conv in convs[:-1]:
+            x = torch.relu(conv(x))
+            ranges.append(float(torch.quantile(x.flatten()[::97], 0.9999)))
+    exponent = _exponent(ranges[0], ACT_MAX)
+    layers = []
+    for i, conv in enumerate(convs):
+        w = conv.weight.detach().double().numpy()
+        k = _exponent(float(np.abs(w).max()), WEIGHT_MAX)
+        acc = exponent + k
+        out = _exponent(ranges[i + 1], ACT_MAX) if i + 1 < len(convs) else acc
+        layers.append({"weight": np.round(w * 2.0 ** k).reshape(w.shape[0], -1),
+                       "bias": np.round(conv.bias.detach().double().numpy() * 2.0 ** acc),
+                       "size": w.shape[-1], "acc": acc, "out": out})
+        exponent = out
+    first = _exponent(ranges[0], ACT_MAX)
+    embed = np.round(net.embed.weight.detach().double().numpy() * 2.0 ** first)
+    return {"layers": layers, "input": first, "embed": np.clip(embed, -ACT_MAX, ACT_MAX),
+            "table": np.round(2.0 ** TABLE_BITS * np.exp(-np.arange(NAT_RANGE + 1) / NAT_STEPS)).astype(np.int64)}
+
+
+def _conv(x: np.ndarray, layer: dict) -> np.ndarray:
+    """C x H x W integers (float64) through one layer: the accumulator, exact."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    c, h, w = x.shape
+    n = layer["size"]
+    if n > 1:
+        x = np.pad(x, ((0, 0), (n // 2, n // 2), (n // 2, n // 2)))
+        cols = sliding_window_view(x, (n, n), axis=(1, 2)).transpose(1, 2, 0, 3, 4).reshape(h * w, c * n * n)
+    else:
+        cols = x.reshape(c, h * w).T
+    acc = cols @ layer["weight"].T + layer["bias"]
+    if np.abs(acc).max() >= EXACT:  # the bound that makes float64 exact; never met by a calibrated network
+        raise ArithmeticError("accumulator beyond 2**53")
+    return acc.T.reshape(-1, h, w)
+
+
+def integer_frequencies(net: dict, z: np.ndarray, idx: np.ndarray, visible: np.ndarray, size: int) -> np.ndarray:
+    """(h w) x K frequency rows (int64, each row 2**24, entries >= 1) of the integer network."""
+    from rawdiff.codec.entropy import TOTAL
+
+    s = 2.0 ** net["input"]
+    x = np.concatenate([np.clip(np.round(z * s), -ACT_MAX, ACT_MAX), net["embed"][idx].transpose(2, 0, 1) * visible,
+                        visible * s], 0).astype(np.float64)
+    for layer in net["layers"][:-1]:
+        x = np.clip(np.floor(_conv(x, layer) * 2.0 ** (layer["out"] - layer["acc"])), 0, ACT_MAX)
+    logits = _conv(x, net["layers"][-1]).reshape(size, -1).T  # (h w) x K, exponent acc
+    steps = np.floor((logits.max(1, keepdims=True) - logits) * 2.0 ** (4 - net["layers"][-1]["acc"]))
+    weights = net["table"][np.minimum(steps, NAT_RANGE).astype(np.int64)]
+    free = TOTAL - size
+    freqs = weights * free // weights.sum(1, keepdims=True) + 1
+    rows = np.arange(len(freqs))
+    freqs[rows, freqs.argmax(1)] += TOTAL - freqs.sum(1)
+    return freqs
+
+
+def integer_coding(net: dict, z: np.ndarray, idx: np.ndarray, size: int) -> dict:
+    """Range-code one grid in the two passes with the integer network (constriction, per index
+    its own frequency row), decode it again, check the round trip: bytes and seconds."""
+    import time
+
+    import constriction
+
+    h, w = idx.shape
+    anchor = (np.add.outer(np.arange(h), np.arange(w)) % 2 == 0)
+    family = constriction.stream.model.Categorical(perfect=False)
+    start = time.perf_counter()
+    first = integer_frequencies(net, z, idx, np.zeros((1, h, w), np.float32), size)[anchor.ravel()]
+    second = integer_frequencies(net, z, idx, anchor[None].astype(np.float32), size)[~anchor.ravel()]
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(idx[anchor].astype(np.int32), family, (first - 1).astype(np.float32))
+    encoder.encode(idx[~anchor].astype(np.int32), family, (second - 1).astype(np.float32))
+    words = encoder.get_compressed()
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    out = np.zeros_like(idx)
+    rows = integer_frequencies(net, z, out, np.zeros((1, h, w), np.float32), size)[anchor.ravel()]
+    out[anchor] = decoder.decode(family, (rows - 1).astype(np.float32))
+    rows = integer_frequencies(net, z, out, anchor[None].astype(np.float32), size)[~anchor.ravel()]
+    out[~anchor] = decoder.decode(family, (rows - 1).astype(np.float32))
+    decode_s = time.perf_counter() - start
+    bits = -np.log2(np.concatenate([first[np.arange(len(first)), idx[anchor]],
+                                    second[np.arange(len(second)), idx[~anchor]]]) / 2.0 ** 24).sum()
+    return {"bytes": 4 * len(words), "bits": float(bits), "exact": bool(np.array_equal(out, idx)),
+            "encode_s": encode_s, "decode_s": decode_s}
+
+
+def stage_headroom(codec, train, evals, k: int, seconds: float, width: int, seed: int = 0,
+                   integer: bool = False) -> dict:
     import torch
 
     torch.manual_seed(seed)
@@ -162,6 +290,20 @@ def stage_headroom(codec, train, evals, k: int, seconds: float, width: int, seed
                                                                         float(np.mean(recent))))
     prior = codec.prior.stages[k - 1]
     row = {"stage": k, "codebook_size": size, "steps": steps, "seconds": round(time.time() - start, 1)}
+    if integer:
+        i = rng.choice(len(train_t), min(16, len(train_t)), replace=False)
+        calib = [(train_t[j][0][..., :crop, :crop] / scale, train_t[j][1][..., :crop, :crop]) for j in i
+                 if min(train_t[j][1].shape[-2:]) >= crop]
+        inet = integer_network(net, 1.0, (torch.cat([c[0] for c in calib]), torch.cat([c[1] for c in calib]),
+                                          checkerboard(crop, crop)))
+        for name, frames in evals.items():
+            coded = [integer_coding(inet, (zz / scale)[0].numpy(), c[0].numpy(), size) for zz, c in tensors(frames)]
+            count = sum(c[k - 1].size for c in frames)
+            row[name + " integer"] = {"network": sum(c["bits"] for c in coded) / count,
+                                     "coded": 8.0 * sum(c["bytes"] for c in coded) / count,
+                                     "exact": all(c["exact"] for c in coded), "frames": len(coded),
+                                     "encode_s": sum(c["encode_s"] for c in coded) / len(coded),
+                                     "decode_s": sum(c["decode_s"] for c in coded) / len(coded)}
     with torch.no_grad():
         for name, frames in evals.items():
             tables = network = 0.0
@@ -185,6 +327,9 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=600.0, help="training time of each stage's network")
     p.add_argument("--width", type=int, default=64, help="the network's channels")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--integer", action="store_true",
+                   help="also the network in integers: exact bits, real range-coded bytes, the round trip, "
+                        "encode and decode seconds")
     p.add_argument("--json", help="also write the JSON results to this file")
     args = p.parse_args(argv)
 
@@ -206,7 +351,7 @@ def main(argv=None) -> int:
     evals = {os.path.basename(e): frame_codes(codec, find_frames([e])) for e in args.eval}
     log("codes of %d training and %s evaluation frames in %.0f s" % (
         len(train), "/".join(str(len(v)) for v in evals.values()), time.time() - start))
-    rows = [stage_headroom(codec, train, evals, k, args.seconds, args.width) for k in stages]
+    rows = [stage_headroom(codec, train, evals, k, args.seconds, args.width, integer=args.integer) for k in stages]
     result = {"machine": machine(), "model": args.model, "seconds": args.seconds, "width": args.width, "rows": rows}
     print(json.dumps(result, indent=1))
     if args.json:
@@ -219,6 +364,16 @@ def main(argv=None) -> int:
         cells = ["%.3f / %.3f (%+.1f %%)" % (r[n]["tables"], r[n]["network"],
                                              100 * (r[n]["network"] / r[n]["tables"] - 1)) for n in names]
         print("| %d | %d | %d | %s |" % (r["stage"], r["codebook_size"], r["steps"], " | ".join(cells)))
+    if args.integer:
+        print("\n| stage | " + " | ".join("%s: integer network bits / coded bits per index, round trip, "
+                                          "encode / decode s a frame" % n for n in names) + " |")
+        print("|---|" + "---|" * len(names))
+        for r in rows:
+            cells = ["%.3f / %.3f, %s, %.2f / %.2f" % (r[n + " integer"]["network"], r[n + " integer"]["coded"],
+                                                     "exact" if r[n + " integer"]["exact"] else "FAILED",
+                                                     r[n + " integer"]["encode_s"], r[n + " integer"]["decode_s"])
+                     for n in names]
+            print("| %d | %s |" % (r["stage"], " | ".join(cells)))
     for n in names:
         tables = sum(r[n]["tables"] * r[n]["indices"] for r in rows)
         network = sum(r[n]["network"] * r[n]["indices"] for r in rows)
