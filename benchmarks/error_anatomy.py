@@ -43,9 +43,7 @@ def variants(decoded, reference, sigma: float) -> dict:
     def colour(img):
         return img - luma(img)
 
-    def low(img, s: float):
-        return gaussian_blur(img, s)
-
+    low = gaussian_blur
     out = {"fast": decoded,
            "reference luma": luma(reference) + colour(decoded),
            "reference colour": luma(decoded) + colour(reference)}

@@ -49,15 +49,9 @@ from encoder_speed import ROOT, log, machine  # noqa: E402
 
 def frame_codes(codec, paths) -> list:
     """Every stage's index grid of each frame (whole frames, as the codec encodes them)."""
-    from rawdiff.raw import read_raw
+    from rawdiff.eval.frames import load_frame
 
-    out = []
-    for path in paths:
-        frame = read_raw(path)
-        if frame.height % 2 or frame.width % 2:  # the CFA needs even sizes
-            frame = frame.copy(mosaic=frame.mosaic[: frame.height // 2 * 2, : frame.width // 2 * 2])
-        out.append([np.asarray(g, dtype=np.int64) for g in codec.encode_codes(frame)])
-    return out
+    return [[np.asarray(g, dtype=np.int64) for g in codec.encode_codes(load_frame(path)[0])] for path in paths]
 
 
 def coarse_latent(codes, books, scales, k: int):
@@ -143,10 +137,11 @@ def _exponent(largest: float, limit: int) -> int:
     return int(np.floor(np.log2(limit / max(largest, 1e-12))))
 
 
-def integer_network(net, scale, calibration) -> dict:
+def integer_network(net, calibration) -> dict:
     """The float network as integers: per layer (weights, bias, input and output exponents),
     the index embedding, the input exponent, and the exp table. ``calibration``: (z, idx,
-    visible) training crops that set each activation's range."""
+    visible) training crops (the latent already in the network's units) that set each
+    activation's range."""
     import torch
     from torch import nn
 
@@ -154,7 +149,7 @@ def integer_network(net, scale, calibration) -> dict:
     z, idx, visible = calibration
     with torch.no_grad():
         e = net.embed(idx).permute(0, 3, 1, 2) * visible.expand(z.shape[0], -1, -1, -1)
-        x = torch.cat([z / scale, e, visible.expand(z.shape[0], -1, -1, -1)], 1)
+        x = torch.cat([z, e, visible.expand(z.shape[0], -1, -1, -1)], 1)
         ranges = [float(torch.quantile(x.abs().flatten()[::7], 0.9999))]
         for conv in convs[:-1]:
             x = torch.relu(conv(x))
@@ -220,7 +215,7 @@ def integer_coding(net: dict, z: np.ndarray, idx: np.ndarray, size: int) -> dict
     import constriction
 
     h, w = idx.shape
-    anchor = (np.add.outer(np.arange(h), np.arange(w)) % 2 == 0)
+    anchor = checkerboard(h, w)[0, 0].numpy().astype(bool)
     family = constriction.stream.model.Categorical(perfect=False)
     start = time.perf_counter()
     first = integer_frequencies(net, z, idx, np.zeros((1, h, w), np.float32), size)[anchor.ravel()]
@@ -261,6 +256,7 @@ def stage_headroom(codec, train, evals, k: int, seconds: float, width: int, seed
     train_t = tensors(train)
     flat = torch.cat([z.flatten(2) for z, _ in train_t[:20]], 2)
     scale = flat.std(2).clamp_min(1e-3).view(1, -1, 1, 1) if k > 1 else torch.ones(1, flat.shape[1], 1, 1)
+    train_t = [(z / scale, c) for z, c in train_t]  # the network's inputs, in units of each channel's spread
     net = make_network(flat.shape[1], size, width)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     crop = 40 if scales[k - 1] == 1 else 24
@@ -275,7 +271,7 @@ def stage_headroom(codec, train, evals, k: int, seconds: float, width: int, seed
             if h < crop or w < crop:
                 continue
             y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-            zs.append(z[..., y:y + crop, x:x + crop] / scale)
+            zs.append(z[..., y:y + crop, x:x + crop])
             cs.append(c[..., y:y + crop, x:x + crop])
         if not zs:
             continue
@@ -290,14 +286,15 @@ def stage_headroom(codec, train, evals, k: int, seconds: float, width: int, seed
                                                                         float(np.mean(recent))))
     prior = codec.prior.stages[k - 1]
     row = {"stage": k, "codebook_size": size, "steps": steps, "seconds": round(time.time() - start, 1)}
+    eval_t = {name: [(z / scale, c) for z, c in tensors(frames)] for name, frames in evals.items()}
     if integer:
         i = rng.choice(len(train_t), min(16, len(train_t)), replace=False)
-        calib = [(train_t[j][0][..., :crop, :crop] / scale, train_t[j][1][..., :crop, :crop]) for j in i
+        calib = [(train_t[j][0][..., :crop, :crop], train_t[j][1][..., :crop, :crop]) for j in i
                  if min(train_t[j][1].shape[-2:]) >= crop]
-        inet = integer_network(net, 1.0, (torch.cat([c[0] for c in calib]), torch.cat([c[1] for c in calib]),
-                                          checkerboard(crop, crop)))
+        inet = integer_network(net, (torch.cat([c[0] for c in calib]), torch.cat([c[1] for c in calib]),
+                                     checkerboard(crop, crop)))
         for name, frames in evals.items():
-            coded = [integer_coding(inet, (zz / scale)[0].numpy(), c[0].numpy(), size) for zz, c in tensors(frames)]
+            coded = [integer_coding(inet, z[0].numpy(), c[0].numpy(), size) for z, c in eval_t[name]]
             count = sum(c[k - 1].size for c in frames)
             row[name + " integer"] = {"network": sum(c["bits"] for c in coded) / count,
                                      "coded": 8.0 * sum(c["bytes"] for c in coded) / count,
@@ -308,8 +305,8 @@ def stage_headroom(codec, train, evals, k: int, seconds: float, width: int, seed
         for name, frames in evals.items():
             tables = network = 0.0
             count = 0
-            for codes, (z, c) in zip(frames, tensors(frames)):
-                network += float(nats(net, z / scale, c).sum()) / math.log(2)
+            for codes, (z, c) in zip(frames, eval_t[name]):
+                network += float(nats(net, z, c).sum()) / math.log(2)
                 parent = codes[k - 2] if prior.parent_cluster is not None else None
                 tables += prior.bits(codes[k - 1], parent)
                 count += c.numel()
