@@ -207,6 +207,20 @@ def test_datamodule(prepared):
         RawRGBDataModule(train_index=str(prepared / "nope.txt")).train_dataloader()
 
 
+def test_an_epoch_of_so_many_crops(prepared):
+    frames = len(read_index(str(prepared / "train.txt")))
+    dm = RawRGBDataModule(root=str(prepared), crop_size=16, batch_size=3, sampling="sqrt_pixels", epoch_crops=12)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert len(loader) == 4 and sum(len(b["path"]) for b in loader) == 12 != frames
+    plain = RawRGBDataModule(root=str(prepared), crop_size=16, batch_size=1, sampling="sqrt_pixels")
+    plain.setup("fit")
+    assert len(plain.train_dataloader()) == frames
+    for bad in ({"epoch_crops": 0, "sampling": "pixels"}, {"epoch_crops": 8, "sampling": "frame"}):
+        with pytest.raises(ValueError, match="epoch_crops"):
+            RawRGBDataModule(root=str(prepared), **bad)
+
+
 def test_registered_for_configs():
     from rawdiff.config import get_target
 

@@ -166,3 +166,22 @@ def test_info_lists_the_filter(deblocked_model, capsys):
     assert main(["info", "--model", deblocked_model, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["deblock"] == {"taps": [2] * qualities, "clip": [16.0] * qualities,
                                                               "beta": [64.0] * qualities}
+
+
+def test_rendered_on_the_device_the_decode_is_the_host_s(deblocked_model, frame):
+    """Codec.render_on_device (the colour stage and the filter in torch on the networks'
+    device) against the host's numpy: within a level, the filter's decisions the same."""
+    host, dev = Codec.load(deblocked_model), Codec.load(deblocked_model)
+    host.render_on_device, dev.render_on_device = False, True
+    assert not Codec.load(deblocked_model, device="cpu").render_on_device  # the CPU's default: the host
+    tiled = Codec.load(deblocked_model, tile=8)  # in tiles: gathered into one frame on the device
+    tiled.render_on_device = True
+    for q in (1, host.qualities):
+        data = host.compress(frame, quality=q)
+        assert tiled.tiled(tiled.parse(data)[0].code_shape)
+        for kwargs in ({}, {"deblock": False}):
+            a = host.decompress(data, **kwargs)
+            for b in (dev.decompress(data, **kwargs), tiled.decompress(data, **kwargs)):
+                assert a.shape == b.shape == (frame.height, frame.width, 3) and b.dtype == np.uint8
+                diff = np.abs(a.astype(int) - b)
+                assert diff.max() <= 1 and (diff == 0).mean() > 0.99, kwargs

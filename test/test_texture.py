@@ -431,3 +431,19 @@ def test_write_texture_checks_its_settings(textured_model, tmp_path):
     with pytest.raises(ValueError, match=r"texture network of 2 bands for the 3 sigmas \[1.0, 2.0, 4.0\]"):
         write_texture(d, TextureEnergy(bands=2), 0.5, 1.0, {})
     assert open(os.path.join(d, "model.json")).read() == before
+
+
+def test_rendered_on_the_device_the_textured_decode_is_the_host_s(textured_model, frame):
+    """The texture stage on the device's levels (Codec.render_on_device) is the host's within
+    the colour stage's rounding (a level, which the amplification can raise a little)."""
+    for tile in (0, 8):
+        host, dev = Codec.load(textured_model, tile=tile), Codec.load(textured_model, tile=tile)
+        host.render_on_device, dev.render_on_device = False, True
+        payload = host.compress(frame, quality=2)
+        assert dev.tiled(dev.parse(payload)[0].code_shape) == bool(tile)
+        for realism in (0.5, None):
+            a = host.decompress(payload, mode="diffusion", realism=realism, seed=4)
+            b = dev.decompress(payload, mode="diffusion", realism=realism, seed=4)
+            diff = np.abs(a.astype(int) - b)
+            assert diff.max() <= 3 and (diff == 0).mean() > 0.98, (tile, realism, diff.max(), (diff == 0).mean())
+            assert np.array_equal(b, dev.decompress(payload, mode="diffusion", realism=realism, seed=4))

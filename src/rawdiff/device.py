@@ -73,6 +73,27 @@ def network_memory_format(device: torch.device, memory_format: str = "auto") -> 
     return torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
 
 
+#: how the decoder networks are compiled (``Codec.load(compile_mode=...)``): not (``none``), or
+#: ``torch.compile`` in one of its modes (``reduce-overhead`` adds CUDA graphs)
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`COMPILE_MODES`, else a ValueError naming them."""
+    if mode not in COMPILE_MODES:
+        raise ValueError("compile mode must be one of %s, got %r" % (", ".join(COMPILE_MODES), mode))
+    return mode
+
+
+def compiled(network: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """``network`` compiled in place by ``torch.compile`` in ``mode`` (``none``: as it is). It
+    compiles on its first call (tens of seconds) and again for each new input shape: what pays
+    for a stream of frames of one size, not for one frame."""
+    if check_compile_mode(mode) != "none":
+        network.compile(mode=None if mode == "default" else mode)
+    return network
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), as torch's CPU
     checks say; True where this torch has none of them (the configured precision is kept)."""

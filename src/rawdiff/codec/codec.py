@@ -127,7 +127,7 @@ class Codec:
     def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], prior,
                  device: str = "auto", backend: str = "torch", onnx_session=None, threads: Optional[int] = None,
                  max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                 precision: str = "auto", memory_format: str = "auto", means=None):
+                 precision: str = "auto", memory_format: str = "auto", means=None, compile_mode: str = "none"):
         self.model_dir = model_dir
         #: the mean layers (rawdiff.codec.cell_means.MeanLayers) or None
         self.means = means
@@ -137,6 +137,8 @@ class Codec:
         #: how the decoder networks lay out their tensors: rawdiff.device.network_memory_format
         #: (auto: channels_last on the CPU)
         self.memory_format = memory_format
+        #: how the decoder networks are compiled: rawdiff.device.compiled (none: not)
+        self.compile_mode = compile_mode
         #: frames declaring more pixels are refused from the header (None: no limit)
         self.max_pixels = check_max_pixels(max_pixels)
         #: code grids larger than tile x tile codes decode in tiles (0: never)
@@ -180,6 +182,7 @@ class Codec:
         #: the texture stage's settings (model.json's ``texture``: share, gain, realism) or None
         self.texture_settings = meta.get("texture")
         self._texture = None  # (network, Synthesis), loaded on first use
+        self._render_on_device: Optional[bool] = None  # render_on_device: None is by device
         #: the deblocking filter of each operating point (rawdiff.codec.deblock.Deblock, or None
         #: where it filters nothing; from model.json's ``deblock``), or None for a model without one
         self.deblock_filters = deblock_filters(meta.get("deblock"), len(self.stages))
@@ -188,7 +191,8 @@ class Codec:
     @classmethod
     def load(cls, model_dir: str, device: str = "auto", backend: str = "torch",
              threads: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-             tile: int = DEFAULT_TILE, precision: str = "auto", memory_format: str = "auto") -> Codec:
+             tile: int = DEFAULT_TILE, precision: str = "auto", memory_format: str = "auto",
+             compile_mode: str = "none") -> Codec:
         """The codec of a model directory.
 
         ``backend``: ``torch``, ``onnx`` (the directory's ``encoder.onnx``; an error when it is
@@ -201,7 +205,8 @@ class Codec:
         decoder networks run in (:func:`rawdiff.device.autocast_dtype`; ``auto``: bfloat16 or
         float16 on CUDA, float32 on the CPU). ``memory_format``: how the decoder networks lay
         out their tensors (:func:`rawdiff.device.network_memory_format`; ``auto``:
-        channels_last on the CPU)."""
+        channels_last on the CPU). ``compile_mode``: ``torch.compile`` of the decoder networks
+        (:func:`rawdiff.device.compiled`; ``none``: not), for a stream of frames of one size."""
         from rawdiff.codec.entropy import StagedPrior
 
         max_pixels, tile = check_max_pixels(max_pixels), check_tile(tile)
@@ -209,11 +214,12 @@ class Codec:
             raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         if threads is not None and int(threads) < 1:
             raise ValueError("threads must be at least 1, got %r" % (threads,))
-        if precision != "auto" or memory_format != "auto":  # "auto" needs no torch; the others do
-            from rawdiff.device import check_memory_format, check_precision
+        if precision != "auto" or memory_format != "auto" or compile_mode != "none":  # these need no torch
+            from rawdiff.device import check_compile_mode, check_memory_format, check_precision
 
             check_precision(precision)
             check_memory_format(memory_format)
+            check_compile_mode(compile_mode)
         info = read_model_dir(model_dir)
         prior = StagedPrior.load(os.path.join(model_dir, "prior.safetensors"))
         means = None
@@ -231,7 +237,7 @@ class Codec:
             session = _auto_session(model_dir, device, threads, info["meta"])
         codec = cls(model_dir, info["config"], info["meta"], prior, device, "onnx" if session is not None else "torch",
                     session, threads, max_pixels=max_pixels, tile=tile, precision=precision,
-                    memory_format=memory_format, means=means)
+                    memory_format=memory_format, means=means, compile_mode=compile_mode)
         if session is None:
             codec.embedder  # noqa: B018 - load (and check) the torch encoder now, not on the first frame
         return codec
@@ -270,12 +276,14 @@ class Codec:
 
     def for_inference(self, network):
         """``network`` on the codec's device in its memory format (:attr:`memory_format`),
-        in eval mode: how the codec runs its decoder networks."""
-        from rawdiff.device import network_memory_format
+        in eval mode, compiled as :attr:`compile_mode` says: how the codec runs its decoder
+        networks."""
+        from rawdiff.device import compiled, network_memory_format
 
         if self._device is None:
             self.embedder  # noqa: B018 - resolves the device
-        return network.to(self._device, memory_format=network_memory_format(self._device, self.memory_format)).eval()
+        network = network.to(self._device, memory_format=network_memory_format(self._device, self.memory_format))
+        return compiled(network.eval(), self.compile_mode)
 
     # -- encoder side -------------------------------------------------------------------
 
@@ -452,9 +460,17 @@ class Codec:
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         torch = _needs_torch("decoding")
+        with torch.inference_mode():
+            out = self._network_output(codes, mode, steps, seed, shape, realism).cpu().numpy()
+        return out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0))
+
+    def _network_output(self, codes, mode: str, steps: int, seed: int, shape: Optional[tuple],
+                        realism: Optional[float]):
+        """:meth:`decode_indices`' output as a float32 C x H x W tensor on the device (called
+        under ``torch.inference_mode``)."""
         embedder = self.embedder
         means = self._means_tensors(codes)
-        with torch.inference_mode(), self._autocast():
+        with self._autocast():
             idx = self._code_tensors(codes)
             if mode == "fast":
                 z_q = embedder.lookup_codes(idx, shape)
@@ -463,8 +479,55 @@ class Codec:
                 out = embedder.decode(z_q)[0].clamp(0, 1)
             else:
                 out = self.diffusion().decode(idx, steps=steps, seed=seed, shape=shape, realism=realism, means=means)
-            out = out.float().cpu().numpy()
-        return out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0))
+        return out.float()
+
+    @property
+    def render_on_device(self) -> bool:
+        """Whether :meth:`decompress` renders on the networks' device
+        (:mod:`rawdiff.codec.device_render`: colour stage, deblocking filter and texture in
+        torch, one uint8 copy to the host; a frame decoded in tiles is gathered there as
+        float32, 12 bytes a pixel) rather than in numpy on the host. Default: on an
+        accelerator, not on the CPU (where the host's numpy is the reference ISP's own
+        arithmetic); set it to choose."""
+        if self._render_on_device is not None:
+            return self._render_on_device
+        if self._device is not None:
+            return self._device.type != "cpu"
+        from rawdiff.device import resolve_device
+
+        return resolve_device(self._device_name).type != "cpu"
+
+    @render_on_device.setter
+    def render_on_device(self, value: Optional[bool]) -> None:
+        self._render_on_device = None if value is None else bool(value)
+
+    def _decompress_on_device(self, codes, header: bitstream.Header, mode: str, steps: int, seed: int,
+                              realism: Optional[float], gain: float, deblock: bool) -> np.ndarray:
+        """:meth:`decompress` with the output rendered on the device: a frame decoded whole, or
+        in tiles into one float frame on the device (one decoding pass: the colour statistics
+        are the whole frame's; the host's tiled path decodes twice to hold one tile)."""
+        torch = _needs_torch("decoding")
+        from rawdiff.codec import device_render
+
+        with torch.inference_mode():
+            if self.tiled(header.code_shape):
+                rgb = self._tiled_output_on_device(codes, header, mode, steps, seed, realism)
+            else:
+                out = self._network_output(codes, mode, steps, seed, header.code_shape, realism)
+                rgb = out[:, : header.height, : header.width]
+            colour_map, ccm = None, None
+            if self.colour_exact:
+                ccm = np.asarray(header.color_matrix).reshape(3, 3)
+                if any(header.colour_stats):
+                    colour_map = transport_map(header.colour_stats, device_render.cell_statistics(rgb, self.factor))
+            levels = device_render.to_levels(device_render.colour_stage(rgb, ccm, header.tone_curve, colour_map))
+            if deblock and self.deblock_filters is not None:
+                device_render.deblock(levels, self.factor, self.deblock_filters[len(codes) - 1])
+            if gain > 0:
+                from rawdiff.metrics import to_uint8
+
+                return to_uint8(self._textured_tensor(levels[None] / 255.0, len(codes), seed, gain))
+            return device_render.to_host(levels)
 
     def render(self, output: np.ndarray, header: bitstream.Header) -> np.ndarray:
         """uint8 H x W x 3 sRGB from :meth:`decode_indices`: the reference ISP's colour stage
@@ -606,6 +669,8 @@ class Codec:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
         header, codes = self.parse(data)
         gain, realism = self.realism_split(mode, realism, texture)
+        if self.out != "raw" and self.render_on_device:
+            return self._decompress_on_device(codes, header, mode, steps, seed, realism, gain, deblock)
         if not self.tiled(header.code_shape):
             rgb = self.render(self.decode_indices(codes, mode, steps, seed, header.code_shape, realism), header)
         elif self.out == "raw":  # the reference ISP demosaics the whole mosaic
@@ -617,6 +682,27 @@ class Codec:
         if deblock:
             rgb = self.deblocked(rgb, len(codes))
         return self.textured(rgb, len(codes), seed, gain) if gain > 0 else rgb
+
+    def _tiled_output_on_device(self, codes, header: bitstream.Header, mode: str, steps: int, seed: int,
+                                realism: Optional[float]):
+        """The decoder's 3 x H x W output of a frame decoded in tiles (:meth:`tiled_latent`,
+        :func:`rawdiff.codec.tiled_decode.decode_latent`), cropped to the frame, gathered in
+        one float32 tensor on the device (called under ``torch.inference_mode``)."""
+        torch = _needs_torch("decoding")
+        from rawdiff.codec.tiled_decode import decode_latent
+
+        latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape, realism)
+        height, width = header.height, header.width
+        frame = torch.empty((3, height, width), dtype=torch.float32, device=self.device)
+
+        def sink(top: int, left: int, y) -> None:
+            top, left = top * self.factor, left * self.factor
+            piece = y[:, : height - top, : width - left]
+            frame[:, top: top + piece.shape[1], left: left + piece.shape[2]] = piece.float()
+
+        with self._autocast():
+            decode_latent(self.embedder, latent, self.tile or max(latent.shape[-2:]), sink, self.tile_passes)
+        return frame
 
     def deblocked(self, rgb: np.ndarray, quality: int) -> np.ndarray:
         """uint8 sRGB ``rgb`` decoded at operating point ``quality`` through the model's
@@ -694,16 +780,21 @@ class Codec:
         decode in tiles get it in strips of a tile's height, so memory stays bounded by the tile."""
         torch = _needs_torch("texture synthesis")
         from rawdiff.metrics import to_tensor, to_uint8
+
+        self._texture_stage()
+        with torch.inference_mode():
+            return to_uint8(self._textured_tensor(to_tensor(rgb).to(self.device), quality, seed, gain))
+
+    def _textured_tensor(self, img, quality: int, seed: int, gain: float):
+        """:meth:`textured` of a float 1 x 3 x H x W image in [0, 1] on the device (called
+        under ``torch.inference_mode``)."""
+        torch = _needs_torch("texture synthesis")
         from rawdiff.models.texture import synthesize
 
         net, synthesis = self._texture_stage()
         strip = self.tile * self.factor if self.tile else None
-        with torch.inference_mode():
-            img = to_tensor(rgb).to(self.device)
-            gen = torch.Generator().manual_seed(int(seed) + TEXTURE_SEED_OFFSET)
-            out = synthesize(net, img, quality / self.qualities, gain, gen, strip_rows=strip,
-                             synthesis=synthesis)
-            return to_uint8(out)
+        gen = torch.Generator().manual_seed(int(seed) + TEXTURE_SEED_OFFSET)
+        return synthesize(net, img, quality / self.qualities, gain, gen, strip_rows=strip, synthesis=synthesis)
 
     def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
                        realism: Optional[float] = None) -> RawFrame:

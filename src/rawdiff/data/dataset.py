@@ -248,7 +248,10 @@ class RawRGBDataModule(_lightning_base()):
             ``"pixels"`` with replacement, each with a chance proportional to its area (every
             pixel equally likely to be in a crop); ``"sqrt_pixels"`` to the square root of
             its area, between the two: a 20 Mpixel photo is drawn 8 times as often as a
-            0.3 Mpixel frame rather than 67 times. Epochs have as many crops as frames.
+            0.3 Mpixel frame rather than 67 times. Epochs have as many crops as frames,
+            or ``epoch_crops`` (the area samplings): on a GPU a batch can hold more crops than
+            the corpus has frames, and an epoch of one batch would drain the loaders' prefetch
+            at every step.
     """
 
     def __init__(self, root: Optional[str] = None, train_index: Optional[str] = None,
@@ -256,11 +259,16 @@ class RawRGBDataModule(_lightning_base()):
                  crop_size: CropSize = 512, val_crop_size: Union[CropSize, str] = "same",
                  batch_size: int = 4, val_batch_size: Optional[int] = None, num_workers: int = 0,
                  cache: Union[bool, str] = True, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 pad_mode: str = "reflect", pin_memory: Optional[bool] = None, sampling: str = "frame"):
+                 pad_mode: str = "reflect", pin_memory: Optional[bool] = None, sampling: str = "frame",
+                 epoch_crops: Optional[int] = None):
         super().__init__()
         if sampling not in SAMPLINGS:
             raise ValueError("sampling must be one of %s, got %r" % (", ".join(SAMPLINGS), sampling))
+        if epoch_crops is not None and (int(epoch_crops) < 1 or sampling == "frame"):
+            raise ValueError("epoch_crops must be at least 1, with a sampling by area (pixels, sqrt_pixels); got %r "
+                             "with %s" % (epoch_crops, sampling))
         self.sampling = sampling
+        self.epoch_crops = None if epoch_crops is None else int(epoch_crops)
         if root is None and not (train_index or val_index or test_index):
             raise ValueError("give root (a prepared dataset folder) or index files")
 
@@ -313,10 +321,12 @@ class RawRGBDataModule(_lightning_base()):
         if shuffle and self.sampling != "frame":
             areas = np.array([frame_area(p) for p in ds.paths], dtype=np.float64)
             weights = areas if self.sampling == "pixels" else np.sqrt(areas)
-            sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(weights), len(ds), replacement=True)
+            count = self.epoch_crops or len(ds)
+            sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(weights), count, replacement=True)
             shuffle = False
+        drawn = len(sampler) if sampler is not None else len(ds)
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
-                          drop_last=(shuffle or sampler is not None) and len(ds) > batch_size,
+                          drop_last=(shuffle or sampler is not None) and drawn > batch_size,
                           pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

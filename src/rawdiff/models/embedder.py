@@ -528,7 +528,7 @@ def least_squares_synthesis(latent: torch.Tensor, target: torch.Tensor, ridge: f
     target = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).double()
     inputs = torch.cat([inputs, torch.ones_like(inputs[:, :1])], dim=1)
     gram = inputs.t() @ inputs
-    gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
+    gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     solution = torch.linalg.solve(gram, inputs.t() @ target)  # (9d + 1) x C
     weight = solution[:-1].t().reshape(-1, d, 3, 3)  # unfold orders (channel, ky, kx)
     return weight.float(), solution[-1].float()
