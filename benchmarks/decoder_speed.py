@@ -40,8 +40,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
@@ -73,9 +71,6 @@ def breakdown(codec, data: bytes, mode: str, steps: int, repeats: int) -> dict:
     parts = {}
     header, codes = codec.parse(data)
     gain, realism = codec.realism_split(mode, None)
-    output = codec.decode_indices(codes, mode, steps, 0, header.code_shape, realism)
-    rgb = codec.render(output, header)
-    deblocked = codec.deblocked(rgb, len(codes))
 
     def part(name, fn):
         def run():
@@ -90,6 +85,9 @@ def breakdown(codec, data: bytes, mode: str, steps: int, repeats: int) -> dict:
     if codec.tiled(header.code_shape):  # the host's parts below are those of a frame decoded whole
         log("breakdown: a frame decoded in tiles is broken down rendered on the device only")
         return parts
+    output = codec.decode_indices(codes, mode, steps, 0, header.code_shape, realism)
+    rgb = codec.render(output, header)
+    deblocked = codec.deblocked(rgb, len(codes))
     part("networks", lambda: codec.decode_indices(codes, mode, steps, 0, header.code_shape, realism))
     part("colour stage", lambda: codec.render(output, header))
     if codec.deblock_filters is not None:
@@ -105,8 +103,9 @@ def device_parts(codec, header, codes, mode: str, steps: int, realism, gain: flo
     import torch
 
     from rawdiff.codec import device_render
-    from rawdiff.codec.colour_stats import transport_map
 
+    if gain > 0:
+        codec._texture_stage()
     with torch.inference_mode():
         def networks():
             return codec._network_output(codes, mode, steps, 0, header.code_shape, realism)
@@ -116,13 +115,9 @@ def device_parts(codec, header, codes, mode: str, steps: int, realism, gain: flo
                 return codec._tiled_output_on_device(codes, header, mode, steps, 0, realism)
 
         rgb = networks()[:, : header.height, : header.width]
-        ccm = np.asarray(header.color_matrix).reshape(3, 3) if codec.colour_exact else None
 
         def colour():
-            colour_map = None
-            if codec.colour_exact and any(header.colour_stats):
-                colour_map = transport_map(header.colour_stats, device_render.cell_statistics(rgb, codec.factor))
-            return device_render.to_levels(device_render.colour_stage(rgb, ccm, header.tone_curve, colour_map))
+            return codec._levels_on_device(rgb, header)
 
         levels = colour()
         part("networks", networks)
@@ -251,9 +246,10 @@ def main(argv=None) -> int:
                             rows += bench_model(os.path.abspath(m), frame, args, precision, memory_format, render,
                                                 compile_mode)
                         except Exception as exc:  # noqa: BLE001 - a setting this machine cannot run is a result
+                            first = (str(exc).splitlines() or [""])[0][:300]
                             failed.append({"model": m, "precision": precision, "memory_format": memory_format,
                                            "render": render, "compile": compile_mode,
-                                           "error": "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0][:300])})
+                                           "error": "%s: %s" % (type(exc).__name__, first)})
                             log("failed: %s" % failed[-1])
     out = {"machine": info, "size": list(args.size), "repeats": args.repeats, "results": rows, "failed": failed}
     if args.json:

@@ -10,6 +10,10 @@
                 --reference ISP colour stage (header's matrix)--> crop --> uint8 sRGB
                 (decompress_raw: camera RGB --CFA sampling, gains undone--> RawFrame)
 
+On an accelerator (``Codec.render_on_device``) the colour stage, the deblocking filter and
+the texture run in torch where the networks' output lies (:mod:`rawdiff.codec.device_render`)
+and one uint8 image is copied to the host; a frame decoded in tiles is gathered there.
+
 Resources are bounded by two settings of the codec (``Codec.load(max_pixels=, tile=)``):
 a bitstream declaring more than ``max_pixels`` pixels is refused from its header, before
 the code grid is allocated (:mod:`rawdiff.codec.limits`); a code grid larger than
@@ -214,7 +218,7 @@ class Codec:
             raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         if threads is not None and int(threads) < 1:
             raise ValueError("threads must be at least 1, got %r" % (threads,))
-        if precision != "auto" or memory_format != "auto" or compile_mode != "none":  # these need no torch
+        if precision != "auto" or memory_format != "auto" or compile_mode != "none":  # others need torch
             from rawdiff.device import check_compile_mode, check_memory_format, check_precision
 
             check_precision(precision)
@@ -485,8 +489,9 @@ class Codec:
     def render_on_device(self) -> bool:
         """Whether :meth:`decompress` renders on the networks' device
         (:mod:`rawdiff.codec.device_render`: colour stage, deblocking filter and texture in
-        torch, one uint8 copy to the host; a frame decoded in tiles is gathered there as
-        float32, 12 bytes a pixel) rather than in numpy on the host. Default: on an
+        torch, one uint8 copy to the host; about 50 bytes a pixel of device memory at the
+        peak, the float frame and the colour stage's temporaries, whole frames and frames
+        decoded in tiles alike) rather than in numpy on the host. Default: on an
         accelerator, not on the CPU (where the host's numpy is the reference ISP's own
         arithmetic); set it to choose."""
         if self._render_on_device is not None:
@@ -509,18 +514,15 @@ class Codec:
         torch = _needs_torch("decoding")
         from rawdiff.codec import device_render
 
+        if gain > 0:
+            self._texture_stage()  # loaded outside inference mode: its weights stay ordinary tensors
         with torch.inference_mode():
             if self.tiled(header.code_shape):
                 rgb = self._tiled_output_on_device(codes, header, mode, steps, seed, realism)
             else:
                 out = self._network_output(codes, mode, steps, seed, header.code_shape, realism)
                 rgb = out[:, : header.height, : header.width]
-            colour_map, ccm = None, None
-            if self.colour_exact:
-                ccm = np.asarray(header.color_matrix).reshape(3, 3)
-                if any(header.colour_stats):
-                    colour_map = transport_map(header.colour_stats, device_render.cell_statistics(rgb, self.factor))
-            levels = device_render.to_levels(device_render.colour_stage(rgb, ccm, header.tone_curve, colour_map))
+            levels = self._levels_on_device(rgb, header)
             if deblock and self.deblock_filters is not None:
                 device_render.deblock(levels, self.factor, self.deblock_filters[len(codes) - 1])
             if gain > 0:
@@ -528,6 +530,18 @@ class Codec:
 
                 return to_uint8(self._textured_tensor(levels[None] / 255.0, len(codes), seed, gain))
             return device_render.to_host(levels)
+
+    def _levels_on_device(self, rgb, header: bitstream.Header):
+        """The 3 x H x W float32 integer levels of the decoder's output ``rgb`` (cropped to the
+        frame, on the device): :meth:`render` in torch (:mod:`rawdiff.codec.device_render`)."""
+        from rawdiff.codec import device_render
+
+        colour_map, ccm = None, None
+        if self.colour_exact:
+            ccm = np.asarray(header.color_matrix).reshape(3, 3)
+            if any(header.colour_stats):
+                colour_map = transport_map(header.colour_stats, device_render.cell_statistics(rgb, self.factor))
+        return device_render.to_levels(device_render.colour_stage(rgb, ccm, header.tone_curve, colour_map))
 
     def render(self, output: np.ndarray, header: bitstream.Header) -> np.ndarray:
         """uint8 H x W x 3 sRGB from :meth:`decode_indices`: the reference ISP's colour stage
@@ -625,6 +639,7 @@ class Codec:
         in tiles. Drawn once, decoded by :meth:`decode_pieces` as often as needed."""
         if mode not in MODES:
             raise ValueError("mode must be one of %s, got %r" % (", ".join(MODES), mode))
+        self._check_compiled_tiles()
         torch = _needs_torch("decoding")
         from rawdiff.codec.tiled_decode import sample_latent
 
@@ -711,6 +726,15 @@ class Codec:
         if self.deblock_filters is None:
             return rgb
         return deblock_image(rgb, self.factor, self.deblock_filters[int(quality) - 1])
+
+    def _check_compiled_tiles(self) -> None:
+        """A ValueError for a frame decoded in tiles by compiled networks: the tiles' statistics
+        passes stop and swap the networks' normalisation mid-forward, which a compiled graph
+        does not follow (and CUDA graphs would overwrite the statistics between tiles)."""
+        if self.compile_mode != "none":
+            raise ValueError("compile_mode %r is for frames decoded whole: this frame's code grid is over the "
+                             "tile of %d codes (load with tile=0 where the device has the memory, or compile_mode "
+                             "'none')" % (self.compile_mode, self.tile))
 
     def _tiled_rgb(self, codes, header: bitstream.Header, mode: str, steps: int, seed: int,
                    realism: Optional[float]) -> np.ndarray:

@@ -17,10 +17,12 @@ changes no stream and the encoder does not see it). Across every cell edge:
 
 first across the vertical edges, then across the horizontal ones, on the uint8 sRGB image,
 rounded to integer levels after each (the decisions are exact integer arithmetic, luma
-weights in 256ths, so the filter gives the same bytes on any machine). With ``taps`` at most
-half the cell, what one edge reads and changes never meets another edge's, so the filter is
-exact in strips of rows (memory grows with the strip, not the frame) and a frame decoded in
-tiles is filtered as a whole one.
+weights in 256ths, so the filter gives the same bytes on any machine and device). With
+``taps`` at most half the cell, what one edge reads and changes never meets another edge's,
+so the filter is exact in strips of rows (memory grows with the strip, not the frame) and a
+frame decoded in tiles is filtered as a whole one. One implementation in torch
+(:func:`filter_levels`): the host filters uint8 images with it in strips on the CPU, a
+decoder rendering on its GPU its levels there (:mod:`rawdiff.codec.device_render`).
 
 Settings are per operating point (model.json's ``deblock``: ``taps``, ``clip``, ``beta``, a list
 each, one an operating point; zeros where a point is not filtered); ``rawdiff fit-deblock``
@@ -29,11 +31,14 @@ chooses them on the validation split.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from rawdiff.codec.modeldir import deblocked_qualities
+
+if TYPE_CHECKING:  # torch is imported where the filter runs: a vehicle that only encodes has none
+    import torch
 
 #: BT.601 luma weights in 256ths (the decision is on the sRGB luma, as rawdiff.metrics' grid
 #: figure's; integers, so that it is exact arithmetic on the integer levels)
@@ -70,63 +75,88 @@ def deblock_filters(entry, qualities: int) -> Optional[Tuple[Optional[Deblock], 
     return None if entry is None else tuple(settings_of(entry, q) for q in range(1, qualities + 1))
 
 
-def _across_columns(x: np.ndarray, cell: int, setting: Deblock) -> None:
-    """Filter ``x`` (rows x columns x 3, float32) across its vertical cell edges, in place.
-    The j-th pixel left (p_j) and right (q_j) of every edge are strided views of ``x``."""
-    n, width = setting.taps, x.shape[1]
+def _across(x: torch.Tensor, dim: int, cell: int, setting: Deblock) -> None:
+    """Filter ``x`` (3 x rows x columns, float32 integer levels) across the cell edges along
+    ``dim`` (2: the vertical edges, 1: the horizontal ones), in place. The j-th pixel before
+    (p_j) and after (q_j) every edge are strided views of ``x``."""
+    n, width = setting.taps, x.shape[dim]
     reach = max(n, 3)
-    edges = (width - reach) // cell  # the edges at cell, 2 cell, ... that have reach pixels on the right
+    edges = (width - reach) // cell  # the edges at cell, 2 cell, ... that have reach pixels after them
     if edges < 1:
         return
     stop = cell * edges
 
-    def p(j: int) -> slice:
-        return slice(cell - 1 - j, stop - j, cell)
+    def side(start: int, end: int) -> torch.Tensor:
+        index = [slice(None)] * x.dim()
+        index[dim] = slice(start, end, cell)
+        return x[tuple(index)]
 
-    def q(j: int) -> slice:
-        return slice(cell + j, stop + j + 1, cell)
+    def p(j: int) -> torch.Tensor:
+        return side(cell - 1 - j, stop - j)
 
-    def luma(a: np.ndarray) -> np.ndarray:  # 256 times the luma, exact on integer levels
-        return LUMA_256[0] * a[..., 0] + LUMA_256[1] * a[..., 1] + LUMA_256[2] * a[..., 2]
+    def q(j: int) -> torch.Tensor:
+        return side(cell + j, stop + j + 1)
 
-    p0, p1, p2 = x[:, p(0)], x[:, p(1)], x[:, p(2)]
-    q0, q1, q2 = x[:, q(0)], x[:, q(1)], x[:, q(2)]
+    def luma(a: torch.Tensor) -> torch.Tensor:  # 256 times the luma, exact on integer levels
+        return LUMA_256[0] * a[0] + LUMA_256[1] * a[1] + LUMA_256[2] * a[2]
+
+    import torch
+
+    p0, p1, p2 = p(0), p(1), p(2)
+    q0, q1, q2 = q(0), q(1), q(2)
     step = q0 - p0
     excess = step - 0.5 * ((p0 - p1) + (q1 - q0))
-    bend = np.abs(luma(p2 - 2 * p1 + p0)) + np.abs(luma(q2 - 2 * q1 + q0))
-    flat = (np.abs(luma(step)) < 256.0 * setting.beta) & (bend < 128.0 * setting.beta)
-    e = np.clip(excess, -setting.clip, setting.clip)
-    e *= flat[..., None]
+    bend = torch.abs(luma(p2 - 2 * p1 + p0)) + torch.abs(luma(q2 - 2 * q1 + q0))
+    flat = (torch.abs(luma(step)) < 256.0 * setting.beta) & (bend < 128.0 * setting.beta)
+    e = torch.clamp(excess, -setting.clip, setting.clip) * flat[None]
     for j in range(n):
-        change = e * np.float32((n - j) / (2.0 * n))
-        x[:, p(j)] += change
-        x[:, q(j)] -= change
-    np.clip(np.rint(x, out=x), 0.0, 255.0, out=x)  # integer levels again, as the next pass reads them
+        change = e * float(np.float32((n - j) / (2.0 * n)))  # the float32 ramp weight, exactly
+        p(j).add_(change)
+        q(j).sub_(change)
+    torch.round(x, out=x).clamp_(0.0, 255.0)  # integer levels again (ties to even), as the next pass reads them
+
+
+def check_taps(cell: int, setting: Deblock) -> None:
+    """A ValueError unless ``setting.taps`` is in [1, cell / 2]."""
+    if not 1 <= setting.taps <= cell // 2:
+        raise ValueError("deblock taps must be in [1, %d] for cells of %d pixels, got %d"
+                         % (cell // 2, cell, setting.taps))
+
+
+def filter_levels(levels: torch.Tensor, cell: int, setting: Optional[Deblock]) -> torch.Tensor:
+    """The filter of a 3 x H x W float32 tensor of integer levels (any device; its cells
+    starting at the top-left pixel), in place, whole; returned for chaining. ``setting``
+    None leaves it."""
+    if setting is None:
+        return levels
+    check_taps(cell, setting)
+    _across(levels, 2, cell, setting)
+    _across(levels, 1, cell, setting)
+    return levels
 
 
 def deblock(rgb: np.ndarray, cell: int, setting: Optional[Deblock], strip_rows: int = STRIP_ROWS) -> np.ndarray:
     """``rgb`` (uint8 H x W x 3, its cells starting at the top-left pixel) filtered across its
-    cells' edges (module docstring); a new array. ``setting`` None returns ``rgb``."""
+    cells' edges (module docstring), in strips of rows on the CPU; a new array. ``setting``
+    None returns ``rgb``."""
     if setting is None:
         return rgb
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError("deblock needs a uint8 H x W x 3 image, got %s %s" % (rgb.dtype, rgb.shape))
-    if not 1 <= setting.taps <= cell // 2:
-        raise ValueError("deblock taps must be in [1, %d] for cells of %d pixels, got %d"
-                         % (cell // 2, cell, setting.taps))
+    check_taps(cell, setting)
+    import torch
+
     height = rgb.shape[0]
     rows = max(cell, int(strip_rows) // cell * cell)
     out = np.empty_like(rgb)
-    for top in range(0, height, rows):
-        bottom = min(top + rows, height)
-        lo, hi = max(0, top - cell), min(height, bottom + cell)  # a cell of context: the edges at top and bottom
-        x = rgb[lo:hi].astype(np.float32)
-        _across_columns(x, cell, setting)
-        xt = np.ascontiguousarray(x.transpose(1, 0, 2))
-        _across_columns(xt, cell, setting)  # lo is a multiple of the cell: the strip's edges are the frame's
-        x = xt.transpose(1, 0, 2)
-        out[top:bottom] = x[top - lo: bottom - lo]
+    with torch.inference_mode():
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            lo, hi = max(0, top - cell), min(height, bottom + cell)  # a cell of context: the edges at top and bottom
+            x = torch.from_numpy(np.ascontiguousarray(rgb[lo:hi].transpose(2, 0, 1))).float()
+            filter_levels(x, cell, setting)  # lo is a multiple of the cell: the strip's edges are the frame's
+            out[top:bottom] = x[:, top - lo: bottom - lo].to(torch.uint8).permute(1, 2, 0).numpy()
     return out
 
 
@@ -138,4 +168,4 @@ def entry_of(settings: Sequence[Optional[Deblock]]) -> dict:
             "beta": [float(s.beta) for s in settings]}
 
 
-__all__ = ["CANDIDATES", "Deblock", "deblock", "deblock_filters", "entry_of", "settings_of"]
+__all__ = ["CANDIDATES", "Deblock", "deblock", "deblock_filters", "entry_of", "filter_levels", "settings_of"]

@@ -46,9 +46,10 @@ Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`D
     ``~max_pixels`` (int, ``33667072``: 4 x 3868 x 2176): codes declaring a larger frame are
         rejected from their header, before anything is allocated (0: no limit).
     ``~tile`` (int, ``256``): frames larger than this many codes a side decode in tiles of
-        that size, so memory stays that of a tile (0: never). On a GPU the tiles are gathered
-        into one float frame in its memory (12 bytes a pixel); with the memory to spare, 0
-        decodes an 8 Mpixel frame in 0.11 s rather than 0.15 (README, decoder speed).
+        that size, so the networks' memory stays that of a tile (0: never). On a GPU the
+        tiles are gathered into one float frame in its memory and rendered there (about 50
+        bytes a pixel at the peak); with the memory to spare, 0 decodes an 8 Mpixel frame in
+        0.11 s rather than 0.15 (README, decoder speed).
     ``~queue_size`` (int, ``1``): messages kept while the node is busy; when full the
         oldest is dropped and counted, as in the encoder (see ``rawdiff.ros.node``).
     ``~buff_size`` (int, ``2**24``): rospy receive buffer.
