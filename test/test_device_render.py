@@ -106,3 +106,20 @@ def test_compiled_networks_refuse_a_frame_decoded_in_tiles(fixture_model, frame)
         codec.render_on_device = render
         with pytest.raises(ValueError, match="compile_mode 'default' is for frames decoded whole"):
             codec.decompress(data)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_filter_gives_the_host_s_bytes_and_the_colour_stage_a_level():
+    img = _blocky(300, 70, seed=3)
+    for setting in GOLDEN:
+        out = device_render.to_host(device_render.deblock(_chw(img).float().cuda(), 8, setting))
+        assert np.array_equal(out, deblock(img, 8, setting))
+    rgb = np.random.default_rng(8).random((120, 160, 3), dtype=np.float32)
+    ccm = np.array([[1.6, -0.4, -0.2], [-0.3, 1.5, -0.2], [0.0, -0.5, 1.5]])
+    decoded = device_render.cell_statistics(_chw(rgb).cuda(), 8)
+    colour_map = transport_map(rgb_statistics(rgb * np.float32(0.9), 8), decoded)
+    host = np.round(colour_stage(apply_map(rgb, colour_map), ccm, "smoothstep") * 255.0).astype(np.uint8)
+    dev = device_render.to_host(device_render.to_levels(
+        device_render.colour_stage(_chw(rgb).cuda(), ccm, "smoothstep", colour_map)))
+    diff = np.abs(dev.astype(int) - host)
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999
