@@ -160,7 +160,8 @@ model-texture: data
 # The decoder's deblocking filter (rawdiff.codec.deblock): for each operating point, the
 # candidate whose 8- and 16-pixel grid figures on the model's own fast decodes of the
 # validation split come closest to the references', among those that cost no MS-SSIM or PSNR
-# (4 min of decodes and 11 min of sweeps on a 2-core CPU); written into model.json in place,
+# (3.7 min on a 2-core AMD EPYC; 15 min with the numpy filter before it, whose settings and
+# figures the torch filter's refit gave again, every one); written into model.json in place,
 # the model_id stays. The texture stage is fitted before it, on unfiltered decodes.
 DEBLOCK_MODEL := models/default
 model-deblock: data
