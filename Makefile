@@ -107,8 +107,8 @@ data/people/.frames: build/.apt.stamp $(VENV)/.stamp Makefile
 # on the held-out test frames into model.json; the ONNX encoder. On a GPU add e.g.
 # ARGS="--accelerator gpu data.params.batch_size=32 data.params.num_workers=14
 # data.params.epoch_crops=6400" (on one H200 the decoder stage ran 15.7 steps of 32 crops a
-# second, 60 times the 2-core CPU's crops; the fixed wall times are the CPU's, so shorten
-# them with lightning.trainer.max_time=DD:HH:MM:SS). A run that was stopped resumes with
+# second, 94 times the 2-core CPU's crops a second; the fixed wall times are the CPU's, so
+# shorten them with lightning.trainer.max_time=DD:HH:MM:SS). A run that was stopped resumes with
 # `rawdiff train --resume runs/<run>` and the same --export; a longer second stage starts
 # from the first's model: `rawdiff train --base config/models/scalable.yaml
 # config/models/scalable_more.yaml model.params.init=DIR`.
