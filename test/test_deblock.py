@@ -185,3 +185,17 @@ def test_rendered_on_the_device_the_decode_is_the_host_s(deblocked_model, frame)
                 assert a.shape == b.shape == (frame.height, frame.width, 3) and b.dtype == np.uint8
                 diff = np.abs(a.astype(int) - b)
                 assert diff.max() <= 1 and (diff == 0).mean() > 0.99, kwargs
+
+
+def test_a_frame_of_a_cell_or_less_renders_on_the_device_as_on_the_host(deblocked_model):
+    from rawdiff.raw import RawFrame
+
+    host, dev = Codec.load(deblocked_model), Codec.load(deblocked_model)
+    host.render_on_device, dev.render_on_device = False, True
+    rng = np.random.default_rng(9)
+    for h, w in ((6, 10), (8, 14), (10, 6)):  # one 8 x 8 cell or none: whole-frame statistics, no edge
+        small = RawFrame(rng.integers(64, 1023, (h, w)).astype(np.uint16), cfa="RGGB", black_level=64,
+                         white_level=1023)
+        data = host.compress(small)
+        a, b = host.decompress(data), dev.decompress(data)
+        assert a.shape == b.shape == (h, w, 3) and np.abs(a.astype(int) - b).max() <= 1
