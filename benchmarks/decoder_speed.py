@@ -34,6 +34,7 @@ JSON, then a markdown table, on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -103,16 +104,15 @@ def device_parts(codec, header, codes, mode: str, steps: int, realism, gain: flo
     import torch
 
     from rawdiff.codec import device_render
+    from rawdiff.codec.deblock import filter_levels
 
     if gain > 0:
         codec._texture_stage()
     with torch.inference_mode():
-        def networks():
-            return codec._network_output(codes, mode, steps, 0, header.code_shape, realism)
-
-        if codec.tiled(header.code_shape):  # gathered from the tiles, as Codec._decompress_on_device does
-            def networks():
+        def networks():  # gathered from the tiles where it tiles, as Codec._decompress_on_device does
+            if codec.tiled(header.code_shape):
                 return codec._tiled_output_on_device(codes, header, mode, steps, 0, realism)
+            return codec._network_output(codes, mode, steps, 0, header.code_shape, realism)
 
         rgb = networks()[:, : header.height, : header.width]
 
@@ -124,7 +124,7 @@ def device_parts(codec, header, codes, mode: str, steps: int, realism, gain: flo
         part("colour stage", colour)
         if codec.deblock_filters is not None:
             setting = codec.deblock_filters[len(codes) - 1]
-            part("deblocking filter", lambda: device_render.deblock(levels.clone(), codec.factor, setting))
+            part("deblocking filter", lambda: filter_levels(levels.clone(), codec.factor, setting))
         if gain > 0:
             part("texture", lambda: codec._textured_tensor(levels[None] / 255.0, len(codes), 0, gain))
         part("copy to host", lambda: device_render.to_host(levels))
@@ -133,11 +133,10 @@ def device_parts(codec, header, codes, mode: str, steps: int, realism, gain: flo
 def bench_model(model_dir: str, frame, args, precision: str, memory_format: str, render: str = "auto",
                 compile_mode: str = "none") -> list:
     from rawdiff.codec import Codec
-    from rawdiff.codec.limits import DEFAULT_TILE
-
     codec = Codec.load(model_dir, device=args.device, backend="torch", threads=args.threads or None,
                        precision=precision, memory_format=memory_format, compile_mode=compile_mode,
-                       tile=DEFAULT_TILE if args.tile is None else args.tile)
+                       tile=args.tile)
+    tiled = codec.tiled(codec.code_shape(*frame.mosaic.shape))
     if render != "auto":
         codec.render_on_device = render == "device"
     setting = "%s, %s, render %s, compile %s" % (precision, memory_format, render, compile_mode)
@@ -178,7 +177,7 @@ def bench_model(model_dir: str, frame, args, precision: str, memory_format: str,
         r["memory_format"] = memory_format
         r["render"] = "device" if codec.render_on_device else "host"
         r["compile"] = compile_mode
-        r["tiled"] = codec.tiled(codec.code_shape(*frame.mosaic.shape))
+        r["tiled"] = tiled
     return rows
 
 
@@ -195,6 +194,7 @@ def markdown(rows: list, size, info: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from rawdiff.codec.limits import DEFAULT_TILE
     from rawdiff.device import COMPILE_MODES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -216,8 +216,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile", nargs="+", default=["none"], choices=list(COMPILE_MODES),
                    help="torch.compile mode of the decoder networks (default none; Codec.load(compile_mode=...))")
     p.add_argument("--qualities", type=int, nargs="+", help="the fast path's operating points (default: all)")
-    p.add_argument("--tile", type=int, help="decode code grids larger than this in tiles (default: the codec's, "
-                   "256 codes; 0: never)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="decode code grids larger than this in tiles "
+                   "(default: the codec's, %d codes; 0: never)" % DEFAULT_TILE)
     p.add_argument("--breakdown", action="store_true",
                    help="also time each part of the default quality's fast and diffusion decodes")
     p.add_argument("--json", help="also write the JSON results to this file")
@@ -237,20 +237,15 @@ def main(argv=None) -> int:
     frame = make_frame(*args.size)
     rows = []
     failed = []
-    for m in models:
-        for precision in args.precision:
-            for memory_format in args.memory_format:
-                for render in args.render:
-                    for compile_mode in args.compile:
-                        try:
-                            rows += bench_model(os.path.abspath(m), frame, args, precision, memory_format, render,
-                                                compile_mode)
-                        except Exception as exc:  # noqa: BLE001 - a setting this machine cannot run is a result
-                            first = (str(exc).splitlines() or [""])[0][:300]
-                            failed.append({"model": m, "precision": precision, "memory_format": memory_format,
-                                           "render": render, "compile": compile_mode,
-                                           "error": "%s: %s" % (type(exc).__name__, first)})
-                            log("failed: %s" % failed[-1])
+    for m, precision, memory_format, render, compile_mode in itertools.product(
+            models, args.precision, args.memory_format, args.render, args.compile):
+        try:
+            rows += bench_model(os.path.abspath(m), frame, args, precision, memory_format, render, compile_mode)
+        except Exception as exc:  # noqa: BLE001 - a setting this machine cannot run is a result
+            first = (str(exc).splitlines() or [""])[0][:300]
+            failed.append({"model": m, "precision": precision, "memory_format": memory_format, "render": render,
+                           "compile": compile_mode, "error": "%s: %s" % (type(exc).__name__, first)})
+            log("failed: %s" % failed[-1])
     out = {"machine": info, "size": list(args.size), "repeats": args.repeats, "results": rows, "failed": failed}
     if args.json:
         with open(args.json, "w") as f:

@@ -8,7 +8,7 @@ import torch
 
 from rawdiff.codec import device_render
 from rawdiff.codec.colour_stats import apply_map, rgb_statistics, transport_map
-from rawdiff.codec.deblock import Deblock, deblock
+from rawdiff.codec.deblock import Deblock, deblock, filter_levels
 from rawdiff.raw.isp import colour_stage
 
 
@@ -46,15 +46,15 @@ def test_the_deblocking_filter_keeps_its_bytes(setting):
 def test_the_device_s_whole_frame_filter_is_the_host_s_strips(shape, setting):
     for img in (_blocky(*shape, seed=3), np.random.default_rng(4).integers(0, 256, shape + (3,), dtype=np.uint8)):
         expected = deblock(img, 8, setting, strip_rows=16)
-        out = device_render.to_host(device_render.deblock(_chw(img).float(), 8, setting))
+        out = device_render.to_host(filter_levels(_chw(img).float(), 8, setting))
         assert np.array_equal(out, expected)
 
 
 def test_no_setting_leaves_the_levels_and_bad_taps_are_refused():
     levels = _chw(_blocky(32, 32, seed=5)).float()
-    assert device_render.deblock(levels, 8, None) is levels
+    assert filter_levels(levels, 8, None) is levels
     with pytest.raises(ValueError, match="taps must be in"):
-        device_render.deblock(levels, 8, Deblock(5, 8.0, 32.0))
+        filter_levels(levels, 8, Deblock(5, 8.0, 32.0))
 
 
 def test_cell_statistics_are_the_host_s():
@@ -112,7 +112,7 @@ def test_compiled_networks_refuse_a_frame_decoded_in_tiles(fixture_model, frame)
 def test_on_cuda_the_filter_gives_the_host_s_bytes_and_the_colour_stage_a_level():
     img = _blocky(300, 70, seed=3)
     for setting in GOLDEN:
-        out = device_render.to_host(device_render.deblock(_chw(img).float().cuda(), 8, setting))
+        out = device_render.to_host(filter_levels(_chw(img).float().cuda(), 8, setting))
         assert np.array_equal(out, deblock(img, 8, setting))
     rgb = np.random.default_rng(8).random((120, 160, 3), dtype=np.float32)
     ccm = np.array([[1.6, -0.4, -0.2], [-0.3, 1.5, -0.2], [0.0, -0.5, 1.5]])

@@ -56,7 +56,7 @@ import numpy as np
 from rawdiff.codec import bitstream
 from rawdiff.codec.colour_stats import CellMoments, apply_map, planes_statistics, rgb_statistics, transport_map
 from rawdiff.codec.deblock import deblock as deblock_image
-from rawdiff.codec.deblock import deblock_filters
+from rawdiff.codec.deblock import deblock_filters, filter_levels
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_frame_size, check_max_pixels, check_tile
 from rawdiff.codec.modeldir import DIFFUSION_FILE, TEXTURE_FILE, check_quality, check_realism, read_model_dir
 from rawdiff.raw.frame import RawFrame
@@ -524,7 +524,7 @@ class Codec:
                 rgb = out[:, : header.height, : header.width]
             levels = self._levels_on_device(rgb, header)
             if deblock and self.deblock_filters is not None:
-                device_render.deblock(levels, self.factor, self.deblock_filters[len(codes) - 1])
+                filter_levels(levels, self.factor, self.deblock_filters[len(codes) - 1])
             if gain > 0:
                 from rawdiff.metrics import to_uint8
 
@@ -536,12 +536,9 @@ class Codec:
         frame, on the device): :meth:`render` in torch (:mod:`rawdiff.codec.device_render`)."""
         from rawdiff.codec import device_render
 
-        colour_map, ccm = None, None
-        if self.colour_exact:
-            ccm = np.asarray(header.color_matrix).reshape(3, 3)
-            if any(header.colour_stats):
-                colour_map = transport_map(header.colour_stats, device_render.cell_statistics(rgb, self.factor))
-        return device_render.to_levels(device_render.colour_stage(rgb, ccm, header.tone_curve, colour_map))
+        ccm = np.asarray(header.color_matrix).reshape(3, 3) if self.colour_exact else None
+        colour = device_render.colour_stage(rgb, ccm, header.tone_curve, self.colour_map(rgb, header))
+        return device_render.to_levels(colour)
 
     def render(self, output: np.ndarray, header: bitstream.Header) -> np.ndarray:
         """uint8 H x W x 3 sRGB from :meth:`decode_indices`: the reference ISP's colour stage
@@ -553,13 +550,19 @@ class Codec:
             return render(self.mosaic_frame(output, header))
         return self._render_piece(output, header, 0, 0, self.colour_map(output, header))
 
-    def colour_map(self, output: np.ndarray, header: bitstream.Header):
+    def colour_map(self, output, header: bitstream.Header):
         """The affine map that carries the colour statistics of the decoder's camera RGB onto
         those the encoder sent (:mod:`rawdiff.codec.colour_stats`), or None (a model of
-        another domain, or a bitstream without statistics)."""
+        another domain, or a bitstream without statistics). ``output``: H x W x 3 numpy, or a
+        3 x H x W tensor on the device (its statistics pooled there)."""
         if not self.colour_exact or not any(header.colour_stats):
             return None
-        decoded = rgb_statistics(output[: header.height, : header.width], self.factor)
+        if isinstance(output, np.ndarray):
+            decoded = rgb_statistics(output[: header.height, : header.width], self.factor)
+        else:
+            from rawdiff.codec.device_render import cell_statistics
+
+            decoded = cell_statistics(output[:, : header.height, : header.width], self.factor)
         return transport_map(header.colour_stats, decoded)
 
     def _render_piece(self, piece: np.ndarray, header: bitstream.Header, top: int, left: int,
@@ -653,15 +656,19 @@ class Codec:
                                     self.tile_passes, realism=realism)
             return z_q if means is None else embedder.with_means(z_q, *means)
 
-    def decode_pieces(self, latent, sink) -> None:
+    def decode_pieces(self, latent, sink, on_device: bool = False) -> None:
         """Decode :meth:`tiled_latent` in tiles (:mod:`rawdiff.codec.tiled_decode`):
         ``sink(top, left, piece)`` gets each tile's output in :meth:`decode_indices`' layout
+        (``on_device``: as the networks give it, a float32 C x h x w tensor on the device)
         and the pixel of the frame (planes: twice the plane position) where it starts, in
         raster order. Decoding the same latent again reuses its normalisation statistics."""
         torch = _needs_torch("decoding")
         from rawdiff.codec.tiled_decode import decode_latent
 
         def to_sink(top: int, left: int, y) -> None:
+            if on_device:
+                sink(top * self.factor, left * self.factor, y.float())
+                return
             out = y.float().cpu().numpy()
             sink(top * self.factor, left * self.factor,
                  out if self.out == "raw" else np.ascontiguousarray(out.transpose(1, 2, 0)))
@@ -704,19 +711,19 @@ class Codec:
         :func:`rawdiff.codec.tiled_decode.decode_latent`), cropped to the frame, gathered in
         one float32 tensor on the device (called under ``torch.inference_mode``)."""
         torch = _needs_torch("decoding")
-        from rawdiff.codec.tiled_decode import decode_latent
 
         latent = self.tiled_latent(codes, mode, steps, seed, header.code_shape, realism)
         height, width = header.height, header.width
         frame = torch.empty((3, height, width), dtype=torch.float32, device=self.device)
 
-        def sink(top: int, left: int, y) -> None:
-            top, left = top * self.factor, left * self.factor
-            piece = y[:, : height - top, : width - left]
-            frame[:, top: top + piece.shape[1], left: left + piece.shape[2]] = piece.float()
+        def sink(top: int, left: int, piece) -> None:
+            piece = piece[:, : height - top, : width - left]
+            frame[:, top: top + piece.shape[1], left: left + piece.shape[2]] = piece
 
-        with self._autocast():
-            decode_latent(self.embedder, latent, self.tile or max(latent.shape[-2:]), sink, self.tile_passes)
+        try:
+            self.decode_pieces(latent, sink, on_device=True)
+        finally:
+            self._tile_norms = None  # one pass: nothing to reuse
         return frame
 
     def deblocked(self, rgb: np.ndarray, quality: int) -> np.ndarray:

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from rawdiff.codec.colour_stats import _statistics
-from rawdiff.codec.deblock import Deblock, filter_levels
 
 
 def cell_statistics(rgb: torch.Tensor, factor: int) -> Tuple[float, ...]:
@@ -89,16 +88,9 @@ def to_levels(rgb: torch.Tensor) -> torch.Tensor:
     return torch.round(rgb * 255.0).clamp_(0.0, 255.0)
 
 
-def deblock(levels: torch.Tensor, cell: int, setting: Optional[Deblock]) -> torch.Tensor:
-    """The deblocking filter (:func:`rawdiff.codec.deblock.filter_levels`) of a 3 x H x W
-    float32 tensor of integer levels, whole (the frame is in device memory already), in
-    place; returned for chaining. ``setting`` None leaves it."""
-    return filter_levels(levels, cell, setting)
-
-
 def to_host(levels: torch.Tensor) -> np.ndarray:
     """3 x H x W integer levels -> uint8 H x W x 3 on the host."""
     return levels.to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
 
 
-__all__ = ["cell_statistics", "colour_stage", "deblock", "to_host", "to_levels"]
+__all__ = ["cell_statistics", "colour_stage", "to_host", "to_levels"]
