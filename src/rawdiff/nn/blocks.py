@@ -13,12 +13,27 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def normalize(channels: int) -> nn.GroupNorm:
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that also takes groups of one value each (one channel a group over a
+    1x1 map: what a frame of one cell gives a narrow network). Torch refuses such input for
+    a batch of one; the formula gives 0 there for any eps > 0 (the value is its group's mean),
+    so the output is the bias, as torch gives for the same input in a larger batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() >= 2 and self.num_channels // self.num_groups * x[:1, :1].numel() == 1:
+            out = torch.zeros_like(x)
+            if self.affine:
+                out = out + self.bias.to(x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
+            return out
+        return super().forward(x)
+
+
+def normalize(channels: int) -> GroupNorm:
     """GroupNorm with up to 32 groups that divide ``channels``."""
     groups = 32
     while channels % groups:
         groups //= 2
-    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
+    return GroupNorm(groups, channels, eps=1e-6, affine=True)
 
 
 class ResBlock(nn.Module):
