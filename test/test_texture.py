@@ -25,11 +25,27 @@ from rawdiff.models.texture import (
     bands,
     energy_loss,
     gaussian_blur,
+    local_energy,
     luma,
     split_realism,
     synthesize,
 )
 from rawdiff.texture_fit import fit_texture, write_texture
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 97, 130), (2, 3, 13, 40), (1, 1, 5, 300), (1, 1, 1, 1)])
+def test_the_cpu_filters_are_torch_s_to_float32_rounding(shape):
+    # OpenCV on the CPU (float32, no gradients); torch's depthwise convolution and avg_pool2d
+    # where gradients are wanted: the same values, borders and short sides included
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    for sigma in (1.0, 2.0, 4.0):
+        fast, ref = gaussian_blur(x, sigma), gaussian_blur(x.clone().requires_grad_(True), sigma).detach()
+        assert fast.shape == x.shape and fast.dtype == torch.float32
+        assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-6), sigma
+    fast = local_energy(x)
+    ref = torch.nn.functional.avg_pool2d(x * x, 9, 1, 4, count_include_pad=False)
+    assert fast.shape == x.shape and torch.allclose(fast, ref, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(local_energy(x.clone().requires_grad_(True)).detach(), ref)
 
 
 def test_bands_split_fine_from_coarser_detail():
