@@ -198,3 +198,24 @@ def test_a_diffusion_decoder_of_the_codes_carries_over_with_its_scales(stages, t
     other = train([TINY], ["data.params.root=" + tiny_corpus, "data.params.crop_size=128"] + SCALABLE,
                   max_steps=1, seed=5, logdir=str(tmp_path / "other"))["model_dir"]
     assert not same_codes(load_file(os.path.join(other, "embedder.safetensors")), load_frozen_embedder(second))
+
+
+def test_a_stage_on_frozen_codes_can_keep_the_prior_of_its_init_byte_for_byte(stages, tiny_corpus, tmp_path, frame):
+    first, second = stages
+    common = ["data.params.root=" + tiny_corpus, "data.params.crop_size=128"] + SCALABLE
+    third = train([TINY], common + STAGE + ["model.params.init=" + second, "codec.keep_prior=true"], max_steps=1,
+                  logdir=str(tmp_path / "third"))["model_dir"]
+    with open(os.path.join(second, "prior.safetensors"), "rb") as a, open(os.path.join(third, "prior.safetensors"),
+                                                                        "rb") as b:
+        assert a.read() == b.read()
+    metas = []
+    for d in (second, third):
+        with open(os.path.join(d, "model.json")) as f:
+            metas.append(json.load(f))
+    assert metas[1]["prior"] == dict(metas[0]["prior"], kept_from=metas[0]["model_id"])
+    assert metas[1]["model_id"] != metas[0]["model_id"]  # its decoder trained on
+    codec = Codec.load(third, device="cpu")
+    rgb = codec.decompress(codec.compress(frame, quality=3))
+    assert rgb.shape == frame.shape + (3,)
+    with pytest.raises(ValueError, match="codec.keep_prior keeps the prior of model.params.init"):
+        train([TINY], common + ["codec.keep_prior=true"], max_steps=1, logdir=str(tmp_path / "codes"))

@@ -215,6 +215,41 @@ def write_model_card(out: str, meta: Dict[str, Any]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def kept_prior(model, tmp: str, prior_kind: str, with_means: bool) -> Dict[str, Any]:
+    """``codec.keep_prior``: a stage trained on frozen codes takes the index prior (and cell
+    means) of the model it started from (``model.params.init``) byte for byte instead of
+    fitting them again on the training frames: the codes are the same, so the fit could only
+    repeat it up to float rounding, in minutes over large frames. Copies the files into
+    ``tmp``; returns model.json's entries for them."""
+    from safetensors.torch import load_file
+
+    from rawdiff.models.ldm import same_codes
+
+    init = getattr(model, "hparams", {}).get("init")
+    if not getattr(model, "frozen_codes", False) or not init:
+        raise ValueError("codec.keep_prior keeps the prior of model.params.init for a stage trained with "
+                         "model.params.frozen_codes: this model has %s"
+                         % ("no init" if not init else "codes that train"))
+    info = read_model_dir(init)
+    old = info["meta"]
+    if old.get("prior_kind", "context") != prior_kind:
+        raise ValueError("codec.keep_prior: %s has a %s prior, this config asks for %s"
+                         % (init, old.get("prior_kind"), prior_kind))
+    if not same_codes(load_file(os.path.join(init, "embedder.safetensors")), model.embedder):
+        raise ValueError("codec.keep_prior: the embedder does not code as %s does (its encoder, analysis or "
+                         "codebooks changed), so its prior does not fit" % init)
+    names = ["prior.safetensors"] + (["means.safetensors"] if with_means else [])
+    missing = [n for n in names if not os.path.isfile(os.path.join(init, n))]
+    if missing:
+        raise ValueError("codec.keep_prior: %s has no %s" % (init, ", ".join(missing)))
+    for name in names:
+        shutil.copy2(os.path.join(init, name), os.path.join(tmp, name))
+    entries: Dict[str, Any] = {"prior": dict(old["prior"], kept_from=old["model_id"])}
+    if with_means:
+        entries["means"] = dict(old["means"])
+    return entries
+
+
 def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Optional[Dict] = None,
                  prior_kind: Optional[str] = None, prior_frames: Optional[int] = None) -> str:
     """Write the model directory of a trained embedder (``model.embedder``), or of a latent
@@ -242,20 +277,23 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
             meta["stages"] = [list(st) for st in embedder.stages]
         if codec_cfg.get("default_quality") is not None:
             meta["default_quality"] = check_quality(codec_cfg["default_quality"], len(embedder.stages))
-        frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
         with_means = bool(getattr(embedder, "mean_layers", None))
-        codes, gammas = training_codes(embedder, frames, with_means)
-        prior = fit_prior(embedder, codes, prior_kind)
-        if len(prior) == 1:
-            prior.stages[0].save(os.path.join(tmp, "prior.safetensors"))
+        if codec_cfg.get("keep_prior"):
+            meta.update(kept_prior(model, tmp, prior_kind, with_means))
         else:
-            prior.save(os.path.join(tmp, "prior.safetensors"))
-        meta["prior"] = prior_summary(prior, codes)
-        if with_means:
-            layers, bits = fit_means(embedder, gammas, codes)
-            layers.save(os.path.join(tmp, "means.safetensors"))
-            meta["means"] = {"layers": [list(m) for m in layers.layers], "bits_per_value": bits,
-                             "frames": len(codes)}
+            frames = iter_index_frames(index, prior_frames or codec_cfg.get("prior_frames"))
+            codes, gammas = training_codes(embedder, frames, with_means)
+            prior = fit_prior(embedder, codes, prior_kind)
+            if len(prior) == 1:
+                prior.stages[0].save(os.path.join(tmp, "prior.safetensors"))
+            else:
+                prior.save(os.path.join(tmp, "prior.safetensors"))
+            meta["prior"] = prior_summary(prior, codes)
+            if with_means:
+                layers, bits = fit_means(embedder, gammas, codes)
+                layers.save(os.path.join(tmp, "means.safetensors"))
+                meta["means"] = {"layers": [list(m) for m in layers.layers], "bits_per_value": bits,
+                                 "frames": len(codes)}
         if hasattr(model, "export_extras"):
             meta.update(model.export_extras(tmp))  # files carried over from another model directory
         save_config(cfg, os.path.join(tmp, "config.yaml"))
