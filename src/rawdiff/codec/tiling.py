@@ -38,7 +38,6 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from rawdiff.nn.blocks import Downsample, Upsample
 
@@ -225,7 +224,7 @@ class FrameNorms:
                 if index == self._stop_at:
                     raise _StopForward()
             if self._core is None or stats is None:  # outside a tile, or before any statistics
-                return F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+                return type(norm).forward(norm, x)  # the norm's own (the instance's is this one)
             return _normalise(x, norm, stats[0], stats[1])
 
         return forward

@@ -95,23 +95,25 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     r, c = len(k) // 2, x.shape[1]
     h, w = x.shape[-2:]
     if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad and r < min(h, w):
-        return _blur_planes(x, k.numpy())
+        import cv2
+
+        kn = k.numpy()
+        return _per_plane(x, lambda src, dst: cv2.sepFilter2D(src, -1, kn, kn, dst=dst,
+                                                              borderType=cv2.BORDER_REFLECT_101))
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect" if r < w else "replicate"),
                  k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect" if r < h else "replicate"),
                     k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def _blur_planes(x: torch.Tensor, k: np.ndarray) -> torch.Tensor:
-    """:func:`gaussian_blur` of a float32 CPU tensor, plane by plane with OpenCV (border
-    REFLECT_101 is torch's ``reflect`` pad)."""
-    import cv2
-
+def _per_plane(x: torch.Tensor, apply) -> torch.Tensor:
+    """``apply(src, dst)`` (an OpenCV filter into ``dst``) on every H x W plane of a float32
+    CPU tensor: the filters of :func:`gaussian_blur` and :func:`local_energy` there."""
     h, w = x.shape[-2:]
     planes = x.detach().contiguous().view(-1, h, w).numpy()
     out = np.empty_like(planes)
     for src, dst in zip(planes, out):
-        cv2.sepFilter2D(src, -1, k, k, dst=dst, borderType=cv2.BORDER_REFLECT_101)
+        apply(src, dst)
     return torch.from_numpy(out).view(x.shape)
 
 
@@ -155,19 +157,28 @@ def local_energy(b: torch.Tensor, window: int = WINDOW) -> torch.Tensor:
         return F.avg_pool2d(sq, window, 1, window // 2, count_include_pad=False)
     import cv2
 
+    count = _window_count(h, w, window)
+
+    def box_mean(src: np.ndarray, dst: np.ndarray) -> None:
+        cv2.boxFilter(src, -1, (window, window), dst=dst, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        dst /= count
+
+    return _per_plane(sq, box_mean)
+
+
+@functools.lru_cache(maxsize=4)
+def _window_count(h: int, w: int, window: int) -> np.ndarray:
+    """How many pixels of the ``window`` x ``window`` around each pixel of an h x w image lie
+    inside it, float32 (made once per frame size; callers must not modify it)."""
     r = window // 2
 
-    def inside(n: int) -> np.ndarray:  # pixels of the window inside a side of n
+    def inside(n: int) -> np.ndarray:
         i = np.arange(n)
         return (np.minimum(i + r, n - 1) - np.maximum(i - r, 0) + 1).astype(np.float32)
 
     count = np.outer(inside(h), inside(w))
-    planes = sq.detach().contiguous().view(-1, h, w).numpy()
-    out = np.empty_like(planes)
-    for src, dst in zip(planes, out):
-        cv2.boxFilter(src, -1, (window, window), dst=dst, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        dst /= count
-    return torch.from_numpy(out).view(sq.shape)
+    count.setflags(write=False)
+    return count
 
 
 def band_energies(img: torch.Tensor, sigmas: Sequence[float] = SIGMAS) -> torch.Tensor:
