@@ -151,9 +151,11 @@ model: data
 # into the model directory in place; the model_id stays. The share, gain, amplification of the
 # image's own detail, noise shares and default realism are the ones measured on the validation
 # frames (model card, "Texture stage"): the default realism 0.25 is the texture at full
-# strength and no latent draw (the UNet runs from a realism above 0.25).
+# strength and no latent draw (the UNet runs from a realism above 0.25). The fit also fits the
+# texture's level on the frames' detail statistics (texture.level: the encoder then sends
+# them); `rawdiff fit-texture --level-only` fits that alone and keeps the network (12 s).
 TEXTURE_MODEL := models/default
-TEXTURE_ARGS := --steps 16000 --share 0.25 --gain 1.0 --amplify 1 2 2 --noise 1 1 0 --realism 0.25
+TEXTURE_ARGS := --steps 16000 --share 0.25 --gain 1.4 --amplify 1 2 2 --noise 1 0.5 0 --realism 0.25
 model-texture: data
 	$(RUN) rawdiff fit-texture --model $(TEXTURE_MODEL) data/corpus/train.txt $(TEXTURE_ARGS)
 

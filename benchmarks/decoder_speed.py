@@ -94,7 +94,7 @@ def breakdown(codec, data: bytes, mode: str, steps: int, repeats: int) -> dict:
     if codec.deblock_filters is not None:
         part("deblocking filter", lambda: codec.deblocked(rgb, len(codes)))
     if gain > 0:
-        part("texture", lambda: codec.textured(deblocked, len(codes), 0, gain))
+        part("texture", lambda: codec.textured(deblocked, len(codes), 0, gain, codec.texture_level(header)))
     return parts
 
 
@@ -126,7 +126,8 @@ def device_parts(codec, header, codes, mode: str, steps: int, realism, gain: flo
             setting = codec.deblock_filters[len(codes) - 1]
             part("deblocking filter", lambda: filter_levels(levels.clone(), codec.factor, setting))
         if gain > 0:
-            part("texture", lambda: codec._textured_tensor(levels[None] / 255.0, len(codes), 0, gain))
+            part("texture", lambda: codec._textured_tensor(levels[None] / 255.0, len(codes), 0, gain,
+                                                           codec.texture_level(header)))
         part("copy to host", lambda: device_render.to_host(levels))
 
 

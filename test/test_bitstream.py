@@ -297,10 +297,18 @@ def test_header_rejects_impossible_fields(changes, match):
 def test_pack_rejects_bad_arguments():
     with pytest.raises(BitstreamError, match="payload_length"):
         pack(make_header(payload_length=3), b"ab")
-    with pytest.raises(BitstreamError, match=r"cannot write format version 2 \(this build writes versions 5 and 4"):
+    with pytest.raises(BitstreamError, match=r"cannot write format version 2 \(this build writes versions 6, 5 and 4"):
         pack(make_header(version=2), b"")
-    with pytest.raises(BitstreamError, match="cannot write format version 6"):
-        pack(make_header(version=6), b"")
+    with pytest.raises(BitstreamError, match="cannot write format version 7"):
+        pack(make_header(version=7), b"")
+    with pytest.raises(BitstreamError, match="format version 6 is for streams with detail statistics"):
+        make_header(version=6)
+    with pytest.raises(BitstreamError, match="detail statistics need format version 6"):
+        make_header(version=4, detail=(1, 2, 3))
+    with pytest.raises(BitstreamError, match="detail values must be in 0..255"):
+        make_header(detail=(1, 256))
+    with pytest.raises(BitstreamError, match="detail holds 9 values"):
+        make_header(detail=(0,) * 9)
     with pytest.raises(BitstreamError, match="format version 5 is for streams with mean layers"):
         make_header(version=5)
     with pytest.raises(BitstreamError, match="matrix_source 'default' is the identity matrix"):
@@ -427,10 +435,11 @@ def test_crc_mismatch(valid, valid3):
 
 
 def test_future_version_fails_cleanly(valid):
-    v6 = with_field(valid, 4, "<H", 6)  # a well-formed file of a version this build does not know
+    v7 = with_field(valid, 4, "<H", 7)  # a well-formed file of a version this build does not know
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
-        with pytest.raises(BitstreamError, match=r"unsupported bitstream format version 6 .*reads versions 2, 3, 4, 5"):
-            reader(v6)
+        with pytest.raises(BitstreamError,
+                           match=r"unsupported bitstream format version 7 .*reads versions 2, 3, 4, 5, 6"):
+            reader(v7)
     with pytest.raises(BitstreamError, match="version 0"):
         unpack(with_field(valid, 4, "<H", 0))
 
@@ -440,7 +449,8 @@ def test_version_1_golden_files_fail_naming_the_versions(name):
     data = (GOLDEN / (name + ".rdc")).read_bytes()
     assert struct.unpack_from("<H", data, 4) == (1,)
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
-        with pytest.raises(BitstreamError, match=r"format version 1 \(this build reads versions 2, 3, 4, 5\).*colour"):
+        with pytest.raises(BitstreamError,
+                           match=r"format version 1 \(this build reads versions 2, 3, 4, 5, 6\).*colour"):
             reader(data)
 
 
@@ -910,7 +920,7 @@ def test_mutations_past_the_crc_never_crash(data):
 @settings(max_examples=200, deadline=None)
 @given(tail=st.binary(max_size=120))
 def test_random_bytes_after_a_valid_prefix(tail):
-    for version in (b"\x02\x00", b"\x03\x00", b"\x04\x00"):
+    for version in (b"\x02\x00", b"\x03\x00", b"\x04\x00", b"\x05\x00", b"\x06\x00"):
         for data in (b"RDCF" + tail, b"RDCF" + version + tail, refresh_crc(b"RDCF" + version + tail + b"\x00" * 4)):
             try:
                 unpack(data)
@@ -965,7 +975,7 @@ def test_mean_layer_fields_are_checked():
     ]:
         with pytest.raises(BitstreamError, match=match):
             make_header(stages=STAGES3, means=bad)
-    with pytest.raises(BitstreamError, match="mean layers need format version 5, the header says 4"):
+    with pytest.raises(BitstreamError, match="mean layers need format version 5 or 6, the header says 4"):
         make_header(stages=STAGES3, means=MEANS2, version=4)
     with pytest.raises(BitstreamError, match="format version 5 is for streams with mean layers"):
         make_header(stages=STAGES3, version=5)
@@ -987,9 +997,11 @@ def test_a_mean_entry_in_a_version_4_stream_or_first_in_the_table_is_refused():
         unpack(refresh_crc(bytes(first)))
 
 
-def test_golden_version_5():
-    header, chunks, means = means_case()
-    rdc, js = GOLDEN / "frame_v5_rggb_means.rdc", GOLDEN / "frame_v5_rggb_means.json"
+def check_golden_with_layers(name: str, header: Header, chunks, means) -> None:
+    """The golden file ``name`` (.rdc and .json) is the bitstream of ``header``, ``chunks`` and
+    ``means``, byte for byte, and reads back as the .json says (RAWDIFF_REGEN_GOLDEN=1 writes
+    them)."""
+    rdc, js = GOLDEN / (name + ".rdc"), GOLDEN / (name + ".json")
     if REGEN:
         data = pack(header, chunks, means)
         rdc.write_bytes(data)
@@ -1004,3 +1016,60 @@ def test_golden_version_5():
     assert hashlib.sha256(payload).hexdigest() == expected["payload_sha256"]
     assert pack(header, chunks, means) == data
     assert bs.split_payload(got, payload) == (chunks, means)
+
+
+def test_golden_version_5():
+    header, chunks, means = means_case()
+    check_golden_with_layers("frame_v5_rggb_means", header, chunks, means)
+
+
+DETAIL = (185, 170, 135)  # three detail statistics (rawdiff.codec.detail_stats)
+
+
+def test_version_6_carries_detail_statistics_that_every_cut_keeps():
+    header, chunks, means = means_case()
+    data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL), chunks, means)
+    got, payload = unpack(data)
+    assert got.version == 6 and got.detail == DETAIL and got.means == unpack(pack(header, chunks, means))[0].means
+    assert got.to_dict()["detail"] == list(DETAIL) and Header.from_dict(got.to_dict()) == got
+    # 1 + 3 bytes more than the same stream without them, before the stage table
+    assert len(data) == len(pack(header, chunks, means)) + 4
+    for q in (1, 2, 3):
+        cut = truncate(data, q)
+        assert unpack(cut)[0].detail == DETAIL and unpack(cut)[0].version == 6
+        assert cut == pack(make_header(stages=STAGES3[:q], means=tuple(m for m in MEANS2 if m[0] <= q),
+                                       detail=DETAIL), chunks[:q], means[: sum(m[0] <= q for m in MEANS2)])
+    assert bs.truncated_sizes(got, len(data)) == {q: len(truncate(data, q)) for q in (1, 2, 3)}
+    lay = bs.layout(data)
+    assert data[lay["table"] - 4: lay["table"]] == bytes((3,) + DETAIL)
+    assert unpack(pack(make_header(detail=DETAIL), b"xyz"))[0].detail == DETAIL  # no stages, no means
+
+
+def test_a_version_6_header_with_a_bad_detail_count_is_refused():
+    data = pack(make_header(stages=STAGES3, detail=DETAIL), [b"a", b"bc", b"def"])
+    at = bs.layout(data)["table"] - 4  # the count
+    for count, match in ((0, "declares 0 bytes of detail statistics"), (9, "declares 9 bytes of detail statistics"),
+                         (255, "declares 255 bytes")):
+        with pytest.raises(BitstreamError, match=match):
+            unpack(refresh_crc(with_field(data, at, "<B", count)))
+    with pytest.raises(BitstreamError, match="truncated"):
+        read_header(data[: at + 2], verify=False)
+
+
+def test_golden_version_6():
+    _, chunks, means = means_case()
+    check_golden_with_layers("frame_v6_rggb_detail", make_header(stages=STAGES3, means=MEANS2, detail=DETAIL), chunks,
+                             means)
+
+
+def test_every_truncation_of_a_version_6_stream_is_reported():
+    data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL), [b"a", b"bc", b"def"], [b"gh", b"ijk"])
+    for n in range(1, len(data)):
+        with pytest.raises(BitstreamError, match="truncated") as info:
+            unpack(data[:n])
+        assert "got %d" % n in str(info.value)
+    at = bs.layout(data)["table"] - 4  # the detail statistics' count
+    for n, what in ((at, "the detail statistics' count"), (at + 1, "the detail statistics"),
+                    (at + 3, "the detail statistics"), (at + 4, "the stage table")):
+        with pytest.raises(BitstreamError, match="truncated.*%s" % what):
+            read_header(data[:n], verify=False)

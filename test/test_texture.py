@@ -5,6 +5,7 @@ model directory's checks, and the codec, CLI and realism split with a fitted sta
 import json
 import os
 import shutil
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
@@ -449,11 +450,14 @@ def test_write_texture_checks_its_settings(textured_model, tmp_path):
     assert open(os.path.join(d, "model.json")).read() == before
 
 
-def test_rendered_on_the_device_the_textured_decode_is_the_host_s(textured_model, frame):
+@pytest.mark.parametrize("model", ["textured_model", "levelled_model"])
+def test_rendered_on_the_device_the_textured_decode_is_the_host_s(model, frame, request):
     """The texture stage on the device's levels (Codec.render_on_device) is the host's within
-    the colour stage's rounding (a level, which the amplification can raise a little)."""
+    the colour stage's rounding (a level, which the amplification can raise a little), with the
+    level from the stream's detail statistics too."""
+    model_dir = request.getfixturevalue(model)
     for tile in (0, 8):
-        host, dev = Codec.load(textured_model, tile=tile), Codec.load(textured_model, tile=tile)
+        host, dev = Codec.load(model_dir, tile=tile), Codec.load(model_dir, tile=tile)
         host.render_on_device, dev.render_on_device = False, True
         payload = host.compress(frame, quality=2)
         assert dev.tiled(dev.parse(payload)[0].code_shape) == bool(tile)
@@ -463,3 +467,125 @@ def test_rendered_on_the_device_the_textured_decode_is_the_host_s(textured_model
             diff = np.abs(a.astype(int) - b)
             assert diff.max() <= 3 and (diff == 0).mean() > 0.98, (tile, realism, diff.max(), (diff == 0).mean())
             assert np.array_equal(b, dev.decompress(payload, mode="diffusion", realism=realism, seed=4))
+
+
+# -- the level of the texture from the frame's detail statistics (rawdiff.codec.detail_stats)
+
+
+def test_a_level_sets_the_mean_log_of_the_expected_energies_whole_and_in_strips():
+    from rawdiff.models.texture import expected_energies, level_scale
+
+    net = TextureEnergy()
+    with torch.no_grad():  # energies that vary over the image
+        net.net[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+        net.net[-1].bias.fill_(np.log(2e-4))
+    img = gaussian_blur(torch.rand(1, 3, 203, 80, generator=torch.Generator().manual_seed(5)), 2.0)
+    level = [-6.0, -7.5, -9.0]
+    expected = expected_energies(net, img, 0.2)
+    scaled = expected * level_scale(expected.log().mean(dim=(2, 3)), level)
+    torch.testing.assert_close(scaled.log().mean(dim=(2, 3))[0], torch.tensor(level), atol=1e-4, rtol=0)
+    whole = synthesize(net, img, 0.2, 1.0, torch.Generator().manual_seed(1), log_level=level)
+    white = torch.randn((1, 1, 203, 80), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(whole, add_texture(img, scaled, 1.0, white=white))
+    assert not torch.equal(whole, synthesize(net, img, 0.2, 1.0, torch.Generator().manual_seed(1)))
+    for rows in (64, 100):
+        strips = synthesize(net, img, 0.2, 1.0, torch.Generator().manual_seed(1), strip_rows=rows, log_level=level)
+        torch.testing.assert_close(strips, whole, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="a texture level of 2 bands for energies of 3"):
+        synthesize(net, img, 0.2, 1.0, torch.Generator().manual_seed(1), log_level=level[:2])
+
+
+@pytest.fixture(scope="module")
+def levelled_model(textured_model, tiny_corpus, tmp_path_factory):
+    """The textured model with a level fitted by `rawdiff fit-texture --level-only` on all six frames."""
+    out = str(tmp_path_factory.mktemp("level") / "model")
+    shutil.copytree(textured_model, out)
+    data = [os.path.join(tiny_corpus, name + ".txt") for name in ("train", "val", "test")]
+    assert main(["fit-texture", "--model", out] + data + ["--level-only", "--share", "0.5", "--gain", "1.5",
+                                                          "--realism", "0.75", "--amplify", "1", "2", "2",
+                                                          "--noise", "1", "1", "0.5"]) == 0
+    return out
+
+
+def test_fit_level_only_keeps_the_network_and_the_encoder_sends_the_statistics(levelled_model, textured_model, frame):
+    from rawdiff.codec import bitstream, truncate
+    from rawdiff.codec.detail_stats import dequantize, frame_detail
+
+    before, after = read_model_dir(textured_model)["meta"], read_model_dir(levelled_model)["meta"]
+    assert "level" not in before["texture"]  # two frames are too few for its fit: the network's own level
+    level = after["texture"]["level"]
+    assert after["texture"]["sha256"] == before["texture"]["sha256"] and after["model_id"] == before["model_id"]
+    assert level["frames"] == 6 and len(level["coefficients"]) == 3 and len(level["coefficients"][0]) == 4
+    codec, plain = Codec.load(levelled_model), Codec.load(textured_model)
+    assert codec.sends_detail and not plain.sends_detail
+    payload = codec.compress(frame, quality=2)
+    header = bitstream.read_header(payload)
+    assert header.version == 6 and header.detail == frame_detail(codec.model_planes(frame))
+    assert bitstream.read_header(truncate(payload, 1)).detail == header.detail
+    assert plain.compress(frame, quality=2) == bitstream.pack(
+        dataclasses_replace(header, detail=(), version=None, payload_length=None),
+        bitstream.stage_payloads(*bitstream.unpack(payload)))  # the same codes, without the statistics
+    np.testing.assert_allclose(codec.texture_level(header),
+                               np.asarray(level["coefficients"]) @ np.append(dequantize(header.detail), 1.0))
+    assert plain.texture_level(header) is None
+
+
+def test_the_level_moves_the_texture_and_leaves_the_fast_path(levelled_model, textured_model, frame):
+    codec, plain = Codec.load(levelled_model), Codec.load(textured_model)
+    payload = codec.compress(frame, quality=1)
+    fast = codec.decompress(payload)
+    assert np.array_equal(fast, plain.decompress(payload))  # a decoder without the level reads the stream too
+    amplitude, _ = codec.realism_split("diffusion", 0.5)
+    levelled = codec.decompress(payload, mode="diffusion", realism=0.5, seed=2)
+    header, _ = codec.parse(payload)
+    assert np.array_equal(levelled, codec.textured(fast, 1, 2, amplitude, codec.texture_level(header)))
+    assert not np.array_equal(levelled, plain.decompress(payload, mode="diffusion", realism=0.5, seed=2))
+    tiled = Codec.load(levelled_model, tile=8)
+    assert tiled.tiled(header.code_shape)
+    np.testing.assert_allclose(tiled.decompress(payload, mode="diffusion", realism=0.5, seed=2).astype(int),
+                               levelled.astype(int), atol=1)
+
+
+def test_a_stream_with_another_count_of_detail_statistics_is_refused(levelled_model, frame):
+    from rawdiff.codec import bitstream
+
+    codec = Codec.load(levelled_model)
+    header, payload = bitstream.unpack(codec.compress(frame, quality=1))
+    other = bitstream.pack(dataclasses_replace(header, detail=(1, 2), payload_length=None),
+                           bitstream.stage_payloads(header, payload))
+    with pytest.raises(bitstream.BitstreamError, match="carries 2 detail statistics; this build reads 3"):
+        codec.decompress(other)
+
+
+def test_a_bad_level_entry_is_refused_by_name(levelled_model, tmp_path):
+    d = str(tmp_path / "m")
+    shutil.copytree(levelled_model, d)
+    with open(os.path.join(d, "model.json")) as f:
+        meta = json.load(f)
+    meta["texture"]["level"]["coefficients"][1] = [1.0, 2.0]
+    with open(os.path.join(d, "model.json"), "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(ValueError, match="texture level must hold 'coefficients': 3 lists"):
+        Codec.load(d)
+
+
+def test_info_says_the_level_comes_from_the_streams(levelled_model, capsys):
+    assert main(["info", "--model", levelled_model]) == 0
+    assert "the default 0.75; its level from the detail statistics the streams carry)" in capsys.readouterr().out
+    assert main(["info", "--model", levelled_model, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["texture"]["level"]["frames"] == 6
+
+
+def test_level_only_keeps_the_model_s_settings_unless_given(levelled_model, tiny_corpus, tmp_path, capsys):
+    d = str(tmp_path / "m")
+    shutil.copytree(levelled_model, d)
+    data = [os.path.join(tiny_corpus, name + ".txt") for name in ("train", "val", "test")]
+    before = read_model_dir(d)["meta"]["texture"]
+    assert main(["fit-texture", "--model", d] + data + ["--level-only"]) == 0
+    assert read_model_dir(d)["meta"]["texture"] == before
+    assert main(["fit-texture", "--model", d] + data + ["--level-only", "--gain", "2"]) == 0
+    assert read_model_dir(d)["meta"]["texture"] == dict(before, gain=2.0)
+    assert main(["fit-texture", "--model", d, data[0], "--level-only", "--max-frames", "2"]) == 1
+    assert "2 frames cannot fit 4 weights a band" in capsys.readouterr().err
+    assert main(["fit-texture", "--model", d] + data + ["--level-only", "--gain", "0"]) == 1
+    assert read_model_dir(d)["meta"]["texture"] == dict(before, gain=2.0)

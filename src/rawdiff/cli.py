@@ -249,7 +249,8 @@ def _model_info(model_dir: str, as_json: bool) -> int:
             for k, (sc, size) in enumerate(stages)]
     default = int(meta.get("default_quality") or len(stages))
     points = meta.get("operating_points") or []
-    texture = {k: meta["texture"][k] for k in ("share", "gain", "realism", "parameters", "sigmas", "amplify", "noise")
+    texture = {k: meta["texture"][k]
+               for k in ("share", "gain", "realism", "parameters", "sigmas", "amplify", "noise", "level")
                if k in meta["texture"]} \
         if meta.get("texture") else None
     deblock = {k: meta["deblock"][k] for k in ("taps", "clip", "beta")} if meta.get("deblock") else None
@@ -267,9 +268,10 @@ def _model_info(model_dir: str, as_json: bool) -> int:
     lines = ["model %s (%s): f%d, decoder output %s, %s prior%s" % (
         meta["model_id"], model_dir, factor, meta.get("out", "rgb"), meta.get("prior_kind", "?"),
         ", diffusion decoder" if "diffusion" in meta else "")
-        + (", texture stage (%d parameters, %d bands; realism: texture up to %g, the default %g)"
+        + (", texture stage (%d parameters, %d bands; realism: texture up to %g, the default %g%s)"
            % (texture.get("parameters", 0), len(texture.get("sigmas", TEXTURE_LEGACY_SIGMAS)), texture["share"],
-              texture["realism"])
+              texture["realism"], "; its level from the detail statistics the streams carry"
+              if texture.get("level") else "")
            if texture else "")
         + (", deblocking filter at qualities %s" % ",".join(str(q) for q in deblocked_qualities(deblock))
            if deblock else ""),
@@ -315,24 +317,51 @@ def cmd_train(args) -> int:
 def cmd_fit_texture(args) -> int:
     """Fit the texture stage of a model directory on its own fast decodes of ``DATA``."""
     from rawdiff.codec import Codec
+    from rawdiff.codec.detail_stats import FEATURES
     from rawdiff.codec.modeldir import DIFFUSION_FILE, check_texture_settings
+    from rawdiff.eval.frames import find_frames
     from rawdiff.models.texture import CHANNELS, SIGMAS
-    from rawdiff.texture_fit import fit_texture, write_texture
+    from rawdiff.texture_fit import fit_level, fit_texture, level_examples, set_texture_level, write_texture
 
-    # the settings before the decodes and the fit
-    check_texture_settings(args.share, args.gain, args.realism, CHANNELS, SIGMAS, args.amplify, args.noise)
     codec = Codec.load(args.model, threads=args.threads)
     if not codec.has_diffusion:
         raise ValueError("model %s has no diffusion decoder (%s): the texture stage is part of its realism path"
                          % (args.model, DIFFUSION_FILE))
-    examples = _fit_examples(codec, args)
-    net, record = fit_texture(examples, steps=args.steps, seed=args.seed, crop=args.crop, batch=args.batch,
-                              max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes)
-    record["data"] = list(args.data)
-    entry = write_texture(args.model, net, args.share, args.gain, record, realism=args.realism, amplify=args.amplify,
-                          noise=args.noise)
+    if args.level_only and (codec.texture_settings is None
+                            or list(codec.texture_settings.get("sigmas") or ()) != list(SIGMAS)):
+        raise ValueError("--level-only: model %s has no texture stage of the bands %s to keep"
+                         % (args.model, list(SIGMAS)))
+    # the settings not given: the model's own with --level-only, else the defaults; checked
+    # before the decodes and the fit
+    base = codec.texture_settings if args.level_only else TEXTURE_DEFAULTS
+    settings = {k: base[k] if getattr(args, k) is None else getattr(args, k) for k in TEXTURE_DEFAULTS}
+    check_texture_settings(settings["share"], settings["gain"], settings["realism"], CHANNELS, SIGMAS,
+                           settings["amplify"], settings["noise"])
+    paths = find_frames(args.data)[: args.max_frames or None]
+    level = None
+    if args.level_only or len(paths) > FEATURES + 1:
+        level = dict(fit_level(*level_examples(codec, paths, args.max_pixels, SIGMAS)), data=list(args.data))
+    if args.level_only:
+        entry = set_texture_level(args.model, level, **settings)
+    else:
+        if level is None:
+            logging.getLogger("rawdiff").warning(
+                "%d frames are too few to fit the texture's level on %d detail statistics: the texture stage keeps "
+                "its network's own level", len(paths), FEATURES)
+        examples = _fit_examples(codec, args)
+        net, record = fit_texture(examples, steps=args.steps, seed=args.seed, crop=args.crop, batch=args.batch,
+                                  max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes)
+        record["data"] = list(args.data)
+        entry = write_texture(args.model, net, settings["share"], settings["gain"], record,
+                              realism=settings["realism"], amplify=settings["amplify"], noise=settings["noise"],
+                              level=level)
     print(json.dumps(entry, indent=2, sort_keys=True))
     return 0
+
+
+#: the texture stage's settings where `rawdiff fit-texture` is not given them (the shipped
+#: model's settings go with its level: Makefile's TEXTURE_ARGS)
+TEXTURE_DEFAULTS = {"share": 0.25, "gain": 1.0, "realism": 0.25, "amplify": [1.0, 2.0, 2.0], "noise": [1.0, 1.0, 0.0]}
 
 
 def _fit_examples(codec, args, deblock: bool = True):
@@ -470,15 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, help="stop the fit after this wall time")
     p.add_argument("--max-frames", type=_non_negative_int, default=0, help="at most this many frames (0: all)")
     p.add_argument("--max-pixels", type=_positive_int, default=400_000, help="centre crop of each frame")
-    p.add_argument("--share", type=float, default=0.25, help="the share of the realism knob the texture takes")
-    p.add_argument("--gain", type=float, default=1.0,
-                   help="at full share the texture raises the image's band energies to gain^2 times the predicted")
-    p.add_argument("--amplify", type=float, nargs="+", metavar="A", default=[1.0, 2.0, 2.0],
+    p.add_argument("--share", type=float, help="the share of the realism knob the texture takes (default 0.25)")
+    p.add_argument("--gain", type=float,
+                   help="at full share the texture raises the image's band energies to gain^2 times the predicted "
+                   "(default 1)")
+    p.add_argument("--amplify", type=float, nargs="+", metavar="A",
                    help="raise the image's own detail in each band by at most this factor before adding noise "
-                   "(1: none), finest band first (sigma 1, 2, 4)")
-    p.add_argument("--noise", type=float, nargs="+", metavar="SHARE", default=[1.0, 1.0, 0.0],
-                   help="share of each band's remaining deficit filled with noise, finest band first (sigma 1, 2, 4)")
-    p.add_argument("--realism", type=realism_arg, default=0.25, help="the model's default realism with texture")
+                   "(1: none), finest band first (sigma 1, 2, 4; default 1 2 2)")
+    p.add_argument("--noise", type=float, nargs="+", metavar="SHARE",
+                   help="share of each band's remaining deficit filled with noise, finest band first (sigma 1, 2, 4; "
+                   "default 1 1 0)")
+    p.add_argument("--realism", type=realism_arg, help="the model's default realism with texture (default 0.25)")
+    p.add_argument("--level-only", action="store_true",
+                   help="keep the model's texture network and settings (those given here replace theirs); fit only "
+                   "its level on the frames' detail statistics")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive_int)
     p.set_defaults(func=cmd_fit_texture)

@@ -9,6 +9,12 @@ against: the prepared RGB where the corpus has it, else the reference ISP's rend
 realism, the network's width, the file's digest and a record of the fit) are written into the
 model directory. The texture stage is decoder-side only and leaves the model_id, so streams
 stay decodable.
+
+The level (``texture.level``): a least-squares fit, band by band, of the mean log energy of
+the references' bands on the frames' detail statistics (:mod:`rawdiff.codec.detail_stats`,
+as the stream carries them, quantised) and a constant. With it in model.json the encoder
+sends the statistics and the decoder scales the network's energies to that level
+(:func:`rawdiff.models.texture.synthesize`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 
 from rawdiff.codec.modeldir import TEXTURE_FILE, check_realism, check_texture_settings, set_model_entry
 from rawdiff.metrics import to_tensor
-from rawdiff.models.texture import CHANNELS, SIGMAS, STRIDE, TextureEnergy, band_energies, energy_loss
+from rawdiff.models.texture import CHANNELS, EPS, SIGMAS, STRIDE, TextureEnergy, band_energies, energy_loss
 from rawdiff.outputs import write_bytes
 
 logger = logging.getLogger(__name__)
@@ -105,9 +111,63 @@ def fit_texture(examples: Iterable[Example], steps: int = 16000, crop: int = 128
     return net, record
 
 
+def level_examples(codec, paths: Sequence[str], max_pixels: int = 400_000, sigmas: Sequence[float] = SIGMAS,
+                   progress: Optional[Callable[[int, int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(statistics, levels) of the frames of ``paths``: each frame's detail statistics as its
+    stream carries them (quantised; N x FEATURES) and the mean log local energy of each band of
+    its reference's luma (N x bands), on centre crops of at most ``max_pixels``."""
+    from rawdiff.codec.detail_stats import dequantize, frame_detail
+    from rawdiff.eval.frames import load_frame
+
+    stats, levels = [], []
+    for i, path in enumerate(paths):
+        frame, ref, _ = load_frame(path, max_pixels)
+        stats.append(dequantize(frame_detail(codec.model_planes(frame))))
+        energy = band_energies(to_tensor(ref), sigmas)[0].clamp(min=EPS)
+        levels.append(energy.log().mean(dim=(1, 2)).double().numpy())
+        if progress is not None:
+            progress(i + 1, len(paths))
+    return np.array(stats), np.array(levels)
+
+
+def fit_level(stats: np.ndarray, levels: np.ndarray) -> dict:
+    """model.json's ``texture.level``: per band, the least-squares weights of the statistics
+    and a constant that predict the band's mean log energy, with the fit's frames and its rms
+    error per band (in the log)."""
+    stats, levels = np.asarray(stats, dtype=np.float64), np.asarray(levels, dtype=np.float64)
+    if stats.ndim != 2 or levels.ndim != 2 or len(stats) != len(levels):
+        raise ValueError("texture level: %s statistics for %s levels" % (stats.shape, levels.shape))
+    if len(stats) <= stats.shape[1] + 1:
+        raise ValueError("texture level: %d frames cannot fit %d weights a band" % (len(stats), stats.shape[1] + 1))
+    x = np.hstack([stats, np.ones((len(stats), 1))])
+    coefficients, *_ = np.linalg.lstsq(x, levels, rcond=None)
+    rms = np.sqrt(np.mean((x @ coefficients - levels) ** 2, axis=0))
+    return {"coefficients": [[float(v) for v in row] for row in coefficients.T], "frames": int(len(stats)),
+            "rms": [round(float(v), 4) for v in rms]}
+
+
+def set_texture_level(model_dir: str, level: dict, **settings) -> dict:
+    """Put ``level`` into the texture entry of model.json, its network kept, and ``settings``
+    (share, gain, realism, amplify, noise: each replaces the entry's own); returns the entry."""
+    import json
+
+    from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS, check_texture_level
+
+    with open(os.path.join(model_dir, "model.json")) as f:
+        entry = json.load(f).get("texture")
+    if entry is None:
+        raise ValueError("model %s has no texture stage to set the level of" % model_dir)
+    check_texture_level(level, len(entry.get("sigmas") or TEXTURE_LEGACY_SIGMAS))
+    entry = dict(entry, level=level, **settings)
+    check_texture_settings(entry.get("share"), entry.get("gain"), entry.get("realism"), entry.get("channels"),
+                           entry.get("sigmas"), entry.get("amplify"), entry.get("noise"))
+    set_model_entry(model_dir, "texture", entry)
+    return entry
+
+
 def write_texture(model_dir: str, net: TextureEnergy, share: float, gain: float, record: dict,
                   realism: float = 0.25, amplify: Optional[Sequence[float]] = None,
-                  noise: Optional[Sequence[float]] = None) -> dict:
+                  noise: Optional[Sequence[float]] = None, level: Optional[dict] = None) -> dict:
     """Write ``texture.safetensors`` and the ``texture`` entry of model.json (the settings of
     :class:`rawdiff.models.texture.Synthesis` among them), each atomically (the model_id
     stays: the stage is decoder-side)."""
@@ -127,8 +187,13 @@ def write_texture(model_dir: str, net: TextureEnergy, share: float, gain: float,
              "sigmas": sigmas, "amplify": amplify, "noise": noise, "sha256": hashlib.sha256(data).hexdigest(),
              "parameters": sum(p.numel() for p in net.parameters()),
              "fit": record}
+    if level is not None:
+        from rawdiff.codec.modeldir import check_texture_level
+
+        check_texture_level(level, len(sigmas))
+        entry["level"] = level
     set_model_entry(model_dir, "texture", entry)
     return entry
 
 
-__all__ = ["decoded_examples", "fit_texture", "write_texture"]
+__all__ = ["decoded_examples", "fit_level", "fit_texture", "level_examples", "set_texture_level", "write_texture"]

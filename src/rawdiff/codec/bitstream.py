@@ -3,12 +3,13 @@
 A ``.rdc`` file and the ``data`` field of a ``rawdiff/CompressedCodes`` message hold the
 same bytes. Every frame decodes on its own (no inter-frame state).
 
-Layout of format versions 5 and 4 (all integers and floats little-endian; varint: unsigned
+Layout of format versions 6, 5 and 4 (all integers and floats little-endian; varint: unsigned
 LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
 
     size      type     field
     4         bytes    magic b"RDCF"
-    2         uint16   format version (5 with mean layers, 4 without)
+    2         uint16   format version (6 with detail statistics, else 5 with mean layers,
+                       else 4)
     16        bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
     1         uint8    flags: bits 0-1 cfa (0 RGGB, 1 BGGR, 2 GRBG, 3 GBRG), bits 2-3 entropy
                        model of the indices (0 uniform, 1 unigram, 2 context), bit 4 wb_source
@@ -31,11 +32,16 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
     1         uint8    n = length of source_encoding (0..64)
     n         ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
                        empty: unknown)
+    1 + d     uint8s   version 6 only: d (1..8), then d bytes of the frame's detail
+                       statistics (rawdiff.codec.detail_stats: quantised log energies of its
+                       fine detail, measured on the planes the encoder codes; they set the
+                       level of the realism path's texture and belong to no stage, so a cut
+                       stream keeps them)
     1         uint8    S: the number of entries of the stage table (1..16)
     S entries stages   per quantizer stage, coarse to fine: uint8 scale (its grid is the
                        code grid divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its
                        codebook size), varint length of its entropy-coded indices in bytes;
-                       version 5 only: after a stage, the mean layers sent after it
+                       versions 5 and 6: after a stage, the mean layers sent after it
                        (rawdiff.codec.cell_means), each uint8 0x80 | exponent (1..10), varint
                        length. The quality is the number of quantizer stages.
     P         bytes    payload: the entries' coded data in table order (see
@@ -43,7 +49,8 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
                        their lengths
     4         uint32   CRC32 (zlib.crc32) of every byte before it
 
-A stream without mean layers is written as version 4 (the version that reads it).
+A stream without detail statistics is written as version 5, one without those and without
+mean layers as version 4 (the version that reads it).
 
 A 1936x1112 frame from a ROS ``bayer_rggb16`` image (integer levels, the default matrix,
 stages of 128 bytes to 16 KiB: two-byte lengths) costs 112 bytes of container at quality 1 and 137 at quality
@@ -82,7 +89,7 @@ Version 3 (still read, and written by :func:`pack` for a header of version 3, so
 
 **Progressive**: stage k's indices depend on the stages before it only, and each stage is
 a range-coder stream of its own, so the first q stages of a bitstream, with the table cut
-to q entries (:func:`truncate`; in version 5 with the mean layers that follow them, which
+to q entries (:func:`truncate`; in versions 5 and 6 with the mean layers that follow them, which
 depend on those stages only), are exactly the bitstream that encoding with q stages
 gives (in version 4 no field of the header depends on the payload's length; version 3's
 payload_length is rewritten). Version 2 (version 3's
@@ -96,7 +103,7 @@ structure as it is read (a varint that runs long, a stage count out of range), l
 (truncated / trailing bytes), CRC, then the plausibility of every field. All problems
 raise :class:`BitstreamError` (a ``ValueError``) naming what is wrong; no ``struct.error``,
 ``IndexError`` or ``UnicodeDecodeError`` escapes. A format change must bump
-:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 5, 4 and 3.
+:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 6, 5, 4 and 3.
 """
 
 from __future__ import annotations
@@ -111,13 +118,16 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 MAGIC = b"RDCF"
-FORMAT_VERSION = 5
-SUPPORTED_VERSIONS = (2, 3, 4, 5)
-#: versions :func:`pack` writes (a header's ``version``): 5 for a stream with mean layers, 4
-#: for one without (the same bytes a version 4 reader reads), and 3 for cutting version 3 files
-WRITABLE_VERSIONS = (3, 4, 5)
+FORMAT_VERSION = 6
+SUPPORTED_VERSIONS = (2, 3, 4, 5, 6)
+#: versions :func:`pack` writes (a header's ``version``): 6 for a stream with detail
+#: statistics, else 5 for one with mean layers, 4 for one with neither (the same bytes a
+#: version 4 reader reads), and 3 for cutting version 3 files
+WRITABLE_VERSIONS = (3, 4, 5, 6)
+#: the most bytes of detail statistics a version 6 header holds
+MAX_DETAIL = 8
 MAX_STAGES = 16
-#: a stage table entry whose first byte has this bit is a mean layer (version 5), its low bits
+#: a stage table entry whose first byte has this bit is a mean layer (versions 5 and 6), its low bits
 #: the exponent
 MEAN_ENTRY_FLAG = 0x80
 MAX_MEAN_EXPONENT = 10
@@ -288,8 +298,11 @@ class Header:
             of scale 1 and ``codebook_size`` holding the whole payload (set by :func:`pack`).
         means: per mean layer coded (:mod:`rawdiff.codec.cell_means`), ``(after_stage,
             exponent, length)``: the cells' plane means, sent after the stage ``after_stage``.
-        version: the format version: None (default) picks 5 for a header with mean layers and
-            4 for one without; 3 is written to cut version 3 files.
+        detail: the frame's detail statistics (:mod:`rawdiff.codec.detail_stats`), 1 to
+            :data:`MAX_DETAIL` integers in 0..255, or none (``()``).
+        version: the format version: None (default) picks 6 for a header with detail
+            statistics, else 5 for one with mean layers, else 4; 3 is written to cut version 3
+            files.
     """
 
     model_id: str
@@ -313,6 +326,7 @@ class Header:
     stages: Optional[Tuple[Tuple[int, int, int], ...]] = None
     means: Tuple[Tuple[int, int, int], ...] = ()
     version: Optional[int] = None
+    detail: Tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -391,11 +405,17 @@ class Header:
             if total != self.payload_length:
                 raise BitstreamError("the stages' lengths add up to %d bytes, the payload has %d"
                                      % (total, self.payload_length))
-        version = (5 if means else 4) if self.version is None else _as_int(self.version, "version")
+        detail = _detail(self.detail)
+        put("detail", detail)
+        auto = 6 if detail else 5 if means else 4
+        version = auto if self.version is None else _as_int(self.version, "version")
         if means and version < 5:
-            raise BitstreamError("mean layers need format version 5, the header says %d" % version)
-        if version == 5 and not means:
-            raise BitstreamError("format version 5 is for streams with mean layers; one without is version 4")
+            raise BitstreamError("mean layers need format version 5 or 6, the header says %d" % version)
+        if detail and version < 6:
+            raise BitstreamError("detail statistics need format version 6, the header says %d" % version)
+        if version in (5, 6) and version != auto:
+            raise BitstreamError("format version %d is for streams with %s; this one is version %d"
+                                 % (version, "mean layers" if version == 5 else "detail statistics", auto))
         put("version", version)
 
     @property
@@ -446,6 +466,8 @@ class Header:
         }
         if self.means:
             out["means"] = [{"after_stage": a, "exponent": e, "bytes": n} for a, e, n in self.means]
+        if self.detail:
+            out["detail"] = list(self.detail)
         return out
 
     @classmethod
@@ -464,7 +486,7 @@ class Header:
                 stages=(tuple((st["scale"], st["codebook_size"], st["bytes"]) for st in d["stages"])
                         if d.get("stages") else None),
                 means=tuple((m["after_stage"], m["exponent"], m["bytes"]) for m in d.get("means") or ()),
-                version=d.get("format_version"),
+                version=d.get("format_version"), detail=tuple(d.get("detail") or ()),
             )
         except (KeyError, TypeError) as exc:
             raise BitstreamError("header dict lacks the field %s" % exc) from None
@@ -497,6 +519,18 @@ def _stages(value: Any, codebook_size: int, payload_length: Optional[int]) -> Tu
         raise BitstreamError("the stages' lengths add up to %d bytes, the payload has %d"
                              % (sum(e[2] for e in entries), payload_length))
     return tuple(entries)  # type: ignore[return-value]
+
+
+def _detail(value: Any) -> Tuple[int, ...]:
+    try:
+        values = tuple(_as_int(v, "detail") for v in value)
+    except TypeError:
+        raise BitstreamError("detail must be a sequence of integers, got %r" % (value,)) from None
+    if len(values) > MAX_DETAIL:
+        raise BitstreamError("detail holds %d values, at most %d" % (len(values), MAX_DETAIL))
+    if any(not 0 <= v <= 0xFF for v in values):
+        raise BitstreamError("detail values must be in 0..255, got %r" % (list(values),))
+    return values
 
 
 def _means(value: Any, stages: int) -> Tuple[Tuple[int, int, int], ...]:
@@ -574,7 +608,7 @@ def pack(header: Header, payload: Union[bytes, Sequence[bytes]], means: Sequence
     header = replace(header, stages=stages, means=mean_entries, payload_length=None)
     payload = b"".join(chunks[i] if kind == "stage" else mean_chunks[i] for kind, i in table_order(header))
     if header.version not in WRITABLE_VERSIONS:
-        raise BitstreamError("cannot write format version %d (this build writes versions 5 and 4, and 3 to cut "
+        raise BitstreamError("cannot write format version %d (this build writes versions 6, 5 and 4, and 3 to cut "
                              "version 3 files)" % header.version)
     if declared is not None and declared != len(payload):
         raise BitstreamError("header.payload_length is %d but the payload has %d bytes" % (declared, len(payload)))
@@ -632,7 +666,10 @@ def _head_v4(header: Header, stages, payload_length: int) -> bytes:
     parts.append(_NINE.pack(*header.colour_stats))
     enc = header.source_encoding.encode("ascii")
     order = table_order(header)
-    parts.append(bytes([len(enc)]) + enc + bytes([len(order)]))
+    parts.append(bytes([len(enc)]) + enc)
+    if header.version >= 6:
+        parts.append(bytes([len(header.detail)] + list(header.detail)))
+    parts.append(bytes([len(order)]))
     for kind, i in order:
         if kind == "stage":
             sc, k, n = stages[i]
@@ -669,7 +706,7 @@ def _check_prefix(buf: bytes) -> None:
 def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
     """Parse and check; returns the header and the offset of the payload."""
     _check_prefix(buf)
-    if _PREFIX.unpack_from(buf, 0)[1] in (4, 5):
+    if _PREFIX.unpack_from(buf, 0)[1] in (4, 5, 6):
         return _parse_v4(buf, verify)
     return _parse_v3(buf, verify)
 
@@ -802,6 +839,13 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
     if enc_len > MAX_SOURCE_ENCODING:
         raise BitstreamError("source_encoding length %d is not in [0, %d]" % (enc_len, MAX_SOURCE_ENCODING))
     enc_at = cur.take(enc_len, "the source_encoding")
+    detail: Tuple[int, ...] = ()
+    if version >= 6:
+        n_detail = buf[cur.take(1, "the detail statistics' count")]
+        if not 1 <= n_detail <= MAX_DETAIL:
+            raise BitstreamError("the header declares %d bytes of detail statistics (1..%d)" % (n_detail, MAX_DETAIL))
+        at = cur.take(n_detail, "the detail statistics")
+        detail = tuple(buf[at:at + n_detail])
     count = buf[cur.take(1, "the stage table")]
     if not 1 <= count <= MAX_STAGES:
         raise BitstreamError("the stage table declares %d stages (1..%d)" % (count, MAX_STAGES))
@@ -841,7 +885,7 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
         wb_gains=gains, color_matrix=matrix, wb_source=WB_SOURCES[flags >> 4 & 1],
         matrix_source=MATRIX_SOURCES[matrix_code], tone_curve=TONE_CURVES[flags >> 6 & 1],
         colour_stats=stats, payload_length=payload_length, version=version, stages=raw_stages,
-        means=raw_means,
+        means=raw_means, detail=detail,
     )
     return header, start
 

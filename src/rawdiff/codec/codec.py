@@ -57,6 +57,9 @@ from rawdiff.codec import bitstream
 from rawdiff.codec.colour_stats import CellMoments, apply_map, planes_statistics, rgb_statistics, transport_map
 from rawdiff.codec.deblock import deblock as deblock_image
 from rawdiff.codec.deblock import deblock_filters, filter_levels
+from rawdiff.codec.detail_stats import FEATURES as DETAIL_FEATURES
+from rawdiff.codec.detail_stats import dequantize as dequantize_detail
+from rawdiff.codec.detail_stats import frame_detail
 from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_frame_size, check_max_pixels, check_tile
 from rawdiff.codec.modeldir import DIFFUSION_FILE, TEXTURE_FILE, check_quality, check_realism, read_model_dir
 from rawdiff.raw.frame import RawFrame
@@ -379,13 +382,31 @@ class Codec:
             means = self.means.encode(planes_gamma(planes, self.plane_multiple), codes, quality)
             mean_entries = tuple((after, e, 0) for after, e in self.means.layers[: len(means)])
         code_h, code_w = self.code_shape(frame.height, frame.width)
+        detail = frame_detail(planes) if self.sends_detail else ()
         header = bitstream.Header(
             model_id=self.model_id, height=frame.height, width=frame.width, cfa=frame.cfa,
             source_encoding=source_encoding, black_level=frame.black_level,
             white_level=frame.white_level, code_height=code_h, code_width=code_w,
             codebook_size=self.codebook_size, entropy_model=self.prior.kind,
-            stages=tuple((sc, k, 0) for sc, k in self.stages[:quality]), means=mean_entries, **colour)
+            stages=tuple((sc, k, 0) for sc, k in self.stages[:quality]), means=mean_entries, detail=detail,
+            **colour)
         return bitstream.pack(header, payloads, means)
+
+    @property
+    def sends_detail(self) -> bool:
+        """Whether this model's streams carry the frame's detail statistics: its texture stage
+        sets its level from them (model.json's ``texture.level``;
+        :mod:`rawdiff.codec.detail_stats`)."""
+        return self.texture_settings is not None and self.texture_settings.get("level") is not None
+
+    def texture_level(self, header: bitstream.Header) -> Optional[np.ndarray]:
+        """The expected mean log energy of each texture band of the frame of ``header``: the
+        model's ``texture.level`` applied to the detail statistics the stream carries; None
+        when either is missing (the texture network's own level is used)."""
+        if not self.sends_detail or not header.detail:
+            return None
+        stats = np.append(dequantize_detail(header.detail), 1.0)
+        return np.asarray(self.texture_settings["level"]["coefficients"], dtype=np.float64) @ stats
 
     def code_shape(self, height: int, width: int):
         """The finest code grid of a frame of ``height`` x ``width`` pixels."""
@@ -415,6 +436,9 @@ class Codec:
                 "code grid %dx%d does not fit a %dx%d frame at f%d (expected %dx%d)"
                 % (header.code_height, header.code_width, header.height, header.width, self.factor,
                    expected[0], expected[1]))
+        if header.detail and len(header.detail) != DETAIL_FEATURES:
+            raise bitstream.BitstreamError("the bitstream carries %d detail statistics; this build reads %d"
+                                           % (len(header.detail), DETAIL_FEATURES))
         chunks, mean_chunks = bitstream.split_payload(header, payload)
         layers = self.means.layers if self.means is not None else []
         expected_means = [(a, e) for a, e in layers if a <= len(coded)]
@@ -528,7 +552,8 @@ class Codec:
             if gain > 0:
                 from rawdiff.metrics import to_uint8
 
-                return to_uint8(self._textured_tensor(levels[None] / 255.0, len(codes), seed, gain))
+                return to_uint8(self._textured_tensor(levels[None] / 255.0, len(codes), seed, gain,
+                                                      self.texture_level(header)))
             return device_render.to_host(levels)
 
     def _levels_on_device(self, rgb, header: bitstream.Header):
@@ -703,7 +728,7 @@ class Codec:
             rgb = self._tiled_rgb(codes, header, mode, steps, seed, realism)
         if deblock:
             rgb = self.deblocked(rgb, len(codes))
-        return self.textured(rgb, len(codes), seed, gain) if gain > 0 else rgb
+        return self.textured(rgb, len(codes), seed, gain, self.texture_level(header)) if gain > 0 else rgb
 
     def _tiled_output_on_device(self, codes, header: bitstream.Header, mode: str, steps: int, seed: int,
                                 realism: Optional[float]):
@@ -804,19 +829,21 @@ class Codec:
             self._texture = (net.to(self.device).eval(), synthesis)
         return self._texture
 
-    def textured(self, rgb: np.ndarray, quality: int, seed: int, gain: float) -> np.ndarray:
+    def textured(self, rgb: np.ndarray, quality: int, seed: int, gain: float,
+                 log_level: Optional[np.ndarray] = None) -> np.ndarray:
         """uint8 sRGB ``rgb`` decoded at operating point ``quality`` with the texture stage's
         texture at ``gain`` (of the predicted energies: :func:`rawdiff.models.texture.add_texture`),
         its noise drawn from ``seed``'s own stream (not the diffusion sampler's). Frames that
-        decode in tiles get it in strips of a tile's height, so memory stays bounded by the tile."""
+        decode in tiles get it in strips of a tile's height, so memory stays bounded by the tile.
+        ``log_level``: the frame's level of the energies (:meth:`texture_level`), or None."""
         torch = _needs_torch("texture synthesis")
         from rawdiff.metrics import to_tensor, to_uint8
 
         self._texture_stage()
         with torch.inference_mode():
-            return to_uint8(self._textured_tensor(to_tensor(rgb).to(self.device), quality, seed, gain))
+            return to_uint8(self._textured_tensor(to_tensor(rgb).to(self.device), quality, seed, gain, log_level))
 
-    def _textured_tensor(self, img, quality: int, seed: int, gain: float):
+    def _textured_tensor(self, img, quality: int, seed: int, gain: float, log_level=None):
         """:meth:`textured` of a float 1 x 3 x H x W image in [0, 1] on the device (called
         under ``torch.inference_mode``)."""
         torch = _needs_torch("texture synthesis")
@@ -825,7 +852,8 @@ class Codec:
         net, synthesis = self._texture_stage()
         strip = self.tile * self.factor if self.tile else None
         gen = torch.Generator().manual_seed(int(seed) + TEXTURE_SEED_OFFSET)
-        return synthesize(net, img, quality / self.qualities, gain, gen, strip_rows=strip, synthesis=synthesis)
+        return synthesize(net, img, quality / self.qualities, gain, gen, strip_rows=strip, synthesis=synthesis,
+                          log_level=log_level)
 
     def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
                        realism: Optional[float] = None) -> RawFrame:

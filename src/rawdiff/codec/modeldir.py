@@ -183,9 +183,26 @@ def check_texture_entry(model_dir: str, meta: Dict[str, Any]):
     try:
         check_texture_settings(entry.get("share"), entry.get("gain"), entry.get("realism"), entry.get("channels"),
                                entry.get("sigmas"), entry.get("amplify"), entry.get("noise"))
+        if entry.get("level") is not None:
+            check_texture_level(entry["level"], len(entry.get("sigmas") or TEXTURE_LEGACY_SIGMAS))
     except ValueError as exc:
         raise ValueError("model directory %s: model.json's %s" % (model_dir, exc)) from None
     return entry
+
+
+def check_texture_level(level, bands: int) -> None:
+    """A texture entry's ``level`` (:mod:`rawdiff.codec.detail_stats`): ``coefficients``, one
+    list a band of the detail statistics' weights and a constant (the band's expected mean log
+    energy is their dot product with the statistics and 1); a ValueError naming what is
+    wrong."""
+    from rawdiff.codec.detail_stats import FEATURES
+
+    coefficients = level.get("coefficients") if isinstance(level, dict) else None
+    if (not isinstance(coefficients, list) or len(coefficients) != bands
+            or not all(isinstance(row, list) and len(row) == FEATURES + 1 and all(_is_number(x) for x in row)
+                       for row in coefficients)):
+        raise ValueError("texture level must hold 'coefficients': %d lists (one a band) of %d finite numbers, got %r"
+                         % (bands, FEATURES + 1, coefficients if isinstance(level, dict) else level))
 
 
 #: largest clip and beta a model.json's ``deblock`` may name (8-bit levels)
