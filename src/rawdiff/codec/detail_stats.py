@@ -18,8 +18,8 @@ letting the decoder guess them, the stream carries them (bitstream format versio
 bytes and a count); the decoder sets the level of its texture's energies from them and keeps
 the network's map of where the texture goes. The fast path ignores them.
 
-Numpy only (the vehicle's encoder has no torch): 13 to 17 ms at 1936x1112 on one core of a
-2-core AMD EPYC (with another job running).
+Numpy only (the vehicle's encoder has no torch): 10.5 ms at 1936x1112 on one core of a
+2-core AMD EPYC (``compress`` of such a frame: 0.102 s without them, 0.112 s with them).
 """
 
 from __future__ import annotations
