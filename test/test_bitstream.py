@@ -1073,3 +1073,44 @@ def test_every_truncation_of_a_version_6_stream_is_reported():
                     (at + 3, "the detail statistics"), (at + 4, "the stage table")):
         with pytest.raises(BitstreamError, match="truncated.*%s" % what):
             read_header(data[:n], verify=False)
+
+
+_VALID6 = pack(make_header(stages=STAGES3, detail=DETAIL),
+               [hashlib.sha256(b"%d" % i).digest()[: 8 + 8 * i] for i in range(3)])
+_PAYLOAD6 = unpack(_VALID6)[1]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_mutations(_VALID6))
+def test_mutations_of_version_6_never_crash(data):
+    _unpack_or_error(data, _VALID6, _PAYLOAD6)
+    for fixed in (data, refresh_crc(data) if len(data) >= 4 else data):
+        try:
+            header, payload = unpack(fixed)
+            truncate(fixed, 1)
+        except BitstreamError:
+            continue
+        assert pack(header, stage_payloads(header, payload)) == fixed  # what is read is written back the same
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=_staged(), detail=st.lists(st.integers(0, 255), min_size=1, max_size=bs.MAX_DETAIL))
+def test_detail_round_trip_and_truncation_property(case, detail):
+    header, chunks = case
+    header = dataclasses.replace(header, detail=tuple(detail), version=None)
+    data = pack(header, chunks)
+    got, payload = unpack(data)
+    assert got.version == 6 and got.detail == tuple(detail) and stage_payloads(got, payload) == chunks
+    assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
+    sizes = bs.truncated_sizes(got, len(data))
+    for q in range(1, len(chunks) + 1):
+        cut = truncate(data, q)
+        assert read_header(cut).detail == tuple(detail) and len(cut) == sizes[q]
+
+
+def test_a_header_dict_with_bad_detail_statistics_names_them():
+    doc = make_header(detail=DETAIL).to_dict()
+    for bad, match in ((5, "detail must be a sequence of integers"), ([1, 300], "detail values must be in 0..255"),
+                       (["a"], "detail must be an integer")):
+        with pytest.raises(BitstreamError, match=match):
+            Header.from_dict(dict(doc, detail=bad))

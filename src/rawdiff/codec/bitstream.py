@@ -486,7 +486,7 @@ class Header:
                 stages=(tuple((st["scale"], st["codebook_size"], st["bytes"]) for st in d["stages"])
                         if d.get("stages") else None),
                 means=tuple((m["after_stage"], m["exponent"], m["bytes"]) for m in d.get("means") or ()),
-                version=d.get("format_version"), detail=tuple(d.get("detail") or ()),
+                version=d.get("format_version"), detail=d.get("detail") or (),
             )
         except (KeyError, TypeError) as exc:
             raise BitstreamError("header dict lacks the field %s" % exc) from None
