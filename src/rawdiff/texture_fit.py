@@ -149,12 +149,9 @@ def fit_level(stats: np.ndarray, levels: np.ndarray) -> dict:
 def set_texture_level(model_dir: str, level: dict, **settings) -> dict:
     """Put ``level`` into the texture entry of model.json, its network kept, and ``settings``
     (share, gain, realism, amplify, noise: each replaces the entry's own); returns the entry."""
-    import json
+    from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS, check_texture_level, read_model_dir
 
-    from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS, check_texture_level
-
-    with open(os.path.join(model_dir, "model.json")) as f:
-        entry = json.load(f).get("texture")
+    entry = read_model_dir(model_dir)["meta"].get("texture")
     if entry is None:
         raise ValueError("model %s has no texture stage to set the level of" % model_dir)
     check_texture_level(level, len(entry.get("sigmas") or TEXTURE_LEGACY_SIGMAS))

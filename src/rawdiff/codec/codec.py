@@ -188,6 +188,11 @@ class Codec:
         self._diffusion = None
         #: the texture stage's settings (model.json's ``texture``: share, gain, realism) or None
         self.texture_settings = meta.get("texture")
+        level = (self.texture_settings or {}).get("level")
+        #: the texture level's weights (bands x (detail statistics + 1)), or None: the model's
+        #: streams carry no detail statistics
+        self.level_coefficients = (None if level is None
+                                   else np.asarray(level["coefficients"], dtype=np.float64))
         self._texture = None  # (network, Synthesis), loaded on first use
         self._render_on_device: Optional[bool] = None  # render_on_device: None is by device
         #: the deblocking filter of each operating point (rawdiff.codec.deblock.Deblock, or None
@@ -397,7 +402,7 @@ class Codec:
         """Whether this model's streams carry the frame's detail statistics: its texture stage
         sets its level from them (model.json's ``texture.level``;
         :mod:`rawdiff.codec.detail_stats`)."""
-        return self.texture_settings is not None and self.texture_settings.get("level") is not None
+        return self.level_coefficients is not None
 
     def texture_level(self, header: bitstream.Header) -> Optional[np.ndarray]:
         """The expected mean log energy of each texture band of the frame of ``header``: the
@@ -405,8 +410,7 @@ class Codec:
         when either is missing (the texture network's own level is used)."""
         if not self.sends_detail or not header.detail:
             return None
-        stats = np.append(dequantize_detail(header.detail), 1.0)
-        return np.asarray(self.texture_settings["level"]["coefficients"], dtype=np.float64) @ stats
+        return self.level_coefficients @ np.append(dequantize_detail(header.detail), 1.0)
 
     def code_shape(self, height: int, width: int):
         """The finest code grid of a frame of ``height`` x ``width`` pixels."""

@@ -50,10 +50,12 @@ def _block_log_mean(energy: np.ndarray, block: int = BLOCK) -> float:
     """The mean over the whole ``block`` x ``block`` blocks of the log of each block's mean
     ``energy`` (a frame smaller than a block: one block of the whole)."""
     h, w = energy.shape
-    bh, bw = (h // block * block, w // block * block) if min(h, w) >= block else (h, w)
-    size = block if min(h, w) >= block else None
-    e = energy[:bh, :bw].astype(np.float64)
-    means = e.reshape(bh // size, size, bw // size, size).mean(axis=(1, 3)) if size else np.array([e.mean()])
+    if min(h, w) < block:
+        means = np.array([energy.astype(np.float64).mean()])
+    else:
+        bh, bw = h // block, w // block
+        e = energy[: bh * block, : bw * block].astype(np.float64)
+        means = e.reshape(bh, block, bw, block).mean(axis=(1, 3))
     return float(np.log(np.maximum(means, FLOOR)).mean())
 
 
