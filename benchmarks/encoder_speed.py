@@ -3,6 +3,7 @@
     python benchmarks/encoder_speed.py [--model DIR] [--repeats N] [--sizes 1936x1112 ...]
                                        [--threads N] [--json OUT] [--profile]
                                        [--config CFG] [--embedder key=value ...]
+                                       [--encode-rows N]
 
 For each frame size and each of
   (a) torch:  Codec.load(model, backend="torch").encode_codes(frame)
@@ -31,6 +32,10 @@ with a uniform index prior; weights do not change the speed.
 ``encoder.norm=none encoder.stem=4 encoder.ch_mult=[1] encoder.act=relu``.
 ``--profile`` adds, for the first size, where the time goes layer by layer (torch
 forward hooks and the torch profiler; onnxruntime's own profiler).
+``--encode-rows N`` sets the plane rows the codec encodes at a time (``Codec.encode_rows``;
+0: the whole frame at once, as before strips) for a model whose encoder is a matrix per cell
+(the shipped one); the codes are the same (the run checks them against torch's), the
+memory a strip's.
 
 Prints the results as JSON, then as a markdown table, on stdout; progress goes to stderr.
 """
@@ -232,41 +237,48 @@ def load_child_frame(workdir: str, width: int, height: int):
     return read_raw(frame_path(workdir, width, height))
 
 
-def load_codec(backend: str, model_dir: str, threads: int):
-    """The codec the nodes and the command line would run, on the CPU."""
+def load_codec(backend: str, model_dir: str, threads: int, encode_rows=None):
+    """The codec the nodes and the command line would run, on the CPU (``encode_rows``: None
+    keeps the codec's default)."""
     from rawdiff.codec import Codec
 
-    return Codec.load(model_dir, device="cpu", backend=backend, threads=threads or None)
+    codec = Codec.load(model_dir, device="cpu", backend=backend, threads=threads or None)
+    if encode_rows is not None:
+        codec.encode_rows = int(encode_rows)
+    return codec
 
 
-def make_encoder(method: str, model_dir: str, threads: int):
+def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None):
     """(function of a frame, description of the engine)."""
     if method == "torch":
         import torch
 
-        codec = load_codec("torch", model_dir, threads)
-        return codec.encode_codes, {"threads": torch.get_num_threads(), "engine": "torch %s" % torch.__version__}
+        codec = load_codec("torch", model_dir, threads, encode_rows)
+        return codec.encode_codes, {"threads": torch.get_num_threads(), "engine": "torch %s" % torch.__version__,
+                                    "encode_rows": codec.encode_rows if codec.encoder_local else 0}
     if method == "onnx":
         import onnxruntime as ort
 
         from rawdiff.codec.onnx_runtime import session_provider
 
-        codec = load_codec("onnx", model_dir, threads)
+        codec = load_codec("onnx", model_dir, threads, encode_rows)
         return codec.encode_codes, {"threads": threads or os.cpu_count(),
                                       "provider": session_provider(codec.onnx_session),
-                                      "engine": "onnxruntime %s" % ort.__version__}
+                                      "engine": "onnxruntime %s" % ort.__version__,
+                                      "encode_rows": codec.encode_rows if codec.encoder_local else 0}
     if method == "compress":
         # the whole vehicle path with encoder.onnx: render parameters (a gray-world estimate:
         # the frame's as-shot gains are dropped, as for a camera without ~wb_gains), white
         # balance, colour statistics, the encoder, the range coder, the bitstream
         import onnxruntime as ort
 
-        codec = load_codec("onnx", model_dir, threads)
+        codec = load_codec("onnx", model_dir, threads, encode_rows)
 
         def compress(frame):
             return codec.compress(frame.copy(wb_gains=None))
 
-        return compress, {"threads": threads or os.cpu_count(), "engine": "onnxruntime %s" % ort.__version__}
+        return compress, {"threads": threads or os.cpu_count(), "engine": "onnxruntime %s" % ort.__version__,
+                          "encode_rows": codec.encode_rows if codec.encoder_local else 0}
     if method == "jpeg":
         import cv2
 
@@ -293,7 +305,7 @@ def make_encoder(method: str, model_dir: str, threads: int):
 def child(args) -> None:
     width, height = args.size
     frame = load_child_frame(args.workdir, width, height)
-    encode, info = make_encoder(args.child, args.model, args.threads)
+    encode, info = make_encoder(args.child, args.model, args.threads, args.encode_rows)
     with PeakRSS() as mem:
         out = encode(frame)  # warm-up: allocations, onnxruntime's first-run planning
         times = []
@@ -470,6 +482,8 @@ def run_child(args, method: str, size, info: dict, workdir: str) -> dict:
            "--workdir", workdir, "--model", info["model_dir"], "--repeats", str(args.repeats)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.encode_rows is not None:
+        cmd += ["--encode-rows", str(args.encode_rows)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit("benchmark child %s %dx%d failed:\n%s" % (method, size[0], size[1], proc.stderr[-3000:]))
@@ -545,6 +559,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="an untrained embedder of this vqgan config (weights do not change the speed); "
                                     "config/models/default.yaml is the encoder the vehicle encoder replaced")
     p.add_argument("--embedder", nargs="*", default=[], help="key=value changes to the untrained embedder")
+    p.add_argument("--encode-rows", type=int, default=None,
+                   help="plane rows the codec encodes at a time (0: the whole frame; default: the codec's)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--size", type=parse_size, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -601,8 +617,10 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             f.write(text + "\n")
     mach = report["machine"]
-    print("\n%s, %d cores, load average %.1f before / %.1f after; %s; median of %d frames\n" % (
-        mach["cpu"], mach["cores"], load_before[0], mach["load_avg"][0], info["model"], args.repeats))
+    rows = sorted({r["encode_rows"] for r in results if "encode_rows" in r})
+    print("\n%s, %d cores, load average %.1f before / %.1f after; %s; median of %d frames%s\n" % (
+        mach["cpu"], mach["cores"], load_before[0], mach["load_avg"][0], info["model"], args.repeats,
+        "; encoded in strips of %s plane rows (0: whole)" % "/".join(map(str, rows)) if rows else ""))
     print(markdown(results, agreement))
     if profiles:
         print("\n" + profile_markdown(profiles["torch"], profiles["onnx"], args.sizes[0]))

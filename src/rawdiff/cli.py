@@ -24,7 +24,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
-from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, MIN_TILE
+from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS, DEFAULT_MAX_PIXELS, DEFAULT_TILE, MIN_TILE
 from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS, deblocked_qualities
 from rawdiff.outputs import atomic_output, check_folder, check_output, write_bytes
 from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
@@ -91,10 +91,13 @@ def _tile(text: str) -> int:
 
 
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
-    """--backend and --threads of the commands that encode (Codec.load's backend and threads)."""
+    """--backend, --threads and --encode-rows of the commands that encode (Codec.load's)."""
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="encoder: auto (the model's encoder.onnx when present and current, else torch)")
     p.add_argument("--threads", type=int, help="CPU threads for the encoder (default: the libraries')")
+    p.add_argument("--encode-rows", type=_non_negative_int, default=DEFAULT_ENCODE_ROWS,
+                   help="plane rows (half the RAW rows) the encoder codes at a time, which bounds its memory; "
+                        "0: whole frames (default %(default)s; the codes are the same)")
 
 
 def _read_input(args):
@@ -135,7 +138,8 @@ def cmd_compress(args) -> int:
 
     check_output(args.output, BITSTREAM_SUFFIXES, _raw_inputs(args.input))
     frame = _read_input(args)
-    codec = Codec.load(args.model, device=args.device, backend=args.backend, threads=args.threads)
+    codec = Codec.load(args.model, device=args.device, backend=args.backend, threads=args.threads,
+                       encode_rows=args.encode_rows)
     quality = codec.check_quality(args.quality)
     payload = codec.compress(frame, source_encoding=args.source_encoding, quality=quality)
     write_bytes(args.output, payload)

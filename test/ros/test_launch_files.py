@@ -14,9 +14,9 @@ from rawdiff.ros import decoder_node, encoder_node
 
 FIND_MODEL = "$(find rawdiff)/models/default"
 ENCODER_ARGS = {"camera": "camera", "input": "image_raw", "output": "/compressed_codes", "model": FIND_MODEL,
-                "backend": "auto", "threads": "0", "device": "auto", "cfa": "", "black_level": "0", "white_level": "0",
-                "input_format": "", "camera_info_period": "1.0", "expected_rate": "0", "max_delay": "1.0",
-                "params_file": ""}
+                "backend": "auto", "threads": "0", "encode_rows": "576", "device": "auto", "cfa": "",
+                "black_level": "0", "white_level": "0", "input_format": "", "camera_info_period": "1.0",
+                "expected_rate": "0", "max_delay": "1.0", "params_file": ""}
 DECODER_ARGS = {"input": "/compressed_codes", "output": "/camera/image_decoded", "model": FIND_MODEL,
                 "mode": "fast", "steps": "4", "seed": "0", "realism": "-1", "device": "auto", "camera_info": "",
                 "expected_rate": "0", "max_delay": "1.0"}
@@ -205,3 +205,13 @@ def test_encoder_threads_parameter(monkeypatch):
         encoder_node.encoder_threads(-1)
     with pytest.raises(ValueError, match="~threads must be an integer"):
         encoder_node.encoder_threads("many")
+
+
+def test_encoder_encode_rows_parameter():
+    from rawdiff.codec.limits import check_encode_rows
+
+    assert check_encode_rows(0, "~encode_rows") == 0 and check_encode_rows("256", "~encode_rows") == 256
+    with pytest.raises(ValueError, match="~encode_rows must be 0 .whole frames. or a positive number"):
+        check_encode_rows(-8, "~encode_rows")
+    with pytest.raises(ValueError, match="~encode_rows must be a number of plane rows"):
+        check_encode_rows("many", "~encode_rows")

@@ -22,7 +22,9 @@ the code grid is allocated (:mod:`rawdiff.codec.limits`); a code grid larger tha
 memory is a tile's. Both are the codec's, not arguments of ``decompress``: they are a
 policy of the decoding process, set once where it starts (the command line, the node,
 the bag tools), and every decode path (``parse``, ``decompress``, ``decompress_raw``)
-goes through them, so no caller can forget one.
+goes through them, so no caller can forget one. On the encoding side, a model whose encoder
+is a matrix per cell is coded in strips of ``encode_rows`` plane rows with a halo
+(:mod:`rawdiff.codec.encode_strips`): the same codes, the code search's memory a strip's.
 
 A colour-exact model (``embedder.out: linear``) never guesses colour: the bitstream
 carries the frame's white balance and colour matrix, the network codes the white-balanced
@@ -60,7 +62,16 @@ from rawdiff.codec.deblock import deblock_filters, filter_levels
 from rawdiff.codec.detail_stats import FEATURES as DETAIL_FEATURES
 from rawdiff.codec.detail_stats import dequantize as dequantize_detail
 from rawdiff.codec.detail_stats import frame_detail
-from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE, check_frame_size, check_max_pixels, check_tile
+from rawdiff.codec.encode_strips import encode_in_strips
+from rawdiff.codec.limits import (
+    DEFAULT_ENCODE_ROWS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TILE,
+    check_encode_rows,
+    check_frame_size,
+    check_max_pixels,
+    check_tile,
+)
 from rawdiff.codec.modeldir import DIFFUSION_FILE, TEXTURE_FILE, check_quality, check_realism, read_model_dir
 from rawdiff.raw.frame import RawFrame
 
@@ -134,7 +145,8 @@ class Codec:
     def __init__(self, model_dir: str, config: Dict[str, Any], meta: Dict[str, Any], prior,
                  device: str = "auto", backend: str = "torch", onnx_session=None, threads: Optional[int] = None,
                  max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                 precision: str = "auto", memory_format: str = "auto", means=None, compile_mode: str = "none"):
+                 precision: str = "auto", memory_format: str = "auto", means=None, compile_mode: str = "none",
+                 encode_rows: int = DEFAULT_ENCODE_ROWS):
         self.model_dir = model_dir
         #: the mean layers (rawdiff.codec.cell_means.MeanLayers) or None
         self.means = means
@@ -181,6 +193,12 @@ class Codec:
             raise ValueError("model directory %s: unknown decoder output %r (known: %s)"
                              % (model_dir, self.out, ", ".join(OUTPUTS)))
         self.plane_multiple = self.factor // 2
+        #: True when each code depends only on samples near its cell (no encoder network: the
+        #: analysis is a matrix per cell), so the encoder may code the frame in strips
+        self.encoder_local = (params.get("embedder") or {}).get("encoder_network", True) is False
+        #: plane rows the encoder codes at a time, for a local encoder (0: the whole frame at
+        #: once); the codes are the same, the memory a strip's (rawdiff.codec.encode_strips)
+        self.encode_rows = check_encode_rows(encode_rows)
         self._device_name = device
         self._device = None
         self._autocast_dtype = None  # of precision on the device, set with the device
@@ -204,7 +222,7 @@ class Codec:
     def load(cls, model_dir: str, device: str = "auto", backend: str = "torch",
              threads: Optional[int] = None, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
              tile: int = DEFAULT_TILE, precision: str = "auto", memory_format: str = "auto",
-             compile_mode: str = "none") -> Codec:
+             compile_mode: str = "none", encode_rows: int = DEFAULT_ENCODE_ROWS) -> Codec:
         """The codec of a model directory.
 
         ``backend``: ``torch``, ``onnx`` (the directory's ``encoder.onnx``; an error when it is
@@ -218,10 +236,13 @@ class Codec:
         float16 on CUDA, float32 on the CPU). ``memory_format``: how the decoder networks lay
         out their tensors (:func:`rawdiff.device.network_memory_format`; ``auto``:
         channels_last on the CPU). ``compile_mode``: ``torch.compile`` of the decoder networks
-        (:func:`rawdiff.device.compiled`; ``none``: not), for a stream of frames of one size."""
+        (:func:`rawdiff.device.compiled`; ``none``: not), for a stream of frames of one size.
+        ``encode_rows``: plane rows the encoder codes at a time when its codes are local (0: the
+        whole frame; the codes are the same either way, :mod:`rawdiff.codec.encode_strips`)."""
         from rawdiff.codec.entropy import StagedPrior
 
         max_pixels, tile = check_max_pixels(max_pixels), check_tile(tile)
+        encode_rows = check_encode_rows(encode_rows)
         if backend not in BACKENDS:
             raise ValueError("backend must be one of %s, got %r" % (", ".join(BACKENDS), backend))
         if threads is not None and int(threads) < 1:
@@ -249,7 +270,7 @@ class Codec:
             session = _auto_session(model_dir, device, threads, info["meta"])
         codec = cls(model_dir, info["config"], info["meta"], prior, device, "onnx" if session is not None else "torch",
                     session, threads, max_pixels=max_pixels, tile=tile, precision=precision,
-                    memory_format=memory_format, means=means, compile_mode=compile_mode)
+                    memory_format=memory_format, means=means, compile_mode=compile_mode, encode_rows=encode_rows)
         if session is None:
             codec.embedder  # noqa: B018 - load (and check) the torch encoder now, not on the first frame
         return codec
@@ -350,18 +371,26 @@ class Codec:
         """The code grids of the encoder's planes (:meth:`model_planes`): a list, coarse to
         fine, of the first ``quality`` stages (default all)."""
         count = len(self.stages) if quality is None else self.check_quality(quality)
+        rows = self.encode_rows if self.encoder_local else 0
+        scales = [s for s, _ in self.stages]
         if self.onnx_session is not None:
             from rawdiff.codec.onnx_runtime import run_encoder
 
-            return run_encoder(self.onnx_session, planes, self.plane_multiple)[:count]
+            session = self.onnx_session
+            return encode_in_strips(lambda p: run_encoder(session, p, self.plane_multiple), planes, scales,
+                                    self.plane_multiple, rows)[:count]
         torch = _needs_torch("the torch encoder")
         from rawdiff.models.embedder import pad_planes
 
         embedder = self.embedder
-        with torch.inference_mode():
-            x = torch.from_numpy(planes)[None].to(self.device)
+
+        def encode(p: np.ndarray) -> list:
+            x = torch.from_numpy(np.ascontiguousarray(p))[None].to(self.device)
             x, _ = pad_planes(x, self.plane_multiple)
             return [g[0].cpu().numpy().astype(np.int64) for g in embedder.encode_codes(x, count)]
+
+        with torch.inference_mode():
+            return encode_in_strips(encode, planes, scales[:count], self.plane_multiple, rows)
 
     def compress(self, frame: RawFrame, source_encoding: str = "", quality: Optional[int] = None) -> bytes:
         """The bitstream of ``frame`` at ``quality`` (1..:attr:`qualities`; None: the model's

@@ -1,4 +1,5 @@
-"""Resource limits of decoding, checked on the header before anything is allocated.
+"""Resource limits of decoding, checked on the header before anything is allocated, and the
+codec's other resource settings (decoding tiles, encoding strips).
 
     bytes --bitstream.unpack (lengths, CRC, fields)--> header
           --check_frame_size(header, max_pixels)--> FrameTooLargeError, or on to the
@@ -28,6 +29,11 @@ DEFAULT_MAX_PIXELS = 4 * LARGEST_SENSOR[0] * LARGEST_SENSOR[1]
 DEFAULT_TILE = 256
 #: The smallest tile: below it the halo of the decoder (12 codes) would dominate the work.
 MIN_TILE = 8
+#: Default plane rows an encoder without a network codes at a time (1152 RAW rows;
+#: :mod:`rawdiff.codec.encode_strips`): a frame of 1936x1112 or smaller codes whole, as fast
+#: as before; larger frames in strips with the same codes, at no cost in time on the 2-core
+#: CPU of the README's table (fewer rows: less memory for some time, e.g. 256 rows)
+DEFAULT_ENCODE_ROWS = 576
 
 
 class FrameTooLargeError(BitstreamError):
@@ -42,18 +48,25 @@ class FrameTooLargeError(BitstreamError):
             "(--max-pixels, ~max_pixels) to decode it" % (width, height, width * height, max_pixels))
 
 
+def whole_number(value: Any, name: str, unit: str) -> int:
+    """``value`` (an integer, or its text) as an int; a bool, a fraction or anything else is a
+    ValueError naming ``name`` and ``unit``."""
+    if isinstance(value, bool):
+        raise ValueError("%s must be a number of %s, got %r" % (name, unit, value))
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("%s must be a number of %s, got %r" % (name, unit, value)) from None
+    if number != value and not isinstance(value, str):
+        raise ValueError("%s must be a whole number of %s, got %r" % (name, unit, value))
+    return number
+
+
 def check_max_pixels(value: Any, name: str = "max_pixels") -> Optional[int]:
     """``value`` as a limit: a positive integer, or None (and 0) for no limit."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ValueError("%s must be a number of pixels, got %r" % (name, value))
-    try:
-        limit = int(value)
-    except (TypeError, ValueError):
-        raise ValueError("%s must be a number of pixels, got %r" % (name, value)) from None
-    if limit != value and not isinstance(value, str):
-        raise ValueError("%s must be a whole number of pixels, got %r" % (name, value))
+    limit = whole_number(value, name, "pixels")
     if limit < 0:
         raise ValueError("%s must be >= 0 (0: no limit), got %d" % (name, limit))
     return limit or None
@@ -61,17 +74,18 @@ def check_max_pixels(value: Any, name: str = "max_pixels") -> Optional[int]:
 
 def check_tile(value: Any, name: str = "tile") -> int:
     """``value`` as a tile side in codes: an integer >= 8, or 0 for no tiling (whole frames)."""
-    if isinstance(value, bool):
-        raise ValueError("%s must be a number of codes, got %r" % (name, value))
-    try:
-        tile = int(value)
-    except (TypeError, ValueError):
-        raise ValueError("%s must be a number of codes, got %r" % (name, value)) from None
-    if tile != value and not isinstance(value, str):
-        raise ValueError("%s must be a whole number of codes, got %r" % (name, value))
+    tile = whole_number(value, name, "codes")
     if tile != 0 and tile < MIN_TILE:
         raise ValueError("%s must be 0 (no tiling) or at least %d codes, got %d" % (name, MIN_TILE, tile))
     return tile
+
+
+def check_encode_rows(value: Any, name: str = "encode_rows") -> int:
+    """``value`` as plane rows an encoding strip codes: an integer >= 1, or 0 for whole frames."""
+    rows = whole_number(value, name, "plane rows")
+    if rows < 0:
+        raise ValueError("%s must be 0 (whole frames) or a positive number of plane rows, got %d" % (name, rows))
+    return rows
 
 
 def check_frame_size(header: Header, max_pixels: Optional[int]) -> None:
@@ -81,5 +95,6 @@ def check_frame_size(header: Header, max_pixels: Optional[int]) -> None:
         raise FrameTooLargeError(header.height, header.width, max_pixels)
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_TILE", "LARGEST_SENSOR", "MIN_TILE", "FrameTooLargeError", "check_frame_size",
-           "check_max_pixels", "check_tile"]
+__all__ = ["DEFAULT_ENCODE_ROWS", "DEFAULT_MAX_PIXELS", "DEFAULT_TILE", "LARGEST_SENSOR", "MIN_TILE",
+           "FrameTooLargeError", "check_encode_rows", "check_frame_size", "check_max_pixels", "check_tile",
+           "whole_number"]

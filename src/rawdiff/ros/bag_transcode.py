@@ -184,15 +184,17 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
                backend: str = "auto", cfa: Optional[str] = None, black_level=0,
                white_level: Optional[float] = None, input_format: Optional[str] = None,
                output_topic: str = DEFAULT_CODES_TOPIC, progress: bool = True, codec=None,
-               threads: Optional[int] = None, quality: Optional[int] = None) -> Dict[str, Any]:
+               threads: Optional[int] = None, quality: Optional[int] = None,
+               encode_rows: Optional[int] = None) -> Dict[str, Any]:
     """RAW images of ``topic`` -> ``CompressedCodes`` on ``output_topic`` at ``quality`` (None:
-    the model's default); see module doc."""
+    the model's default; ``encode_rows``: Codec.load's, None its default); see module doc."""
     check_bag_paths(in_path, out_path)
     check_bag_topics(in_path, topic, IMAGE_TYPE, output_topic)
     if codec is None:
         from rawdiff.codec import Codec  # torch, only when a bag is transcoded
 
-        codec = Codec.load(resolve_model_dir(model or ""), device=device, backend=backend, threads=threads)
+        rows = {} if encode_rows is None else {"encode_rows": encode_rows}
+        codec = Codec.load(resolve_model_dir(model or ""), device=device, backend=backend, threads=threads, **rows)
     quality = codec.check_quality(quality)  # before any work: one line naming the range
     conversion = {"cfa": cfa, "black_level": black_level, "white_level": white_level, "input_format": input_format,
                   "quality": quality}
@@ -230,7 +232,7 @@ def cmd_encode(args) -> int:
                          backend=args.backend, cfa=args.cfa, black_level=args.black_level,
                          white_level=args.white_level, input_format=args.input_format,
                          output_topic=args.output_topic, progress=not args.quiet, threads=args.threads,
-                         quality=args.quality)
+                         quality=args.quality, encode_rows=args.encode_rows)
     return _finish(summary)
 
 

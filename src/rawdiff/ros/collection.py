@@ -202,11 +202,12 @@ def _codec(options: Dict[str, Any]):
     from rawdiff.codec import Codec
 
     key = (options["verb"], options["model"], options["device"], options.get("backend", "auto"),
-           options.get("threads"), options.get("max_pixels"), options.get("tile"))
+           options.get("threads"), options.get("max_pixels"), options.get("tile"), options.get("encode_rows"))
     if key not in _CODECS:
         if options["verb"] == "encode":
+            rows = {} if options.get("encode_rows") is None else {"encode_rows": options["encode_rows"]}
             _CODECS[key] = Codec.load(options["model"], device=options["device"], backend=options["backend"],
-                                      threads=options.get("threads"))
+                                      threads=options.get("threads"), **rows)
         else:
             _CODECS[key] = Codec.load(options["model"], device=options["device"], threads=options.get("threads"),
                                       max_pixels=options["max_pixels"], tile=options["tile"])

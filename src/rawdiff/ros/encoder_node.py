@@ -46,6 +46,9 @@ Parameters (private; defaults in ``config/encoder.yaml``, which matches :data:`D
         ``encoder.onnx``, else torch (the reason is logged).
     ``~threads`` (int, ``0``): CPU threads of the encoder (torch and onnxruntime); ``0``:
         ``OMP_NUM_THREADS`` when set, else the libraries' defaults (all cores).
+    ``~encode_rows`` (int, ``576``): plane rows (half the RAW rows) the encoder codes at a
+        time, which bounds its memory (its code search holds a table a code per position); the
+        codes are the same; ``0``: whole frames. The default keeps a 1936x1112 frame whole.
     ``~device`` (str, ``auto``): ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
     ``~cfa`` (str, ``""``): RGGB, BGGR, GRBG or GBRG; needed for mono and packed input
         without a pattern in the encoding; must agree with a ``bayer_*`` encoding.
@@ -100,6 +103,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from rawdiff.codec.bitstream import read_header, truncated_sizes
+from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS, check_encode_rows
 from rawdiff.ros.camera_info import CameraInfoRelay, codes_camera_info_topic, sibling_camera_info_topic
 from rawdiff.ros.diagnostics import TOPIC_DEFAULTS
 from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
@@ -113,6 +117,7 @@ DEFAULTS: Dict[str, Any] = {
     "target_kbps": 0.0,
     "backend": "auto",
     "threads": 0,
+    "encode_rows": DEFAULT_ENCODE_ROWS,
     "device": "auto",
     "cfa": "",
     "black_level": 0,
@@ -222,7 +227,8 @@ class EncoderNode(CodecNode):
         self.info_pub = None
         self.info_sub = None
         self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]),
-                                backend=str(params["backend"]), threads=encoder_threads(params["threads"]))
+                                backend=str(params["backend"]), threads=encoder_threads(params["threads"]),
+                                encode_rows=check_encode_rows(params["encode_rows"], "~encode_rows"))
         self.quality = start_quality(params["quality"], self.codec.qualities, self.codec.default_quality)
         self.rate = RateControl(self.codec.qualities, self.codec.operating_points)
         self.rate.set_target(target_kbps)
