@@ -244,7 +244,9 @@ def load_codec(backend: str, model_dir: str, threads: int, encode_rows=None):
 
     codec = Codec.load(model_dir, device="cpu", backend=backend, threads=threads or None)
     if encode_rows is not None:
-        codec.encode_rows = int(encode_rows)
+        from rawdiff.codec.limits import check_encode_rows
+
+        codec.encode_rows = check_encode_rows(encode_rows, "--encode-rows")
     return codec
 
 

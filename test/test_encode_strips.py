@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from rawdiff.codec import codec as codec_module
 from rawdiff.codec import encode_strips
 from rawdiff.codec.encode_strips import encode_in_strips, plan_strips, quantizer_reach, strip_halo
 
@@ -25,6 +26,8 @@ def test_reach_grows_with_each_coarse_stage_that_a_later_stage_follows():
     for bad in ([], [0, 1]):
         with pytest.raises(ValueError, match="stage scales"):
             quantizer_reach(bad)
+    with pytest.raises(ValueError, match="divide the coarsest"):
+        strip_halo([3, 2, 1], 4)
 
 
 @pytest.mark.parametrize("height,rows,halo,align", [(301, 16, 24, 8), (64, 64, 8, 8), (65, 10, 8, 8), (7, 8, 0, 4)])
@@ -56,39 +59,58 @@ def _noise(height, width, seed=0):
 
 
 @pytest.mark.parametrize("rows", [8, 24, 40, 128])
-def test_the_shipped_encoder_codes_the_same_in_strips_as_whole(shipped, rows):
+def test_the_shipped_encoder_codes_the_same_in_strips_as_whole(shipped, rows, monkeypatch):
     assert shipped.encoder_local
     planes = _noise(301, 37)  # the last strip cuts cells of both grids
     shipped.encode_rows = 0
     whole = shipped.encode_planes(planes)
+    used = []
+    real = codec_module.encode_in_strips
+    monkeypatch.setattr(codec_module, "encode_in_strips",
+                        lambda encode, p, scales, m, r: used.append(r) or real(encode, p, scales, m, r))
     shipped.encode_rows = rows
     strips = shipped.encode_planes(planes)
+    assert used == [rows]  # on the CPU, in strips
     assert [g.shape for g in strips] == [g.shape for g in whole]
     for k, (a, b) in enumerate(zip(whole, strips)):
         assert np.array_equal(a, b), "stage %d: %d codes differ" % (k + 1, int((a != b).sum()))
-    shipped.encode_rows = rows
-    assert [g.shape for g in shipped.encode_planes(planes, quality=2)] == [g.shape for g in whole[:2]]
+    lower = shipped.encode_planes(planes, quality=2)  # the torch encoder runs two stages, a smaller halo
+    assert len(lower) == 2 and all(np.array_equal(a, b) for a, b in zip(whole, lower))
 
 
 def test_a_halo_short_of_the_reach_changes_codes(shipped, monkeypatch):
-    """The equality above needs the halo: two coarse cells short of it, noise finds out. (The
-    reach is a bound: a code beyond a short halo changes only where a chain of codes flips.)"""
-    planes = _noise(160, 41, seed=1)
+    """The equality above needs the halo: one coarse cell short of it, noise finds out in the
+    fine stages. (The reach is a bound: a code beyond a short halo changes only where a chain
+    of codes flips, so the frame is large.)"""
+    planes = _noise(320, 200, seed=1)
     shipped.encode_rows = 0
     whole = shipped.encode_planes(planes)
     halo, align = strip_halo([s for s, _ in shipped.stages], shipped.plane_multiple)
-    monkeypatch.setattr(encode_strips, "strip_halo", lambda scales, m: (halo - 2 * align, align))
+    monkeypatch.setattr(encode_strips, "strip_halo", lambda scales, m: (halo - align, align))
     shipped.encode_rows = 16
     strips = shipped.encode_planes(planes)
-    assert any(not np.array_equal(a, b) for a, b in zip(whole, strips))
-    # the first stages reach less: the first none, the second one coarse cell
-    assert all(np.array_equal(a, b) for a, b in zip(whole[:2], strips[:2]))
+    assert any(not np.array_equal(a, b) for a, b in zip(whole[3:], strips[3:]))
+    # the coarse stages reach less
+    assert all(np.array_equal(a, b) for a, b in zip(whole[:3], strips[:3]))
 
 
-def test_an_encoder_network_is_coded_whole(fixture_model, monkeypatch):
-    """An encoder with convolutions has no bounded reach: the codec never cuts its frames."""
+def test_an_encoder_network_is_coded_whole(fixture_model, onnx_model, monkeypatch, tmp_path):
+    """An encoder with convolutions has no bounded reach: the codec never cuts its frames,
+    even where the config (which model_id does not cover) claims it has no network."""
+    import shutil
+
+    import yaml
+
     from rawdiff.codec import Codec
 
+    claimed = str(tmp_path / "model")
+    shutil.copytree(onnx_model, claimed)
+    with open(os.path.join(claimed, "config.yaml")) as f:
+        config = yaml.safe_load(f)
+    config["model"]["params"]["embedder"].update(encoder_network=False, linear_paths=True)
+    with open(os.path.join(claimed, "config.yaml"), "w") as f:
+        yaml.safe_dump(config, f)
+    assert not Codec.load(claimed, device="cpu", backend="onnx").encoder_local
     codec = Codec.load(fixture_model, device="cpu")
     assert not codec.encoder_local
     calls = []
@@ -125,7 +147,7 @@ def test_compress_writes_the_same_bytes_in_strips(tmp_path, frame):
 
     src = write_raw(frame, str(tmp_path / "f.npy"))
     streams = []
-    for rows in ("0", "8"):
+    for rows in ("0", "8", str(2 ** 40)):
         out = tmp_path / ("f%s.rdc" % rows)
         assert main(["compress", str(src), "-o", str(out), "--model", SHIPPED, "--encode-rows", rows,
                      "--quality", "6"]) == 0

@@ -110,6 +110,15 @@ def _needs_torch(what: str):
     return torch
 
 
+def _has_encoder_network(model_dir: str) -> bool:
+    """True when the directory's embedder weights hold an encoder network (tensors named
+    ``encoder.*``; read from the file's header, without torch)."""
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(model_dir, "embedder.safetensors"), framework="numpy") as f:
+        return any(k.startswith("encoder.") for k in f.keys())
+
+
 def _auto_session(model_dir: str, device: str, threads: Optional[int], meta: Dict[str, Any]):
     """The onnxruntime session of ``encoder.onnx`` when it exists, is current and runs where
     torch would (no CPU graph for a CUDA device); else None, saying why. Without torch the
@@ -194,8 +203,10 @@ class Codec:
                              % (model_dir, self.out, ", ".join(OUTPUTS)))
         self.plane_multiple = self.factor // 2
         #: True when each code depends only on samples near its cell (no encoder network: the
-        #: analysis is a matrix per cell), so the encoder may code the frame in strips
-        self.encoder_local = (params.get("embedder") or {}).get("encoder_network", True) is False
+        #: analysis is a matrix per cell; the config says so and the weights hold no encoder
+        #: network), so the encoder may code the frame in strips
+        self.encoder_local = ((params.get("embedder") or {}).get("encoder_network", True) is False
+                              and not _has_encoder_network(model_dir))
         #: plane rows the encoder codes at a time, for a local encoder (0: the whole frame at
         #: once); the codes are the same, the memory a strip's (rawdiff.codec.encode_strips)
         self.encode_rows = check_encode_rows(encode_rows)
@@ -371,18 +382,22 @@ class Codec:
         """The code grids of the encoder's planes (:meth:`model_planes`): a list, coarse to
         fine, of the first ``quality`` stages (default all)."""
         count = len(self.stages) if quality is None else self.check_quality(quality)
+        # strips on the CPU only: a GPU library picks its kernels (and TensorRT builds an
+        # engine) per input shape, and a kernel of another summation order may break a tie
         rows = self.encode_rows if self.encoder_local else 0
         scales = [s for s, _ in self.stages]
         if self.onnx_session is not None:
-            from rawdiff.codec.onnx_runtime import run_encoder
+            from rawdiff.codec.onnx_runtime import run_encoder, session_provider
 
             session = self.onnx_session
+            rows = rows if session_provider(session) == "CPUExecutionProvider" else 0
             return encode_in_strips(lambda p: run_encoder(session, p, self.plane_multiple), planes, scales,
                                     self.plane_multiple, rows)[:count]
         torch = _needs_torch("the torch encoder")
         from rawdiff.models.embedder import pad_planes
 
         embedder = self.embedder
+        rows = rows if self.device.type == "cpu" else 0
 
         def encode(p: np.ndarray) -> list:
             x = torch.from_numpy(np.ascontiguousarray(p))[None].to(self.device)

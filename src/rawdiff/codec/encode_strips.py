@@ -5,12 +5,14 @@
     each strip: encoder(planes[core + halo]) --crop each stage's grid to the core--> codes
 
 Why: the code search holds a table of distances to every code at every position of a stage
-(512 float32 a cell), so a whole 8 Mpixel frame took 1.3 GB in onnxruntime; a vehicle has
-a camera or several of that size. In strips the tables are a strip's; each strip recomputes a
-halo of 24 plane rows above and below its core, which is what strips cost in time
-(``benchmarks/encoder_speed.py --encode-rows``). The default strip (576 plane rows,
-``limits.DEFAULT_ENCODE_ROWS``) keeps a 1936x1112 frame whole and cuts the memory of an
-8 Mpixel one by 30 % at no cost in time; 256 rows cut it to 37 % for about a tenth more time.
+(256 or 512 float32 a cell), so ``compress`` of a whole 8 Mpixel frame peaked at 1277 MiB
+with onnxruntime; a vehicle has a camera or several of that size. In strips the tables are a
+strip's; each strip recomputes a halo of 24 plane rows above and below its core, which is
+what strips cost in time (``benchmarks/encoder_speed.py --encode-rows``). The default strip
+(576 plane rows, ``limits.DEFAULT_ENCODE_ROWS``) keeps a 1936x1112 frame whole and cuts the
+memory of an 8 Mpixel one by 32 % in the same time; 256 rows cut it to 37 % for 7 to 16 %
+more time. On the CPU only: a GPU library picks kernels per input shape (the codec codes
+whole frames there).
 
 Why the codes are the whole frame's, exactly: an encoder without a network (the analysis is
 a matrix per cell) searches each position from its own cell, except where a coarse stage's
@@ -20,7 +22,10 @@ depend on cells a little further away; :func:`quantizer_reach` counts how far, a
 at least that wide, aligned to the coarsest stage's cells, gives every core code the inputs
 it has in the whole frame. ``test/test_encode_strips.py`` checks equality on noise, where any
 shortfall shows. An encoder with a network (convolutions, a frame-wide context vector) has
-no such bound: the codec codes it whole.
+no such bound: the codec codes it whole. The bound is loose by half a coarse cell per coarse
+stage (a coarse codeword reaches half a coarse cell into its neighbour): for the shipped
+stages 6 finest cells where 5 suffice, which the alignment to a coarse cell rounds to the
+same 24 plane rows.
 """
 
 from __future__ import annotations
@@ -51,7 +56,10 @@ def strip_halo(scales: Sequence[int], plane_multiple: int) -> Tuple[int, int]:
     """(halo, align) in plane rows: the halo each strip needs above and below its core so its
     codes are the whole frame's, and the alignment of strip edges (a cell of the coarsest
     stage); the halo is a multiple of the alignment."""
-    align = int(plane_multiple) * max(int(s) for s in scales)
+    coarsest = max(int(s) for s in scales)
+    if any(coarsest % int(s) for s in scales):
+        raise ValueError("stage scales must each divide the coarsest, got %s" % (list(scales),))
+    align = int(plane_multiple) * coarsest
     need = quantizer_reach(scales) * int(plane_multiple)
     return -(-need // align) * align, align
 

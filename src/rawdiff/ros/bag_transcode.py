@@ -187,7 +187,8 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
                threads: Optional[int] = None, quality: Optional[int] = None,
                encode_rows: Optional[int] = None) -> Dict[str, Any]:
     """RAW images of ``topic`` -> ``CompressedCodes`` on ``output_topic`` at ``quality`` (None:
-    the model's default; ``encode_rows``: Codec.load's, None its default); see module doc."""
+    the model's default; ``encode_rows``: Codec.load's for the codec loaded here, None its
+    default; a ``codec`` given keeps its own); see module doc."""
     check_bag_paths(in_path, out_path)
     check_bag_topics(in_path, topic, IMAGE_TYPE, output_topic)
     if codec is None:
