@@ -232,3 +232,43 @@ def test_diffusion_decodes_every_quality(ldm_model, frame):
         assert np.array_equal(rgb, codec.render(np.ascontiguousarray(out.numpy().transpose(1, 2, 0)), header))
         images.append(rgb)
     assert not np.array_equal(images[0], images[-1])
+
+
+def test_diffusion_weights_stored_in_half_precision(ldm_model, fixture_model, tiny_corpus, frame, tmp_path):
+    """``codec.diffusion_weights: float16``: the UNet written in half precision (half the
+    bytes), loaded into the float32 network, decoding as the same values stored in float32."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from rawdiff.codec import Codec
+    from rawdiff.codec.modeldir import compute_model_id
+    from rawdiff.export.model_dir import check_weight_storage
+    from rawdiff.train import train
+
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "models",
+                          "ldm_tiny.yaml")
+    out = str(tmp_path / "half")
+    train([config], ["model.params.embedder=%s" % fixture_model, "data.params.root=%s" % tiny_corpus,
+                     "codec.diffusion_weights=float16"], max_steps=1, logdir=str(tmp_path / "runs"), export=out)
+    path = os.path.join(out, "diffusion.safetensors")
+    state = load_file(path)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert os.path.getsize(path) < 0.6 * os.path.getsize(os.path.join(ldm_model[0], "diffusion.safetensors"))
+    # the same values stored in float32 decode to the same image: the loader upcasts, nothing runs in half
+    wide = str(tmp_path / "wide")
+    shutil.copytree(out, wide)
+    save_file({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+              os.path.join(wide, "diffusion.safetensors"), metadata={"format": "rawdiff-diffusion-1"})
+    with open(os.path.join(wide, "model.json")) as f:
+        meta = json.load(f)
+    meta["model_id"] = compute_model_id(wide)
+    with open(os.path.join(wide, "model.json"), "w") as f:
+        json.dump(meta, f)
+    images = []
+    for model_dir in (out, wide):
+        codec = Codec.load(model_dir, device="cpu")
+        images.append(codec.decompress(codec.compress(frame), mode="diffusion", steps=2, realism=1.0))
+    assert np.array_equal(images[0], images[1])
+    with pytest.raises(ValueError, match="codec.diffusion_weights must be one of float32, float16"):
+        check_weight_storage("float8", "diffusion_weights")

@@ -58,7 +58,25 @@ def staged_directory(out: str) -> Iterator[str]:
 
 #: the weights of the decoder side (what ``Embedder.decoder_side`` runs)
 DECODER_PREFIXES = ("decoder.", "synthesis.", "refine.")
+#: how floating-point weights may be stored (``codec.decoder_weights``, ``codec.diffusion_weights``)
 DECODER_WEIGHTS = ("float32", "float16")
+
+
+def check_weight_storage(value: str, setting: str) -> str:
+    """``value`` of a weight-storage setting (float32 or float16), else a ValueError naming it."""
+    if value not in DECODER_WEIGHTS:
+        raise ValueError("codec.%s must be one of %s, got %r" % (setting, ", ".join(DECODER_WEIGHTS), value))
+    return value
+
+
+def stored_tensor(name: str, value: torch.Tensor, half: bool) -> torch.Tensor:
+    """``value`` as written: in half precision when ``half`` and it is floating point (they
+    load into float32 networks), refusing one that float16 cannot hold."""
+    if half and value.is_floating_point():
+        if bool((value.abs() > torch.finfo(torch.float16).max).any()):
+            raise ValueError("weight %s exceeds the float16 range" % name)
+        return value.half()
+    return value
 
 
 def embedder_state(embedder: torch.nn.Module, decoder_weights: str = "float32") -> Dict[str, torch.Tensor]:
@@ -68,19 +86,12 @@ def embedder_state(embedder: torch.nn.Module, decoder_weights: str = "float32") 
     ``decoder_weights: float16`` stores the decoder side's floating-point weights in half
     precision (half the bytes; they load into float32 networks); the encoder side (analysis,
     codebooks, code costs) always in float32: its codes are the ONNX graph's, bit for bit."""
-    if decoder_weights not in DECODER_WEIGHTS:
-        raise ValueError("codec.decoder_weights must be one of %s, got %r" % (", ".join(DECODER_WEIGHTS),
-                                                                              decoder_weights))
+    half = check_weight_storage(decoder_weights, "decoder_weights") == "float16"
     out = {}
     for k, v in embedder.state_dict().items():
         if training_only(k) or (k.endswith(DEFAULTED_SUFFIXES) and not bool(v.any())):
             continue
-        v = v.detach().cpu().contiguous()
-        if decoder_weights == "float16" and k.startswith(DECODER_PREFIXES) and v.is_floating_point():
-            if bool((v.abs() > torch.finfo(torch.float16).max).any()):
-                raise ValueError("decoder weight %s exceeds the float16 range" % k)
-            v = v.half()
-        out[k] = v
+        out[k] = stored_tensor(k, v.detach().cpu().contiguous(), half and k.startswith(DECODER_PREFIXES))
     return out
 
 
@@ -317,7 +328,9 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
     the EMA weights), the ldm config as the ``diffusion`` node of ``config.yaml`` (the rest stays
     the embedder's, so :meth:`Codec.load` reads it unchanged), and a new ``model_id`` over all
     weight files: bitstreams of the embedder's own directory do not decode here. Atomic, as
-    :func:`export_model`."""
+    :func:`export_model`. ``codec.diffusion_weights: float16`` in ``cfg`` stores the UNet in
+    half precision: half the bytes (the shipped UNet: 9.4 MB against 18.9; its samples within
+    56 to 69 dB PSNR of float32's, README "Repository budget")."""
     from safetensors.torch import save_file
 
     src = os.path.abspath(model.embedder_dir)
@@ -328,8 +341,10 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
         for name in _FROM_EMBEDDER:
             if os.path.isfile(os.path.join(src, name)):  # means: where the embedder has mean layers
                 shutil.copy2(os.path.join(src, name), os.path.join(tmp, name))
-        save_file(model.diffusion_state(), os.path.join(tmp, "diffusion.safetensors"),
-                  metadata={"format": "rawdiff-diffusion-1"})
+        half = check_weight_storage((cfg.get("codec") or {}).get("diffusion_weights", "float32"),
+                                    "diffusion_weights") == "float16"
+        state = {k: stored_tensor(k, v.detach().cpu().contiguous(), half) for k, v in model.diffusion_state().items()}
+        save_file(state, os.path.join(tmp, "diffusion.safetensors"), metadata={"format": "rawdiff-diffusion-1"})
         merged = dict(info["config"])
         merged["diffusion"] = cfg
         save_config(merged, os.path.join(tmp, "config.yaml"))
