@@ -59,20 +59,21 @@ def staged_directory(out: str) -> Iterator[str]:
 #: the weights of the decoder side (what ``Embedder.decoder_side`` runs)
 DECODER_PREFIXES = ("decoder.", "synthesis.", "refine.")
 #: how floating-point weights may be stored (``codec.decoder_weights``, ``codec.diffusion_weights``)
-DECODER_WEIGHTS = ("float32", "float16")
+WEIGHT_STORAGE = ("float32", "float16")
 
 
 def check_weight_storage(value: str, setting: str) -> str:
     """``value`` of a weight-storage setting (float32 or float16), else a ValueError naming it."""
-    if value not in DECODER_WEIGHTS:
-        raise ValueError("codec.%s must be one of %s, got %r" % (setting, ", ".join(DECODER_WEIGHTS), value))
+    if value not in WEIGHT_STORAGE:
+        raise ValueError("codec.%s must be one of %s, got %r" % (setting, ", ".join(WEIGHT_STORAGE), value))
     return value
 
 
 def stored_tensor(name: str, value: torch.Tensor, half: bool) -> torch.Tensor:
-    """``value`` as written: in half precision when ``half`` and it is floating point (they
-    load into float32 networks), refusing one that float16 cannot hold."""
-    if half and value.is_floating_point():
+    """``value`` as written: in half precision when ``half`` and it is a floating-point tensor
+    of more than one value (they load into float32 networks; a single value, such as a
+    latent scale, stays float32), refusing one that float16 cannot hold."""
+    if half and value.is_floating_point() and value.numel() > 1:
         if bool((value.abs() > torch.finfo(torch.float16).max).any()):
             raise ValueError("weight %s exceeds the float16 range" % name)
         return value.half()
@@ -328,9 +329,10 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
     the EMA weights), the ldm config as the ``diffusion`` node of ``config.yaml`` (the rest stays
     the embedder's, so :meth:`Codec.load` reads it unchanged), and a new ``model_id`` over all
     weight files: bitstreams of the embedder's own directory do not decode here. Atomic, as
-    :func:`export_model`. ``codec.diffusion_weights: float16`` in ``cfg`` stores the UNet in
-    half precision: half the bytes (the shipped UNet: 9.4 MB against 18.9; its samples within
-    56 to 69 dB PSNR of float32's, README "Repository budget")."""
+    :func:`export_model`. ``codec.diffusion_weights: float16`` in ``cfg`` stores the denoiser's
+    weights (UNet and conditioner) in half precision: half the bytes (the shipped one: 9.4 MB
+    against 18.9; its samples within 56 to 69 dB PSNR of float32's, README "Repository
+    budget")."""
     from safetensors.torch import save_file
 
     src = os.path.abspath(model.embedder_dir)
