@@ -241,13 +241,10 @@ def load_codec(backend: str, model_dir: str, threads: int, encode_rows=None):
     """The codec the nodes and the command line would run, on the CPU (``encode_rows``: None
     keeps the codec's default)."""
     from rawdiff.codec import Codec
+    from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS
 
-    codec = Codec.load(model_dir, device="cpu", backend=backend, threads=threads or None)
-    if encode_rows is not None:
-        from rawdiff.codec.limits import check_encode_rows
-
-        codec.encode_rows = check_encode_rows(encode_rows, "--encode-rows")
-    return codec
+    return Codec.load(model_dir, device="cpu", backend=backend, threads=threads or None,
+                      encode_rows=DEFAULT_ENCODE_ROWS if encode_rows is None else encode_rows)
 
 
 def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None):
@@ -257,7 +254,7 @@ def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None):
 
         codec = load_codec("torch", model_dir, threads, encode_rows)
         return codec.encode_codes, {"threads": torch.get_num_threads(), "engine": "torch %s" % torch.__version__,
-                                    "encode_rows": codec.encode_rows if codec.encoder_local else 0}
+                                    "encode_rows": codec.strip_rows}
     if method == "onnx":
         import onnxruntime as ort
 
@@ -267,7 +264,7 @@ def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None):
         return codec.encode_codes, {"threads": threads or os.cpu_count(),
                                       "provider": session_provider(codec.onnx_session),
                                       "engine": "onnxruntime %s" % ort.__version__,
-                                      "encode_rows": codec.encode_rows if codec.encoder_local else 0}
+                                      "encode_rows": codec.strip_rows}
     if method == "compress":
         # the whole vehicle path with encoder.onnx: render parameters (a gray-world estimate:
         # the frame's as-shot gains are dropped, as for a camera without ~wb_gains), white
@@ -280,7 +277,7 @@ def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None):
             return codec.compress(frame.copy(wb_gains=None))
 
         return compress, {"threads": threads or os.cpu_count(), "engine": "onnxruntime %s" % ort.__version__,
-                          "encode_rows": codec.encode_rows if codec.encoder_local else 0}
+                          "encode_rows": codec.strip_rows}
     if method == "jpeg":
         import cv2
 

@@ -382,22 +382,18 @@ class Codec:
         """The code grids of the encoder's planes (:meth:`model_planes`): a list, coarse to
         fine, of the first ``quality`` stages (default all)."""
         count = len(self.stages) if quality is None else self.check_quality(quality)
-        # strips on the CPU only: a GPU library picks its kernels (and TensorRT builds an
-        # engine) per input shape, and a kernel of another summation order may break a tie
-        rows = self.encode_rows if self.encoder_local else 0
+        rows = self.strip_rows
         scales = [s for s, _ in self.stages]
         if self.onnx_session is not None:
-            from rawdiff.codec.onnx_runtime import run_encoder, session_provider
+            from rawdiff.codec.onnx_runtime import run_encoder
 
             session = self.onnx_session
-            rows = rows if session_provider(session) == "CPUExecutionProvider" else 0
             return encode_in_strips(lambda p: run_encoder(session, p, self.plane_multiple), planes, scales,
                                     self.plane_multiple, rows)[:count]
         torch = _needs_torch("the torch encoder")
         from rawdiff.models.embedder import pad_planes
 
         embedder = self.embedder
-        rows = rows if self.device.type == "cpu" else 0
 
         def encode(p: np.ndarray) -> list:
             x = torch.from_numpy(np.ascontiguousarray(p))[None].to(self.device)
@@ -406,6 +402,22 @@ class Codec:
 
         with torch.inference_mode():
             return encode_in_strips(encode, planes, scales[:count], self.plane_multiple, rows)
+
+    @property
+    def strip_rows(self) -> int:
+        """Plane rows of each strip the encoder codes (0: the whole frame at once):
+        ``encode_rows`` for a local encoder (:attr:`encoder_local`) that runs on the CPU. Not
+        on a GPU: its libraries pick kernels (and TensorRT builds an engine) per input shape,
+        and a kernel of another summation order may break a tie between two codes."""
+        if not (self.encoder_local and self.encode_rows):
+            return 0
+        if self.onnx_session is not None:
+            from rawdiff.codec.onnx_runtime import session_provider
+
+            on_cpu = session_provider(self.onnx_session) == "CPUExecutionProvider"
+        else:
+            on_cpu = self.embedder is not None and self.device.type == "cpu"  # the embedder resolves the device
+        return self.encode_rows if on_cpu else 0
 
     def compress(self, frame: RawFrame, source_encoding: str = "", quality: Optional[int] = None) -> bytes:
         """The bitstream of ``frame`` at ``quality`` (1..:attr:`qualities`; None: the model's

@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
-from rawdiff.codec.limits import DEFAULT_MAX_PIXELS, DEFAULT_TILE
+from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS, DEFAULT_MAX_PIXELS, DEFAULT_TILE
 from rawdiff.outputs import atomic_output, check_output
 from rawdiff.ros.bag import CODES_TYPE, IMAGE_TYPE, check_topic
 from rawdiff.ros.diagnostics import ErrorThrottle
@@ -185,17 +185,17 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
                white_level: Optional[float] = None, input_format: Optional[str] = None,
                output_topic: str = DEFAULT_CODES_TOPIC, progress: bool = True, codec=None,
                threads: Optional[int] = None, quality: Optional[int] = None,
-               encode_rows: Optional[int] = None) -> Dict[str, Any]:
+               encode_rows: int = DEFAULT_ENCODE_ROWS) -> Dict[str, Any]:
     """RAW images of ``topic`` -> ``CompressedCodes`` on ``output_topic`` at ``quality`` (None:
-    the model's default; ``encode_rows``: Codec.load's for the codec loaded here, None its
-    default; a ``codec`` given keeps its own); see module doc."""
+    the model's default; ``encode_rows``: Codec.load's for the codec loaded here, a ``codec``
+    given keeps its own); see module doc."""
     check_bag_paths(in_path, out_path)
     check_bag_topics(in_path, topic, IMAGE_TYPE, output_topic)
     if codec is None:
         from rawdiff.codec import Codec  # torch, only when a bag is transcoded
 
-        rows = {} if encode_rows is None else {"encode_rows": encode_rows}
-        codec = Codec.load(resolve_model_dir(model or ""), device=device, backend=backend, threads=threads, **rows)
+        codec = Codec.load(resolve_model_dir(model or ""), device=device, backend=backend, threads=threads,
+                           encode_rows=encode_rows)
     quality = codec.check_quality(quality)  # before any work: one line naming the range
     conversion = {"cfa": cfa, "black_level": black_level, "white_level": white_level, "input_format": input_format,
                   "quality": quality}

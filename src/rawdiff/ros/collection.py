@@ -34,6 +34,7 @@ import time
 import traceback
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS
 from rawdiff.outputs import check_output
 from rawdiff.ros.bag import CODES_TYPE, IMAGE_TYPE
 from rawdiff.ros.bag_transcode import _size, decode_bag, encode_bag
@@ -205,9 +206,9 @@ def _codec(options: Dict[str, Any]):
            options.get("threads"), options.get("max_pixels"), options.get("tile"), options.get("encode_rows"))
     if key not in _CODECS:
         if options["verb"] == "encode":
-            rows = {} if options.get("encode_rows") is None else {"encode_rows": options["encode_rows"]}
             _CODECS[key] = Codec.load(options["model"], device=options["device"], backend=options["backend"],
-                                      threads=options.get("threads"), **rows)
+                                      threads=options.get("threads"),
+                                      encode_rows=options.get("encode_rows", DEFAULT_ENCODE_ROWS))
         else:
             _CODECS[key] = Codec.load(options["model"], device=options["device"], threads=options.get("threads"),
                                       max_pixels=options["max_pixels"], tile=options["tile"])
