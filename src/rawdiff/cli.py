@@ -401,6 +401,16 @@ def cmd_fit_deblock(args) -> int:
     return 0
 
 
+def cmd_decoder_update(args) -> int:
+    """OUT: the model directory --model with the decoder side of --decoder, stored as an
+    update of --model's weights."""
+    from rawdiff.export.model_dir import export_decoder_update
+
+    entry = export_decoder_update(args.model, args.decoder, args.out)
+    print(json.dumps({k: v for k, v in entry.items() if k != "training"}, indent=2, sort_keys=True))
+    return 0
+
+
 def _eval_with_checked_out(run):
     """`rawdiff eval`, its --out folder checked (and its absence fine) before the evaluation."""
 
@@ -480,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX opset, %d..%d (default %d: onnxruntime 1.17+)"
                    % (onnx_export.OPSET_RANGE + (onnx_export.DEFAULT_OPSET,)))
     p.set_defaults(func=onnx_export.run)
+
+    p = sub.add_parser("decoder-update", help="a model directory with the decoder side of another on the same "
+                       "codes, stored as 8-bit differences from its own weights")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="the base model directory (default: models/default)")
+    p.add_argument("--decoder", required=True, help="model directory whose decoder side to take (the same codes)")
+    p.add_argument("-o", "--out", required=True, help="the new model directory (must not exist)")
+    p.set_defaults(func=cmd_decoder_update)
 
     p = sub.add_parser("bag", help="transcode ROS 1 bags and MCAP files offline, one or a collection on Ray: "
                                    "RAW frames <-> codes")

@@ -297,9 +297,8 @@ class Codec:
         """The torch embedder (encoder, codebook, decoder), loaded on first use."""
         if self._embedder is None:
             torch = _needs_torch("decoding (and the torch encoder)")
-            from safetensors.torch import load_file
-
             from rawdiff.device import autocast_dtype, resolve_device
+            from rawdiff.models.decoder_update import embedder_weights
             from rawdiff.models.embedder import load_embedder
 
             self._device = resolve_device(self._device_name)
@@ -307,8 +306,7 @@ class Codec:
             if self.threads:
                 torch.set_num_threads(int(self.threads))
             params = self.config.get("model", {}).get("params", {})
-            embedder = load_embedder(params, load_file(os.path.join(self.model_dir, "embedder.safetensors")),
-                                     self._device)
+            embedder = load_embedder(params, embedder_weights(self.model_dir), self._device)
             layers = self.means.layers if self.means is not None else []
             if [tuple(m) for m in embedder.mean_layers] != layers:
                 raise ValueError("model directory %s: the embedder's mean layers %s are not means.safetensors' %s"

@@ -5,6 +5,9 @@
     prior.safetensors      entropy model of the code indices, fitted on the training split
     means.safetensors      the mean layers (rawdiff.codec.cell_means), when the model has them
     diffusion.safetensors  latent-diffusion decoder weights (when trained)
+    decoder_update.safetensors
+                           the decoder side as 8-bit differences from embedder.safetensors, when it
+                           was trained on after the codes (rawdiff.models.decoder_update)
     texture.safetensors    the texture stage of the realism path (rawdiff.models.texture), when
                            fitted; decoder-side only: its digest and settings are in model.json's
                            ``texture``, not in model_id, so adding it keeps streams decodable
@@ -13,7 +16,7 @@
     MODEL_CARD.md          data, training commands, steps, time, metrics
 
 ``model_id`` is the first 16 bytes (32 hex digits) of the SHA-256 over the weight files
-in name order, so any change of weights or prior gives another id, and decoders refuse
+in the order of ``WEIGHT_FILES``, so any change of weights or prior gives another id, and decoders refuse
 codes made by another model. This module reads and checks a directory (numpy-free, no
 torch: the vehicle reads it too) and sets one entry of its model.json (:func:`set_model_entry`:
 the decoder-side stages and the measured operating points); :mod:`rawdiff.export.model_dir`
@@ -32,7 +35,10 @@ from typing import Any, Dict
 from rawdiff.config import load_config
 from rawdiff.outputs import write_text
 
-WEIGHT_FILES = ("embedder.safetensors", "prior.safetensors", "diffusion.safetensors", "means.safetensors")
+#: the decoder side as differences from embedder.safetensors (rawdiff.models.decoder_update)
+DECODER_UPDATE_FILE = "decoder_update.safetensors"
+WEIGHT_FILES = ("embedder.safetensors", "prior.safetensors", "diffusion.safetensors", "means.safetensors",
+                DECODER_UPDATE_FILE)
 #: the texture stage's network (not in model_id; model.json's ``texture`` has its digest)
 TEXTURE_FILE = "texture.safetensors"
 #: the latent-diffusion decoder's weights (one of WEIGHT_FILES, when trained)

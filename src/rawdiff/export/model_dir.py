@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from rawdiff.codec.entropy import StagedPrior
-from rawdiff.codec.modeldir import check_quality, compute_model_id, read_model_dir
+from rawdiff.codec.modeldir import DECODER_UPDATE_FILE, check_quality, compute_model_id, read_model_dir
 from rawdiff.codec.prior_fit import fit_prior as fit_index_prior
 from rawdiff.config import save_config
+from rawdiff.models.decoder_update import DECODER_PREFIXES, UPDATE_FORMAT, embedder_weights, make_update, update_error
 from rawdiff.models.embedder import DEFAULTED_SUFFIXES, training_only
 
 
@@ -56,8 +57,6 @@ def staged_directory(out: str) -> Iterator[str]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-#: the weights of the decoder side (what ``Embedder.decoder_side`` runs)
-DECODER_PREFIXES = ("decoder.", "synthesis.", "refine.")
 #: how floating-point weights may be stored (``codec.decoder_weights``, ``codec.diffusion_weights``)
 WEIGHT_STORAGE = ("float32", "float16")
 
@@ -233,8 +232,6 @@ def kept_prior(model, tmp: str, prior_kind: str, with_means: bool) -> Dict[str, 
     fitting them again on the training frames: the codes are the same, so the fit could only
     repeat it up to float rounding, in minutes over large frames. Copies the files into
     ``tmp``; returns model.json's entries for them."""
-    from safetensors.torch import load_file
-
     from rawdiff.models.ldm import same_codes
 
     init = getattr(model, "hparams", {}).get("init")
@@ -247,7 +244,7 @@ def kept_prior(model, tmp: str, prior_kind: str, with_means: bool) -> Dict[str, 
     if old.get("prior_kind", "context") != prior_kind:
         raise ValueError("codec.keep_prior: %s has a %s prior, this config asks for %s"
                          % (init, old.get("prior_kind"), prior_kind))
-    if not same_codes(load_file(os.path.join(init, "embedder.safetensors")), model.embedder):
+    if not same_codes(embedder_weights(init), model.embedder):
         raise ValueError("codec.keep_prior: the embedder does not code as %s does (its encoder, analysis or "
                          "codebooks changed), so its prior does not fit" % init)
     names = ["prior.safetensors"] + (["means.safetensors"] if with_means else [])
@@ -383,3 +380,76 @@ def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optio
             f.write("\n".join(lines) + "\n")
         read_model_dir(tmp)
     return out
+
+
+# What a decoder update takes over from the base directory unchanged (the texture stage and
+# the deblocking settings too, to be fitted again on the new decodes: `make model-texture`,
+# `make model-deblock`). Not encoder.onnx: model.json vouches for it by model_id.
+_FROM_BASE = ("config.yaml", "embedder.safetensors", "prior.safetensors", "means.safetensors",
+              "diffusion.safetensors", "texture.safetensors", "MODEL_CARD.md")
+
+
+def export_decoder_update(base: str, decoder: str, out: str) -> Dict[str, Any]:
+    """``out``: the model directory ``base`` with the decoder side of ``decoder`` (a model on
+    the same codes, e.g. a decoder stage trained on with ``frozen_codes``), stored as 8-bit
+    differences from ``base``'s own ``embedder.safetensors``
+    (:mod:`rawdiff.models.decoder_update`), which is copied byte for byte. Everything else is
+    ``base``'s: prior, mean layers, diffusion decoder, texture stage, deblocking settings (fit
+    the last two again on the new decodes). A new ``model_id``; the measured operating points
+    and the ONNX record are dropped (measure them again; `rawdiff export-onnx`). Atomic, as
+    :func:`export_model`. Returns model.json's ``decoder_update`` entry."""
+    from safetensors.torch import load_file, save_file
+
+    from rawdiff.models.ldm import load_frozen_embedder, same_codes
+
+    if os.path.abspath(out) in (os.path.abspath(base), os.path.abspath(decoder)):
+        raise ValueError("decoder update %s would overwrite one of its inputs" % out)
+    info, other = read_model_dir(base), read_model_dir(decoder)
+    embedder = load_frozen_embedder(base)  # the base's weights as the codec runs them
+    new = embedder_weights(decoder)
+    if not same_codes(new, embedder):
+        raise ValueError("%s does not code as %s does (its encoder, analysis or codebooks differ): a decoder "
+                         "update only carries a decoder side" % (decoder, base))
+    stored = load_file(os.path.join(base, "embedder.safetensors"))
+    try:
+        update = make_update(stored, new)
+    except ValueError as exc:
+        raise ValueError("decoder update of %s from %s: %s" % (base, decoder, exc)) from None
+    if not update:
+        raise ValueError("%s has the decoder side of %s already: nothing to store" % (decoder, base))
+    worst, relative = update_error(stored, new, update)
+    with staged_directory(out) as tmp:
+        for name in _FROM_BASE:
+            if os.path.isfile(os.path.join(base, name)):
+                shutil.copy2(os.path.join(base, name), os.path.join(tmp, name))
+        save_file(update, os.path.join(tmp, DECODER_UPDATE_FILE), metadata={"format": UPDATE_FORMAT})
+        meta = dict(info["meta"])
+        for key in ("onnx", "operating_points", "decoder_update"):
+            meta.pop(key, None)
+        entry = {"base_model_id": info["meta"]["model_id"], "decoder_model_id": other["meta"]["model_id"],
+                 "tensors": sum(1 for k in update if not k.endswith(":scale")),
+                 "bytes": os.path.getsize(os.path.join(tmp, DECODER_UPDATE_FILE)),
+                 "max_abs_error": worst, "relative_error": relative,
+                 "training": other["meta"].get("training") or {}}
+        meta["decoder_update"] = entry
+        meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        meta["model_id"] = compute_model_id(tmp)
+        with open(os.path.join(tmp, "model.json"), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+        train = entry["training"]
+        lines = ["", "## Decoder update", "",
+                 "The decoder side of model %s (the same codes), stored as 8-bit differences from this "
+                 "directory's embedder.safetensors (that of model %s) in %s: %d tensors, %d bytes; the largest "
+                 "error of a weight %.3g, the error %.2g of the change's norm. Model id %s (was %s)."
+                 % (entry["decoder_model_id"], entry["base_model_id"], DECODER_UPDATE_FILE, entry["tensors"],
+                    entry["bytes"], worst, relative, meta["model_id"], entry["base_model_id"])]
+        if train:
+            lines += ["", "Its training: `rawdiff train --base %s %s`, %s steps, %s s on %s."
+                      % (" ".join(train.get("bases", [])), " ".join(train.get("overrides", [])),
+                         train.get("global_step"), train.get("wall_s"), train.get("accelerator"))]
+        lines += ["", "The operating points, texture stage and deblocking settings are to be measured and fitted "
+                      "again on its decodes; encoder.onnx is not carried over (`rawdiff export-onnx --model DIR`)."]
+        with open(os.path.join(tmp, "MODEL_CARD.md"), "a") as f:
+            f.write("\n".join(lines) + "\n")
+        read_model_dir(tmp)
+    return entry

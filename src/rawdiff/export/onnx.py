@@ -164,15 +164,15 @@ def export_encoder(model_dir: str, opset: int = DEFAULT_OPSET, verify: bool = Tr
     """
     import onnx
     import torch
-    from safetensors.torch import load_file
 
+    from rawdiff.models.decoder_update import embedder_weights
     from rawdiff.models.embedder import load_embedder
 
     opset = check_opset(opset)
     info = read_model_dir(model_dir)  # the weights must match model.json before we vouch for them
     meta = info["meta"]
     params = info["config"].get("model", {}).get("params", {})
-    embedder = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")), torch.device("cpu"))
+    embedder = load_embedder(params, embedder_weights(model_dir), torch.device("cpu"))
     path = os.path.join(model_dir, ONNX_FILE)
     ids = {"model_id": meta["model_id"], "embedder_id": embedder_id(model_dir)}
     export_embedder(embedder, path, opset, metadata=ids)

@@ -60,9 +60,8 @@ class EncoderDistill(L.LightningModule):
                  learning_rate: float = 1e-3, min_learning_rate: float = 5e-5, decay_batches: int = 0,
                  betas=(0.9, 0.99), init_encoder: Optional[str] = None):
         super().__init__()
-        from safetensors.torch import load_file
-
         from rawdiff.codec.modeldir import read_model_dir
+        from rawdiff.models.decoder_update import embedder_weights
         from rawdiff.models.ldm import load_frozen_embedder
 
         self.save_hyperparameters()
@@ -78,7 +77,7 @@ class EncoderDistill(L.LightningModule):
         self.embedder = Embedder(**student_params)
         self.embedder_params = student_params
         # the teacher's codebook and decoder, frozen; the encoder is the student's own
-        state = load_file(os.path.join(self.teacher_dir, "embedder.safetensors"))
+        state = embedder_weights(self.teacher_dir)
         kept = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         missing, unexpected = self.embedder.load_state_dict(kept, strict=False)
         missing = [k for k in missing if not k.startswith("encoder.") and not may_be_missing(k)]

@@ -388,14 +388,13 @@ def same_codes(state: Dict[str, torch.Tensor], embedder) -> bool:
 
 def load_frozen_embedder(model_dir: str):
     """The embedder of a model directory, in eval mode and without gradients."""
-    from safetensors.torch import load_file
-
     from rawdiff.codec.modeldir import read_model_dir
+    from rawdiff.models.decoder_update import embedder_weights
     from rawdiff.models.embedder import load_embedder
 
     info = read_model_dir(model_dir)
     params = info["config"].get("model", {}).get("params", {})
-    net = load_embedder(params, load_file(os.path.join(model_dir, "embedder.safetensors")))
+    net = load_embedder(params, embedder_weights(model_dir))
     return net.requires_grad_(False).eval()
 
 
@@ -441,6 +440,7 @@ class LDM(_lightning_base()):
         from safetensors.torch import load_file
 
         from rawdiff.codec.modeldir import read_model_dir
+        from rawdiff.models.decoder_update import embedder_weights
 
         info = read_model_dir(model_dir)
         #: what the decoder it starts from had been trained for (the model card and model.json say it)
@@ -452,7 +452,7 @@ class LDM(_lightning_base()):
                              % model_dir)
         load_matching(self.denoiser, load_file(path), "init %s" % model_dir)
         # the scales were measured on that model's latents: they hold where its codes are these
-        same = same_codes(load_file(os.path.join(model_dir, "embedder.safetensors")), self.embedder)
+        same = same_codes(embedder_weights(model_dir), self.embedder)
         if not same and (self.hparams.get("diffusion") or {}).get("latent_scale", "auto") == "auto":
             for name in ("latent_scale", "residual_scale", "condition_scale"):
                 if hasattr(self.denoiser, name):

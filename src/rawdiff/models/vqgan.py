@@ -7,7 +7,6 @@ Two optimizers, stepped by hand each batch: the autoencoder + codebook on
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Optional
 
 import lightning as L
@@ -56,12 +55,11 @@ class VQGAN(L.LightningModule):
         old channels and starts the new ones at a tenth of their random scale; the decoder's
         first conv keeps the old weights and gives the new channels zero weight. The network
         then starts as the old one, and the new channels are learnt."""
-        from safetensors.torch import load_file
-
         from rawdiff.codec.modeldir import read_model_dir
+        from rawdiff.models.decoder_update import embedder_weights
 
         read_model_dir(model_dir)  # checks the directory and its model_id
-        state = load_file(os.path.join(model_dir, "embedder.safetensors"))
+        state = embedder_weights(model_dir)
         own = self.embedder.state_dict()
         # the latent's width, from the first codebook (a plain codebook or stage 1)
         old_dim = next(int(v.shape[1]) for k, v in sorted(state.items())

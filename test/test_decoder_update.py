@@ -1,0 +1,223 @@
+"""A decoder side stored as 8-bit differences from the model's own weights
+(rawdiff.models.decoder_update, `rawdiff decoder-update`): the arithmetic, what it refuses,
+and a model directory made of one on frozen codes that decodes as the decoder it came from."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from synthetic import ROOT
+
+from rawdiff.cli import main
+from rawdiff.codec import Codec
+from rawdiff.codec.modeldir import DECODER_UPDATE_FILE, compute_model_id, read_model_dir
+from rawdiff.models.decoder_update import LEVELS, apply_update, embedder_weights, make_update, update_error
+from rawdiff.train import train
+
+TINY = os.path.join(ROOT, "config", "models", "tiny.yaml")
+SCALABLE = ["model.params.embedder.embed_dim=8", "model.params.embedder.linear_paths=true",
+            "model.params.embedder.encoder_network=false", "model.params.embedder.quality_channel=true",
+            "model.params.embedder.rate_lambda=0.02", "model.params.embedder.skip_code=true"]
+STAGE = ["model.params.frozen_codes=true", "model.params.embedder.synthesis=per_quality"]
+
+
+def weights(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return {"quantize.codebooks.0.embedding.weight": torch.randn(16, 8, generator=g),
+            "decoder.conv.weight": torch.randn(6, 4, 3, 3, generator=g),
+            "decoder.conv.bias": torch.randn(6, generator=g),
+            "decoder.norm.gain": torch.tensor(1.5),
+            "decoder.steps": torch.tensor([3, 4]),
+            "synthesis.weight": torch.randn(5, 8, generator=g),
+            "refine.weight": torch.zeros(2, 2)}
+
+
+def trained_on(base, seed: int = 1, size: float = 0.2):
+    """``base`` with its decoder side moved as further training moves it."""
+    g = torch.Generator().manual_seed(seed)
+    new = {k: v.clone() for k, v in base.items()}
+    for k in ("decoder.conv.weight", "decoder.conv.bias", "synthesis.weight"):
+        new[k] = base[k] + size * base[k].std() * torch.randn(base[k].shape, generator=g)
+    new["decoder.norm.gain"] = torch.tensor(1.25)
+    new["decoder.steps"] = torch.tensor([3, 5])
+    return new
+
+
+# --------------------------------------------------------------------------- the arithmetic
+
+
+def test_an_update_holds_eight_bit_differences_a_scale_a_row_and_only_what_changed():
+    base = weights()
+    new = trained_on(base)
+    update = make_update(base, new)
+    assert set(update) == {"decoder.conv.weight", "decoder.conv.weight:scale", "decoder.conv.bias",
+                           "decoder.conv.bias:scale", "synthesis.weight", "synthesis.weight:scale",
+                           "decoder.norm.gain", "decoder.steps"}  # not the codebook, not refine (unchanged)
+    assert update["decoder.conv.weight"].dtype == torch.int8
+    assert update["decoder.conv.weight:scale"].shape == (6,)
+    assert update["decoder.conv.bias:scale"].shape == (6,)
+    assert int(update["decoder.conv.weight"].abs().max()) == LEVELS  # each row's largest difference
+    applied = apply_update(base, update)
+    for key in ("decoder.conv.weight", "decoder.conv.bias", "synthesis.weight"):
+        rows = (new[key] - base[key]).reshape(new[key].shape[0], -1)
+        step = rows.abs().amax(1) / LEVELS
+        err = (applied[key] - new[key]).reshape(rows.shape).abs()
+        assert bool((err <= step[:, None] / 2 + 1e-6).all()), key  # half a step at most, row by row
+        assert applied[key].dtype == base[key].dtype
+    assert float(applied["decoder.norm.gain"]) == 1.25  # single values and integers: the new value itself
+    assert torch.equal(applied["decoder.steps"], torch.tensor([3, 5]))
+    assert torch.equal(applied["quantize.codebooks.0.embedding.weight"], base["quantize.codebooks.0.embedding.weight"])
+    assert torch.equal(base["decoder.conv.weight"], weights()["decoder.conv.weight"])  # base untouched
+    worst, relative = update_error(base, new, update)
+    assert 0 < worst < 0.05 and 0 < relative < 0.01
+    assert make_update(base, {k: v.clone() for k, v in base.items()}) == {}
+
+
+def test_rounding_the_difference_beats_rounding_the_weights():
+    base = weights()
+    new = trained_on(base, size=0.2)
+    update = make_update(base, new)
+    _, relative = update_error(base, new, update)
+    rows = new["decoder.conv.weight"].reshape(6, -1)
+    step = rows.abs().amax(1, keepdim=True) / LEVELS
+    direct = (torch.round(rows / step) * step - rows).norm() / (new["decoder.conv.weight"]
+                                                                - base["decoder.conv.weight"]).norm()
+    assert relative * 3 < float(direct)
+
+
+def test_an_update_refuses_to_move_the_codes_or_other_weights():
+    base = weights()
+    moved = trained_on(base)
+    moved["quantize.codebooks.0.embedding.weight"] = moved["quantize.codebooks.0.embedding.weight"] + 1e-3
+    with pytest.raises(ValueError, match="quantize.codebooks.0.embedding.weight differs, and it is not on the "
+                                         "decoder side"):
+        make_update(base, moved)
+    fewer = dict(base)
+    del fewer["refine.weight"]
+    with pytest.raises(ValueError, match="other weights: refine.weight"):
+        make_update(base, fewer)
+    wider = dict(base, **{"synthesis.weight": torch.zeros(10, 8)})
+    with pytest.raises(ValueError, match=r"synthesis.weight has shape \(5, 8\) in one embedder, \(10, 8\)"):
+        make_update(base, wider)
+    nan = dict(base, **{"synthesis.weight": torch.full((5, 8), float("nan"))})
+    with pytest.raises(ValueError, match="synthesis.weight is not finite"):
+        make_update(base, nan)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda u: u.update({"encoder.conv.weight": torch.zeros(1, dtype=torch.int8)}),
+     "changes encoder.conv.weight, which is not on the decoder side"),
+    (lambda u: u.update({"decoder.extra": torch.zeros(2)}), "changes decoder.extra, which the embedder's weights "
+                                                            "do not have"),
+    (lambda u: u.update({"decoder.conv.bias": torch.zeros(7, dtype=torch.int8)}),
+     r"decoder.conv.bias of shape \(7,\) for weights of shape \(6,\)"),
+    (lambda u: u.update({"decoder.conv.weight:scale": torch.ones(5)}), "needs 6 floating-point scales"),
+    (lambda u: u["decoder.conv.weight:scale"].__setitem__(0, -1.0), "must be finite and not negative"),
+    (lambda u: u["decoder.conv.weight:scale"].__setitem__(0, float("inf")), "must be finite and not negative"),
+    (lambda u: u["decoder.conv.weight"].__setitem__((0, 0, 0, 0), -128), r"must be in \[-127, 127\]"),
+    (lambda u: u.pop("decoder.conv.weight:scale"), "decoder.conv.weight is torch.int8, which does not fit weights "
+                                                   "of dtype torch.float32"),
+    (lambda u: u.pop("decoder.conv.weight"), "scales decoder.conv.weight:scale without their differences"),
+    (lambda u: u.update({"decoder.steps": torch.zeros(2)}), "decoder.steps is torch.float32, which does not fit"),
+])
+def test_an_update_that_does_not_fit_the_weights_is_refused_by_name(change, message):
+    base = weights()
+    update = make_update(base, trained_on(base))
+    change(update)
+    with pytest.raises(ValueError, match="the model's update.*" + message):
+        apply_update(base, update, "the model's update")
+
+
+# --------------------------------------------------------------------------- a model directory
+
+
+@pytest.fixture(scope="module")
+def decoders(tiny_corpus, tmp_path_factory):
+    """(base, decoder, other codes): a tiny scalable embedder's decoder stage, a decoder stage
+    trained on from it (the same codes), and an embedder with codes of its own."""
+    tmp = tmp_path_factory.mktemp("decoder_update")
+    common = ["data.params.root=" + tiny_corpus, "data.params.crop_size=128"] + SCALABLE
+    first = train([TINY], common, max_steps=2, logdir=str(tmp / "first"))["model_dir"]
+    base = train([TINY], common + STAGE + ["model.params.init=" + first], max_steps=2,
+                 logdir=str(tmp / "base"))["model_dir"]
+    decoder = train([TINY], common + STAGE + ["model.params.init=" + base, "codec.keep_prior=true",
+                                              "model.params.learning_rate=0.01"],
+                    max_steps=3, logdir=str(tmp / "decoder"))["model_dir"]
+    return first, base, decoder
+
+
+def test_a_decoder_update_decodes_as_the_decoder_it_came_from(decoders, frame, tmp_path, capsys):
+    first, base, decoder = decoders
+    out = str(tmp_path / "updated")
+    assert main(["decoder-update", "--model", base, "--decoder", decoder, "-o", out]) == 0
+    entry = json.loads(capsys.readouterr().out)
+    with open(os.path.join(base, "embedder.safetensors"), "rb") as a, \
+            open(os.path.join(out, "embedder.safetensors"), "rb") as b:
+        assert a.read() == b.read()  # the base's file as it was
+    meta = read_model_dir(out)["meta"]
+    ids = {json.load(open(os.path.join(d, "model.json")))["model_id"] for d in (base, decoder)}
+    assert meta["model_id"] == compute_model_id(out) and meta["model_id"] not in ids
+    assert entry["base_model_id"] in ids and entry["decoder_model_id"] in ids
+    assert entry["tensors"] > 0 and entry["bytes"] == os.path.getsize(os.path.join(out, DECODER_UPDATE_FILE))
+    assert "operating_points" not in meta and "onnx" not in meta
+    assert "## Decoder update" in open(os.path.join(out, "MODEL_CARD.md")).read()
+    # the weights the codec runs: the decoder's, within half a step a row
+    got, want, old = embedder_weights(out), embedder_weights(decoder), embedder_weights(base)
+    moved = [k for k in want if k.startswith("decoder.") and not torch.equal(want[k].float(), old[k].float())]
+    assert moved
+    for k in moved:
+        assert float((got[k].float() - want[k].float()).abs().max()) <= float(
+            (want[k].float() - old[k].float()).abs().max()) / LEVELS / 2 + 1e-6, k
+    codecs = {name: Codec.load(d, device="cpu") for name, d in (("base", base), ("decoder", decoder),
+                                                                  ("updated", out))}
+    images = {}
+    for name, codec in codecs.items():
+        stream = codec.compress(frame, quality=3)
+        images[name] = codec.decompress(stream).astype(np.float64)
+
+    def psnr(a, b):
+        return 10 * np.log10(255.0 ** 2 / max(np.mean((a - b) ** 2), 1e-12))
+
+    assert psnr(images["updated"], images["decoder"]) > 45
+    assert psnr(images["updated"], images["decoder"]) > psnr(images["updated"], images["base"]) + 5
+    with pytest.raises(ValueError, match="model mismatch"):  # a stream of the base is not this model's
+        codecs["updated"].decompress(codecs["base"].compress(frame, quality=3))
+
+
+def test_a_decoder_update_from_other_codes_or_shapes_is_one_line(decoders, tiny_corpus, tmp_path, capsys):
+    first, base, decoder = decoders
+    common = ["data.params.root=" + tiny_corpus, "data.params.crop_size=128"] + SCALABLE
+    other = train([TINY], common, max_steps=1, seed=5, logdir=str(tmp_path / "other"))["model_dir"]
+    cases = [(["--model", base, "--decoder", other], "does not code as"),
+             (["--model", first, "--decoder", base], "in one embedder, ("),  # one synthesis a point
+             (["--model", base, "--decoder", base], "nothing to store"),
+             (["--model", base, "--decoder", decoder, "-o", base], "would overwrite one of its inputs")]
+    for args, message in cases:
+        if "-o" not in args:
+            args = args + ["-o", str(tmp_path / "out")]
+        assert main(["decoder-update"] + args) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("rawdiff decoder-update: error:") and message in err
+        assert not os.path.exists(str(tmp_path / "out"))
+
+
+def test_a_tampered_update_is_refused_when_the_model_is_read(decoders, tmp_path, frame):
+    _, base, decoder = decoders
+    out = str(tmp_path / "updated")
+    main(["decoder-update", "--model", base, "--decoder", decoder, "-o", out])
+    path = os.path.join(out, DECODER_UPDATE_FILE)
+    update = load_file(path)
+    key = next(k for k in update if k.endswith(":scale"))
+    update[key] = -update[key]
+    save_file(update, path)
+    with pytest.raises(ValueError, match="weights do not match model.json"):  # the model_id covers it
+        Codec.load(out, device="cpu")
+    meta = json.load(open(os.path.join(out, "model.json")))
+    meta["model_id"] = compute_model_id(out)  # even with the id made to match, it is named
+    json.dump(meta, open(os.path.join(out, "model.json"), "w"))
+    with pytest.raises(ValueError, match="decoder_update.safetensors: the scales of .* must be finite and not "
+                                         "negative"):
+        Codec.load(out, device="cpu").decompress(Codec.load(out, device="cpu").compress(frame, quality=1))
