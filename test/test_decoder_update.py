@@ -164,6 +164,11 @@ def test_a_decoder_update_decodes_as_the_decoder_it_came_from(decoders, frame, t
     assert entry["tensors"] > 0 and entry["bytes"] == os.path.getsize(os.path.join(out, DECODER_UPDATE_FILE))
     assert "operating_points" not in meta and "onnx" not in meta
     assert "## Decoder update" in open(os.path.join(out, "MODEL_CARD.md")).read()
+    assert main(["info", "--model", out]) == 0
+    assert "the decoder side of model %s stored as an update of model %s's weights" % (
+        entry["decoder_model_id"], entry["base_model_id"]) in capsys.readouterr().out
+    assert main(["info", "--model", out, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["decoder_update"]["bytes"] == entry["bytes"]
     # the weights the codec runs: the decoder's, within half a step a row
     got, want, old = embedder_weights(out), embedder_weights(decoder), embedder_weights(base)
     moved = [k for k in want if k.startswith("decoder.") and not torch.equal(want[k].float(), old[k].float())]
@@ -183,8 +188,16 @@ def test_a_decoder_update_decodes_as_the_decoder_it_came_from(decoders, frame, t
 
     assert psnr(images["updated"], images["decoder"]) > 45
     assert psnr(images["updated"], images["decoder"]) > psnr(images["updated"], images["base"]) + 5
-    with pytest.raises(ValueError, match="model mismatch"):  # a stream of the base is not this model's
-        codecs["updated"].decompress(codecs["base"].compress(frame, quality=3))
+    # the same codes and prior: the base's streams (an archive, a vehicle not yet updated) decode here
+    assert meta["streams_of"] == [entry["base_model_id"]]
+    assert codecs["updated"].streams_of == (entry["base_model_id"],)
+    old_stream = codecs["base"].compress(frame, quality=3)
+    assert np.array_equal(codecs["updated"].decompress(old_stream), images["updated"].astype(np.uint8))
+    with pytest.raises(ValueError, match="model mismatch: .* the loaded model is %s \\(which also decodes the "
+                                         "streams of %s\\)" % (meta["model_id"], entry["base_model_id"])):
+        codecs["updated"].decompress(codecs["decoder"].compress(frame, quality=3))  # another model's id
+    with pytest.raises(ValueError, match="model mismatch"):  # and not the other way round
+        codecs["base"].decompress(codecs["updated"].compress(frame, quality=3))
 
 
 def test_a_decoder_update_from_other_codes_or_shapes_is_one_line(decoders, tiny_corpus, tmp_path, capsys):
@@ -221,3 +234,37 @@ def test_a_tampered_update_is_refused_when_the_model_is_read(decoders, tmp_path,
     with pytest.raises(ValueError, match="decoder_update.safetensors: the scales of .* must be finite and not "
                                          "negative"):
         Codec.load(out, device="cpu").decompress(Codec.load(out, device="cpu").compress(frame, quality=1))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0123", "must be a list of model ids"),
+    (["0123"], "must be a list of model ids"),
+    (["A" * 32], "must be a list of model ids"),
+    ("self", "names the model itself"),
+])
+def test_streams_of_in_model_json_is_checked(fixture_model, tmp_path, value, message):
+    import shutil
+
+    out = str(tmp_path / "model")
+    shutil.copytree(fixture_model, out)
+    meta = json.load(open(os.path.join(out, "model.json")))
+    meta["streams_of"] = [meta["model_id"]] if value == "self" else value
+    json.dump(meta, open(os.path.join(out, "model.json"), "w"))
+    with pytest.raises(ValueError, match="streams_of " + message):
+        read_model_dir(out)
+
+
+def test_a_decoder_node_takes_codes_of_the_models_its_model_decodes():
+    from types import SimpleNamespace
+
+    from rawdiff.ros.transcode import check_codes
+
+    msg = SimpleNamespace(data=b"", model_id="b" * 32)
+    with pytest.raises(ValueError, match="no data"):
+        check_codes(msg, "a" * 32, ("b" * 32,))
+    msg.data = b"x"
+    with pytest.raises(ValueError, match="model mismatch: codes from model b+, but this decoder runs model a+ "
+                                         "\\(which also decodes the codes of c+\\)"):
+        check_codes(msg, "a" * 32, ("c" * 32,))
+    with pytest.raises(ValueError, match="magic|bitstream|short"):  # past the model check: the header is read
+        check_codes(msg, "a" * 32, ("b" * 32,))

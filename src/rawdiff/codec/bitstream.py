@@ -174,12 +174,12 @@ class BitstreamError(ValueError):
 class ModelMismatchError(BitstreamError):
     """The bitstream was made with another model than the one that should decode it."""
 
-    def __init__(self, found: str, expected: str):
+    def __init__(self, found: str, expected: str, also: Sequence[str] = ()):
         self.found = found
         self.expected = expected
         super().__init__(
-            "model mismatch: the bitstream was encoded with model %s, but the loaded model is %s"
-            % (found, expected)
+            "model mismatch: the bitstream was encoded with model %s, but the loaded model is %s%s"
+            % (found, expected, " (which also decodes the streams of %s)" % ", ".join(also) if also else "")
         )
 
 
@@ -988,11 +988,12 @@ def read_header(data: bytes, verify: bool = True) -> Header:
     return header
 
 
-def check_model(header: Header, model_id: str) -> None:
-    """Raise :class:`ModelMismatchError` unless ``header`` was made with ``model_id``."""
+def check_model(header: Header, model_id: str, also: Sequence[str] = ()) -> None:
+    """Raise :class:`ModelMismatchError` unless ``header`` was made with ``model_id`` or one
+    of ``also`` (models whose streams the loaded one decodes: the same codes and prior)."""
     expected = _normalize_model_id(model_id)
-    if header.model_id != expected:
-        raise ModelMismatchError(found=header.model_id, expected=expected)
+    if header.model_id != expected and header.model_id not in {_normalize_model_id(m) for m in also}:
+        raise ModelMismatchError(found=header.model_id, expected=expected, also=also)
 
 
 __all__ = [

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -176,6 +176,9 @@ class Codec:
         self.config = config
         self.meta = meta
         self.model_id: str = meta["model_id"]
+        #: the models whose streams this one decodes besides its own (the same codes and prior:
+        #: the base of a decoder update), from model.json's ``streams_of``
+        self.streams_of: Tuple[str, ...] = tuple(meta.get("streams_of") or ())
         self.prior = prior
         self.backend = backend
         self.onnx_session = onnx_session
@@ -477,7 +480,7 @@ class Codec:
         BitstreamError on anything wrong, and :class:`rawdiff.codec.limits.FrameTooLargeError`
         for a frame over ``max_pixels`` before a grid is allocated."""
         header, payload = bitstream.unpack(data)
-        bitstream.check_model(header, self.model_id)
+        bitstream.check_model(header, self.model_id, self.streams_of)
         check_frame_size(header, self.max_pixels)
         if header.codebook_size != self.codebook_size or header.entropy_model != self.prior.kind:
             raise bitstream.BitstreamError(

@@ -86,12 +86,29 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
     if missing:
         raise ValueError("model directory %s: model.json lacks %s" % (model_dir, ", ".join(missing)))
     check_texture_entry(model_dir, meta)
+    check_streams_of(model_dir, meta)
     if meta.get("deblock") is not None:
         try:
             check_deblock_entry(meta["deblock"], len(meta.get("stages") or [None]), int(meta["factor"]))
         except ValueError as exc:
             raise ValueError("model directory %s: model.json's %s" % (model_dir, exc)) from None
     return {"config": config, "meta": meta}
+
+
+def check_streams_of(model_dir: str, meta: Dict[str, Any]) -> list:
+    """model.json's ``streams_of``: the models whose bitstreams this one decodes (it has their
+    codes and prior, e.g. the base of a decoder update), a list of model ids (32 hex digits);
+    a ValueError naming what is wrong."""
+    ids = meta.get("streams_of")
+    if ids is None:
+        return []
+    if (not isinstance(ids, list) or not all(isinstance(m, str) and len(m) == 32 for m in ids)
+            or not all(c in "0123456789abcdef" for m in ids for c in m)):
+        raise ValueError("model directory %s: model.json's streams_of must be a list of model ids (32 lowercase "
+                         "hex digits), got %r" % (model_dir, ids))
+    if meta.get("model_id") in ids:
+        raise ValueError("model directory %s: model.json's streams_of names the model itself" % model_dir)
+    return list(ids)
 
 
 def set_model_entry(model_dir: str, key: str, value: Any) -> Dict[str, Any]:

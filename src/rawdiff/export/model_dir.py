@@ -432,6 +432,9 @@ def export_decoder_update(base: str, decoder: str, out: str) -> Dict[str, Any]:
                  "max_abs_error": worst, "relative_error": relative,
                  "training": other["meta"].get("training") or {}}
         meta["decoder_update"] = entry
+        # the same codes and prior: the base's streams (and those it decoded) decode here
+        meta["streams_of"] = [info["meta"]["model_id"]] + [m for m in info["meta"].get("streams_of") or []
+                                                            if m != info["meta"]["model_id"]]
         meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         meta["model_id"] = compute_model_id(tmp)
         with open(os.path.join(tmp, "model.json"), "w") as f:

@@ -13,7 +13,7 @@ Every problem with a message raises ``ValueError`` naming it (the bitstream's
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from rawdiff.codec.bitstream import read_header
 from rawdiff.ros.conversions import frame_to_image, image_to_frame, rgb_to_image
@@ -61,17 +61,20 @@ def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_lev
     return out, info
 
 
-def check_codes(msg, model_id: str):
+def check_codes(msg, model_id: str, also: Sequence[str] = ()):
     """The bitstream header of a ``CompressedCodes`` message after checking that the
-    message agrees with it and was made by ``model_id``; raises ``ValueError``."""
+    message agrees with it and was made by ``model_id`` (or one of ``also``: the models whose
+    streams the decoder's model decodes too); raises ``ValueError``."""
     data = msg.data
     if not isinstance(data, bytes):
         data = bytes(bytearray(data))
     if not data:
         raise ValueError("codes message has no data (empty bitstream)")
     claimed = str(msg.model_id or "").strip().lower()
-    if claimed and claimed != model_id:
-        raise ValueError("model mismatch: codes from model %s, but this decoder runs model %s" % (claimed, model_id))
+    if claimed and claimed != model_id and claimed not in also:
+        raise ValueError("model mismatch: codes from model %s, but this decoder runs model %s%s"
+                         % (claimed, model_id, " (which also decodes the codes of %s)" % ", ".join(also)
+                            if also else ""))
     header = read_header(data)  # magic, version, length, CRC, field checks
     fields = (("height", header.height), ("width", header.width),
               ("code_height", header.code_height), ("code_width", header.code_width))
@@ -94,7 +97,7 @@ def decode_codes(codec, msg, mode: str = "fast", steps: int = 4, seed: int = 0,
     if output not in OUTPUTS:
         raise ValueError("output must be one of %s, got %r" % (", ".join(OUTPUTS), output))
     start = time.perf_counter()
-    header, data = check_codes(msg, codec.model_id)
+    header, data = check_codes(msg, codec.model_id, codec.streams_of)
     if output == "bayer16":
         frame = codec.decompress_raw(data, mode=mode, steps=steps, seed=seed, realism=realism)
         out = frame_to_image(frame)
