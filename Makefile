@@ -174,8 +174,10 @@ model-deblock: data
 # The decoder update of the shipped model (models/default/decoder_update.safetensors,
 # rawdiff.models.decoder_update; model card, "Decoder update"): three more decoder stages on
 # its codes (frozen), stored as 8-bit differences from its embedder's weights, which stay the
-# file they were; then the texture level and the deblocking filter fitted again on the new
-# decodes (the texture network is kept) and the operating points measured. The first two stages
+# file they were; then the deblocking filter chosen again on the new decodes and the operating
+# points measured. The texture stage is kept: its level maps the streams' detail statistics to
+# the references' energies (the decoder does not enter it), and its network, fitted on the
+# decodes before, still meets the realism targets with the update (model card). The first two stages
 # ran on one H200 (ARGS="--accelerator gpu data.params.batch_size=32 data.params.num_workers=14
 # data.params.epoch_crops=6400"; max_time is that GPU's wall time): the first on 53 small photos
 # of the corpus' sources prepared there (DECODER_DATA1; 7 of them validation and 5 test sources,
@@ -200,7 +202,6 @@ model-decoder: data
 	  model.params.init=$(DECODER_GPU2) lightning.trainer.max_time=00:00:33:00 codec.decoder_weights=float16
 	$(RUN) rawdiff decoder-update --model models/default --decoder $(DECODER_CPU) -o models/default.new
 	$(RUN) rawdiff export-onnx --model models/default.new
-	$(MAKE) model-texture TEXTURE_MODEL=models/default.new TEXTURE_ARGS="--level-only $(TEXTURE_ARGS)"
 	$(MAKE) model-deblock DEBLOCK_MODEL=models/default.new
 	$(RUN) rawdiff eval --model models/default.new data/corpus/test_held.txt --out build/eval-operating-points \
 	  --write-operating-points

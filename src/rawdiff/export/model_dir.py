@@ -394,10 +394,11 @@ def export_decoder_update(base: str, decoder: str, out: str) -> Dict[str, Any]:
     the same codes, e.g. a decoder stage trained on with ``frozen_codes``), stored as 8-bit
     differences from ``base``'s own ``embedder.safetensors``
     (:mod:`rawdiff.models.decoder_update`), which is copied byte for byte. Everything else is
-    ``base``'s: prior, mean layers, diffusion decoder, texture stage, deblocking settings (fit
-    the last two again on the new decodes). A new ``model_id``; the measured operating points
-    and the ONNX record are dropped (measure them again; `rawdiff export-onnx`). Atomic, as
-    :func:`export_model`. Returns model.json's ``decoder_update`` entry."""
+    ``base``'s: prior, mean layers, diffusion decoder, texture stage, deblocking settings (choose
+    the filter again on the new decodes, and check the texture stage on them). A new
+    ``model_id``, and ``streams_of`` names ``base`` (its streams decode here); the measured
+    operating points and the ONNX record are dropped (measure them again; `rawdiff
+    export-onnx`). Atomic, as :func:`export_model`. Returns model.json's ``decoder_update`` entry."""
     from safetensors.torch import load_file, save_file
 
     from rawdiff.models.ldm import load_frozen_embedder, same_codes
@@ -450,8 +451,9 @@ def export_decoder_update(base: str, decoder: str, out: str) -> Dict[str, Any]:
             lines += ["", "Its training: `rawdiff train --base %s %s`, %s steps, %s s on %s."
                       % (" ".join(train.get("bases", [])), " ".join(train.get("overrides", [])),
                          train.get("global_step"), train.get("wall_s"), train.get("accelerator"))]
-        lines += ["", "The operating points, texture stage and deblocking settings are to be measured and fitted "
-                      "again on its decodes; encoder.onnx is not carried over (`rawdiff export-onnx --model DIR`)."]
+        lines += ["", "The operating points are to be measured and the deblocking filter chosen again on its decodes "
+                      "(the texture stage checked on them, or fitted again); encoder.onnx is not carried over "
+                      "(`rawdiff export-onnx --model DIR`)."]
         with open(os.path.join(tmp, "MODEL_CARD.md"), "a") as f:
             f.write("\n".join(lines) + "\n")
         read_model_dir(tmp)
