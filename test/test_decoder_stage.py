@@ -214,8 +214,10 @@ def test_a_stage_on_frozen_codes_can_keep_the_prior_of_its_init_byte_for_byte(st
             metas.append(json.load(f))
     assert metas[1]["prior"] == dict(metas[0]["prior"], kept_from=metas[0]["model_id"])
     assert metas[1]["model_id"] != metas[0]["model_id"]  # its decoder trained on
+    assert metas[1]["streams_of"] == [metas[0]["model_id"]]  # the same codes and prior: its streams decode
     codec = Codec.load(third, device="cpu")
     rgb = codec.decompress(codec.compress(frame, quality=3))
     assert rgb.shape == frame.shape + (3,)
+    assert np.array_equal(codec.decompress(Codec.load(second, device="cpu").compress(frame, quality=3)), rgb)
     with pytest.raises(ValueError, match="codec.keep_prior keeps the prior of model.params.init"):
         train([TINY], common + ["codec.keep_prior=true"], max_steps=1, logdir=str(tmp_path / "codes"))

@@ -268,3 +268,12 @@ def test_a_decoder_node_takes_codes_of_the_models_its_model_decodes():
         check_codes(msg, "a" * 32, ("c" * 32,))
     with pytest.raises(ValueError, match="magic|bitstream|short"):  # past the model check: the header is read
         check_codes(msg, "a" * 32, ("b" * 32,))
+
+
+def test_a_diffusion_decoder_decodes_the_streams_of_its_embedder(scalable_ldm, frame):
+    emb, ldm, _ = scalable_ldm
+    embedder_id = json.load(open(os.path.join(emb, "model.json")))["model_id"]
+    assert read_model_dir(ldm)["meta"]["streams_of"] == [embedder_id]
+    own, other = Codec.load(ldm, device="cpu"), Codec.load(emb, device="cpu")
+    mine = own.decompress(own.compress(frame, quality=2))
+    assert np.array_equal(own.decompress(other.compress(frame, quality=2)), mine)
