@@ -183,16 +183,22 @@ model-deblock: data
 # of the corpus' sources prepared there (DECODER_DATA1; 7 of them validation and 5 test sources,
 # none of test_held.txt's), the second on the training split's sources other than vtest.avi
 # (DECODER_DATA2); the third on the 2-core CPU with the anneal stage's settings on the whole
-# training split (ARGS3).
+# training split (ARGS3). It starts from the decoder `make model` wrote (DECODER_INIT: a model
+# directory without a decoder update; the shipped one has it, so give the model before, e.g.
+# `git worktree add build/m61 <commit>` and DECODER_INIT=build/m61/models/default).
+DECODER_INIT := models/default
 DECODER_DATA1 := data/corpus
 DECODER_DATA2 := data/corpus
 DECODER_GPU1 := build/model-decoder-gpu1
 DECODER_GPU2 := build/model-decoder-gpu2
 DECODER_CPU := build/model-decoder-cpu
 model-decoder: data
+	@if [ -f $(DECODER_INIT)/decoder_update.safetensors ]; then \
+	  echo "make model-decoder: $(DECODER_INIT) has a decoder update already; give DECODER_INIT=DIR (see above)"; \
+	  exit 1; fi
 	rm -rf $(DECODER_GPU1) $(DECODER_GPU2) $(DECODER_CPU) models/default.new
 	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/scalable_decoder.yaml --logdir runs \
-	  --export $(DECODER_GPU1) $(ARGS) model.params.init=models/default model.params.learning_rate=4.0e-5 \
+	  --export $(DECODER_GPU1) $(ARGS) model.params.init=$(DECODER_INIT) model.params.learning_rate=4.0e-5 \
 	  data.params.root=$(DECODER_DATA1) lightning.trainer.max_time=00:00:05:57
 	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/scalable_decoder.yaml --logdir runs \
 	  --export $(DECODER_GPU2) $(ARGS) model.params.init=$(DECODER_GPU1) model.params.learning_rate=2.0e-5 \
@@ -200,7 +206,7 @@ model-decoder: data
 	$(RUN) rawdiff train --base config/models/scalable.yaml config/models/scalable_decoder.yaml \
 	  config/models/scalable_anneal.yaml --logdir runs --export $(DECODER_CPU) $(ARGS3) \
 	  model.params.init=$(DECODER_GPU2) lightning.trainer.max_time=00:00:33:00 codec.decoder_weights=float16
-	$(RUN) rawdiff decoder-update --model models/default --decoder $(DECODER_CPU) -o models/default.new
+	$(RUN) rawdiff decoder-update --model $(DECODER_INIT) --decoder $(DECODER_CPU) -o models/default.new
 	$(RUN) rawdiff export-onnx --model models/default.new
 	$(MAKE) model-deblock DEBLOCK_MODEL=models/default.new
 	$(RUN) rawdiff eval --model models/default.new data/corpus/test_held.txt --out build/eval-operating-points \

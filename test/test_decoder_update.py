@@ -14,7 +14,14 @@ from synthetic import ROOT
 from rawdiff.cli import main
 from rawdiff.codec import Codec
 from rawdiff.codec.modeldir import DECODER_UPDATE_FILE, compute_model_id, read_model_dir
-from rawdiff.models.decoder_update import LEVELS, apply_update, embedder_weights, make_update, update_error
+from rawdiff.models.decoder_update import (
+    LEVELS,
+    UPDATE_FORMAT,
+    apply_update,
+    embedder_weights,
+    make_update,
+    update_error,
+)
 from rawdiff.train import train
 
 TINY = os.path.join(ROOT, "config", "models", "tiny.yaml")
@@ -122,6 +129,10 @@ def test_an_update_refuses_to_move_the_codes_or_other_weights():
                                                    "of dtype torch.float32"),
     (lambda u: u.pop("decoder.conv.weight"), "scales decoder.conv.weight:scale without their differences"),
     (lambda u: u.update({"decoder.steps": torch.zeros(2)}), "decoder.steps is torch.float32, which does not fit"),
+    (lambda u: u["decoder.conv.weight:scale"].__setitem__(0, 1e38), "makes decoder.conv.weight infinite or NaN"),
+    (lambda u: u.update({"decoder.norm.gain": torch.tensor(float("nan"))}), "makes decoder.norm.gain infinite or NaN"),
+    (lambda u: u.update({"decoder.norm.gain:scale": torch.ones(1)}),
+     "scales decoder.norm.gain:scale for decoder.norm.gain, which is torch.float32, not 8-bit differences"),
 ])
 def test_an_update_that_does_not_fit_the_weights_is_refused_by_name(change, message):
     base = weights()
@@ -129,6 +140,33 @@ def test_an_update_that_does_not_fit_the_weights_is_refused_by_name(change, mess
     change(update)
     with pytest.raises(ValueError, match="the model's update.*" + message):
         apply_update(base, update, "the model's update")
+
+
+def test_a_half_precision_base_is_updated_in_float32_and_empty_rows_are_rows():
+    base = weights()
+    base["decoder.conv.weight"] = base["decoder.conv.weight"].half()
+    base["decoder.empty"] = torch.zeros(0, 3)
+    new = trained_on({k: v.float() if v.is_floating_point() else v for k, v in base.items()})
+    new["decoder.conv.weight"] = new["decoder.conv.weight"] + 1e-4  # finer than a float16 step at these sizes
+    update = make_update(base, new)
+    applied = apply_update(base, update)
+    assert applied["decoder.conv.weight"].dtype == torch.float32
+    step = (new["decoder.conv.weight"].double() - base["decoder.conv.weight"].double()).reshape(6, -1).abs().amax(1)
+    err = (applied["decoder.conv.weight"].double() - new["decoder.conv.weight"].double()).reshape(6, -1).abs()
+    assert bool((err <= step[:, None] / LEVELS / 2 + 1e-6).all())
+    assert "decoder.empty" not in update
+    update["decoder.empty"] = torch.zeros(0, 3, dtype=torch.int8)
+    update["decoder.empty:scale"] = torch.zeros(0)
+    assert apply_update(base, update)["decoder.empty"].shape == (0, 3)
+
+
+def test_an_update_file_of_another_format_is_refused(tmp_path):
+    base = weights()
+    save_file(base, str(tmp_path / "embedder.safetensors"))
+    save_file(make_update(base, trained_on(base)), str(tmp_path / DECODER_UPDATE_FILE), metadata={"format": "other"})
+    with pytest.raises(ValueError, match="decoder_update.safetensors is of format 'other', not "
+                                         "'rawdiff-decoder-update-1'"):
+        embedder_weights(str(tmp_path))
 
 
 # --------------------------------------------------------------------------- a model directory
@@ -205,7 +243,7 @@ def test_a_decoder_update_from_other_codes_or_shapes_is_one_line(decoders, tiny_
     common = ["data.params.root=" + tiny_corpus, "data.params.crop_size=128"] + SCALABLE
     other = train([TINY], common, max_steps=1, seed=5, logdir=str(tmp_path / "other"))["model_dir"]
     cases = [(["--model", base, "--decoder", other], "does not code as"),
-             (["--model", first, "--decoder", base], "in one embedder, ("),  # one synthesis a point
+             (["--model", first, "--decoder", base], "model.params.embedder differs in synthesis"),
              (["--model", base, "--decoder", base], "nothing to store"),
              (["--model", base, "--decoder", decoder, "-o", base], "would overwrite one of its inputs")]
     for args, message in cases:
@@ -225,7 +263,7 @@ def test_a_tampered_update_is_refused_when_the_model_is_read(decoders, tmp_path,
     update = load_file(path)
     key = next(k for k in update if k.endswith(":scale"))
     update[key] = -update[key]
-    save_file(update, path)
+    save_file(update, path, metadata={"format": UPDATE_FORMAT})
     with pytest.raises(ValueError, match="weights do not match model.json"):  # the model_id covers it
         Codec.load(out, device="cpu")
     meta = json.load(open(os.path.join(out, "model.json")))
@@ -234,6 +272,11 @@ def test_a_tampered_update_is_refused_when_the_model_is_read(decoders, tmp_path,
     with pytest.raises(ValueError, match="decoder_update.safetensors: the scales of .* must be finite and not "
                                          "negative"):
         Codec.load(out, device="cpu").decompress(Codec.load(out, device="cpu").compress(frame, quality=1))
+    del meta["decoder_update"]  # the file without its entry, or the entry without its file: named
+    json.dump(meta, open(os.path.join(out, "model.json"), "w"))
+    with pytest.raises(ValueError, match="decoder_update.safetensors is there but model.json has no 'decoder_update'"):
+        read_model_dir(out)
+
 
 
 @pytest.mark.parametrize("value, message", [
@@ -277,3 +320,22 @@ def test_a_diffusion_decoder_decodes_the_streams_of_its_embedder(scalable_ldm, f
     own, other = Codec.load(ldm, device="cpu"), Codec.load(emb, device="cpu")
     mine = own.decompress(own.compress(frame, quality=2))
     assert np.array_equal(own.decompress(other.compress(frame, quality=2)), mine)
+
+
+def test_a_model_with_an_update_is_a_base_and_carries_it_to_its_diffusion_decoder(decoders, tiny_corpus, tmp_path):
+    _, base, decoder = decoders
+    updated = str(tmp_path / "updated")
+    assert main(["decoder-update", "--model", base, "--decoder", decoder, "-o", updated]) == 0
+    # its decoder side is the one it runs: taking it again stores nothing
+    assert main(["decoder-update", "--model", updated, "--decoder", updated, "-o", str(tmp_path / "again")]) == 1
+    assert not os.path.exists(str(tmp_path / "again"))
+    ldm = str(tmp_path / "ldm")
+    train([os.path.join(ROOT, "config", "models", "ldm_tiny.yaml")],
+          ["model.params.embedder=" + updated, "data.params.root=" + tiny_corpus,
+           "model.params.diffusion.min_snr_gamma=0", "model.params.sampling.val_steps=2"],
+          max_steps=1, logdir=str(tmp_path / "runs"), export=ldm)
+    meta = read_model_dir(ldm)["meta"]
+    assert os.path.isfile(os.path.join(ldm, DECODER_UPDATE_FILE)) and meta["decoder_update"]
+    for k, v in embedder_weights(updated).items():
+        assert torch.equal(embedder_weights(ldm)[k], v), k
+    assert meta["streams_of"][0] == json.load(open(os.path.join(updated, "model.json")))["model_id"]

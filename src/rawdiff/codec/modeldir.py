@@ -87,6 +87,11 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
         raise ValueError("model directory %s: model.json lacks %s" % (model_dir, ", ".join(missing)))
     check_texture_entry(model_dir, meta)
     check_streams_of(model_dir, meta)
+    if (meta.get("decoder_update") is not None) != os.path.isfile(os.path.join(model_dir, DECODER_UPDATE_FILE)):
+        raise ValueError("model directory %s: %s" % (model_dir, "model.json names a decoder update but %s is missing"
+                                                     % DECODER_UPDATE_FILE if meta.get("decoder_update") is not None
+                                                     else "%s is there but model.json has no 'decoder_update' entry"
+                                                     % DECODER_UPDATE_FILE))
     if meta.get("deblock") is not None:
         try:
             check_deblock_entry(meta["deblock"], len(meta.get("stages") or [None]), int(meta["factor"]))
@@ -97,8 +102,11 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
 
 def check_streams_of(model_dir: str, meta: Dict[str, Any]) -> list:
     """model.json's ``streams_of``: the models whose bitstreams this one decodes (it has their
-    codes and prior, e.g. the base of a decoder update), a list of model ids (32 hex digits);
-    a ValueError naming what is wrong."""
+    codes and prior, e.g. the base of a decoder update), a list of distinct model ids (32 hex
+    digits); a ValueError naming what is wrong. Like the decoder-side settings beside it
+    (texture, deblocking), model.json is trusted as written: an id listed here that does not
+    share the codes and prior would decode to garbage, so only the exports that keep them write
+    it (a decoder update, a decoder stage that keeps its init's prior, a diffusion decoder)."""
     ids = meta.get("streams_of")
     if ids is None:
         return []
@@ -108,6 +116,8 @@ def check_streams_of(model_dir: str, meta: Dict[str, Any]) -> list:
                          "hex digits), got %r" % (model_dir, ids))
     if meta.get("model_id") in ids:
         raise ValueError("model directory %s: model.json's streams_of names the model itself" % model_dir)
+    if len(set(ids)) != len(ids):
+        raise ValueError("model directory %s: model.json's streams_of names a model twice" % model_dir)
     return list(ids)
 
 

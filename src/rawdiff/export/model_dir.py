@@ -324,7 +324,7 @@ def export_model(model, cfg: Dict[str, Any], out: str, data=None, training: Opti
 # What a diffusion model directory takes over unchanged from its embedder's directory. Not
 # encoder.onnx: model.json vouches for it by model_id, which the diffusion weights change
 # (re-export it with `rawdiff export-onnx --model DIR`).
-_FROM_EMBEDDER = ("embedder.safetensors", "prior.safetensors", "means.safetensors")
+_FROM_EMBEDDER = ("embedder.safetensors", "prior.safetensors", "means.safetensors", DECODER_UPDATE_FILE)
 
 
 def export_diffusion_model(model, cfg: Dict[str, Any], out: str, training: Optional[Dict] = None) -> str:
@@ -420,13 +420,18 @@ def export_decoder_update(base: str, decoder: str, out: str) -> Dict[str, Any]:
     if not same_codes(new, embedder):
         raise ValueError("%s does not code as %s does (its encoder, analysis or codebooks differ): a decoder "
                          "update only carries a decoder side" % (decoder, base))
+    mine, theirs = (((d["config"].get("model") or {}).get("params") or {}).get("embedder") or {} for d in (info, other))
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError("%s and %s build other networks (model.params.embedder differs in %s): a decoder update "
+                         "keeps the base's config" % (decoder, base, ", ".join(differ)))
     stored = load_file(os.path.join(base, "embedder.safetensors"))
     try:
         update = make_update(stored, new)
+        if not make_update(embedder_weights(base), new):  # the weights the base runs (its own update applied)
+            raise ValueError("%s has the decoder side of %s already: nothing to store" % (decoder, base))
     except ValueError as exc:
         raise ValueError("decoder update of %s from %s: %s" % (base, decoder, exc)) from None
-    if not update:
-        raise ValueError("%s has the decoder side of %s already: nothing to store" % (decoder, base))
     worst, relative = update_error(stored, new, update)
     with staged_directory(out) as tmp:
         for name in _FROM_BASE:

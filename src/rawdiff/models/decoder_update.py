@@ -17,18 +17,21 @@ The update holds, for each decoder-side tensor that changed:
 
 - ``KEY``: int8 differences, ``KEY:scale``: float32, one per row (the tensor's first
   dimension; a 0-D tensor is one row): the weight is ``base + int8 * scale``, computed in
-  float64 and rounded once to float32, the same on any machine;
+  float64 and rounded once to the base's dtype (float32 for a half-precision base, whose
+  rounding would cost the update its precision), the same on any machine;
 - or ``KEY`` alone, a float32 or integer tensor: the new value as it is (single values,
   such as a norm's learnt gain, and integer buffers).
 
 Only decoder-side keys (:data:`DECODER_PREFIXES`) may change: the encoder side, analysis and
 codebooks decide the codes, which the update must not move. :func:`apply_update` refuses an
-update that names another key, a key the weights lack, or a shape, dtype or scale that does
-not fit, with a message naming the key.
+update that names another key, a key the weights lack, a shape, dtype or scale that does not
+fit, or a weight that comes out infinite or NaN, with a message naming the key;
+:func:`embedder_weights` also refuses a file of another format.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Dict, Tuple
 
@@ -45,7 +48,15 @@ UPDATE_FORMAT = "rawdiff-decoder-update-1"
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(1, -1) if t.dim() == 0 else t.reshape(t.shape[0], -1)
+    """``t`` as rows: its first dimension by the rest (a 0-D tensor: one row of one)."""
+    if t.dim() == 0:
+        return t.reshape(1, 1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
+
+
+def _applied_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What an updated weight is stored as: the base's dtype, float32 for a half-precision base."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def make_update(base: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -94,8 +105,12 @@ def apply_update(base: Dict[str, torch.Tensor], update: Dict[str, torch.Tensor],
     scales = {k[: -len(SCALE_SUFFIX)]: v for k, v in update.items() if k.endswith(SCALE_SUFFIX)}
     for key, value in sorted(update.items()):
         if key.endswith(SCALE_SUFFIX):
-            if key[: -len(SCALE_SUFFIX)] not in update:
+            diffs = update.get(key[: -len(SCALE_SUFFIX)])
+            if diffs is None:
                 raise ValueError("%s has scales %s without their differences" % (what, key))
+            if diffs.dtype != torch.int8:
+                raise ValueError("%s has scales %s for %s, which is %s, not 8-bit differences"
+                                 % (what, key, key[: -len(SCALE_SUFFIX)], diffs.dtype))
             continue
         if not key.startswith(DECODER_PREFIXES):
             raise ValueError("%s changes %s, which is not on the decoder side (only %s may change: the codes "
@@ -108,7 +123,7 @@ def apply_update(base: Dict[str, torch.Tensor], update: Dict[str, torch.Tensor],
                              % (what, key, tuple(value.shape), tuple(old.shape)))
         if value.dtype == torch.int8 and key in scales:
             scale = scales[key]
-            rows = 1 if old.dim() == 0 else int(old.shape[0])
+            rows = _rows(old).shape[0]
             if not old.is_floating_point() or not scale.is_floating_point() or tuple(scale.shape) != (rows,):
                 raise ValueError("%s: %s needs %d floating-point scales for floating-point weights, has %s %s"
                                  % (what, key, rows, scale.dtype, tuple(scale.shape)))
@@ -118,12 +133,14 @@ def apply_update(base: Dict[str, torch.Tensor], update: Dict[str, torch.Tensor],
             if bool((value == -128).any()):
                 raise ValueError("%s: the differences of %s must be in [-%d, %d]" % (what, key, LEVELS, LEVELS))
             delta = (_rows(value.double()) * s[:, None]).reshape(old.shape)
-            out[key] = (old.double() + delta).to(old.dtype)
+            out[key] = (old.double() + delta).to(_applied_dtype(old.dtype))
         elif value.is_floating_point() == old.is_floating_point() and value.dtype != torch.int8:
-            out[key] = value.to(old.dtype)
+            out[key] = value.to(_applied_dtype(old.dtype))
         else:
             raise ValueError("%s: %s is %s, which does not fit weights of dtype %s (8-bit differences need their "
                              "%s)" % (what, key, value.dtype, old.dtype, key + SCALE_SUFFIX))
+        if out[key].is_floating_point() and not bool(torch.isfinite(out[key]).all()):
+            raise ValueError("%s makes %s infinite or NaN" % (what, key))
     return out
 
 
@@ -145,6 +162,7 @@ def update_error(base: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor],
 def embedder_weights(model_dir: str) -> Dict[str, torch.Tensor]:
     """The weights of a model directory's embedder: ``embedder.safetensors``, with
     ``decoder_update.safetensors`` applied where the directory has one."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from rawdiff.codec.modeldir import DECODER_UPDATE_FILE
@@ -152,7 +170,13 @@ def embedder_weights(model_dir: str) -> Dict[str, torch.Tensor]:
     state = load_file(os.path.join(model_dir, "embedder.safetensors"))
     path = os.path.join(model_dir, DECODER_UPDATE_FILE)
     if os.path.isfile(path):
-        state = apply_update(state, load_file(path), "model directory %s: %s" % (model_dir, DECODER_UPDATE_FILE))
+        what = "model directory %s: %s" % (model_dir, DECODER_UPDATE_FILE)
+        with safe_open(path, framework="pt") as f:
+            found = (f.metadata() or {}).get("format")
+            if found != UPDATE_FORMAT:
+                raise ValueError("%s is of format %r, not %r" % (what, found, UPDATE_FORMAT))
+            update = {k: f.get_tensor(k) for k in f.keys()}
+        state = apply_update(state, update, what)
     return state
 
 

@@ -28,8 +28,9 @@ Published topics:
     ``image_decoded`` (``"<topic> topic status"``).
 
 Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`DEFAULTS`):
-    ``~model`` (str, ``""``: the package's ``models/default``): model directory; must be
-        the encoder's model (same ``model_id``).
+    ``~model`` (str, ``""``: the package's ``models/default``): model directory; the
+        encoder's model (same ``model_id``) or one that decodes its streams (model.json's
+        ``streams_of``: the same codes and prior, e.g. a decoder update of it).
     ``~mode`` (str, ``fast``): ``fast`` (the VQ decoder, one pass) or ``diffusion``.
     ``~steps`` (int, ``4``): diffusion sampling steps.
     ``~seed`` (int, ``0``): diffusion noise seed; a frame decodes the same for a seed.
@@ -67,7 +68,8 @@ Parameters (private; defaults in ``config/decoder.yaml``, which matches :data:`D
         checks, as in the encoder (``rawdiff.ros.encoder_node``); ``0`` turns the rate
         bounds, or the stamp check, off.
 
-Codes from another model (``model_id`` of the message or of the bitstream), an empty,
+Codes from another model (``model_id`` of the message or of the bitstream, neither the
+model's nor one of its ``streams_of``), an empty,
 corrupted or truncated bitstream, fields that disagree with it, or a frame over
 ``~max_pixels``: a throttled error naming the problem (both model ids for a mismatch, the
 declared size and the limit for a frame too large), counted as rejected; the node goes
