@@ -7,8 +7,9 @@
 A decoder trained further on frozen codes differs from the weights it started from by a
 fraction of their size (about a fifth of their norm for the shipped model's later decoder
 stages). Rounding that difference to 8 bits with one scale per output row loses far less than
-rounding the weights themselves would (the same rounding of the weights: decodes 38 to 46 dB
-from the float ones; of the difference: 52 to 56 dB), and the update is a quarter of the
+rounding the weights themselves would (the same rounding of the weights: decodes 39 to 47 dB
+from the float ones; of the difference: 55 to 59 dB; ``benchmarks/decoder_update_precision.py``),
+and the update is a quarter of the
 float32 decoder's bytes, while ``embedder.safetensors`` stays the file it was byte for byte
 (in a repository: no new copy of it). The same idea as coding a P-frame against its
 reference, or as the compressed fine-tuning deltas of large language models.
