@@ -137,8 +137,11 @@ def test_diffusion_decoding_is_seeded(ldm_model, fixture_model, frame):
     # the fast path is the embedder's, unchanged
     embedder_codec = Codec.load(fixture_model, device="cpu")
     assert np.array_equal(codec.decompress(payload), embedder_codec.decompress(embedder_codec.compress(frame)))
-    with pytest.raises(BitstreamError):  # another model_id: codes of the embedder-only model are refused
-        codec.decompress(embedder_codec.compress(frame), mode="diffusion")
+    # the embedder's streams decode here (the same codes and prior: streams_of), to the same sample;
+    # the embedder's own codec has no diffusion decoder and refuses this model's streams
+    assert np.array_equal(codec.decompress(embedder_codec.compress(frame), mode="diffusion", steps=2, seed=0), a)
+    with pytest.raises(BitstreamError, match="model mismatch"):
+        embedder_codec.decompress(payload)
     with pytest.raises(ValueError, match="steps 0"):
         codec.decompress(payload, mode="diffusion", steps=0)
 
