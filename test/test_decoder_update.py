@@ -206,7 +206,11 @@ def test_a_decoder_update_decodes_as_the_decoder_it_came_from(decoders, frame, t
     assert "the decoder side of model %s stored as an update of model %s's weights" % (
         entry["decoder_model_id"], entry["base_model_id"]) in capsys.readouterr().out
     assert main(["info", "--model", out, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["decoder_update"]["bytes"] == entry["bytes"]
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["decoder_update"]["bytes"] == entry["bytes"] and shown["streams_of"] == [entry["base_model_id"]]
+    assert main(["info", "--model", out]) == 0
+    assert "also decodes the streams of model %s (the same codes and prior)" % entry["base_model_id"] \
+        in capsys.readouterr().out
     # the weights the codec runs: the decoder's, within half a step a row
     got, want, old = embedder_weights(out), embedder_weights(decoder), embedder_weights(base)
     moved = [k for k in want if k.startswith("decoder.") and not torch.equal(want[k].float(), old[k].float())]

@@ -258,13 +258,15 @@ def _model_info(model_dir: str, as_json: bool) -> int:
                if k in meta["texture"]} \
         if meta.get("texture") else None
     deblock = {k: meta["deblock"][k] for k in ("taps", "clip", "beta")} if meta.get("deblock") else None
+    streams = list(meta.get("streams_of") or [])
     update = {k: meta["decoder_update"][k] for k in ("base_model_id", "decoder_model_id", "tensors", "bytes")
               if k in meta["decoder_update"]} if meta.get("decoder_update") else None
     if as_json:
         print(json.dumps({"model_dir": model_dir, "model_id": meta["model_id"], "factor": factor,
                           "out": meta.get("out"), "prior_kind": meta.get("prior_kind"), "stages": rows,
                           "qualities": len(stages), "default_quality": default, "operating_points": points,
-                          "texture": texture, "deblock": deblock, "decoder_update": update},
+                          "texture": texture, "deblock": deblock, "decoder_update": update,
+                          "streams_of": streams},
                          indent=2, sort_keys=True))
         return 0
 
@@ -282,7 +284,9 @@ def _model_info(model_dir: str, as_json: bool) -> int:
         + (", deblocking filter at qualities %s" % ",".join(str(q) for q in deblocked_qualities(deblock))
            if deblock else "")
         + (", the decoder side of model %s stored as an update of model %s's weights (%d bytes)"
-           % (update.get("decoder_model_id"), update.get("base_model_id"), update.get("bytes", 0)) if update else ""),
+           % (update.get("decoder_model_id"), update.get("base_model_id"), update.get("bytes", 0)) if update else "")
+        + ("; also decodes the streams of model%s %s (the same codes and prior)"
+           % ("s" if len(streams) > 1 else "", ", ".join(streams)) if streams else ""),
         "", "stages, coarse to fine (prior bits per index on the training split%s):"
         % (", %d frames" % prior["frames"] if prior.get("frames") else ""),
         "  stage  grid  K      log2 K  prior bits/index  codes used"]
