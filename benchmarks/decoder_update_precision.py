@@ -34,19 +34,15 @@ from encoder_speed import ROOT, log, machine  # noqa: E402
 
 
 def rounded_weights(state: dict) -> dict:
-    """The decoder side's floating-point weights of more than one value rounded to 8 bits,
-    one scale per output row (as an update rounds differences)."""
+    """The decoder side's weights rounded to 8 bits as an update rounds differences (one scale
+    per output row; single values kept): the update from zero weights, applied to them."""
     import torch
 
-    from rawdiff.models.decoder_update import DECODER_PREFIXES, LEVELS
+    from rawdiff.models.decoder_update import DECODER_PREFIXES, apply_update, make_update
 
-    out = dict(state)
-    for key, value in state.items():
-        if key.startswith(DECODER_PREFIXES) and value.is_floating_point() and value.numel() > 1:
-            rows = value.double().reshape(value.shape[0], -1)
-            scale = (rows.abs().amax(1, keepdim=True) / LEVELS).clamp_min(1e-300)
-            out[key] = (torch.round(rows / scale) * scale).reshape(value.shape).to(torch.float32)
-    return out
+    zero = {k: torch.zeros_like(v) if k.startswith(DECODER_PREFIXES) and v.is_floating_point() else v
+            for k, v in state.items()}
+    return apply_update(zero, make_update(zero, state))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

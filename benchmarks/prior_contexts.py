@@ -45,8 +45,8 @@ import numpy as np
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
-from encoder_speed import ROOT, log, machine  # noqa: E402
-from prior_headroom import frame_codes  # noqa: E402
+from encoder_speed import log, machine  # noqa: E402
+from prior_headroom import add_corpus_arguments, corpus_codes  # noqa: E402
 
 
 def adaptive_bits(prior, grid: np.ndarray, parent, strength: float) -> float:
@@ -159,30 +159,19 @@ def parent_feature(codes, k: int, stages, zero: int, name: str):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
-    p.add_argument("--train", default=os.path.join(ROOT, "data", "corpus", "train.txt"))
-    p.add_argument("--eval", nargs="+", default=[os.path.join(ROOT, "data", "corpus", "val.txt"),
-                                                  os.path.join(ROOT, "data", "corpus", "test_held.txt")])
+    add_corpus_arguments(p)
     p.add_argument("--strengths", type=float, nargs="+", default=[16.0, 64.0, 256.0])
     p.add_argument("--coder", action="store_true", help="also a real adaptive range coder on stage 1 of a "
                    "1936x1112 frame: bytes, round trip, seconds")
     p.add_argument("--json", help="also write the JSON results to this file")
     args = p.parse_args(argv)
 
-    from rawdiff.codec import Codec
     from rawdiff.codec.prior_fit import fit_prior
-    from rawdiff.eval.frames import find_frames
     from rawdiff.export.model_dir import LATER_STAGE_CLUSTERS, PARENT_CLUSTERS
 
-    codec = Codec.load(args.model)
-    if codec.prior.kind != "context" or len(codec.stages) < 2:
-        p.error("model %s has no staged context prior" % args.model)
+    codec, train, evals = corpus_codes(p, args)
     stages, priors = codec.stages, codec.prior.stages
     start = time.time()
-    train = frame_codes(codec, find_frames([args.train]))
-    evals = {os.path.basename(e): frame_codes(codec, find_frames([e])) for e in args.eval}
-    log("codes of %d training and %s evaluation frames in %.0f s" % (
-        len(train), "/".join(str(len(v)) for v in evals.values()), time.time() - start))
     rows = []
     for k in range(len(stages)):
         prior = priors[k]

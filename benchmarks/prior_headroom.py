@@ -54,6 +54,31 @@ def frame_codes(codec, paths) -> list:
     return [[np.asarray(g, dtype=np.int64) for g in codec.encode_codes(load_frame(path)[0])] for path in paths]
 
 
+def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, --train and --eval: the model whose codes are measured and the frames."""
+    p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
+    p.add_argument("--train", default=os.path.join(ROOT, "data", "corpus", "train.txt"))
+    p.add_argument("--eval", nargs="+", default=[os.path.join(ROOT, "data", "corpus", "val.txt"),
+                                                  os.path.join(ROOT, "data", "corpus", "test_held.txt")])
+
+
+def corpus_codes(p: argparse.ArgumentParser, args):
+    """(codec, training codes, {evaluation set: codes}) of ``args``' model and frames; a
+    parser error for a model without a staged context prior."""
+    from rawdiff.codec import Codec
+    from rawdiff.eval.frames import find_frames
+
+    codec = Codec.load(args.model)
+    if codec.prior.kind != "context" or len(codec.stages) < 2:
+        p.error("model %s has no staged context prior" % args.model)
+    start = time.time()
+    train = frame_codes(codec, find_frames([args.train]))
+    evals = {os.path.basename(e): frame_codes(codec, find_frames([e])) for e in args.eval}
+    log("codes of %d training and %s evaluation frames in %.0f s" % (
+        len(train), "/".join(str(len(v)) for v in evals.values()), time.time() - start))
+    return codec, train, evals
+
+
 def coarse_latent(codes, books, scales, k: int):
     """1 x D x h x w: the latent stages 1..k-1 add up to, on stage k's grid (zeros for k = 1)."""
     import torch
@@ -316,10 +341,7 @@ def stage_headroom(codec, train, evals, k: int, seconds: float, width: int, seed
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
-    p.add_argument("--train", default=os.path.join(ROOT, "data", "corpus", "train.txt"))
-    p.add_argument("--eval", nargs="+", default=[os.path.join(ROOT, "data", "corpus", "val.txt"),
-                                                  os.path.join(ROOT, "data", "corpus", "test_held.txt")])
+    add_corpus_arguments(p)
     p.add_argument("--stages", type=int, nargs="+", help="stages to measure (default: all)")
     p.add_argument("--seconds", type=float, default=600.0, help="training time of each stage's network")
     p.add_argument("--width", type=int, default=64, help="the network's channels")
@@ -332,22 +354,12 @@ def main(argv=None) -> int:
 
     import torch
 
-    from rawdiff.codec import Codec
-    from rawdiff.eval.frames import find_frames
-
     torch.set_num_threads(args.threads)
-    codec = Codec.load(args.model)
-    if codec.prior.kind != "context" or len(codec.stages) < 2:
-        p.error("model %s has no staged context prior" % args.model)
+    codec, train, evals = corpus_codes(p, args)
     stages = args.stages or list(range(1, codec.qualities + 1))
     bad = [k for k in stages if not 1 <= k <= codec.qualities]
     if bad:
         p.error("stages %s outside 1..%d" % (bad, codec.qualities))
-    start = time.time()
-    train = frame_codes(codec, find_frames([args.train]))
-    evals = {os.path.basename(e): frame_codes(codec, find_frames([e])) for e in args.eval}
-    log("codes of %d training and %s evaluation frames in %.0f s" % (
-        len(train), "/".join(str(len(v)) for v in evals.values()), time.time() - start))
     rows = [stage_headroom(codec, train, evals, k, args.seconds, args.width, integer=args.integer) for k in stages]
     result = {"machine": machine(), "model": args.model, "seconds": args.seconds, "width": args.width, "rows": rows}
     print(json.dumps(result, indent=1))

@@ -988,17 +988,24 @@ def read_header(data: bytes, verify: bool = True) -> Header:
     return header
 
 
+def accepts_model(found: str, model_id: str, also: Sequence[str] = ()) -> bool:
+    """True when codes of model ``found`` decode with model ``model_id``: the same model, or
+    one of ``also`` (models whose streams it decodes: the same codes and prior). ``model_id``
+    and ``also`` as model.json holds them (32 lowercase hex digits, checked when read)."""
+    return found == model_id or found in also
+
+
 def check_model(header: Header, model_id: str, also: Sequence[str] = ()) -> None:
     """Raise :class:`ModelMismatchError` unless ``header`` was made with ``model_id`` or one
-    of ``also`` (models whose streams the loaded one decodes: the same codes and prior)."""
+    of ``also`` (:func:`accepts_model`)."""
     expected = _normalize_model_id(model_id)
-    if header.model_id != expected and header.model_id not in {_normalize_model_id(m) for m in also}:
+    if not accepts_model(header.model_id, expected, also):
         raise ModelMismatchError(found=header.model_id, expected=expected, also=also)
 
 
 __all__ = [
     "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC", "MATRIX_SOURCES",
     "MAX_STAGES", "MIN_SIZE", "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "WRITABLE_VERSIONS",
-    "BitstreamError", "Header", "ModelMismatchError", "check_model", "layout", "make_model_id", "pack",
+    "BitstreamError", "Header", "ModelMismatchError", "accepts_model", "check_model", "layout", "make_model_id", "pack",
     "read_header", "split_payload", "stage_payloads", "table_order", "truncate", "truncated_sizes", "unpack",
 ]

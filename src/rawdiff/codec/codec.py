@@ -213,6 +213,7 @@ class Codec:
         #: plane rows the encoder codes at a time, for a local encoder (0: the whole frame at
         #: once); the codes are the same, the memory a strip's (rawdiff.codec.encode_strips)
         self.encode_rows = check_encode_rows(encode_rows)
+        self._encoder_on_cpu: Optional[bool] = None  # strip_rows' question, asked on first use
         self._device_name = device
         self._device = None
         self._autocast_dtype = None  # of precision on the device, set with the device
@@ -412,13 +413,14 @@ class Codec:
         and a kernel of another summation order may break a tie between two codes."""
         if not (self.encoder_local and self.encode_rows):
             return 0
-        if self.onnx_session is not None:
-            from rawdiff.codec.onnx_runtime import session_provider
+        if self._encoder_on_cpu is None:  # asked once: the backend and device stay what they were
+            if self.onnx_session is not None:
+                from rawdiff.codec.onnx_runtime import session_provider
 
-            on_cpu = session_provider(self.onnx_session) == "CPUExecutionProvider"
-        else:
-            on_cpu = self.embedder is not None and self.device.type == "cpu"  # the embedder resolves the device
-        return self.encode_rows if on_cpu else 0
+                self._encoder_on_cpu = session_provider(self.onnx_session) == "CPUExecutionProvider"
+            else:
+                self._encoder_on_cpu = self.embedder is not None and self.device.type == "cpu"  # resolves the device
+        return self.encode_rows if self._encoder_on_cpu else 0
 
     def compress(self, frame: RawFrame, source_encoding: str = "", quality: Optional[int] = None) -> bytes:
         """The bitstream of ``frame`` at ``quality`` (1..:attr:`qualities`; None: the model's

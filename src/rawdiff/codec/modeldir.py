@@ -100,7 +100,7 @@ def read_model_dir(model_dir: str) -> Dict[str, Any]:
     return {"config": config, "meta": meta}
 
 
-def check_streams_of(model_dir: str, meta: Dict[str, Any]) -> list:
+def check_streams_of(model_dir: str, meta: Dict[str, Any]) -> None:
     """model.json's ``streams_of``: the models whose bitstreams this one decodes (it has their
     codes and prior, e.g. the base of a decoder update), a list of distinct model ids (32 hex
     digits); a ValueError naming what is wrong. Like the decoder-side settings beside it
@@ -109,7 +109,7 @@ def check_streams_of(model_dir: str, meta: Dict[str, Any]) -> list:
     it (a decoder update, a decoder stage that keeps its init's prior, a diffusion decoder)."""
     ids = meta.get("streams_of")
     if ids is None:
-        return []
+        return
     if (not isinstance(ids, list) or not all(isinstance(m, str) and len(m) == 32 for m in ids)
             or not all(c in "0123456789abcdef" for m in ids for c in m)):
         raise ValueError("model directory %s: model.json's streams_of must be a list of model ids (32 lowercase "
@@ -118,7 +118,6 @@ def check_streams_of(model_dir: str, meta: Dict[str, Any]) -> list:
         raise ValueError("model directory %s: model.json's streams_of names the model itself" % model_dir)
     if len(set(ids)) != len(ids):
         raise ValueError("model directory %s: model.json's streams_of names a model twice" % model_dir)
-    return list(ids)
 
 
 def set_model_entry(model_dir: str, key: str, value: Any) -> Dict[str, Any]:

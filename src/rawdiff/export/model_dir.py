@@ -29,7 +29,14 @@ from rawdiff.codec.entropy import StagedPrior
 from rawdiff.codec.modeldir import DECODER_UPDATE_FILE, check_quality, compute_model_id, read_model_dir
 from rawdiff.codec.prior_fit import fit_prior as fit_index_prior
 from rawdiff.config import save_config
-from rawdiff.models.decoder_update import DECODER_PREFIXES, UPDATE_FORMAT, embedder_weights, make_update, update_error
+from rawdiff.models.decoder_update import (
+    DECODER_PREFIXES,
+    UPDATE_FORMAT,
+    coding_differences,
+    embedder_weights,
+    make_update,
+    update_error,
+)
 from rawdiff.models.embedder import DEFAULTED_SUFFIXES, training_only
 
 
@@ -410,14 +417,11 @@ def export_decoder_update(base: str, decoder: str, out: str) -> Dict[str, Any]:
     export-onnx`). Atomic, as :func:`export_model`. Returns model.json's ``decoder_update`` entry."""
     from safetensors.torch import load_file, save_file
 
-    from rawdiff.models.ldm import load_frozen_embedder, same_codes
-
     if os.path.abspath(out) in (os.path.abspath(base), os.path.abspath(decoder)):
         raise ValueError("decoder update %s would overwrite one of its inputs" % out)
     info, other = read_model_dir(base), read_model_dir(decoder)
-    embedder = load_frozen_embedder(base)  # the base's weights as the codec runs them
-    new = embedder_weights(decoder)
-    if not same_codes(new, embedder):
+    current, new = embedder_weights(base), embedder_weights(decoder)  # as the codec runs them
+    if coding_differences(current, new):
         raise ValueError("%s does not code as %s does (its encoder, analysis or codebooks differ): a decoder "
                          "update only carries a decoder side" % (decoder, base))
     mine, theirs = (((d["config"].get("model") or {}).get("params") or {}).get("embedder") or {} for d in (info, other))
@@ -425,10 +429,12 @@ def export_decoder_update(base: str, decoder: str, out: str) -> Dict[str, Any]:
     if differ:
         raise ValueError("%s and %s build other networks (model.params.embedder differs in %s): a decoder update "
                          "keeps the base's config" % (decoder, base, ", ".join(differ)))
-    stored = load_file(os.path.join(base, "embedder.safetensors"))
+    # the update is of the base's file; where the base has an update of its own, that is not ``current``
+    has_update = os.path.isfile(os.path.join(base, DECODER_UPDATE_FILE))
+    stored = load_file(os.path.join(base, "embedder.safetensors")) if has_update else current
     try:
         update = make_update(stored, new)
-        if not make_update(embedder_weights(base), new):  # the weights the base runs (its own update applied)
+        if not (make_update(current, new) if has_update else update):  # what the base runs already
             raise ValueError("%s has the decoder side of %s already: nothing to store" % (decoder, base))
     except ValueError as exc:
         raise ValueError("decoder update of %s from %s: %s" % (base, decoder, exc)) from None

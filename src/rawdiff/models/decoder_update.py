@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -60,6 +60,20 @@ def _applied_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same shape and values (floating-point tensors compared as float64, whatever their dtype)."""
+    if a.shape != b.shape or a.is_floating_point() != b.is_floating_point():
+        return False
+    return torch.equal(a.double(), b.double()) if a.is_floating_point() else torch.equal(a, b)
+
+
+def coding_differences(base: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]) -> List[str]:
+    """The keys off the decoder side (encoder, analysis, codebooks, code costs: what decides
+    the codes) that ``new`` lacks or holds other values in; empty when both code alike."""
+    return sorted(k for k, v in base.items() if not k.startswith(DECODER_PREFIXES)
+                  and (k not in new or not _same(v, new[k])))
+
+
 def make_update(base: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The update that takes the weights ``base`` to (about) ``new``: 8-bit differences of the
     decoder side's floating-point tensors of more than one value, the new value of the others
@@ -76,8 +90,7 @@ def make_update(base: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]) -> 
                              % (key, tuple(old.shape), tuple(value.shape)))
         if old.is_floating_point() != value.is_floating_point():
             raise ValueError("weight %s is floating-point in one embedder only" % key)
-        same = torch.equal(old.double(), value.double()) if old.is_floating_point() else torch.equal(old, value)
-        if same:
+        if _same(old, value):
             continue
         if not key.startswith(DECODER_PREFIXES):
             raise ValueError("weight %s differs, and it is not on the decoder side: the two embedders do not "
@@ -181,5 +194,5 @@ def embedder_weights(model_dir: str) -> Dict[str, torch.Tensor]:
     return state
 
 
-__all__ = ["DECODER_PREFIXES", "LEVELS", "SCALE_SUFFIX", "UPDATE_FORMAT", "apply_update", "embedder_weights",
-           "make_update", "update_error"]
+__all__ = ["DECODER_PREFIXES", "LEVELS", "SCALE_SUFFIX", "UPDATE_FORMAT", "apply_update", "coding_differences",
+           "embedder_weights", "make_update", "update_error"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from rawdiff.codec.bitstream import read_header
+from rawdiff.codec.bitstream import accepts_model, read_header
 from rawdiff.ros.conversions import frame_to_image, image_to_frame, rgb_to_image
 
 
@@ -71,7 +71,7 @@ def check_codes(msg, model_id: str, also: Sequence[str] = ()):
     if not data:
         raise ValueError("codes message has no data (empty bitstream)")
     claimed = str(msg.model_id or "").strip().lower()
-    if claimed and claimed != model_id and claimed not in also:
+    if claimed and not accepts_model(claimed, model_id, also):
         raise ValueError("model mismatch: codes from model %s, but this decoder runs model %s%s"
                          % (claimed, model_id, " (which also decodes the codes of %s)" % ", ".join(also)
                             if also else ""))
