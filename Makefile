@@ -14,13 +14,14 @@ PY       := $(VENV)/bin/python
 WS       := build/.ws
 DEVEL    := $(WS)/devel
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages: ROS 1 (ros_comm 1.15, the Noetic line), tools for baselines and
+# Debian packages: ROS 1 (ros_comm 1.15, the Noetic line), gcc and the Python headers for the
+# compiled range coder, tools for baselines and
 # metrics, and the data the default corpus is made from.
 APT_PKGS := ros-core python3-rospy python3-rosbag python3-roslaunch python3-rostopic \
 	python3-rostest python3-cv-bridge python3-sensor-msgs ros-sensor-msgs ros-std-msgs \
 	libstd-msgs-dev libsensor-msgs-dev ros-message-generation catkin \
 	python3-diagnostic-updater python3-diagnostic-msgs python3-dynamic-reconfigure \
-	libdynamic-reconfigure-config-init-mutex-dev python3-opencv python3-venv python3-dev \
+	libdynamic-reconfigure-config-init-mutex-dev python3-opencv python3-venv python3-dev gcc \
 	libjxl-tools webp libavif-bin libjxl-devtools opencv-doc libjxl-testdata \
 	lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 lxqt-themes forensics-samples-files palapeli-data \
 	scribus-template digikam-data
@@ -49,7 +50,7 @@ build/.apt.stamp: Makefile
 	@touch $@
 
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: requirements.txt requirements-core.txt setup.py build/.apt.stamp
+$(VENV)/.stamp: requirements.txt requirements-core.txt setup.py src/rawdiff/codec/_adaptive.c build/.apt.stamp
 	@[ -x $(PY) ] || $(PY_SYS) -m venv --system-site-packages $(VENV)
 	@echo "venv: torch==2.13.0 (CPU) first, then requirements.txt"
 	@$(PY) -m pip install -q torch==2.13.0 2> >(grep -v '^WARNING: Location' >&2)

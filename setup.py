@@ -4,7 +4,7 @@ On a ROS host catkin calls this through ``catkin_python_setup()``; on a training
 without ROS ``pip install -e .`` works the same (catkin_pkg is then optional).
 """
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 try:
     from catkin_pkg.python_setup import generate_distutils_setup
@@ -14,6 +14,9 @@ except ImportError:  # a GPU training host without ROS
 args = dict(
     packages=find_packages("src"),
     package_dir={"": "src"},
+    # the adaptive range coder (rawdiff.codec.adaptive runs its Python reference without it)
+    ext_modules=[Extension("rawdiff.codec._adaptive", ["src/rawdiff/codec/_adaptive.c"],
+                           extra_compile_args=["-O2", "-std=c99"])],
 )
 
 if generate_distutils_setup is not None:

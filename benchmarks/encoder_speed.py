@@ -3,7 +3,7 @@
     python benchmarks/encoder_speed.py [--model DIR] [--repeats N] [--sizes 1936x1112 ...]
                                        [--threads N] [--json OUT] [--profile]
                                        [--config CFG] [--embedder key=value ...]
-                                       [--encode-rows N]
+                                       [--encode-rows N] [--quality Q] [--static-tables]
 
 For each frame size and each of
   (a) torch:  Codec.load(model, backend="torch").encode_codes(frame)
@@ -35,7 +35,9 @@ forward hooks and the torch profiler; onnxruntime's own profiler).
 ``--encode-rows N`` sets the plane rows the codec encodes at a time (``Codec.encode_rows``;
 0: the whole frame at once, as before strips) for a model whose encoder is a matrix per cell
 (the shipped one); the codes are the same (the run checks them against torch's), the
-memory a strip's.
+memory a strip's. ``--quality Q`` sets the operating point of (b') (default: the model's
+default); ``--static-tables`` codes (b')'s indices with the prior's tables as they are instead
+of adapted to the frame (``Codec.adaptive_coding``, the format version 6 coding).
 
 Prints the results as JSON, then as a markdown table, on stdout; progress goes to stderr.
 """
@@ -247,7 +249,7 @@ def load_codec(backend: str, model_dir: str, threads: int, encode_rows=None):
                       encode_rows=DEFAULT_ENCODE_ROWS if encode_rows is None else encode_rows)
 
 
-def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None):
+def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None, quality=None, static=False):
     """(function of a frame, description of the engine)."""
     if method == "torch":
         import torch
@@ -272,12 +274,15 @@ def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None):
         import onnxruntime as ort
 
         codec = load_codec("onnx", model_dir, threads, encode_rows)
+        codec.adaptive_coding = not static
+        quality = codec.check_quality(quality)
 
         def compress(frame):
-            return codec.compress(frame.copy(wb_gains=None))
+            return codec.compress(frame.copy(wb_gains=None), quality=quality)
 
         return compress, {"threads": threads or os.cpu_count(), "engine": "onnxruntime %s" % ort.__version__,
-                          "encode_rows": codec.strip_rows}
+                          "encode_rows": codec.strip_rows, "quality": quality,
+                          "coding": "adaptive" if codec.adaptive_coding else "static"}
     if method == "jpeg":
         import cv2
 
@@ -304,7 +309,8 @@ def make_encoder(method: str, model_dir: str, threads: int, encode_rows=None):
 def child(args) -> None:
     width, height = args.size
     frame = load_child_frame(args.workdir, width, height)
-    encode, info = make_encoder(args.child, args.model, args.threads, args.encode_rows)
+    encode, info = make_encoder(args.child, args.model, args.threads, args.encode_rows, args.quality,
+                                args.static_tables)
     with PeakRSS() as mem:
         out = encode(frame)  # warm-up: allocations, onnxruntime's first-run planning
         times = []
@@ -315,6 +321,9 @@ def child(args) -> None:
     result = dict(info, method=args.child, width=width, height=height, times_s=times,
                   median_s=statistics.median(times), fps=1.0 / statistics.median(times),
                   peak_mib=round(mem.delta_mib, 1), base_rss_mib=round(mem.base / 1024.0, 1), memory=mem.method)
+    if args.child == "compress":
+        result["bytes"] = len(out)
+        result["bpp"] = 8.0 * len(out) / (width * height)
     if args.child == "jpeg":
         result["bytes"] = int(out.size)
         result["bpp"] = 8.0 * out.size / (width * height)
@@ -483,6 +492,10 @@ def run_child(args, method: str, size, info: dict, workdir: str) -> dict:
         cmd += ["--threads", str(args.threads)]
     if args.encode_rows is not None:
         cmd += ["--encode-rows", str(args.encode_rows)]
+    if args.quality is not None:
+        cmd += ["--quality", str(args.quality)]
+    if args.static_tables:
+        cmd.append("--static-tables")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit("benchmark child %s %dx%d failed:\n%s" % (method, size[0], size[1], proc.stderr[-3000:]))
@@ -560,6 +573,9 @@ def main(argv=None) -> int:
     p.add_argument("--embedder", nargs="*", default=[], help="key=value changes to the untrained embedder")
     p.add_argument("--encode-rows", type=int, default=None,
                    help="plane rows the codec encodes at a time (0: the whole frame; default: the codec's)")
+    p.add_argument("--quality", type=int, help="operating point of the compress method (default: the model's)")
+    p.add_argument("--static-tables", action="store_true",
+                   help="the compress method codes with the prior's tables as they are (format version 6)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--size", type=parse_size, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)

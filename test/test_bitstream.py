@@ -297,10 +297,13 @@ def test_header_rejects_impossible_fields(changes, match):
 def test_pack_rejects_bad_arguments():
     with pytest.raises(BitstreamError, match="payload_length"):
         pack(make_header(payload_length=3), b"ab")
-    with pytest.raises(BitstreamError, match=r"cannot write format version 2 \(this build writes versions 6, 5 and 4"):
+    with pytest.raises(BitstreamError,
+                       match=r"cannot write format version 2 \(this build writes versions 7, 6, 5 and 4"):
         pack(make_header(version=2), b"")
-    with pytest.raises(BitstreamError, match="cannot write format version 7"):
-        pack(make_header(version=7), b"")
+    with pytest.raises(BitstreamError, match="cannot write format version 8"):
+        pack(make_header(version=8), b"")
+    with pytest.raises(BitstreamError, match="format version 7 is for streams with adaptive coding"):
+        make_header(version=7)
     with pytest.raises(BitstreamError, match="format version 6 is for streams with detail statistics"):
         make_header(version=6)
     with pytest.raises(BitstreamError, match="detail statistics need format version 6"):
@@ -435,11 +438,11 @@ def test_crc_mismatch(valid, valid3):
 
 
 def test_future_version_fails_cleanly(valid):
-    v7 = with_field(valid, 4, "<H", 7)  # a well-formed file of a version this build does not know
+    v8 = with_field(valid, 4, "<H", 8)  # a well-formed file of a version this build does not know
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
         with pytest.raises(BitstreamError,
-                           match=r"unsupported bitstream format version 7 .*reads versions 2, 3, 4, 5, 6"):
-            reader(v7)
+                           match=r"unsupported bitstream format version 8 .*reads versions 2, 3, 4, 5, 6, 7"):
+            reader(v8)
     with pytest.raises(BitstreamError, match="version 0"):
         unpack(with_field(valid, 4, "<H", 0))
 
@@ -450,7 +453,7 @@ def test_version_1_golden_files_fail_naming_the_versions(name):
     assert struct.unpack_from("<H", data, 4) == (1,)
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
         with pytest.raises(BitstreamError,
-                           match=r"format version 1 \(this build reads versions 2, 3, 4, 5, 6\).*colour"):
+                           match=r"format version 1 \(this build reads versions 2, 3, 4, 5, 6, 7\).*colour"):
             reader(data)
 
 
@@ -975,7 +978,7 @@ def test_mean_layer_fields_are_checked():
     ]:
         with pytest.raises(BitstreamError, match=match):
             make_header(stages=STAGES3, means=bad)
-    with pytest.raises(BitstreamError, match="mean layers need format version 5 or 6, the header says 4"):
+    with pytest.raises(BitstreamError, match="mean layers need format version 5 or later, the header says 4"):
         make_header(stages=STAGES3, means=MEANS2, version=4)
     with pytest.raises(BitstreamError, match="format version 5 is for streams with mean layers"):
         make_header(stages=STAGES3, version=5)
@@ -1114,3 +1117,76 @@ def test_a_header_dict_with_bad_detail_statistics_names_them():
                        (["a"], "detail must be an integer")):
         with pytest.raises(BitstreamError, match=match):
             Header.from_dict(dict(doc, detail=bad))
+
+
+# ------------------------------------------------------------------ version 7: adaptive coding
+
+ADAPT3 = (4, 8, 12)  # the strength exponent of each stage's adaptive coding (rawdiff.codec.adaptive)
+
+
+def test_version_7_carries_each_stages_strength_and_every_cut_keeps_its_own():
+    header, chunks, means = means_case()
+    data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
+    got, payload = unpack(data)
+    assert got.version == 7 and got.adapt == ADAPT3 and got.detail == DETAIL
+    assert [st["adapt"] for st in got.to_dict()["stages"]] == list(ADAPT3)
+    assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
+    # one byte a stage more than the version 6 stream
+    assert len(data) == len(pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL), chunks, means)) + 3
+    for q in (1, 2, 3):
+        cut = truncate(data, q)
+        assert unpack(cut)[0].adapt == ADAPT3[:q] and unpack(cut)[0].version == 7
+        assert cut == pack(make_header(stages=STAGES3[:q], means=tuple(m for m in MEANS2 if m[0] <= q),
+                                       detail=DETAIL, adapt=ADAPT3[:q]), chunks[:q],
+                           means[: sum(m[0] <= q for m in MEANS2)])
+    assert bs.truncated_sizes(got, len(data)) == {q: len(truncate(data, q)) for q in (1, 2, 3)}
+    lay = bs.layout(data)
+    assert [data[at + 3] for at in (lay["stages"][0], lay["stages"][1], lay["stages"][3])] == list(ADAPT3)
+    # without detail statistics: a count of 0
+    plain = pack(make_header(stages=STAGES3, adapt=ADAPT3), chunks)
+    assert unpack(plain)[0].detail == () and unpack(plain)[0].version == 7
+    assert plain[bs.layout(plain)["table"] - 1] == 0
+
+
+def test_version_7_fields_are_checked():
+    _, chunks, _ = means_case()
+    for bad, match in (((4, 8), "adapt holds 2 strengths for 3 stages"), ((4, 8, 25), r"must be in 0..24"),
+                       ((4, -1, 3), r"must be in 0..24"), ("abc", "adapt must be an integer")):
+        with pytest.raises(BitstreamError, match=match):
+            make_header(stages=STAGES3, adapt=bad)
+    with pytest.raises(BitstreamError, match="adaptive coding needs format version 7, the header says 6"):
+        make_header(stages=STAGES3, detail=DETAIL, adapt=ADAPT3, version=6)
+    data = pack(make_header(stages=STAGES3, adapt=ADAPT3), chunks)
+    at = bs.layout(data)["stages"][1] + 3
+    with pytest.raises(BitstreamError, match=r"must be in 0..24, got \[4, 200, 12\]"):
+        unpack(refresh_crc(with_field(data, at, "<B", 200)))
+    with pytest.raises(BitstreamError, match="truncated.*the stage table"):
+        read_header(data[: at], verify=False)
+    # a version 6 reader's layout: the count of detail statistics may not be 0 there
+    v6 = pack(make_header(stages=STAGES3, detail=DETAIL), chunks)
+    with pytest.raises(BitstreamError, match=r"declares 0 bytes of detail statistics \(1..8\)"):
+        unpack(refresh_crc(with_field(v6, bs.layout(v6)["table"] - 4, "<B", 0)))
+
+
+def test_golden_version_7():
+    _, chunks, means = means_case()
+    check_golden_with_layers("frame_v7_rggb_adaptive",
+                             make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
+
+
+_VALID7 = pack(make_header(stages=STAGES3, detail=DETAIL, adapt=ADAPT3),
+               [hashlib.sha256(b"%d" % i).digest()[: 8 + 8 * i] for i in range(3)])
+_PAYLOAD7 = unpack(_VALID7)[1]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_mutations(_VALID7))
+def test_mutations_of_version_7_never_crash(data):
+    _unpack_or_error(data, _VALID7, _PAYLOAD7)
+    for fixed in (data, refresh_crc(data) if len(data) >= 4 else data):
+        try:
+            header, payload = unpack(fixed)
+            truncate(fixed, 1)
+        except BitstreamError:
+            continue
+        assert pack(header, stage_payloads(header, payload)) == fixed

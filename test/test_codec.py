@@ -116,7 +116,7 @@ def test_fuzzed_payloads_with_a_valid_crc_never_crash(codec, small_payload, data
         chunk = chunks[data.draw(st.integers(0, len(chunks) - 1))]
         if chunk:
             chunk[data.draw(st.integers(0, len(chunk) - 1))] = data.draw(st.integers(0, 255))
-    stages = list(header.stages)
+    stages, adapt = list(header.stages), list(header.adapt)
     how = data.draw(st.sampled_from(["payload", "boundary", "table", "drop"]))
     if how == "boundary":  # move bytes from one stage to the next
         k = data.draw(st.integers(0, len(chunks) - 2))
@@ -131,9 +131,9 @@ def test_fuzzed_payloads_with_a_valid_crc_never_crash(codec, small_payload, data
             stages[k] = (stages[k - 1][0],) + stages[k][1:]
     elif how == "drop":  # stages left out of the middle
         k = data.draw(st.integers(1, len(stages) - 1))
-        del stages[k], chunks[k]
-    mutated = bitstream.pack(dataclasses.replace(header, stages=tuple(stages), payload_length=None),
-                             [bytes(c) for c in chunks])
+        del stages[k], chunks[k], adapt[k]
+    mutated = bitstream.pack(dataclasses.replace(header, stages=tuple(stages), payload_length=None,
+                                                 adapt=tuple(adapt)), [bytes(c) for c in chunks])
     try:
         rgb = codec.decompress(mutated)
     except ValueError as exc:
@@ -233,7 +233,9 @@ def test_a_stage_mismatch_between_bitstream_and_model_is_named(codec):
     chunks = bitstream.stage_payloads(header, body)
 
     def repacked(stages, parts):
-        return bitstream.pack(dataclasses.replace(header, stages=tuple(stages), payload_length=None), parts)
+        adapt = (header.adapt + (8,) * len(stages))[: len(stages)]
+        return bitstream.pack(dataclasses.replace(header, stages=tuple(stages), payload_length=None, adapt=adapt),
+                              parts)
 
     cases = [
         # stage 2 on the fine grid, stage 3 with another codebook, a stage more than the model has
@@ -255,7 +257,11 @@ def test_a_version_2_bitstream_is_one_stage_the_staged_model_refuses(codec):
     import struct
     import zlib
 
-    header, body = bitstream.unpack(codec.compress(_frame(64, 96, seed=7), quality=1))
+    codec.adaptive_coding = False  # a version 2 file codes with the tables as they are
+    try:
+        header, body = bitstream.unpack(codec.compress(_frame(64, 96, seed=7), quality=1))
+    finally:
+        codec.adaptive_coding = True
     data = bitstream.pack(dataclasses.replace(header, version=3), body)
     enc = len(header.source_encoding)
     # the same frame as version 2 wrote it: version 3's layout without the stage table
@@ -284,3 +290,23 @@ def test_model_directories_whose_stages_disagree_are_refused(fixture_model, tmp_
     (two / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="the prior has 2 stages, the model 3"):
         Codec.load(str(two))
+
+
+def test_adaptive_and_static_coding_decode_to_the_same_image(codec):
+    """The default codes each stage with the tables adapted to the frame (format version 7);
+    ``adaptive_coding = False`` writes the same codes with the tables as they are (a stream
+    that version 6 readers read). Both decode to the same pixels, and each cuts to the
+    stream of a lower quality."""
+    frame = _frame(96, 128, seed=9)
+    adaptive = codec.compress(frame)
+    codec.adaptive_coding = False
+    try:
+        static = codec.compress(frame)
+    finally:
+        codec.adaptive_coding = True
+    a, s = bitstream.read_header(adaptive), bitstream.read_header(static)
+    assert a.version == 7 and len(a.adapt) == a.quality and s.version < 7 and s.adapt == ()
+    np.testing.assert_array_equal(codec.decompress(adaptive), codec.decompress(static))
+    for ca, cs in zip(codec.parse(adaptive)[1], codec.parse(static)[1]):
+        np.testing.assert_array_equal(ca, cs)
+    assert bitstream.truncate(adaptive, 1) == codec.compress(frame, quality=1)

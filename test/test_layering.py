@@ -4,8 +4,8 @@ Every module under src/rawdiff is parsed (not imported) and every ``import`` is 
 at the top of a module and inside functions alike. Bottom to top:
 
     0  raw, config, paths, outputs, device
-    1  nn, diffusion, codec.bitstream, codec.entropy, codec.cell_means, codec.detail_stats,
-       codec.encode_strips
+    1  nn, diffusion, codec.bitstream, codec.entropy, codec.adaptive, codec.cell_means,
+       codec.detail_stats, codec.encode_strips
        (coding), data
     2  codec.modeldir (the model directory), metrics, task_fidelity
     3  models
@@ -37,7 +37,8 @@ SRC = os.path.join(ROOT, "src")
 UNITS = (
     ("rawdiff.raw", 0), ("rawdiff.config", 0), ("rawdiff.paths", 0), ("rawdiff.outputs", 0), ("rawdiff.device", 0),
     ("rawdiff.nn", 1), ("rawdiff.diffusion", 1), ("rawdiff.codec.bitstream", 1), ("rawdiff.codec.entropy", 1),
-    ("rawdiff.codec.cell_means", 1), ("rawdiff.codec.detail_stats", 1), ("rawdiff.codec.encode_strips", 1),
+    ("rawdiff.codec.adaptive", 1), ("rawdiff.codec._adaptive", 1), ("rawdiff.codec.cell_means", 1),
+    ("rawdiff.codec.detail_stats", 1), ("rawdiff.codec.encode_strips", 1),
     ("rawdiff.data", 1),
     ("rawdiff.codec.modeldir", 2), ("rawdiff.metrics", 2), ("rawdiff.task_fidelity", 2),
     ("rawdiff.models", 3),

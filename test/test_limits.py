@@ -28,9 +28,9 @@ class CountingPrior:
         self.prior, self.decodes = prior, 0
         self.kind = prior.kind
 
-    def decode(self, chunks, shapes):
+    def decode(self, chunks, shapes, adapt=()):
         self.decodes += 1
-        return self.prior.decode(chunks, shapes)
+        return self.prior.decode(chunks, shapes, adapt)
 
 
 def test_the_default_limit_is_four_of_the_largest_automotive_sensor():

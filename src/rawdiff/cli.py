@@ -141,6 +141,7 @@ def cmd_compress(args) -> int:
     codec = Codec.load(args.model, device=args.device, backend=args.backend, threads=args.threads,
                        encode_rows=args.encode_rows)
     quality = codec.check_quality(args.quality)
+    codec.adaptive_coding = not args.static_tables
     payload = codec.compress(frame, source_encoding=args.source_encoding, quality=quality)
     write_bytes(args.output, payload)
     bpp = 8.0 * len(payload) / (frame.width * frame.height)
@@ -449,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=_positive_int,
                    help="operating point: 1 (smallest) to the model's number of quantizer stages (`rawdiff info "
                         "--model DIR` lists them); default: the model's default quality")
+    p.add_argument("--static-tables", action="store_true",
+                   help="code with the model's tables as they are, not adapted to the frame: a stream of format "
+                        "version 6 or before, for readers older than version 7 (2 to 18 %% larger)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("truncate", help="cut an .rdc bitstream to a lower quality without re-encoding")

@@ -14,7 +14,8 @@ from rawdiff.ros import decoder_node, encoder_node
 
 FIND_MODEL = "$(find rawdiff)/models/default"
 ENCODER_ARGS = {"camera": "camera", "input": "image_raw", "output": "/compressed_codes", "model": FIND_MODEL,
-                "backend": "auto", "threads": "0", "encode_rows": "576", "device": "auto", "cfa": "",
+                "backend": "auto", "threads": "0", "encode_rows": "576", "adaptive_coding": "true",
+                "device": "auto", "cfa": "",
                 "black_level": "0", "white_level": "0", "input_format": "", "camera_info_period": "1.0",
                 "expected_rate": "0", "max_delay": "1.0", "params_file": ""}
 DECODER_ARGS = {"input": "/compressed_codes", "output": "/camera/image_decoded", "model": FIND_MODEL,

@@ -3,13 +3,13 @@
 A ``.rdc`` file and the ``data`` field of a ``rawdiff/CompressedCodes`` message hold the
 same bytes. Every frame decodes on its own (no inter-frame state).
 
-Layout of format versions 6, 5 and 4 (all integers and floats little-endian; varint: unsigned
+Layout of format versions 7, 6, 5 and 4 (all integers and floats little-endian; varint: unsigned
 LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
 
     size      type     field
     4         bytes    magic b"RDCF"
-    2         uint16   format version (6 with detail statistics, else 5 with mean layers,
-                       else 4)
+    2         uint16   format version (7 with adaptive coding, else 6 with detail
+                       statistics, else 5 with mean layers, else 4)
     16        bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
     1         uint8    flags: bits 0-1 cfa (0 RGGB, 1 BGGR, 2 GRBG, 3 GBRG), bits 2-3 entropy
                        model of the indices (0 uniform, 1 unigram, 2 context), bit 4 wb_source
@@ -32,15 +32,18 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
     1         uint8    n = length of source_encoding (0..64)
     n         ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
                        empty: unknown)
-    1 + d     uint8s   version 6 only: d (1..8), then d bytes of the frame's detail
-                       statistics (rawdiff.codec.detail_stats: quantised log energies of its
-                       fine detail, measured on the planes the encoder codes; they set the
-                       level of the realism path's texture and belong to no stage, so a cut
-                       stream keeps them)
+    1 + d     uint8s   versions 6 and 7: d (1..8; 0..8 in version 7), then d bytes of the
+                       frame's detail statistics (rawdiff.codec.detail_stats: quantised log
+                       energies of its fine detail, measured on the planes the encoder codes;
+                       they set the level of the realism path's texture and belong to no stage,
+                       so a cut stream keeps them)
     1         uint8    S: the number of entries of the stage table (1..16)
     S entries stages   per quantizer stage, coarse to fine: uint8 scale (its grid is the
                        code grid divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its
-                       codebook size), varint length of its entropy-coded indices in bytes;
+                       codebook size), version 7: uint8 e (0..24), the strength exponent of
+                       its adaptive coding (rawdiff.codec.adaptive: the prior's tables adapted
+                       to the frame's own counts as it is coded), varint length of its
+                       entropy-coded indices in bytes;
                        versions 5 and 6: after a stage, the mean layers sent after it
                        (rawdiff.codec.cell_means), each uint8 0x80 | exponent (1..10), varint
                        length. The quality is the number of quantizer stages.
@@ -49,8 +52,8 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
                        their lengths
     4         uint32   CRC32 (zlib.crc32) of every byte before it
 
-A stream without detail statistics is written as version 5, one without those and without
-mean layers as version 4 (the version that reads it).
+A stream with adaptive coding is written as version 7; one without it as version 6 with
+detail statistics, else 5 with mean layers, else 4 (the version that reads it).
 
 A 1936x1112 frame from a ROS ``bayer_rggb16`` image (integer levels, the default matrix,
 stages of 128 bytes to 16 KiB: two-byte lengths) costs 112 bytes of container at quality 1 and 137 at quality
@@ -89,7 +92,7 @@ Version 3 (still read, and written by :func:`pack` for a header of version 3, so
 
 **Progressive**: stage k's indices depend on the stages before it only, and each stage is
 a range-coder stream of its own, so the first q stages of a bitstream, with the table cut
-to q entries (:func:`truncate`; in versions 5 and 6 with the mean layers that follow them, which
+to q entries (:func:`truncate`; in versions 5 to 7 with the mean layers that follow them, which
 depend on those stages only), are exactly the bitstream that encoding with q stages
 gives (in version 4 no field of the header depends on the payload's length; version 3's
 payload_length is rewritten). Version 2 (version 3's
@@ -103,7 +106,7 @@ structure as it is read (a varint that runs long, a stage count out of range), l
 (truncated / trailing bytes), CRC, then the plausibility of every field. All problems
 raise :class:`BitstreamError` (a ``ValueError``) naming what is wrong; no ``struct.error``,
 ``IndexError`` or ``UnicodeDecodeError`` escapes. A format change must bump
-:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 6, 5, 4 and 3.
+:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 7, 6, 5, 4 and 3.
 """
 
 from __future__ import annotations
@@ -118,12 +121,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 MAGIC = b"RDCF"
-FORMAT_VERSION = 6
-SUPPORTED_VERSIONS = (2, 3, 4, 5, 6)
-#: versions :func:`pack` writes (a header's ``version``): 6 for a stream with detail
-#: statistics, else 5 for one with mean layers, 4 for one with neither (the same bytes a
-#: version 4 reader reads), and 3 for cutting version 3 files
-WRITABLE_VERSIONS = (3, 4, 5, 6)
+FORMAT_VERSION = 7
+SUPPORTED_VERSIONS = (2, 3, 4, 5, 6, 7)
+#: versions :func:`pack` writes (a header's ``version``): 7 for a stream with adaptive
+#: coding, else 6 for one with detail statistics, 5 for one with mean layers, 4 for one with
+#: none of them (the same bytes a version 4 reader reads), and 3 for cutting version 3 files
+WRITABLE_VERSIONS = (3, 4, 5, 6, 7)
+#: the largest strength exponent of a stage's adaptive coding (rawdiff.codec.adaptive)
+MAX_ADAPT = 24
 #: the most bytes of detail statistics a version 6 header holds
 MAX_DETAIL = 8
 MAX_STAGES = 16
@@ -300,9 +305,11 @@ class Header:
             exponent, length)``: the cells' plane means, sent after the stage ``after_stage``.
         detail: the frame's detail statistics (:mod:`rawdiff.codec.detail_stats`), 1 to
             :data:`MAX_DETAIL` integers in 0..255, or none (``()``).
-        version: the format version: None (default) picks 6 for a header with detail
-            statistics, else 5 for one with mean layers, else 4; 3 is written to cut version 3
-            files.
+        adapt: per stage coded, the strength exponent (0..24) of its adaptive coding
+            (:mod:`rawdiff.codec.adaptive`), or ``()``: the prior's tables as they are.
+        version: the format version: None (default) picks 7 for a header with adaptive
+            coding, else 6 for one with detail statistics, 5 for one with mean layers, else 4;
+            3 is written to cut version 3 files.
     """
 
     model_id: str
@@ -327,6 +334,7 @@ class Header:
     means: Tuple[Tuple[int, int, int], ...] = ()
     version: Optional[int] = None
     detail: Tuple[int, ...] = ()
+    adapt: Tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -407,15 +415,19 @@ class Header:
                                      % (total, self.payload_length))
         detail = _detail(self.detail)
         put("detail", detail)
-        auto = 6 if detail else 5 if means else 4
+        adapt = _adapt(self.adapt, len(self.stages) if self.stages is not None else 1)
+        put("adapt", adapt)
+        auto = 7 if adapt else 6 if detail else 5 if means else 4
         version = auto if self.version is None else _as_int(self.version, "version")
         if means and version < 5:
-            raise BitstreamError("mean layers need format version 5 or 6, the header says %d" % version)
+            raise BitstreamError("mean layers need format version 5 or later, the header says %d" % version)
         if detail and version < 6:
-            raise BitstreamError("detail statistics need format version 6, the header says %d" % version)
-        if version in (5, 6) and version != auto:
-            raise BitstreamError("format version %d is for streams with %s; this one is version %d"
-                                 % (version, "mean layers" if version == 5 else "detail statistics", auto))
+            raise BitstreamError("detail statistics need format version 6 or 7, the header says %d" % version)
+        if adapt and version < 7:
+            raise BitstreamError("adaptive coding needs format version 7, the header says %d" % version)
+        if version in (5, 6, 7) and version != auto:
+            raise BitstreamError("format version %d is for streams with %s; this one is version %d" % (
+                version, {5: "mean layers", 6: "detail statistics", 7: "adaptive coding"}[version], auto))
         put("version", version)
 
     @property
@@ -468,6 +480,9 @@ class Header:
             out["means"] = [{"after_stage": a, "exponent": e, "bytes": n} for a, e, n in self.means]
         if self.detail:
             out["detail"] = list(self.detail)
+        if self.adapt:
+            for entry, e in zip(out["stages"], self.adapt):
+                entry["adapt"] = e
         return out
 
     @classmethod
@@ -487,6 +502,7 @@ class Header:
                         if d.get("stages") else None),
                 means=tuple((m["after_stage"], m["exponent"], m["bytes"]) for m in d.get("means") or ()),
                 version=d.get("format_version"), detail=d.get("detail") or (),
+                adapt=tuple(st["adapt"] for st in d["stages"] if "adapt" in st) if d.get("stages") else (),
             )
         except (KeyError, TypeError) as exc:
             raise BitstreamError("header dict lacks the field %s" % exc) from None
@@ -530,6 +546,18 @@ def _detail(value: Any) -> Tuple[int, ...]:
         raise BitstreamError("detail holds %d values, at most %d" % (len(values), MAX_DETAIL))
     if any(not 0 <= v <= 0xFF for v in values):
         raise BitstreamError("detail values must be in 0..255, got %r" % (list(values),))
+    return values
+
+
+def _adapt(value: Any, stages: int) -> Tuple[int, ...]:
+    try:
+        values = tuple(_as_int(v, "adapt") for v in value)
+    except TypeError:
+        raise BitstreamError("adapt must be a sequence of integers, got %r" % (value,)) from None
+    if values and len(values) != stages:
+        raise BitstreamError("adapt holds %d strengths for %d stages" % (len(values), stages))
+    if any(not 0 <= v <= MAX_ADAPT for v in values):
+        raise BitstreamError("adaptive strength exponents must be in 0..%d, got %r" % (MAX_ADAPT, list(values)))
     return values
 
 
@@ -608,8 +636,8 @@ def pack(header: Header, payload: Union[bytes, Sequence[bytes]], means: Sequence
     header = replace(header, stages=stages, means=mean_entries, payload_length=None)
     payload = b"".join(chunks[i] if kind == "stage" else mean_chunks[i] for kind, i in table_order(header))
     if header.version not in WRITABLE_VERSIONS:
-        raise BitstreamError("cannot write format version %d (this build writes versions 6, 5 and 4, and 3 to cut "
-                             "version 3 files)" % header.version)
+        raise BitstreamError("cannot write format version %d (this build writes versions 7, 6, 5 and 4, and 3 to "
+                             "cut version 3 files)" % header.version)
     if declared is not None and declared != len(payload):
         raise BitstreamError("header.payload_length is %d but the payload has %d bytes" % (declared, len(payload)))
     if len(payload) > 0xFFFFFFFF:
@@ -673,7 +701,8 @@ def _head_v4(header: Header, stages, payload_length: int) -> bytes:
     for kind, i in order:
         if kind == "stage":
             sc, k, n = stages[i]
-            parts.append(_STAGE_V4.pack(sc, k - 1) + _varint(n))
+            adapt = bytes([header.adapt[i]]) if header.version >= 7 else b""
+            parts.append(_STAGE_V4.pack(sc, k - 1) + adapt + _varint(n))
         else:
             _, exponent, n = header.means[i]
             parts.append(bytes([MEAN_ENTRY_FLAG | exponent]) + _varint(n))
@@ -706,7 +735,7 @@ def _check_prefix(buf: bytes) -> None:
 def _parse(buf: bytes, verify: bool) -> Tuple[Header, int]:
     """Parse and check; returns the header and the offset of the payload."""
     _check_prefix(buf)
-    if _PREFIX.unpack_from(buf, 0)[1] in (4, 5, 6):
+    if _PREFIX.unpack_from(buf, 0)[1] >= 4:
         return _parse_v4(buf, verify)
     return _parse_v3(buf, verify)
 
@@ -842,8 +871,10 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
     detail: Tuple[int, ...] = ()
     if version >= 6:
         n_detail = buf[cur.take(1, "the detail statistics' count")]
-        if not 1 <= n_detail <= MAX_DETAIL:
-            raise BitstreamError("the header declares %d bytes of detail statistics (1..%d)" % (n_detail, MAX_DETAIL))
+        least = 1 if version == 6 else 0
+        if not least <= n_detail <= MAX_DETAIL:
+            raise BitstreamError("the header declares %d bytes of detail statistics (%d..%d)"
+                                 % (n_detail, least, MAX_DETAIL))
         at = cur.take(n_detail, "the detail statistics")
         detail = tuple(buf[at:at + n_detail])
     count = buf[cur.take(1, "the stage table")]
@@ -851,6 +882,7 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
         raise BitstreamError("the stage table declares %d stages (1..%d)" % (count, MAX_STAGES))
     raw_stages: List[Tuple[int, int, int]] = []
     raw_means: List[Tuple[int, int, int]] = []
+    raw_adapt: List[int] = []
     for i in range(count):
         first = buf[cur.take(1, "the stage table")]
         if first & MEAN_ENTRY_FLAG:
@@ -863,6 +895,8 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
                               cur.varint("mean layer %d's length" % (len(raw_means) + 1))))
             continue
         km1 = struct.unpack_from("<H", buf, cur.take(2, "the stage table"))[0]
+        if version >= 7:
+            raw_adapt.append(buf[cur.take(1, "the stage table")])
         raw_stages.append((first, km1 + 1, cur.varint("stage %d's length" % (len(raw_stages) + 1))))
     if not raw_stages:  # pragma: no cover - the first entry is a stage
         raise BitstreamError("the stage table holds no stage")
@@ -885,7 +919,7 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
         wb_gains=gains, color_matrix=matrix, wb_source=WB_SOURCES[flags >> 4 & 1],
         matrix_source=MATRIX_SOURCES[matrix_code], tone_curve=TONE_CURVES[flags >> 6 & 1],
         colour_stats=stats, payload_length=payload_length, version=version, stages=raw_stages,
-        means=raw_means, detail=detail,
+        means=raw_means, detail=detail, adapt=raw_adapt,
     )
     return header, start
 
@@ -935,7 +969,7 @@ def truncate(data: bytes, quality: int) -> bytes:
     chunks, mean_chunks = split_payload(header, payload)
     kept = tuple(header.stages[:q])  # type: ignore[index]
     means = tuple(m for m in header.means if m[0] <= q)
-    cut = replace(header, stages=kept, means=means, payload_length=None,
+    cut = replace(header, stages=kept, means=means, payload_length=None, adapt=header.adapt[:q],
                   version=(header.version if header.version == 3 else None))
     return pack(cut, chunks[:q], mean_chunks[: len(means)])
 
@@ -944,7 +978,7 @@ def _entry_size(version: int, length: int, mean: bool = False) -> int:
     """Bytes of one entry in the stage table of a bitstream of ``version``."""
     if version == 3:
         return _STAGE.size
-    return (1 if mean else _STAGE_V4.size) + len(_varint(length))
+    return (1 if mean else _STAGE_V4.size + (version >= 7)) + len(_varint(length))
 
 
 def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
@@ -1004,7 +1038,7 @@ def check_model(header: Header, model_id: str, also: Sequence[str] = ()) -> None
 
 
 __all__ = [
-    "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC", "MATRIX_SOURCES",
+    "CFA_CODES", "ENTROPY_MODELS", "FORMAT_VERSION", "HEADER_FIXED_SIZE", "MAGIC", "MATRIX_SOURCES", "MAX_ADAPT",
     "MAX_STAGES", "MIN_SIZE", "SUPPORTED_VERSIONS", "TONE_CURVES", "WB_SOURCES", "WRITABLE_VERSIONS",
     "BitstreamError", "Header", "ModelMismatchError", "accepts_model", "check_model", "layout", "make_model_id", "pack",
     "read_header", "split_payload", "stage_payloads", "table_order", "truncate", "truncated_sizes", "unpack",

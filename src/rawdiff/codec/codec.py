@@ -2,7 +2,7 @@
 
     compress:   RawFrame --render parameters (as shot, else gray world)--> header
                 --white-balanced planes--> pad --Embedder.encode_codes--> a grid per stage
-                (the first ``quality`` stages) --StagedPrior.encode--> a payload per stage
+                (the first ``quality`` stages) --StagedPrior.encode_adaptive--> a payload per stage
                 --bitstream.pack(header)--> bytes
     decompress: bytes --bitstream.unpack + model check + size limit--> payloads
                 --StagedPrior.decode--> grids (coarse to fine)
@@ -173,6 +173,10 @@ class Codec:
         self.tile = check_tile(tile)
         #: statistics passes of tiled decoding: 1, or "exact" (rawdiff.codec.tiling.run_tiled)
         self.tile_passes: Union[int, str] = 1
+        #: code each stage with the prior's tables adapted to the frame (rawdiff.codec.adaptive:
+        #: format version 7, 2 to 18 % fewer bytes); False: the tables as they are, a stream
+        #: that readers of format version 6 and before decode
+        self.adaptive_coding = True
         self.config = config
         self.meta = meta
         self.model_id: str = meta["model_id"]
@@ -438,7 +442,10 @@ class Codec:
         codes = self.encode_planes(planes, quality)
         if self.colour_exact:
             colour["colour_stats"] = planes_statistics(planes, self.factor)
-        payloads = self.prior.encode(codes)
+        if self.adaptive_coding:
+            payloads, adapt = self.prior.encode_adaptive(codes)
+        else:
+            payloads, adapt = self.prior.encode(codes), []
         means, mean_entries = [], ()
         if self.means is not None:
             from rawdiff.codec.cell_means import planes_gamma
@@ -453,7 +460,7 @@ class Codec:
             white_level=frame.white_level, code_height=code_h, code_width=code_w,
             codebook_size=self.codebook_size, entropy_model=self.prior.kind,
             stages=tuple((sc, k, 0) for sc, k in self.stages[:quality]), means=mean_entries, detail=detail,
-            **colour)
+            adapt=tuple(adapt), **colour)
         return bitstream.pack(header, payloads, means)
 
     @property
@@ -509,7 +516,7 @@ class Codec:
             raise bitstream.BitstreamError(
                 "bitstream mean layers %s do not match model %s's %s for %d stages (after stage, exponent)"
                 % ([(a, e) for a, e, _ in header.means], self.model_id, expected_means, len(coded)))
-        codes = StageCodes(self.prior.decode(chunks, header.stage_shapes()))
+        codes = StageCodes(self.prior.decode(chunks, header.stage_shapes(), header.adapt))
         if mean_chunks:
             try:
                 codes.means = self.means.decode(mean_chunks, codes, header.code_shape)

@@ -46,6 +46,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from rawdiff.codec import adaptive
 from rawdiff.codec.bitstream import ENTROPY_MODELS
 
 PRECISION = 24
@@ -83,6 +84,18 @@ def _check_grid(grid: GridLike, codebook_size: int, what: str = "grid") -> np.nd
     if lo < 0 or hi >= codebook_size:
         raise ValueError("%s has index values in [%d, %d], outside [0, %d)" % (what, lo, hi, codebook_size))
     return g.astype(np.int64, copy=False)
+
+
+def _check_shape(shape) -> Tuple[int, int]:
+    try:
+        h, w = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError("shape must be (height, width), got %r" % (shape,)) from None
+    if h < 1 or w < 1:
+        raise ValueError("shape must be positive, got %r" % (shape,))
+    if h * w > MAX_SYMBOLS:
+        raise ValueError("a %dx%d grid is larger than %d indices" % (h, w, MAX_SYMBOLS))
+    return h, w
 
 
 def as_grid_list(grids: Union[GridLike, Iterable[GridLike]], codebook_size: int) -> List[np.ndarray]:
@@ -194,6 +207,7 @@ class IndexPrior:
         self.smoothing = (float(smoothing[0]), float(smoothing[1]))
         self._models = None  # constriction models, built on first use
         self._log2p = None
+        self._cum = None  # cumulative tables for the adaptive coder, built on first use
 
     # ------------------------------------------------------------------ properties
 
@@ -306,15 +320,8 @@ class IndexPrior:
         of 4, too short for the shape, invalid for the model, unused words left over).
         Corruption is not always detectable here: the container's CRC is the real check.
         """
-        try:
-            h, w = (int(v) for v in shape)
-        except (TypeError, ValueError):
-            raise ValueError("shape must be (height, width), got %r" % (shape,)) from None
-        if h < 1 or w < 1:
-            raise ValueError("shape must be positive, got %r" % (shape,))
+        h, w = _check_shape(shape)
         n = h * w
-        if n > MAX_SYMBOLS:
-            raise ValueError("a %dx%d grid is larger than %d indices" % (h, w, MAX_SYMBOLS))
         try:
             raw = memoryview(data).tobytes()
         except TypeError:
@@ -363,6 +370,39 @@ class IndexPrior:
             out[r] = row
             above = [cl[s] * c1 for s in row]
         return out
+
+    # ------------------------------------------------------------------ adaptive coding
+
+    def _cumulative(self) -> np.ndarray:
+        if self._cum is None:
+            self._cum = adaptive.cumulative(self.freqs)
+        return self._cum
+
+    def encode_adaptive(self, grid: GridLike, parent: Optional[np.ndarray] = None,
+                        strengths: Sequence[int] = adaptive.STRENGTHS) -> Tuple[int, bytes]:
+        """Code ``grid`` with the tables adapted to it as it goes (:mod:`rawdiff.codec.adaptive`),
+        with the best of ``strengths``: (strength exponent, bytes)."""
+        g = _check_grid(grid, self.codebook_size)
+        if g.size > MAX_SYMBOLS:
+            raise ValueError("grid of %d indices is larger than %d" % (g.size, MAX_SYMBOLS))
+        return adaptive.encode_best(g, self.contexts(g, parent), self._cumulative(), strengths)
+
+    def decode_adaptive(self, data: bytes, shape: Tuple[int, int], strength: int,
+                        parent: Optional[np.ndarray] = None) -> np.ndarray:
+        """The grid of :meth:`encode_adaptive`'s bytes coded with ``strength`` (int64 h x w).
+        Raises ``ValueError`` for data that cannot be such a coding."""
+        h, w = _check_shape(shape)
+        try:
+            raw = memoryview(data).tobytes()
+        except TypeError:
+            raise ValueError("entropy payload must be bytes, got %s" % type(data).__name__) from None
+        context = self.kind == "context"
+        offsets = self._parent_offsets((h, w), parent) if context else None
+        try:
+            return adaptive.decode(raw, (h, w), offsets, self.cluster if context else None,
+                                   self.num_clusters if context else 0, self._cumulative(), strength)
+        except ValueError as exc:
+            raise ValueError("entropy payload is corrupted or does not match the prior (%s)" % exc) from None
 
     # ------------------------------------------------------------------ state
 
@@ -487,16 +527,38 @@ class StagedPrior:
             out.append(prior.encode(grid, codes[k - 1] if prior.parent_cluster is not None else None))
         return out
 
-    def decode(self, chunks: Sequence[bytes], shapes: Sequence[Tuple[int, int]]) -> List[np.ndarray]:
-        """The grids of the stages in ``chunks`` (one byte string and one shape per stage)."""
+    def encode_adaptive(self, codes: Sequence[np.ndarray],
+                        strengths: Sequence[int] = adaptive.STRENGTHS) -> Tuple[List[bytes], List[int]]:
+        """:meth:`encode` with the tables adapted to each stage's grid (each stage from zero
+        counts, so a prefix of the stages decodes alone): (one byte string per stage, each
+        stage's strength exponent)."""
+        if not 1 <= len(codes) <= len(self.stages):
+            raise ValueError("%d code grids for a prior of %d stages" % (len(codes), len(self.stages)))
+        out, chosen = [], []
+        for k, grid in enumerate(codes):
+            prior = self.stages[k]
+            e, data = prior.encode_adaptive(grid, codes[k - 1] if prior.parent_cluster is not None else None,
+                                            strengths)
+            out.append(data)
+            chosen.append(e)
+        return out, chosen
+
+    def decode(self, chunks: Sequence[bytes], shapes: Sequence[Tuple[int, int]],
+               adapt: Sequence[int] = ()) -> List[np.ndarray]:
+        """The grids of the stages in ``chunks`` (one byte string and one shape per stage;
+        ``adapt``: each stage's strength exponent when coded by :meth:`encode_adaptive`)."""
         if not 1 <= len(chunks) <= len(self.stages) or len(shapes) != len(chunks):
             raise ValueError("%d stage payloads (%d shapes) for a prior of %d stages"
                              % (len(chunks), len(shapes), len(self.stages)))
+        if adapt and len(adapt) != len(chunks):
+            raise ValueError("%d strengths for %d stage payloads" % (len(adapt), len(chunks)))
         codes: List[np.ndarray] = []
         for k, (data, shape) in enumerate(zip(chunks, shapes)):
             prior = self.stages[k]
+            parent = codes[k - 1] if prior.parent_cluster is not None else None
             try:
-                codes.append(prior.decode(data, shape, codes[k - 1] if prior.parent_cluster is not None else None))
+                codes.append(prior.decode_adaptive(data, shape, adapt[k], parent) if adapt
+                             else prior.decode(data, shape, parent))
             except ValueError as exc:
                 raise ValueError("stage %d: %s" % (k + 1, exc)) from None
         return codes

@@ -49,6 +49,9 @@ Parameters (private; defaults in ``config/encoder.yaml``, which matches :data:`D
     ``~encode_rows`` (int, ``576``): plane rows (half the RAW rows) the encoder codes at a
         time, which bounds its memory (its code search holds a table a code per position); the
         codes are the same; ``0``: whole frames. The default keeps a 1936x1112 frame whole.
+    ``~adaptive_coding`` (bool, ``true``): code each stage with the model's tables adapted to
+        the frame (bitstream format version 7, 2 to 18 % fewer bytes); ``false``: the tables as
+        they are, for receivers that read format version 6 and before only.
     ``~device`` (str, ``auto``): ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
     ``~cfa`` (str, ``""``): RGGB, BGGR, GRBG or GBRG; needed for mono and packed input
         without a pattern in the encoding; must agree with a ``bayer_*`` encoding.
@@ -118,6 +121,7 @@ DEFAULTS: Dict[str, Any] = {
     "backend": "auto",
     "threads": 0,
     "encode_rows": DEFAULT_ENCODE_ROWS,
+    "adaptive_coding": True,
     "device": "auto",
     "cfa": "",
     "black_level": 0,
@@ -229,6 +233,7 @@ class EncoderNode(CodecNode):
         self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]),
                                 backend=str(params["backend"]), threads=encoder_threads(params["threads"]),
                                 encode_rows=check_encode_rows(params["encode_rows"], "~encode_rows"))
+        self.codec.adaptive_coding = bool(params["adaptive_coding"])
         self.quality = start_quality(params["quality"], self.codec.qualities, self.codec.default_quality)
         self.rate = RateControl(self.codec.qualities, self.codec.operating_points)
         self.rate.set_target(target_kbps)

@@ -1,0 +1,100 @@
+"""Adaptive coding of the indices (rawdiff.codec.adaptive) against the static tables.
+
+    python benchmarks/adaptive_coding.py [--model DIR] [--eval val.txt test_held.txt ...]
+                                         [--strengths 4 6 8 10 12] [--json OUT]
+
+For the shipped codes of every frame of each ``--eval`` list: the bytes of each stage's
+indices coded with the prior's tables as they are (format version 6 and before) and with
+the tables adapted to the frame (version 7; the best of ``--strengths`` per frame and
+stage, what ``Codec.compress`` does), as the share saved at each quality (stages 1..q);
+which strengths were chosen; and the time to code and decode every stage of a frame both
+ways (median over the frames). Every adaptive coding is decoded and checked against the
+codes. Prints JSON, then a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from encoder_speed import ROOT, log, machine  # noqa: E402
+from prior_headroom import frame_codes  # noqa: E402
+
+
+def measure(codec, codes, strengths) -> dict:
+    prior = codec.prior
+    shapes = [g.shape for g in codes]
+    t0 = time.perf_counter()
+    static = prior.encode(codes)
+    t1 = time.perf_counter()
+    chunks, chosen = prior.encode_adaptive(codes, strengths)
+    t2 = time.perf_counter()
+    back = prior.decode(chunks, shapes, chosen)
+    t3 = time.perf_counter()
+    prior.decode(static, shapes)
+    t4 = time.perf_counter()
+    if not all(np.array_equal(a, b) for a, b in zip(back, codes)):
+        raise SystemExit("the adaptive coding did not decode to the codes")
+    return {"static": [len(c) for c in static], "adaptive": [len(c) for c in chunks], "strengths": chosen,
+            "indices": [int(g.size) for g in codes], "encode_static_s": t1 - t0, "encode_adaptive_s": t2 - t1,
+            "decode_adaptive_s": t3 - t2, "decode_static_s": t4 - t3}
+
+
+def main(argv=None) -> int:
+    from rawdiff.codec import Codec, adaptive
+    from rawdiff.eval.frames import find_frames
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
+    p.add_argument("--eval", nargs="+", default=[os.path.join(ROOT, "data", "corpus", "val.txt"),
+                                                  os.path.join(ROOT, "data", "corpus", "test_held.txt")])
+    p.add_argument("--strengths", type=int, nargs="+", default=list(adaptive.STRENGTHS))
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args(argv)
+    codec = Codec.load(args.model)
+    sets = {}
+    for path in args.eval:
+        frames = [measure(codec, codes, args.strengths) for codes in frame_codes(codec, find_frames([path]))]
+        static = np.sum([f["static"] for f in frames], axis=0)
+        adapt = np.sum([f["adaptive"] for f in frames], axis=0)
+        chosen = [e for f in frames for e in f["strengths"]]
+        sets[os.path.basename(path)] = {
+            "frames": len(frames), "static_bytes": static.tolist(), "adaptive_bytes": adapt.tolist(),
+            "saved_at_quality": (1 - np.cumsum(adapt) / np.cumsum(static)).tolist(),
+            "saved_per_stage": (1 - adapt / static).tolist(),
+            "strengths_chosen": {str(e): chosen.count(e) for e in sorted(set(chosen))},
+            "median_s": {key: statistics.median(f[key] for f in frames)
+                         for key in ("encode_static_s", "encode_adaptive_s", "decode_static_s", "decode_adaptive_s")},
+            "median_indices": statistics.median(sum(f["indices"]) for f in frames),
+        }
+        log("%s: %d frames" % (path, len(frames)))
+    result = {"machine": machine(), "model": args.model, "model_id": codec.model_id, "strengths": args.strengths,
+              "compiled": adaptive.compiled(), "sets": sets}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    names = list(sets)
+    print("\n| quality | " + " | ".join("%s: bytes saved" % n for n in names) + " |")
+    print("|---|" + "---|" * len(names))
+    for q in range(len(codec.stages)):
+        print("| %d | %s |" % (q + 1, " | ".join("%.1f %%" % (100 * sets[n]["saved_at_quality"][q]) for n in names)))
+    for n in names:
+        m = sets[n]["median_s"]
+        print("\n%s: strengths chosen %s; median a frame (%d indices): encode static %.1f ms, adaptive %.1f ms; "
+              "decode static %.1f ms, adaptive %.1f ms" % (
+                  n, sets[n]["strengths_chosen"], sets[n]["median_indices"], 1e3 * m["encode_static_s"],
+                  1e3 * m["encode_adaptive_s"], 1e3 * m["decode_static_s"], 1e3 * m["decode_adaptive_s"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The adaptive range coder: the compiled coder and the Python reference write the same
+bytes, every coding decodes back, a stage prefix decodes alone, bad data gives a clear
+ValueError (never a crash), and the golden bytes pin the coding."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rawdiff.codec import adaptive
+from rawdiff.codec.entropy import IndexPrior, StagedPrior, quantize_probabilities
+
+GOLDEN = Path(__file__).parent / "golden"
+REGEN = os.environ.get("RAWDIFF_REGEN_GOLDEN") == "1"
+
+
+def tables(rng, contexts: int, k: int, concentration: float = 0.3) -> np.ndarray:
+    return adaptive.cumulative(quantize_probabilities(rng.dirichlet(np.full(k, concentration), size=contexts)))
+
+
+def both_ways(symbols, contexts, cum, strength):
+    """The compiled and the reference coding (asserted equal) and their decodes (asserted right)."""
+    s, c = np.asarray(symbols, dtype=np.int32), np.asarray(contexts, dtype=np.int32)
+    data = adaptive.encode(s, c, cum, strength)
+    assert adaptive.encode_reference(s, c, cum, strength) == data
+    n = len(s)
+    grid, read = adaptive.decode_reference(data, 1, n, c, np.zeros(0, np.int32), 0, cum, strength)
+    np.testing.assert_array_equal(grid.ravel(), s)
+    np.testing.assert_array_equal(adaptive.decode(data, (1, n), c.reshape(1, n), None, 0, cum, strength).ravel(), s)
+    assert len(data) <= read - 7
+    return data
+
+
+def test_the_compiled_coder_is_built():
+    """`make setup` (pip install -e .) builds it; without it every stream codes about 100
+    times slower in the reference."""
+    assert adaptive.compiled()
+
+
+@pytest.mark.parametrize("k,strength", [(2, 0), (2, 24), (7, 4), (64, 6), (512, 8), (1024, 12)])
+def test_compiled_and_reference_write_the_same_bytes(k, strength):
+    rng = np.random.default_rng(k + strength)
+    cum = tables(rng, 5, k)
+    for n in (1, 2, 17, 400):
+        skew = rng.integers(0, k, size=3)  # a frame that takes a few codes often
+        symbols = np.where(rng.random(n) < 0.7, skew[rng.integers(0, 3, size=n)], rng.integers(0, k, size=n))
+        both_ways(symbols, rng.integers(0, 5, size=n), cum, strength)
+
+
+def test_carries_and_extreme_tables_round_trip():
+    """Rows with one symbol near certainty and the rest at the floor (long runs of 0xFF bytes
+    that a carry must run through), and the least likely symbols one after another."""
+    k = 16
+    probs = np.full((2, k), 1e-9)
+    probs[0, 0] = probs[1, k - 1] = 1.0
+    cum = adaptive.cumulative(quantize_probabilities(probs))
+    rng = np.random.default_rng(3)
+    for strength in (0, 6, 24):
+        runs = np.concatenate([np.zeros(300, int), rng.integers(1, k, 50), np.full(200, k - 1)])
+        both_ways(runs, np.where(np.arange(runs.size) % 3 == 0, 1, 0), cum, strength)
+        both_ways(rng.integers(1, k - 1, size=300), np.zeros(300, int), cum, strength)
+
+
+def test_a_context_stops_counting_at_the_cap():
+    """Past COUNT_CAP indices a context's table stays as it is, the same on both sides."""
+    cum = adaptive.cumulative(quantize_probabilities(np.array([[0.5, 0.5]])))
+    n = adaptive.COUNT_CAP + 3000
+    symbols = np.zeros(n, dtype=np.int32)
+    symbols[adaptive.COUNT_CAP:] = 1  # after the cap the counts no longer follow
+    data = both_ways(symbols, np.zeros(n, int), cum, 0)
+    # the first COUNT_CAP zeros cost almost nothing, the 3000 ones after the cap log2(2 (1 + COUNT_CAP)) = 17
+    # bits each: the table stayed (0.5 + 0) / (1 + COUNT_CAP); one that went on counting would learn them
+    assert 3000 * 16.9 / 8 < len(data) < 3000 * 17.2 / 8
+
+
+def test_adaptation_pays_on_a_frame_with_its_own_statistics():
+    """A grid that takes a few codes the tables think rare: the adaptive coding is far
+    shorter than the static one, and the best of the strengths is what encode_best keeps."""
+    rng = np.random.default_rng(5)
+    k = 256
+    prior = IndexPrior(quantize_probabilities(rng.dirichlet(np.ones(k), size=1)), kind="unigram")
+    rare = np.argsort(prior.freqs[0])[:4]
+    grid = rare[rng.integers(0, 4, size=(30, 40))]
+    e, data = prior.encode_adaptive(grid)
+    assert len(data) < 0.4 * len(prior.encode(grid))
+    sizes = {s: len(adaptive.encode(grid, np.zeros(grid.size, int), prior._cumulative(), s))
+             for s in adaptive.STRENGTHS}
+    assert len(data) == min(sizes.values()) and e == min(sizes, key=lambda s: (sizes[s], adaptive.STRENGTHS.index(s)))
+    np.testing.assert_array_equal(prior.decode_adaptive(data, grid.shape, e), grid)
+
+
+def staged(rng):
+    """The golden staged prior (three stages, parent contexts at ratios 2 and 1) and a maker
+    of codes for it of any size."""
+    from test_entropy import staged_codes
+
+    return StagedPrior.load(str(GOLDEN / "entropy_staged_prior.safetensors")), lambda h, w: staged_codes(rng, h, w)
+
+
+def test_staged_adaptive_coding_round_trips_and_every_prefix_decodes_alone():
+    rng = np.random.default_rng(11)
+    prior, codes = staged(rng)
+    grids = codes(19, 23)
+    chunks, strengths = prior.encode_adaptive(grids)
+    assert len(chunks) == len(strengths) == 3 and set(strengths) <= set(adaptive.STRENGTHS)
+    shapes = [g.shape for g in grids]
+    for a, b in zip(prior.decode(chunks, shapes, strengths), grids):
+        np.testing.assert_array_equal(a, b)
+    for q in (1, 2):
+        assert prior.encode_adaptive(grids[:q]) == (chunks[:q], strengths[:q])
+        for a, b in zip(prior.decode(chunks[:q], shapes[:q], strengths[:q]), grids):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="2 strengths for 3 stage payloads"):
+        prior.decode(chunks, shapes, strengths[:2])
+
+
+def test_bad_data_is_a_clear_error():
+    rng = np.random.default_rng(8)
+    prior, codes = staged(rng)
+    grids = codes(12, 12)
+    chunks, strengths = prior.encode_adaptive(grids)
+    shapes = [g.shape for g in grids]
+    stage = prior.stages[2]
+    data, e = chunks[2], strengths[2]
+    with pytest.raises(ValueError, match="never read"):
+        stage.decode_adaptive(data + b"\x01\x02\x03\x04\x05\x06\x07\x08\x09", shapes[2], e, grids[1])
+    with pytest.raises(ValueError, match="ends in a zero byte"):
+        stage.decode_adaptive(data + b"\x00", shapes[2], e, grids[1])
+    with pytest.raises(ValueError, match="strength exponent 25"):
+        stage.decode_adaptive(data, shapes[2], 25, grids[1])
+    with pytest.raises(ValueError, match="parent grid is needed"):
+        stage.decode_adaptive(data, shapes[2], e, None)
+    with pytest.raises(ValueError, match="shape must be positive"):
+        stage.decode_adaptive(data, (0, 4), e, grids[1])
+    with pytest.raises(ValueError, match="larger than"):
+        stage.decode_adaptive(data, (1 << 13, 1 << 12), e, grids[1])
+    with pytest.raises(ValueError, match="stage 3: entropy payload is corrupted"):
+        prior.decode(chunks[:2] + [data + b"\x07" * 12], shapes, strengths)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=64), h=st.integers(1, 9), w=st.integers(1, 9), strength=st.integers(0, 24))
+def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength):
+    """Neither the compiled decoder nor the reference crashes on arbitrary bytes; both agree."""
+    rng = np.random.default_rng(h * 10 + w)
+    cum = tables(rng, 16, 8)
+    cluster = np.arange(8, dtype=np.int32) % 3  # contexts 0..15 of 3 clusters: (3 + 1)**2
+    results = []
+    for decode in (adaptive.decode, _reference_decode):
+        try:
+            results.append(decode(data, (h, w), None, cluster, 3, cum, strength))
+        except ValueError as exc:
+            assert str(exc)
+            results.append(None)
+    assert (results[0] is None) == (results[1] is None)
+    if results[0] is not None:
+        np.testing.assert_array_equal(results[0], results[1])
+
+
+def _reference_decode(data, shape, offsets, cluster, num_clusters, cum, strength):
+    compiled, adaptive._compiled = adaptive._compiled, None
+    try:
+        return adaptive.decode(data, shape, offsets, cluster, num_clusters, cum, strength)
+    finally:
+        adaptive._compiled = compiled
+
+
+def test_golden_adaptive_staged_payload():
+    """Pins the adaptive coding: the golden staged prior codes the golden codes to the stored
+    bytes with the stored strengths (RAWDIFF_REGEN_GOLDEN=1 writes them)."""
+    prior = StagedPrior.load(str(GOLDEN / "entropy_staged_prior.safetensors"))
+    doc = json.loads((GOLDEN / "entropy_staged.json").read_text())
+    codes = [np.asarray(g, dtype=np.int64) for g in doc["codes"]]
+    bin_path, doc_path = GOLDEN / "entropy_staged_adaptive.bin", GOLDEN / "entropy_staged_adaptive.json"
+    if REGEN:
+        chunks, strengths = prior.encode_adaptive(codes)
+        bin_path.write_bytes(b"".join(chunks))
+        doc_path.write_text(json.dumps({"lengths": [len(c) for c in chunks], "strengths": strengths}) + "\n")
+    pinned = json.loads(doc_path.read_text())
+    data = bin_path.read_bytes()
+    at = np.cumsum([0] + pinned["lengths"])
+    chunks = [data[a:b] for a, b in zip(at[:-1], at[1:])]
+    assert prior.encode_adaptive(codes) == (chunks, pinned["strengths"])
+    for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], pinned["strengths"]), codes):
+        np.testing.assert_array_equal(a, b)
+    # fewer bytes than the static coding of the same codes
+    assert len(data) < sum(doc["lengths"])
