@@ -1,15 +1,15 @@
 """Adaptive coding of the indices (rawdiff.codec.adaptive) against the static tables.
 
     python benchmarks/adaptive_coding.py [--model DIR] [--eval val.txt test_held.txt ...]
-                                         [--strengths 4 6 8 10 12] [--json OUT]
+                                         [--json OUT]
 
 For the shipped codes of every frame of each ``--eval`` list: the bytes of each stage's
 indices coded with the prior's tables as they are (format version 6 and before) and with
-the tables adapted to the frame (version 7; the best of ``--strengths`` per frame and
-stage, what ``Codec.compress`` does), as the share saved at each quality (stages 1..q);
-which strengths were chosen; and the time to code and decode every stage of a frame both
-ways (median over the frames). Every adaptive coding is decoded and checked against the
-codes. Prints JSON, then a markdown table.
+the tables adapted to the frame (version 7; per frame and stage the best of
+``rawdiff.codec.adaptive.CANDIDATES``, what ``Codec.compress`` does), as the share saved at
+each quality (stages 1..q); which (strength, pool) pairs were chosen; and the time to code
+and decode every stage of a frame both ways (median over the frames). Every adaptive coding
+is decoded and checked against the codes. Prints JSON, then a markdown table.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from encoder_speed import ROOT, log, machine  # noqa: E402
 from prior_headroom import frame_codes  # noqa: E402
 
 
-def measure(codec, codes, strengths) -> dict:
+def measure(codec, codes) -> dict:
     prior = codec.prior
     shapes = [g.shape for g in codes]
     t0 = time.perf_counter()
     static = prior.encode(codes)
     t1 = time.perf_counter()
-    chunks, chosen = prior.encode_adaptive(codes, strengths)
+    chunks, chosen = prior.encode_adaptive(codes)
     t2 = time.perf_counter()
     back = prior.decode(chunks, shapes, chosen)
     t3 = time.perf_counter()
@@ -55,16 +55,15 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
     p.add_argument("--eval", nargs="+", default=[os.path.join(ROOT, "data", "corpus", "val.txt"),
                                                   os.path.join(ROOT, "data", "corpus", "test_held.txt")])
-    p.add_argument("--strengths", type=int, nargs="+", default=list(adaptive.STRENGTHS))
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     codec = Codec.load(args.model)
     sets = {}
     for path in args.eval:
-        frames = [measure(codec, codes, args.strengths) for codes in frame_codes(codec, find_frames([path]))]
+        frames = [measure(codec, codes) for codes in frame_codes(codec, find_frames([path]))]
         static = np.sum([f["static"] for f in frames], axis=0)
         adapt = np.sum([f["adaptive"] for f in frames], axis=0)
-        chosen = [e for f in frames for e in f["strengths"]]
+        chosen = ["%d/%d" % tuple(p) for f in frames for p in f["strengths"]]
         sets[os.path.basename(path)] = {
             "frames": len(frames), "static_bytes": static.tolist(), "adaptive_bytes": adapt.tolist(),
             "saved_at_quality": (1 - np.cumsum(adapt) / np.cumsum(static)).tolist(),
@@ -75,8 +74,8 @@ def main(argv=None) -> int:
             "median_indices": statistics.median(sum(f["indices"]) for f in frames),
         }
         log("%s: %d frames" % (path, len(frames)))
-    result = {"machine": machine(), "model": args.model, "model_id": codec.model_id, "strengths": args.strengths,
-              "compiled": adaptive.compiled(), "sets": sets}
+    result = {"machine": machine(), "model": args.model, "model_id": codec.model_id,
+              "candidates": [list(c) for c in adaptive.CANDIDATES], "compiled": adaptive.compiled(), "sets": sets}
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:

@@ -24,16 +24,21 @@ def tables(rng, contexts: int, k: int, concentration: float = 0.3) -> np.ndarray
     return adaptive.cumulative(quantize_probabilities(rng.dirichlet(np.full(k, concentration), size=contexts)))
 
 
-def both_ways(symbols, contexts, cum, strength):
-    """The compiled and the reference coding (asserted equal) and their decodes (asserted right)."""
+def both_ways(symbols, contexts, cum, strength, pool=0):
+    """The compiled and the reference coding (asserted equal), their decodes (asserted right),
+    and the estimate of its length (within the coder's few bits of termination)."""
     s, c = np.asarray(symbols, dtype=np.int32), np.asarray(contexts, dtype=np.int32)
-    data = adaptive.encode(s, c, cum, strength)
-    assert adaptive.encode_reference(s, c, cum, strength) == data
+    data = adaptive.encode(s, c, cum, strength, pool)
+    assert adaptive.encode_reference(s, c, cum, strength, pool) == data
     n = len(s)
-    grid, read = adaptive.decode_reference(data, 1, n, c, np.zeros(0, np.int32), 0, cum, strength)
+    grid, read = adaptive.decode_reference(data, 1, n, c, np.zeros(0, np.int32), 0, cum, strength, pool)
     np.testing.assert_array_equal(grid.ravel(), s)
-    np.testing.assert_array_equal(adaptive.decode(data, (1, n), c.reshape(1, n), None, 0, cum, strength).ravel(), s)
+    np.testing.assert_array_equal(adaptive.decode(data, (1, n), c.reshape(1, n), None, 0, cum, strength,
+                                                  pool).ravel(), s)
     assert len(data) <= read - 7
+    bits = adaptive.estimate(s, c, cum, [(strength, pool)])[0]
+    assert abs(bits - adaptive.estimate_reference(s, c, cum, [(strength, pool)])[0]) <= 1e-6 * max(bits, 1.0)
+    assert bits - 8 <= 8 * len(data) <= bits + 16
     return data
 
 
@@ -43,14 +48,15 @@ def test_the_compiled_coder_is_built():
     assert adaptive.compiled()
 
 
-@pytest.mark.parametrize("k,strength", [(2, 0), (2, 24), (7, 4), (64, 6), (512, 8), (1024, 12)])
-def test_compiled_and_reference_write_the_same_bytes(k, strength):
+@pytest.mark.parametrize("k,strength,pool", [(2, 0, 0), (2, 24, 9), (7, 4, 1), (64, 6, 3), (512, 8, 7),
+                                             (1024, 12, 0), (1024, 0, 9)])
+def test_compiled_and_reference_write_the_same_bytes(k, strength, pool):
     rng = np.random.default_rng(k + strength)
     cum = tables(rng, 5, k)
     for n in (1, 2, 17, 400):
         skew = rng.integers(0, k, size=3)  # a frame that takes a few codes often
         symbols = np.where(rng.random(n) < 0.7, skew[rng.integers(0, 3, size=n)], rng.integers(0, k, size=n))
-        both_ways(symbols, rng.integers(0, 5, size=n), cum, strength)
+        both_ways(symbols, rng.integers(0, 5, size=n), cum, strength, pool)
 
 
 def test_carries_and_extreme_tables_round_trip():
@@ -61,10 +67,10 @@ def test_carries_and_extreme_tables_round_trip():
     probs[0, 0] = probs[1, k - 1] = 1.0
     cum = adaptive.cumulative(quantize_probabilities(probs))
     rng = np.random.default_rng(3)
-    for strength in (0, 6, 24):
+    for strength, pool in ((0, 0), (6, 1), (24, 0), (24, 9)):
         runs = np.concatenate([np.zeros(300, int), rng.integers(1, k, 50), np.full(200, k - 1)])
-        both_ways(runs, np.where(np.arange(runs.size) % 3 == 0, 1, 0), cum, strength)
-        both_ways(rng.integers(1, k - 1, size=300), np.zeros(300, int), cum, strength)
+        both_ways(runs, np.where(np.arange(runs.size) % 3 == 0, 1, 0), cum, strength, pool)
+        both_ways(rng.integers(1, k - 1, size=300), np.zeros(300, int), cum, strength, pool)
 
 
 def test_a_context_stops_counting_at_the_cap():
@@ -73,7 +79,9 @@ def test_a_context_stops_counting_at_the_cap():
     n = adaptive.COUNT_CAP + 3000
     symbols = np.zeros(n, dtype=np.int32)
     symbols[adaptive.COUNT_CAP:] = 1  # after the cap the counts no longer follow
-    data = both_ways(symbols, np.zeros(n, int), cum, 0)
+    data = adaptive.encode(symbols, np.zeros(n, int), cum, 0)
+    assert adaptive.encode_reference(symbols, np.zeros(n, np.int32), cum, 0) == data
+    np.testing.assert_array_equal(adaptive.decode(data, (1, n), np.zeros(n, int), None, 0, cum, 0).ravel(), symbols)
     # the first COUNT_CAP zeros cost almost nothing, the 3000 ones after the cap log2(2 (1 + COUNT_CAP)) = 17
     # bits each: the table stayed (0.5 + 0) / (1 + COUNT_CAP); one that went on counting would learn them
     assert 3000 * 16.9 / 8 < len(data) < 3000 * 17.2 / 8
@@ -81,18 +89,33 @@ def test_a_context_stops_counting_at_the_cap():
 
 def test_adaptation_pays_on_a_frame_with_its_own_statistics():
     """A grid that takes a few codes the tables think rare: the adaptive coding is far
-    shorter than the static one, and the best of the strengths is what encode_best keeps."""
+    shorter than the static one, and encode_best keeps the candidate of the shortest
+    estimate, within a few bytes of the shortest coding."""
     rng = np.random.default_rng(5)
     k = 256
     prior = IndexPrior(quantize_probabilities(rng.dirichlet(np.ones(k), size=1)), kind="unigram")
     rare = np.argsort(prior.freqs[0])[:4]
     grid = rare[rng.integers(0, 4, size=(30, 40))]
-    e, data = prior.encode_adaptive(grid)
+    params, data = prior.encode_adaptive(grid)
     assert len(data) < 0.4 * len(prior.encode(grid))
-    sizes = {s: len(adaptive.encode(grid, np.zeros(grid.size, int), prior._cumulative(), s))
-             for s in adaptive.STRENGTHS}
-    assert len(data) == min(sizes.values()) and e == min(sizes, key=lambda s: (sizes[s], adaptive.STRENGTHS.index(s)))
-    np.testing.assert_array_equal(prior.decode_adaptive(data, grid.shape, e), grid)
+    contexts, cum = np.zeros(grid.size, int), prior._cumulative()
+    bits = adaptive.estimate(grid, contexts, cum)
+    assert params == adaptive.CANDIDATES[int(np.argmin(bits))]
+    sizes = [len(adaptive.encode(grid, contexts, cum, e, g)) for e, g in adaptive.CANDIDATES]
+    assert len(data) <= min(sizes) + 2
+    np.testing.assert_array_equal(prior.decode_adaptive(data, grid.shape, params), grid)
+
+
+def test_the_pool_carries_what_the_frame_says_to_contexts_that_have_not_seen_it():
+    """Codes the tables think rare, spread over many contexts: each context sees few of
+    them, the grid many; the pool codes them in fewer bytes."""
+    rng = np.random.default_rng(6)
+    k, contexts = 64, 40
+    cum = tables(rng, contexts, k)
+    n = 2000
+    symbols = rng.integers(0, 3, size=n)  # the same three codes in every context
+    ctx = rng.integers(0, contexts, size=n)
+    assert len(both_ways(symbols, ctx, cum, 8, 3)) < 0.8 * len(both_ways(symbols, ctx, cum, 8, 0))
 
 
 def staged(rng):
@@ -108,7 +131,7 @@ def test_staged_adaptive_coding_round_trips_and_every_prefix_decodes_alone():
     prior, codes = staged(rng)
     grids = codes(19, 23)
     chunks, strengths = prior.encode_adaptive(grids)
-    assert len(chunks) == len(strengths) == 3 and set(strengths) <= set(adaptive.STRENGTHS)
+    assert len(chunks) == len(strengths) == 3 and set(strengths) <= set(adaptive.CANDIDATES)
     shapes = [g.shape for g in grids]
     for a, b in zip(prior.decode(chunks, shapes, strengths), grids):
         np.testing.assert_array_equal(a, b)
@@ -116,7 +139,7 @@ def test_staged_adaptive_coding_round_trips_and_every_prefix_decodes_alone():
         assert prior.encode_adaptive(grids[:q]) == (chunks[:q], strengths[:q])
         for a, b in zip(prior.decode(chunks[:q], shapes[:q], strengths[:q]), grids):
             np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="2 strengths for 3 stage payloads"):
+    with pytest.raises(ValueError, match="2 adaptive parameters for 3 stage payloads"):
         prior.decode(chunks, shapes, strengths[:2])
 
 
@@ -133,7 +156,11 @@ def test_bad_data_is_a_clear_error():
     with pytest.raises(ValueError, match="ends in a zero byte"):
         stage.decode_adaptive(data + b"\x00", shapes[2], e, grids[1])
     with pytest.raises(ValueError, match="strength exponent 25"):
-        stage.decode_adaptive(data, shapes[2], 25, grids[1])
+        stage.decode_adaptive(data, shapes[2], (25, 0), grids[1])
+    with pytest.raises(ValueError, match="pool weight 10"):
+        stage.decode_adaptive(data, shapes[2], (4, 10), grids[1])
+    with pytest.raises(ValueError, match="must be \\(strength, pool\\)"):
+        stage.decode_adaptive(data, shapes[2], 4, grids[1])
     with pytest.raises(ValueError, match="parent grid is needed"):
         stage.decode_adaptive(data, shapes[2], e, None)
     with pytest.raises(ValueError, match="shape must be positive"):
@@ -145,8 +172,9 @@ def test_bad_data_is_a_clear_error():
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=st.binary(max_size=64), h=st.integers(1, 9), w=st.integers(1, 9), strength=st.integers(0, 24))
-def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength):
+@given(data=st.binary(max_size=64), h=st.integers(1, 9), w=st.integers(1, 9), strength=st.integers(0, 24),
+       pool=st.integers(0, 9))
+def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength, pool):
     """Neither the compiled decoder nor the reference crashes on arbitrary bytes; both agree."""
     rng = np.random.default_rng(h * 10 + w)
     cum = tables(rng, 16, 8)
@@ -154,7 +182,7 @@ def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength):
     results = []
     for decode in (adaptive.decode, _reference_decode):
         try:
-            results.append(decode(data, (h, w), None, cluster, 3, cum, strength))
+            results.append(decode(data, (h, w), None, cluster, 3, cum, strength, pool))
         except ValueError as exc:
             assert str(exc)
             results.append(None)
@@ -163,17 +191,17 @@ def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength):
         np.testing.assert_array_equal(results[0], results[1])
 
 
-def _reference_decode(data, shape, offsets, cluster, num_clusters, cum, strength):
+def _reference_decode(data, shape, offsets, cluster, num_clusters, cum, strength, pool):
     compiled, adaptive._compiled = adaptive._compiled, None
     try:
-        return adaptive.decode(data, shape, offsets, cluster, num_clusters, cum, strength)
+        return adaptive.decode(data, shape, offsets, cluster, num_clusters, cum, strength, pool)
     finally:
         adaptive._compiled = compiled
 
 
 def test_golden_adaptive_staged_payload():
     """Pins the adaptive coding: the golden staged prior codes the golden codes to the stored
-    bytes with the stored strengths (RAWDIFF_REGEN_GOLDEN=1 writes them)."""
+    bytes with the stored (strength, pool) pairs (RAWDIFF_REGEN_GOLDEN=1 writes them)."""
     prior = StagedPrior.load(str(GOLDEN / "entropy_staged_prior.safetensors"))
     doc = json.loads((GOLDEN / "entropy_staged.json").read_text())
     codes = [np.asarray(g, dtype=np.int64) for g in doc["codes"]]
@@ -186,8 +214,40 @@ def test_golden_adaptive_staged_payload():
     data = bin_path.read_bytes()
     at = np.cumsum([0] + pinned["lengths"])
     chunks = [data[a:b] for a, b in zip(at[:-1], at[1:])]
-    assert prior.encode_adaptive(codes) == (chunks, pinned["strengths"])
-    for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], pinned["strengths"]), codes):
+    params = [tuple(p) for p in pinned["strengths"]]
+    assert prior.encode_adaptive(codes) == (chunks, params)
+    for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], params), codes):
         np.testing.assert_array_equal(a, b)
     # fewer bytes than the static coding of the same codes
     assert len(data) < sum(doc["lengths"])
+
+
+def test_bad_arguments_are_refused_before_either_coder_runs():
+    rng = np.random.default_rng(9)
+    cum = tables(rng, 4, 8)
+    s, c = np.zeros(5, int), np.zeros(5, int)
+    freqs = quantize_probabilities(np.ones((1, 3)))
+    freqs[0, :2] = (0, freqs[0, 0] + freqs[0, 1])
+    with pytest.raises(ValueError, match="entry must be >= 1"):
+        adaptive.cumulative(freqs)  # a symbol of width 0 would never be coded
+    for call, match in [
+        (lambda: adaptive.encode(s, c, cum.astype(np.int64), 4), "2-D uint32"),
+        (lambda: adaptive.encode(s + 8, c, cum, 4), "outside"),
+        (lambda: adaptive.encode(s, c + 4, cum, 4), "outside"),
+        (lambda: adaptive.encode(s, c[:4], cum, 4), "one size"),
+        (lambda: adaptive.decode(b"\x01", (1, 5), np.zeros(4, int), None, 0, cum, 4), "one context offset"),
+        (lambda: adaptive.decode(b"\x01", (1, 5), np.full(5, 4), None, 0, cum, 4), "one context offset"),
+        (lambda: adaptive.decode(b"\x01", (1, 5), None, np.zeros(7, int), 1, cum, 4), "one cluster"),
+        (lambda: adaptive.decode(b"\x01", (1, 5), None, -np.ones(8, int), 1, cum, 4), "one cluster"),
+        (lambda: adaptive.decode(b"\x01", (0, 5), None, None, 0, cum, 4), "empty or larger"),
+        (lambda: adaptive.estimate(s, c, cum, []), "1 to 64 candidates"),
+    ]:
+        for compiled in (True, False):
+            saved = adaptive._compiled
+            if not compiled:
+                adaptive._compiled = None
+            try:
+                with pytest.raises(ValueError, match=match):
+                    call()
+            finally:
+                adaptive._compiled = saved

@@ -1121,7 +1121,7 @@ def test_a_header_dict_with_bad_detail_statistics_names_them():
 
 # ------------------------------------------------------------------ version 7: adaptive coding
 
-ADAPT3 = (4, 8, 12)  # the strength exponent of each stage's adaptive coding (rawdiff.codec.adaptive)
+ADAPT3 = ((4, 0), (8, 3), (12, 7))  # each stage's adaptive coding: (strength, pool) (rawdiff.codec.adaptive)
 
 
 def test_version_7_carries_each_stages_strength_and_every_cut_keeps_its_own():
@@ -1129,10 +1129,10 @@ def test_version_7_carries_each_stages_strength_and_every_cut_keeps_its_own():
     data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
     got, payload = unpack(data)
     assert got.version == 7 and got.adapt == ADAPT3 and got.detail == DETAIL
-    assert [st["adapt"] for st in got.to_dict()["stages"]] == list(ADAPT3)
+    assert [st["adapt"] for st in got.to_dict()["stages"]] == [list(p) for p in ADAPT3]
     assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
-    # one byte a stage more than the version 6 stream
-    assert len(data) == len(pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL), chunks, means)) + 3
+    # two bytes a stage more than the version 6 stream
+    assert len(data) == len(pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL), chunks, means)) + 6
     for q in (1, 2, 3):
         cut = truncate(data, q)
         assert unpack(cut)[0].adapt == ADAPT3[:q] and unpack(cut)[0].version == 7
@@ -1141,7 +1141,8 @@ def test_version_7_carries_each_stages_strength_and_every_cut_keeps_its_own():
                            means[: sum(m[0] <= q for m in MEANS2)])
     assert bs.truncated_sizes(got, len(data)) == {q: len(truncate(data, q)) for q in (1, 2, 3)}
     lay = bs.layout(data)
-    assert [data[at + 3] for at in (lay["stages"][0], lay["stages"][1], lay["stages"][3])] == list(ADAPT3)
+    entries = (lay["stages"][0], lay["stages"][1], lay["stages"][3])  # the stages' (not the layers') entries
+    assert [tuple(data[at + 3: at + 5]) for at in entries] == list(ADAPT3)
     # without detail statistics: a count of 0
     plain = pack(make_header(stages=STAGES3, adapt=ADAPT3), chunks)
     assert unpack(plain)[0].detail == () and unpack(plain)[0].version == 7
@@ -1150,16 +1151,23 @@ def test_version_7_carries_each_stages_strength_and_every_cut_keeps_its_own():
 
 def test_version_7_fields_are_checked():
     _, chunks, _ = means_case()
-    for bad, match in (((4, 8), "adapt holds 2 strengths for 3 stages"), ((4, 8, 25), r"must be in 0..24"),
-                       ((4, -1, 3), r"must be in 0..24"), ("abc", "adapt must be an integer")):
+    for bad, match in ((ADAPT3[:2], "adapt holds 2 pairs for 3 stages"),
+                       (ADAPT3[:2] + ((25, 0),), r"\(strength 0..24, pool 0..9\) pairs, got .*\[25, 0\]"),
+                       (ADAPT3[:2] + ((4, 10),), r"pool 0..9\) pairs"), (ADAPT3[:2] + ((4,),), "pairs"),
+                       ((4, 8, 12), "adapt must be a \\(strength, pool\\) pair per stage"),
+                       ("abc", "adapt must be an integer")):
         with pytest.raises(BitstreamError, match=match):
             make_header(stages=STAGES3, adapt=bad)
+    with pytest.raises(BitstreamError, match="adaptive coding needs the stage table"):
+        make_header(adapt=ADAPT3[:1])
     with pytest.raises(BitstreamError, match="adaptive coding needs format version 7, the header says 6"):
         make_header(stages=STAGES3, detail=DETAIL, adapt=ADAPT3, version=6)
     data = pack(make_header(stages=STAGES3, adapt=ADAPT3), chunks)
     at = bs.layout(data)["stages"][1] + 3
-    with pytest.raises(BitstreamError, match=r"must be in 0..24, got \[4, 200, 12\]"):
+    with pytest.raises(BitstreamError, match=r"pairs, got \[\[4, 0\], \[200, 3\], \[12, 7\]\]"):
         unpack(refresh_crc(with_field(data, at, "<B", 200)))
+    with pytest.raises(BitstreamError, match=r"pairs, got \[\[4, 0\], \[8, 10\], \[12, 7\]\]"):
+        unpack(refresh_crc(with_field(data, at + 1, "<B", 10)))
     with pytest.raises(BitstreamError, match="truncated.*the stage table"):
         read_header(data[: at], verify=False)
     # a version 6 reader's layout: the count of detail statistics may not be 0 there

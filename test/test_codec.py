@@ -233,7 +233,7 @@ def test_a_stage_mismatch_between_bitstream_and_model_is_named(codec):
     chunks = bitstream.stage_payloads(header, body)
 
     def repacked(stages, parts):
-        adapt = (header.adapt + (8,) * len(stages))[: len(stages)]
+        adapt = (header.adapt + ((8, 0),) * len(stages))[: len(stages)]
         return bitstream.pack(dataclasses.replace(header, stages=tuple(stages), payload_length=None, adapt=adapt),
                               parts)
 

@@ -216,3 +216,12 @@ def test_encoder_encode_rows_parameter():
         check_encode_rows(-8, "~encode_rows")
     with pytest.raises(ValueError, match="~encode_rows must be a number of plane rows"):
         check_encode_rows("many", "~encode_rows")
+
+
+def test_encoder_adaptive_coding_parameter():
+    assert encoder_node.check_flag(True, "~adaptive_coding") is True
+    assert encoder_node.check_flag("false", "~adaptive_coding") is False  # a hand-set string, not bool("false")
+    assert encoder_node.check_flag(" True ", "~adaptive_coding") is True
+    for bad in ("no", 1, None):
+        with pytest.raises(ValueError, match="~adaptive_coding must be true or false"):
+            encoder_node.check_flag(bad, "~adaptive_coding")

@@ -4,20 +4,23 @@
  * Model: the index at raster position i has a context c (a row of the prior's integer table
  * f_c, summing to 2**24); it is coded with the weights
  *
- *     w(x) = f_c(x) + n_c(x) << s,   total = 2**24 + n_c << s,   s = 24 - e
+ *     w(x) = f_c(x) << b + n_c(x) << (b + s) + [pool] n(x) << s,      s = 24 - e
  *
- * where n_c(x) counts the x already coded in context c of this grid and n_c their sum: a
- * Dirichlet prior of strength 2**e on the table, updated with the frame's own counts. A
- * context stops counting at COUNT_CAP indices, so total < 2**41.
+ * where n_c(x) counts the x already coded in context c of this grid, n(x) in the whole grid
+ * (the pool, when g > 0: b = g - 1; without it b = 0), and the total is the sum of the weights:
+ * the table with a Dirichlet of strength 2**e, updated with the context's own counts and,
+ * weighted 2**-b, the grid's. A context stops counting at COUNT_CAP indices, the pool at
+ * POOL_CAP, so the total stays below 2**49.
  *
  * Range coder: 64-bit range kept in [2**56, 2**64) by shifting out bytes, 64-bit low with the
- * carry propagated into the bytes already written; r = range / total >= 2**15, so the coder
- * loses at most total / range < 2**-15 of a symbol's interval. The end writes the one byte
- * that puts the value in the final interval on a multiple of 2**56; trailing zero bytes are
- * dropped (the decoder reads zeros past the end).
+ * carry propagated into the bytes already written; r = range / total >= 2**7, and the coder
+ * loses at most total / range of a symbol's interval (below 2**-12 for e >= 4). The end writes
+ * the one byte that puts the value in the final interval on a multiple of 2**56; trailing
+ * zero bytes are dropped (the decoder reads zeros past the end).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,8 @@
 #define TOTAL ((uint64_t)1 << PRECISION)
 #define BOTTOM ((uint64_t)1 << 56)
 #define COUNT_CAP 65536u
+#define POOL_CAP 1048576u
+#define MAX_POOL 9 /* g: 0 (no pool) or b + 1 with b in 0..8 */
 #define MAX_CODES 65536
 
 typedef struct {
@@ -36,29 +41,46 @@ typedef struct {
 
 typedef struct {
     int k;
-    int shift;
+    int shift;  /* s = 24 - e */
+    int weight; /* b */
+    int pooled; /* whether the grid's counts are added */
     Py_ssize_t num_contexts;
     const uint32_t *cum; /* num_contexts x (K + 1): the tables' cumulative sums */
     Context *ctx;
+    Context pool;
 } Model;
 
-static int model_init(Model *m, const uint32_t *cum, Py_ssize_t num_contexts, int k, int shift) {
+static int counts_alloc(Context *c, int k) {
+    c->counts = (uint32_t *)calloc((size_t)k, sizeof(uint32_t));
+    c->tree = (uint32_t *)calloc((size_t)k + 1, sizeof(uint32_t));
+    return c->counts && c->tree;
+}
+
+static int model_init(Model *m, const uint32_t *cum, Py_ssize_t num_contexts, int k, int strength, int pool) {
+    memset(m, 0, sizeof(*m));
     m->k = k;
-    m->shift = shift;
+    m->shift = PRECISION - strength;
+    m->pooled = pool > 0;
+    m->weight = pool > 0 ? pool - 1 : 0;
     m->num_contexts = num_contexts;
     m->cum = cum;
     m->ctx = (Context *)calloc((size_t)num_contexts, sizeof(Context));
-    return m->ctx != NULL;
+    if (!m->ctx) return 0;
+    return !m->pooled || counts_alloc(&m->pool, k);
 }
 
 static void model_free(Model *m) {
-    if (!m->ctx) return;
-    for (Py_ssize_t i = 0; i < m->num_contexts; i++) {
-        free(m->ctx[i].counts);
-        free(m->ctx[i].tree);
+    if (m->ctx) {
+        for (Py_ssize_t i = 0; i < m->num_contexts; i++) {
+            free(m->ctx[i].counts);
+            free(m->ctx[i].tree);
+        }
+        free(m->ctx);
+        m->ctx = NULL;
     }
-    free(m->ctx);
-    m->ctx = NULL;
+    free(m->pool.counts);
+    free(m->pool.tree);
+    m->pool.counts = m->pool.tree = NULL;
 }
 
 static uint64_t prefix(const Context *c, int x) {
@@ -67,33 +89,49 @@ static uint64_t prefix(const Context *c, int x) {
     return s;
 }
 
+static void add(Context *c, int k, int x) {
+    c->counts[x] += 1;
+    for (int i = x + 1; i <= k; i += i & -i) c->tree[i] += 1;
+    c->seen += 1;
+}
+
 /* 0 on success, -1 when out of memory */
 static int update(Model *m, Py_ssize_t ci, int x) {
     Context *c = &m->ctx[ci];
-    if (c->seen >= COUNT_CAP) return 0;
-    if (!c->counts) {
-        c->counts = (uint32_t *)calloc((size_t)m->k, sizeof(uint32_t));
-        c->tree = (uint32_t *)calloc((size_t)m->k + 1, sizeof(uint32_t));
-        if (!c->counts || !c->tree) return -1;
+    if (c->seen < COUNT_CAP) {
+        if (!c->counts && !counts_alloc(c, m->k)) return -1;
+        add(c, m->k, x);
     }
-    c->counts[x] += 1;
-    for (int i = x + 1; i <= m->k; i += i & -i) c->tree[i] += 1;
-    c->seen += 1;
+    if (m->pooled && m->pool.seen < POOL_CAP) add(&m->pool, m->k, x);
     return 0;
+}
+
+/* where the interval of x starts in context ci */
+static uint64_t start_of(const Model *m, Py_ssize_t ci, int x) {
+    const uint32_t *row = m->cum + (size_t)ci * (size_t)(m->k + 1);
+    const Context *c = &m->ctx[ci];
+    uint64_t start = (uint64_t)row[x] << m->weight;
+    if (c->seen) start += prefix(c, x) << (m->weight + m->shift);
+    if (m->pooled && m->pool.seen) start += prefix(&m->pool, x) << m->shift;
+    return start;
+}
+
+static uint64_t total_of(const Model *m, Py_ssize_t ci) {
+    uint64_t total = TOTAL << m->weight;
+    total += (uint64_t)m->ctx[ci].seen << (m->weight + m->shift);
+    if (m->pooled) total += (uint64_t)m->pool.seen << m->shift;
+    return total;
 }
 
 /* the interval of x in context ci: start, width and the total */
 static void interval(const Model *m, Py_ssize_t ci, int x, uint64_t *start, uint64_t *width, uint64_t *total) {
     const uint32_t *row = m->cum + (size_t)ci * (size_t)(m->k + 1);
     const Context *c = &m->ctx[ci];
-    *start = row[x];
-    *width = (uint64_t)row[x + 1] - row[x];
-    *total = TOTAL;
-    if (c->seen) {
-        *start += prefix(c, x) << m->shift;
-        *width += (uint64_t)c->counts[x] << m->shift;
-        *total += (uint64_t)c->seen << m->shift;
-    }
+    *start = start_of(m, ci, x);
+    *width = ((uint64_t)row[x + 1] - row[x]) << m->weight;
+    if (c->seen) *width += (uint64_t)c->counts[x] << (m->weight + m->shift);
+    if (m->pooled && m->pool.seen) *width += (uint64_t)m->pool.counts[x] << m->shift;
+    *total = total_of(m, ci);
 }
 
 /* ------------------------------------------------------------------ encoder */
@@ -158,7 +196,7 @@ static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const
     return 0;
 }
 
-static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, int strength) {
+static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, int strength, int pool) {
     if (k < 2 || k > MAX_CODES) {
         PyErr_Format(PyExc_ValueError, "codebook size %d is not in [2, %d]", k, MAX_CODES);
         return -1;
@@ -167,20 +205,25 @@ static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, 
         PyErr_Format(PyExc_ValueError, "strength exponent %d is not in [0, %d]", strength, PRECISION);
         return -1;
     }
-    if (num_contexts < 1 || cum_len != num_contexts * (Py_ssize_t)(k + 1) * 4) {
+    if (pool < 0 || pool > MAX_POOL) {
+        PyErr_Format(PyExc_ValueError, "pool weight %d is not in [0, %d]", pool, MAX_POOL);
+        return -1;
+    }
+    if (num_contexts < 1 || num_contexts > PY_SSIZE_T_MAX / 4 / (k + 1) ||
+        cum_len != num_contexts * (Py_ssize_t)(k + 1) * 4) {
         PyErr_SetString(PyExc_ValueError, "cumulative tables must be num_contexts x (K + 1) uint32");
         return -1;
     }
     return 0;
 }
 
-/* encode(symbols int32[n], contexts int32[n], cum uint32[C x (K+1)], num_contexts, K, e) -> bytes */
+/* encode(symbols int32[n], contexts int32[n], cum uint32[C x (K+1)], num_contexts, K, e, g) -> bytes */
 static PyObject *py_encode(PyObject *self, PyObject *args) {
     PyObject *so, *co, *cumo;
     Py_ssize_t num_contexts;
-    int k, strength;
+    int k, strength, pool;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOnii", &so, &co, &cumo, &num_contexts, &k, &strength)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOniii", &so, &co, &cumo, &num_contexts, &k, &strength, &pool)) return NULL;
     Py_buffer sv, cv, cumv;
     if (get_buffer(so, &sv, 4, "symbols")) return NULL;
     if (get_buffer(co, &cv, 4, "contexts")) {
@@ -197,12 +240,12 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
     Encoder e = {NULL, 0, 0, 0, UINT64_MAX};
     Py_ssize_t n = sv.len / 4;
     const int32_t *sym = (const int32_t *)sv.buf, *ctx = (const int32_t *)cv.buf;
-    if (check_model_args(cumv.len, num_contexts, k, strength)) goto done;
+    if (check_model_args(cumv.len, num_contexts, k, strength, pool)) goto done;
     if (cv.len != sv.len) {
         PyErr_SetString(PyExc_ValueError, "one context per symbol");
         goto done;
     }
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, PRECISION - strength)) {
+    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, strength, pool)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -217,6 +260,10 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
         }
         uint64_t start, width, total;
         interval(&m, c, x, &start, &width, &total);
+        if (!width) { /* a table entry of 0: refused by rawdiff.codec.adaptive.cumulative */
+            failed = 2;
+            break;
+        }
         if (encode_one(&e, start, width, total) || update(&m, c, x)) {
             failed = 1;
             break;
@@ -227,7 +274,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
     if (failed == 1)
         PyErr_NoMemory();
     else if (failed == 2)
-        PyErr_SetString(PyExc_ValueError, "a symbol or context is out of range");
+        PyErr_SetString(PyExc_ValueError, "a symbol or context is out of range, or a table entry is 0");
     else
         result = PyBytes_FromStringAndSize((const char *)e.buf, (Py_ssize_t)e.len);
 done:
@@ -241,17 +288,17 @@ done:
 
 /* ------------------------------------------------------------------ decoder */
 
-/* decode(data, h, w, offsets int32[h*w] or b"", cluster int32[K] or b"", num_clusters, cum, num_contexts, K, e)
+/* decode(data, h, w, offsets int32[h*w] or b"", cluster int32[K] or b"", num_clusters, cum, num_contexts, K, e, g)
  *   -> (bytes of h*w int32, bytes read including the zeros past the end)
  * The context of (r, c) is offsets[r, c] + cluster_above * (C + 1) + cluster_left (C: outside the grid),
  * or 0 without clusters. */
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     PyObject *datao, *offo, *clo, *cumo;
     Py_ssize_t h, w, num_contexts;
-    int nclusters, k, strength;
+    int nclusters, k, strength, pool;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OnnOOiOnii", &datao, &h, &w, &offo, &clo, &nclusters, &cumo, &num_contexts, &k,
-                          &strength))
+    if (!PyArg_ParseTuple(args, "OnnOOiOniii", &datao, &h, &w, &offo, &clo, &nclusters, &cumo, &num_contexts, &k,
+                          &strength, &pool))
         return NULL;
     Py_buffer dv, ov, clv, cumv;
     int have = 0;
@@ -265,7 +312,11 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     have = 3;
     if (get_buffer(cumo, &cumv, 4, "tables")) goto release;
     have = 4;
-    if (check_model_args(cumv.len, num_contexts, k, strength)) goto release;
+    if (check_model_args(cumv.len, num_contexts, k, strength, pool)) goto release;
+    if (nclusters < 0 || nclusters > MAX_CODES) {
+        PyErr_Format(PyExc_ValueError, "%d clusters is not in [0, %d]", nclusters, MAX_CODES);
+        goto release;
+    }
     if (h < 1 || w < 1 || h > (1 << 24) / w) {
         PyErr_Format(PyExc_ValueError, "grid %zdx%zd is empty or larger than 2**24 indices", h, w);
         goto release;
@@ -288,7 +339,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     }
     out = PyBytes_FromStringAndSize(NULL, n * 4);
     if (!out) goto release;
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, PRECISION - strength)) {
+    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, strength, pool)) {
         PyErr_NoMemory();
         goto release;
     }
@@ -314,10 +365,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             bad_context = c;
             break;
         }
-        const uint32_t *row = m.cum + (size_t)c * (size_t)(k + 1);
-        const Context *cx = &m.ctx[c];
-        int shift = m.shift;
-        uint64_t total = TOTAL + (cx->seen ? (uint64_t)cx->seen << shift : 0);
+        uint64_t total = total_of(&m, c);
         uint64_t r = range / total, v = d / r;
         if (v >= total) {
             failed = 3;
@@ -327,14 +375,18 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         int lo = 0, hi = k - 1; /* the largest x whose interval starts at or below v */
         while (lo < hi) {
             int mid = (lo + hi + 1) >> 1;
-            uint64_t start = row[mid] + (cx->seen ? prefix(cx, mid) << shift : 0);
-            if (start <= v)
+            if (start_of(&m, c, mid) <= v)
                 lo = mid;
             else
                 hi = mid - 1;
         }
         uint64_t start, width;
         interval(&m, c, lo, &start, &width, &total);
+        if (!width) {
+            failed = 3;
+            bad = i;
+            break;
+        }
         d -= r * start;
         range = r * width;
         while (range < BOTTOM) {
@@ -369,7 +421,117 @@ release:
     return result;
 }
 
+/* ------------------------------------------------------------------ estimate */
+
+/* estimate(symbols int32[n], contexts int32[n], cum, num_contexts, K, params bytes (e, g) pairs) -> [bits]
+ * The code length in bits of the symbols under each (e, g): one pass over the symbols, the counts
+ * as the coder keeps them, the lengths in floating point (they choose the parameters, they are
+ * not the coding). */
+static PyObject *py_estimate(PyObject *self, PyObject *args) {
+    PyObject *so, *co, *cumo;
+    Py_ssize_t num_contexts;
+    int k;
+    const char *params;
+    Py_ssize_t nparams;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOniy#", &so, &co, &cumo, &num_contexts, &k, &params, &nparams)) return NULL;
+    if (nparams < 2 || nparams % 2 || nparams > 2 * 64) {
+        PyErr_SetString(PyExc_ValueError, "params must be 1 to 64 (strength, pool) byte pairs");
+        return NULL;
+    }
+    int np = (int)(nparams / 2), pooled = 0;
+    int shift[64], weight[64], pool[64];
+    for (int j = 0; j < np; j++) {
+        int e = (unsigned char)params[2 * j], g = (unsigned char)params[2 * j + 1];
+        if (e > PRECISION || g > MAX_POOL) {
+            PyErr_Format(PyExc_ValueError, "parameters (%d, %d) out of range", e, g);
+            return NULL;
+        }
+        shift[j] = PRECISION - e;
+        pool[j] = g > 0;
+        weight[j] = g > 0 ? g - 1 : 0;
+        pooled |= pool[j];
+    }
+    Py_buffer sv, cv, cumv;
+    if (get_buffer(so, &sv, 4, "symbols")) return NULL;
+    if (get_buffer(co, &cv, 4, "contexts")) {
+        PyBuffer_Release(&sv);
+        return NULL;
+    }
+    if (get_buffer(cumo, &cumv, 4, "tables")) {
+        PyBuffer_Release(&sv);
+        PyBuffer_Release(&cv);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Model m = {0};
+    double bits[64] = {0};
+    Py_ssize_t n = sv.len / 4;
+    const int32_t *sym = (const int32_t *)sv.buf, *ctx = (const int32_t *)cv.buf;
+    if (check_model_args(cumv.len, num_contexts, k, 0, 0)) goto done;
+    if (cv.len != sv.len) {
+        PyErr_SetString(PyExc_ValueError, "one context per symbol");
+        goto done;
+    }
+    /* the counts of the coder with a pool (its weights do not change the counts) */
+    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, 0, pooled ? 1 : 0)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int x = sym[i];
+        Py_ssize_t c = ctx[i];
+        if (x < 0 || x >= k || c < 0 || c >= num_contexts) {
+            failed = 2;
+            break;
+        }
+        const uint32_t *row = m.cum + (size_t)c * (size_t)(k + 1);
+        const Context *cx = &m.ctx[c];
+        double f = (double)(row[x + 1] - row[x]);
+        double nx = cx->seen ? (double)cx->counts[x] : 0.0, nc = (double)cx->seen;
+        double px = pooled ? (double)m.pool.counts[x] : 0.0, pn = (double)m.pool.seen;
+        for (int j = 0; j < np; j++) {
+            double a = ldexp(1.0, weight[j]), sc = ldexp(1.0, shift[j]);
+            double wx = f * a + nx * a * sc, tot = (double)TOTAL * a + nc * a * sc;
+            if (pool[j]) {
+                wx += px * sc;
+                tot += pn * sc;
+            }
+            bits[j] += log2(tot / wx);
+        }
+        if (update(&m, c, x)) {
+            failed = 1;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (failed == 1) {
+        PyErr_NoMemory();
+    } else if (failed == 2) {
+        PyErr_SetString(PyExc_ValueError, "a symbol or context is out of range");
+    } else {
+        result = PyList_New(np);
+        for (int j = 0; result && j < np; j++) {
+            PyObject *b = PyFloat_FromDouble(bits[j]);
+            if (!b) {
+                Py_CLEAR(result);
+                break;
+            }
+            PyList_SET_ITEM(result, j, b);
+        }
+    }
+done:
+    model_free(&m);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&cumv);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"estimate", py_estimate, METH_VARARGS, "Code lengths in bits of symbols under several (strength, pool) pairs."},
     {"encode", py_encode, METH_VARARGS, "Adaptive range coding of symbols in their contexts -> bytes."},
     {"decode", py_decode, METH_VARARGS, "The symbols of an adaptive range-coded grid -> (int32 bytes, bytes read)."},
     {NULL, NULL, 0, NULL},

@@ -3,25 +3,32 @@
 The static tables of :class:`rawdiff.codec.entropy.IndexPrior` are fitted on the training
 set; a frame has its own statistics (a sky, a wall, a road take a few codes many times).
 Here each context's table is the prior of a Dirichlet of strength ``N = 2**e`` updated with
-the counts of the indices already coded in that context of the same grid::
+the counts of the indices already coded in that context of the same grid and, weighted
+``2**-b``, with the counts of the whole grid so far (the *pool*: what the frame says about a
+code reaches the contexts that have not seen it yet)::
 
-    p(x) = (N p_table(x) + n(x)) / (N + n)      as integers: w(x) = f(x) + n(x) << (24 - e)
+    p(x) = (N p_table(x) + n_c(x) + 2**-b n(x)) / (N + n_c + 2**-b n)
 
-Both sides know the counts so far, so nothing is sent but ``e`` (one byte a stage, chosen
-per frame by the encoder: :func:`encode_best`). Every stage starts from zero counts, so a
-bitstream cut to fewer stages (:func:`rawdiff.codec.bitstream.truncate`) decodes as before.
-A context stops counting at :data:`COUNT_CAP` indices.
+    as integers: w(x) = f(x) << b + n_c(x) << (b + s) + n(x) << s,   s = 24 - e
+
+Both sides know the counts so far, so nothing is sent but the parameters ``(e, g)`` of each
+stage (two bytes; ``g`` 0: no pool, else ``b = g - 1``), chosen per frame by the encoder
+(:func:`encode_best`: the code lengths of every candidate in one pass, then one coding).
+Every stage starts from zero counts, so a bitstream cut to fewer stages
+(:func:`rawdiff.codec.bitstream.truncate`) decodes as before. A context stops counting at
+:data:`COUNT_CAP` indices, the pool at :data:`POOL_CAP`.
 
 The range coder is 64-bit (range in [2**56, 2**64), bytes shifted out, the carry
-propagated into the bytes written): every interval is exact integer arithmetic, and the
-coder loses less than 2**-15 of a symbol's interval to rounding. The compiled coder
-(``rawdiff.codec._adaptive``, built by ``pip install -e .``) and the Python reference here
-(:func:`encode_reference`, :func:`decode_reference`) write and read the same bytes; the
-reference is what runs where the extension was not built (about 100 times slower).
+propagated into the bytes written): every interval is exact integer arithmetic. The
+compiled coder (``rawdiff.codec._adaptive``, built by ``pip install -e .``) and the Python
+reference here (:func:`encode_reference`, :func:`decode_reference`) write and read the same
+bytes; the reference is what runs where the extension was not built (about 100 times
+slower). The arguments are checked here, once, before either runs.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,10 +36,16 @@ import numpy as np
 PRECISION = 24
 TOTAL = 1 << PRECISION
 COUNT_CAP = 65536
-#: the strength exponents the encoder tries per stage (N = 16 to 4096): the best of them per frame and
-#: stage codes within 0.05 % of the best of 0..14 and 24 on the validation frames
-STRENGTHS = (4, 6, 8, 10, 12)
+POOL_CAP = 1 << 20
 MAX_STRENGTH = PRECISION
+#: g: 0 (no pool) or b + 1 with the pool's weight 2**-b, b in 0..8
+MAX_POOL = 9
+MAX_CODES = 65536
+MAX_INDICES = 1 << 24
+#: the (strength exponent, pool) pairs the encoder tries per stage: N = 16, 256, 4096, without
+#: the pool and with it at weights 1/4 and 1/64. On the shipped codes the best of them per frame
+#: and stage codes within 0.3 to 1.4 % (validation) of the best of 36 pairs (e 2..12, g 0..9)
+CANDIDATES = tuple((e, g) for e in (4, 8, 12) for g in (0, 3, 7))
 _BOTTOM = 1 << 56
 _MASK = (1 << 64) - 1
 
@@ -41,82 +54,143 @@ try:  # pragma: no branch - which one runs depends on the build
 except ImportError:  # pragma: no cover - a source tree without the built extension
     _compiled = None
 
+_log = logging.getLogger(__name__)
+_warned = []
+
 
 def compiled() -> bool:
     """True when the compiled coder is built (else the Python reference codes)."""
     return _compiled is not None
 
 
+def _reference_in_use() -> None:
+    if not _warned:
+        _warned.append(True)
+        _log.warning("rawdiff.codec._adaptive is not built (pip install -e . builds it): the adaptive range "
+                     "coder runs in Python, about 100 times slower")
+
+
 def cumulative(freqs: np.ndarray) -> np.ndarray:
-    """Integer tables (rows summing to 2**24) -> their cumulative sums, num_contexts x (K + 1) uint32."""
-    f = np.asarray(freqs, dtype=np.int64)
+    """Integer tables (entries >= 1, rows summing to 2**24) -> their cumulative sums,
+    num_contexts x (K + 1) uint32."""
+    f = np.asarray(freqs)
+    if f.ndim != 2 or f.dtype.kind not in "ui" or not 2 <= f.shape[1] <= MAX_CODES or f.shape[0] < 1:
+        raise ValueError("tables must be a non-empty 2-D integer array of 2 to %d codes, got %s %s"
+                         % (MAX_CODES, f.dtype, f.shape))
+    f = f.astype(np.int64)
     cum = np.zeros((f.shape[0], f.shape[1] + 1), dtype=np.int64)
     np.cumsum(f, axis=1, out=cum[:, 1:])
-    if np.any(cum[:, -1] != TOTAL):
-        raise ValueError("every table must sum to 2**%d" % PRECISION)
+    if f.min() < 1 or np.any(cum[:, -1] != TOTAL):
+        raise ValueError("every table entry must be >= 1 and every table must sum to 2**%d" % PRECISION)
     return np.ascontiguousarray(cum, dtype=np.uint32)
 
 
-def _check_strength(strength: int) -> int:
-    e = int(strength)
+def _check_params(strength: int, pool: int) -> Tuple[int, int]:
+    e, g = int(strength), int(pool)
     if not 0 <= e <= MAX_STRENGTH:
         raise ValueError("strength exponent %d is not in [0, %d]" % (e, MAX_STRENGTH))
-    return e
+    if not 0 <= g <= MAX_POOL:
+        raise ValueError("pool weight %d is not in [0, %d]" % (g, MAX_POOL))
+    return e, g
+
+
+def _check_tables(cum: np.ndarray) -> np.ndarray:
+    c = np.asarray(cum)
+    if c.ndim != 2 or c.dtype != np.uint32 or not 3 <= c.shape[1] <= MAX_CODES + 1 or c.shape[0] < 1:
+        raise ValueError("cumulative tables must be a 2-D uint32 array (cumulative() gives them)")
+    return np.ascontiguousarray(c)
+
+
+def _check_symbols(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    s, c = np.ravel(symbols), np.ravel(contexts)
+    if s.shape != c.shape or s.dtype.kind not in "ui" or c.dtype.kind not in "ui":
+        raise ValueError("symbols and contexts must be integer arrays of one size")
+    if s.size > MAX_INDICES:
+        raise ValueError("%d indices are more than %d" % (s.size, MAX_INDICES))
+    if s.size and (s.min() < 0 or s.max() >= cum.shape[1] - 1 or c.min() < 0 or c.max() >= cum.shape[0]):
+        raise ValueError("a symbol is outside [0, %d) or a context outside [0, %d)" % (cum.shape[1] - 1, cum.shape[0]))
+    return np.ascontiguousarray(s, dtype=np.int32), np.ascontiguousarray(c, dtype=np.int32)
 
 
 # --------------------------------------------------------------------------- dispatch
 
 
-def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int) -> bytes:
+def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int, pool: int = 0) -> bytes:
     """Code ``symbols`` (in [0, K)) in raster order, each in its context -> bytes."""
-    e = _check_strength(strength)
-    s = np.ascontiguousarray(np.ravel(symbols), dtype=np.int32)
-    c = np.ascontiguousarray(np.ravel(contexts), dtype=np.int32)
+    e, g = _check_params(strength, pool)
+    cum = _check_tables(cum)
+    s, c = _check_symbols(symbols, contexts, cum)
     if _compiled is not None:
-        return _compiled.encode(s, c, cum, cum.shape[0], cum.shape[1] - 1, e)
-    return encode_reference(s, c, cum, e)
+        return _compiled.encode(s, c, cum, cum.shape[0], cum.shape[1] - 1, e, g)
+    _reference_in_use()
+    return encode_reference(s, c, cum, e, g)
+
+
+def estimate(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
+             candidates: Sequence[Tuple[int, int]] = CANDIDATES) -> np.ndarray:
+    """The code length in bits of ``symbols`` under each (strength, pool) pair of
+    ``candidates`` (floating point: it chooses, it does not code)."""
+    pairs = [_check_params(e, g) for e, g in candidates]
+    if not 1 <= len(pairs) <= 64:
+        raise ValueError("1 to 64 candidates, got %d" % len(pairs))
+    cum = _check_tables(cum)
+    s, c = _check_symbols(symbols, contexts, cum)
+    if _compiled is not None:
+        return np.asarray(_compiled.estimate(s, c, cum, cum.shape[0], cum.shape[1] - 1,
+                                             bytes(v for pair in pairs for v in pair)))
+    return estimate_reference(s, c, cum, pairs)
 
 
 def encode_best(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
-                strengths: Sequence[int] = STRENGTHS) -> Tuple[int, bytes]:
-    """The shortest coding of ``symbols`` over ``strengths``: (exponent, bytes); ties go to the first."""
-    best: Optional[Tuple[int, bytes]] = None
-    for e in strengths:
-        data = encode(symbols, contexts, cum, e)
-        if best is None or len(data) < len(best[1]):
-            best = (int(e), data)
-    if best is None:
-        raise ValueError("no strength to try")
-    return best
+                candidates: Sequence[Tuple[int, int]] = CANDIDATES) -> Tuple[Tuple[int, int], bytes]:
+    """The coding of ``symbols`` with the candidate of the shortest estimated code length
+    (ties go to the first): ((strength, pool), bytes)."""
+    bits = estimate(symbols, contexts, cum, candidates)
+    e, g = (int(v) for v in candidates[int(np.argmin(bits))])
+    return (e, g), encode(symbols, contexts, cum, e, g)
 
 
 def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], cluster: Optional[np.ndarray],
-           num_clusters: int, cum: np.ndarray, strength: int) -> np.ndarray:
+           num_clusters: int, cum: np.ndarray, strength: int, pool: int = 0) -> np.ndarray:
     """The h x w grid (int64) of :func:`encode`'s bytes. The context of (r, c) is
     ``offsets[r, c] + cluster[above] * (C + 1) + cluster[left]`` (C outside the grid), or
-    ``offsets[r, c]`` alone without clusters (``num_clusters`` 0).
+    ``offsets[r, c]`` alone without clusters (``num_clusters`` 0), or 0 without either.
 
     Raises ``ValueError`` for data that cannot be a coding of such a grid: a value outside
-    every interval, or bytes left over that the decoder never read."""
-    e = _check_strength(strength)
+    every interval, a context outside the tables, bytes left over that the decoder never
+    read, a last byte of zero (the encoder drops those)."""
+    e, g = _check_params(strength, pool)
+    cum = _check_tables(cum)
+    k = cum.shape[1] - 1
     h, w = int(shape[0]), int(shape[1])
-    off = (np.ascontiguousarray(offsets, dtype=np.int32).ravel() if offsets is not None
-           else np.zeros(0, dtype=np.int32))
-    cl = (np.ascontiguousarray(cluster, dtype=np.int32) if num_clusters else np.zeros(0, dtype=np.int32))
+    if h < 1 or w < 1 or h * w > MAX_INDICES:
+        raise ValueError("a %dx%d grid is empty or larger than %d indices" % (h, w, MAX_INDICES))
+    off = np.zeros(0, dtype=np.int32)
+    if offsets is not None:
+        off = np.ascontiguousarray(np.ravel(offsets), dtype=np.int64)
+        if off.size != h * w or off.min() < 0 or off.max() >= cum.shape[0]:
+            raise ValueError("offsets must be one context offset in [0, %d) per index" % cum.shape[0])
+        off = off.astype(np.int32)
+    c = int(num_clusters)
+    cl = np.zeros(0, dtype=np.int32)
+    if c:
+        cl = np.ascontiguousarray(cluster, dtype=np.int64).ravel()
+        if not 0 < c <= MAX_CODES or cl.size != k or cl.min() < 0 or cl.max() >= c:
+            raise ValueError("cluster must be one cluster in [0, %d) per code (%d codes)" % (c, k))
+        cl = cl.astype(np.int32)
     raw = bytes(data)
     if raw and raw[-1] == 0:
         raise ValueError("the adaptive coding ends in a zero byte (an encoder drops those)")
     if _compiled is not None:
-        out, read = _compiled.decode(raw, h, w, off, cl, int(num_clusters), cum, cum.shape[0], cum.shape[1] - 1, e)
+        out, read = _compiled.decode(raw, h, w, off, cl, c, cum, cum.shape[0], k, e, g)
         grid = np.frombuffer(out, dtype=np.int32).astype(np.int64).reshape(h, w)
     else:
-        grid, read = decode_reference(raw, h, w, off, cl, int(num_clusters), cum, e)
+        _reference_in_use()
+        grid, read = decode_reference(raw, h, w, off, cl, c, cum, e, g)
     # the encoder's bytes are the ones shifted out plus one; the decoder reads 7 more
     if len(raw) > read - 7:
         raise ValueError("%d bytes of the adaptive coding were never read (the grid needs %d)"
                          % (len(raw) - (read - 7), max(read - 7, 0)))
-    if raw and raw[-1] == 0:
-        raise ValueError("the adaptive coding ends in a zero byte (an encoder drops those)")
     return grid
 
 
@@ -124,14 +198,15 @@ def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], c
 
 
 class _Counts:
-    """One context's counts and their Fenwick tree."""
+    """Counts of the codes and their Fenwick tree (a context's, or the pool's)."""
 
-    __slots__ = ("counts", "tree", "seen")
+    __slots__ = ("counts", "tree", "seen", "cap")
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, cap: int):
         self.counts = [0] * k
         self.tree = [0] * (k + 1)
         self.seen = 0
+        self.cap = cap
 
     def prefix(self, x: int) -> int:
         s, tree = 0, self.tree
@@ -141,7 +216,7 @@ class _Counts:
         return s
 
     def add(self, x: int) -> None:
-        if self.seen >= COUNT_CAP:
+        if self.seen >= self.cap:
             return
         self.counts[x] += 1
         tree, i, k = self.tree, x + 1, len(self.counts)
@@ -151,21 +226,57 @@ class _Counts:
         self.seen += 1
 
 
-def _interval(cum_row, counts: Optional[_Counts], x: int, shift: int) -> Tuple[int, int, int]:
-    start, width, total = int(cum_row[x]), int(cum_row[x + 1]) - int(cum_row[x]), TOTAL
-    if counts is not None and counts.seen:
-        start += counts.prefix(x) << shift
-        width += counts.counts[x] << shift
-        total += counts.seen << shift
-    return start, width, total
+class _Model:
+    """The reference's model: the tables, each context's counts and the pool's."""
+
+    def __init__(self, cum: np.ndarray, strength: int, pool: int):
+        self.rows = cum.astype(np.int64)
+        self.k = cum.shape[1] - 1
+        self.shift = PRECISION - strength
+        self.weight = pool - 1 if pool else 0
+        self.pool = _Counts(self.k, POOL_CAP) if pool else None
+        self.table = {}
+
+    def total(self, c: int) -> int:
+        counts = self.table.get(c)
+        total = TOTAL << self.weight
+        if counts is not None:
+            total += counts.seen << (self.weight + self.shift)
+        if self.pool is not None:
+            total += self.pool.seen << self.shift
+        return total
+
+    def start(self, c: int, x: int) -> int:
+        counts = self.table.get(c)
+        start = int(self.rows[c, x]) << self.weight
+        if counts is not None:
+            start += counts.prefix(x) << (self.weight + self.shift)
+        if self.pool is not None:
+            start += self.pool.prefix(x) << self.shift
+        return start
+
+    def width(self, c: int, x: int) -> int:
+        counts = self.table.get(c)
+        width = (int(self.rows[c, x + 1]) - int(self.rows[c, x])) << self.weight
+        if counts is not None:
+            width += counts.counts[x] << (self.weight + self.shift)
+        if self.pool is not None:
+            width += self.pool.counts[x] << self.shift
+        return width
+
+    def update(self, c: int, x: int) -> None:
+        counts = self.table.get(c)
+        if counts is None:
+            counts = self.table[c] = _Counts(self.k, COUNT_CAP)
+        counts.add(x)
+        if self.pool is not None:
+            self.pool.add(x)
 
 
-def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int) -> bytes:
-    """The coder in Python: the same bytes as the compiled one."""
-    shift = PRECISION - _check_strength(strength)
-    k = cum.shape[1] - 1
-    rows = cum.astype(np.int64)
-    table = {}
+def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int,
+                     pool: int = 0) -> bytes:
+    """The coder in Python: the same bytes as the compiled one (arguments as :func:`encode` checks them)."""
+    model = _Model(cum, strength, pool)
     out = bytearray()
     low, rng = 0, _MASK
 
@@ -180,20 +291,14 @@ def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
         return nl & _MASK
 
     for x, c in zip(np.ravel(symbols).tolist(), np.ravel(contexts).tolist()):
-        if not 0 <= x < k or not 0 <= c < cum.shape[0]:
-            raise ValueError("a symbol or context is out of range")
-        counts = table.get(c)
-        start, width, total = _interval(rows[c], counts, x, shift)
-        r = rng // total
-        low = add_low(r * start)
-        rng = r * width
+        r = rng // model.total(c)
+        low = add_low(r * model.start(c, x))
+        rng = r * model.width(c, x)
         while rng < _BOTTOM:
             out.append(low >> 56)
             low = (low << 8) & _MASK
             rng <<= 8
-        if counts is None:
-            counts = table[c] = _Counts(k)
-        counts.add(x)
+        model.update(c, x)
     low = add_low(_BOTTOM - 1)
     out.append(low >> 56)
     while out and out[-1] == 0:
@@ -202,15 +307,14 @@ def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
 
 
 def decode_reference(data: bytes, h: int, w: int, offsets: np.ndarray, cluster: np.ndarray, num_clusters: int,
-                     cum: np.ndarray, strength: int) -> Tuple[np.ndarray, int]:
-    """The decoder in Python: (grid, bytes read including the zeros past the end)."""
-    shift = PRECISION - _check_strength(strength)
-    k = cum.shape[1] - 1
-    rows = cum.astype(np.int64)
+                     cum: np.ndarray, strength: int, pool: int = 0) -> Tuple[np.ndarray, int]:
+    """The decoder in Python: (grid, bytes read including the zeros past the end); arguments
+    as :func:`decode` checks them."""
+    model = _Model(cum, strength, pool)
+    k = model.k
     n = h * w
     off = offsets.tolist() if len(offsets) else None
     cl = cluster.tolist()
-    table = {}
     pos, d, rng = 0, 0, _MASK
 
     def next_byte() -> int:
@@ -230,10 +334,7 @@ def decode_reference(data: bytes, h: int, w: int, offsets: np.ndarray, cluster: 
             c += off[i]
         if not 0 <= c < cum.shape[0]:
             raise ValueError("index %d has context %d, outside the prior's %d tables" % (i, c, cum.shape[0]))
-        counts = table.get(c)
-        row = rows[c]
-        seen = counts.seen if counts is not None else 0
-        total = TOTAL + (seen << shift)
+        total = model.total(c)
         r = rng // total
         v = d // r
         if v >= total:
@@ -241,24 +342,51 @@ def decode_reference(data: bytes, h: int, w: int, offsets: np.ndarray, cluster: 
         lo, hi = 0, k - 1
         while lo < hi:
             mid = (lo + hi + 1) >> 1
-            start = int(row[mid]) + ((counts.prefix(mid) << shift) if seen else 0)
-            if start <= v:
+            if model.start(c, mid) <= v:
                 lo = mid
             else:
                 hi = mid - 1
-        start, width, _ = _interval(row, counts, lo, shift)
-        d -= r * start
-        rng = r * width
+        d -= r * model.start(c, lo)
+        rng = r * model.width(c, lo)
         while rng < _BOTTOM:
             d = d << 8 | next_byte()
             pos += 1
             rng <<= 8
         out[i] = lo
-        if counts is None:
-            counts = table[c] = _Counts(k)
-        counts.add(lo)
+        model.update(c, lo)
     return np.asarray(out, dtype=np.int64).reshape(h, w), pos
 
 
-__all__ = ["COUNT_CAP", "MAX_STRENGTH", "STRENGTHS", "compiled", "cumulative", "decode", "decode_reference",
-           "encode", "encode_best", "encode_reference"]
+def _seen_before(key: np.ndarray) -> np.ndarray:
+    """For every position, how many earlier positions hold the same key."""
+    n = key.size
+    order = np.lexsort((np.arange(n), key))
+    sorted_key = key[order]
+    first = np.r_[0, np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1]
+    group = np.cumsum(np.isin(np.arange(n), first)) - 1
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.arange(n) - first[group]
+    return out
+
+
+def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
+                       candidates: Sequence[Tuple[int, int]]) -> np.ndarray:
+    """:func:`estimate` in numpy (the counts without their caps: they differ from the coder's
+    only past :data:`COUNT_CAP` indices in one context)."""
+    x, c = symbols.astype(np.int64), contexts.astype(np.int64)
+    k = cum.shape[1] - 1
+    f = (cum[c, x + 1].astype(np.float64) - cum[c, x])
+    n_cx, n_c = _seen_before(c * k + x), _seen_before(c)
+    n_x, n = _seen_before(x), np.minimum(np.arange(x.size), POOL_CAP)
+    bits = []
+    for e, g in candidates:
+        a, s = 2.0 ** (g - 1 if g else 0), 2.0 ** (PRECISION - e)
+        wx, total = f * a + n_cx * a * s, TOTAL * a + n_c * a * s
+        if g:
+            wx, total = wx + n_x * s, total + n * s
+        bits.append(float(np.log2(total / wx).sum()))
+    return np.asarray(bits)
+
+
+__all__ = ["CANDIDATES", "COUNT_CAP", "MAX_POOL", "MAX_STRENGTH", "POOL_CAP", "compiled", "cumulative", "decode",
+           "decode_reference", "encode", "encode_best", "encode_reference", "estimate", "estimate_reference"]

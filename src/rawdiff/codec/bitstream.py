@@ -40,10 +40,11 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
     1         uint8    S: the number of entries of the stage table (1..16)
     S entries stages   per quantizer stage, coarse to fine: uint8 scale (its grid is the
                        code grid divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its
-                       codebook size), version 7: uint8 e (0..24), the strength exponent of
-                       its adaptive coding (rawdiff.codec.adaptive: the prior's tables adapted
-                       to the frame's own counts as it is coded), varint length of its
-                       entropy-coded indices in bytes;
+                       codebook size), version 7: uint8 e (0..24) and uint8 g (0..9), the
+                       strength exponent and the pool weight of its adaptive coding
+                       (rawdiff.codec.adaptive: the prior's tables adapted to the frame's own
+                       counts as it is coded), varint length of its entropy-coded indices in
+                       bytes;
                        versions 5 and 6: after a stage, the mean layers sent after it
                        (rawdiff.codec.cell_means), each uint8 0x80 | exponent (1..10), varint
                        length. The quality is the number of quantizer stages.
@@ -127,8 +128,8 @@ SUPPORTED_VERSIONS = (2, 3, 4, 5, 6, 7)
 #: coding, else 6 for one with detail statistics, 5 for one with mean layers, 4 for one with
 #: none of them (the same bytes a version 4 reader reads), and 3 for cutting version 3 files
 WRITABLE_VERSIONS = (3, 4, 5, 6, 7)
-#: the largest strength exponent of a stage's adaptive coding (rawdiff.codec.adaptive)
-MAX_ADAPT = 24
+#: the largest strength exponent and pool weight of a stage's adaptive coding (rawdiff.codec.adaptive)
+MAX_ADAPT = (24, 9)
 #: the most bytes of detail statistics a version 6 header holds
 MAX_DETAIL = 8
 MAX_STAGES = 16
@@ -305,8 +306,9 @@ class Header:
             exponent, length)``: the cells' plane means, sent after the stage ``after_stage``.
         detail: the frame's detail statistics (:mod:`rawdiff.codec.detail_stats`), 1 to
             :data:`MAX_DETAIL` integers in 0..255, or none (``()``).
-        adapt: per stage coded, the strength exponent (0..24) of its adaptive coding
-            (:mod:`rawdiff.codec.adaptive`), or ``()``: the prior's tables as they are.
+        adapt: per stage coded, the strength exponent (0..24) and pool weight (0..9) of its
+            adaptive coding (:mod:`rawdiff.codec.adaptive`), or ``()``: the prior's tables as
+            they are. Needs ``stages``.
         version: the format version: None (default) picks 7 for a header with adaptive
             coding, else 6 for one with detail statistics, 5 for one with mean layers, else 4;
             3 is written to cut version 3 files.
@@ -334,7 +336,7 @@ class Header:
     means: Tuple[Tuple[int, int, int], ...] = ()
     version: Optional[int] = None
     detail: Tuple[int, ...] = ()
-    adapt: Tuple[int, ...] = ()
+    adapt: Tuple[Tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -415,7 +417,7 @@ class Header:
                                      % (total, self.payload_length))
         detail = _detail(self.detail)
         put("detail", detail)
-        adapt = _adapt(self.adapt, len(self.stages) if self.stages is not None else 1)
+        adapt = _adapt(self.adapt, self.stages)
         put("adapt", adapt)
         auto = 7 if adapt else 6 if detail else 5 if means else 4
         version = auto if self.version is None else _as_int(self.version, "version")
@@ -481,8 +483,8 @@ class Header:
         if self.detail:
             out["detail"] = list(self.detail)
         if self.adapt:
-            for entry, e in zip(out["stages"], self.adapt):
-                entry["adapt"] = e
+            for entry, params in zip(out["stages"], self.adapt):
+                entry["adapt"] = list(params)
         return out
 
     @classmethod
@@ -502,7 +504,7 @@ class Header:
                         if d.get("stages") else None),
                 means=tuple((m["after_stage"], m["exponent"], m["bytes"]) for m in d.get("means") or ()),
                 version=d.get("format_version"), detail=d.get("detail") or (),
-                adapt=tuple(st["adapt"] for st in d["stages"] if "adapt" in st) if d.get("stages") else (),
+                adapt=tuple(tuple(st["adapt"]) for st in d["stages"] if "adapt" in st) if d.get("stages") else (),
             )
         except (KeyError, TypeError) as exc:
             raise BitstreamError("header dict lacks the field %s" % exc) from None
@@ -549,16 +551,21 @@ def _detail(value: Any) -> Tuple[int, ...]:
     return values
 
 
-def _adapt(value: Any, stages: int) -> Tuple[int, ...]:
+def _adapt(value: Any, stages: Optional[Sequence]) -> Tuple[Tuple[int, int], ...]:
     try:
-        values = tuple(_as_int(v, "adapt") for v in value)
+        values = tuple(tuple(_as_int(v, "adapt") for v in pair) for pair in value)
     except TypeError:
-        raise BitstreamError("adapt must be a sequence of integers, got %r" % (value,)) from None
-    if values and len(values) != stages:
-        raise BitstreamError("adapt holds %d strengths for %d stages" % (len(values), stages))
-    if any(not 0 <= v <= MAX_ADAPT for v in values):
-        raise BitstreamError("adaptive strength exponents must be in 0..%d, got %r" % (MAX_ADAPT, list(values)))
-    return values
+        raise BitstreamError("adapt must be a (strength, pool) pair per stage, got %r" % (value,)) from None
+    if not values:
+        return ()
+    if stages is None:
+        raise BitstreamError("adaptive coding needs the stage table (stages)")
+    if len(values) != len(stages):
+        raise BitstreamError("adapt holds %d pairs for %d stages" % (len(values), len(stages)))
+    if any(len(p) != 2 or not 0 <= p[0] <= MAX_ADAPT[0] or not 0 <= p[1] <= MAX_ADAPT[1] for p in values):
+        raise BitstreamError("adaptive parameters must be (strength 0..%d, pool 0..%d) pairs, got %r"
+                             % (MAX_ADAPT + ([list(p) for p in values],)))
+    return values  # type: ignore[return-value]
 
 
 def _means(value: Any, stages: int) -> Tuple[Tuple[int, int, int], ...]:
@@ -701,7 +708,7 @@ def _head_v4(header: Header, stages, payload_length: int) -> bytes:
     for kind, i in order:
         if kind == "stage":
             sc, k, n = stages[i]
-            adapt = bytes([header.adapt[i]]) if header.version >= 7 else b""
+            adapt = bytes(header.adapt[i]) if header.version >= 7 else b""
             parts.append(_STAGE_V4.pack(sc, k - 1) + adapt + _varint(n))
         else:
             _, exponent, n = header.means[i]
@@ -882,7 +889,7 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
         raise BitstreamError("the stage table declares %d stages (1..%d)" % (count, MAX_STAGES))
     raw_stages: List[Tuple[int, int, int]] = []
     raw_means: List[Tuple[int, int, int]] = []
-    raw_adapt: List[int] = []
+    raw_adapt: List[Tuple[int, int]] = []
     for i in range(count):
         first = buf[cur.take(1, "the stage table")]
         if first & MEAN_ENTRY_FLAG:
@@ -896,7 +903,8 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
             continue
         km1 = struct.unpack_from("<H", buf, cur.take(2, "the stage table"))[0]
         if version >= 7:
-            raw_adapt.append(buf[cur.take(1, "the stage table")])
+            at = cur.take(2, "the stage table")
+            raw_adapt.append((buf[at], buf[at + 1]))
         raw_stages.append((first, km1 + 1, cur.varint("stage %d's length" % (len(raw_stages) + 1))))
     if not raw_stages:  # pragma: no cover - the first entry is a stage
         raise BitstreamError("the stage table holds no stage")
@@ -978,7 +986,7 @@ def _entry_size(version: int, length: int, mean: bool = False) -> int:
     """Bytes of one entry in the stage table of a bitstream of ``version``."""
     if version == 3:
         return _STAGE.size
-    return (1 if mean else _STAGE_V4.size + (version >= 7)) + len(_varint(length))
+    return (1 if mean else _STAGE_V4.size + 2 * (version >= 7)) + len(_varint(length))
 
 
 def truncated_sizes(header: Header, total: int) -> Dict[int, int]:

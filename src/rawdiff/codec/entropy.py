@@ -379,28 +379,33 @@ class IndexPrior:
         return self._cum
 
     def encode_adaptive(self, grid: GridLike, parent: Optional[np.ndarray] = None,
-                        strengths: Sequence[int] = adaptive.STRENGTHS) -> Tuple[int, bytes]:
+                        candidates: Sequence[Tuple[int, int]] = adaptive.CANDIDATES
+                        ) -> Tuple[Tuple[int, int], bytes]:
         """Code ``grid`` with the tables adapted to it as it goes (:mod:`rawdiff.codec.adaptive`),
-        with the best of ``strengths``: (strength exponent, bytes)."""
+        with the best of ``candidates``: ((strength exponent, pool), bytes)."""
         g = _check_grid(grid, self.codebook_size)
         if g.size > MAX_SYMBOLS:
             raise ValueError("grid of %d indices is larger than %d" % (g.size, MAX_SYMBOLS))
-        return adaptive.encode_best(g, self.contexts(g, parent), self._cumulative(), strengths)
+        return adaptive.encode_best(g, self.contexts(g, parent), self._cumulative(), candidates)
 
-    def decode_adaptive(self, data: bytes, shape: Tuple[int, int], strength: int,
+    def decode_adaptive(self, data: bytes, shape: Tuple[int, int], params: Tuple[int, int],
                         parent: Optional[np.ndarray] = None) -> np.ndarray:
-        """The grid of :meth:`encode_adaptive`'s bytes coded with ``strength`` (int64 h x w).
-        Raises ``ValueError`` for data that cannot be such a coding."""
+        """The grid of :meth:`encode_adaptive`'s bytes coded with ``params`` (strength exponent,
+        pool) (int64 h x w). Raises ``ValueError`` for data that cannot be such a coding."""
         h, w = _check_shape(shape)
         try:
             raw = memoryview(data).tobytes()
         except TypeError:
             raise ValueError("entropy payload must be bytes, got %s" % type(data).__name__) from None
+        try:
+            strength, pool = (int(v) for v in params)
+        except (TypeError, ValueError):
+            raise ValueError("adaptive parameters must be (strength, pool), got %r" % (params,)) from None
         context = self.kind == "context"
         offsets = self._parent_offsets((h, w), parent) if context else None
         try:
             return adaptive.decode(raw, (h, w), offsets, self.cluster if context else None,
-                                   self.num_clusters if context else 0, self._cumulative(), strength)
+                                   self.num_clusters if context else 0, self._cumulative(), strength, pool)
         except ValueError as exc:
             raise ValueError("entropy payload is corrupted or does not match the prior (%s)" % exc) from None
 
@@ -528,30 +533,31 @@ class StagedPrior:
         return out
 
     def encode_adaptive(self, codes: Sequence[np.ndarray],
-                        strengths: Sequence[int] = adaptive.STRENGTHS) -> Tuple[List[bytes], List[int]]:
+                        candidates: Sequence[Tuple[int, int]] = adaptive.CANDIDATES
+                        ) -> Tuple[List[bytes], List[Tuple[int, int]]]:
         """:meth:`encode` with the tables adapted to each stage's grid (each stage from zero
         counts, so a prefix of the stages decodes alone): (one byte string per stage, each
-        stage's strength exponent)."""
+        stage's (strength exponent, pool))."""
         if not 1 <= len(codes) <= len(self.stages):
             raise ValueError("%d code grids for a prior of %d stages" % (len(codes), len(self.stages)))
         out, chosen = [], []
         for k, grid in enumerate(codes):
             prior = self.stages[k]
-            e, data = prior.encode_adaptive(grid, codes[k - 1] if prior.parent_cluster is not None else None,
-                                            strengths)
+            params, data = prior.encode_adaptive(grid, codes[k - 1] if prior.parent_cluster is not None else None,
+                                                 candidates)
             out.append(data)
-            chosen.append(e)
+            chosen.append(params)
         return out, chosen
 
     def decode(self, chunks: Sequence[bytes], shapes: Sequence[Tuple[int, int]],
-               adapt: Sequence[int] = ()) -> List[np.ndarray]:
+               adapt: Sequence[Tuple[int, int]] = ()) -> List[np.ndarray]:
         """The grids of the stages in ``chunks`` (one byte string and one shape per stage;
-        ``adapt``: each stage's strength exponent when coded by :meth:`encode_adaptive`)."""
+        ``adapt``: each stage's (strength exponent, pool) when coded by :meth:`encode_adaptive`)."""
         if not 1 <= len(chunks) <= len(self.stages) or len(shapes) != len(chunks):
             raise ValueError("%d stage payloads (%d shapes) for a prior of %d stages"
                              % (len(chunks), len(shapes), len(self.stages)))
         if adapt and len(adapt) != len(chunks):
-            raise ValueError("%d strengths for %d stage payloads" % (len(adapt), len(chunks)))
+            raise ValueError("%d adaptive parameters for %d stage payloads" % (len(adapt), len(chunks)))
         codes: List[np.ndarray] = []
         for k, (data, shape) in enumerate(zip(chunks, shapes)):
             prior = self.stages[k]

@@ -188,6 +188,15 @@ def _optional_numbers(value: Any, name: str, shape):
     return arr.reshape(shape)
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """A boolean parameter: true or false (also as the strings a hand-set parameter may hold)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError("%s must be true or false, got %r" % (name, value))
+
+
 def start_quality(value: Any, qualities: int, default: int) -> int:
     """``~quality`` as the quality of the model's frames (0: ``default``); a ``ValueError``
     naming the range otherwise."""
@@ -233,7 +242,7 @@ class EncoderNode(CodecNode):
         self.codec = Codec.load(resolve_model_dir(str(params["model"])), device=str(params["device"]),
                                 backend=str(params["backend"]), threads=encoder_threads(params["threads"]),
                                 encode_rows=check_encode_rows(params["encode_rows"], "~encode_rows"))
-        self.codec.adaptive_coding = bool(params["adaptive_coding"])
+        self.codec.adaptive_coding = check_flag(params["adaptive_coding"], "~adaptive_coding")
         self.quality = start_quality(params["quality"], self.codec.qualities, self.codec.default_quality)
         self.rate = RateControl(self.codec.qualities, self.codec.operating_points)
         self.rate.set_target(target_kbps)
