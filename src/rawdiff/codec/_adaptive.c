@@ -44,6 +44,7 @@ typedef struct {
     int shift;  /* s = 24 - e */
     int weight; /* b */
     int pooled; /* whether the grid's counts are added */
+    int no_trees; /* counts only (estimate: no interval is needed) */
     Py_ssize_t num_contexts;
     const uint32_t *cum; /* num_contexts x (K + 1): the tables' cumulative sums */
     Context *ctx;
@@ -89,9 +90,10 @@ static uint64_t prefix(const Context *c, int x) {
     return s;
 }
 
-static void add(Context *c, int k, int x) {
+static void add(Context *c, int k, int x, int trees) {
     c->counts[x] += 1;
-    for (int i = x + 1; i <= k; i += i & -i) c->tree[i] += 1;
+    if (trees)
+        for (int i = x + 1; i <= k; i += i & -i) c->tree[i] += 1;
     c->seen += 1;
 }
 
@@ -100,9 +102,9 @@ static int update(Model *m, Py_ssize_t ci, int x) {
     Context *c = &m->ctx[ci];
     if (c->seen < COUNT_CAP) {
         if (!c->counts && !counts_alloc(c, m->k)) return -1;
-        add(c, m->k, x);
+        add(c, m->k, x, !m->no_trees);
     }
-    if (m->pooled && m->pool.seen < POOL_CAP) add(&m->pool, m->k, x);
+    if (m->pooled && m->pool.seen < POOL_CAP) add(&m->pool, m->k, x, !m->no_trees);
     return 0;
 }
 
@@ -440,17 +442,18 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
         return NULL;
     }
     int np = (int)(nparams / 2), pooled = 0;
-    int shift[64], weight[64], pool[64];
+    /* w(x) = f a + n_c(x) a s + [pool] n(x) s, a = 2**b, s = 2**(24 - e) */
+    double a[64], as[64], s[64];
     for (int j = 0; j < np; j++) {
         int e = (unsigned char)params[2 * j], g = (unsigned char)params[2 * j + 1];
         if (e > PRECISION || g > MAX_POOL) {
             PyErr_Format(PyExc_ValueError, "parameters (%d, %d) out of range", e, g);
             return NULL;
         }
-        shift[j] = PRECISION - e;
-        pool[j] = g > 0;
-        weight[j] = g > 0 ? g - 1 : 0;
-        pooled |= pool[j];
+        a[j] = ldexp(1.0, g > 0 ? g - 1 : 0);
+        as[j] = ldexp(a[j], PRECISION - e);
+        s[j] = g > 0 ? ldexp(1.0, PRECISION - e) : 0.0;
+        pooled |= g > 0;
     }
     Py_buffer sv, cv, cumv;
     if (get_buffer(so, &sv, 4, "symbols")) return NULL;
@@ -465,7 +468,8 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
     }
     PyObject *result = NULL;
     Model m = {0};
-    double bits[64] = {0};
+    double bits[64] = {0}, num[64], den[64];
+    for (int j = 0; j < np; j++) num[j] = den[j] = 1.0;
     Py_ssize_t n = sv.len / 4;
     const int32_t *sym = (const int32_t *)sv.buf, *ctx = (const int32_t *)cv.buf;
     if (check_model_args(cumv.len, num_contexts, k, 0, 0)) goto done;
@@ -478,6 +482,7 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
+    m.no_trees = 1;
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -492,14 +497,16 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
         double f = (double)(row[x + 1] - row[x]);
         double nx = cx->seen ? (double)cx->counts[x] : 0.0, nc = (double)cx->seen;
         double px = pooled ? (double)m.pool.counts[x] : 0.0, pn = (double)m.pool.seen;
+        /* products of 8 totals (each below 2**49) and of 8 weights (each >= 1) stay finite and
+         * above 1: two log2 per 8 indices */
+        int flush = (i & 7) == 7 || i == n - 1;
         for (int j = 0; j < np; j++) {
-            double a = ldexp(1.0, weight[j]), sc = ldexp(1.0, shift[j]);
-            double wx = f * a + nx * a * sc, tot = (double)TOTAL * a + nc * a * sc;
-            if (pool[j]) {
-                wx += px * sc;
-                tot += pn * sc;
+            num[j] *= (double)TOTAL * a[j] + nc * as[j] + pn * s[j];
+            den[j] *= f * a[j] + nx * as[j] + px * s[j];
+            if (flush) {
+                bits[j] += log2(num[j]) - log2(den[j]);
+                num[j] = den[j] = 1.0;
             }
-            bits[j] += log2(tot / wx);
         }
         if (update(&m, c, x)) {
             failed = 1;
