@@ -232,6 +232,8 @@ def test_bad_arguments_are_refused_before_either_coder_runs():
         adaptive.cumulative(freqs)  # a symbol of width 0 would never be coded
     for call, match in [
         (lambda: adaptive.encode(s, c, cum.astype(np.int64), 4), "2-D uint32"),
+        (lambda: adaptive.encode(s, c, np.array([[0, 0, 1 << 24]] * 4, np.uint32), 4), "rising from 0"),
+        (lambda: adaptive.encode(s, c, np.array([[0, 5, 1 << 23]] * 4, np.uint32), 4), "rising from 0 to 2"),
         (lambda: adaptive.encode(s + 8, c, cum, 4), "outside"),
         (lambda: adaptive.encode(s, c + 4, cum, 4), "outside"),
         (lambda: adaptive.encode(s, c[:4], cum, 4), "one size"),
@@ -251,3 +253,20 @@ def test_bad_arguments_are_refused_before_either_coder_runs():
                     call()
             finally:
                 adaptive._compiled = saved
+
+
+def test_the_estimates_count_as_the_coder_does_past_the_context_cap():
+    """The compiled estimate and the numpy one agree, and match the coded length, on a
+    context that passes COUNT_CAP (its counts frozen from there, a change of codes after it)."""
+    rng = np.random.default_rng(12)
+    cum = tables(rng, 3, 8)
+    n = adaptive.COUNT_CAP + 5000
+    symbols = rng.integers(0, 8, size=n)
+    symbols[adaptive.COUNT_CAP - 1000:] = 7
+    contexts = np.where(np.arange(n) % 5 == 0, 1, 0)
+    pairs = [(4, 0), (4, 3), (12, 7), (8, 1)]
+    compiled = adaptive.estimate(symbols, contexts, cum, pairs)
+    reference = adaptive.estimate_reference(symbols.astype(np.int32), contexts.astype(np.int32), cum, pairs)
+    np.testing.assert_allclose(compiled, reference, rtol=1e-9)
+    for (e, g), bits in zip(pairs, compiled):
+        assert bits - 8 <= 8 * len(adaptive.encode(symbols, contexts, cum, e, g)) <= bits + 16

@@ -70,9 +70,13 @@ def _reference_in_use() -> None:
                      "coder runs in Python, about 100 times slower")
 
 
+class _Tables(np.ndarray):
+    """Cumulative tables that :func:`cumulative` made (read-only): checked once, when made."""
+
+
 def cumulative(freqs: np.ndarray) -> np.ndarray:
     """Integer tables (entries >= 1, rows summing to 2**24) -> their cumulative sums,
-    num_contexts x (K + 1) uint32."""
+    num_contexts x (K + 1) uint32, read-only (the coders take them without checking again)."""
     f = np.asarray(freqs)
     if f.ndim != 2 or f.dtype.kind not in "ui" or not 2 <= f.shape[1] <= MAX_CODES or f.shape[0] < 1:
         raise ValueError("tables must be a non-empty 2-D integer array of 2 to %d codes, got %s %s"
@@ -82,7 +86,9 @@ def cumulative(freqs: np.ndarray) -> np.ndarray:
     np.cumsum(f, axis=1, out=cum[:, 1:])
     if f.min() < 1 or np.any(cum[:, -1] != TOTAL):
         raise ValueError("every table entry must be >= 1 and every table must sum to 2**%d" % PRECISION)
-    return np.ascontiguousarray(cum, dtype=np.uint32)
+    tables = np.ascontiguousarray(cum, dtype=np.uint32).view(_Tables)
+    tables.setflags(write=False)
+    return tables
 
 
 def _check_params(strength: int, pool: int) -> Tuple[int, int]:
@@ -95,9 +101,15 @@ def _check_params(strength: int, pool: int) -> Tuple[int, int]:
 
 
 def _check_tables(cum: np.ndarray) -> np.ndarray:
+    """Tables :func:`cumulative` made as they are; any other array checked whole (rows from
+    0, rising, to 2**24): a symbol of no width would never be coded."""
+    if isinstance(cum, _Tables) and not cum.flags.writeable:
+        return cum
     c = np.asarray(cum)
-    if c.ndim != 2 or c.dtype != np.uint32 or not 3 <= c.shape[1] <= MAX_CODES + 1 or c.shape[0] < 1:
-        raise ValueError("cumulative tables must be a 2-D uint32 array (cumulative() gives them)")
+    if (c.ndim != 2 or c.dtype != np.uint32 or not 3 <= c.shape[1] <= MAX_CODES + 1 or c.shape[0] < 1
+            or np.any(c[:, 0] != 0) or np.any(c[:, -1] != TOTAL) or np.any(c[:, 1:] <= c[:, :-1])):
+        raise ValueError("cumulative tables must be a 2-D uint32 array of rows rising from 0 to 2**%d "
+                         "(cumulative() gives them)" % PRECISION)
     return np.ascontiguousarray(c)
 
 
@@ -294,6 +306,8 @@ def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
         r = rng // model.total(c)
         low = add_low(r * model.start(c, x))
         rng = r * model.width(c, x)
+        if rng <= 0:  # pragma: no cover - tables are checked: every width >= 1
+            raise ValueError("a symbol of no width in context %d" % c)
         while rng < _BOTTOM:
             out.append(low >> 56)
             low = (low << 8) & _MASK
@@ -369,15 +383,34 @@ def _seen_before(key: np.ndarray) -> np.ndarray:
     return out
 
 
+def _capped_counts(key: np.ndarray, sub: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """For every position, how many earlier positions that were ``counted`` hold the same
+    ``key`` (``sub``: a key for the counting, e.g. the context and the code). A counted
+    position is one before its group's cap, so every position past the cap sees them all."""
+    out = np.zeros(key.size, dtype=np.int64)
+    idx = np.flatnonzero(counted)
+    out[idx] = _seen_before(sub[idx])
+    late = np.flatnonzero(~counted)
+    if late.size:
+        uniq, inverse = np.unique(sub[idx], return_inverse=True)
+        totals = np.bincount(inverse, minlength=uniq.size)
+        at = np.searchsorted(uniq, sub[late])
+        found = (at < uniq.size) & (uniq[np.minimum(at, uniq.size - 1)] == sub[late])
+        out[late] = np.where(found, totals[np.minimum(at, uniq.size - 1)], 0)
+    return out
+
+
 def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
                        candidates: Sequence[Tuple[int, int]]) -> np.ndarray:
-    """:func:`estimate` in numpy (the counts without their caps: they differ from the coder's
-    only past :data:`COUNT_CAP` indices in one context)."""
+    """:func:`estimate` in numpy, the counts capped as the coder caps them."""
     x, c = symbols.astype(np.int64), contexts.astype(np.int64)
     k = cum.shape[1] - 1
     f = (cum[c, x + 1].astype(np.float64) - cum[c, x])
-    n_cx, n_c = _seen_before(c * k + x), _seen_before(c)
-    n_x, n = _seen_before(x), np.minimum(np.arange(x.size), POOL_CAP)
+    rank = _seen_before(c)  # the place of each index in its context
+    n_c = np.minimum(rank, COUNT_CAP)
+    n_cx = _capped_counts(c, c * k + x, rank < COUNT_CAP)
+    n = np.minimum(np.arange(x.size), POOL_CAP)
+    n_x = _capped_counts(np.zeros_like(x), x, np.arange(x.size) < POOL_CAP)
     bits = []
     for e, g in candidates:
         a, s = 2.0 ** (g - 1 if g else 0), 2.0 ** (PRECISION - e)
