@@ -51,14 +51,17 @@ typedef struct {
     Context pool;
 } Model;
 
-static int counts_alloc(Context *c, int k) {
+static int counts_alloc(Context *c, int k, int trees) {
     c->counts = (uint32_t *)calloc((size_t)k, sizeof(uint32_t));
-    c->tree = (uint32_t *)calloc((size_t)k + 1, sizeof(uint32_t));
-    return c->counts && c->tree;
+    c->tree = trees ? (uint32_t *)calloc((size_t)k + 1, sizeof(uint32_t)) : NULL;
+    return c->counts && (c->tree || !trees);
 }
 
-static int model_init(Model *m, const uint32_t *cum, Py_ssize_t num_contexts, int k, int strength, int pool) {
+/* trees: 0 for counts only (estimate: no interval is needed) */
+static int model_init(Model *m, const uint32_t *cum, Py_ssize_t num_contexts, int k, int strength, int pool,
+                      int trees) {
     memset(m, 0, sizeof(*m));
+    m->no_trees = !trees;
     m->k = k;
     m->shift = PRECISION - strength;
     m->pooled = pool > 0;
@@ -67,7 +70,7 @@ static int model_init(Model *m, const uint32_t *cum, Py_ssize_t num_contexts, in
     m->cum = cum;
     m->ctx = (Context *)calloc((size_t)num_contexts, sizeof(Context));
     if (!m->ctx) return 0;
-    return !m->pooled || counts_alloc(&m->pool, k);
+    return !m->pooled || counts_alloc(&m->pool, k, trees);
 }
 
 static void model_free(Model *m) {
@@ -101,7 +104,7 @@ static void add(Context *c, int k, int x, int trees) {
 static int update(Model *m, Py_ssize_t ci, int x) {
     Context *c = &m->ctx[ci];
     if (c->seen < COUNT_CAP) {
-        if (!c->counts && !counts_alloc(c, m->k)) return -1;
+        if (!c->counts && !counts_alloc(c, m->k, !m->no_trees)) return -1;
         add(c, m->k, x, !m->no_trees);
     }
     if (m->pooled && m->pool.seen < POOL_CAP) add(&m->pool, m->k, x, !m->no_trees);
@@ -247,7 +250,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "one context per symbol");
         goto done;
     }
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, strength, pool)) {
+    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, strength, pool, 1)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -341,7 +344,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     }
     out = PyBytes_FromStringAndSize(NULL, n * 4);
     if (!out) goto release;
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, strength, pool)) {
+    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, strength, pool, 1)) {
         PyErr_NoMemory();
         goto release;
     }
@@ -478,11 +481,10 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
         goto done;
     }
     /* the counts of the coder with a pool (its weights do not change the counts) */
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, 0, pooled ? 1 : 0)) {
+    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, 0, pooled ? 1 : 0, 0)) {
         PyErr_NoMemory();
         goto done;
     }
-    m.no_trees = 1;
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
