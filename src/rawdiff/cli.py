@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--model DIR` lists them); default: the model's default quality")
     p.add_argument("--static-tables", action="store_true",
                    help="code with the model's tables as they are, not adapted to the frame: a stream of format "
-                        "version 6 or before, for readers older than version 7 (2 to 18 %% larger)")
+                        "version 6 or before, for readers older than version 7 (up to 12 %% larger)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("truncate", help="cut an .rdc bitstream to a lower quality without re-encoding")
