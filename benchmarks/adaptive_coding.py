@@ -42,7 +42,7 @@ def measure(codec, codes) -> dict:
     t4 = time.perf_counter()
     if not all(np.array_equal(a, b) for a, b in zip(back, codes)):
         raise SystemExit("the adaptive coding did not decode to the codes")
-    return {"static": [len(c) for c in static], "adaptive": [len(c) for c in chunks], "strengths": chosen,
+    return {"static": [len(c) for c in static], "adaptive": [len(c) for c in chunks], "params": chosen,
             "indices": [int(g.size) for g in codes], "encode_static_s": t1 - t0, "encode_adaptive_s": t2 - t1,
             "decode_adaptive_s": t3 - t2, "decode_static_s": t4 - t3}
 
@@ -63,12 +63,12 @@ def main(argv=None) -> int:
         frames = [measure(codec, codes) for codes in frame_codes(codec, find_frames([path]))]
         static = np.sum([f["static"] for f in frames], axis=0)
         adapt = np.sum([f["adaptive"] for f in frames], axis=0)
-        chosen = ["%d/%d" % tuple(p) for f in frames for p in f["strengths"]]
+        chosen = ["%d/%d" % tuple(pair) for f in frames for pair in f["params"]]
         sets[os.path.basename(path)] = {
             "frames": len(frames), "static_bytes": static.tolist(), "adaptive_bytes": adapt.tolist(),
             "saved_at_quality": (1 - np.cumsum(adapt) / np.cumsum(static)).tolist(),
             "saved_per_stage": (1 - adapt / static).tolist(),
-            "strengths_chosen": {str(e): chosen.count(e) for e in sorted(set(chosen))},
+            "params_chosen": {e: chosen.count(e) for e in sorted(set(chosen))},
             "median_s": {key: statistics.median(f[key] for f in frames)
                          for key in ("encode_static_s", "encode_adaptive_s", "decode_static_s", "decode_adaptive_s")},
             "median_indices": statistics.median(sum(f["indices"]) for f in frames),
@@ -88,9 +88,9 @@ def main(argv=None) -> int:
         print("| %d | %s |" % (q + 1, " | ".join("%.1f %%" % (100 * sets[n]["saved_at_quality"][q]) for n in names)))
     for n in names:
         m = sets[n]["median_s"]
-        print("\n%s: strengths chosen %s; median a frame (%d indices): encode static %.1f ms, adaptive %.1f ms; "
-              "decode static %.1f ms, adaptive %.1f ms" % (
-                  n, sets[n]["strengths_chosen"], sets[n]["median_indices"], 1e3 * m["encode_static_s"],
+        print("\n%s: (strength, pool) pairs chosen %s; median a frame (%d indices): encode static %.1f ms, "
+              "adaptive %.1f ms; decode static %.1f ms, adaptive %.1f ms" % (
+                  n, sets[n]["params_chosen"], sets[n]["median_indices"], 1e3 * m["encode_static_s"],
                   1e3 * m["encode_adaptive_s"], 1e3 * m["decode_static_s"], 1e3 * m["decode_adaptive_s"]))
     return 0
 

@@ -1,6 +1,10 @@
 """Two cheap ways the index prior could code fewer bits, measured before building either:
 adapting the context tables to the frame as it is coded, and richer parent contexts.
 
+The first is built since (``rawdiff.codec.adaptive``: a compiled coder with the whole stage's
+counts pooled in, format version 7; ``benchmarks/adaptive_coding.py`` measures it); the
+adaptive part here is kept as the measurement that led to it, a numpy prototype.
+
     python benchmarks/prior_contexts.py [--model DIR] [--train data/corpus/train.txt]
                                         [--eval data/corpus/val.txt data/corpus/test_held.txt]
                                         [--strengths 16 64 256] [--json OUT]

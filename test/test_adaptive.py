@@ -130,27 +130,27 @@ def test_staged_adaptive_coding_round_trips_and_every_prefix_decodes_alone():
     rng = np.random.default_rng(11)
     prior, codes = staged(rng)
     grids = codes(19, 23)
-    chunks, strengths = prior.encode_adaptive(grids)
-    assert len(chunks) == len(strengths) == 3 and set(strengths) <= set(adaptive.CANDIDATES)
+    chunks, params = prior.encode_adaptive(grids)
+    assert len(chunks) == len(params) == 3 and set(params) <= set(adaptive.CANDIDATES)
     shapes = [g.shape for g in grids]
-    for a, b in zip(prior.decode(chunks, shapes, strengths), grids):
+    for a, b in zip(prior.decode(chunks, shapes, params), grids):
         np.testing.assert_array_equal(a, b)
     for q in (1, 2):
-        assert prior.encode_adaptive(grids[:q]) == (chunks[:q], strengths[:q])
-        for a, b in zip(prior.decode(chunks[:q], shapes[:q], strengths[:q]), grids):
+        assert prior.encode_adaptive(grids[:q]) == (chunks[:q], params[:q])
+        for a, b in zip(prior.decode(chunks[:q], shapes[:q], params[:q]), grids):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="2 adaptive parameters for 3 stage payloads"):
-        prior.decode(chunks, shapes, strengths[:2])
+        prior.decode(chunks, shapes, params[:2])
 
 
 def test_bad_data_is_a_clear_error():
     rng = np.random.default_rng(8)
     prior, codes = staged(rng)
     grids = codes(12, 12)
-    chunks, strengths = prior.encode_adaptive(grids)
+    chunks, params = prior.encode_adaptive(grids)
     shapes = [g.shape for g in grids]
     stage = prior.stages[2]
-    data, e = chunks[2], strengths[2]
+    data, e = chunks[2], params[2]
     with pytest.raises(ValueError, match="never read"):
         stage.decode_adaptive(data + b"\x01\x02\x03\x04\x05\x06\x07\x08\x09", shapes[2], e, grids[1])
     with pytest.raises(ValueError, match="ends in a zero byte"):
@@ -168,7 +168,7 @@ def test_bad_data_is_a_clear_error():
     with pytest.raises(ValueError, match="larger than"):
         stage.decode_adaptive(data, (1 << 13, 1 << 12), e, grids[1])
     with pytest.raises(ValueError, match="stage 3: entropy payload is corrupted"):
-        prior.decode(chunks[:2] + [data + b"\x07" * 12], shapes, strengths)
+        prior.decode(chunks[:2] + [data + b"\x07" * 12], shapes, params)
 
 
 @settings(max_examples=150, deadline=None)
@@ -207,14 +207,14 @@ def test_golden_adaptive_staged_payload():
     codes = [np.asarray(g, dtype=np.int64) for g in doc["codes"]]
     bin_path, doc_path = GOLDEN / "entropy_staged_adaptive.bin", GOLDEN / "entropy_staged_adaptive.json"
     if REGEN:
-        chunks, strengths = prior.encode_adaptive(codes)
+        chunks, params = prior.encode_adaptive(codes)
         bin_path.write_bytes(b"".join(chunks))
-        doc_path.write_text(json.dumps({"lengths": [len(c) for c in chunks], "strengths": strengths}) + "\n")
+        doc_path.write_text(json.dumps({"lengths": [len(c) for c in chunks], "params": params}) + "\n")
     pinned = json.loads(doc_path.read_text())
     data = bin_path.read_bytes()
     at = np.cumsum([0] + pinned["lengths"])
     chunks = [data[a:b] for a, b in zip(at[:-1], at[1:])]
-    params = [tuple(p) for p in pinned["strengths"]]
+    params = [tuple(p) for p in pinned["params"]]
     assert prior.encode_adaptive(codes) == (chunks, params)
     for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], params), codes):
         np.testing.assert_array_equal(a, b)
@@ -270,3 +270,10 @@ def test_the_estimates_count_as_the_coder_does_past_the_context_cap():
     np.testing.assert_allclose(compiled, reference, rtol=1e-9)
     for (e, g), bits in zip(pairs, compiled):
         assert bits - 8 <= 8 * len(adaptive.encode(symbols, contexts, cum, e, g)) <= bits + 16
+
+
+def test_the_container_takes_every_parameter_the_coder_has():
+    from rawdiff.codec.bitstream import MAX_ADAPT
+
+    assert MAX_ADAPT == (adaptive.MAX_STRENGTH, adaptive.MAX_POOL)
+    assert all(0 <= e <= MAX_ADAPT[0] and 0 <= g <= MAX_ADAPT[1] for e, g in adaptive.CANDIDATES)

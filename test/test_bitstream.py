@@ -1124,7 +1124,7 @@ def test_a_header_dict_with_bad_detail_statistics_names_them():
 ADAPT3 = ((4, 0), (8, 3), (12, 7))  # each stage's adaptive coding: (strength, pool) (rawdiff.codec.adaptive)
 
 
-def test_version_7_carries_each_stages_strength_and_every_cut_keeps_its_own():
+def test_version_7_carries_each_stages_adaptive_parameters_and_every_cut_keeps_them():
     header, chunks, means = means_case()
     data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
     got, payload = unpack(data)

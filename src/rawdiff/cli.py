@@ -91,13 +91,17 @@ def _tile(text: str) -> int:
 
 
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
-    """--backend, --threads and --encode-rows of the commands that encode (Codec.load's)."""
+    """--backend, --threads, --encode-rows (Codec.load's) and --static-tables of the commands
+    that encode."""
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="encoder: auto (the model's encoder.onnx when present and current, else torch)")
     p.add_argument("--threads", type=int, help="CPU threads for the encoder (default: the libraries')")
     p.add_argument("--encode-rows", type=_non_negative_int, default=DEFAULT_ENCODE_ROWS,
                    help="plane rows (half the RAW rows) the encoder codes at a time, which bounds its memory; "
                         "0: whole frames (default %(default)s; the codes are the same)")
+    p.add_argument("--static-tables", action="store_true",
+                   help="code with the model's tables as they are, not adapted to the frame: streams of format "
+                        "version 6 or before, for readers older than version 7 (up to 12 %% larger)")
 
 
 def _read_input(args):
@@ -450,9 +454,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=_positive_int,
                    help="operating point: 1 (smallest) to the model's number of quantizer stages (`rawdiff info "
                         "--model DIR` lists them); default: the model's default quality")
-    p.add_argument("--static-tables", action="store_true",
-                   help="code with the model's tables as they are, not adapted to the frame: a stream of format "
-                        "version 6 or before, for readers older than version 7 (up to 12 %% larger)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("truncate", help="cut an .rdc bitstream to a lower quality without re-encoding")

@@ -67,6 +67,15 @@ def test_bag_encode_codes_every_frame_at_the_quality_and_a_cut_log_equals_a_lowe
     assert main(ENCODE + [str(raw), str(tmp_path / "default.bag")]) == 0
     assert "at quality %d of %d" % (codec.default_quality, top) in capsys.readouterr().out
     assert qualities(tmp_path / "default.bag") == [codec.default_quality] * 3
+    # --static-tables: the same codes in streams of format version 6 or before (here 4: no detail
+    # statistics), for receivers not yet updated
+    assert main(ENCODE + [str(raw), str(tmp_path / "static.bag"), "--quality", "1", "--static-tables"]) == 0
+    static = messages(tmp_path / "static.bag", "/compressed_codes")
+    assert [read_header(bytes(m.data)).version for m in static] == [4] * 3
+    assert [read_header(bytes(m.data)).version for m in low] == [7] * 3
+    for a, b in zip(low, static):
+        for x, y in zip(codec.parse(bytes(a.data))[1], codec.parse(bytes(b.data))[1]):
+            assert (x == y).all()
 
 
 @pytest.mark.parametrize("extra", [[], ["--out-dir", "{tmp}/coll"]])

@@ -29,7 +29,7 @@ slower). The arguments are checked here, once, before either runs.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -128,39 +128,52 @@ def _check_symbols(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray) -
 # --------------------------------------------------------------------------- dispatch
 
 
-def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int, pool: int = 0) -> bytes:
-    """Code ``symbols`` (in [0, K)) in raster order, each in its context -> bytes."""
-    e, g = _check_params(strength, pool)
-    cum = _check_tables(cum)
-    s, c = _check_symbols(symbols, contexts, cum)
+def _check_candidates(candidates: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    pairs = [_check_params(e, g) for e, g in candidates]
+    if not 1 <= len(pairs) <= 64:
+        raise ValueError("1 to 64 candidates, got %d" % len(pairs))
+    return pairs
+
+
+def _encode(s: np.ndarray, c: np.ndarray, cum: np.ndarray, e: int, g: int) -> bytes:
     if _compiled is not None:
         return _compiled.encode(s, c, cum, cum.shape[0], cum.shape[1] - 1, e, g)
     _reference_in_use()
     return encode_reference(s, c, cum, e, g)
 
 
-def estimate(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
-             candidates: Sequence[Tuple[int, int]] = CANDIDATES) -> np.ndarray:
-    """The code length in bits of ``symbols`` under each (strength, pool) pair of
-    ``candidates`` (floating point: it chooses, it does not code)."""
-    pairs = [_check_params(e, g) for e, g in candidates]
-    if not 1 <= len(pairs) <= 64:
-        raise ValueError("1 to 64 candidates, got %d" % len(pairs))
-    cum = _check_tables(cum)
-    s, c = _check_symbols(symbols, contexts, cum)
+def _estimate(s: np.ndarray, c: np.ndarray, cum: np.ndarray, pairs: List[Tuple[int, int]]) -> np.ndarray:
     if _compiled is not None:
         return np.asarray(_compiled.estimate(s, c, cum, cum.shape[0], cum.shape[1] - 1,
                                              bytes(v for pair in pairs for v in pair)))
     return estimate_reference(s, c, cum, pairs)
 
 
+def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int, pool: int = 0) -> bytes:
+    """Code ``symbols`` (in [0, K)) in raster order, each in its context -> bytes."""
+    e, g = _check_params(strength, pool)
+    cum = _check_tables(cum)
+    return _encode(*_check_symbols(symbols, contexts, cum), cum, e, g)
+
+
+def estimate(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
+             candidates: Sequence[Tuple[int, int]] = CANDIDATES) -> np.ndarray:
+    """The code length in bits of ``symbols`` under each (strength, pool) pair of
+    ``candidates`` (floating point: it chooses, it does not code)."""
+    pairs = _check_candidates(candidates)
+    cum = _check_tables(cum)
+    return _estimate(*_check_symbols(symbols, contexts, cum), cum, pairs)
+
+
 def encode_best(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
                 candidates: Sequence[Tuple[int, int]] = CANDIDATES) -> Tuple[Tuple[int, int], bytes]:
     """The coding of ``symbols`` with the candidate of the shortest estimated code length
-    (ties go to the first): ((strength, pool), bytes)."""
-    bits = estimate(symbols, contexts, cum, candidates)
-    e, g = (int(v) for v in candidates[int(np.argmin(bits))])
-    return (e, g), encode(symbols, contexts, cum, e, g)
+    (ties go to the first): ((strength, pool), bytes). The arguments are checked once."""
+    pairs = _check_candidates(candidates)
+    cum = _check_tables(cum)
+    s, c = _check_symbols(symbols, contexts, cum)
+    e, g = pairs[int(np.argmin(_estimate(s, c, cum, pairs)))]
+    return (e, g), _encode(s, c, cum, e, g)
 
 
 def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], cluster: Optional[np.ndarray],
@@ -384,11 +397,11 @@ def _seen_before(key: np.ndarray) -> np.ndarray:
     return out
 
 
-def _capped_counts(key: np.ndarray, sub: np.ndarray, counted: np.ndarray) -> np.ndarray:
+def _capped_counts(sub: np.ndarray, counted: np.ndarray) -> np.ndarray:
     """For every position, how many earlier positions that were ``counted`` hold the same
-    ``key`` (``sub``: a key for the counting, e.g. the context and the code). A counted
-    position is one before its group's cap, so every position past the cap sees them all."""
-    out = np.zeros(key.size, dtype=np.int64)
+    ``sub`` (a key such as the context and the code). A counted position is one before its
+    group's cap, so every position past the cap sees them all."""
+    out = np.zeros(sub.size, dtype=np.int64)
     idx = np.flatnonzero(counted)
     out[idx] = _seen_before(sub[idx])
     late = np.flatnonzero(~counted)
@@ -409,9 +422,9 @@ def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarra
     f = (cum[c, x + 1].astype(np.float64) - cum[c, x])
     rank = _seen_before(c)  # the place of each index in its context
     n_c = np.minimum(rank, COUNT_CAP)
-    n_cx = _capped_counts(c, c * k + x, rank < COUNT_CAP)
+    n_cx = _capped_counts(c * k + x, rank < COUNT_CAP)
     n = np.minimum(np.arange(x.size), POOL_CAP)
-    n_x = _capped_counts(np.zeros_like(x), x, np.arange(x.size) < POOL_CAP)
+    n_x = _capped_counts(x, np.arange(x.size) < POOL_CAP)
     bits = []
     for e, g in candidates:
         a, s = 2.0 ** (g - 1 if g else 0), 2.0 ** (PRECISION - e)

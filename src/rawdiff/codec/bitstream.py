@@ -45,7 +45,7 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
                        (rawdiff.codec.adaptive: the prior's tables adapted to the frame's own
                        counts as it is coded), varint length of its entropy-coded indices in
                        bytes;
-                       versions 5 and 6: after a stage, the mean layers sent after it
+                       versions 5 to 7: after a stage, the mean layers sent after it
                        (rawdiff.codec.cell_means), each uint8 0x80 | exponent (1..10), varint
                        length. The quality is the number of quantizer stages.
     P         bytes    payload: the entries' coded data in table order (see
@@ -58,8 +58,9 @@ detail statistics, else 5 with mean layers, else 4 (the version that reads it).
 
 A 1936x1112 frame from a ROS ``bayer_rggb16`` image (integer levels, the default matrix,
 stages of 128 bytes to 16 KiB: two-byte lengths) costs 112 bytes of container at quality 1 and 137 at quality
-6 on top of the payload (version 3: 196 and 231); the render parameters and colour
-statistics are 58 of them, 94 with the frame's own colour matrix.
+6 on top of the payload in version 4 (version 3: 196 and 231; version 6 adds the detail
+statistics, 4 bytes with their count, and version 7 two bytes a stage); the render parameters
+and colour statistics are 58 of them, 94 with the frame's own colour matrix.
 
 Version 3 (still read, and written by :func:`pack` for a header of version 3, so that
 :func:`truncate` cuts a version 3 file into a version 3 file) has fixed offsets::
@@ -130,10 +131,10 @@ SUPPORTED_VERSIONS = (2, 3, 4, 5, 6, 7)
 WRITABLE_VERSIONS = (3, 4, 5, 6, 7)
 #: the largest strength exponent and pool weight of a stage's adaptive coding (rawdiff.codec.adaptive)
 MAX_ADAPT = (24, 9)
-#: the most bytes of detail statistics a version 6 header holds
+#: the most bytes of detail statistics a version 6 or 7 header holds
 MAX_DETAIL = 8
 MAX_STAGES = 16
-#: a stage table entry whose first byte has this bit is a mean layer (versions 5 and 6), its low bits
+#: a stage table entry whose first byte has this bit is a mean layer (versions 5 to 7), its low bits
 #: the exponent
 MEAN_ENTRY_FLAG = 0x80
 MAX_MEAN_EXPONENT = 10

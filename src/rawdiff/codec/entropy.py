@@ -35,6 +35,12 @@ grid with K=1024 against about 1-3 ms for the cached-model loop), so the loop is
 The unigram and uniform kinds code a whole grid in one call.
 
 The payload is the range coder's 32-bit words, little-endian (a multiple of 4 bytes).
+
+Adapted to the frame (:meth:`IndexPrior.encode_adaptive` / :meth:`IndexPrior.decode_adaptive`,
+bitstream format version 7): the same contexts and tables, each table updated with the
+frame's own counts as the grid is coded, through :mod:`rawdiff.codec.adaptive`'s range coder;
+the payload is that coder's bytes (any length), the stage's (strength, pool) pair travels in
+the stage table.
 """
 
 from __future__ import annotations
@@ -49,12 +55,13 @@ import numpy as np
 from rawdiff.codec import adaptive
 from rawdiff.codec.bitstream import ENTROPY_MODELS
 
-PRECISION = 24
-TOTAL = 1 << PRECISION
+# the tables' precision and limits, shared with the adaptive coder
+PRECISION = adaptive.PRECISION
+TOTAL = adaptive.TOTAL
 STATE_VERSION = 1
-MAX_CODES = 65536
+MAX_CODES = adaptive.MAX_CODES
 # decode() refuses grids larger than this (a corrupted header must not start a huge loop)
-MAX_SYMBOLS = 1 << 24
+MAX_SYMBOLS = adaptive.MAX_INDICES
 
 GridLike = Union[np.ndarray, Sequence]
 
@@ -84,6 +91,13 @@ def _check_grid(grid: GridLike, codebook_size: int, what: str = "grid") -> np.nd
     if lo < 0 or hi >= codebook_size:
         raise ValueError("%s has index values in [%d, %d], outside [0, %d)" % (what, lo, hi, codebook_size))
     return g.astype(np.int64, copy=False)
+
+
+def _payload_bytes(data) -> bytes:
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise ValueError("entropy payload must be bytes, got %s" % type(data).__name__) from None
 
 
 def _check_shape(shape) -> Tuple[int, int]:
@@ -322,10 +336,7 @@ class IndexPrior:
         """
         h, w = _check_shape(shape)
         n = h * w
-        try:
-            raw = memoryview(data).tobytes()
-        except TypeError:
-            raise ValueError("entropy payload must be bytes, got %s" % type(data).__name__) from None
+        raw = _payload_bytes(data)
         if len(raw) % 4:
             raise ValueError("entropy payload of %d bytes is not a whole number of 32-bit words" % len(raw))
         if n > self.max_symbols(len(raw)):
@@ -393,10 +404,7 @@ class IndexPrior:
         """The grid of :meth:`encode_adaptive`'s bytes coded with ``params`` (strength exponent,
         pool) (int64 h x w). Raises ``ValueError`` for data that cannot be such a coding."""
         h, w = _check_shape(shape)
-        try:
-            raw = memoryview(data).tobytes()
-        except TypeError:
-            raise ValueError("entropy payload must be bytes, got %s" % type(data).__name__) from None
+        raw = _payload_bytes(data)
         try:
             strength, pool = (int(v) for v in params)
         except (TypeError, ValueError):
@@ -522,15 +530,17 @@ class StagedPrior:
     def kind(self) -> str:
         return self.stages[0].kind
 
-    def encode(self, codes: Sequence[np.ndarray]) -> List[bytes]:
-        """One byte string per stage given (a prefix of the stages)."""
+    def _with_parents(self, codes: Sequence[np.ndarray]):
+        """(stage prior, grid, the grid of the stage before it or None) of each grid given (a
+        prefix of the stages)."""
         if not 1 <= len(codes) <= len(self.stages):
             raise ValueError("%d code grids for a prior of %d stages" % (len(codes), len(self.stages)))
-        out = []
-        for k, grid in enumerate(codes):
-            prior = self.stages[k]
-            out.append(prior.encode(grid, codes[k - 1] if prior.parent_cluster is not None else None))
-        return out
+        return [(prior, grid, codes[k - 1] if prior.parent_cluster is not None else None)
+                for k, (prior, grid) in enumerate(zip(self.stages, codes))]
+
+    def encode(self, codes: Sequence[np.ndarray]) -> List[bytes]:
+        """One byte string per stage given (a prefix of the stages)."""
+        return [prior.encode(grid, parent) for prior, grid, parent in self._with_parents(codes)]
 
     def encode_adaptive(self, codes: Sequence[np.ndarray],
                         candidates: Sequence[Tuple[int, int]] = adaptive.CANDIDATES
@@ -538,16 +548,8 @@ class StagedPrior:
         """:meth:`encode` with the tables adapted to each stage's grid (each stage from zero
         counts, so a prefix of the stages decodes alone): (one byte string per stage, each
         stage's (strength exponent, pool))."""
-        if not 1 <= len(codes) <= len(self.stages):
-            raise ValueError("%d code grids for a prior of %d stages" % (len(codes), len(self.stages)))
-        out, chosen = [], []
-        for k, grid in enumerate(codes):
-            prior = self.stages[k]
-            params, data = prior.encode_adaptive(grid, codes[k - 1] if prior.parent_cluster is not None else None,
-                                                 candidates)
-            out.append(data)
-            chosen.append(params)
-        return out, chosen
+        coded = [prior.encode_adaptive(grid, parent, candidates) for prior, grid, parent in self._with_parents(codes)]
+        return [data for _, data in coded], [params for params, _ in coded]
 
     def decode(self, chunks: Sequence[bytes], shapes: Sequence[Tuple[int, int]],
                adapt: Sequence[Tuple[int, int]] = ()) -> List[np.ndarray]:
@@ -571,8 +573,7 @@ class StagedPrior:
 
     def bits(self, codes: Sequence[np.ndarray]) -> List[float]:
         """Ideal code length of each stage's grid, in bits."""
-        return [p.bits(g, codes[k - 1] if p.parent_cluster is not None else None)
-                for k, (p, g) in enumerate(zip(self.stages, codes))]
+        return [prior.bits(grid, parent) for prior, grid, parent in self._with_parents(codes)]
 
     def state_dict(self) -> Dict[str, np.ndarray]:
         state = {"stages": np.array([len(self.stages)], dtype=np.int32)}

@@ -109,7 +109,7 @@ def cmd_encode(args) -> int:
         return bag_tools.cmd_encode(args)
     options = {"topic": args.topic, "backend": args.backend, "cfa": args.cfa, "black_level": args.black_level,
                "white_level": args.white_level, "input_format": args.input_format, "quality": args.quality,
-               "encode_rows": args.encode_rows}
+               "encode_rows": args.encode_rows, "static_tables": args.static_tables}
     return run_collection_command(args, "encode", options)
 
 

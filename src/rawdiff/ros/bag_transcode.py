@@ -185,10 +185,10 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
                white_level: Optional[float] = None, input_format: Optional[str] = None,
                output_topic: str = DEFAULT_CODES_TOPIC, progress: bool = True, codec=None,
                threads: Optional[int] = None, quality: Optional[int] = None,
-               encode_rows: int = DEFAULT_ENCODE_ROWS) -> Dict[str, Any]:
+               encode_rows: int = DEFAULT_ENCODE_ROWS, static_tables: bool = False) -> Dict[str, Any]:
     """RAW images of ``topic`` -> ``CompressedCodes`` on ``output_topic`` at ``quality`` (None:
-    the model's default; ``encode_rows``: Codec.load's for the codec loaded here, a ``codec``
-    given keeps its own); see module doc."""
+    the model's default; ``encode_rows`` and ``static_tables`` (format version 6 streams): for
+    the codec loaded here, a ``codec`` given keeps its own); see module doc."""
     check_bag_paths(in_path, out_path)
     check_bag_topics(in_path, topic, IMAGE_TYPE, output_topic)
     if codec is None:
@@ -196,6 +196,7 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
 
         codec = Codec.load(resolve_model_dir(model or ""), device=device, backend=backend, threads=threads,
                            encode_rows=encode_rows)
+        codec.adaptive_coding = not static_tables
     quality = codec.check_quality(quality)  # before any work: one line naming the range
     conversion = {"cfa": cfa, "black_level": black_level, "white_level": white_level, "input_format": input_format,
                   "quality": quality}
@@ -233,7 +234,7 @@ def cmd_encode(args) -> int:
                          backend=args.backend, cfa=args.cfa, black_level=args.black_level,
                          white_level=args.white_level, input_format=args.input_format,
                          output_topic=args.output_topic, progress=not args.quiet, threads=args.threads,
-                         quality=args.quality, encode_rows=args.encode_rows)
+                         quality=args.quality, encode_rows=args.encode_rows, static_tables=args.static_tables)
     return _finish(summary)
 
 

@@ -203,12 +203,14 @@ def _codec(options: Dict[str, Any]):
     from rawdiff.codec import Codec
 
     key = (options["verb"], options["model"], options["device"], options.get("backend", "auto"),
-           options.get("threads"), options.get("max_pixels"), options.get("tile"), options.get("encode_rows"))
+           options.get("threads"), options.get("max_pixels"), options.get("tile"), options.get("encode_rows"),
+           bool(options.get("static_tables")))
     if key not in _CODECS:
         if options["verb"] == "encode":
             _CODECS[key] = Codec.load(options["model"], device=options["device"], backend=options["backend"],
                                       threads=options.get("threads"),
                                       encode_rows=options.get("encode_rows", DEFAULT_ENCODE_ROWS))
+            _CODECS[key].adaptive_coding = not options.get("static_tables")
         else:
             _CODECS[key] = Codec.load(options["model"], device=options["device"], threads=options.get("threads"),
                                       max_pixels=options["max_pixels"], tile=options["tile"])

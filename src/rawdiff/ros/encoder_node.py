@@ -188,6 +188,16 @@ def _optional_numbers(value: Any, name: str, shape):
     return arr.reshape(shape)
 
 
+def coding_status(adaptive_coding: bool) -> str:
+    """How the node codes the indices, for /diagnostics: adaptive (compiled, or the Python
+    reference where the extension was not built, about 100 times slower) or static."""
+    if not adaptive_coding:
+        return "static tables (format version 6 and before)"
+    from rawdiff.codec.adaptive import compiled
+
+    return "adaptive (format version 7, %s)" % ("compiled" if compiled() else "Python reference: not built, slow")
+
+
 def check_flag(value: Any, name: str) -> bool:
     """A boolean parameter: true or false (also as the strings a hand-set parameter may hold)."""
     if isinstance(value, bool):
@@ -333,7 +343,8 @@ class EncoderNode(CodecNode):
                 "threads": str(torch_threads()), "torch": torch_version(),
                 "camera_info": "%s -> %s: %d received, %d relayed" % (
                     self.info_topics + (self.camera_info.received, self.camera_info.relayed)),
-                "qualities": "1..%d (default %d)" % (self.codec.qualities, self.codec.default_quality)}
+                "qualities": "1..%d (default %d)" % (self.codec.qualities, self.codec.default_quality),
+                "entropy coding": coding_status(self.codec.adaptive_coding)}
 
     def status_now(self) -> Dict[str, str]:
         values = {"quality mode": "target" if self.rate.target_kbps > 0 else "fixed"}
