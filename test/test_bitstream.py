@@ -1078,22 +1078,33 @@ def test_every_truncation_of_a_version_6_stream_is_reported():
             read_header(data[:n], verify=False)
 
 
-_VALID6 = pack(make_header(stages=STAGES3, detail=DETAIL),
-               [hashlib.sha256(b"%d" % i).digest()[: 8 + 8 * i] for i in range(3)])
+def _three_stages(**fields) -> bytes:
+    """A stream of STAGES3 with payloads of 8, 16 and 24 bytes and the header ``fields``."""
+    return pack(make_header(stages=STAGES3, **fields), [hashlib.sha256(b"%d" % i).digest()[: 8 + 8 * i]
+                                                        for i in range(3)])
+
+
+def _mutation_never_crashes(data: bytes, valid: bytes, payload: bytes) -> None:
+    """``data`` (a mutation of ``valid``) and its CRC refreshed: a clean error, or read, cut
+    and written back the same."""
+    _unpack_or_error(data, valid, payload)
+    for fixed in (data, refresh_crc(data) if len(data) >= 4 else data):
+        try:
+            header, body = unpack(fixed)
+            truncate(fixed, 1)
+        except BitstreamError:
+            continue
+        assert pack(header, stage_payloads(header, body)) == fixed  # what is read is written back the same
+
+
+_VALID6 = _three_stages(detail=DETAIL)
 _PAYLOAD6 = unpack(_VALID6)[1]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=_mutations(_VALID6))
 def test_mutations_of_version_6_never_crash(data):
-    _unpack_or_error(data, _VALID6, _PAYLOAD6)
-    for fixed in (data, refresh_crc(data) if len(data) >= 4 else data):
-        try:
-            header, payload = unpack(fixed)
-            truncate(fixed, 1)
-        except BitstreamError:
-            continue
-        assert pack(header, stage_payloads(header, payload)) == fixed  # what is read is written back the same
+    _mutation_never_crashes(data, _VALID6, _PAYLOAD6)
 
 
 @settings(max_examples=100, deadline=None)
@@ -1182,19 +1193,11 @@ def test_golden_version_7():
                              make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
 
 
-_VALID7 = pack(make_header(stages=STAGES3, detail=DETAIL, adapt=ADAPT3),
-               [hashlib.sha256(b"%d" % i).digest()[: 8 + 8 * i] for i in range(3)])
+_VALID7 = _three_stages(detail=DETAIL, adapt=ADAPT3)
 _PAYLOAD7 = unpack(_VALID7)[1]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=_mutations(_VALID7))
 def test_mutations_of_version_7_never_crash(data):
-    _unpack_or_error(data, _VALID7, _PAYLOAD7)
-    for fixed in (data, refresh_crc(data) if len(data) >= 4 else data):
-        try:
-            header, payload = unpack(fixed)
-            truncate(fixed, 1)
-        except BitstreamError:
-            continue
-        assert pack(header, stage_payloads(header, payload)) == fixed
+    _mutation_never_crashes(data, _VALID7, _PAYLOAD7)

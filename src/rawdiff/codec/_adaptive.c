@@ -129,13 +129,18 @@ static uint64_t total_of(const Model *m, Py_ssize_t ci) {
 }
 
 /* the interval of x in context ci: start, width and the total */
-static void interval(const Model *m, Py_ssize_t ci, int x, uint64_t *start, uint64_t *width, uint64_t *total) {
+static uint64_t width_of(const Model *m, Py_ssize_t ci, int x) {
     const uint32_t *row = m->cum + (size_t)ci * (size_t)(m->k + 1);
     const Context *c = &m->ctx[ci];
+    uint64_t width = ((uint64_t)row[x + 1] - row[x]) << m->weight;
+    if (c->seen) width += (uint64_t)c->counts[x] << (m->weight + m->shift);
+    if (m->pooled && m->pool.seen) width += (uint64_t)m->pool.counts[x] << m->shift;
+    return width;
+}
+
+static void interval(const Model *m, Py_ssize_t ci, int x, uint64_t *start, uint64_t *width, uint64_t *total) {
     *start = start_of(m, ci, x);
-    *width = ((uint64_t)row[x + 1] - row[x]) << m->weight;
-    if (c->seen) *width += (uint64_t)c->counts[x] << (m->weight + m->shift);
-    if (m->pooled && m->pool.seen) *width += (uint64_t)m->pool.counts[x] << m->shift;
+    *width = width_of(m, ci, x);
     *total = total_of(m, ci);
 }
 
@@ -222,6 +227,50 @@ static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, 
     return 0;
 }
 
+/* The arguments that encode and estimate share: symbols and contexts (int32, one context per
+ * symbol) and the cumulative tables, held until coding_close. */
+typedef struct {
+    Py_buffer sv, cv, cumv;
+    int held; /* buffers acquired */
+    Py_ssize_t n;
+    const int32_t *sym, *ctx;
+} Coding;
+
+/* 0 with every buffer held, -1 with none held and an exception set */
+static int coding_open(Coding *cd, PyObject *so, PyObject *co, PyObject *cumo, Py_ssize_t num_contexts, int k,
+                       int strength, int pool) {
+    cd->held = 0;
+    if (get_buffer(so, &cd->sv, 4, "symbols")) return -1;
+    cd->held = 1;
+    if (get_buffer(co, &cd->cv, 4, "contexts")) goto fail;
+    cd->held = 2;
+    if (get_buffer(cumo, &cd->cumv, 4, "tables")) goto fail;
+    cd->held = 3;
+    if (check_model_args(cd->cumv.len, num_contexts, k, strength, pool)) goto fail;
+    if (cd->cv.len != cd->sv.len) {
+        PyErr_SetString(PyExc_ValueError, "one context per symbol");
+        goto fail;
+    }
+    cd->n = cd->sv.len / 4;
+    cd->sym = (const int32_t *)cd->sv.buf;
+    cd->ctx = (const int32_t *)cd->cv.buf;
+    return 0;
+fail:
+    if (cd->held >= 3) PyBuffer_Release(&cd->cumv);
+    if (cd->held >= 2) PyBuffer_Release(&cd->cv);
+    PyBuffer_Release(&cd->sv);
+    cd->held = 0;
+    return -1;
+}
+
+static void coding_close(Coding *cd) {
+    if (!cd->held) return;
+    PyBuffer_Release(&cd->sv);
+    PyBuffer_Release(&cd->cv);
+    PyBuffer_Release(&cd->cumv);
+    cd->held = 0;
+}
+
 /* encode(symbols int32[n], contexts int32[n], cum uint32[C x (K+1)], num_contexts, K, e, g) -> bytes */
 static PyObject *py_encode(PyObject *self, PyObject *args) {
     PyObject *so, *co, *cumo;
@@ -229,28 +278,14 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
     int k, strength, pool;
     (void)self;
     if (!PyArg_ParseTuple(args, "OOOniii", &so, &co, &cumo, &num_contexts, &k, &strength, &pool)) return NULL;
-    Py_buffer sv, cv, cumv;
-    if (get_buffer(so, &sv, 4, "symbols")) return NULL;
-    if (get_buffer(co, &cv, 4, "contexts")) {
-        PyBuffer_Release(&sv);
-        return NULL;
-    }
-    if (get_buffer(cumo, &cumv, 4, "tables")) {
-        PyBuffer_Release(&sv);
-        PyBuffer_Release(&cv);
-        return NULL;
-    }
+    Coding cd;
+    if (coding_open(&cd, so, co, cumo, num_contexts, k, strength, pool)) return NULL;
     PyObject *result = NULL;
     Model m = {0};
     Encoder e = {NULL, 0, 0, 0, UINT64_MAX};
-    Py_ssize_t n = sv.len / 4;
-    const int32_t *sym = (const int32_t *)sv.buf, *ctx = (const int32_t *)cv.buf;
-    if (check_model_args(cumv.len, num_contexts, k, strength, pool)) goto done;
-    if (cv.len != sv.len) {
-        PyErr_SetString(PyExc_ValueError, "one context per symbol");
-        goto done;
-    }
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, strength, pool, 1)) {
+    Py_ssize_t n = cd.n;
+    const int32_t *sym = cd.sym, *ctx = cd.ctx;
+    if (!model_init(&m, (const uint32_t *)cd.cumv.buf, num_contexts, k, strength, pool, 1)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -285,9 +320,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
 done:
     model_free(&m);
     free(e.buf);
-    PyBuffer_Release(&sv);
-    PyBuffer_Release(&cv);
-    PyBuffer_Release(&cumv);
+    coding_close(&cd);
     return result;
 }
 
@@ -378,15 +411,18 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             break;
         }
         int lo = 0, hi = k - 1; /* the largest x whose interval starts at or below v */
+        uint64_t start = 0;      /* where lo's interval starts: every row starts at 0 */
         while (lo < hi) {
             int mid = (lo + hi + 1) >> 1;
-            if (start_of(&m, c, mid) <= v)
+            uint64_t at = start_of(&m, c, mid);
+            if (at <= v) {
                 lo = mid;
-            else
+                start = at;
+            } else {
                 hi = mid - 1;
+            }
         }
-        uint64_t start, width;
-        interval(&m, c, lo, &start, &width, &total);
+        uint64_t width = width_of(&m, c, lo);
         if (!width) {
             failed = 3;
             bad = i;
@@ -458,30 +494,16 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
         s[j] = g > 0 ? ldexp(1.0, PRECISION - e) : 0.0;
         pooled |= g > 0;
     }
-    Py_buffer sv, cv, cumv;
-    if (get_buffer(so, &sv, 4, "symbols")) return NULL;
-    if (get_buffer(co, &cv, 4, "contexts")) {
-        PyBuffer_Release(&sv);
-        return NULL;
-    }
-    if (get_buffer(cumo, &cumv, 4, "tables")) {
-        PyBuffer_Release(&sv);
-        PyBuffer_Release(&cv);
-        return NULL;
-    }
+    Coding cd;
+    if (coding_open(&cd, so, co, cumo, num_contexts, k, 0, 0)) return NULL;
     PyObject *result = NULL;
     Model m = {0};
     double bits[64] = {0}, num[64], den[64];
     for (int j = 0; j < np; j++) num[j] = den[j] = 1.0;
-    Py_ssize_t n = sv.len / 4;
-    const int32_t *sym = (const int32_t *)sv.buf, *ctx = (const int32_t *)cv.buf;
-    if (check_model_args(cumv.len, num_contexts, k, 0, 0)) goto done;
-    if (cv.len != sv.len) {
-        PyErr_SetString(PyExc_ValueError, "one context per symbol");
-        goto done;
-    }
+    Py_ssize_t n = cd.n;
+    const int32_t *sym = cd.sym, *ctx = cd.ctx;
     /* the counts of the coder with a pool (its weights do not change the counts) */
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, 0, pooled ? 1 : 0, 0)) {
+    if (!model_init(&m, (const uint32_t *)cd.cumv.buf, num_contexts, k, 0, pooled ? 1 : 0, 0)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -533,9 +555,7 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
     }
 done:
     model_free(&m);
-    PyBuffer_Release(&sv);
-    PyBuffer_Release(&cv);
-    PyBuffer_Release(&cumv);
+    coding_close(&cd);
     return result;
 }
 

@@ -255,7 +255,10 @@ class IndexPrior:
     def contexts(self, grid: GridLike, parent: Optional[np.ndarray] = None) -> np.ndarray:
         """The context (table row) of every index of ``grid``, as used by the coder
         (``parent``: the previous stage's grid, for a prior with a parent context)."""
-        g = _check_grid(grid, self.codebook_size)
+        return self._contexts(_check_grid(grid, self.codebook_size), parent)
+
+    def _contexts(self, g: np.ndarray, parent: Optional[np.ndarray]) -> np.ndarray:
+        """:meth:`contexts` of a grid already checked."""
         if self.kind != "context":
             return np.zeros(g.shape, dtype=np.int64)
         return grid_contexts(g, self.cluster, self.num_clusters) + self._parent_offsets(g.shape, parent)
@@ -281,7 +284,7 @@ class IndexPrior:
     def bits(self, grid: GridLike, parent: Optional[np.ndarray] = None) -> float:
         """Ideal code length of ``grid`` in bits (the coder adds at most about 64 bits)."""
         g = _check_grid(grid, self.codebook_size)
-        return float(-self.log2_probs()[self.contexts(g, parent), g].sum())
+        return float(-self.log2_probs()[self._contexts(g, parent), g].sum())
 
     def bits_per_index(self, grids: Union[GridLike, Iterable[GridLike]]) -> float:
         """Empirical cross-entropy of ``grids`` under this prior, in bits per index."""
@@ -315,7 +318,7 @@ class IndexPrior:
             encoder.encode(symbols, models[0])
         else:
             encode = encoder.encode
-            for s, c in zip(symbols.tolist(), self.contexts(g, parent).ravel().tolist()):
+            for s, c in zip(symbols.tolist(), self._contexts(g, parent).ravel().tolist()):
                 encode(s, models[c])
         return encoder.get_compressed().astype("<u4").tobytes()
 
@@ -397,7 +400,7 @@ class IndexPrior:
         g = _check_grid(grid, self.codebook_size)
         if g.size > MAX_SYMBOLS:
             raise ValueError("grid of %d indices is larger than %d" % (g.size, MAX_SYMBOLS))
-        return adaptive.encode_best(g, self.contexts(g, parent), self._cumulative(), candidates)
+        return adaptive.encode_best(g, self._contexts(g, parent), self._cumulative(), candidates)
 
     def decode_adaptive(self, data: bytes, shape: Tuple[int, int], params: Tuple[int, int],
                         parent: Optional[np.ndarray] = None) -> np.ndarray:
