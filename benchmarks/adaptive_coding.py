@@ -1,15 +1,19 @@
 """Adaptive coding of the indices (rawdiff.codec.adaptive) against the static tables.
 
     python benchmarks/adaptive_coding.py [--model DIR] [--eval val.txt test_held.txt ...]
-                                         [--json OUT]
+                                         [--search] [--json OUT]
 
 For the shipped codes of every frame of each ``--eval`` list: the bytes of each stage's
 indices coded with the prior's tables as they are (format version 6 and before) and with
-the tables adapted to the frame (version 7; per frame and stage the best of
+the tables adapted to the frame (versions 7 and 8; per frame and stage the best of
 ``rawdiff.codec.adaptive.CANDIDATES``, what ``Codec.compress`` does), as the share saved at
-each quality (stages 1..q); which (strength, pool) pairs were chosen; and the time to code
-and decode every stage of a frame both ways (median over the frames). Every adaptive coding
-is decoded and checked against the codes. Prints JSON, then a markdown table.
+each quality (stages 1..q); which (strength, pool, parent level) triples were chosen; and the
+time to code and decode every stage of a frame both ways (median over the frames). Every
+adaptive coding is decoded and checked against the codes. ``--search`` also estimates every
+triple of :data:`GRID` per frame and stage (the coder's estimate of its code length) and
+reports how many more bits the best of the candidates needs at each quality than the best of
+the whole grid (how the candidates were chosen: on the validation frames). Prints JSON, then
+a markdown table.
 """
 
 from __future__ import annotations
@@ -26,6 +30,28 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from encoder_speed import ROOT, log, machine  # noqa: E402
 from prior_headroom import frame_codes  # noqa: E402
+
+#: the triples --search tries: e 2 to 12 in steps of 2; the parent level's weight 2**-a, a in 0 to 4 or
+#: 6, or none; the pool's 2**-b, b in 0 to 6 or 8, or none; a <= b when both are used
+GRID = tuple((e, g, m) for e in range(2, 13, 2) for g in (0, 1, 2, 3, 4, 5, 6, 7, 9)
+             for m in (0, 1, 2, 3, 4, 5, 7) if not 0 < g < m)
+
+
+def search(codec, codes) -> dict:
+    """Per stage of one frame, the estimated bits of the best candidate and of the best of GRID."""
+    from rawdiff.codec import adaptive
+
+    cands, best = [], []
+    for prior, grid, parent in codec.prior._with_parents(codes):
+        contexts, cum = prior.contexts(grid, parent), prior._cumulative()
+        parents = prior._parents(grid.shape, parent)
+        usable = [t for t in GRID if parents is not None or not t[2]]
+        bits = np.concatenate([adaptive.estimate(grid, contexts, cum, usable[i:i + 64], parents)
+                               for i in range(0, len(usable), 64)])
+        bits = dict(zip(usable, bits))
+        cands.append(min(bits[t] for t in adaptive.CANDIDATES if t in bits))
+        best.append(min(bits.values()))
+    return {"candidates_bits": cands, "grid_bits": best}
 
 
 def measure(codec, codes) -> dict:
@@ -55,15 +81,18 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
     p.add_argument("--eval", nargs="+", default=[os.path.join(ROOT, "data", "corpus", "val.txt"),
                                                   os.path.join(ROOT, "data", "corpus", "test_held.txt")])
+    p.add_argument("--search", action="store_true", help="also the candidates against the best of a grid of %d "
+                   "triples" % len(GRID))
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     codec = Codec.load(args.model)
     sets = {}
     for path in args.eval:
-        frames = [measure(codec, codes) for codes in frame_codes(codec, find_frames([path]))]
+        frames = [dict(measure(codec, codes), **(search(codec, codes) if args.search else {}))
+                  for codes in frame_codes(codec, find_frames([path]))]
         static = np.sum([f["static"] for f in frames], axis=0)
         adapt = np.sum([f["adaptive"] for f in frames], axis=0)
-        chosen = ["%d/%d" % tuple(pair) for f in frames for pair in f["params"]]
+        chosen = ["/".join(map(str, params)) for f in frames for params in f["params"]]
         sets[os.path.basename(path)] = {
             "frames": len(frames), "static_bytes": static.tolist(), "adaptive_bytes": adapt.tolist(),
             "saved_at_quality": (1 - np.cumsum(adapt) / np.cumsum(static)).tolist(),
@@ -73,6 +102,10 @@ def main(argv=None) -> int:
                          for key in ("encode_static_s", "encode_adaptive_s", "decode_static_s", "decode_adaptive_s")},
             "median_indices": statistics.median(sum(f["indices"]) for f in frames),
         }
+        if args.search:
+            cands, grid = (np.sum([f[key] for f in frames], axis=0) for key in ("candidates_bits", "grid_bits"))
+            sets[os.path.basename(path)]["candidates_over_grid_at_quality"] = (np.cumsum(cands) / np.cumsum(grid)
+                                                                               - 1).tolist()
         log("%s: %d frames" % (path, len(frames)))
     result = {"machine": machine(), "model": args.model, "model_id": codec.model_id,
               "candidates": [list(c) for c in adaptive.CANDIDATES], "compiled": adaptive.compiled(), "sets": sets}
@@ -87,8 +120,14 @@ def main(argv=None) -> int:
     for q in range(len(codec.stages)):
         print("| %d | %s |" % (q + 1, " | ".join("%.1f %%" % (100 * sets[n]["saved_at_quality"][q]) for n in names)))
     for n in names:
+        if args.search:
+            print("\n%s: the best of the %d candidates needs %s more bits at qualities 1 to %d than the best of the "
+                  "%d triples of the grid" % (n, len(adaptive.CANDIDATES), ", ".join(
+                      "%.2f %%" % (100 * v) for v in sets[n]["candidates_over_grid_at_quality"]),
+                      len(codec.stages), len(GRID)))
+    for n in names:
         m = sets[n]["median_s"]
-        print("\n%s: (strength, pool) pairs chosen %s; median a frame (%d indices): encode static %.1f ms, "
+        print("\n%s: (strength, pool, level) triples chosen %s; median a frame (%d indices): encode static %.1f ms, "
               "adaptive %.1f ms; decode static %.1f ms, adaptive %.1f ms" % (
                   n, sets[n]["params_chosen"], sets[n]["median_indices"], 1e3 * m["encode_static_s"],
                   1e3 * m["encode_adaptive_s"], 1e3 * m["decode_static_s"], 1e3 * m["decode_adaptive_s"]))

@@ -24,22 +24,36 @@ def tables(rng, contexts: int, k: int, concentration: float = 0.3) -> np.ndarray
     return adaptive.cumulative(quantize_probabilities(rng.dirichlet(np.full(k, concentration), size=contexts)))
 
 
-def both_ways(symbols, contexts, cum, strength, pool=0):
+def both_ways(symbols, contexts, cum, strength, pool=0, level=0, parents=None):
     """The compiled and the reference coding (asserted equal), their decodes (asserted right),
-    and the estimate of its length (within the coder's few bits of termination)."""
+    and the estimate of its length (within the coder's few bits of termination). ``parents``:
+    an adaptive.Parents, for the parent level."""
     s, c = np.asarray(symbols, dtype=np.int32), np.asarray(contexts, dtype=np.int32)
-    data = adaptive.encode(s, c, cum, strength, pool)
-    assert adaptive.encode_reference(s, c, cum, strength, pool) == data
+    params = (strength, pool, level)
+    data = adaptive.encode(s, c, cum, *params, parents=parents)
+    p = parents.values if parents is not None else None
+    assert adaptive.encode_reference(s, c, cum, *params, parents=p) == data
     n = len(s)
-    grid, read = adaptive.decode_reference(data, 1, n, c, np.zeros(0, np.int32), 0, cum, strength, pool)
+    grid, read = adaptive.decode_reference(data, 1, n, c, np.zeros(0, np.int32), 0, cum, *params, parents=p)
     np.testing.assert_array_equal(grid.ravel(), s)
-    np.testing.assert_array_equal(adaptive.decode(data, (1, n), c.reshape(1, n), None, 0, cum, strength,
-                                                  pool).ravel(), s)
+    np.testing.assert_array_equal(adaptive.decode(data, (1, n), c.reshape(1, n), None, 0, cum, *params,
+                                                  parents=parents).ravel(), s)
     assert len(data) <= read - 7
-    bits = adaptive.estimate(s, c, cum, [(strength, pool)])[0]
-    assert abs(bits - adaptive.estimate_reference(s, c, cum, [(strength, pool)])[0]) <= 1e-6 * max(bits, 1.0)
-    assert bits - 8 <= 8 * len(data) <= bits + 16
+    bits = adaptive.estimate(s, c, cum, [params], parents)[0]
+    assert abs(bits - adaptive.estimate_reference(s, c, cum, [params], p)[0]) <= 1e-6 * max(bits, 1.0)
+    assert 8 * len(data) <= bits + 16
+    # code 0's interval starts at 0 in every table: a coding that ends in zeros can drop their bytes
+    assert s[-1] == 0 or bits - 16 <= 8 * len(data)
     return data
+
+
+def following(rng, n, k, num_parents):
+    """Symbols that mostly follow their parents (as a finer stage's codes follow the coarser
+    stage's), the parents, and contexts that know nothing of them."""
+    parents = rng.integers(0, num_parents, size=n)
+    mapped = rng.integers(0, k, size=(num_parents, 2))  # each parent takes two codes
+    symbols = np.where(rng.random(n) < 0.8, mapped[parents, rng.integers(0, 2, size=n)], rng.integers(0, k, size=n))
+    return symbols, adaptive.Parents(parents, num_parents)
 
 
 def test_the_compiled_coder_is_built():
@@ -57,6 +71,27 @@ def test_compiled_and_reference_write_the_same_bytes(k, strength, pool):
         skew = rng.integers(0, k, size=3)  # a frame that takes a few codes often
         symbols = np.where(rng.random(n) < 0.7, skew[rng.integers(0, 3, size=n)], rng.integers(0, k, size=n))
         both_ways(symbols, rng.integers(0, 5, size=n), cum, strength, pool)
+
+
+@pytest.mark.parametrize("k,strength,pool,level", [(2, 0, 0, 1), (2, 24, 9, 9), (7, 4, 0, 9), (64, 6, 5, 1),
+                                                   (512, 8, 9, 4), (1024, 12, 1, 1), (1024, 0, 0, 5)])
+def test_compiled_and_reference_write_the_same_bytes_with_the_parent_level(k, strength, pool, level):
+    rng = np.random.default_rng(k + strength + 100 * level)
+    cum = tables(rng, 5, k)
+    for n in (1, 2, 17, 400):
+        symbols, parents = following(rng, n, k, 1 + k // 3)
+        both_ways(symbols, rng.integers(0, 5, size=n), cum, strength, pool, level, parents)
+
+
+def test_the_parent_level_pays_when_the_codes_follow_their_parents():
+    """What a parent says reaches every context its children fall in: with the parent level
+    the codes that follow their parents cost far fewer bytes."""
+    rng = np.random.default_rng(13)
+    k, contexts = 128, 30
+    cum = tables(rng, contexts, k)
+    symbols, parents = following(rng, 3000, k, 40)
+    ctx = rng.integers(0, contexts, size=symbols.size)
+    assert len(both_ways(symbols, ctx, cum, 6, 5, 1, parents)) < 0.8 * len(both_ways(symbols, ctx, cum, 6, 5))
 
 
 def test_carries_and_extreme_tables_round_trip():
@@ -99,9 +134,10 @@ def test_adaptation_pays_on_a_frame_with_its_own_statistics():
     params, data = prior.encode_adaptive(grid)
     assert len(data) < 0.4 * len(prior.encode(grid))
     contexts, cum = np.zeros(grid.size, int), prior._cumulative()
-    bits = adaptive.estimate(grid, contexts, cum)
-    assert params == adaptive.CANDIDATES[int(np.argmin(bits))]
-    sizes = [len(adaptive.encode(grid, contexts, cum, e, g)) for e, g in adaptive.CANDIDATES]
+    bits = adaptive.estimate(grid, contexts, cum)  # without parents: the candidates without the parent level
+    usable = [p for p in adaptive.CANDIDATES if not p[2]]
+    assert len(bits) == len(usable) and params == usable[int(np.argmin(bits))]
+    sizes = [len(adaptive.encode(grid, contexts, cum, *p)) for p in usable]
     assert len(data) <= min(sizes) + 2
     np.testing.assert_array_equal(prior.decode_adaptive(data, grid.shape, params), grid)
 
@@ -131,7 +167,7 @@ def test_staged_adaptive_coding_round_trips_and_every_prefix_decodes_alone():
     prior, codes = staged(rng)
     grids = codes(19, 23)
     chunks, params = prior.encode_adaptive(grids)
-    assert len(chunks) == len(params) == 3 and set(params) <= set(adaptive.CANDIDATES)
+    assert len(chunks) == len(params) == 3 and set(params) <= set(adaptive.CANDIDATES) and params[0][2] == 0
     shapes = [g.shape for g in grids]
     for a, b in zip(prior.decode(chunks, shapes, params), grids):
         np.testing.assert_array_equal(a, b)
@@ -159,8 +195,14 @@ def test_bad_data_is_a_clear_error():
         stage.decode_adaptive(data, shapes[2], (25, 0), grids[1])
     with pytest.raises(ValueError, match="pool weight 10"):
         stage.decode_adaptive(data, shapes[2], (4, 10), grids[1])
-    with pytest.raises(ValueError, match="must be \\(strength, pool\\)"):
+    with pytest.raises(ValueError, match="parent level 6 is not in \\[0, 9\\] \\(nor above the pool weight, 5"):
+        stage.decode_adaptive(data, shapes[2], (4, 5, 6), grids[1])
+    with pytest.raises(ValueError, match="must be \\(strength, pool\\[, level\\]\\)"):
         stage.decode_adaptive(data, shapes[2], 4, grids[1])
+    with pytest.raises(ValueError, match="must be \\(strength, pool\\[, level\\]\\)"):
+        stage.decode_adaptive(data, shapes[2], (4, 0, 0, 0), grids[1])
+    with pytest.raises(ValueError, match="its prior has no parent"):
+        prior.stages[0].decode_adaptive(chunks[0], shapes[0], (4, 0, 1))
     with pytest.raises(ValueError, match="parent grid is needed"):
         stage.decode_adaptive(data, shapes[2], e, None)
     with pytest.raises(ValueError, match="shape must be positive"):
@@ -173,16 +215,18 @@ def test_bad_data_is_a_clear_error():
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.binary(max_size=64), h=st.integers(1, 9), w=st.integers(1, 9), strength=st.integers(0, 24),
-       pool=st.integers(0, 9))
-def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength, pool):
+       pool=st.integers(0, 9), level=st.integers(0, 9))
+def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength, pool, level):
     """Neither the compiled decoder nor the reference crashes on arbitrary bytes; both agree."""
     rng = np.random.default_rng(h * 10 + w)
     cum = tables(rng, 16, 8)
     cluster = np.arange(8, dtype=np.int32) % 3  # contexts 0..15 of 3 clusters: (3 + 1)**2
+    level = min(level, pool) if pool else level
+    parents = adaptive.Parents(rng.integers(0, 5, size=h * w), 5)
     results = []
     for decode in (adaptive.decode, _reference_decode):
         try:
-            results.append(decode(data, (h, w), None, cluster, 3, cum, strength, pool))
+            results.append(decode(data, (h, w), None, cluster, 3, cum, strength, pool, level, parents))
         except ValueError as exc:
             assert str(exc)
             results.append(None)
@@ -191,35 +235,54 @@ def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength, po
         np.testing.assert_array_equal(results[0], results[1])
 
 
-def _reference_decode(data, shape, offsets, cluster, num_clusters, cum, strength, pool):
+def _reference_decode(*args):
     compiled, adaptive._compiled = adaptive._compiled, None
     try:
-        return adaptive.decode(data, shape, offsets, cluster, num_clusters, cum, strength, pool)
+        return adaptive.decode(*args)
     finally:
         adaptive._compiled = compiled
 
 
+def _pinned(name):
+    doc = json.loads((GOLDEN / (name + ".json")).read_text())
+    data = (GOLDEN / (name + ".bin")).read_bytes()
+    at = np.cumsum([0] + doc["lengths"])
+    return [data[a:b] for a, b in zip(at[:-1], at[1:])], [tuple(p) for p in doc["params"]]
+
+
 def test_golden_adaptive_staged_payload():
     """Pins the adaptive coding: the golden staged prior codes the golden codes to the stored
-    bytes with the stored (strength, pool) pairs (RAWDIFF_REGEN_GOLDEN=1 writes them)."""
+    bytes with the stored (strength, pool, level) triples (RAWDIFF_REGEN_GOLDEN=1 writes them)."""
     prior = StagedPrior.load(str(GOLDEN / "entropy_staged_prior.safetensors"))
     doc = json.loads((GOLDEN / "entropy_staged.json").read_text())
     codes = [np.asarray(g, dtype=np.int64) for g in doc["codes"]]
-    bin_path, doc_path = GOLDEN / "entropy_staged_adaptive.bin", GOLDEN / "entropy_staged_adaptive.json"
+    name = "entropy_staged_adaptive_levels"
     if REGEN:
         chunks, params = prior.encode_adaptive(codes)
-        bin_path.write_bytes(b"".join(chunks))
-        doc_path.write_text(json.dumps({"lengths": [len(c) for c in chunks], "params": params}) + "\n")
-    pinned = json.loads(doc_path.read_text())
-    data = bin_path.read_bytes()
-    at = np.cumsum([0] + pinned["lengths"])
-    chunks = [data[a:b] for a, b in zip(at[:-1], at[1:])]
-    params = [tuple(p) for p in pinned["params"]]
+        (GOLDEN / (name + ".bin")).write_bytes(b"".join(chunks))
+        (GOLDEN / (name + ".json")).write_text(json.dumps({"lengths": [len(c) for c in chunks],
+                                                           "params": params}) + "\n")
+    chunks, params = _pinned(name)
+    assert any(m for _, _, m in params)  # the golden codes take the parent level somewhere
     assert prior.encode_adaptive(codes) == (chunks, params)
     for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], params), codes):
         np.testing.assert_array_equal(a, b)
-    # fewer bytes than the static coding of the same codes
-    assert len(data) < sum(doc["lengths"])
+    # fewer bytes than the static coding of the same codes, and than the pairs' coding before the level
+    assert sum(map(len, chunks)) < sum(map(len, _pinned("entropy_staged_adaptive")[0])) < sum(doc["lengths"])
+
+
+def test_golden_adaptive_staged_payload_of_pairs_still_codes_and_decodes():
+    """The (strength, pool) pairs of format version 7 streams: each stage coded with its pinned
+    pair (no parent level) gives the pinned bytes, and they decode to the golden codes."""
+    prior = StagedPrior.load(str(GOLDEN / "entropy_staged_prior.safetensors"))
+    doc = json.loads((GOLDEN / "entropy_staged.json").read_text())
+    codes = [np.asarray(g, dtype=np.int64) for g in doc["codes"]]
+    chunks, pairs = _pinned("entropy_staged_adaptive")
+    assert all(len(p) == 2 for p in pairs)
+    for stage, grid, parent, data, pair in zip(prior.stages, codes, [None] + codes[:-1], chunks, pairs):
+        assert stage.encode_adaptive(grid, parent, [pair]) == (pair + (0,), data)
+    for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], pairs), codes):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_bad_arguments_are_refused_before_either_coder_runs():
@@ -243,6 +306,13 @@ def test_bad_arguments_are_refused_before_either_coder_runs():
         (lambda: adaptive.decode(b"\x01", (1, 5), None, -np.ones(8, int), 1, cum, 4), "one cluster"),
         (lambda: adaptive.decode(b"\x01", (0, 5), None, None, 0, cum, 4), "empty or larger"),
         (lambda: adaptive.estimate(s, c, cum, []), "1 to 64 candidates"),
+        (lambda: adaptive.estimate(s, c, cum, [(4, 0, 1)]), "every candidate uses the parent level"),
+        (lambda: adaptive.encode(s, c, cum, 4, 0, 1), "needs the parents"),
+        (lambda: adaptive.encode(s, c, cum, 4, 2, 3), "parent level 3 is not in"),
+        (lambda: adaptive.encode(s, c, cum, 4, 0, 1, adaptive.Parents(np.zeros(4, int), 2)), "4 parents for 5"),
+        (lambda: adaptive.Parents(np.full(5, 2), 2), "parents must be integers in \\[0, 2\\)"),
+        (lambda: adaptive.Parents(np.zeros(5, int), 0), "0 parents is not in"),
+        (lambda: adaptive.decode(b"\x01", (1, 5), None, None, 0, cum, 4, 0, 1), "needs the parents"),
     ]:
         for compiled in (True, False):
             saved = adaptive._compiled
@@ -264,16 +334,19 @@ def test_the_estimates_count_as_the_coder_does_past_the_context_cap():
     symbols = rng.integers(0, 8, size=n)
     symbols[adaptive.COUNT_CAP - 1000:] = 7
     contexts = np.where(np.arange(n) % 5 == 0, 1, 0)
-    pairs = [(4, 0), (4, 3), (12, 7), (8, 1)]
-    compiled = adaptive.estimate(symbols, contexts, cum, pairs)
-    reference = adaptive.estimate_reference(symbols.astype(np.int32), contexts.astype(np.int32), cum, pairs)
+    parents = adaptive.Parents(np.where(np.arange(n) % 7 == 0, 1, 0), 2)  # parent 0 passes the cap too
+    triples = [(4, 0, 0), (4, 3, 0), (12, 7, 0), (8, 1, 0), (4, 0, 1), (8, 5, 1), (10, 9, 4)]
+    compiled = adaptive.estimate(symbols, contexts, cum, triples, parents)
+    reference = adaptive.estimate_reference(symbols.astype(np.int32), contexts.astype(np.int32), cum, triples,
+                                            parents.values)
     np.testing.assert_allclose(compiled, reference, rtol=1e-9)
-    for (e, g), bits in zip(pairs, compiled):
-        assert bits - 8 <= 8 * len(adaptive.encode(symbols, contexts, cum, e, g)) <= bits + 16
+    for params, bits in zip(triples, compiled):
+        assert bits - 8 <= 8 * len(adaptive.encode(symbols, contexts, cum, *params, parents=parents)) <= bits + 16
 
 
 def test_the_container_takes_every_parameter_the_coder_has():
     from rawdiff.codec.bitstream import MAX_ADAPT
 
-    assert MAX_ADAPT == (adaptive.MAX_STRENGTH, adaptive.MAX_POOL)
-    assert all(0 <= e <= MAX_ADAPT[0] and 0 <= g <= MAX_ADAPT[1] for e, g in adaptive.CANDIDATES)
+    assert MAX_ADAPT == (adaptive.MAX_STRENGTH, adaptive.MAX_POOL, adaptive.MAX_POOL)
+    assert all(all(0 <= v <= top for v, top in zip(p, MAX_ADAPT)) and not 0 < p[1] < p[2]
+               for p in adaptive.CANDIDATES)

@@ -298,10 +298,12 @@ def test_pack_rejects_bad_arguments():
     with pytest.raises(BitstreamError, match="payload_length"):
         pack(make_header(payload_length=3), b"ab")
     with pytest.raises(BitstreamError,
-                       match=r"cannot write format version 2 \(this build writes versions 7, 6, 5 and 4"):
+                       match=r"cannot write format version 2 \(this build writes versions 8, 7, 6, 5 and 4"):
         pack(make_header(version=2), b"")
-    with pytest.raises(BitstreamError, match="cannot write format version 8"):
-        pack(make_header(version=8), b"")
+    with pytest.raises(BitstreamError, match="cannot write format version 9"):
+        pack(make_header(version=9), b"")
+    with pytest.raises(BitstreamError, match="format version 8 is for streams with adaptive coding with a parent"):
+        make_header(version=8)
     with pytest.raises(BitstreamError, match="format version 7 is for streams with adaptive coding"):
         make_header(version=7)
     with pytest.raises(BitstreamError, match="format version 6 is for streams with detail statistics"):
@@ -438,11 +440,11 @@ def test_crc_mismatch(valid, valid3):
 
 
 def test_future_version_fails_cleanly(valid):
-    v8 = with_field(valid, 4, "<H", 8)  # a well-formed file of a version this build does not know
+    future = with_field(valid, 4, "<H", 9)  # a well-formed file of a version this build does not know
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
         with pytest.raises(BitstreamError,
-                           match=r"unsupported bitstream format version 8 .*reads versions 2, 3, 4, 5, 6, 7"):
-            reader(v8)
+                           match=r"unsupported bitstream format version 9 .*reads versions 2, 3, 4, 5, 6, 7, 8"):
+            reader(future)
     with pytest.raises(BitstreamError, match="version 0"):
         unpack(with_field(valid, 4, "<H", 0))
 
@@ -453,7 +455,7 @@ def test_version_1_golden_files_fail_naming_the_versions(name):
     assert struct.unpack_from("<H", data, 4) == (1,)
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
         with pytest.raises(BitstreamError,
-                           match=r"format version 1 \(this build reads versions 2, 3, 4, 5, 6, 7\).*colour"):
+                           match=r"format version 1 \(this build reads versions 2, 3, 4, 5, 6, 7, 8\).*colour"):
             reader(data)
 
 
@@ -1133,20 +1135,21 @@ def test_a_header_dict_with_bad_detail_statistics_names_them():
 # ------------------------------------------------------------------ version 7: adaptive coding
 
 ADAPT3 = ((4, 0), (8, 3), (12, 7))  # each stage's adaptive coding: (strength, pool) (rawdiff.codec.adaptive)
+ADAPT3_TRIPLES = tuple(p + (0,) for p in ADAPT3)  # as a header holds them: no parent level
 
 
 def test_version_7_carries_each_stages_adaptive_parameters_and_every_cut_keeps_them():
     header, chunks, means = means_case()
     data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
     got, payload = unpack(data)
-    assert got.version == 7 and got.adapt == ADAPT3 and got.detail == DETAIL
+    assert got.version == 7 and got.adapt == ADAPT3_TRIPLES and got.detail == DETAIL
     assert [st["adapt"] for st in got.to_dict()["stages"]] == [list(p) for p in ADAPT3]
     assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
     # two bytes a stage more than the version 6 stream
     assert len(data) == len(pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL), chunks, means)) + 6
     for q in (1, 2, 3):
         cut = truncate(data, q)
-        assert unpack(cut)[0].adapt == ADAPT3[:q] and unpack(cut)[0].version == 7
+        assert unpack(cut)[0].adapt == ADAPT3_TRIPLES[:q] and unpack(cut)[0].version == 7
         assert cut == pack(make_header(stages=STAGES3[:q], means=tuple(m for m in MEANS2 if m[0] <= q),
                                        detail=DETAIL, adapt=ADAPT3[:q]), chunks[:q],
                            means[: sum(m[0] <= q for m in MEANS2)])
@@ -1162,22 +1165,23 @@ def test_version_7_carries_each_stages_adaptive_parameters_and_every_cut_keeps_t
 
 def test_version_7_fields_are_checked():
     _, chunks, _ = means_case()
-    for bad, match in ((ADAPT3[:2], "adapt holds 2 pairs for 3 stages"),
-                       (ADAPT3[:2] + ((25, 0),), r"\(strength 0..24, pool 0..9\) pairs, got .*\[25, 0\]"),
-                       (ADAPT3[:2] + ((4, 10),), r"pool 0..9\) pairs"), (ADAPT3[:2] + ((4,),), "pairs"),
-                       ((4, 8, 12), "adapt must be a \\(strength, pool\\) pair per stage"),
+    for bad, match in ((ADAPT3[:2], "adapt holds 2 triples for 3 stages"),
+                       (ADAPT3[:2] + ((25, 0),), r"\(strength 0..24, pool 0..9, parent level 0..9, not above a pool "
+                                                 r"weight\) triples, got .*\[25, 0\]"),
+                       (ADAPT3[:2] + ((4, 10),), r"pool 0..9, .* triples"), (ADAPT3[:2] + ((4,),), "triples"),
+                       ((4, 8, 12), "adapt must be a \\(strength, pool, parent level\\) triple per stage"),
                        ("abc", "adapt must be an integer")):
         with pytest.raises(BitstreamError, match=match):
             make_header(stages=STAGES3, adapt=bad)
     with pytest.raises(BitstreamError, match="adaptive coding needs the stage table"):
         make_header(adapt=ADAPT3[:1])
-    with pytest.raises(BitstreamError, match="adaptive coding needs format version 7, the header says 6"):
+    with pytest.raises(BitstreamError, match="adaptive coding needs format version 7 or 8, the header says 6"):
         make_header(stages=STAGES3, detail=DETAIL, adapt=ADAPT3, version=6)
     data = pack(make_header(stages=STAGES3, adapt=ADAPT3), chunks)
     at = bs.layout(data)["stages"][1] + 3
-    with pytest.raises(BitstreamError, match=r"pairs, got \[\[4, 0\], \[200, 3\], \[12, 7\]\]"):
+    with pytest.raises(BitstreamError, match=r"triples, got \[\[4, 0\], \[200, 3\], \[12, 7\]\]"):
         unpack(refresh_crc(with_field(data, at, "<B", 200)))
-    with pytest.raises(BitstreamError, match=r"pairs, got \[\[4, 0\], \[8, 10\], \[12, 7\]\]"):
+    with pytest.raises(BitstreamError, match=r"triples, got \[\[4, 0\], \[8, 10\], \[12, 7\]\]"):
         unpack(refresh_crc(with_field(data, at + 1, "<B", 10)))
     with pytest.raises(BitstreamError, match="truncated.*the stage table"):
         read_header(data[: at], verify=False)
@@ -1201,3 +1205,70 @@ _PAYLOAD7 = unpack(_VALID7)[1]
 @given(data=_mutations(_VALID7))
 def test_mutations_of_version_7_never_crash(data):
     _mutation_never_crashes(data, _VALID7, _PAYLOAD7)
+
+
+# ------------------------------------------------------------------ version 8: the parent level
+
+ADAPT8 = ((4, 0, 0), (8, 3, 1), (12, 7, 4))  # (strength, pool, parent level); the first stage has no parent
+
+
+def test_version_8_carries_each_stages_parent_level_and_a_cut_takes_the_lowest_version():
+    header, chunks, means = means_case()
+    data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT8), chunks, means)
+    got, payload = unpack(data)
+    assert got.version == 8 and got.adapt == ADAPT8 and got.detail == DETAIL
+    assert [st["adapt"] for st in got.to_dict()["stages"]] == [list(p) for p in ADAPT8]
+    assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
+    # one byte a stage more than the version 7 stream
+    v7 = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
+    assert len(data) == len(v7) + 3
+    lay = bs.layout(data)
+    entries = (lay["stages"][0], lay["stages"][1], lay["stages"][3])
+    assert [tuple(data[at + 3: at + 6]) for at in entries] == list(ADAPT8)
+    for q in (1, 2, 3):
+        cut = truncate(data, q)
+        # what encoding at q writes: version 8 only where a stage kept uses the parent level
+        assert unpack(cut)[0].adapt == ADAPT8[:q] and unpack(cut)[0].version == (7 if q == 1 else 8)
+        assert cut == pack(make_header(stages=STAGES3[:q], means=tuple(m for m in MEANS2 if m[0] <= q),
+                                       detail=DETAIL, adapt=ADAPT8[:q]), chunks[:q],
+                           means[: sum(m[0] <= q for m in MEANS2)])
+    assert bs.truncated_sizes(got, len(data)) == {q: len(truncate(data, q)) for q in (1, 2, 3)}
+
+
+def test_version_8_fields_are_checked():
+    _, chunks, _ = means_case()
+    for bad, match in ((ADAPT8[:2] + ((4, 3, 4),), r"not above a pool weight\) triples, got .*\[4, 3, 4\]"),
+                       (ADAPT8[:2] + ((4, 0, 10),), r"parent level 0..9"),
+                       (((4, 0, 1),) + ADAPT8[1:], "stage 1 is coded with the parent level 1, but the first stage")):
+        with pytest.raises(BitstreamError, match=match):
+            make_header(stages=STAGES3, adapt=bad)
+    with pytest.raises(BitstreamError, match="format version 7 is for streams with adaptive coding; this one is "
+                                             "version 8"):
+        make_header(stages=STAGES3, adapt=ADAPT8, version=7)
+    data = pack(make_header(stages=STAGES3, adapt=ADAPT8), chunks)
+    at = bs.layout(data)["stages"][1] + 5
+    with pytest.raises(BitstreamError, match=r"triples, got \[\[4, 0, 0\], \[8, 3, 10\], \[12, 7, 4\]\]"):
+        unpack(refresh_crc(with_field(data, at, "<B", 10)))
+    with pytest.raises(BitstreamError, match=r"not above a pool weight\) triples, got .*\[8, 3, 5\]"):
+        unpack(refresh_crc(with_field(data, at, "<B", 5)))
+    first = bs.layout(data)["stages"][0] + 5
+    with pytest.raises(BitstreamError, match="stage 1 is coded with the parent level 2"):
+        unpack(refresh_crc(with_field(data, first, "<B", 2)))
+    with pytest.raises(BitstreamError, match="truncated.*the stage table"):
+        read_header(data[: at], verify=False)
+
+
+def test_golden_version_8():
+    _, chunks, means = means_case()
+    check_golden_with_layers("frame_v8_rggb_levels",
+                             make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT8), chunks, means)
+
+
+_VALID8 = _three_stages(detail=DETAIL, adapt=ADAPT8)
+_PAYLOAD8 = unpack(_VALID8)[1]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_mutations(_VALID8))
+def test_mutations_of_version_8_never_crash(data):
+    _mutation_never_crashes(data, _VALID8, _PAYLOAD8)

@@ -2,19 +2,23 @@
  * reference, rawdiff.codec.adaptive.encode_reference / decode_reference).
  *
  * Model: the index at raster position i has a context c (a row of the prior's integer table
- * f_c, summing to 2**24); it is coded with the weights
+ * f_c, summing to 2**24) and, for a stage with a parent, a parent p (the previous stage's code
+ * at the same place); it is coded with the weights
  *
- *     w(x) = f_c(x) << b + n_c(x) << (b + s) + [pool] n(x) << s,      s = 24 - e
+ *     w(x) = f_c(x) << W + n_c(x) << (W + s) + [level] n_p(x) << (W - a + s)
+ *            + [pool] n(x) << (W - b + s),                                       s = 24 - e
  *
- * where n_c(x) counts the x already coded in context c of this grid, n(x) in the whole grid
- * (the pool, when g > 0: b = g - 1; without it b = 0), and the total is the sum of the weights:
- * the table with a Dirichlet of strength 2**e, updated with the context's own counts and,
- * weighted 2**-b, the grid's. A context stops counting at COUNT_CAP indices, the pool at
- * POOL_CAP, so the total stays below 2**49.
+ * where n_c(x) counts the x already coded in context c of this grid, n_p(x) under parent p
+ * (the parent level, when m > 0: a = m - 1), n(x) in the whole grid (the pool, when g > 0:
+ * b = g - 1; a <= b when both are used), W = b with the pool, else a with the parent level,
+ * else 0; the total is the sum of the weights: the table with a Dirichlet of strength 2**e,
+ * updated with the context's own counts, the parent's weighted 2**-a and the grid's weighted
+ * 2**-b. A context and a parent stop counting at COUNT_CAP indices, the pool at POOL_CAP, so
+ * the total stays below 2**50.
  *
  * Range coder: 64-bit range kept in [2**56, 2**64) by shifting out bytes, 64-bit low with the
- * carry propagated into the bytes already written; r = range / total >= 2**7, and the coder
- * loses at most total / range of a symbol's interval (below 2**-12 for e >= 4). The end writes
+ * carry propagated into the bytes already written; r = range / total >= 2**6, and the coder
+ * loses at most total / range of a symbol's interval (below 2**-10 for e >= 4). The end writes
  * the one byte that puts the value in the final interval on a multiple of 2**56; trailing
  * zero bytes are dropped (the decoder reads zeros past the end).
  */
@@ -30,7 +34,7 @@
 #define BOTTOM ((uint64_t)1 << 56)
 #define COUNT_CAP 65536u
 #define POOL_CAP 1048576u
-#define MAX_POOL 9 /* g: 0 (no pool) or b + 1 with b in 0..8 */
+#define MAX_POOL 9 /* g: 0 (no pool) or b + 1 with b in 0..8; m likewise for the parent level */
 #define MAX_CODES 65536
 
 typedef struct {
@@ -41,13 +45,17 @@ typedef struct {
 
 typedef struct {
     int k;
-    int shift;  /* s = 24 - e */
-    int weight; /* b */
-    int pooled; /* whether the grid's counts are added */
-    int no_trees; /* counts only (estimate: no interval is needed) */
-    Py_ssize_t num_contexts;
+    int table_shift;   /* W */
+    int context_shift; /* W + s */
+    int parent_shift;  /* W - a + s */
+    int pool_shift;    /* W - b + s */
+    int pooled;        /* whether the grid's counts are added */
+    int parented;      /* whether the parents' counts are added */
+    int no_trees;      /* counts only (estimate: no interval is needed) */
+    Py_ssize_t num_contexts, num_parents;
     const uint32_t *cum; /* num_contexts x (K + 1): the tables' cumulative sums */
     Context *ctx;
+    Context *par; /* num_parents, with the parent level */
     Context pool;
 } Model;
 
@@ -57,31 +65,40 @@ static int counts_alloc(Context *c, int k, int trees) {
     return c->counts && (c->tree || !trees);
 }
 
-/* trees: 0 for counts only (estimate: no interval is needed) */
-static int model_init(Model *m, const uint32_t *cum, Py_ssize_t num_contexts, int k, int strength, int pool,
-                      int trees) {
+/* trees: 0 for counts only (estimate: no interval is needed); level: m (0: no parent level) */
+static int model_init(Model *m, const uint32_t *cum, Py_ssize_t num_contexts, Py_ssize_t num_parents, int k,
+                      int strength, int pool, int level, int trees) {
     memset(m, 0, sizeof(*m));
+    int s = PRECISION - strength, w = pool > 0 ? pool - 1 : level > 0 ? level - 1 : 0;
     m->no_trees = !trees;
     m->k = k;
-    m->shift = PRECISION - strength;
+    m->table_shift = w;
+    m->context_shift = w + s;
+    m->parent_shift = level > 0 ? w - (level - 1) + s : 0;
+    m->pool_shift = pool > 0 ? w - (pool - 1) + s : 0;
     m->pooled = pool > 0;
-    m->weight = pool > 0 ? pool - 1 : 0;
+    m->parented = level > 0;
     m->num_contexts = num_contexts;
+    m->num_parents = level > 0 ? num_parents : 0;
     m->cum = cum;
     m->ctx = (Context *)calloc((size_t)num_contexts, sizeof(Context));
     if (!m->ctx) return 0;
+    if (m->parented && !(m->par = (Context *)calloc((size_t)num_parents, sizeof(Context)))) return 0;
     return !m->pooled || counts_alloc(&m->pool, k, trees);
 }
 
-static void model_free(Model *m) {
-    if (m->ctx) {
-        for (Py_ssize_t i = 0; i < m->num_contexts; i++) {
-            free(m->ctx[i].counts);
-            free(m->ctx[i].tree);
-        }
-        free(m->ctx);
-        m->ctx = NULL;
+static void contexts_free(Context *c, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; c && i < n; i++) {
+        free(c[i].counts);
+        free(c[i].tree);
     }
+    free(c);
+}
+
+static void model_free(Model *m) {
+    contexts_free(m->ctx, m->num_contexts);
+    contexts_free(m->par, m->num_parents);
+    m->ctx = m->par = NULL;
     free(m->pool.counts);
     free(m->pool.tree);
     m->pool.counts = m->pool.tree = NULL;
@@ -100,48 +117,48 @@ static void add(Context *c, int k, int x, int trees) {
     c->seen += 1;
 }
 
-/* 0 on success, -1 when out of memory */
-static int update(Model *m, Py_ssize_t ci, int x) {
-    Context *c = &m->ctx[ci];
-    if (c->seen < COUNT_CAP) {
-        if (!c->counts && !counts_alloc(c, m->k, !m->no_trees)) return -1;
-        add(c, m->k, x, !m->no_trees);
-    }
-    if (m->pooled && m->pool.seen < POOL_CAP) add(&m->pool, m->k, x, !m->no_trees);
+static int count(Context *c, int k, int x, uint32_t cap, int trees) {
+    if (c->seen >= cap) return 0;
+    if (!c->counts && !counts_alloc(c, k, trees)) return -1;
+    add(c, k, x, trees);
     return 0;
 }
 
-/* where the interval of x starts in context ci */
-static uint64_t start_of(const Model *m, Py_ssize_t ci, int x) {
+/* 0 on success, -1 when out of memory; pi: the parent (ignored without the parent level) */
+static int update(Model *m, Py_ssize_t ci, Py_ssize_t pi, int x) {
+    int trees = !m->no_trees;
+    if (count(&m->ctx[ci], m->k, x, COUNT_CAP, trees)) return -1;
+    if (m->parented && count(&m->par[pi], m->k, x, COUNT_CAP, trees)) return -1;
+    return m->pooled ? count(&m->pool, m->k, x, POOL_CAP, trees) : 0;
+}
+
+/* where the interval of x starts in context ci under parent pi */
+static uint64_t start_of(const Model *m, Py_ssize_t ci, Py_ssize_t pi, int x) {
     const uint32_t *row = m->cum + (size_t)ci * (size_t)(m->k + 1);
     const Context *c = &m->ctx[ci];
-    uint64_t start = (uint64_t)row[x] << m->weight;
-    if (c->seen) start += prefix(c, x) << (m->weight + m->shift);
-    if (m->pooled && m->pool.seen) start += prefix(&m->pool, x) << m->shift;
+    uint64_t start = (uint64_t)row[x] << m->table_shift;
+    if (c->seen) start += prefix(c, x) << m->context_shift;
+    if (m->parented && m->par[pi].seen) start += prefix(&m->par[pi], x) << m->parent_shift;
+    if (m->pooled && m->pool.seen) start += prefix(&m->pool, x) << m->pool_shift;
     return start;
 }
 
-static uint64_t total_of(const Model *m, Py_ssize_t ci) {
-    uint64_t total = TOTAL << m->weight;
-    total += (uint64_t)m->ctx[ci].seen << (m->weight + m->shift);
-    if (m->pooled) total += (uint64_t)m->pool.seen << m->shift;
+static uint64_t total_of(const Model *m, Py_ssize_t ci, Py_ssize_t pi) {
+    uint64_t total = TOTAL << m->table_shift;
+    total += (uint64_t)m->ctx[ci].seen << m->context_shift;
+    if (m->parented) total += (uint64_t)m->par[pi].seen << m->parent_shift;
+    if (m->pooled) total += (uint64_t)m->pool.seen << m->pool_shift;
     return total;
 }
 
-/* the interval of x in context ci: start, width and the total */
-static uint64_t width_of(const Model *m, Py_ssize_t ci, int x) {
+static uint64_t width_of(const Model *m, Py_ssize_t ci, Py_ssize_t pi, int x) {
     const uint32_t *row = m->cum + (size_t)ci * (size_t)(m->k + 1);
     const Context *c = &m->ctx[ci];
-    uint64_t width = ((uint64_t)row[x + 1] - row[x]) << m->weight;
-    if (c->seen) width += (uint64_t)c->counts[x] << (m->weight + m->shift);
-    if (m->pooled && m->pool.seen) width += (uint64_t)m->pool.counts[x] << m->shift;
+    uint64_t width = ((uint64_t)row[x + 1] - row[x]) << m->table_shift;
+    if (c->seen) width += (uint64_t)c->counts[x] << m->context_shift;
+    if (m->parented && m->par[pi].seen) width += (uint64_t)m->par[pi].counts[x] << m->parent_shift;
+    if (m->pooled && m->pool.seen) width += (uint64_t)m->pool.counts[x] << m->pool_shift;
     return width;
-}
-
-static void interval(const Model *m, Py_ssize_t ci, int x, uint64_t *start, uint64_t *width, uint64_t *total) {
-    *start = start_of(m, ci, x);
-    *width = width_of(m, ci, x);
-    *total = total_of(m, ci);
 }
 
 /* ------------------------------------------------------------------ encoder */
@@ -206,7 +223,8 @@ static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const
     return 0;
 }
 
-static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, int strength, int pool) {
+static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, int strength, int pool, int level,
+                            Py_ssize_t parents_len, Py_ssize_t n, Py_ssize_t num_parents) {
     if (k < 2 || k > MAX_CODES) {
         PyErr_Format(PyExc_ValueError, "codebook size %d is not in [2, %d]", k, MAX_CODES);
         return -1;
@@ -219,6 +237,15 @@ static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, 
         PyErr_Format(PyExc_ValueError, "pool weight %d is not in [0, %d]", pool, MAX_POOL);
         return -1;
     }
+    if (level < 0 || level > MAX_POOL || (pool && level > pool)) {
+        PyErr_Format(PyExc_ValueError, "parent level %d is not in [0, %d] (nor above the pool weight, %d)", level,
+                     MAX_POOL, pool);
+        return -1;
+    }
+    if (level && (num_parents < 1 || num_parents > MAX_CODES || parents_len != n * 4)) {
+        PyErr_SetString(PyExc_ValueError, "the parent level needs one int32 parent per index, of 1 to 65536 parents");
+        return -1;
+    }
     if (num_contexts < 1 || num_contexts > PY_SSIZE_T_MAX / 4 / (k + 1) ||
         cum_len != num_contexts * (Py_ssize_t)(k + 1) * 4) {
         PyErr_SetString(PyExc_ValueError, "cumulative tables must be num_contexts x (K + 1) uint32");
@@ -227,36 +254,42 @@ static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, 
     return 0;
 }
 
-/* The arguments that encode and estimate share: symbols and contexts (int32, one context per
- * symbol) and the cumulative tables, held until coding_close. */
+/* The arguments that encode and estimate share: symbols, contexts and parents (int32, one per
+ * symbol; parents empty without the parent level) and the cumulative tables, held until
+ * coding_close. */
 typedef struct {
-    Py_buffer sv, cv, cumv;
+    Py_buffer sv, cv, pv, cumv;
     int held; /* buffers acquired */
     Py_ssize_t n;
-    const int32_t *sym, *ctx;
+    const int32_t *sym, *ctx, *par;
 } Coding;
 
 /* 0 with every buffer held, -1 with none held and an exception set */
-static int coding_open(Coding *cd, PyObject *so, PyObject *co, PyObject *cumo, Py_ssize_t num_contexts, int k,
-                       int strength, int pool) {
+static int coding_open(Coding *cd, PyObject *so, PyObject *co, PyObject *po, PyObject *cumo, Py_ssize_t num_contexts,
+                       Py_ssize_t num_parents, int k, int strength, int pool, int level) {
     cd->held = 0;
     if (get_buffer(so, &cd->sv, 4, "symbols")) return -1;
     cd->held = 1;
     if (get_buffer(co, &cd->cv, 4, "contexts")) goto fail;
     cd->held = 2;
-    if (get_buffer(cumo, &cd->cumv, 4, "tables")) goto fail;
+    if (get_buffer(po, &cd->pv, 4, "parents")) goto fail;
     cd->held = 3;
-    if (check_model_args(cd->cumv.len, num_contexts, k, strength, pool)) goto fail;
+    if (get_buffer(cumo, &cd->cumv, 4, "tables")) goto fail;
+    cd->held = 4;
+    cd->n = cd->sv.len / 4;
+    if (check_model_args(cd->cumv.len, num_contexts, k, strength, pool, level, cd->pv.len, cd->n, num_parents))
+        goto fail;
     if (cd->cv.len != cd->sv.len) {
         PyErr_SetString(PyExc_ValueError, "one context per symbol");
         goto fail;
     }
-    cd->n = cd->sv.len / 4;
     cd->sym = (const int32_t *)cd->sv.buf;
     cd->ctx = (const int32_t *)cd->cv.buf;
+    cd->par = level ? (const int32_t *)cd->pv.buf : NULL;
     return 0;
 fail:
-    if (cd->held >= 3) PyBuffer_Release(&cd->cumv);
+    if (cd->held >= 4) PyBuffer_Release(&cd->cumv);
+    if (cd->held >= 3) PyBuffer_Release(&cd->pv);
     if (cd->held >= 2) PyBuffer_Release(&cd->cv);
     PyBuffer_Release(&cd->sv);
     cd->held = 0;
@@ -267,25 +300,29 @@ static void coding_close(Coding *cd) {
     if (!cd->held) return;
     PyBuffer_Release(&cd->sv);
     PyBuffer_Release(&cd->cv);
+    PyBuffer_Release(&cd->pv);
     PyBuffer_Release(&cd->cumv);
     cd->held = 0;
 }
 
-/* encode(symbols int32[n], contexts int32[n], cum uint32[C x (K+1)], num_contexts, K, e, g) -> bytes */
+/* encode(symbols int32[n], contexts int32[n], parents int32[n] or b"", cum uint32[C x (K+1)], num_contexts,
+ *        num_parents, K, e, g, m) -> bytes */
 static PyObject *py_encode(PyObject *self, PyObject *args) {
-    PyObject *so, *co, *cumo;
-    Py_ssize_t num_contexts;
-    int k, strength, pool;
+    PyObject *so, *co, *po, *cumo;
+    Py_ssize_t num_contexts, num_parents;
+    int k, strength, pool, level;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOniii", &so, &co, &cumo, &num_contexts, &k, &strength, &pool)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOnniiii", &so, &co, &po, &cumo, &num_contexts, &num_parents, &k, &strength, &pool,
+                          &level))
+        return NULL;
     Coding cd;
-    if (coding_open(&cd, so, co, cumo, num_contexts, k, strength, pool)) return NULL;
+    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, strength, pool, level)) return NULL;
     PyObject *result = NULL;
     Model m = {0};
     Encoder e = {NULL, 0, 0, 0, UINT64_MAX};
     Py_ssize_t n = cd.n;
-    const int32_t *sym = cd.sym, *ctx = cd.ctx;
-    if (!model_init(&m, (const uint32_t *)cd.cumv.buf, num_contexts, k, strength, pool, 1)) {
+    const int32_t *sym = cd.sym, *ctx = cd.ctx, *par = cd.par;
+    if (!model_init(&m, (const uint32_t *)cd.cumv.buf, num_contexts, num_parents, k, strength, pool, level, 1)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -293,18 +330,17 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         int x = sym[i];
-        Py_ssize_t c = ctx[i];
-        if (x < 0 || x >= k || c < 0 || c >= num_contexts) {
+        Py_ssize_t c = ctx[i], p = par ? par[i] : 0;
+        if (x < 0 || x >= k || c < 0 || c >= num_contexts || (par && (p < 0 || p >= num_parents))) {
             failed = 2;
             break;
         }
-        uint64_t start, width, total;
-        interval(&m, c, x, &start, &width, &total);
+        uint64_t width = width_of(&m, c, p, x);
         if (!width) { /* a table entry of 0: refused by rawdiff.codec.adaptive.cumulative */
             failed = 2;
             break;
         }
-        if (encode_one(&e, start, width, total) || update(&m, c, x)) {
+        if (encode_one(&e, start_of(&m, c, p, x), width, total_of(&m, c, p)) || update(&m, c, p, x)) {
             failed = 1;
             break;
         }
@@ -314,7 +350,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
     if (failed == 1)
         PyErr_NoMemory();
     else if (failed == 2)
-        PyErr_SetString(PyExc_ValueError, "a symbol or context is out of range, or a table entry is 0");
+        PyErr_SetString(PyExc_ValueError, "a symbol, context or parent is out of range, or a table entry is 0");
     else
         result = PyBytes_FromStringAndSize((const char *)e.buf, (Py_ssize_t)e.len);
 done:
@@ -326,19 +362,20 @@ done:
 
 /* ------------------------------------------------------------------ decoder */
 
-/* decode(data, h, w, offsets int32[h*w] or b"", cluster int32[K] or b"", num_clusters, cum, num_contexts, K, e, g)
+/* decode(data, h, w, offsets int32[h*w] or b"", cluster int32[K] or b"", num_clusters, parents int32[h*w] or b"",
+ *        num_parents, cum, num_contexts, K, e, g, m)
  *   -> (bytes of h*w int32, bytes read including the zeros past the end)
  * The context of (r, c) is offsets[r, c] + cluster_above * (C + 1) + cluster_left (C: outside the grid),
- * or 0 without clusters. */
+ * or 0 without clusters; its parent parents[r, c]. */
 static PyObject *py_decode(PyObject *self, PyObject *args) {
-    PyObject *datao, *offo, *clo, *cumo;
-    Py_ssize_t h, w, num_contexts;
-    int nclusters, k, strength, pool;
+    PyObject *datao, *offo, *clo, *po, *cumo;
+    Py_ssize_t h, w, num_contexts, num_parents;
+    int nclusters, k, strength, pool, level;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OnnOOiOniii", &datao, &h, &w, &offo, &clo, &nclusters, &cumo, &num_contexts, &k,
-                          &strength, &pool))
+    if (!PyArg_ParseTuple(args, "OnnOOiOnOniiii", &datao, &h, &w, &offo, &clo, &nclusters, &po, &num_parents, &cumo,
+                          &num_contexts, &k, &strength, &pool, &level))
         return NULL;
-    Py_buffer dv, ov, clv, cumv;
+    Py_buffer dv, ov, clv, pv, cumv;
     int have = 0;
     PyObject *result = NULL, *out = NULL;
     Model m = {0};
@@ -348,18 +385,20 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     have = 2;
     if (get_buffer(clo, &clv, 4, "cluster")) goto release;
     have = 3;
-    if (get_buffer(cumo, &cumv, 4, "tables")) goto release;
+    if (get_buffer(po, &pv, 4, "parents")) goto release;
     have = 4;
-    if (check_model_args(cumv.len, num_contexts, k, strength, pool)) goto release;
-    if (nclusters < 0 || nclusters > MAX_CODES) {
-        PyErr_Format(PyExc_ValueError, "%d clusters is not in [0, %d]", nclusters, MAX_CODES);
-        goto release;
-    }
+    if (get_buffer(cumo, &cumv, 4, "tables")) goto release;
+    have = 5;
     if (h < 1 || w < 1 || h > (1 << 24) / w) {
         PyErr_Format(PyExc_ValueError, "grid %zdx%zd is empty or larger than 2**24 indices", h, w);
         goto release;
     }
     Py_ssize_t n = h * w;
+    if (check_model_args(cumv.len, num_contexts, k, strength, pool, level, pv.len, n, num_parents)) goto release;
+    if (nclusters < 0 || nclusters > MAX_CODES) {
+        PyErr_Format(PyExc_ValueError, "%d clusters is not in [0, %d]", nclusters, MAX_CODES);
+        goto release;
+    }
     if (ov.len && ov.len != n * 4) {
         PyErr_SetString(PyExc_ValueError, "offsets must be one int32 per index");
         goto release;
@@ -369,15 +408,22 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         goto release;
     }
     const int32_t *cl = (const int32_t *)clv.buf, *off = ov.len ? (const int32_t *)ov.buf : NULL;
+    const int32_t *par = level ? (const int32_t *)pv.buf : NULL;
     for (int x = 0; nclusters && x < k; x++) {
         if (cl[x] < 0 || cl[x] >= nclusters) {
             PyErr_SetString(PyExc_ValueError, "cluster values must be in [0, num_clusters)");
             goto release;
         }
     }
+    for (Py_ssize_t i = 0; par && i < n; i++) {
+        if (par[i] < 0 || par[i] >= num_parents) {
+            PyErr_SetString(PyExc_ValueError, "parent values must be in [0, num_parents)");
+            goto release;
+        }
+    }
     out = PyBytes_FromStringAndSize(NULL, n * 4);
     if (!out) goto release;
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, k, strength, pool, 1)) {
+    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, num_parents, k, strength, pool, level, 1)) {
         PyErr_NoMemory();
         goto release;
     }
@@ -403,7 +449,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             bad_context = c;
             break;
         }
-        uint64_t total = total_of(&m, c);
+        Py_ssize_t p = par ? par[i] : 0;
+        uint64_t total = total_of(&m, c, p);
         uint64_t r = range / total, v = d / r;
         if (v >= total) {
             failed = 3;
@@ -414,7 +461,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         uint64_t start = 0;      /* where lo's interval starts: every row starts at 0 */
         while (lo < hi) {
             int mid = (lo + hi + 1) >> 1;
-            uint64_t at = start_of(&m, c, mid);
+            uint64_t at = start_of(&m, c, p, mid);
             if (at <= v) {
                 lo = mid;
                 start = at;
@@ -422,7 +469,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
                 hi = mid - 1;
             }
         }
-        uint64_t width = width_of(&m, c, lo);
+        uint64_t width = width_of(&m, c, p, lo);
         if (!width) {
             failed = 3;
             bad = i;
@@ -436,7 +483,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             range <<= 8;
         }
         sym[i] = lo;
-        if (update(&m, c, lo)) {
+        if (update(&m, c, p, lo)) {
             failed = 1;
             break;
         }
@@ -455,7 +502,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
 release:
     Py_XDECREF(out);
     model_free(&m);
-    if (have >= 4) PyBuffer_Release(&cumv);
+    if (have >= 5) PyBuffer_Release(&cumv);
+    if (have >= 4) PyBuffer_Release(&pv);
     if (have >= 3) PyBuffer_Release(&clv);
     if (have >= 2) PyBuffer_Release(&ov);
     if (have >= 1) PyBuffer_Release(&dv);
@@ -464,46 +512,51 @@ release:
 
 /* ------------------------------------------------------------------ estimate */
 
-/* estimate(symbols int32[n], contexts int32[n], cum, num_contexts, K, params bytes (e, g) pairs) -> [bits]
- * The code length in bits of the symbols under each (e, g): one pass over the symbols, the counts
- * as the coder keeps them, the lengths in floating point (they choose the parameters, they are
- * not the coding). */
+/* estimate(symbols int32[n], contexts int32[n], parents int32[n] or b"", cum, num_contexts, num_parents, K,
+ *          params bytes (e, g, m) triples) -> [bits]
+ * The code length in bits of the symbols under each (e, g, m): one pass over the symbols, the
+ * counts as the coder keeps them, the lengths in floating point (they choose the parameters,
+ * they are not the coding). */
 static PyObject *py_estimate(PyObject *self, PyObject *args) {
-    PyObject *so, *co, *cumo;
-    Py_ssize_t num_contexts;
+    PyObject *so, *co, *po, *cumo;
+    Py_ssize_t num_contexts, num_parents;
     int k;
     const char *params;
     Py_ssize_t nparams;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOniy#", &so, &co, &cumo, &num_contexts, &k, &params, &nparams)) return NULL;
-    if (nparams < 2 || nparams % 2 || nparams > 2 * 64) {
-        PyErr_SetString(PyExc_ValueError, "params must be 1 to 64 (strength, pool) byte pairs");
+    if (!PyArg_ParseTuple(args, "OOOOnniy#", &so, &co, &po, &cumo, &num_contexts, &num_parents, &k, &params, &nparams))
+        return NULL;
+    if (nparams < 3 || nparams % 3 || nparams > 3 * 64) {
+        PyErr_SetString(PyExc_ValueError, "params must be 1 to 64 (strength, pool, level) byte triples");
         return NULL;
     }
-    int np = (int)(nparams / 2), pooled = 0;
-    /* w(x) = f a + n_c(x) a s + [pool] n(x) s, a = 2**b, s = 2**(24 - e) */
-    double a[64], as[64], s[64];
+    int np = (int)(nparams / 3), pooled = 0, parented = 0;
+    /* w(x) = f t + n_c(x) t s + [level] n_p(x) t s / 2**a + [pool] n(x) t s / 2**b, t = 2**W, s = 2**(24 - e) */
+    double tw[64], cw[64], pw[64], gw[64];
     for (int j = 0; j < np; j++) {
-        int e = (unsigned char)params[2 * j], g = (unsigned char)params[2 * j + 1];
-        if (e > PRECISION || g > MAX_POOL) {
-            PyErr_Format(PyExc_ValueError, "parameters (%d, %d) out of range", e, g);
+        int e = (unsigned char)params[3 * j], g = (unsigned char)params[3 * j + 1], l = (unsigned char)params[3 * j + 2];
+        if (e > PRECISION || g > MAX_POOL || l > MAX_POOL || (g && l > g)) {
+            PyErr_Format(PyExc_ValueError, "parameters (%d, %d, %d) out of range", e, g, l);
             return NULL;
         }
-        a[j] = ldexp(1.0, g > 0 ? g - 1 : 0);
-        as[j] = ldexp(a[j], PRECISION - e);
-        s[j] = g > 0 ? ldexp(1.0, PRECISION - e) : 0.0;
+        int w = g ? g - 1 : l ? l - 1 : 0, s = PRECISION - e;
+        tw[j] = ldexp(1.0, w);
+        cw[j] = ldexp(1.0, w + s);
+        pw[j] = l ? ldexp(1.0, w - (l - 1) + s) : 0.0;
+        gw[j] = g ? ldexp(1.0, w - (g - 1) + s) : 0.0;
         pooled |= g > 0;
+        parented |= l > 0;
     }
     Coding cd;
-    if (coding_open(&cd, so, co, cumo, num_contexts, k, 0, 0)) return NULL;
+    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, 0, pooled, parented)) return NULL;
     PyObject *result = NULL;
     Model m = {0};
     double bits[64] = {0}, num[64], den[64];
     for (int j = 0; j < np; j++) num[j] = den[j] = 1.0;
     Py_ssize_t n = cd.n;
-    const int32_t *sym = cd.sym, *ctx = cd.ctx;
-    /* the counts of the coder with a pool (its weights do not change the counts) */
-    if (!model_init(&m, (const uint32_t *)cd.cumv.buf, num_contexts, k, 0, pooled ? 1 : 0, 0)) {
+    const int32_t *sym = cd.sym, *ctx = cd.ctx, *par = cd.par;
+    /* the counts of the coder with a pool and a parent level (their weights do not change the counts) */
+    if (!model_init(&m, (const uint32_t *)cd.cumv.buf, num_contexts, num_parents, k, 0, pooled, parented, 0)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -511,8 +564,8 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         int x = sym[i];
-        Py_ssize_t c = ctx[i];
-        if (x < 0 || x >= k || c < 0 || c >= num_contexts) {
+        Py_ssize_t c = ctx[i], p = par ? par[i] : 0;
+        if (x < 0 || x >= k || c < 0 || c >= num_contexts || (par && (p < 0 || p >= num_parents))) {
             failed = 2;
             break;
         }
@@ -520,19 +573,24 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
         const Context *cx = &m.ctx[c];
         double f = (double)(row[x + 1] - row[x]);
         double nx = cx->seen ? (double)cx->counts[x] : 0.0, nc = (double)cx->seen;
+        double qx = 0.0, qn = 0.0;
+        if (parented && m.par[p].seen) {
+            qx = (double)m.par[p].counts[x];
+            qn = (double)m.par[p].seen;
+        }
         double px = pooled ? (double)m.pool.counts[x] : 0.0, pn = (double)m.pool.seen;
-        /* products of 8 totals (each below 2**49) and of 8 weights (each >= 1) stay finite and
+        /* products of 8 totals (each below 2**50) and of 8 weights (each >= 1) stay finite and
          * above 1: two log2 per 8 indices */
         int flush = (i & 7) == 7 || i == n - 1;
         for (int j = 0; j < np; j++) {
-            num[j] *= (double)TOTAL * a[j] + nc * as[j] + pn * s[j];
-            den[j] *= f * a[j] + nx * as[j] + px * s[j];
+            num[j] *= (double)TOTAL * tw[j] + nc * cw[j] + qn * pw[j] + pn * gw[j];
+            den[j] *= f * tw[j] + nx * cw[j] + qx * pw[j] + px * gw[j];
             if (flush) {
                 bits[j] += log2(num[j]) - log2(den[j]);
                 num[j] = den[j] = 1.0;
             }
         }
-        if (update(&m, c, x)) {
+        if (update(&m, c, p, x)) {
             failed = 1;
             break;
         }
@@ -541,7 +599,7 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
     if (failed == 1) {
         PyErr_NoMemory();
     } else if (failed == 2) {
-        PyErr_SetString(PyExc_ValueError, "a symbol or context is out of range");
+        PyErr_SetString(PyExc_ValueError, "a symbol, context or parent is out of range");
     } else {
         result = PyList_New(np);
         for (int j = 0; result && j < np; j++) {
@@ -560,7 +618,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"estimate", py_estimate, METH_VARARGS, "Code lengths in bits of symbols under several (strength, pool) pairs."},
+    {"estimate", py_estimate, METH_VARARGS, "Code lengths in bits of symbols under several (strength, pool, level) triples."},
     {"encode", py_encode, METH_VARARGS, "Adaptive range coding of symbols in their contexts -> bytes."},
     {"decode", py_decode, METH_VARARGS, "The symbols of an adaptive range-coded grid -> (int32 bytes, bytes read)."},
     {NULL, NULL, 0, NULL},

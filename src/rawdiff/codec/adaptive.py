@@ -3,20 +3,24 @@
 The static tables of :class:`rawdiff.codec.entropy.IndexPrior` are fitted on the training
 set; a frame has its own statistics (a sky, a wall, a road take a few codes many times).
 Here each context's table is the prior of a Dirichlet of strength ``N = 2**e`` updated with
-the counts of the indices already coded in that context of the same grid and, weighted
-``2**-b``, with the counts of the whole grid so far (the *pool*: what the frame says about a
-code reaches the contexts that have not seen it yet)::
+the counts of the indices already coded in that context of the same grid; weighted
+``2**-a``, with the counts under the same *parent* so far (the *parent level*: for a stage
+after the first, the code of the stage before at the same place, whatever the neighbours);
+and, weighted ``2**-b``, with the counts of the whole grid so far (the *pool*: what the frame
+says about a code reaches the contexts that have not seen it yet)::
 
-    p(x) = (N p_table(x) + n_c(x) + 2**-b n(x)) / (N + n_c + 2**-b n)
+    p(x) = (N p_table(x) + n_c(x) + 2**-a n_p(x) + 2**-b n(x)) / (N + n_c + 2**-a n_p + 2**-b n)
 
-    as integers: w(x) = f(x) << b + n_c(x) << (b + s) + n(x) << s,   s = 24 - e
+    as integers: w(x) = f(x) << W + n_c(x) << (W + s) + n_p(x) << (W - a + s) + n(x) << (W - b + s)
 
-Both sides know the counts so far, so nothing is sent but the parameters ``(e, g)`` of each
-stage (two bytes; ``g`` 0: no pool, else ``b = g - 1``), chosen per frame by the encoder
-(:func:`encode_best`: the code lengths of every candidate in one pass, then one coding).
-Every stage starts from zero counts, so a bitstream cut to fewer stages
-(:func:`rawdiff.codec.bitstream.truncate`) decodes as before. A context stops counting at
-:data:`COUNT_CAP` indices, the pool at :data:`POOL_CAP`.
+with ``s = 24 - e`` and ``W = b`` with the pool, else ``a`` with the parent level, else 0.
+Both sides know the counts so far, so nothing is sent but the parameters ``(e, g, m)`` of
+each stage (``g`` 0: no pool, else ``b = g - 1``; ``m`` 0: no parent level, else
+``a = m - 1``; ``m <= g`` when both are used: the pool weighs no more than the parent level),
+chosen per frame by the encoder (:func:`encode_best`: the code lengths of every candidate in
+one pass, then one coding). Every stage starts from zero counts, so a bitstream cut to fewer
+stages (:func:`rawdiff.codec.bitstream.truncate`) decodes as before. A context and a parent
+stop counting at :data:`COUNT_CAP` indices, the pool at :data:`POOL_CAP`.
 
 The range coder is 64-bit (range in [2**56, 2**64), bytes shifted out, the carry
 propagated into the bytes written): every interval is exact integer arithmetic. The
@@ -38,15 +42,19 @@ TOTAL = 1 << PRECISION
 COUNT_CAP = 65536
 POOL_CAP = 1 << 20
 MAX_STRENGTH = PRECISION
-#: g: 0 (no pool) or b + 1 with the pool's weight 2**-b, b in 0..8
+#: g: 0 (no pool) or b + 1 with the pool's weight 2**-b, b in 0..8; m likewise for the parent level
 MAX_POOL = 9
 MAX_CODES = 65536
 MAX_INDICES = 1 << 24
-#: the (strength exponent, pool) pairs the encoder tries per stage: N = 16, 256, 4096, without
-#: the pool and with it at weights 1/4 and 1/64. On the shipped codes the best of them per frame
-#: and stage needs 0.1 to 0.6 % more bytes at each quality than the best of 36 pairs (e 2 to 12
-#: in steps of 2, g 0, 1, 3, 5, 7, 9) on the validation frames, 0.5 to 2.0 % on the test frames
-CANDIDATES = tuple((e, g) for e in (4, 8, 12) for g in (0, 3, 7))
+#: the (strength exponent, pool, parent level) triples the encoder tries per stage: N = 16, 64,
+#: 256, 1024, each with none of the two, the pool alone at weight 1/16 or 1/256, the parent
+#: level at weight 1 with the pool at 1/16 or 1/256, the parent level at 1/8 with the pool at
+#: 1/256, the parent level alone at 1/16 (a stage without a parent tries those without the
+#: level). Chosen on the validation frames' shipped codes among 282 triples (``python
+#: benchmarks/adaptive_coding.py --search``): the best of them per frame and stage needs 0.04 to
+#: 0.15 % more bits at each quality than the best of all 282 there, 0.15 to 0.31 % on the test frames
+CANDIDATES = tuple((e, g, m) for e in (4, 6, 8, 10)
+                   for g, m in ((0, 0), (5, 0), (9, 0), (5, 1), (9, 1), (9, 4), (0, 5)))
 _BOTTOM = 1 << 56
 _MASK = (1 << 64) - 1
 
@@ -92,13 +100,15 @@ def cumulative(freqs: np.ndarray) -> np.ndarray:
     return tables
 
 
-def _check_params(strength: int, pool: int) -> Tuple[int, int]:
-    e, g = int(strength), int(pool)
+def _check_params(strength: int, pool: int, level: int = 0) -> Tuple[int, int, int]:
+    e, g, m = int(strength), int(pool), int(level)
     if not 0 <= e <= MAX_STRENGTH:
         raise ValueError("strength exponent %d is not in [0, %d]" % (e, MAX_STRENGTH))
     if not 0 <= g <= MAX_POOL:
         raise ValueError("pool weight %d is not in [0, %d]" % (g, MAX_POOL))
-    return e, g
+    if not 0 <= m <= MAX_POOL or (g and m > g):
+        raise ValueError("parent level %d is not in [0, %d] (nor above the pool weight, %d)" % (m, MAX_POOL, g))
+    return e, g, m
 
 
 def _check_tables(cum: np.ndarray) -> np.ndarray:
@@ -125,72 +135,118 @@ def _check_symbols(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray) -
     return np.ascontiguousarray(s, dtype=np.int32), np.ascontiguousarray(c, dtype=np.int32)
 
 
+class Parents:
+    """The parent of every index (int32, raster order) and how many parents there are."""
+
+    __slots__ = ("values", "count")
+
+    def __init__(self, values: np.ndarray, count: int):
+        n = int(count)
+        v = np.ravel(values)
+        if not 1 <= n <= MAX_CODES:
+            raise ValueError("%d parents is not in [1, %d]" % (n, MAX_CODES))
+        if v.dtype.kind not in "ui" or (v.size and (v.min() < 0 or v.max() >= n)):
+            raise ValueError("parents must be integers in [0, %d)" % n)
+        self.values = np.ascontiguousarray(v, dtype=np.int32)
+        self.count = n
+
+
+_NO_PARENTS = np.zeros(0, dtype=np.int32)
+
+
+def _parents_for(parents: Optional[Parents], n: int, level: int) -> Tuple[np.ndarray, int]:
+    """The parents' array and count as the coders take them (empty without the parent level)."""
+    if not level:
+        return _NO_PARENTS, 0
+    if parents is None:
+        raise ValueError("the parent level (m = %d) needs the parents of the indices" % level)
+    if parents.values.size != n:
+        raise ValueError("%d parents for %d indices" % (parents.values.size, n))
+    return parents.values, parents.count
+
+
 # --------------------------------------------------------------------------- dispatch
 
 
-def _check_candidates(candidates: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
-    pairs = [_check_params(e, g) for e, g in candidates]
-    if not 1 <= len(pairs) <= 64:
-        raise ValueError("1 to 64 candidates, got %d" % len(pairs))
-    return pairs
+def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[Parents]) -> List[Tuple[int, int, int]]:
+    """The candidates checked, those with the parent level left out when there are no parents."""
+    triples = [_check_params(*t) for t in candidates]
+    if not 1 <= len(triples) <= 64:
+        raise ValueError("1 to 64 candidates, got %d" % len(triples))
+    usable = [t for t in triples if parents is not None or not t[2]]
+    if not usable:
+        raise ValueError("every candidate uses the parent level, and there are no parents")
+    return usable
 
 
-def _encode(s: np.ndarray, c: np.ndarray, cum: np.ndarray, e: int, g: int) -> bytes:
+def _encode(s: np.ndarray, c: np.ndarray, cum: np.ndarray, params: Tuple[int, int, int],
+            parents: Optional[Parents]) -> bytes:
+    p, n_p = _parents_for(parents, s.size, params[2])
     if _compiled is not None:
-        return _compiled.encode(s, c, cum, cum.shape[0], cum.shape[1] - 1, e, g)
+        return _compiled.encode(s, c, p, cum, cum.shape[0], n_p, cum.shape[1] - 1, *params)
     _reference_in_use()
-    return encode_reference(s, c, cum, e, g)
+    return encode_reference(s, c, cum, *params, parents=p)
 
 
-def _estimate(s: np.ndarray, c: np.ndarray, cum: np.ndarray, pairs: List[Tuple[int, int]]) -> np.ndarray:
+def _estimate(s: np.ndarray, c: np.ndarray, cum: np.ndarray, triples: List[Tuple[int, int, int]],
+              parents: Optional[Parents]) -> np.ndarray:
+    p, n_p = _parents_for(parents, s.size, max(t[2] for t in triples))
     if _compiled is not None:
-        return np.asarray(_compiled.estimate(s, c, cum, cum.shape[0], cum.shape[1] - 1,
-                                             bytes(v for pair in pairs for v in pair)))
-    return estimate_reference(s, c, cum, pairs)
+        return np.asarray(_compiled.estimate(s, c, p, cum, cum.shape[0], n_p, cum.shape[1] - 1,
+                                             bytes(v for t in triples for v in t)))
+    return estimate_reference(s, c, cum, triples, p)
 
 
-def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int, pool: int = 0) -> bytes:
-    """Code ``symbols`` (in [0, K)) in raster order, each in its context -> bytes."""
-    e, g = _check_params(strength, pool)
+def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int, pool: int = 0,
+           level: int = 0, parents: Optional[Parents] = None) -> bytes:
+    """Code ``symbols`` (in [0, K)) in raster order, each in its context (and, with the parent
+    level, under its parent) -> bytes."""
+    params = _check_params(strength, pool, level)
     cum = _check_tables(cum)
-    return _encode(*_check_symbols(symbols, contexts, cum), cum, e, g)
+    return _encode(*_check_symbols(symbols, contexts, cum), cum, params, parents)
 
 
 def estimate(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
-             candidates: Sequence[Tuple[int, int]] = CANDIDATES) -> np.ndarray:
-    """The code length in bits of ``symbols`` under each (strength, pool) pair of
-    ``candidates`` (floating point: it chooses, it does not code)."""
-    pairs = _check_candidates(candidates)
+             candidates: Sequence[Tuple[int, ...]] = CANDIDATES, parents: Optional[Parents] = None) -> np.ndarray:
+    """The code length in bits of ``symbols`` under each (strength, pool, level) triple of
+    ``candidates`` that can code them (those with the parent level need ``parents``)
+    (floating point: it chooses, it does not code)."""
+    triples = _check_candidates(candidates, parents)
     cum = _check_tables(cum)
-    return _estimate(*_check_symbols(symbols, contexts, cum), cum, pairs)
+    return _estimate(*_check_symbols(symbols, contexts, cum), cum, triples, parents)
 
 
 def encode_best(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
-                candidates: Sequence[Tuple[int, int]] = CANDIDATES) -> Tuple[Tuple[int, int], bytes]:
+                candidates: Sequence[Tuple[int, ...]] = CANDIDATES,
+                parents: Optional[Parents] = None) -> Tuple[Tuple[int, int, int], bytes]:
     """The coding of ``symbols`` with the candidate of the shortest estimated code length
-    (ties go to the first): ((strength, pool), bytes). The arguments are checked once."""
-    pairs = _check_candidates(candidates)
+    (ties go to the first; without ``parents``, among those without the parent level):
+    ((strength, pool, level), bytes). The arguments are checked once."""
+    triples = _check_candidates(candidates, parents)
     cum = _check_tables(cum)
     s, c = _check_symbols(symbols, contexts, cum)
-    e, g = pairs[int(np.argmin(_estimate(s, c, cum, pairs)))]
-    return (e, g), _encode(s, c, cum, e, g)
+    params = triples[int(np.argmin(_estimate(s, c, cum, triples, parents)))]
+    return params, _encode(s, c, cum, params, parents)
 
 
 def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], cluster: Optional[np.ndarray],
-           num_clusters: int, cum: np.ndarray, strength: int, pool: int = 0) -> np.ndarray:
+           num_clusters: int, cum: np.ndarray, strength: int, pool: int = 0, level: int = 0,
+           parents: Optional[Parents] = None) -> np.ndarray:
     """The h x w grid (int64) of :func:`encode`'s bytes. The context of (r, c) is
     ``offsets[r, c] + cluster[above] * (C + 1) + cluster[left]`` (C outside the grid), or
-    ``offsets[r, c]`` alone without clusters (``num_clusters`` 0), or 0 without either.
+    ``offsets[r, c]`` alone without clusters (``num_clusters`` 0), or 0 without either; its
+    parent (with the parent level) ``parents`` at (r, c).
 
     Raises ``ValueError`` for data that cannot be a coding of such a grid: a value outside
     every interval, a context outside the tables, bytes left over that the decoder never
     read, a last byte of zero (the encoder drops those)."""
-    e, g = _check_params(strength, pool)
+    e, g, m = _check_params(strength, pool, level)
     cum = _check_tables(cum)
     k = cum.shape[1] - 1
     h, w = int(shape[0]), int(shape[1])
     if h < 1 or w < 1 or h * w > MAX_INDICES:
         raise ValueError("a %dx%d grid is empty or larger than %d indices" % (h, w, MAX_INDICES))
+    par, n_par = _parents_for(parents, h * w, m)
     off = np.zeros(0, dtype=np.int32)
     if offsets is not None:
         off = np.ascontiguousarray(np.ravel(offsets), dtype=np.int64)
@@ -208,11 +264,11 @@ def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], c
     if raw and raw[-1] == 0:
         raise ValueError("the adaptive coding ends in a zero byte (an encoder drops those)")
     if _compiled is not None:
-        out, read = _compiled.decode(raw, h, w, off, cl, c, cum, cum.shape[0], k, e, g)
+        out, read = _compiled.decode(raw, h, w, off, cl, c, par, n_par, cum, cum.shape[0], k, e, g, m)
         grid = np.frombuffer(out, dtype=np.int32).astype(np.int64).reshape(h, w)
     else:
         _reference_in_use()
-        grid, read = decode_reference(raw, h, w, off, cl, c, cum, e, g)
+        grid, read = decode_reference(raw, h, w, off, cl, c, cum, e, g, m, par)
     # the encoder's bytes are the ones shifted out plus one; the decoder reads 7 more
     if len(raw) > read - 7:
         raise ValueError("%d bytes of the adaptive coding were never read (the grid needs %d)"
@@ -253,56 +309,65 @@ class _Counts:
 
 
 class _Model:
-    """The reference's model: the tables, each context's counts and the pool's."""
+    """The reference's model: the tables, the counts of each context, of each parent (with the
+    parent level) and of the pool. ``p`` is the parent of the index coded (0 without the level)."""
 
-    def __init__(self, cum: np.ndarray, strength: int, pool: int):
+    def __init__(self, cum: np.ndarray, strength: int, pool: int, level: int):
         self.rows = cum.astype(np.int64)
         self.k = cum.shape[1] - 1
-        self.shift = PRECISION - strength
-        self.weight = pool - 1 if pool else 0
+        s = PRECISION - strength
+        w = pool - 1 if pool else level - 1 if level else 0
+        self.table_shift, self.context_shift = w, w + s
+        self.parent_shift = w - (level - 1) + s if level else 0
+        self.pool_shift = w - (pool - 1) + s if pool else 0
         self.pool = _Counts(self.k, POOL_CAP) if pool else None
+        self.parented = bool(level)
         self.table = {}
+        self.parents = {}
 
-    def total(self, c: int) -> int:
+    def _levels(self, c: int, p: int):
+        """(counts, shift) of every level that has counts for context c and parent p."""
+        out = []
         counts = self.table.get(c)
-        total = TOTAL << self.weight
         if counts is not None:
-            total += counts.seen << (self.weight + self.shift)
-        if self.pool is not None:
-            total += self.pool.seen << self.shift
-        return total
-
-    def start(self, c: int, x: int) -> int:
-        counts = self.table.get(c)
-        start = int(self.rows[c, x]) << self.weight
+            out.append((counts, self.context_shift))
+        counts = self.parents.get(p) if self.parented else None
         if counts is not None:
-            start += counts.prefix(x) << (self.weight + self.shift)
+            out.append((counts, self.parent_shift))
         if self.pool is not None:
-            start += self.pool.prefix(x) << self.shift
-        return start
+            out.append((self.pool, self.pool_shift))
+        return out
 
-    def width(self, c: int, x: int) -> int:
-        counts = self.table.get(c)
-        width = (int(self.rows[c, x + 1]) - int(self.rows[c, x])) << self.weight
-        if counts is not None:
-            width += counts.counts[x] << (self.weight + self.shift)
-        if self.pool is not None:
-            width += self.pool.counts[x] << self.shift
-        return width
+    def total(self, c: int, p: int) -> int:
+        return (TOTAL << self.table_shift) + sum(n.seen << sh for n, sh in self._levels(c, p))
 
-    def update(self, c: int, x: int) -> None:
+    def start(self, c: int, p: int, x: int) -> int:
+        return (int(self.rows[c, x]) << self.table_shift) + sum(n.prefix(x) << sh for n, sh in self._levels(c, p))
+
+    def width(self, c: int, p: int, x: int) -> int:
+        width = (int(self.rows[c, x + 1]) - int(self.rows[c, x])) << self.table_shift
+        return width + sum(n.counts[x] << sh for n, sh in self._levels(c, p))
+
+    def update(self, c: int, p: int, x: int) -> None:
         counts = self.table.get(c)
         if counts is None:
             counts = self.table[c] = _Counts(self.k, COUNT_CAP)
         counts.add(x)
+        if self.parented:
+            counts = self.parents.get(p)
+            if counts is None:
+                counts = self.parents[p] = _Counts(self.k, COUNT_CAP)
+            counts.add(x)
         if self.pool is not None:
             self.pool.add(x)
 
 
 def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int,
-                     pool: int = 0) -> bytes:
-    """The coder in Python: the same bytes as the compiled one (arguments as :func:`encode` checks them)."""
-    model = _Model(cum, strength, pool)
+                     pool: int = 0, level: int = 0, parents: Optional[np.ndarray] = None) -> bytes:
+    """The coder in Python: the same bytes as the compiled one (arguments as :func:`encode`
+    checks them; ``parents`` an array, one per symbol, with the parent level)."""
+    model = _Model(cum, strength, pool, level)
+    par = np.ravel(parents).tolist() if level else None
     out = bytearray()
     low, rng = 0, _MASK
 
@@ -316,17 +381,18 @@ def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
             out[i - 1] += 1
         return nl & _MASK
 
-    for x, c in zip(np.ravel(symbols).tolist(), np.ravel(contexts).tolist()):
-        r = rng // model.total(c)
-        low = add_low(r * model.start(c, x))
-        rng = r * model.width(c, x)
+    for i, (x, c) in enumerate(zip(np.ravel(symbols).tolist(), np.ravel(contexts).tolist())):
+        p = par[i] if par is not None else 0
+        r = rng // model.total(c, p)
+        low = add_low(r * model.start(c, p, x))
+        rng = r * model.width(c, p, x)
         if rng <= 0:  # pragma: no cover - tables are checked: every width >= 1
             raise ValueError("a symbol of no width in context %d" % c)
         while rng < _BOTTOM:
             out.append(low >> 56)
             low = (low << 8) & _MASK
             rng <<= 8
-        model.update(c, x)
+        model.update(c, p, x)
     low = add_low(_BOTTOM - 1)
     out.append(low >> 56)
     while out and out[-1] == 0:
@@ -335,10 +401,12 @@ def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
 
 
 def decode_reference(data: bytes, h: int, w: int, offsets: np.ndarray, cluster: np.ndarray, num_clusters: int,
-                     cum: np.ndarray, strength: int, pool: int = 0) -> Tuple[np.ndarray, int]:
+                     cum: np.ndarray, strength: int, pool: int = 0, level: int = 0,
+                     parents: Optional[np.ndarray] = None) -> Tuple[np.ndarray, int]:
     """The decoder in Python: (grid, bytes read including the zeros past the end); arguments
     as :func:`decode` checks them."""
-    model = _Model(cum, strength, pool)
+    model = _Model(cum, strength, pool, level)
+    par = np.ravel(parents).tolist() if level else None
     k = model.k
     n = h * w
     off = offsets.tolist() if len(offsets) else None
@@ -362,7 +430,8 @@ def decode_reference(data: bytes, h: int, w: int, offsets: np.ndarray, cluster: 
             c += off[i]
         if not 0 <= c < cum.shape[0]:
             raise ValueError("index %d has context %d, outside the prior's %d tables" % (i, c, cum.shape[0]))
-        total = model.total(c)
+        p = par[i] if par is not None else 0
+        total = model.total(c, p)
         r = rng // total
         v = d // r
         if v >= total:
@@ -370,18 +439,18 @@ def decode_reference(data: bytes, h: int, w: int, offsets: np.ndarray, cluster: 
         lo, hi = 0, k - 1
         while lo < hi:
             mid = (lo + hi + 1) >> 1
-            if model.start(c, mid) <= v:
+            if model.start(c, p, mid) <= v:
                 lo = mid
             else:
                 hi = mid - 1
-        d -= r * model.start(c, lo)
-        rng = r * model.width(c, lo)
+        d -= r * model.start(c, p, lo)
+        rng = r * model.width(c, p, lo)
         while rng < _BOTTOM:
             d = d << 8 | next_byte()
             pos += 1
             rng <<= 8
         out[i] = lo
-        model.update(c, lo)
+        model.update(c, p, lo)
     return np.asarray(out, dtype=np.int64).reshape(h, w), pos
 
 
@@ -414,26 +483,38 @@ def _capped_counts(sub: np.ndarray, counted: np.ndarray) -> np.ndarray:
     return out
 
 
+def _level_counts(key: np.ndarray, x: np.ndarray, k: int, cap: int) -> Tuple[np.ndarray, np.ndarray]:
+    """For every index, the counts its level holds before it, capped at ``cap`` as the coder
+    caps them: (all codes under its key, its own code under its key)."""
+    rank = _seen_before(key)  # the place of each index under its key
+    return np.minimum(rank, cap), _capped_counts(key * k + x, rank < cap)
+
+
 def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
-                       candidates: Sequence[Tuple[int, int]]) -> np.ndarray:
-    """:func:`estimate` in numpy, the counts capped as the coder caps them."""
+                       candidates: Sequence[Tuple[int, ...]],
+                       parents: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`estimate` in numpy, the counts capped as the coder caps them (``parents``: an
+    array, one per symbol, for candidates with the parent level)."""
     x, c = symbols.astype(np.int64), contexts.astype(np.int64)
     k = cum.shape[1] - 1
     f = (cum[c, x + 1].astype(np.float64) - cum[c, x])
-    rank = _seen_before(c)  # the place of each index in its context
-    n_c = np.minimum(rank, COUNT_CAP)
-    n_cx = _capped_counts(c * k + x, rank < COUNT_CAP)
-    n = np.minimum(np.arange(x.size), POOL_CAP)
-    n_x = _capped_counts(x, np.arange(x.size) < POOL_CAP)
+    n_c, n_cx = _level_counts(c, x, k, COUNT_CAP)
+    n_p = n_px = np.zeros(x.size)
+    if any(len(params) > 2 and params[2] for params in candidates):
+        n_p, n_px = _level_counts(np.ravel(parents).astype(np.int64), x, k, COUNT_CAP)
+    n, n_x = _level_counts(np.zeros_like(x), x, k, POOL_CAP)
     bits = []
-    for e, g in candidates:
-        a, s = 2.0 ** (g - 1 if g else 0), 2.0 ** (PRECISION - e)
-        wx, total = f * a + n_cx * a * s, TOTAL * a + n_c * a * s
+    for params in candidates:
+        e, g, m = (tuple(params) + (0,))[:3]  # a pair: no parent level
+        t, s = 2.0 ** (g - 1 if g else m - 1 if m else 0), 2.0 ** (PRECISION - e)
+        wx, total = f * t + n_cx * t * s, TOTAL * t + n_c * t * s
+        if m:
+            wx, total = wx + n_px * t * s / 2.0 ** (m - 1), total + n_p * t * s / 2.0 ** (m - 1)
         if g:
-            wx, total = wx + n_x * s, total + n * s
+            wx, total = wx + n_x * t * s / 2.0 ** (g - 1), total + n * t * s / 2.0 ** (g - 1)
         bits.append(float(np.log2(total / wx).sum()))
     return np.asarray(bits)
 
 
-__all__ = ["CANDIDATES", "COUNT_CAP", "MAX_POOL", "MAX_STRENGTH", "POOL_CAP", "compiled", "cumulative", "decode",
-           "decode_reference", "encode", "encode_best", "encode_reference", "estimate", "estimate_reference"]
+__all__ = ["CANDIDATES", "COUNT_CAP", "MAX_POOL", "MAX_STRENGTH", "POOL_CAP", "Parents", "compiled", "cumulative",
+           "decode", "decode_reference", "encode", "encode_best", "encode_reference", "estimate", "estimate_reference"]

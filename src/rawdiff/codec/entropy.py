@@ -37,10 +37,11 @@ The unigram and uniform kinds code a whole grid in one call.
 The payload is the range coder's 32-bit words, little-endian (a multiple of 4 bytes).
 
 Adapted to the frame (:meth:`IndexPrior.encode_adaptive` / :meth:`IndexPrior.decode_adaptive`,
-bitstream format version 7): the same contexts and tables, each table updated with the
-frame's own counts as the grid is coded, through :mod:`rawdiff.codec.adaptive`'s range coder;
-the payload is that coder's bytes (any length), the stage's (strength, pool) pair travels in
-the stage table.
+bitstream format versions 7 and 8): the same contexts and tables, each table updated with
+the frame's own counts as the grid is coded (those of its context, of its parent code, the
+previous stage's at the same place, and of the whole grid), through
+:mod:`rawdiff.codec.adaptive`'s range coder; the payload is that coder's bytes (any length),
+the stage's (strength, pool, parent level) triple travels in the stage table.
 """
 
 from __future__ import annotations
@@ -392,31 +393,53 @@ class IndexPrior:
             self._cum = adaptive.cumulative(self.freqs)
         return self._cum
 
+    def _parents(self, shape: Tuple[int, int], parent: Optional[np.ndarray]) -> Optional[adaptive.Parents]:
+        """The parent level's parents of a ``shape`` grid: the parent grid's code over each
+        index (None for a prior without a parent context; the parent grid checked by
+        :meth:`_parent_offsets`)."""
+        if self.kind != "context" or self.parent_cluster is None or parent is None:
+            return None
+        p = np.asarray(parent, dtype=np.int64)
+        r = self.parent_ratio
+        if r > 1:
+            p = np.repeat(np.repeat(p, r, axis=0), r, axis=1)[: shape[0], : shape[1]]
+        return adaptive.Parents(p, self.parent_cluster.size)
+
     def encode_adaptive(self, grid: GridLike, parent: Optional[np.ndarray] = None,
-                        candidates: Sequence[Tuple[int, int]] = adaptive.CANDIDATES
-                        ) -> Tuple[Tuple[int, int], bytes]:
-        """Code ``grid`` with the tables adapted to it as it goes (:mod:`rawdiff.codec.adaptive`),
-        with the best of ``candidates``: ((strength exponent, pool), bytes)."""
+                        candidates: Sequence[Tuple[int, int, int]] = adaptive.CANDIDATES
+                        ) -> Tuple[Tuple[int, int, int], bytes]:
+        """Code ``grid`` with the tables adapted to it as it goes (:mod:`rawdiff.codec.adaptive`;
+        the parent level with a parent grid), with the best of ``candidates``: ((strength
+        exponent, pool, parent level), bytes)."""
         g = _check_grid(grid, self.codebook_size)
         if g.size > MAX_SYMBOLS:
             raise ValueError("grid of %d indices is larger than %d" % (g.size, MAX_SYMBOLS))
-        return adaptive.encode_best(g, self._contexts(g, parent), self._cumulative(), candidates)
+        contexts = self._contexts(g, parent)
+        return adaptive.encode_best(g, contexts, self._cumulative(), candidates, self._parents(g.shape, parent))
 
-    def decode_adaptive(self, data: bytes, shape: Tuple[int, int], params: Tuple[int, int],
+    def decode_adaptive(self, data: bytes, shape: Tuple[int, int], params: Sequence[int],
                         parent: Optional[np.ndarray] = None) -> np.ndarray:
         """The grid of :meth:`encode_adaptive`'s bytes coded with ``params`` (strength exponent,
-        pool) (int64 h x w). Raises ``ValueError`` for data that cannot be such a coding."""
+        pool, parent level; a pair: no parent level) (int64 h x w). Raises ``ValueError`` for
+        data that cannot be such a coding."""
         h, w = _check_shape(shape)
         raw = _payload_bytes(data)
         try:
-            strength, pool = (int(v) for v in params)
+            values = tuple(int(v) for v in params)
         except (TypeError, ValueError):
-            raise ValueError("adaptive parameters must be (strength, pool), got %r" % (params,)) from None
+            values = ()
+        if len(values) not in (2, 3):
+            raise ValueError("adaptive parameters must be (strength, pool[, level]), got %r" % (params,))
+        strength, pool, level = values + (0,) * (3 - len(values))
         context = self.kind == "context"
         offsets = self._parent_offsets((h, w), parent) if context else None
+        parents = self._parents((h, w), parent)
+        if level and parents is None:
+            raise ValueError("the stage is coded with the parent level (%d), but its prior has no parent" % level)
         try:
             return adaptive.decode(raw, (h, w), offsets, self.cluster if context else None,
-                                   self.num_clusters if context else 0, self._cumulative(), strength, pool)
+                                   self.num_clusters if context else 0, self._cumulative(), strength, pool, level,
+                                   parents)
         except ValueError as exc:
             raise ValueError("entropy payload is corrupted or does not match the prior (%s)" % exc) from None
 
@@ -546,18 +569,19 @@ class StagedPrior:
         return [prior.encode(grid, parent) for prior, grid, parent in self._with_parents(codes)]
 
     def encode_adaptive(self, codes: Sequence[np.ndarray],
-                        candidates: Sequence[Tuple[int, int]] = adaptive.CANDIDATES
-                        ) -> Tuple[List[bytes], List[Tuple[int, int]]]:
+                        candidates: Sequence[Tuple[int, int, int]] = adaptive.CANDIDATES
+                        ) -> Tuple[List[bytes], List[Tuple[int, int, int]]]:
         """:meth:`encode` with the tables adapted to each stage's grid (each stage from zero
         counts, so a prefix of the stages decodes alone): (one byte string per stage, each
-        stage's (strength exponent, pool))."""
+        stage's (strength exponent, pool, parent level))."""
         coded = [prior.encode_adaptive(grid, parent, candidates) for prior, grid, parent in self._with_parents(codes)]
         return [data for _, data in coded], [params for params, _ in coded]
 
     def decode(self, chunks: Sequence[bytes], shapes: Sequence[Tuple[int, int]],
-               adapt: Sequence[Tuple[int, int]] = ()) -> List[np.ndarray]:
+               adapt: Sequence[Sequence[int]] = ()) -> List[np.ndarray]:
         """The grids of the stages in ``chunks`` (one byte string and one shape per stage;
-        ``adapt``: each stage's (strength exponent, pool) when coded by :meth:`encode_adaptive`)."""
+        ``adapt``: each stage's (strength exponent, pool, parent level) when coded by
+        :meth:`encode_adaptive`)."""
         if not 1 <= len(chunks) <= len(self.stages) or len(shapes) != len(chunks):
             raise ValueError("%d stage payloads (%d shapes) for a prior of %d stages"
                              % (len(chunks), len(shapes), len(self.stages)))
