@@ -16,7 +16,7 @@ args = dict(
     package_dir={"": "src"},
     # the adaptive range coder (rawdiff.codec.adaptive runs its Python reference without it)
     ext_modules=[Extension("rawdiff.codec._adaptive", ["src/rawdiff/codec/_adaptive.c"],
-                           extra_compile_args=["-O2", "-std=c99"])],
+                           extra_compile_args=["-O3", "-std=c99"])],
 )
 
 if generate_distutils_setup is not None:

@@ -83,6 +83,18 @@ def test_compiled_and_reference_write_the_same_bytes_with_the_parent_level(k, st
         both_ways(symbols, rng.integers(0, 5, size=n), cum, strength, pool, level, parents)
 
 
+def test_parents_are_a_read_only_copy():
+    """The coders index their counts by the parents without checking them again: what they
+    hold cannot change under them (another thread writing the caller's array)."""
+    source = np.array([0, 1, 2, 1], dtype=np.int32)
+    parents = adaptive.Parents(source, 3)
+    source[:] = 7
+    np.testing.assert_array_equal(parents.values, [0, 1, 2, 1])
+    assert not parents.values.flags.writeable
+    with pytest.raises(AttributeError):
+        parents.count = 1
+
+
 def test_the_parent_level_pays_when_the_codes_follow_their_parents():
     """What a parent says reaches every context its children fall in: with the parent level
     the codes that follow their parents cost far fewer bytes."""
@@ -134,9 +146,9 @@ def test_adaptation_pays_on_a_frame_with_its_own_statistics():
     params, data = prior.encode_adaptive(grid)
     assert len(data) < 0.4 * len(prior.encode(grid))
     contexts, cum = np.zeros(grid.size, int), prior._cumulative()
-    bits = adaptive.estimate(grid, contexts, cum)  # without parents: the candidates without the parent level
-    usable = [p for p in adaptive.CANDIDATES if not p[2]]
-    assert len(bits) == len(usable) and params == usable[int(np.argmin(bits))]
+    usable = [p for p in adaptive.CANDIDATES if not p[2]]  # without parents, encode_best tries these
+    bits = adaptive.estimate(grid, contexts, cum, usable)
+    assert params == usable[int(np.argmin(bits))]
     sizes = [len(adaptive.encode(grid, contexts, cum, *p)) for p in usable]
     assert len(data) <= min(sizes) + 2
     np.testing.assert_array_equal(prior.decode_adaptive(data, grid.shape, params), grid)
@@ -195,7 +207,7 @@ def test_bad_data_is_a_clear_error():
         stage.decode_adaptive(data, shapes[2], (25, 0), grids[1])
     with pytest.raises(ValueError, match="pool weight 10"):
         stage.decode_adaptive(data, shapes[2], (4, 10), grids[1])
-    with pytest.raises(ValueError, match="parent level 6 is not in \\[0, 9\\] \\(nor above the pool weight, 5"):
+    with pytest.raises(ValueError, match="parent level 6 is above the pool weight 5"):
         stage.decode_adaptive(data, shapes[2], (4, 5, 6), grids[1])
     with pytest.raises(ValueError, match="must be \\(strength, pool\\[, level\\]\\)"):
         stage.decode_adaptive(data, shapes[2], 4, grids[1])
@@ -306,9 +318,16 @@ def test_bad_arguments_are_refused_before_either_coder_runs():
         (lambda: adaptive.decode(b"\x01", (1, 5), None, -np.ones(8, int), 1, cum, 4), "one cluster"),
         (lambda: adaptive.decode(b"\x01", (0, 5), None, None, 0, cum, 4), "empty or larger"),
         (lambda: adaptive.estimate(s, c, cum, []), "1 to 64 candidates"),
-        (lambda: adaptive.estimate(s, c, cum, [(4, 0, 1)]), "every candidate uses the parent level"),
+        (lambda: adaptive.estimate(s, c, cum, [(4, 0, 1)]), "1 of the candidates use the parent level, and there"),
+        (lambda: adaptive.estimate(s, c, cum, [(4, 0, 0), (4, 0, 1)]), "1 of the candidates use the parent level"),
+        (lambda: adaptive.estimate(s, c, cum, [(4, 0, 0, 0)]), "must be \\(strength, pool\\[, level\\]\\)"),
+        (lambda: adaptive.estimate(s, c, cum, [(4,)]), "must be \\(strength, pool\\[, level\\]\\)"),
         (lambda: adaptive.encode(s, c, cum, 4, 0, 1), "needs the parents"),
-        (lambda: adaptive.encode(s, c, cum, 4, 2, 3), "parent level 3 is not in"),
+        (lambda: adaptive.encode(s, c, cum, 4, 0, 1, np.zeros(5, int)), "must be an adaptive.Parents"),
+        (lambda: adaptive.encode(s, c, cum, 4, 2, 3), "parent level 3 is above the pool weight 2"),
+        (lambda: adaptive.encode(s, c, cum, 4, 0, 10), "parent level 10 is not in \\[0, 9\\]"),
+        (lambda: adaptive.Parents(np.zeros(5, int), None), "count of parents must be an integer"),
+        (lambda: adaptive.Parents(np.zeros(5, int), 2.7), "count of parents must be an integer"),
         (lambda: adaptive.encode(s, c, cum, 4, 0, 1, adaptive.Parents(np.zeros(4, int), 2)), "4 parents for 5"),
         (lambda: adaptive.Parents(np.full(5, 2), 2), "parents must be integers in \\[0, 2\\)"),
         (lambda: adaptive.Parents(np.zeros(5, int), 0), "0 parents is not in"),

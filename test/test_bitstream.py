@@ -1166,9 +1166,9 @@ def test_version_7_carries_each_stages_adaptive_parameters_and_every_cut_keeps_t
 def test_version_7_fields_are_checked():
     _, chunks, _ = means_case()
     for bad, match in ((ADAPT3[:2], "adapt holds 2 triples for 3 stages"),
-                       (ADAPT3[:2] + ((25, 0),), r"\(strength 0..24, pool 0..9, parent level 0..9, not above a pool "
-                                                 r"weight\) triples, got .*\[25, 0\]"),
-                       (ADAPT3[:2] + ((4, 10),), r"pool 0..9, .* triples"), (ADAPT3[:2] + ((4,),), "triples"),
+                       (ADAPT3[:2] + ((25, 0),), r"\(strength 0..24, pool 0..9\[, parent level 0..9, not above a "
+                                                 r"pool weight\]\) per stage, got .*\[25, 0\]"),
+                       (ADAPT3[:2] + ((4, 10),), r"pool 0..9\[, .* per stage"), (ADAPT3[:2] + ((4,),), "per stage"),
                        ((4, 8, 12), "adapt must be a \\(strength, pool, parent level\\) triple per stage"),
                        ("abc", "adapt must be an integer")):
         with pytest.raises(BitstreamError, match=match):
@@ -1179,9 +1179,9 @@ def test_version_7_fields_are_checked():
         make_header(stages=STAGES3, detail=DETAIL, adapt=ADAPT3, version=6)
     data = pack(make_header(stages=STAGES3, adapt=ADAPT3), chunks)
     at = bs.layout(data)["stages"][1] + 3
-    with pytest.raises(BitstreamError, match=r"triples, got \[\[4, 0\], \[200, 3\], \[12, 7\]\]"):
+    with pytest.raises(BitstreamError, match=r"per stage, got \[\[4, 0\], \[200, 3\], \[12, 7\]\]"):
         unpack(refresh_crc(with_field(data, at, "<B", 200)))
-    with pytest.raises(BitstreamError, match=r"triples, got \[\[4, 0\], \[8, 10\], \[12, 7\]\]"):
+    with pytest.raises(BitstreamError, match=r"per stage, got \[\[4, 0\], \[8, 10\], \[12, 7\]\]"):
         unpack(refresh_crc(with_field(data, at + 1, "<B", 10)))
     with pytest.raises(BitstreamError, match="truncated.*the stage table"):
         read_header(data[: at], verify=False)
@@ -1237,7 +1237,7 @@ def test_version_8_carries_each_stages_parent_level_and_a_cut_takes_the_lowest_v
 
 def test_version_8_fields_are_checked():
     _, chunks, _ = means_case()
-    for bad, match in ((ADAPT8[:2] + ((4, 3, 4),), r"not above a pool weight\) triples, got .*\[4, 3, 4\]"),
+    for bad, match in ((ADAPT8[:2] + ((4, 3, 4),), r"not above a pool weight\]\) per stage, got .*\[4, 3, 4\]"),
                        (ADAPT8[:2] + ((4, 0, 10),), r"parent level 0..9"),
                        (((4, 0, 1),) + ADAPT8[1:], "stage 1 is coded with the parent level 1, but the first stage")):
         with pytest.raises(BitstreamError, match=match):
@@ -1247,9 +1247,9 @@ def test_version_8_fields_are_checked():
         make_header(stages=STAGES3, adapt=ADAPT8, version=7)
     data = pack(make_header(stages=STAGES3, adapt=ADAPT8), chunks)
     at = bs.layout(data)["stages"][1] + 5
-    with pytest.raises(BitstreamError, match=r"triples, got \[\[4, 0, 0\], \[8, 3, 10\], \[12, 7, 4\]\]"):
+    with pytest.raises(BitstreamError, match=r"per stage, got \[\[4, 0, 0\], \[8, 3, 10\], \[12, 7, 4\]\]"):
         unpack(refresh_crc(with_field(data, at, "<B", 10)))
-    with pytest.raises(BitstreamError, match=r"not above a pool weight\) triples, got .*\[8, 3, 5\]"):
+    with pytest.raises(BitstreamError, match=r"not above a pool weight\]\) per stage, got .*\[8, 3, 5\]"):
         unpack(refresh_crc(with_field(data, at, "<B", 5)))
     first = bs.layout(data)["stages"][0] + 5
     with pytest.raises(BitstreamError, match="stage 1 is coded with the parent level 2"):

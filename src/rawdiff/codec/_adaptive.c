@@ -237,9 +237,12 @@ static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, 
         PyErr_Format(PyExc_ValueError, "pool weight %d is not in [0, %d]", pool, MAX_POOL);
         return -1;
     }
-    if (level < 0 || level > MAX_POOL || (pool && level > pool)) {
-        PyErr_Format(PyExc_ValueError, "parent level %d is not in [0, %d] (nor above the pool weight, %d)", level,
-                     MAX_POOL, pool);
+    if (level < 0 || level > MAX_POOL) {
+        PyErr_Format(PyExc_ValueError, "parent level %d is not in [0, %d]", level, MAX_POOL);
+        return -1;
+    }
+    if (pool && level > pool) {
+        PyErr_Format(PyExc_ValueError, "parent level %d is above the pool weight %d", level, pool);
         return -1;
     }
     if (level && (num_parents < 1 || num_parents > MAX_CODES || parents_len != n * 4)) {
@@ -415,12 +418,6 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             goto release;
         }
     }
-    for (Py_ssize_t i = 0; par && i < n; i++) {
-        if (par[i] < 0 || par[i] >= num_parents) {
-            PyErr_SetString(PyExc_ValueError, "parent values must be in [0, num_parents)");
-            goto release;
-        }
-    }
     out = PyBytes_FromStringAndSize(NULL, n * 4);
     if (!out) goto release;
     if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, num_parents, k, strength, pool, level, 1)) {
@@ -449,7 +446,13 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             bad_context = c;
             break;
         }
-        Py_ssize_t p = par ? par[i] : 0;
+        Py_ssize_t p = par ? par[i] : 0; /* checked here, as the contexts: the caller's buffer is not ours */
+        if (par && (p < 0 || p >= num_parents)) {
+            failed = 4;
+            bad = i;
+            bad_context = p;
+            break;
+        }
         uint64_t total = total_of(&m, c, p);
         uint64_t r = range / total, v = d / r;
         if (v >= total) {
@@ -494,6 +497,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     } else if (failed == 2) {
         PyErr_Format(PyExc_ValueError, "index %zd has context %zd, outside the prior's %zd tables", bad, bad_context,
                      num_contexts);
+    } else if (failed == 4) {
+        PyErr_Format(PyExc_ValueError, "index %zd has parent %zd, outside [0, %zd)", bad, bad_context, num_parents);
     } else if (failed == 3) {
         PyErr_Format(PyExc_ValueError, "the coded value at index %zd is outside every symbol's interval", bad);
     } else {
@@ -580,13 +585,14 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
         }
         double px = pooled ? (double)m.pool.counts[x] : 0.0, pn = (double)m.pool.seen;
         /* products of 8 totals (each below 2**50) and of 8 weights (each >= 1) stay finite and
-         * above 1: two log2 per 8 indices */
-        int flush = (i & 7) == 7 || i == n - 1;
-        for (int j = 0; j < np; j++) {
+         * above 1: one log2 per 8 indices */
+        for (int j = 0; j < np; j++) { /* no branch inside: the compiler vectorises it */
             num[j] *= (double)TOTAL * tw[j] + nc * cw[j] + qn * pw[j] + pn * gw[j];
             den[j] *= f * tw[j] + nx * cw[j] + qx * pw[j] + px * gw[j];
-            if (flush) {
-                bits[j] += log2(num[j]) - log2(den[j]);
+        }
+        if ((i & 7) == 7 || i == n - 1) {
+            for (int j = 0; j < np; j++) {
+                bits[j] += log2(num[j] / den[j]);
                 num[j] = den[j] = 1.0;
             }
         }

@@ -106,9 +106,23 @@ def _check_params(strength: int, pool: int, level: int = 0) -> Tuple[int, int, i
         raise ValueError("strength exponent %d is not in [0, %d]" % (e, MAX_STRENGTH))
     if not 0 <= g <= MAX_POOL:
         raise ValueError("pool weight %d is not in [0, %d]" % (g, MAX_POOL))
-    if not 0 <= m <= MAX_POOL or (g and m > g):
-        raise ValueError("parent level %d is not in [0, %d] (nor above the pool weight, %d)" % (m, MAX_POOL, g))
+    if not 0 <= m <= MAX_POOL:
+        raise ValueError("parent level %d is not in [0, %d]" % (m, MAX_POOL))
+    if g and m > g:
+        raise ValueError("parent level %d is above the pool weight %d" % (m, g))
     return e, g, m
+
+
+def as_params(params) -> Tuple[int, int, int]:
+    """A stage's (strength, pool, parent level) checked; a (strength, pool) pair (format
+    version 7) has no parent level."""
+    try:
+        values = tuple(int(v) for v in params)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) not in (2, 3):
+        raise ValueError("adaptive parameters must be (strength, pool[, level]), got %r" % (params,))
+    return _check_params(*values)
 
 
 def _check_tables(cum: np.ndarray) -> np.ndarray:
@@ -136,19 +150,31 @@ def _check_symbols(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray) -
 
 
 class Parents:
-    """The parent of every index (int32, raster order) and how many parents there are."""
+    """The parent of every index (raster order) and how many parents there are: checked once,
+    held as a read-only int32 copy (the coders take it as it is)."""
 
-    __slots__ = ("values", "count")
+    __slots__ = ("_values", "_count")
 
     def __init__(self, values: np.ndarray, count: int):
+        if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)):
+            raise ValueError("the count of parents must be an integer, got %r" % (count,))
         n = int(count)
         v = np.ravel(values)
         if not 1 <= n <= MAX_CODES:
             raise ValueError("%d parents is not in [1, %d]" % (n, MAX_CODES))
         if v.dtype.kind not in "ui" or (v.size and (v.min() < 0 or v.max() >= n)):
             raise ValueError("parents must be integers in [0, %d)" % n)
-        self.values = np.ascontiguousarray(v, dtype=np.int32)
-        self.count = n
+        self._values = np.array(v, dtype=np.int32)
+        self._values.setflags(write=False)
+        self._count = n
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._values
+
+    @property
+    def count(self) -> int:
+        return self._count
 
 
 _NO_PARENTS = np.zeros(0, dtype=np.int32)
@@ -160,6 +186,8 @@ def _parents_for(parents: Optional[Parents], n: int, level: int) -> Tuple[np.nda
         return _NO_PARENTS, 0
     if parents is None:
         raise ValueError("the parent level (m = %d) needs the parents of the indices" % level)
+    if not isinstance(parents, Parents):
+        raise ValueError("parents must be an adaptive.Parents, got %s" % type(parents).__name__)
     if parents.values.size != n:
         raise ValueError("%d parents for %d indices" % (parents.values.size, n))
     return parents.values, parents.count
@@ -168,14 +196,17 @@ def _parents_for(parents: Optional[Parents], n: int, level: int) -> Tuple[np.nda
 # --------------------------------------------------------------------------- dispatch
 
 
-def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[Parents]) -> List[Tuple[int, int, int]]:
-    """The candidates checked, those with the parent level left out when there are no parents."""
-    triples = [_check_params(*t) for t in candidates]
+def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[Parents],
+                      drop_levels: bool = False) -> List[Tuple[int, int, int]]:
+    """The candidates checked; without parents, those with the parent level left out
+    (``drop_levels``) or refused."""
+    triples = [as_params(t) for t in candidates]
     if not 1 <= len(triples) <= 64:
         raise ValueError("1 to 64 candidates, got %d" % len(triples))
     usable = [t for t in triples if parents is not None or not t[2]]
-    if not usable:
-        raise ValueError("every candidate uses the parent level, and there are no parents")
+    if len(usable) < len(triples) and not (drop_levels and usable):
+        raise ValueError("%d of the candidates use the parent level, and there are no parents"
+                         % (len(triples) - len(usable)))
     return usable
 
 
@@ -194,7 +225,7 @@ def _estimate(s: np.ndarray, c: np.ndarray, cum: np.ndarray, triples: List[Tuple
     if _compiled is not None:
         return np.asarray(_compiled.estimate(s, c, p, cum, cum.shape[0], n_p, cum.shape[1] - 1,
                                              bytes(v for t in triples for v in t)))
-    return estimate_reference(s, c, cum, triples, p)
+    return estimate_reference(s, c, cum, triples, p if n_p else None)
 
 
 def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int, pool: int = 0,
@@ -209,8 +240,8 @@ def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength:
 def estimate(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
              candidates: Sequence[Tuple[int, ...]] = CANDIDATES, parents: Optional[Parents] = None) -> np.ndarray:
     """The code length in bits of ``symbols`` under each (strength, pool, level) triple of
-    ``candidates`` that can code them (those with the parent level need ``parents``)
-    (floating point: it chooses, it does not code)."""
+    ``candidates`` (those with the parent level need ``parents``; floating point: it chooses,
+    it does not code)."""
     triples = _check_candidates(candidates, parents)
     cum = _check_tables(cum)
     return _estimate(*_check_symbols(symbols, contexts, cum), cum, triples, parents)
@@ -222,7 +253,7 @@ def encode_best(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
     """The coding of ``symbols`` with the candidate of the shortest estimated code length
     (ties go to the first; without ``parents``, among those without the parent level):
     ((strength, pool, level), bytes). The arguments are checked once."""
-    triples = _check_candidates(candidates, parents)
+    triples = _check_candidates(candidates, parents, drop_levels=True)
     cum = _check_tables(cum)
     s, c = _check_symbols(symbols, contexts, cum)
     params = triples[int(np.argmin(_estimate(s, c, cum, triples, parents)))]
@@ -500,12 +531,14 @@ def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarra
     f = (cum[c, x + 1].astype(np.float64) - cum[c, x])
     n_c, n_cx = _level_counts(c, x, k, COUNT_CAP)
     n_p = n_px = np.zeros(x.size)
-    if any(len(params) > 2 and params[2] for params in candidates):
+    if parents is not None:
         n_p, n_px = _level_counts(np.ravel(parents).astype(np.int64), x, k, COUNT_CAP)
     n, n_x = _level_counts(np.zeros_like(x), x, k, POOL_CAP)
+    candidates = [as_params(t) for t in candidates]
+    if parents is None and any(m for _, _, m in candidates):
+        raise ValueError("the parent level needs the parents of the indices")
     bits = []
-    for params in candidates:
-        e, g, m = (tuple(params) + (0,))[:3]  # a pair: no parent level
+    for e, g, m in candidates:
         t, s = 2.0 ** (g - 1 if g else m - 1 if m else 0), 2.0 ** (PRECISION - e)
         wx, total = f * t + n_cx * t * s, TOTAL * t + n_c * t * s
         if m:
@@ -516,5 +549,6 @@ def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarra
     return np.asarray(bits)
 
 
-__all__ = ["CANDIDATES", "COUNT_CAP", "MAX_POOL", "MAX_STRENGTH", "POOL_CAP", "Parents", "compiled", "cumulative",
-           "decode", "decode_reference", "encode", "encode_best", "encode_reference", "estimate", "estimate_reference"]
+__all__ = ["CANDIDATES", "COUNT_CAP", "MAX_POOL", "MAX_STRENGTH", "POOL_CAP", "Parents", "as_params", "compiled",
+           "cumulative", "decode", "decode_reference", "encode", "encode_best", "encode_reference", "estimate",
+           "estimate_reference"]

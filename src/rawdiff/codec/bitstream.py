@@ -345,7 +345,7 @@ class Header:
     means: Tuple[Tuple[int, int, int], ...] = ()
     version: Optional[int] = None
     detail: Tuple[int, ...] = ()
-    adapt: Tuple[Tuple[int, int], ...] = ()
+    adapt: Tuple[Tuple[int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -577,8 +577,8 @@ def _adapt(value: Any, stages: Optional[Sequence]) -> Tuple[Tuple[int, int, int]
     triples = tuple(p + (0,) * (3 - len(p)) if len(p) in (2, 3) else p for p in values)
     if any(len(p) != 3 or not all(0 <= v <= top for v, top in zip(p, MAX_ADAPT)) or 0 < p[1] < p[2]
            for p in triples):
-        raise BitstreamError("adaptive parameters must be (strength 0..%d, pool 0..%d, parent level 0..%d, "
-                             "not above a pool weight) triples, got %r" % (MAX_ADAPT + ([list(p) for p in values],)))
+        raise BitstreamError("adaptive parameters must be (strength 0..%d, pool 0..%d[, parent level 0..%d, "
+                             "not above a pool weight]) per stage, got %r" % (MAX_ADAPT + ([list(p) for p in values],)))
     if triples[0][2]:
         raise BitstreamError("stage 1 is coded with the parent level %d, but the first stage has no parent"
                              % triples[0][2])

@@ -399,11 +399,7 @@ class IndexPrior:
         :meth:`_parent_offsets`)."""
         if self.kind != "context" or self.parent_cluster is None or parent is None:
             return None
-        p = np.asarray(parent, dtype=np.int64)
-        r = self.parent_ratio
-        if r > 1:
-            p = np.repeat(np.repeat(p, r, axis=0), r, axis=1)[: shape[0], : shape[1]]
-        return adaptive.Parents(p, self.parent_cluster.size)
+        return adaptive.Parents(over_grid(shape, np.asarray(parent), self.parent_ratio), self.parent_cluster.size)
 
     def encode_adaptive(self, grid: GridLike, parent: Optional[np.ndarray] = None,
                         candidates: Sequence[Tuple[int, int, int]] = adaptive.CANDIDATES
@@ -424,16 +420,10 @@ class IndexPrior:
         data that cannot be such a coding."""
         h, w = _check_shape(shape)
         raw = _payload_bytes(data)
-        try:
-            values = tuple(int(v) for v in params)
-        except (TypeError, ValueError):
-            values = ()
-        if len(values) not in (2, 3):
-            raise ValueError("adaptive parameters must be (strength, pool[, level]), got %r" % (params,))
-        strength, pool, level = values + (0,) * (3 - len(values))
+        strength, pool, level = adaptive.as_params(params)
         context = self.kind == "context"
         offsets = self._parent_offsets((h, w), parent) if context else None
-        parents = self._parents((h, w), parent)
+        parents = self._parents((h, w), parent) if level else None
         if level and parents is None:
             raise ValueError("the stage is coded with the parent level (%d), but its prior has no parent" % level)
         try:
@@ -646,10 +636,15 @@ def parent_offsets(shape: Tuple[int, int], parent: np.ndarray, parent_cluster: n
     if (-(-shape[0] // ratio), -(-shape[1] // ratio)) != parent.shape:
         raise ValueError("parent grid %dx%d does not cover a %dx%d grid at ratio %d"
                          % (parent.shape[0], parent.shape[1], shape[0], shape[1], ratio))
-    pc = parent_cluster[parent].astype(np.int64)
+    return over_grid(shape, parent_cluster[parent].astype(np.int64), ratio) * (c + 1) ** 2
+
+
+def over_grid(shape: Tuple[int, int], parent: np.ndarray, ratio: int) -> np.ndarray:
+    """A parent grid's values over each index of a ``shape`` grid (``ratio`` of its cells a
+    parent cell's side)."""
     if ratio > 1:
-        pc = np.repeat(np.repeat(pc, ratio, axis=0), ratio, axis=1)[: shape[0], : shape[1]]
-    return pc * (c + 1) ** 2
+        parent = np.repeat(np.repeat(parent, ratio, axis=0), ratio, axis=1)[: shape[0], : shape[1]]
+    return parent
 
 
 def grid_contexts(g: np.ndarray, cluster: np.ndarray, c: int) -> np.ndarray:
@@ -664,4 +659,4 @@ def grid_contexts(g: np.ndarray, cluster: np.ndarray, c: int) -> np.ndarray:
 
 __all__ = ["ENTROPY_MODELS", "MAX_CODES", "MAX_SYMBOLS", "PRECISION", "TOTAL", "IndexPrior", "StagedPrior",
            "as_grid_list",
-           "grid_contexts", "parent_offsets", "quantize_probabilities"]
+           "grid_contexts", "over_grid", "parent_offsets", "quantize_probabilities"]
