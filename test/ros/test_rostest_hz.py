@@ -1,7 +1,14 @@
 """rostest's ``hztest`` on the decoded topics: ``cameras_hz.test`` (two cameras through
-cameras.launch, fed by ``rosbag play --loop`` at 5 Hz) run by ``rostest --reuse-master``
-against the tests' roscore. The test fails when either decoded image topic, or a decoded
-camera_info topic, is not published at 5 +- 1.5 Hz on average over 6 s."""
+cameras.launch, fed by ``rosbag play --loop`` at 5 Hz) run by ``rostest``. The test fails
+when either decoded image topic, or a decoded camera_info topic, is not published at 5 +- 1.5
+Hz on average over 6 s.
+
+rostest brings the launch up again for each of its tests; with its own master (not
+``--reuse-master``) each of them gets a fresh one. On a reused master the names of the last
+launch's nodes stay registered, and when a node of the same name registers again the master
+sends the shutdown meant for the old one to the old node's address, which the system may
+have given to a new node by then (seen once: the new encoder of /front shut down as "the old
+/front/rawdiff_decoder", and no image came)."""
 
 import os
 import shutil
@@ -59,7 +66,7 @@ def test_decoded_topics_keep_the_camera_rate_under_rostest_hztest(ros_master, fi
     results = tmp_path / "results"
     env = dict(os.environ, OMP_NUM_THREADS="1")  # one torch thread per node (four nodes, two cores)
     proc = subprocess.run(
-        ["rostest", "--reuse-master", "--results-base-dir", str(results), TEST_FILE, "bag:=%s" % bag,
+        ["rostest", "--results-base-dir", str(results), TEST_FILE, "bag:=%s" % bag,
          "model:=%s" % fixture_model, "rate:=%d" % RATE],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=580, start_new_session=True)
     out = proc.stdout.decode(errors="replace")
