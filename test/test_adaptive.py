@@ -84,15 +84,33 @@ def test_compiled_and_reference_write_the_same_bytes_with_the_parent_level(k, st
 
 
 def test_parents_are_a_read_only_copy():
-    """The coders index their counts by the parents without checking them again: what they
-    hold cannot change under them (another thread writing the caller's array)."""
+    """What was checked is what the coders read: the caller's array changing afterwards (another
+    thread writing it) does not reach them, and the copy cannot be made writeable."""
     source = np.array([0, 1, 2, 1], dtype=np.int32)
     parents = adaptive.Parents(source, 3)
     source[:] = 7
     np.testing.assert_array_equal(parents.values, [0, 1, 2, 1])
     assert not parents.values.flags.writeable
+    with pytest.raises(ValueError):
+        parents.values.setflags(write=True)
     with pytest.raises(AttributeError):
         parents.count = 1
+
+
+def test_the_compiled_decoder_checks_each_parent_as_it_uses_it():
+    """Called past the Python checks (as a buffer someone changed would reach it), a parent
+    out of range is a ValueError naming the index, never a read outside the counts."""
+    if not adaptive.compiled():
+        pytest.skip("the compiled coder is not built")
+    rng = np.random.default_rng(14)
+    cum = tables(rng, 1, 8)
+    symbols = np.zeros(3, dtype=np.int32)
+    data = adaptive.encode(symbols, np.zeros(3, int), cum, 4, 0, 1, adaptive.Parents(np.zeros(3, int), 2))
+    for bad in (7, -1):
+        parents = np.array([0, 0, bad], dtype=np.int32)
+        with pytest.raises(ValueError, match="index 2 has parent %d, outside \\[0, 2\\)" % bad):
+            adaptive._compiled.decode(data, 1, 3, np.zeros(3, np.int32), np.zeros(0, np.int32), 0, parents, 2, cum,
+                                      1, 8, 4, 0, 1)
 
 
 def test_the_parent_level_pays_when_the_codes_follow_their_parents():
@@ -328,6 +346,10 @@ def test_bad_arguments_are_refused_before_either_coder_runs():
         (lambda: adaptive.encode(s, c, cum, 4, 0, 10), "parent level 10 is not in \\[0, 9\\]"),
         (lambda: adaptive.Parents(np.zeros(5, int), None), "count of parents must be an integer"),
         (lambda: adaptive.Parents(np.zeros(5, int), 2.7), "count of parents must be an integer"),
+        (lambda: adaptive.encode(s, c, cum, 4, 0, 0, "junk"), "must be an adaptive.Parents"),
+        (lambda: adaptive.estimate(s, c, cum, ["840"]), "must be \\(strength, pool\\[, level\\]\\)"),
+        (lambda: adaptive.estimate(s, c, cum, [(8.9, 5.5)]), "must be \\(strength, pool\\[, level\\]\\)"),
+        (lambda: adaptive.estimate(s, c, cum, [(True, 0)]), "must be \\(strength, pool\\[, level\\]\\)"),
         (lambda: adaptive.encode(s, c, cum, 4, 0, 1, adaptive.Parents(np.zeros(4, int), 2)), "4 parents for 5"),
         (lambda: adaptive.Parents(np.full(5, 2), 2), "parents must be integers in \\[0, 2\\)"),
         (lambda: adaptive.Parents(np.zeros(5, int), 0), "0 parents is not in"),

@@ -1,8 +1,8 @@
 """The frame container: layout, the stage table, truncation, round trips, golden files,
 clean errors on any input.
 
-Golden files in test/golden/ pin format version 4 and version 3 (still read, and written
-when a version 3 file is cut); the version-2 files stay there to show that they still read
+Golden files in test/golden/ pin format versions 8 to 4 and version 3 (still read, and
+written when a version 3 file is cut); the version-2 files stay there to show that they still read
 (as one stage) and the version-1 files to show that an old file fails with a clear error. Regenerate only on purpose:
 
     RAWDIFF_REGEN_GOLDEN=1 pytest test/test_bitstream.py test/test_entropy.py -k golden

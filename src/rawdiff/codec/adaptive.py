@@ -115,14 +115,12 @@ def _check_params(strength: int, pool: int, level: int = 0) -> Tuple[int, int, i
 
 def as_params(params) -> Tuple[int, int, int]:
     """A stage's (strength, pool, parent level) checked; a (strength, pool) pair (format
-    version 7) has no parent level."""
-    try:
-        values = tuple(int(v) for v in params)
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) not in (2, 3):
+    version 7) has no parent level. Two or three integers in a tuple, list or array."""
+    ok = isinstance(params, (tuple, list, np.ndarray)) and len(params) in (2, 3) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in params)
+    if not ok:
         raise ValueError("adaptive parameters must be (strength, pool[, level]), got %r" % (params,))
-    return _check_params(*values)
+    return _check_params(*(int(v) for v in params))
 
 
 def _check_tables(cum: np.ndarray) -> np.ndarray:
@@ -150,8 +148,10 @@ def _check_symbols(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray) -
 
 
 class Parents:
-    """The parent of every index (raster order) and how many parents there are: checked once,
-    held as a read-only int32 copy (the coders take it as it is)."""
+    """The parent of every index (raster order) and how many parents there are: checked once
+    and held as an int32 copy over immutable bytes (it cannot be made writeable again), so
+    what was checked is what the coders read; the compiled coders check each parent again as
+    they use it all the same."""
 
     __slots__ = ("_values", "_count")
 
@@ -164,8 +164,7 @@ class Parents:
             raise ValueError("%d parents is not in [1, %d]" % (n, MAX_CODES))
         if v.dtype.kind not in "ui" or (v.size and (v.min() < 0 or v.max() >= n)):
             raise ValueError("parents must be integers in [0, %d)" % n)
-        self._values = np.array(v, dtype=np.int32)
-        self._values.setflags(write=False)
+        self._values = np.frombuffer(np.ascontiguousarray(v, dtype=np.int32).tobytes(), dtype=np.int32)
         self._count = n
 
     @property
@@ -182,12 +181,12 @@ _NO_PARENTS = np.zeros(0, dtype=np.int32)
 
 def _parents_for(parents: Optional[Parents], n: int, level: int) -> Tuple[np.ndarray, int]:
     """The parents' array and count as the coders take them (empty without the parent level)."""
+    if parents is not None and not isinstance(parents, Parents):
+        raise ValueError("parents must be an adaptive.Parents, got %s" % type(parents).__name__)
     if not level:
         return _NO_PARENTS, 0
     if parents is None:
         raise ValueError("the parent level (m = %d) needs the parents of the indices" % level)
-    if not isinstance(parents, Parents):
-        raise ValueError("parents must be an adaptive.Parents, got %s" % type(parents).__name__)
     if parents.values.size != n:
         raise ValueError("%d parents for %d indices" % (parents.values.size, n))
     return parents.values, parents.count
@@ -532,6 +531,8 @@ def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarra
     n_c, n_cx = _level_counts(c, x, k, COUNT_CAP)
     n_p = n_px = np.zeros(x.size)
     if parents is not None:
+        if np.size(parents) != x.size:
+            raise ValueError("%d parents for %d indices" % (np.size(parents), x.size))
         n_p, n_px = _level_counts(np.ravel(parents).astype(np.int64), x, k, COUNT_CAP)
     n, n_x = _level_counts(np.zeros_like(x), x, k, POOL_CAP)
     candidates = [as_params(t) for t in candidates]
