@@ -1138,25 +1138,39 @@ ADAPT3 = ((4, 0), (8, 3), (12, 7))  # each stage's adaptive coding: (strength, p
 ADAPT3_TRIPLES = tuple(p + (0,) for p in ADAPT3)  # as a header holds them: no parent level
 
 
+def _adaptive_stream(adapt):
+    """A stream of STAGES3 with MEANS2, DETAIL and ``adapt``; its header read back; the chunks
+    and mean layers it was packed from."""
+    _, chunks, means = means_case()
+    data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=adapt), chunks, means)
+    return data, unpack(data)[0], chunks, means
+
+
+def _cuts_are_encodings_at_their_quality(data, got, chunks, means, adapt, versions):
+    """Each cut of ``data`` holds the first q stages' parameters in the version ``versions[q - 1]``,
+    is what packing q stages writes, and has the size truncated_sizes predicts; each stage's
+    entry carries its parameters after K - 1."""
+    triples = tuple(tuple(p) + (0,) * (3 - len(p)) for p in adapt)
+    for q in (1, 2, 3):
+        cut = truncate(data, q)
+        assert unpack(cut)[0].adapt == triples[:q] and unpack(cut)[0].version == versions[q - 1]
+        assert cut == pack(make_header(stages=STAGES3[:q], means=tuple(m for m in MEANS2 if m[0] <= q),
+                                       detail=DETAIL, adapt=adapt[:q]), chunks[:q],
+                           means[: sum(m[0] <= q for m in MEANS2)])
+    assert bs.truncated_sizes(got, len(data)) == {q: len(truncate(data, q)) for q in (1, 2, 3)}
+    lay = bs.layout(data)
+    entries = (lay["stages"][0], lay["stages"][1], lay["stages"][3])  # the stages' (not the layers') entries
+    assert [tuple(data[at + 3: at + 3 + len(adapt[0])]) for at in entries] == list(adapt)
+
+
 def test_version_7_carries_each_stages_adaptive_parameters_and_every_cut_keeps_them():
-    header, chunks, means = means_case()
-    data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
-    got, payload = unpack(data)
+    data, got, chunks, means = _adaptive_stream(ADAPT3)
     assert got.version == 7 and got.adapt == ADAPT3_TRIPLES and got.detail == DETAIL
     assert [st["adapt"] for st in got.to_dict()["stages"]] == [list(p) for p in ADAPT3]
     assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
     # two bytes a stage more than the version 6 stream
     assert len(data) == len(pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL), chunks, means)) + 6
-    for q in (1, 2, 3):
-        cut = truncate(data, q)
-        assert unpack(cut)[0].adapt == ADAPT3_TRIPLES[:q] and unpack(cut)[0].version == 7
-        assert cut == pack(make_header(stages=STAGES3[:q], means=tuple(m for m in MEANS2 if m[0] <= q),
-                                       detail=DETAIL, adapt=ADAPT3[:q]), chunks[:q],
-                           means[: sum(m[0] <= q for m in MEANS2)])
-    assert bs.truncated_sizes(got, len(data)) == {q: len(truncate(data, q)) for q in (1, 2, 3)}
-    lay = bs.layout(data)
-    entries = (lay["stages"][0], lay["stages"][1], lay["stages"][3])  # the stages' (not the layers') entries
-    assert [tuple(data[at + 3: at + 5]) for at in entries] == list(ADAPT3)
+    _cuts_are_encodings_at_their_quality(data, got, chunks, means, ADAPT3, (7, 7, 7))
     # without detail statistics: a count of 0
     plain = pack(make_header(stages=STAGES3, adapt=ADAPT3), chunks)
     assert unpack(plain)[0].detail == () and unpack(plain)[0].version == 7
@@ -1191,48 +1205,21 @@ def test_version_7_fields_are_checked():
         unpack(refresh_crc(with_field(v6, bs.layout(v6)["table"] - 4, "<B", 0)))
 
 
-def test_golden_version_7():
-    _, chunks, means = means_case()
-    check_golden_with_layers("frame_v7_rggb_adaptive",
-                             make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
-
-
-_VALID7 = _three_stages(detail=DETAIL, adapt=ADAPT3)
-_PAYLOAD7 = unpack(_VALID7)[1]
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=_mutations(_VALID7))
-def test_mutations_of_version_7_never_crash(data):
-    _mutation_never_crashes(data, _VALID7, _PAYLOAD7)
-
-
 # ------------------------------------------------------------------ version 8: the parent level
 
 ADAPT8 = ((4, 0, 0), (8, 3, 1), (12, 7, 4))  # (strength, pool, parent level); the first stage has no parent
 
 
 def test_version_8_carries_each_stages_parent_level_and_a_cut_takes_the_lowest_version():
-    header, chunks, means = means_case()
-    data = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT8), chunks, means)
-    got, payload = unpack(data)
+    data, got, chunks, means = _adaptive_stream(ADAPT8)
     assert got.version == 8 and got.adapt == ADAPT8 and got.detail == DETAIL
     assert [st["adapt"] for st in got.to_dict()["stages"]] == [list(p) for p in ADAPT8]
     assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
     # one byte a stage more than the version 7 stream
     v7 = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT3), chunks, means)
     assert len(data) == len(v7) + 3
-    lay = bs.layout(data)
-    entries = (lay["stages"][0], lay["stages"][1], lay["stages"][3])
-    assert [tuple(data[at + 3: at + 6]) for at in entries] == list(ADAPT8)
-    for q in (1, 2, 3):
-        cut = truncate(data, q)
-        # what encoding at q writes: version 8 only where a stage kept uses the parent level
-        assert unpack(cut)[0].adapt == ADAPT8[:q] and unpack(cut)[0].version == (7 if q == 1 else 8)
-        assert cut == pack(make_header(stages=STAGES3[:q], means=tuple(m for m in MEANS2 if m[0] <= q),
-                                       detail=DETAIL, adapt=ADAPT8[:q]), chunks[:q],
-                           means[: sum(m[0] <= q for m in MEANS2)])
-    assert bs.truncated_sizes(got, len(data)) == {q: len(truncate(data, q)) for q in (1, 2, 3)}
+    # what encoding at q writes: version 8 only where a stage kept uses the parent level
+    _cuts_are_encodings_at_their_quality(data, got, chunks, means, ADAPT8, (7, 8, 8))
 
 
 def test_version_8_fields_are_checked():
@@ -1258,17 +1245,22 @@ def test_version_8_fields_are_checked():
         read_header(data[: at], verify=False)
 
 
-def test_golden_version_8():
+# ------------------------------------------------------------------ versions 7 and 8: golden files, mutations
+
+
+@pytest.mark.parametrize("name,adapt", [("frame_v7_rggb_adaptive", ADAPT3), ("frame_v8_rggb_levels", ADAPT8)])
+def test_golden_adaptive_versions(name, adapt):
     _, chunks, means = means_case()
-    check_golden_with_layers("frame_v8_rggb_levels",
-                             make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT8), chunks, means)
+    check_golden_with_layers(name, make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=adapt), chunks,
+                             means)
 
 
-_VALID8 = _three_stages(detail=DETAIL, adapt=ADAPT8)
-_PAYLOAD8 = unpack(_VALID8)[1]
+_VALID_ADAPTIVE = {version: _three_stages(detail=DETAIL, adapt=adapt) for version, adapt in ((7, ADAPT3), (8, ADAPT8))}
 
 
+@pytest.mark.parametrize("version", [7, 8])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=_mutations(_VALID8))
-def test_mutations_of_version_8_never_crash(data):
-    _mutation_never_crashes(data, _VALID8, _PAYLOAD8)
+@given(data=st.data())
+def test_mutations_of_adaptive_versions_never_crash(version, data):
+    valid = _VALID_ADAPTIVE[version]
+    _mutation_never_crashes(data.draw(_mutations(valid)), valid, unpack(valid)[1])

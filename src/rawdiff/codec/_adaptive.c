@@ -257,19 +257,22 @@ static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, 
     return 0;
 }
 
-/* The arguments that encode and estimate share: symbols, contexts and parents (int32, one per
- * symbol; parents empty without the parent level) and the cumulative tables, held until
- * coding_close. */
+/* What encode and estimate share: symbols, contexts and parents (int32, one per symbol;
+ * parents empty without the parent level) and the cumulative tables, held until coding_close,
+ * and the model of their counts. */
 typedef struct {
     Py_buffer sv, cv, pv, cumv;
     int held; /* buffers acquired */
     Py_ssize_t n;
     const int32_t *sym, *ctx, *par;
+    Model m;
 } Coding;
 
-/* 0 with every buffer held, -1 with none held and an exception set */
+/* 0 with every buffer held and the model made (trees: see model_init), -1 with none held and
+ * an exception set */
 static int coding_open(Coding *cd, PyObject *so, PyObject *co, PyObject *po, PyObject *cumo, Py_ssize_t num_contexts,
-                       Py_ssize_t num_parents, int k, int strength, int pool, int level) {
+                       Py_ssize_t num_parents, int k, int strength, int pool, int level, int trees) {
+    memset(&cd->m, 0, sizeof(cd->m));
     cd->held = 0;
     if (get_buffer(so, &cd->sv, 4, "symbols")) return -1;
     cd->held = 1;
@@ -289,6 +292,12 @@ static int coding_open(Coding *cd, PyObject *so, PyObject *co, PyObject *po, PyO
     cd->sym = (const int32_t *)cd->sv.buf;
     cd->ctx = (const int32_t *)cd->cv.buf;
     cd->par = level ? (const int32_t *)cd->pv.buf : NULL;
+    if (!model_init(&cd->m, (const uint32_t *)cd->cumv.buf, num_contexts, num_parents, k, strength, pool, level,
+                    trees)) {
+        model_free(&cd->m);
+        PyErr_NoMemory();
+        goto fail;
+    }
     return 0;
 fail:
     if (cd->held >= 4) PyBuffer_Release(&cd->cumv);
@@ -301,11 +310,22 @@ fail:
 
 static void coding_close(Coding *cd) {
     if (!cd->held) return;
+    model_free(&cd->m);
     PyBuffer_Release(&cd->sv);
     PyBuffer_Release(&cd->cv);
     PyBuffer_Release(&cd->pv);
     PyBuffer_Release(&cd->cumv);
     cd->held = 0;
+}
+
+/* index i's symbol, context and parent (0 without the parent level): 0, or -1 when one is out
+ * of the model's range */
+static int coding_at(const Coding *cd, Py_ssize_t i, int *x, Py_ssize_t *c, Py_ssize_t *p) {
+    *x = cd->sym[i];
+    *c = cd->ctx[i];
+    *p = cd->par ? cd->par[i] : 0;
+    if (*x < 0 || *x >= cd->m.k || *c < 0 || *c >= cd->m.num_contexts) return -1;
+    return cd->par && (*p < 0 || *p >= cd->m.num_parents) ? -1 : 0;
 }
 
 /* encode(symbols int32[n], contexts int32[n], parents int32[n] or b"", cum uint32[C x (K+1)], num_contexts,
@@ -319,31 +339,25 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
                           &level))
         return NULL;
     Coding cd;
-    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, strength, pool, level)) return NULL;
+    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, strength, pool, level, 1)) return NULL;
     PyObject *result = NULL;
-    Model m = {0};
+    Model *m = &cd.m;
     Encoder e = {NULL, 0, 0, 0, UINT64_MAX};
-    Py_ssize_t n = cd.n;
-    const int32_t *sym = cd.sym, *ctx = cd.ctx, *par = cd.par;
-    if (!model_init(&m, (const uint32_t *)cd.cumv.buf, num_contexts, num_parents, k, strength, pool, level, 1)) {
-        PyErr_NoMemory();
-        goto done;
-    }
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int x = sym[i];
-        Py_ssize_t c = ctx[i], p = par ? par[i] : 0;
-        if (x < 0 || x >= k || c < 0 || c >= num_contexts || (par && (p < 0 || p >= num_parents))) {
+    for (Py_ssize_t i = 0; i < cd.n; i++) {
+        int x;
+        Py_ssize_t c, p;
+        if (coding_at(&cd, i, &x, &c, &p)) {
             failed = 2;
             break;
         }
-        uint64_t width = width_of(&m, c, p, x);
+        uint64_t width = width_of(m, c, p, x);
         if (!width) { /* a table entry of 0: refused by rawdiff.codec.adaptive.cumulative */
             failed = 2;
             break;
         }
-        if (encode_one(&e, start_of(&m, c, p, x), width, total_of(&m, c, p)) || update(&m, c, p, x)) {
+        if (encode_one(&e, start_of(m, c, p, x), width, total_of(m, c, p)) || update(m, c, p, x)) {
             failed = 1;
             break;
         }
@@ -356,8 +370,6 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "a symbol, context or parent is out of range, or a table entry is 0");
     else
         result = PyBytes_FromStringAndSize((const char *)e.buf, (Py_ssize_t)e.len);
-done:
-    model_free(&m);
     free(e.buf);
     coding_close(&cd);
     return result;
@@ -552,38 +564,33 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
         pooled |= g > 0;
         parented |= l > 0;
     }
+    /* the counts of the coder with a pool and a parent level (their weights do not change the counts) */
     Coding cd;
-    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, 0, pooled, parented)) return NULL;
+    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, 0, pooled, parented, 0)) return NULL;
     PyObject *result = NULL;
-    Model m = {0};
+    const Model *m = &cd.m;
     double bits[64] = {0}, num[64], den[64];
     for (int j = 0; j < np; j++) num[j] = den[j] = 1.0;
     Py_ssize_t n = cd.n;
-    const int32_t *sym = cd.sym, *ctx = cd.ctx, *par = cd.par;
-    /* the counts of the coder with a pool and a parent level (their weights do not change the counts) */
-    if (!model_init(&m, (const uint32_t *)cd.cumv.buf, num_contexts, num_parents, k, 0, pooled, parented, 0)) {
-        PyErr_NoMemory();
-        goto done;
-    }
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        int x = sym[i];
-        Py_ssize_t c = ctx[i], p = par ? par[i] : 0;
-        if (x < 0 || x >= k || c < 0 || c >= num_contexts || (par && (p < 0 || p >= num_parents))) {
+        int x;
+        Py_ssize_t c, p;
+        if (coding_at(&cd, i, &x, &c, &p)) {
             failed = 2;
             break;
         }
-        const uint32_t *row = m.cum + (size_t)c * (size_t)(k + 1);
-        const Context *cx = &m.ctx[c];
+        const uint32_t *row = m->cum + (size_t)c * (size_t)(k + 1);
+        const Context *cx = &m->ctx[c];
         double f = (double)(row[x + 1] - row[x]);
         double nx = cx->seen ? (double)cx->counts[x] : 0.0, nc = (double)cx->seen;
         double qx = 0.0, qn = 0.0;
-        if (parented && m.par[p].seen) {
-            qx = (double)m.par[p].counts[x];
-            qn = (double)m.par[p].seen;
+        if (parented && m->par[p].seen) {
+            qx = (double)m->par[p].counts[x];
+            qn = (double)m->par[p].seen;
         }
-        double px = pooled ? (double)m.pool.counts[x] : 0.0, pn = (double)m.pool.seen;
+        double px = pooled ? (double)m->pool.counts[x] : 0.0, pn = (double)m->pool.seen;
         /* products of 8 totals (each below 2**50) and of 8 weights (each >= 1) stay finite and
          * above 1: one log2 per 8 indices */
         for (int j = 0; j < np; j++) { /* no branch inside: the compiler vectorises it */
@@ -596,7 +603,7 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
                 num[j] = den[j] = 1.0;
             }
         }
-        if (update(&m, c, p, x)) {
+        if (update(&cd.m, c, p, x)) {
             failed = 1;
             break;
         }
@@ -617,8 +624,6 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
             PyList_SET_ITEM(result, j, b);
         }
     }
-done:
-    model_free(&m);
     coding_close(&cd);
     return result;
 }

@@ -199,7 +199,7 @@ def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[P
                       drop_levels: bool = False) -> List[Tuple[int, int, int]]:
     """The candidates checked; without parents, those with the parent level left out
     (``drop_levels``) or refused."""
-    triples = [as_params(t) for t in candidates]
+    triples = _CANDIDATES_CHECKED if candidates is CANDIDATES else [as_params(t) for t in candidates]
     if not 1 <= len(triples) <= 64:
         raise ValueError("1 to 64 candidates, got %d" % len(triples))
     usable = [t for t in triples if parents is not None or not t[2]]
@@ -207,6 +207,10 @@ def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[P
         raise ValueError("%d of the candidates use the parent level, and there are no parents"
                          % (len(triples) - len(usable)))
     return usable
+
+
+#: the default candidates, checked once (every stage of every frame tries them)
+_CANDIDATES_CHECKED = [as_params(t) for t in CANDIDATES]
 
 
 def _encode(s: np.ndarray, c: np.ndarray, cum: np.ndarray, params: Tuple[int, int, int],

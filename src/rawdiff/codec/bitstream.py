@@ -428,7 +428,7 @@ class Header:
         put("detail", detail)
         adapt = _adapt(self.adapt, self.stages)
         put("adapt", adapt)
-        auto = 8 if any(m for _, _, m in adapt) else 7 if adapt else 6 if detail else 5 if means else 4
+        auto = _auto_version(adapt, detail, means)
         version = auto if self.version is None else _as_int(self.version, "version")
         if means and version < 5:
             raise BitstreamError("mean layers need format version 5 or later, the header says %d" % version)
@@ -559,6 +559,12 @@ def _detail(value: Any) -> Tuple[int, ...]:
     if any(not 0 <= v <= 0xFF for v in values):
         raise BitstreamError("detail values must be in 0..255, got %r" % (list(values),))
     return values
+
+
+def _auto_version(adapt: Sequence[Tuple[int, int, int]], detail: Sequence[int], means: Sequence) -> int:
+    """The lowest version that holds a stream with these adaptive parameters, detail
+    statistics and mean layers: what :func:`pack` writes, and so what encoding writes."""
+    return 8 if any(m for _, _, m in adapt) else 7 if adapt else 6 if detail else 5 if means else 4
 
 
 def _adapt(value: Any, stages: Optional[Sequence]) -> Tuple[Tuple[int, int, int], ...]:
@@ -1017,16 +1023,19 @@ def truncated_sizes(header: Header, total: int) -> Dict[int, int]:
     """The size in bytes of the bitstream of ``total`` bytes with ``header`` cut to each quality
     1..header.quality (what :func:`truncate` would give), from the stage table alone."""
     stages = header.stages if header.stages is not None else ((1, header.codebook_size, total),)
-    sizes, size = {}, int(total)
-    for q in range(len(stages), 0, -1):
-        sizes[q] = size
-        size -= stages[q - 1][2] + _entry_size(header.version, stages[q - 1][2])
-        size -= sum(n + _entry_size(header.version, n, mean=True) for a, _, n in header.means if a == q)
-    if header.version == 8:  # a cut whose stages use no parent level is version 7: a byte less a stage
-        for q in sizes:
-            if not any(m for _, _, m in header.adapt[:q]):
-                sizes[q] -= q
-    return sizes
+    quality = len(stages)
+
+    def table(version: int, q: int) -> int:  # the first q stages' entries and payloads, their layers'
+        return (sum(n + _entry_size(version, n) for _, _, n in stages[:q])
+                + sum(n + _entry_size(version, n, mean=True) for a, _, n in header.means if a <= q))
+
+    def version_of(q: int) -> int:  # the version truncate writes the cut in
+        if q == quality or header.version == 3:
+            return header.version
+        return _auto_version(header.adapt[:q], header.detail, [m for m in header.means if m[0] <= q])
+
+    rest = int(total) - table(header.version, quality)  # everything but the stage table's entries and the payload
+    return {q: rest + table(version_of(q), q) for q in range(1, quality + 1)}
 
 
 def layout(data: bytes) -> Dict[str, Any]:

@@ -407,9 +407,7 @@ class IndexPrior:
         """Code ``grid`` with the tables adapted to it as it goes (:mod:`rawdiff.codec.adaptive`;
         the parent level with a parent grid), with the best of ``candidates``: ((strength
         exponent, pool, parent level), bytes)."""
-        g = _check_grid(grid, self.codebook_size)
-        if g.size > MAX_SYMBOLS:
-            raise ValueError("grid of %d indices is larger than %d" % (g.size, MAX_SYMBOLS))
+        g = _check_grid(grid, self.codebook_size)  # the coder refuses more than MAX_SYMBOLS indices
         contexts = self._contexts(g, parent)
         return adaptive.encode_best(g, contexts, self._cumulative(), candidates, self._parents(g.shape, parent))
 
