@@ -5,6 +5,7 @@ import os
 import shutil
 import threading
 import time
+import xmlrpc.client
 
 import numpy as np
 
@@ -41,6 +42,51 @@ class Launch(Process):
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise AssertionError("roslaunch exited (%s):\n%s" % (self.proc.returncode, self.output()[-4000:]))
+
+    def stop(self) -> None:
+        super().stop()
+        try:
+            forget_dead_nodes()
+        except Exception as exc:  # the master gone, a reused port answering junk: nothing to forget then
+            print("forget_dead_nodes: %s" % exc)
+
+
+class _TimedTransport(xmlrpc.client.Transport):
+    def __init__(self, timeout: float):
+        super().__init__()
+        self._timeout = timeout
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.timeout = self._timeout
+        return conn
+
+
+def forget_dead_nodes(timeout: float = 2.0) -> list:
+    """Unregister from the master every node whose address refuses connections (nothing
+    listens there any more); returns their names. A node killed before it unregistered stays
+    on the master under its name and address; when a node of the same name registers later
+    (the next test's launch), the master tells that old address to shut down, and if the
+    system has since given its port to another of the new launch's nodes, that node is the one
+    that stops. Called as each launch stops, while its ports are still closed."""
+    import rosgraph
+    import rosnode
+
+    master = rosgraph.Master("/rawdiff_test_cleanup")
+    dead = []
+    for name in rosnode.get_node_names():
+        uri = rosnode.get_api_uri(master, name, skip_cache=True)
+        if not uri:
+            continue
+        try:
+            xmlrpc.client.ServerProxy(uri, transport=_TimedTransport(timeout)).getPid("/rawdiff_test_cleanup")
+        except ConnectionRefusedError:  # nothing listens there: a busy node that is slow to answer is not dead
+            dead.append(name)
+        except Exception:  # it answered, or something else now holds the port
+            pass
+    if dead:
+        rosnode.cleanup_master_blacklist(master, dead)
+    return dead
 
 
 class Collector:

@@ -1,5 +1,7 @@
 """Running ROS processes from Python: a private roscore on a free port and roslaunch, each
-in its own process group so that stopping them stops everything they started.
+in its own process group so that stopping them stops everything they started. (roslaunch
+starts each node in a session of its own and stops them itself on SIGINT; what it leaves
+running, if it is killed first, is killed after it: :func:`stop_process`.)
 
 Used by ``make demo`` (:mod:`rawdiff.ros.tools.demo`) and the integration tests (test/ros).
 """
@@ -11,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 
 def free_port() -> int:
@@ -31,8 +33,49 @@ def wait_for(predicate: Callable, timeout: float, interval: float = 0.05, what: 
     raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
+def _stat(pid: str) -> Optional[Tuple[int, str]]:
+    """(parent pid, start time) of a process from /proc, or None when it is gone."""
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command, which may hold spaces
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[19]
+
+
+def descendants(pid: int) -> List[Tuple[int, str]]:
+    """(pid, start time) of every process below ``pid`` now (Linux /proc; none elsewhere)."""
+    children: Dict[int, List[Tuple[int, str]]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if name.isdigit():
+            st = _stat(name)
+            if st is not None:
+                children.setdefault(st[0], []).append((int(name), st[1]))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child[0])
+    return found
+
+
+def _running(processes: List[Tuple[int, str]]) -> List[int]:
+    """The pids of ``processes`` (pid, start time) still running: the same process, not one
+    that took its pid since."""
+    return [pid for pid, started in processes if (_stat(str(pid)) or (0, None))[1] == started]
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGINT to the process group (roslaunch then stops its nodes), SIGKILL after ``timeout``."""
+    """SIGINT to the process group (roslaunch then stops its nodes), SIGKILL after ``timeout``
+    to the group and to every process that was below it while it ran and still runs then
+    (roslaunch's nodes have sessions of their own: had roslaunch died before it stopped them,
+    they would go on; a process that had already died leaves none to find)."""
+    deadline = time.monotonic() + timeout
+    below = descendants(proc.pid) if proc.poll() is None else []
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGINT)
@@ -41,11 +84,18 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pass
-    try:  # leftovers of the group (nodes that ignored SIGINT)
+            below += descendants(proc.pid)  # and what it started since
+    try:  # leftovers of the group
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    while _running(below) and time.monotonic() < deadline:  # the rest of the timeout to stop on their own
+        time.sleep(0.1)
+    for pid in _running(below):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait(5)
 
 
