@@ -1,13 +1,15 @@
 """Adaptive coding of the indices (rawdiff.codec.adaptive) against the static tables.
 
     python benchmarks/adaptive_coding.py [--model DIR] [--eval val.txt test_held.txt ...]
-                                         [--search] [--json OUT]
+                                         [--aging H] [--search] [--json OUT]
 
 For the shipped codes of every frame of each ``--eval`` list: the bytes of each stage's
 indices coded with the prior's tables as they are (format version 6 and before) and with
-the tables adapted to the frame (versions 7 and 8; per frame and stage the best of
-``rawdiff.codec.adaptive.CANDIDATES``, what ``Codec.compress`` does), as the share saved at
-each quality (stages 1..q); which (strength, pool, parent level) triples were chosen; and the
+the tables adapted to the frame (versions 7 to 9; per frame and stage the best of
+``rawdiff.codec.adaptive.CANDIDATES`` with the aging ``--aging``, by default
+``rawdiff.codec.adaptive.AGING``: what ``Codec.compress`` does; 0: without aging, as versions 7
+and 8 code), as the share saved at each quality (stages 1..q); which (strength, pool, parent
+level) triples were chosen; and the
 time to code and decode every stage of a frame both ways (median over the frames). Every
 adaptive coding is decoded and checked against the codes. ``--search`` also estimates every
 triple of :data:`GRID` per frame and stage (the coder's estimate of its code length) and
@@ -31,13 +33,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from encoder_speed import ROOT, log, machine  # noqa: E402
 from prior_headroom import frame_codes  # noqa: E402
 
-#: the triples --search tries: e 2 to 12 in steps of 2; the parent level's weight 2**-a, a in 0 to 4 or
+#: the triples --search tries: e 2 to 14 in steps of 2; the parent level's weight 2**-a, a in 0 to 4 or
 #: 6, or none; the pool's 2**-b, b in 0 to 6 or 8, or none; a <= b when both are used
-GRID = tuple((e, g, m) for e in range(2, 13, 2) for g in (0, 1, 2, 3, 4, 5, 6, 7, 9)
+GRID = tuple((e, g, m) for e in range(2, 15, 2) for g in (0, 1, 2, 3, 4, 5, 6, 7, 9)
              for m in (0, 1, 2, 3, 4, 5, 7) if not 0 < g < m)
 
 
-def search(codec, codes) -> dict:
+def search(codec, codes, aging: int) -> dict:
     """Per stage of one frame, the estimated bits of the best candidate and of the best of GRID."""
     from rawdiff.codec import adaptive
 
@@ -46,7 +48,7 @@ def search(codec, codes) -> dict:
         contexts, cum = prior.contexts(grid, parent), prior._cumulative()
         parents = prior._parents(grid.shape, parent)
         usable = [t for t in GRID if parents is not None or not t[2]]
-        bits = np.concatenate([adaptive.estimate(grid, contexts, cum, usable[i:i + 64], parents)
+        bits = np.concatenate([adaptive.estimate(grid, contexts, cum, usable[i:i + 64], parents, aging)
                                for i in range(0, len(usable), 64)])
         bits = dict(zip(usable, bits))
         cands.append(min(bits[t] for t in adaptive.CANDIDATES if t in bits))
@@ -54,13 +56,13 @@ def search(codec, codes) -> dict:
     return {"candidates_bits": cands, "grid_bits": best}
 
 
-def measure(codec, codes) -> dict:
+def measure(codec, codes, aging: int) -> dict:
     prior = codec.prior
     shapes = [g.shape for g in codes]
     t0 = time.perf_counter()
     static = prior.encode(codes)
     t1 = time.perf_counter()
-    chunks, chosen = prior.encode_adaptive(codes)
+    chunks, chosen = prior.encode_adaptive(codes, aging=aging)
     t2 = time.perf_counter()
     back = prior.decode(chunks, shapes, chosen)
     t3 = time.perf_counter()
@@ -83,12 +85,15 @@ def main(argv=None) -> int:
                                                   os.path.join(ROOT, "data", "corpus", "test_held.txt")])
     p.add_argument("--search", action="store_true", help="also the candidates against the best of a grid of %d "
                    "triples" % len(GRID))
+    p.add_argument("--aging", type=int, default=None, help="the aging to code with (default: the coder's, "
+                   "rawdiff.codec.adaptive.AGING; 0: none, as format versions 7 and 8)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     codec = Codec.load(args.model)
     sets = {}
+    aging = adaptive.AGING if args.aging is None else args.aging
     for path in args.eval:
-        frames = [dict(measure(codec, codes), **(search(codec, codes) if args.search else {}))
+        frames = [dict(measure(codec, codes, aging), **(search(codec, codes, aging) if args.search else {}))
                   for codes in frame_codes(codec, find_frames([path]))]
         static = np.sum([f["static"] for f in frames], axis=0)
         adapt = np.sum([f["adaptive"] for f in frames], axis=0)
@@ -108,7 +113,8 @@ def main(argv=None) -> int:
                                                                                - 1).tolist()
         log("%s: %d frames" % (path, len(frames)))
     result = {"machine": machine(), "model": args.model, "model_id": codec.model_id,
-              "candidates": [list(c) for c in adaptive.CANDIDATES], "compiled": adaptive.compiled(), "sets": sets}
+              "candidates": [list(c) for c in adaptive.CANDIDATES], "aging": aging, "compiled": adaptive.compiled(),
+              "sets": sets}
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
@@ -127,8 +133,8 @@ def main(argv=None) -> int:
                       len(codec.stages), len(GRID)))
     for n in names:
         m = sets[n]["median_s"]
-        print("\n%s: (strength, pool, level) triples chosen %s; median a frame (%d indices): encode static %.1f ms, "
-              "adaptive %.1f ms; decode static %.1f ms, adaptive %.1f ms" % (
+        print("\n%s: parameters chosen (strength/pool/level/aging) %s; median a frame (%d indices): encode static "
+              "%.1f ms, adaptive %.1f ms; decode static %.1f ms, adaptive %.1f ms" % (
                   n, sets[n]["params_chosen"], sets[n]["median_indices"], 1e3 * m["encode_static_s"],
                   1e3 * m["encode_adaptive_s"], 1e3 * m["decode_static_s"], 1e3 * m["decode_adaptive_s"]))
     return 0

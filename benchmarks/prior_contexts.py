@@ -2,7 +2,8 @@
 adapting the context tables to the frame as it is coded, and richer parent contexts.
 
 The first is built since (``rawdiff.codec.adaptive``: a compiled coder with the whole stage's
-counts pooled in, format version 7, and the parent code's counts, version 8;
+counts pooled in, format version 7, the parent code's counts, version 8, and all of them
+aged, version 9;
 ``benchmarks/adaptive_coding.py`` measures it); the
 adaptive part here is kept as the measurement that led to it, a numpy prototype.
 

@@ -24,23 +24,24 @@ def tables(rng, contexts: int, k: int, concentration: float = 0.3) -> np.ndarray
     return adaptive.cumulative(quantize_probabilities(rng.dirichlet(np.full(k, concentration), size=contexts)))
 
 
-def both_ways(symbols, contexts, cum, strength, pool=0, level=0, parents=None):
+def both_ways(symbols, contexts, cum, strength, pool=0, level=0, parents=None, aging=0):
     """The compiled and the reference coding (asserted equal), their decodes (asserted right),
     and the estimate of its length (within the coder's few bits of termination). ``parents``:
     an adaptive.Parents, for the parent level."""
     s, c = np.asarray(symbols, dtype=np.int32), np.asarray(contexts, dtype=np.int32)
     params = (strength, pool, level)
-    data = adaptive.encode(s, c, cum, *params, parents=parents)
+    data = adaptive.encode(s, c, cum, *params, parents=parents, aging=aging)
     p = parents.values if parents is not None else None
-    assert adaptive.encode_reference(s, c, cum, *params, parents=p) == data
+    assert adaptive.encode_reference(s, c, cum, *params, parents=p, aging=aging) == data
     n = len(s)
-    grid, read = adaptive.decode_reference(data, 1, n, c, np.zeros(0, np.int32), 0, cum, *params, parents=p)
+    grid, read = adaptive.decode_reference(data, 1, n, c, np.zeros(0, np.int32), 0, cum, *params, parents=p,
+                                           aging=aging)
     np.testing.assert_array_equal(grid.ravel(), s)
     np.testing.assert_array_equal(adaptive.decode(data, (1, n), c.reshape(1, n), None, 0, cum, *params,
-                                                  parents=parents).ravel(), s)
+                                                  parents=parents, aging=aging).ravel(), s)
     assert len(data) <= read - 7
-    bits = adaptive.estimate(s, c, cum, [params], parents)[0]
-    assert abs(bits - adaptive.estimate_reference(s, c, cum, [params], p)[0]) <= 1e-6 * max(bits, 1.0)
+    bits = adaptive.estimate(s, c, cum, [params], parents, aging=aging)[0]
+    assert abs(bits - adaptive.estimate_reference(s, c, cum, [params], p, aging)[0]) <= 1e-6 * max(bits, 1.0)
     assert 8 * len(data) <= bits + 16
     # code 0's interval starts at 0 in every table: a coding that ends in zeros can drop their bytes
     assert s[-1] == 0 or bits - 16 <= 8 * len(data)
@@ -83,6 +84,47 @@ def test_compiled_and_reference_write_the_same_bytes_with_the_parent_level(k, st
         both_ways(symbols, rng.integers(0, 5, size=n), cum, strength, pool, level, parents)
 
 
+@pytest.mark.parametrize("k,strength,pool,level,aging", [(2, 0, 0, 0, 1), (2, 24, 9, 9, 12), (7, 4, 0, 9, 1),
+                                                         (64, 6, 5, 1, 2), (512, 8, 9, 4, 5), (1024, 12, 1, 1, 5),
+                                                         (1024, 2, 0, 7, 3), (300, 10, 0, 0, 1)])
+def test_compiled_and_reference_write_the_same_bytes_with_aging(k, strength, pool, level, aging):
+    """Counts halved as they reach 2**(h + 3) (contexts, parents) and 2**(h + 7) (the pool):
+    many times over in 3000 indices at the small agings."""
+    rng = np.random.default_rng(k + strength + 100 * level + 1000 * aging)
+    cum = tables(rng, 5, k)
+    for n in (1, 17, 400, 3000):
+        symbols, parents = following(rng, n, k, 1 + k // 3)
+        both_ways(symbols, rng.integers(0, 5, size=n), cum, strength, pool, level, parents if level else None, aging)
+
+
+def test_the_largest_aging_halves_a_context_past_its_threshold():
+    """Aging 12 halves a context at 2**15 indices: 70,000 indices in one context halve it twice;
+    the compiled and reference codings and estimates agree."""
+    rng = np.random.default_rng(22)
+    cum = tables(rng, 1, 8)
+    n = 70000
+    symbols = np.where(np.arange(n) < 40000, rng.integers(0, 3, size=n), rng.integers(5, 8, size=n))
+    data = both_ways(symbols, np.zeros(n, int), cum, 4, 0, 0, None, 12)
+    assert len(data) < len(adaptive.encode(symbols, np.zeros(n, int), cum, 4))  # no aging: the first 40,000 stay
+
+
+def test_aging_pays_when_the_statistics_change_across_the_frame():
+    """A grid whose top half takes some codes and whose bottom half others (a sky, then a
+    road): with aging the counts forget the top as they go down and the coding is shorter. On
+    a grid of the same statistics throughout it costs a little (5 % here: the counts it
+    forgot were as good as the ones it keeps); on the shipped codes it saves (README)."""
+    rng = np.random.default_rng(21)
+    k, contexts = 64, 4
+    cum = tables(rng, contexts, k, concentration=1.0)
+    n = 6000
+    top, bottom = rng.integers(0, k, size=4), rng.integers(0, k, size=4)
+    symbols = np.where(np.arange(n) < n // 2, top[rng.integers(0, 4, size=n)], bottom[rng.integers(0, 4, size=n)])
+    ctx = rng.integers(0, contexts, size=n)
+    assert len(both_ways(symbols, ctx, cum, 6, 5, aging=5)) < 0.95 * len(both_ways(symbols, ctx, cum, 6, 5))
+    same = top[rng.integers(0, 4, size=n)]
+    assert len(both_ways(same, ctx, cum, 6, 5, aging=5)) < 1.1 * len(both_ways(same, ctx, cum, 6, 5))
+
+
 def test_parents_are_a_read_only_copy():
     """What was checked is what the coders read: the caller's array changing afterwards (another
     thread writing it) does not reach them, and the copy cannot be made writeable."""
@@ -110,7 +152,7 @@ def test_the_compiled_decoder_checks_each_parent_as_it_uses_it():
         parents = np.array([0, 0, bad], dtype=np.int32)
         with pytest.raises(ValueError, match="index 2 has parent %d, outside \\[0, 2\\)" % bad):
             adaptive._compiled.decode(data, 1, 3, np.zeros(3, np.int32), np.zeros(0, np.int32), 0, parents, 2, cum,
-                                      1, 8, 4, 0, 1)
+                                      1, 8, 4, 0, 1, 0)
 
 
 def test_the_parent_level_pays_when_the_codes_follow_their_parents():
@@ -165,9 +207,9 @@ def test_adaptation_pays_on_a_frame_with_its_own_statistics():
     assert len(data) < 0.4 * len(prior.encode(grid))
     contexts, cum = np.zeros(grid.size, int), prior._cumulative()
     usable = [p for p in adaptive.CANDIDATES if not p[2]]  # without parents, encode_best tries these
-    bits = adaptive.estimate(grid, contexts, cum, usable)
-    assert params == usable[int(np.argmin(bits))]
-    sizes = [len(adaptive.encode(grid, contexts, cum, *p)) for p in usable]
+    bits = adaptive.estimate(grid, contexts, cum, usable, aging=adaptive.AGING)
+    assert params == usable[int(np.argmin(bits))] + (adaptive.AGING,)
+    sizes = [len(adaptive.encode(grid, contexts, cum, *p, aging=adaptive.AGING)) for p in usable]
     assert len(data) <= min(sizes) + 2
     np.testing.assert_array_equal(prior.decode_adaptive(data, grid.shape, params), grid)
 
@@ -197,7 +239,8 @@ def test_staged_adaptive_coding_round_trips_and_every_prefix_decodes_alone():
     prior, codes = staged(rng)
     grids = codes(19, 23)
     chunks, params = prior.encode_adaptive(grids)
-    assert len(chunks) == len(params) == 3 and set(params) <= set(adaptive.CANDIDATES) and params[0][2] == 0
+    assert len(chunks) == len(params) == 3 and params[0][2] == 0
+    assert {p[:3] for p in params} <= set(adaptive.CANDIDATES) and {p[3] for p in params} == {adaptive.AGING}
     shapes = [g.shape for g in grids]
     for a, b in zip(prior.decode(chunks, shapes, params), grids):
         np.testing.assert_array_equal(a, b)
@@ -207,6 +250,9 @@ def test_staged_adaptive_coding_round_trips_and_every_prefix_decodes_alone():
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="2 adaptive parameters for 3 stage payloads"):
         prior.decode(chunks, shapes, params[:2])
+
+
+SHAPE = "must be \\(strength, pool\\[, level\\[, aging\\]\\]\\)"
 
 
 def test_bad_data_is_a_clear_error():
@@ -227,10 +273,12 @@ def test_bad_data_is_a_clear_error():
         stage.decode_adaptive(data, shapes[2], (4, 10), grids[1])
     with pytest.raises(ValueError, match="parent level 6 is above the pool weight 5"):
         stage.decode_adaptive(data, shapes[2], (4, 5, 6), grids[1])
-    with pytest.raises(ValueError, match="must be \\(strength, pool\\[, level\\]\\)"):
+    with pytest.raises(ValueError, match="aging 13 is not an integer in \\[0, 12\\]"):
+        stage.decode_adaptive(data, shapes[2], (4, 5, 1, 13), grids[1])
+    with pytest.raises(ValueError, match=SHAPE):
         stage.decode_adaptive(data, shapes[2], 4, grids[1])
-    with pytest.raises(ValueError, match="must be \\(strength, pool\\[, level\\]\\)"):
-        stage.decode_adaptive(data, shapes[2], (4, 0, 0, 0), grids[1])
+    with pytest.raises(ValueError, match=SHAPE):
+        stage.decode_adaptive(data, shapes[2], (4, 0, 0, 0, 0), grids[1])
     with pytest.raises(ValueError, match="its prior has no parent"):
         prior.stages[0].decode_adaptive(chunks[0], shapes[0], (4, 0, 1))
     with pytest.raises(ValueError, match="parent grid is needed"):
@@ -245,8 +293,8 @@ def test_bad_data_is_a_clear_error():
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.binary(max_size=64), h=st.integers(1, 9), w=st.integers(1, 9), strength=st.integers(0, 24),
-       pool=st.integers(0, 9), level=st.integers(0, 9))
-def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength, pool, level):
+       pool=st.integers(0, 9), level=st.integers(0, 9), aging=st.integers(0, 12))
+def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength, pool, level, aging):
     """Neither the compiled decoder nor the reference crashes on arbitrary bytes; both agree."""
     rng = np.random.default_rng(h * 10 + w)
     cum = tables(rng, 16, 8)
@@ -256,7 +304,7 @@ def test_random_bytes_decode_to_a_grid_or_a_clear_error(data, h, w, strength, po
     results = []
     for decode in (adaptive.decode, _reference_decode):
         try:
-            results.append(decode(data, (h, w), None, cluster, 3, cum, strength, pool, level, parents))
+            results.append(decode(data, (h, w), None, cluster, 3, cum, strength, pool, level, parents, aging))
         except ValueError as exc:
             assert str(exc)
             results.append(None)
@@ -282,36 +330,68 @@ def _pinned(name):
 
 def test_golden_adaptive_staged_payload():
     """Pins the adaptive coding: the golden staged prior codes the golden codes to the stored
-    bytes with the stored (strength, pool, level) triples (RAWDIFF_REGEN_GOLDEN=1 writes them)."""
+    bytes with the stored (strength, pool, level, aging) (RAWDIFF_REGEN_GOLDEN=1 writes them)."""
     prior = StagedPrior.load(str(GOLDEN / "entropy_staged_prior.safetensors"))
     doc = json.loads((GOLDEN / "entropy_staged.json").read_text())
     codes = [np.asarray(g, dtype=np.int64) for g in doc["codes"]]
-    name = "entropy_staged_adaptive_levels"
+    name = "entropy_staged_adaptive_aging"
     if REGEN:
         chunks, params = prior.encode_adaptive(codes)
         (GOLDEN / (name + ".bin")).write_bytes(b"".join(chunks))
         (GOLDEN / (name + ".json")).write_text(json.dumps({"lengths": [len(c) for c in chunks],
                                                            "params": params}) + "\n")
     chunks, params = _pinned(name)
-    assert any(m for _, _, m in params)  # the golden codes take the parent level somewhere
+    assert all(h == adaptive.AGING for *_, h in params) and any(p[2] for p in params)  # aging, a parent level
     assert prior.encode_adaptive(codes) == (chunks, params)
     for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], params), codes):
         np.testing.assert_array_equal(a, b)
-    # fewer bytes than the static coding of the same codes, and than the pairs' coding before the level
-    assert sum(map(len, chunks)) < sum(map(len, _pinned("entropy_staged_adaptive")[0])) < sum(doc["lengths"])
+    # no more bytes than the coding before aging (these small grids age little), fewer than the static coding
+    assert sum(map(len, chunks)) <= sum(map(len, _pinned("entropy_staged_adaptive_levels")[0])) < sum(doc["lengths"])
 
 
-def test_golden_adaptive_staged_payload_of_pairs_still_codes_and_decodes():
-    """The (strength, pool) pairs of format version 7 streams: each stage coded with its pinned
-    pair (no parent level) gives the pinned bytes, and they decode to the golden codes."""
+def _halving_case():
+    """1,500 symbols of 12 codes in 3 contexts under 5 parents, from a fixed integer recurrence
+    (no random generator whose stream could change), whose statistics drift along the
+    sequence, and the tables of a fixed formula."""
+    k, contexts, n = 12, 3, 1500
+    state, symbols = 12345, []
+    for i in range(n):
+        state = (1103515245 * state + 12345) % 2 ** 31
+        symbols.append((state >> 16) % 4 + (4 * i) // n * 2)  # four codes at a time, moving up
+    freqs = np.array([[1 + (3 * x + 5 * c) % 7 for x in range(k)] for c in range(contexts)], dtype=np.float64)
+    cum = adaptive.cumulative(quantize_probabilities(freqs / freqs.sum(1, keepdims=True)))
+    i = np.arange(n)
+    return np.array(symbols, dtype=np.int32), (i % contexts).astype(np.int32), cum, adaptive.Parents((i // 7) % 5, 5)
+
+
+def test_golden_aging_halves_as_pinned():
+    """Pins the halving itself: aging 1 (contexts and parents halve at 16 indices, the pool at
+    256) over 1,500 indices halves each level many times; the coding is the stored bytes, both
+    coders agree, and it decodes (RAWDIFF_REGEN_GOLDEN=1 writes it)."""
+    symbols, contexts, cum, parents = _halving_case()
+    params = (6, 5, 1)
+    path = GOLDEN / "adaptive_aging_halving.bin"
+    data = both_ways(symbols, contexts, cum, *params, parents=parents, aging=1)
+    if REGEN:
+        path.write_bytes(data)
+    assert data == path.read_bytes()
+    assert len(data) < len(adaptive.encode(symbols, contexts, cum, *params, parents=parents))  # the drift pays
+
+
+@pytest.mark.parametrize("name,fields", [("entropy_staged_adaptive", 2), ("entropy_staged_adaptive_levels", 3)])
+def test_golden_adaptive_staged_payload_of_earlier_versions_still_codes_and_decodes(name, fields):
+    """The (strength, pool) pairs of format version 7 streams and the (strength, pool, level)
+    triples of version 8: each stage coded with its pinned parameters (no aging) gives the
+    pinned bytes, and they decode to the golden codes."""
     prior = StagedPrior.load(str(GOLDEN / "entropy_staged_prior.safetensors"))
     doc = json.loads((GOLDEN / "entropy_staged.json").read_text())
     codes = [np.asarray(g, dtype=np.int64) for g in doc["codes"]]
-    chunks, pairs = _pinned("entropy_staged_adaptive")
-    assert all(len(p) == 2 for p in pairs)
-    for stage, grid, parent, data, pair in zip(prior.stages, codes, [None] + codes[:-1], chunks, pairs):
-        assert stage.encode_adaptive(grid, parent, [pair]) == (pair + (0,), data)
-    for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], pairs), codes):
+    chunks, pinned = _pinned(name)
+    assert all(len(p) == fields for p in pinned)
+    for stage, grid, parent, data, params in zip(prior.stages, codes, [None] + codes[:-1], chunks, pinned):
+        full = params + (0,) * (4 - fields)
+        assert stage.encode_adaptive(grid, parent, [params], aging=0) == (full, data)
+    for a, b in zip(prior.decode(chunks, [tuple(s) for s in doc["shapes"]], pinned), codes):
         np.testing.assert_array_equal(a, b)
 
 
@@ -338,8 +418,14 @@ def test_bad_arguments_are_refused_before_either_coder_runs():
         (lambda: adaptive.estimate(s, c, cum, []), "1 to 64 candidates"),
         (lambda: adaptive.estimate(s, c, cum, [(4, 0, 1)]), "1 of the candidates use the parent level, and there"),
         (lambda: adaptive.estimate(s, c, cum, [(4, 0, 0), (4, 0, 1)]), "1 of the candidates use the parent level"),
-        (lambda: adaptive.estimate(s, c, cum, [(4, 0, 0, 0)]), "must be \\(strength, pool\\[, level\\]\\)"),
-        (lambda: adaptive.estimate(s, c, cum, [(4,)]), "must be \\(strength, pool\\[, level\\]\\)"),
+        (lambda: adaptive.estimate(s, c, cum, [(4, 0, 0, 0)]), "the aging is one for them all"),
+        (lambda: adaptive.estimate(s, c, cum, [(4,)]), SHAPE),
+        (lambda: adaptive.estimate(s, c, cum, [(4, 0)], aging=13), "aging 13 is not an integer in \\[0, 12\\]"),
+        (lambda: adaptive.estimate(s, c, cum, [(4, 0)], aging=True), "aging True is not an integer"),
+        (lambda: adaptive.encode_best(s, c, cum, [(4, 0)], aging=-1), "aging -1 is not an integer"),
+        (lambda: adaptive.encode(s, c, cum, 4, aging=13), "aging 13 is not an integer in \\[0, 12\\]"),
+        (lambda: adaptive.encode(s, c, cum, 4, aging=5.9), "aging 5.9 is not an integer"),
+        (lambda: adaptive.decode(b"\x01", (1, 5), None, None, 0, cum, 4, aging="5"), "aging '5' is not an integer"),
         (lambda: adaptive.encode(s, c, cum, 4, 0, 1), "needs the parents"),
         (lambda: adaptive.encode(s, c, cum, 4, 0, 1, np.zeros(5, int)), "must be an adaptive.Parents"),
         (lambda: adaptive.encode(s, c, cum, 4, 2, 3), "parent level 3 is above the pool weight 2"),
@@ -347,9 +433,9 @@ def test_bad_arguments_are_refused_before_either_coder_runs():
         (lambda: adaptive.Parents(np.zeros(5, int), None), "count of parents must be an integer"),
         (lambda: adaptive.Parents(np.zeros(5, int), 2.7), "count of parents must be an integer"),
         (lambda: adaptive.encode(s, c, cum, 4, 0, 0, "junk"), "must be an adaptive.Parents"),
-        (lambda: adaptive.estimate(s, c, cum, ["840"]), "must be \\(strength, pool\\[, level\\]\\)"),
-        (lambda: adaptive.estimate(s, c, cum, [(8.9, 5.5)]), "must be \\(strength, pool\\[, level\\]\\)"),
-        (lambda: adaptive.estimate(s, c, cum, [(True, 0)]), "must be \\(strength, pool\\[, level\\]\\)"),
+        (lambda: adaptive.estimate(s, c, cum, ["840"]), SHAPE),
+        (lambda: adaptive.estimate(s, c, cum, [(8.9, 5.5)]), SHAPE),
+        (lambda: adaptive.estimate(s, c, cum, [(True, 0)]), SHAPE),
         (lambda: adaptive.encode(s, c, cum, 4, 0, 1, adaptive.Parents(np.zeros(4, int), 2)), "4 parents for 5"),
         (lambda: adaptive.Parents(np.full(5, 2), 2), "parents must be integers in \\[0, 2\\)"),
         (lambda: adaptive.Parents(np.zeros(5, int), 0), "0 parents is not in"),
@@ -377,17 +463,19 @@ def test_the_estimates_count_as_the_coder_does_past_the_context_cap():
     contexts = np.where(np.arange(n) % 5 == 0, 1, 0)
     parents = adaptive.Parents(np.where(np.arange(n) % 7 == 0, 1, 0), 2)  # parent 0 passes the cap too
     triples = [(4, 0, 0), (4, 3, 0), (12, 7, 0), (8, 1, 0), (4, 0, 1), (8, 5, 1), (10, 9, 4)]
-    compiled = adaptive.estimate(symbols, contexts, cum, triples, parents)
-    reference = adaptive.estimate_reference(symbols.astype(np.int32), contexts.astype(np.int32), cum, triples,
-                                            parents.values)
-    np.testing.assert_allclose(compiled, reference, rtol=1e-9)
-    for params, bits in zip(triples, compiled):
-        assert bits - 8 <= 8 * len(adaptive.encode(symbols, contexts, cum, *params, parents=parents)) <= bits + 16
+    for aging in (0, 5):  # without aging the counts stop at the caps, with it they are halved long before
+        compiled = adaptive.estimate(symbols, contexts, cum, triples, parents, aging=aging)
+        reference = adaptive.estimate_reference(symbols.astype(np.int32), contexts.astype(np.int32), cum, triples,
+                                                parents.values, aging)
+        np.testing.assert_allclose(compiled, reference, rtol=1e-9)
+        for params, bits in zip(triples, compiled):
+            coded = adaptive.encode(symbols, contexts, cum, *params, parents=parents, aging=aging)
+            assert bits - 8 <= 8 * len(coded) <= bits + 16
 
 
 def test_the_container_takes_every_parameter_the_coder_has():
     from rawdiff.codec.bitstream import MAX_ADAPT
 
-    assert MAX_ADAPT == (adaptive.MAX_STRENGTH, adaptive.MAX_POOL, adaptive.MAX_POOL)
-    assert all(all(0 <= v <= top for v, top in zip(p, MAX_ADAPT)) and not 0 < p[1] < p[2]
+    assert MAX_ADAPT == (adaptive.MAX_STRENGTH, adaptive.MAX_POOL, adaptive.MAX_POOL, adaptive.MAX_AGING)
+    assert all(all(0 <= v <= top for v, top in zip(p + (adaptive.AGING,), MAX_ADAPT)) and not 0 < p[1] < p[2]
                for p in adaptive.CANDIDATES)

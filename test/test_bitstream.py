@@ -298,10 +298,12 @@ def test_pack_rejects_bad_arguments():
     with pytest.raises(BitstreamError, match="payload_length"):
         pack(make_header(payload_length=3), b"ab")
     with pytest.raises(BitstreamError,
-                       match=r"cannot write format version 2 \(this build writes versions 8, 7, 6, 5 and 4"):
+                       match=r"cannot write format version 2 \(this build writes versions 9, 8, 7, 6, 5 and 4"):
         pack(make_header(version=2), b"")
-    with pytest.raises(BitstreamError, match="cannot write format version 9"):
-        pack(make_header(version=9), b"")
+    with pytest.raises(BitstreamError, match="cannot write format version 10"):
+        pack(make_header(version=10), b"")
+    with pytest.raises(BitstreamError, match="format version 9 is for streams with adaptive coding with aging"):
+        make_header(version=9)
     with pytest.raises(BitstreamError, match="format version 8 is for streams with adaptive coding with a parent"):
         make_header(version=8)
     with pytest.raises(BitstreamError, match="format version 7 is for streams with adaptive coding"):
@@ -440,10 +442,10 @@ def test_crc_mismatch(valid, valid3):
 
 
 def test_future_version_fails_cleanly(valid):
-    future = with_field(valid, 4, "<H", 9)  # a well-formed file of a version this build does not know
+    future = with_field(valid, 4, "<H", 10)  # a well-formed file of a version this build does not know
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
         with pytest.raises(BitstreamError,
-                           match=r"unsupported bitstream format version 9 .*reads versions 2, 3, 4, 5, 6, 7, 8"):
+                           match=r"unsupported bitstream format version 10 .*reads versions 2, 3, 4, 5, 6, 7, 8, 9"):
             reader(future)
     with pytest.raises(BitstreamError, match="version 0"):
         unpack(with_field(valid, 4, "<H", 0))
@@ -455,7 +457,7 @@ def test_version_1_golden_files_fail_naming_the_versions(name):
     assert struct.unpack_from("<H", data, 4) == (1,)
     for reader in (unpack, read_header, lambda d: read_header(d, verify=False), lambda d: truncate(d, 1)):
         with pytest.raises(BitstreamError,
-                           match=r"format version 1 \(this build reads versions 2, 3, 4, 5, 6, 7, 8\).*colour"):
+                           match=r"format version 1 \(this build reads versions 2, 3, 4, 5, 6, 7, 8, 9\).*colour"):
             reader(data)
 
 
@@ -1135,7 +1137,7 @@ def test_a_header_dict_with_bad_detail_statistics_names_them():
 # ------------------------------------------------------------------ version 7: adaptive coding
 
 ADAPT3 = ((4, 0), (8, 3), (12, 7))  # each stage's adaptive coding: (strength, pool) (rawdiff.codec.adaptive)
-ADAPT3_TRIPLES = tuple(p + (0,) for p in ADAPT3)  # as a header holds them: no parent level
+ADAPT3_FULL = tuple(p + (0, 0) for p in ADAPT3)  # as a header holds them: no parent level, no aging
 
 
 def _adaptive_stream(adapt):
@@ -1150,22 +1152,23 @@ def _cuts_are_encodings_at_their_quality(data, got, chunks, means, adapt, versio
     """Each cut of ``data`` holds the first q stages' parameters in the version ``versions[q - 1]``,
     is what packing q stages writes, and has the size truncated_sizes predicts; each stage's
     entry carries its parameters after K - 1."""
-    triples = tuple(tuple(p) + (0,) * (3 - len(p)) for p in adapt)
+    full = tuple(tuple(p) + (0,) * (4 - len(p)) for p in adapt)
     for q in (1, 2, 3):
         cut = truncate(data, q)
-        assert unpack(cut)[0].adapt == triples[:q] and unpack(cut)[0].version == versions[q - 1]
+        assert unpack(cut)[0].adapt == full[:q] and unpack(cut)[0].version == versions[q - 1]
         assert cut == pack(make_header(stages=STAGES3[:q], means=tuple(m for m in MEANS2 if m[0] <= q),
                                        detail=DETAIL, adapt=adapt[:q]), chunks[:q],
                            means[: sum(m[0] <= q for m in MEANS2)])
     assert bs.truncated_sizes(got, len(data)) == {q: len(truncate(data, q)) for q in (1, 2, 3)}
     lay = bs.layout(data)
     entries = (lay["stages"][0], lay["stages"][1], lay["stages"][3])  # the stages' (not the layers') entries
-    assert [tuple(data[at + 3: at + 3 + len(adapt[0])]) for at in entries] == list(adapt)
+    written = [p[:2] + (p[2] | p[3] << 4,) if len(p) == 4 else p for p in adapt]  # version 9: m and h share a byte
+    assert [tuple(data[at + 3: at + 3 + len(written[0])]) for at in entries] == written
 
 
 def test_version_7_carries_each_stages_adaptive_parameters_and_every_cut_keeps_them():
     data, got, chunks, means = _adaptive_stream(ADAPT3)
-    assert got.version == 7 and got.adapt == ADAPT3_TRIPLES and got.detail == DETAIL
+    assert got.version == 7 and got.adapt == ADAPT3_FULL and got.detail == DETAIL
     assert [st["adapt"] for st in got.to_dict()["stages"]] == [list(p) for p in ADAPT3]
     assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
     # two bytes a stage more than the version 6 stream
@@ -1179,17 +1182,17 @@ def test_version_7_carries_each_stages_adaptive_parameters_and_every_cut_keeps_t
 
 def test_version_7_fields_are_checked():
     _, chunks, _ = means_case()
-    for bad, match in ((ADAPT3[:2], "adapt holds 2 triples for 3 stages"),
+    for bad, match in ((ADAPT3[:2], "adapt holds 2 entries for 3 stages"),
                        (ADAPT3[:2] + ((25, 0),), r"\(strength 0..24, pool 0..9\[, parent level 0..9, not above a "
-                                                 r"pool weight\]\) per stage, got .*\[25, 0\]"),
+                                                 r"pool weight\[, aging 0..12\]\]\) per stage, got .*\[25, 0\]"),
                        (ADAPT3[:2] + ((4, 10),), r"pool 0..9\[, .* per stage"), (ADAPT3[:2] + ((4,),), "per stage"),
-                       ((4, 8, 12), "adapt must be a \\(strength, pool, parent level\\) triple per stage"),
+                       ((4, 8, 12), "adapt must be a \\(strength, pool, parent level, aging\\) tuple per stage"),
                        ("abc", "adapt must be an integer")):
         with pytest.raises(BitstreamError, match=match):
             make_header(stages=STAGES3, adapt=bad)
     with pytest.raises(BitstreamError, match="adaptive coding needs the stage table"):
         make_header(adapt=ADAPT3[:1])
-    with pytest.raises(BitstreamError, match="adaptive coding needs format version 7 or 8, the header says 6"):
+    with pytest.raises(BitstreamError, match="adaptive coding needs format version 7, 8 or 9, the header says 6"):
         make_header(stages=STAGES3, detail=DETAIL, adapt=ADAPT3, version=6)
     data = pack(make_header(stages=STAGES3, adapt=ADAPT3), chunks)
     at = bs.layout(data)["stages"][1] + 3
@@ -1212,7 +1215,7 @@ ADAPT8 = ((4, 0, 0), (8, 3, 1), (12, 7, 4))  # (strength, pool, parent level); t
 
 def test_version_8_carries_each_stages_parent_level_and_a_cut_takes_the_lowest_version():
     data, got, chunks, means = _adaptive_stream(ADAPT8)
-    assert got.version == 8 and got.adapt == ADAPT8 and got.detail == DETAIL
+    assert got.version == 8 and got.adapt == tuple(p + (0,) for p in ADAPT8) and got.detail == DETAIL
     assert [st["adapt"] for st in got.to_dict()["stages"]] == [list(p) for p in ADAPT8]
     assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
     # one byte a stage more than the version 7 stream
@@ -1224,7 +1227,8 @@ def test_version_8_carries_each_stages_parent_level_and_a_cut_takes_the_lowest_v
 
 def test_version_8_fields_are_checked():
     _, chunks, _ = means_case()
-    for bad, match in ((ADAPT8[:2] + ((4, 3, 4),), r"not above a pool weight\]\) per stage, got .*\[4, 3, 4\]"),
+    for bad, match in ((ADAPT8[:2] + ((4, 3, 4),), r"not above a pool weight\[, aging 0..12\]\]\) per stage, "
+                                                   r"got .*\[4, 3, 4\]"),
                        (ADAPT8[:2] + ((4, 0, 10),), r"parent level 0..9"),
                        (((4, 0, 1),) + ADAPT8[1:], "stage 1 is coded with the parent level 1, but the first stage")):
         with pytest.raises(BitstreamError, match=match):
@@ -1236,7 +1240,8 @@ def test_version_8_fields_are_checked():
     at = bs.layout(data)["stages"][1] + 5
     with pytest.raises(BitstreamError, match=r"per stage, got \[\[4, 0, 0\], \[8, 3, 10\], \[12, 7, 4\]\]"):
         unpack(refresh_crc(with_field(data, at, "<B", 10)))
-    with pytest.raises(BitstreamError, match=r"not above a pool weight\]\) per stage, got .*\[8, 3, 5\]"):
+    with pytest.raises(BitstreamError, match=r"not above a pool weight\[, aging 0..12\]\]\) per stage, "
+                                             r"got .*\[8, 3, 5\]"):
         unpack(refresh_crc(with_field(data, at, "<B", 5)))
     first = bs.layout(data)["stages"][0] + 5
     with pytest.raises(BitstreamError, match="stage 1 is coded with the parent level 2"):
@@ -1245,20 +1250,63 @@ def test_version_8_fields_are_checked():
         read_header(data[: at], verify=False)
 
 
-# ------------------------------------------------------------------ versions 7 and 8: golden files, mutations
+# ------------------------------------------------------------------ version 9: aging
+
+ADAPT9 = ((4, 0, 0, 5), (8, 3, 1, 5), (12, 7, 4, 12))  # (strength, pool, parent level, aging)
 
 
-@pytest.mark.parametrize("name,adapt", [("frame_v7_rggb_adaptive", ADAPT3), ("frame_v8_rggb_levels", ADAPT8)])
+def test_version_9_carries_each_stages_aging_and_a_cut_takes_the_lowest_version():
+    data, got, chunks, means = _adaptive_stream(ADAPT9)
+    assert got.version == 9 and got.adapt == ADAPT9 and got.detail == DETAIL
+    assert [st["adapt"] for st in got.to_dict()["stages"]] == [list(p) for p in ADAPT9]
+    assert Header.from_dict(json.loads(json.dumps(got.to_dict()))) == got
+    # the aging shares the parent level's byte: the size of the version 8 stream
+    v8 = pack(make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=ADAPT8), chunks, means)
+    assert len(data) == len(v8)
+    _cuts_are_encodings_at_their_quality(data, got, chunks, means, ADAPT9, (9, 9, 9))
+    # what encoding at q writes: version 9 only where a stage kept ages its counts, else 8 or 7
+    mixed = ((4, 0, 0, 0), (8, 3, 1, 0), (12, 7, 4, 3))
+    _cuts_are_encodings_at_their_quality(*_adaptive_stream(mixed), mixed, (7, 8, 9))
+
+
+def test_version_9_fields_are_checked():
+    _, chunks, _ = means_case()
+    with pytest.raises(BitstreamError, match=r"aging 0..12\]\]\) per stage, got .*\[12, 7, 4, 13\]"):
+        make_header(stages=STAGES3, adapt=ADAPT9[:2] + ((12, 7, 4, 13),))
+    with pytest.raises(BitstreamError, match="format version 8 is for streams with adaptive coding with a parent "
+                                             "level; this one is version 9"):
+        make_header(stages=STAGES3, adapt=ADAPT9, version=8)
+    data = pack(make_header(stages=STAGES3, adapt=ADAPT9), chunks)
+    at = bs.layout(data)["stages"][1] + 5
+    assert data[at] == 1 | 5 << 4
+    with pytest.raises(BitstreamError, match=r"per stage, got \[\[4, 0, 0, 5\], \[8, 3, 1, 13\], \[12, 7, 4, 12\]\]"):
+        unpack(refresh_crc(with_field(data, at, "<B", 1 | 13 << 4)))
+    with pytest.raises(BitstreamError, match=r"per stage, got \[\[4, 0, 0, 5\], \[8, 3, 10, 5\], \[12, 7, 4, 12\]\]"):
+        unpack(refresh_crc(with_field(data, at, "<B", 10 | 5 << 4)))
+    # aging 0 everywhere is a version 8 or 7 stream: a version 9 header that says so is refused
+    assert unpack(refresh_crc(with_field(data, at, "<B", 1)))[0].adapt[1] == (8, 3, 1, 0)
+    plain = pack(make_header(stages=STAGES3, adapt=ADAPT8), chunks)
+    with pytest.raises(BitstreamError, match="format version 9 is for streams with adaptive coding with aging; "
+                                             "this one is version 8"):
+        unpack(refresh_crc(with_field(plain, 4, "<H", 9)))
+
+
+# ------------------------------------------------------------------ versions 7 to 9: golden files, mutations
+
+
+@pytest.mark.parametrize("name,adapt", [("frame_v7_rggb_adaptive", ADAPT3), ("frame_v8_rggb_levels", ADAPT8),
+                                        ("frame_v9_rggb_aging", ADAPT9)])
 def test_golden_adaptive_versions(name, adapt):
     _, chunks, means = means_case()
     check_golden_with_layers(name, make_header(stages=STAGES3, means=MEANS2, detail=DETAIL, adapt=adapt), chunks,
                              means)
 
 
-_VALID_ADAPTIVE = {version: _three_stages(detail=DETAIL, adapt=adapt) for version, adapt in ((7, ADAPT3), (8, ADAPT8))}
+_VALID_ADAPTIVE = {version: _three_stages(detail=DETAIL, adapt=adapt)
+                   for version, adapt in ((7, ADAPT3), (8, ADAPT8), (9, ADAPT9))}
 
 
-@pytest.mark.parametrize("version", [7, 8])
+@pytest.mark.parametrize("version", [7, 8, 9])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutations_of_adaptive_versions_never_crash(version, data):

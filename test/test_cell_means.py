@@ -155,7 +155,7 @@ def test_the_codec_sends_mean_layers_and_cuts_streams_exactly(means_codec, corpu
         streams = {q: codec.compress(frame, quality=q) for q in (1, 2, 3)}
         for q, data in streams.items():
             header = bitstream.read_header(data)
-            assert header.version in (7, 8) and len(header.adapt) == q  # mean layers and adaptive coding
+            assert header.version == 9 and len(header.adapt) == q  # mean layers and adaptive coding
             assert [(a, e) for a, e, _ in header.means] == LAYERS[: cm.layers_at(LAYERS, q)]
             assert bitstream.truncate(streams[3], q) == data
             _, codes = codec.parse(data)

@@ -72,7 +72,7 @@ def test_compress_decompress_info(tmp_path, frame, fixture_model, capsys):
     assert info["width"] == 96 and info["height"] == 64 and info["bytes"] == os.path.getsize(rdc)
     for st in info["stages"]:  # each stage's adaptive coding, its values named
         named = st["adaptive_coding"]
-        assert [named["strength_exponent"], named["pool"], named["parent_level"]] == (st["adapt"] + [0])[:3]
+        assert [named["strength_exponent"], named["pool"], named["parent_level"], named["aging"]] == st["adapt"]
 
 
 @pytest.mark.parametrize("make_bad,expect", [

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from synthetic import textured_photo
 
 from rawdiff.codec import Codec, bitstream
+from rawdiff.codec.adaptive import AGING
 from rawdiff.codec.modeldir import compute_model_id
 from rawdiff.raw import RawFrame
 from rawdiff.raw.unprocess import unprocess
@@ -293,8 +294,8 @@ def test_model_directories_whose_stages_disagree_are_refused(fixture_model, tmp_
 
 
 def test_adaptive_and_static_coding_decode_to_the_same_image(codec):
-    """The default codes each stage with the tables adapted to the frame (format version 7, or 8
-    where a stage uses the parent level);
+    """The default codes each stage with the tables adapted to the frame, its counts aged
+    (format version 9);
     ``adaptive_coding = False`` writes the same codes with the tables as they are (a stream
     that version 6 readers read). Both decode to the same pixels, and each cuts to the
     stream of a lower quality."""
@@ -306,8 +307,8 @@ def test_adaptive_and_static_coding_decode_to_the_same_image(codec):
     finally:
         codec.adaptive_coding = True
     a, s = bitstream.read_header(adaptive), bitstream.read_header(static)
-    assert a.version in (7, 8) and len(a.adapt) == a.quality and s.version < 7 and s.adapt == ()
-    assert a.version == (8 if any(m for _, _, m in a.adapt) else 7)
+    assert a.version == 9 and len(a.adapt) == a.quality and s.version < 7 and s.adapt == ()
+    assert {h for *_, h in a.adapt} == {AGING}  # the encoder ages every stage's counts
     np.testing.assert_array_equal(codec.decompress(adaptive), codec.decompress(static))
     for ca, cs in zip(codec.parse(adaptive)[1], codec.parse(static)[1]):
         np.testing.assert_array_equal(ca, cs)

@@ -132,7 +132,7 @@ def test_render_parameters_without_metadata_are_the_isp_s_gray_world(frame):
 
 def test_bitstream_carries_the_render_parameters(codec, frame):
     header = read_header(codec.compress(frame))
-    assert header.version in (7, 8) and header.wb_source == "as_shot" and header.matrix_source == "frame"
+    assert header.version == 9 and header.wb_source == "as_shot" and header.matrix_source == "frame"
     assert header.wb_gains == render_parameters(frame)["wb_gains"]
     assert header.color_matrix == render_parameters(frame)["color_matrix"]
     gray = read_header(codec.compress(frame.copy(wb_gains=None, color_matrix=None)))

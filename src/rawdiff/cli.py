@@ -238,7 +238,7 @@ def cmd_info(args) -> int:
         st.update(grid=[h, w], bits_per_index=round(8.0 * st["bytes"] / (h * w), 4),
                   bpp=round(8.0 * st["bytes"] / (info["width"] * info["height"]), 6))
         if header.adapt:  # the stream's "adapt" values, named (rawdiff.codec.adaptive)
-            st["adaptive_coding"] = dict(zip(("strength_exponent", "pool", "parent_level"), header.adapt[k]))
+            st["adaptive_coding"] = dict(zip(("strength_exponent", "pool", "parent_level", "aging"), header.adapt[k]))
     print(json.dumps(info, indent=2, sort_keys=True))
     return 0
 

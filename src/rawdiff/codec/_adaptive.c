@@ -13,8 +13,11 @@
  * b = g - 1; a <= b when both are used), W = b with the pool, else a with the parent level,
  * else 0; the total is the sum of the weights: the table with a Dirichlet of strength 2**e,
  * updated with the context's own counts, the parent's weighted 2**-a and the grid's weighted
- * 2**-b. A context and a parent stop counting at COUNT_CAP indices, the pool at POOL_CAP, so
- * the total stays below 2**50.
+ * 2**-b. With aging h > 0 (format version 9) a context's and a parent's counts are halved
+ * (each rounded down) whenever they reach 2**(h + 3) indices, the pool's at 2**(h + 7), so
+ * what the coder learnt lately weighs more than what it learnt at the top of the frame;
+ * without aging a context and a parent stop counting at COUNT_CAP indices, the pool at
+ * POOL_CAP. Either way the total stays below 2**50.
  *
  * Range coder: 64-bit range kept in [2**56, 2**64) by shifting out bytes, 64-bit low with the
  * carry propagated into the bytes already written; r = range / total >= 2**6, and the coder
@@ -35,6 +38,10 @@
 #define COUNT_CAP 65536u
 #define POOL_CAP 1048576u
 #define MAX_POOL 9 /* g: 0 (no pool) or b + 1 with b in 0..8; m likewise for the parent level */
+#define MAX_AGING 12 /* h: 0 (no aging) or halving at 2**(h + 3) (contexts, parents), 2**(h + 7) (pool) */
+/* with any aging the counts halve before they reach the caps (the reference's estimate ignores them then) */
+_Static_assert((1u << (MAX_AGING + 3)) <= COUNT_CAP && (1u << (MAX_AGING + 7)) <= POOL_CAP,
+               "aging thresholds above the caps");
 #define MAX_CODES 65536
 
 typedef struct {
@@ -52,6 +59,7 @@ typedef struct {
     int pooled;        /* whether the grid's counts are added */
     int parented;      /* whether the parents' counts are added */
     int no_trees;      /* counts only (estimate: no interval is needed) */
+    uint32_t halve_at, pool_halve_at; /* aging: halve a level's counts at this many (0: never) */
     Py_ssize_t num_contexts, num_parents;
     const uint32_t *cum; /* num_contexts x (K + 1): the tables' cumulative sums */
     Context *ctx;
@@ -67,8 +75,10 @@ static int counts_alloc(Context *c, int k, int trees) {
 
 /* trees: 0 for counts only (estimate: no interval is needed); level: m (0: no parent level) */
 static int model_init(Model *m, const uint32_t *cum, Py_ssize_t num_contexts, Py_ssize_t num_parents, int k,
-                      int strength, int pool, int level, int trees) {
+                      int strength, int pool, int level, int aging, int trees) {
     memset(m, 0, sizeof(*m));
+    m->halve_at = aging ? (uint32_t)1 << (aging + 3) : 0;
+    m->pool_halve_at = aging ? (uint32_t)1 << (aging + 7) : 0;
     int s = PRECISION - strength, w = pool > 0 ? pool - 1 : level > 0 ? level - 1 : 0;
     m->no_trees = !trees;
     m->k = k;
@@ -117,19 +127,34 @@ static void add(Context *c, int k, int x, int trees) {
     c->seen += 1;
 }
 
-static int count(Context *c, int k, int x, uint32_t cap, int trees) {
+/* every count halved, rounded down (aging), and the tree built again from them */
+static void halve(Context *c, int k, int trees) {
+    uint32_t seen = 0;
+    for (int x = 0; x < k; x++) seen += (c->counts[x] >>= 1);
+    c->seen = seen;
+    if (!trees) return;
+    for (int i = 1; i <= k; i++) c->tree[i] = c->counts[i - 1];
+    for (int i = 1; i <= k; i++) {
+        int j = i + (i & -i);
+        if (j <= k) c->tree[j] += c->tree[i];
+    }
+}
+
+/* half: the aging's threshold (0: none; then cap stops the counting) */
+static int count(Context *c, int k, int x, uint32_t cap, uint32_t half, int trees) {
     if (c->seen >= cap) return 0;
     if (!c->counts && !counts_alloc(c, k, trees)) return -1;
     add(c, k, x, trees);
+    if (half && c->seen >= half) halve(c, k, trees);
     return 0;
 }
 
 /* 0 on success, -1 when out of memory; pi: the parent (ignored without the parent level) */
 static int update(Model *m, Py_ssize_t ci, Py_ssize_t pi, int x) {
     int trees = !m->no_trees;
-    if (count(&m->ctx[ci], m->k, x, COUNT_CAP, trees)) return -1;
-    if (m->parented && count(&m->par[pi], m->k, x, COUNT_CAP, trees)) return -1;
-    return m->pooled ? count(&m->pool, m->k, x, POOL_CAP, trees) : 0;
+    if (count(&m->ctx[ci], m->k, x, COUNT_CAP, m->halve_at, trees)) return -1;
+    if (m->parented && count(&m->par[pi], m->k, x, COUNT_CAP, m->halve_at, trees)) return -1;
+    return m->pooled ? count(&m->pool, m->k, x, POOL_CAP, m->pool_halve_at, trees) : 0;
 }
 
 /* where the interval of x starts in context ci under parent pi */
@@ -224,7 +249,7 @@ static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const
 }
 
 static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, int strength, int pool, int level,
-                            Py_ssize_t parents_len, Py_ssize_t n, Py_ssize_t num_parents) {
+                            int aging, Py_ssize_t parents_len, Py_ssize_t n, Py_ssize_t num_parents) {
     if (k < 2 || k > MAX_CODES) {
         PyErr_Format(PyExc_ValueError, "codebook size %d is not in [2, %d]", k, MAX_CODES);
         return -1;
@@ -243,6 +268,10 @@ static int check_model_args(Py_ssize_t cum_len, Py_ssize_t num_contexts, int k, 
     }
     if (pool && level > pool) {
         PyErr_Format(PyExc_ValueError, "parent level %d is above the pool weight %d", level, pool);
+        return -1;
+    }
+    if (aging < 0 || aging > MAX_AGING) {
+        PyErr_Format(PyExc_ValueError, "aging %d is not in [0, %d]", aging, MAX_AGING);
         return -1;
     }
     if (level && (num_parents < 1 || num_parents > MAX_CODES || parents_len != n * 4)) {
@@ -271,7 +300,7 @@ typedef struct {
 /* 0 with every buffer held and the model made (trees: see model_init), -1 with none held and
  * an exception set */
 static int coding_open(Coding *cd, PyObject *so, PyObject *co, PyObject *po, PyObject *cumo, Py_ssize_t num_contexts,
-                       Py_ssize_t num_parents, int k, int strength, int pool, int level, int trees) {
+                       Py_ssize_t num_parents, int k, int strength, int pool, int level, int aging, int trees) {
     memset(&cd->m, 0, sizeof(cd->m));
     cd->held = 0;
     if (get_buffer(so, &cd->sv, 4, "symbols")) return -1;
@@ -283,7 +312,7 @@ static int coding_open(Coding *cd, PyObject *so, PyObject *co, PyObject *po, PyO
     if (get_buffer(cumo, &cd->cumv, 4, "tables")) goto fail;
     cd->held = 4;
     cd->n = cd->sv.len / 4;
-    if (check_model_args(cd->cumv.len, num_contexts, k, strength, pool, level, cd->pv.len, cd->n, num_parents))
+    if (check_model_args(cd->cumv.len, num_contexts, k, strength, pool, level, aging, cd->pv.len, cd->n, num_parents))
         goto fail;
     if (cd->cv.len != cd->sv.len) {
         PyErr_SetString(PyExc_ValueError, "one context per symbol");
@@ -293,7 +322,7 @@ static int coding_open(Coding *cd, PyObject *so, PyObject *co, PyObject *po, PyO
     cd->ctx = (const int32_t *)cd->cv.buf;
     cd->par = level ? (const int32_t *)cd->pv.buf : NULL;
     if (!model_init(&cd->m, (const uint32_t *)cd->cumv.buf, num_contexts, num_parents, k, strength, pool, level,
-                    trees)) {
+                    aging, trees)) {
         model_free(&cd->m);
         PyErr_NoMemory();
         goto fail;
@@ -329,17 +358,17 @@ static int coding_at(const Coding *cd, Py_ssize_t i, int *x, Py_ssize_t *c, Py_s
 }
 
 /* encode(symbols int32[n], contexts int32[n], parents int32[n] or b"", cum uint32[C x (K+1)], num_contexts,
- *        num_parents, K, e, g, m) -> bytes */
+ *        num_parents, K, e, g, m, h) -> bytes */
 static PyObject *py_encode(PyObject *self, PyObject *args) {
     PyObject *so, *co, *po, *cumo;
     Py_ssize_t num_contexts, num_parents;
-    int k, strength, pool, level;
+    int k, strength, pool, level, aging;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOnniiii", &so, &co, &po, &cumo, &num_contexts, &num_parents, &k, &strength, &pool,
-                          &level))
+    if (!PyArg_ParseTuple(args, "OOOOnniiiii", &so, &co, &po, &cumo, &num_contexts, &num_parents, &k, &strength, &pool,
+                          &level, &aging))
         return NULL;
     Coding cd;
-    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, strength, pool, level, 1)) return NULL;
+    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, strength, pool, level, aging, 1)) return NULL;
     PyObject *result = NULL;
     Model *m = &cd.m;
     Encoder e = {NULL, 0, 0, 0, UINT64_MAX};
@@ -378,17 +407,17 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
 /* ------------------------------------------------------------------ decoder */
 
 /* decode(data, h, w, offsets int32[h*w] or b"", cluster int32[K] or b"", num_clusters, parents int32[h*w] or b"",
- *        num_parents, cum, num_contexts, K, e, g, m)
+ *        num_parents, cum, num_contexts, K, e, g, m, aging)
  *   -> (bytes of h*w int32, bytes read including the zeros past the end)
  * The context of (r, c) is offsets[r, c] + cluster_above * (C + 1) + cluster_left (C: outside the grid),
  * or 0 without clusters; its parent parents[r, c]. */
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     PyObject *datao, *offo, *clo, *po, *cumo;
     Py_ssize_t h, w, num_contexts, num_parents;
-    int nclusters, k, strength, pool, level;
+    int nclusters, k, strength, pool, level, aging;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OnnOOiOnOniiii", &datao, &h, &w, &offo, &clo, &nclusters, &po, &num_parents, &cumo,
-                          &num_contexts, &k, &strength, &pool, &level))
+    if (!PyArg_ParseTuple(args, "OnnOOiOnOniiiii", &datao, &h, &w, &offo, &clo, &nclusters, &po, &num_parents, &cumo,
+                          &num_contexts, &k, &strength, &pool, &level, &aging))
         return NULL;
     Py_buffer dv, ov, clv, pv, cumv;
     int have = 0;
@@ -409,7 +438,8 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         goto release;
     }
     Py_ssize_t n = h * w;
-    if (check_model_args(cumv.len, num_contexts, k, strength, pool, level, pv.len, n, num_parents)) goto release;
+    if (check_model_args(cumv.len, num_contexts, k, strength, pool, level, aging, pv.len, n, num_parents))
+        goto release;
     if (nclusters < 0 || nclusters > MAX_CODES) {
         PyErr_Format(PyExc_ValueError, "%d clusters is not in [0, %d]", nclusters, MAX_CODES);
         goto release;
@@ -432,7 +462,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     }
     out = PyBytes_FromStringAndSize(NULL, n * 4);
     if (!out) goto release;
-    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, num_parents, k, strength, pool, level, 1)) {
+    if (!model_init(&m, (const uint32_t *)cumv.buf, num_contexts, num_parents, k, strength, pool, level, aging, 1)) {
         PyErr_NoMemory();
         goto release;
     }
@@ -530,18 +560,19 @@ release:
 /* ------------------------------------------------------------------ estimate */
 
 /* estimate(symbols int32[n], contexts int32[n], parents int32[n] or b"", cum, num_contexts, num_parents, K,
- *          params bytes (e, g, m) triples) -> [bits]
- * The code length in bits of the symbols under each (e, g, m): one pass over the symbols, the
- * counts as the coder keeps them, the lengths in floating point (they choose the parameters,
- * they are not the coding). */
+ *          params bytes (e, g, m) triples, aging) -> [bits]
+ * The code length in bits of the symbols under each (e, g, m) with the one aging h: one pass
+ * over the symbols, the counts as the coder keeps them, the lengths in floating point (they
+ * choose the parameters, they are not the coding). */
 static PyObject *py_estimate(PyObject *self, PyObject *args) {
     PyObject *so, *co, *po, *cumo;
     Py_ssize_t num_contexts, num_parents;
-    int k;
+    int k, aging;
     const char *params;
     Py_ssize_t nparams;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOnniy#", &so, &co, &po, &cumo, &num_contexts, &num_parents, &k, &params, &nparams))
+    if (!PyArg_ParseTuple(args, "OOOOnniy#i", &so, &co, &po, &cumo, &num_contexts, &num_parents, &k, &params, &nparams,
+                          &aging))
         return NULL;
     if (nparams < 3 || nparams % 3 || nparams > 3 * 64) {
         PyErr_SetString(PyExc_ValueError, "params must be 1 to 64 (strength, pool, level) byte triples");
@@ -566,7 +597,7 @@ static PyObject *py_estimate(PyObject *self, PyObject *args) {
     }
     /* the counts of the coder with a pool and a parent level (their weights do not change the counts) */
     Coding cd;
-    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, 0, pooled, parented, 0)) return NULL;
+    if (coding_open(&cd, so, co, po, cumo, num_contexts, num_parents, k, 0, pooled, parented, aging, 0)) return NULL;
     PyObject *result = NULL;
     const Model *m = &cd.m;
     double bits[64] = {0}, num[64], den[64];

@@ -14,13 +14,22 @@ says about a code reaches the contexts that have not seen it yet)::
     as integers: w(x) = f(x) << W + n_c(x) << (W + s) + n_p(x) << (W - a + s) + n(x) << (W - b + s)
 
 with ``s = 24 - e`` and ``W = b`` with the pool, else ``a`` with the parent level, else 0.
-Both sides know the counts so far, so nothing is sent but the parameters ``(e, g, m)`` of
+Both sides know the counts so far, so nothing is sent but the parameters ``(e, g, m, h)`` of
 each stage (``g`` 0: no pool, else ``b = g - 1``; ``m`` 0: no parent level, else
 ``a = m - 1``; ``m <= g`` when both are used: the pool weighs no more than the parent level),
 chosen per frame by the encoder (:func:`encode_best`: the code lengths of every candidate in
 one pass, then one coding). Every stage starts from zero counts, so a bitstream cut to fewer
-stages (:func:`rawdiff.codec.bitstream.truncate`) decodes as before. A context and a parent
-stop counting at :data:`COUNT_CAP` indices, the pool at :data:`POOL_CAP`.
+stages (:func:`rawdiff.codec.bitstream.truncate`) decodes as before.
+
+*Aging* ``h`` (format version 9): a frame is not the same from top to bottom (sky, then
+buildings, then road), so with ``h > 0`` a context's and a parent's counts are halved, each
+rounded down, whenever they reach ``2**(h + 3)`` indices, and the pool's at ``2**(h + 7)``:
+the counts then say more about the rows just coded than about the whole frame so far (the
+halving of adaptive arithmetic coders since Witten, Neal and Cleary 1987). A halving costs
+K operations (the counts and their Fenwick tree), at most ``K / 2**(h + 3)`` an index and
+level: 2 for the shipped codebooks (K 512) at the encoder's aging 5, 32 at the smallest aging
+a stream may give. Without aging (``h = 0``, versions 7 and 8) a context and a parent stop
+counting at :data:`COUNT_CAP` indices, the pool at :data:`POOL_CAP`.
 
 The range coder is 64-bit (range in [2**56, 2**64), bytes shifted out, the carry
 propagated into the bytes written): every interval is exact integer arithmetic. The
@@ -44,17 +53,27 @@ POOL_CAP = 1 << 20
 MAX_STRENGTH = PRECISION
 #: g: 0 (no pool) or b + 1 with the pool's weight 2**-b, b in 0..8; m likewise for the parent level
 MAX_POOL = 9
+#: h: 0 (no aging) or halving at 2**(h + 3) indices (contexts, parents) and 2**(h + 7) (the pool)
+MAX_AGING = 12
+# with any aging the counts halve before they reach the caps (the coder and the reference's
+# estimate, which ignores the caps when aging, then count alike)
+assert 1 << (MAX_AGING + 3) <= COUNT_CAP and 1 << (MAX_AGING + 7) <= POOL_CAP
+#: the aging the encoder codes with: contexts and parents halve at 256 indices, the pool at
+#: 4096 (chosen on the validation frames' shipped codes, ``benchmarks/adaptive_coding.py``)
+AGING = 5
 MAX_CODES = 65536
 MAX_INDICES = 1 << 24
-#: the (strength exponent, pool, parent level) triples the encoder tries per stage: N = 16, 64,
-#: 256, 1024, each with none of the two, the pool alone at weight 1/16 or 1/256, the parent
-#: level at weight 1 with the pool at 1/16 or 1/256, the parent level at 1/8 with the pool at
-#: 1/256, the parent level alone at 1/16 (a stage without a parent tries those without the
-#: level). Chosen on the validation frames' shipped codes among 282 triples (``python
-#: benchmarks/adaptive_coding.py --search``): the best of them per frame and stage needs 0.04 to
-#: 0.15 % more bits at each quality than the best of all 282 there, 0.15 to 0.31 % on the test frames
-CANDIDATES = tuple((e, g, m) for e in (4, 6, 8, 10)
-                   for g, m in ((0, 0), (5, 0), (9, 0), (5, 1), (9, 1), (9, 4), (0, 5)))
+#: the (strength exponent, pool, parent level) triples the encoder tries per stage (each with
+#: :data:`AGING`): N = 4 to 4096, the pool's weight 1 to 1/256 or none, the parent level's 1 to
+#: 1/64 or none (a stage without a parent tries the 6 without the level). Chosen with that aging
+#: on the validation frames' shipped codes among 329 triples (``python
+#: benchmarks/adaptive_coding.py --search``; the 28 that need the fewest bits there in all, one
+#: swapped at a time from the set before): per frame and stage the best of them needs at most
+#: 0.01 % more bits at each quality than the best of all 329 there
+CANDIDATES = ((2, 0, 0), (2, 0, 7), (4, 0, 0), (4, 0, 1), (4, 0, 5), (4, 7, 0), (4, 9, 0), (6, 0, 1), (6, 0, 3),
+              (6, 4, 1), (6, 5, 1), (6, 7, 1), (6, 7, 2), (6, 9, 0), (6, 9, 1), (6, 9, 3), (8, 3, 1), (8, 5, 1),
+              (8, 6, 1), (8, 7, 1), (8, 7, 2), (10, 2, 1), (10, 3, 1), (10, 4, 1), (10, 5, 1), (12, 1, 1),
+              (12, 2, 0), (12, 3, 1))
 _BOTTOM = 1 << 56
 _MASK = (1 << 64) - 1
 
@@ -100,8 +119,8 @@ def cumulative(freqs: np.ndarray) -> np.ndarray:
     return tables
 
 
-def _check_params(strength: int, pool: int, level: int = 0) -> Tuple[int, int, int]:
-    e, g, m = int(strength), int(pool), int(level)
+def _check_params(strength: int, pool: int, level: int = 0, aging: int = 0) -> Tuple[int, int, int, int]:
+    e, g, m, h = int(strength), int(pool), int(level), _check_aging(aging)
     if not 0 <= e <= MAX_STRENGTH:
         raise ValueError("strength exponent %d is not in [0, %d]" % (e, MAX_STRENGTH))
     if not 0 <= g <= MAX_POOL:
@@ -110,16 +129,23 @@ def _check_params(strength: int, pool: int, level: int = 0) -> Tuple[int, int, i
         raise ValueError("parent level %d is not in [0, %d]" % (m, MAX_POOL))
     if g and m > g:
         raise ValueError("parent level %d is above the pool weight %d" % (m, g))
-    return e, g, m
+    return e, g, m, h
 
 
-def as_params(params) -> Tuple[int, int, int]:
-    """A stage's (strength, pool, parent level) checked; a (strength, pool) pair (format
-    version 7) has no parent level. Two or three integers in a tuple, list or array."""
-    ok = isinstance(params, (tuple, list, np.ndarray)) and len(params) in (2, 3) and all(
+def _check_aging(aging: int) -> int:
+    if isinstance(aging, (bool, np.bool_)) or not isinstance(aging, (int, np.integer)) or not 0 <= aging <= MAX_AGING:
+        raise ValueError("aging %r is not an integer in [0, %d]" % (aging, MAX_AGING))
+    return int(aging)
+
+
+def as_params(params) -> Tuple[int, int, int, int]:
+    """A stage's (strength, pool, parent level, aging) checked; a (strength, pool) pair
+    (format version 7) has neither a parent level nor aging, a triple (version 8) no aging.
+    Two to four integers in a tuple, list or array."""
+    ok = isinstance(params, (tuple, list, np.ndarray)) and len(params) in (2, 3, 4) and all(
         isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in params)
     if not ok:
-        raise ValueError("adaptive parameters must be (strength, pool[, level]), got %r" % (params,))
+        raise ValueError("adaptive parameters must be (strength, pool[, level[, aging]]), got %r" % (params,))
     return _check_params(*(int(v) for v in params))
 
 
@@ -197,9 +223,14 @@ def _parents_for(parents: Optional[Parents], n: int, level: int) -> Tuple[np.nda
 
 def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[Parents],
                       drop_levels: bool = False) -> List[Tuple[int, int, int]]:
-    """The candidates checked; without parents, those with the parent level left out
-    (``drop_levels``) or refused."""
-    triples = _CANDIDATES_CHECKED if candidates is CANDIDATES else [as_params(t) for t in candidates]
+    """The candidates, (strength, pool, parent level) triples (or pairs), checked; without
+    parents, those with the parent level left out (``drop_levels``) or refused."""
+    if candidates is CANDIDATES:
+        triples = _CANDIDATES_CHECKED
+    else:
+        if any(len(t) > 3 for t in candidates if isinstance(t, (tuple, list, np.ndarray))):
+            raise ValueError("candidates are (strength, pool, parent level); the aging is one for them all")
+        triples = [as_params(t)[:3] for t in candidates]
     if not 1 <= len(triples) <= 64:
         raise ValueError("1 to 64 candidates, got %d" % len(triples))
     usable = [t for t in triples if parents is not None or not t[2]]
@@ -210,62 +241,67 @@ def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[P
 
 
 #: the default candidates, checked once (every stage of every frame tries them)
-_CANDIDATES_CHECKED = [as_params(t) for t in CANDIDATES]
+_CANDIDATES_CHECKED = [as_params(t)[:3] for t in CANDIDATES]
 
 
-def _encode(s: np.ndarray, c: np.ndarray, cum: np.ndarray, params: Tuple[int, int, int],
+def _encode(s: np.ndarray, c: np.ndarray, cum: np.ndarray, params: Tuple[int, int, int, int],
             parents: Optional[Parents]) -> bytes:
     p, n_p = _parents_for(parents, s.size, params[2])
     if _compiled is not None:
         return _compiled.encode(s, c, p, cum, cum.shape[0], n_p, cum.shape[1] - 1, *params)
     _reference_in_use()
-    return encode_reference(s, c, cum, *params, parents=p)
+    return encode_reference(s, c, cum, *params[:3], parents=p, aging=params[3])
 
 
 def _estimate(s: np.ndarray, c: np.ndarray, cum: np.ndarray, triples: List[Tuple[int, int, int]],
-              parents: Optional[Parents]) -> np.ndarray:
+              parents: Optional[Parents], aging: int) -> np.ndarray:
     p, n_p = _parents_for(parents, s.size, max(t[2] for t in triples))
     if _compiled is not None:
         return np.asarray(_compiled.estimate(s, c, p, cum, cum.shape[0], n_p, cum.shape[1] - 1,
-                                             bytes(v for t in triples for v in t)))
-    return estimate_reference(s, c, cum, triples, p if n_p else None)
+                                             bytes(v for t in triples for v in t), aging))
+    return estimate_reference(s, c, cum, triples, p if n_p else None, aging)
 
 
 def encode(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int, pool: int = 0,
-           level: int = 0, parents: Optional[Parents] = None) -> bytes:
+           level: int = 0, parents: Optional[Parents] = None, aging: int = 0) -> bytes:
     """Code ``symbols`` (in [0, K)) in raster order, each in its context (and, with the parent
     level, under its parent) -> bytes."""
-    params = _check_params(strength, pool, level)
+    params = _check_params(strength, pool, level, aging)
     cum = _check_tables(cum)
     return _encode(*_check_symbols(symbols, contexts, cum), cum, params, parents)
 
 
 def estimate(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
-             candidates: Sequence[Tuple[int, ...]] = CANDIDATES, parents: Optional[Parents] = None) -> np.ndarray:
+             candidates: Sequence[Tuple[int, ...]] = CANDIDATES, parents: Optional[Parents] = None,
+             aging: int = 0) -> np.ndarray:
     """The code length in bits of ``symbols`` under each (strength, pool, level) triple of
-    ``candidates`` (those with the parent level need ``parents``; floating point: it chooses,
-    it does not code)."""
+    ``candidates`` with ``aging`` (those with the parent level need ``parents``; floating point:
+    it chooses, it does not code)."""
     triples = _check_candidates(candidates, parents)
+    aging = _check_aging(aging)
     cum = _check_tables(cum)
-    return _estimate(*_check_symbols(symbols, contexts, cum), cum, triples, parents)
+    return _estimate(*_check_symbols(symbols, contexts, cum), cum, triples, parents, aging)
 
 
 def encode_best(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
                 candidates: Sequence[Tuple[int, ...]] = CANDIDATES,
-                parents: Optional[Parents] = None) -> Tuple[Tuple[int, int, int], bytes]:
-    """The coding of ``symbols`` with the candidate of the shortest estimated code length
-    (ties go to the first; without ``parents``, among those without the parent level):
-    ((strength, pool, level), bytes). The arguments are checked once."""
+                parents: Optional[Parents] = None, aging: int = AGING) -> Tuple[Tuple[int, int, int, int], bytes]:
+    """The coding of ``symbols`` with ``aging`` (by default the encoder's, :data:`AGING`;
+    :func:`encode`, :func:`decode` and :func:`estimate` take 0, none, unless told) and the
+    candidate of the shortest estimated code length (ties go to the first; without
+    ``parents``, among those without the parent level): ((strength, pool, level, aging),
+    bytes). The arguments are checked once."""
     triples = _check_candidates(candidates, parents, drop_levels=True)
+    aging = _check_aging(aging)
     cum = _check_tables(cum)
     s, c = _check_symbols(symbols, contexts, cum)
-    params = triples[int(np.argmin(_estimate(s, c, cum, triples, parents)))]
+    params = triples[int(np.argmin(_estimate(s, c, cum, triples, parents, aging)))] + (aging,)
     return params, _encode(s, c, cum, params, parents)
 
 
 def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], cluster: Optional[np.ndarray],
            num_clusters: int, cum: np.ndarray, strength: int, pool: int = 0, level: int = 0,
-           parents: Optional[Parents] = None) -> np.ndarray:
+           parents: Optional[Parents] = None, aging: int = 0) -> np.ndarray:
     """The h x w grid (int64) of :func:`encode`'s bytes. The context of (r, c) is
     ``offsets[r, c] + cluster[above] * (C + 1) + cluster[left]`` (C outside the grid), or
     ``offsets[r, c]`` alone without clusters (``num_clusters`` 0), or 0 without either; its
@@ -274,7 +310,7 @@ def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], c
     Raises ``ValueError`` for data that cannot be a coding of such a grid: a value outside
     every interval, a context outside the tables, bytes left over that the decoder never
     read, a last byte of zero (the encoder drops those)."""
-    e, g, m = _check_params(strength, pool, level)
+    e, g, m, a = _check_params(strength, pool, level, aging)
     cum = _check_tables(cum)
     k = cum.shape[1] - 1
     h, w = int(shape[0]), int(shape[1])
@@ -298,11 +334,11 @@ def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], c
     if raw and raw[-1] == 0:
         raise ValueError("the adaptive coding ends in a zero byte (an encoder drops those)")
     if _compiled is not None:
-        out, read = _compiled.decode(raw, h, w, off, cl, c, par, n_par, cum, cum.shape[0], k, e, g, m)
+        out, read = _compiled.decode(raw, h, w, off, cl, c, par, n_par, cum, cum.shape[0], k, e, g, m, a)
         grid = np.frombuffer(out, dtype=np.int32).astype(np.int64).reshape(h, w)
     else:
         _reference_in_use()
-        grid, read = decode_reference(raw, h, w, off, cl, c, cum, e, g, m, par)
+        grid, read = decode_reference(raw, h, w, off, cl, c, cum, e, g, m, par, a)
     # the encoder's bytes are the ones shifted out plus one; the decoder reads 7 more
     if len(raw) > read - 7:
         raise ValueError("%d bytes of the adaptive coding were never read (the grid needs %d)"
@@ -314,15 +350,17 @@ def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], c
 
 
 class _Counts:
-    """Counts of the codes and their Fenwick tree (a context's, or the pool's)."""
+    """Counts of the codes and their Fenwick tree (a context's, a parent's or the pool's);
+    ``half``: halved (aging) when they reach it, else 0 (they stop at ``cap``)."""
 
-    __slots__ = ("counts", "tree", "seen", "cap")
+    __slots__ = ("counts", "tree", "seen", "cap", "half")
 
-    def __init__(self, k: int, cap: int):
+    def __init__(self, k: int, cap: int, half: int = 0):
         self.counts = [0] * k
         self.tree = [0] * (k + 1)
         self.seen = 0
         self.cap = cap
+        self.half = half
 
     def prefix(self, x: int) -> int:
         s, tree = 0, self.tree
@@ -340,13 +378,27 @@ class _Counts:
             tree[i] += 1
             i += i & -i
         self.seen += 1
+        if self.half and self.seen >= self.half:
+            self.counts = [v >> 1 for v in self.counts]
+            self.seen = sum(self.counts)
+            self.tree = tree = [0] + self.counts
+            for i in range(1, k + 1):
+                j = i + (i & -i)
+                if j <= k:
+                    tree[j] += tree[i]
+
+
+def _halving(aging: int) -> Tuple[int, int]:
+    """The counts at which aging ``aging`` halves a context's or a parent's counts and the
+    pool's (0, 0: no aging)."""
+    return (1 << (aging + 3), 1 << (aging + 7)) if aging else (0, 0)
 
 
 class _Model:
     """The reference's model: the tables, the counts of each context, of each parent (with the
     parent level) and of the pool. ``p`` is the parent of the index coded (0 without the level)."""
 
-    def __init__(self, cum: np.ndarray, strength: int, pool: int, level: int):
+    def __init__(self, cum: np.ndarray, strength: int, pool: int, level: int, aging: int = 0):
         self.rows = cum.astype(np.int64)
         self.k = cum.shape[1] - 1
         s = PRECISION - strength
@@ -354,7 +406,8 @@ class _Model:
         self.table_shift, self.context_shift = w, w + s
         self.parent_shift = w - (level - 1) + s if level else 0
         self.pool_shift = w - (pool - 1) + s if pool else 0
-        self.pool = _Counts(self.k, POOL_CAP) if pool else None
+        self.half, pool_half = _halving(aging)
+        self.pool = _Counts(self.k, POOL_CAP, pool_half) if pool else None
         self.parented = bool(level)
         self.table = {}
         self.parents = {}
@@ -385,22 +438,22 @@ class _Model:
     def update(self, c: int, p: int, x: int) -> None:
         counts = self.table.get(c)
         if counts is None:
-            counts = self.table[c] = _Counts(self.k, COUNT_CAP)
+            counts = self.table[c] = _Counts(self.k, COUNT_CAP, self.half)
         counts.add(x)
         if self.parented:
             counts = self.parents.get(p)
             if counts is None:
-                counts = self.parents[p] = _Counts(self.k, COUNT_CAP)
+                counts = self.parents[p] = _Counts(self.k, COUNT_CAP, self.half)
             counts.add(x)
         if self.pool is not None:
             self.pool.add(x)
 
 
 def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray, strength: int,
-                     pool: int = 0, level: int = 0, parents: Optional[np.ndarray] = None) -> bytes:
+                     pool: int = 0, level: int = 0, parents: Optional[np.ndarray] = None, aging: int = 0) -> bytes:
     """The coder in Python: the same bytes as the compiled one (arguments as :func:`encode`
     checks them; ``parents`` an array, one per symbol, with the parent level)."""
-    model = _Model(cum, strength, pool, level)
+    model = _Model(cum, strength, pool, level, aging)
     par = np.ravel(parents).tolist() if level else None
     out = bytearray()
     low, rng = 0, _MASK
@@ -436,10 +489,10 @@ def encode_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
 
 def decode_reference(data: bytes, h: int, w: int, offsets: np.ndarray, cluster: np.ndarray, num_clusters: int,
                      cum: np.ndarray, strength: int, pool: int = 0, level: int = 0,
-                     parents: Optional[np.ndarray] = None) -> Tuple[np.ndarray, int]:
+                     parents: Optional[np.ndarray] = None, aging: int = 0) -> Tuple[np.ndarray, int]:
     """The decoder in Python: (grid, bytes read including the zeros past the end); arguments
     as :func:`decode` checks them."""
-    model = _Model(cum, strength, pool, level)
+    model = _Model(cum, strength, pool, level, aging)
     par = np.ravel(parents).tolist() if level else None
     k = model.k
     n = h * w
@@ -524,22 +577,47 @@ def _level_counts(key: np.ndarray, x: np.ndarray, k: int, cap: int) -> Tuple[np.
     return np.minimum(rank, cap), _capped_counts(key * k + x, rank < cap)
 
 
+def _aged_counts(key: np.ndarray, x: np.ndarray, k: int, half: int) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_level_counts` with aging: the counts halved, rounded down, whenever they reach
+    ``half`` (in Python, index by index, as the coder keeps them)."""
+    counts: dict = {}
+    seen: dict = {}
+    n_all, n_own = np.zeros(x.size, dtype=np.int64), np.zeros(x.size, dtype=np.int64)
+    for i, (kk, xx) in enumerate(zip(key.tolist(), x.tolist())):
+        row = counts.get(kk)
+        if row is None:
+            row = counts[kk] = [0] * k
+            seen[kk] = 0
+        n_all[i], n_own[i] = seen[kk], row[xx]
+        row[xx] += 1
+        seen[kk] += 1
+        if seen[kk] >= half:
+            counts[kk] = row = [v >> 1 for v in row]
+            seen[kk] = sum(row)
+    return n_all, n_own
+
+
 def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarray,
                        candidates: Sequence[Tuple[int, ...]],
-                       parents: Optional[np.ndarray] = None) -> np.ndarray:
-    """:func:`estimate` in numpy, the counts capped as the coder caps them (``parents``: an
-    array, one per symbol, for candidates with the parent level)."""
+                       parents: Optional[np.ndarray] = None, aging: int = 0) -> np.ndarray:
+    """:func:`estimate` in numpy, the counts capped (or, with ``aging``, halved) as the coder
+    keeps them (``parents``: an array, one per symbol, for candidates with the parent level)."""
     x, c = symbols.astype(np.int64), contexts.astype(np.int64)
     k = cum.shape[1] - 1
     f = (cum[c, x + 1].astype(np.float64) - cum[c, x])
-    n_c, n_cx = _level_counts(c, x, k, COUNT_CAP)
+    half, pool_half = _halving(aging)
+
+    def counts(key: np.ndarray, cap: int, at: int) -> Tuple[np.ndarray, np.ndarray]:
+        return _aged_counts(key, x, k, at) if at else _level_counts(key, x, k, cap)
+
+    n_c, n_cx = counts(c, COUNT_CAP, half)
     n_p = n_px = np.zeros(x.size)
     if parents is not None:
         if np.size(parents) != x.size:
             raise ValueError("%d parents for %d indices" % (np.size(parents), x.size))
-        n_p, n_px = _level_counts(np.ravel(parents).astype(np.int64), x, k, COUNT_CAP)
-    n, n_x = _level_counts(np.zeros_like(x), x, k, POOL_CAP)
-    candidates = [as_params(t) for t in candidates]
+        n_p, n_px = counts(np.ravel(parents).astype(np.int64), COUNT_CAP, half)
+    n, n_x = counts(np.zeros_like(x), POOL_CAP, pool_half)
+    candidates = [as_params(t)[:3] for t in candidates]
     if parents is None and any(m for _, _, m in candidates):
         raise ValueError("the parent level needs the parents of the indices")
     bits = []
@@ -554,6 +632,6 @@ def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarra
     return np.asarray(bits)
 
 
-__all__ = ["CANDIDATES", "COUNT_CAP", "MAX_POOL", "MAX_STRENGTH", "POOL_CAP", "Parents", "as_params", "compiled",
-           "cumulative", "decode", "decode_reference", "encode", "encode_best", "encode_reference", "estimate",
-           "estimate_reference"]
+__all__ = ["AGING", "CANDIDATES", "COUNT_CAP", "MAX_AGING", "MAX_POOL", "MAX_STRENGTH", "POOL_CAP", "Parents",
+           "as_params", "compiled", "cumulative", "decode", "decode_reference", "encode", "encode_best",
+           "encode_reference", "estimate", "estimate_reference"]

@@ -3,14 +3,14 @@
 A ``.rdc`` file and the ``data`` field of a ``rawdiff/CompressedCodes`` message hold the
 same bytes. Every frame decodes on its own (no inter-frame state).
 
-Layout of format versions 8, 7, 6, 5 and 4 (all integers and floats little-endian; varint: unsigned
+Layout of format versions 9, 8, 7, 6, 5 and 4 (all integers and floats little-endian; varint: unsigned
 LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
 
     size      type     field
     4         bytes    magic b"RDCF"
-    2         uint16   format version (8 with adaptive coding that uses the parent level,
-                       else 7 with adaptive coding, else 6 with detail statistics, else 5
-                       with mean layers, else 4)
+    2         uint16   format version (9 with adaptive coding that ages its counts, else 8
+                       with adaptive coding that uses the parent level, else 7 with adaptive
+                       coding, else 6 with detail statistics, else 5 with mean layers, else 4)
     16        bytes    model_id: a 128-bit digest, shown as 32 lower-case hex chars
     1         uint8    flags: bits 0-1 cfa (0 RGGB, 1 BGGR, 2 GRBG, 3 GBRG), bits 2-3 entropy
                        model of the indices (0 uniform, 1 unigram, 2 context), bit 4 wb_source
@@ -33,7 +33,7 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
     1         uint8    n = length of source_encoding (0..64)
     n         ascii    source_encoding, e.g. "bayer_rggb16", "raw12p" ([A-Za-z0-9_.+-];
                        empty: unknown)
-    1 + d     uint8s   versions 6 to 8: d (1..8; 0..8 in versions 7 and 8), then d bytes of the
+    1 + d     uint8s   versions 6 to 9: d (1..8; 0..8 in versions 7 to 9), then d bytes of the
                        frame's detail statistics (rawdiff.codec.detail_stats: quantised log
                        energies of its fine detail, measured on the planes the encoder codes;
                        they set the level of the realism path's texture and belong to no stage,
@@ -41,13 +41,14 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
     1         uint8    S: the number of entries of the stage table (1..16)
     S entries stages   per quantizer stage, coarse to fine: uint8 scale (its grid is the
                        code grid divided by it, rounded up: 1, 2 or 4), uint16 K - 1 (its
-                       codebook size), versions 7 and 8: uint8 e (0..24) and uint8 g (0..9),
+                       codebook size), versions 7 to 9: uint8 e (0..24) and uint8 g (0..9),
                        the strength exponent and the pool weight of its adaptive coding
                        (rawdiff.codec.adaptive: the prior's tables adapted to the frame's own
                        counts as it is coded), version 8: then uint8 m (0..9, at most g when
-                       g > 0, 0 in the first stage), its parent level, varint length of its
-                       entropy-coded indices in bytes;
-                       versions 5 to 8: after a stage, the mean layers sent after it
+                       g > 0, 0 in the first stage), its parent level, version 9: then one
+                       uint8, m in bits 0-3 and in bits 4-7 h (0..12), its aging; then the
+                       varint length of its entropy-coded indices in bytes;
+                       versions 5 to 9: after a stage, the mean layers sent after it
                        (rawdiff.codec.cell_means), each uint8 0x80 | exponent (1..10), varint
                        length. The quality is the number of quantizer stages.
     P         bytes    payload: the entries' coded data in table order (see
@@ -55,15 +56,15 @@ LEB128, 1 to 5 bytes, the shortest form, at most 2**32 - 1)::
                        their lengths
     4         uint32   CRC32 (zlib.crc32) of every byte before it
 
-A stream with adaptive coding is written as version 8 when a stage uses the parent level,
-else as version 7; one without it as version 6 with detail statistics, else 5 with mean
-layers, else 4 (the lowest version that holds it, so that a cut stream is what encoding at
-its quality writes).
+A stream with adaptive coding is written as version 9 when a stage ages its counts, else as
+version 8 when a stage uses the parent level, else as version 7; one without it as version 6
+with detail statistics, else 5 with mean layers, else 4 (the lowest version that holds it, so
+that a cut stream is what encoding at its quality writes).
 
 A 1936x1112 frame from a ROS ``bayer_rggb16`` image (integer levels, the default matrix,
 stages of 128 bytes to 16 KiB: two-byte lengths) costs 112 bytes of container at quality 1 and 137 at quality
 6 on top of the payload in version 4 (version 3: 196 and 231; version 6 adds the detail
-statistics, 4 bytes with their count, version 7 two bytes a stage, version 8 three); the render parameters
+statistics, 4 bytes with their count, version 7 two bytes a stage, versions 8 and 9 three); the render parameters
 and colour statistics are 58 of them, 94 with the frame's own colour matrix.
 
 Version 3 (still read, and written by :func:`pack` for a header of version 3, so that
@@ -98,7 +99,7 @@ Version 3 (still read, and written by :func:`pack` for a header of version 3, so
 
 **Progressive**: stage k's indices depend on the stages before it only, and each stage is
 a range-coder stream of its own, so the first q stages of a bitstream, with the table cut
-to q entries (:func:`truncate`; in versions 5 to 8 with the mean layers that follow them, which
+to q entries (:func:`truncate`; in versions 5 to 9 with the mean layers that follow them, which
 depend on those stages only), are exactly the bitstream that encoding with q stages
 gives (in version 4 no field of the header depends on the payload's length; version 3's
 payload_length is rewritten). Version 2 (version 3's
@@ -112,7 +113,7 @@ structure as it is read (a varint that runs long, a stage count out of range), l
 (truncated / trailing bytes), CRC, then the plausibility of every field. All problems
 raise :class:`BitstreamError` (a ``ValueError``) naming what is wrong; no ``struct.error``,
 ``IndexError`` or ``UnicodeDecodeError`` escapes. A format change must bump
-:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 8, 7, 6, 5, 4 and 3.
+:data:`FORMAT_VERSION`; ``test/golden/`` pins the bytes of versions 9, 8, 7, 6, 5, 4 and 3.
 """
 
 from __future__ import annotations
@@ -127,20 +128,21 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 MAGIC = b"RDCF"
-FORMAT_VERSION = 8
-SUPPORTED_VERSIONS = (2, 3, 4, 5, 6, 7, 8)
-#: versions :func:`pack` writes (a header's ``version``): 8 for a stream with a stage coded with
-#: the adaptive coder's parent level, else 7 for one with adaptive coding, else 6 for one with
+FORMAT_VERSION = 9
+SUPPORTED_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9)
+#: versions :func:`pack` writes (a header's ``version``): 9 for a stream with a stage whose adaptive
+#: coding ages its counts, else 8 for a stream with a stage coded with the adaptive coder's
+#: parent level, else 7 for one with adaptive coding, else 6 for one with
 #: detail statistics, 5 for one with mean layers, 4 for one with none of them (the same bytes
 #: a version 4 reader reads), and 3 for cutting version 3 files
-WRITABLE_VERSIONS = (3, 4, 5, 6, 7, 8)
-#: the largest strength exponent, pool weight and parent level of a stage's adaptive coding
-#: (rawdiff.codec.adaptive)
-MAX_ADAPT = (24, 9, 9)
-#: the most bytes of detail statistics a version 6 to 8 header holds
+WRITABLE_VERSIONS = (3, 4, 5, 6, 7, 8, 9)
+#: the largest strength exponent, pool weight, parent level and aging of a stage's adaptive
+#: coding (rawdiff.codec.adaptive)
+MAX_ADAPT = (24, 9, 9, 12)
+#: the most bytes of detail statistics a version 6 to 9 header holds
 MAX_DETAIL = 8
 MAX_STAGES = 16
-#: a stage table entry whose first byte has this bit is a mean layer (versions 5 to 8), its low bits
+#: a stage table entry whose first byte has this bit is a mean layer (versions 5 to 9), its low bits
 #: the exponent
 MEAN_ENTRY_FLAG = 0x80
 MAX_MEAN_EXPONENT = 10
@@ -313,11 +315,12 @@ class Header:
             exponent, length)``: the cells' plane means, sent after the stage ``after_stage``.
         detail: the frame's detail statistics (:mod:`rawdiff.codec.detail_stats`), 1 to
             :data:`MAX_DETAIL` integers in 0..255, or none (``()``).
-        adapt: per stage coded, the strength exponent (0..24), pool weight (0..9) and parent
-            level (0..9, not above a pool weight; 0 in the first stage) of its adaptive coding
-            (:mod:`rawdiff.codec.adaptive`; a pair: no parent level), or ``()``: the prior's
-            tables as they are. Needs ``stages``.
-        version: the format version: None (default) picks 8 for a header with a stage coded
+        adapt: per stage coded, the strength exponent (0..24), pool weight (0..9), parent
+            level (0..9, not above a pool weight; 0 in the first stage) and aging (0..12) of its
+            adaptive coding (:mod:`rawdiff.codec.adaptive`; a pair: neither of the last two, a
+            triple: no aging), or ``()``: the prior's tables as they are. Needs ``stages``.
+        version: the format version: None (default) picks 9 for a header with a stage whose
+            coding ages its counts, else 8 for one with a stage coded
             with the parent level, else 7 for one with adaptive coding, else 6 for one with
             detail statistics, 5 for one with mean layers, else 4; 3 is written to cut version
             3 files.
@@ -345,7 +348,7 @@ class Header:
     means: Tuple[Tuple[int, int, int], ...] = ()
     version: Optional[int] = None
     detail: Tuple[int, ...] = ()
-    adapt: Tuple[Tuple[int, int, int], ...] = ()
+    adapt: Tuple[Tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -435,11 +438,11 @@ class Header:
         if detail and version < 6:
             raise BitstreamError("detail statistics need format version 6 or later, the header says %d" % version)
         if adapt and version < 7:
-            raise BitstreamError("adaptive coding needs format version 7 or 8, the header says %d" % version)
-        if version in (5, 6, 7, 8) and version != auto:
+            raise BitstreamError("adaptive coding needs format version 7, 8 or 9, the header says %d" % version)
+        if version in (5, 6, 7, 8, 9) and version != auto:
             raise BitstreamError("format version %d is for streams with %s; this one is version %d" % (
                 version, {5: "mean layers", 6: "detail statistics", 7: "adaptive coding",
-                          8: "adaptive coding with a parent level"}[version], auto))
+                          8: "adaptive coding with a parent level", 9: "adaptive coding with aging"}[version], auto))
         put("version", version)
 
     @property
@@ -494,7 +497,7 @@ class Header:
             out["detail"] = list(self.detail)
         if self.adapt:
             for entry, params in zip(out["stages"], self.adapt):
-                entry["adapt"] = list(params[:_adapt_bytes(self.version)])
+                entry["adapt"] = list(params[:_adapt_fields(self.version)])
         return out
 
     @classmethod
@@ -561,34 +564,37 @@ def _detail(value: Any) -> Tuple[int, ...]:
     return values
 
 
-def _auto_version(adapt: Sequence[Tuple[int, int, int]], detail: Sequence[int], means: Sequence) -> int:
+def _auto_version(adapt: Sequence[Tuple[int, int, int, int]], detail: Sequence[int], means: Sequence) -> int:
     """The lowest version that holds a stream with these adaptive parameters, detail
     statistics and mean layers: what :func:`pack` writes, and so what encoding writes."""
-    return 8 if any(m for _, _, m in adapt) else 7 if adapt else 6 if detail else 5 if means else 4
+    return (9 if any(p[3] for p in adapt) else 8 if any(p[2] for p in adapt) else 7 if adapt
+            else 6 if detail else 5 if means else 4)
 
 
-def _adapt(value: Any, stages: Optional[Sequence]) -> Tuple[Tuple[int, int, int], ...]:
-    """Each stage's (strength, pool, parent level); a (strength, pool) pair has no parent level."""
+def _adapt(value: Any, stages: Optional[Sequence]) -> Tuple[Tuple[int, int, int, int], ...]:
+    """Each stage's (strength, pool, parent level, aging); a (strength, pool) pair has neither
+    of the last two, a triple no aging."""
     try:
         values = tuple(tuple(_as_int(v, "adapt") for v in params) for params in value)
     except TypeError:
-        raise BitstreamError("adapt must be a (strength, pool, parent level) triple per stage, got %r"
+        raise BitstreamError("adapt must be a (strength, pool, parent level, aging) tuple per stage, got %r"
                              % (value,)) from None
     if not values:
         return ()
     if stages is None:
         raise BitstreamError("adaptive coding needs the stage table (stages)")
     if len(values) != len(stages):
-        raise BitstreamError("adapt holds %d triples for %d stages" % (len(values), len(stages)))
-    triples = tuple(p + (0,) * (3 - len(p)) if len(p) in (2, 3) else p for p in values)
-    if any(len(p) != 3 or not all(0 <= v <= top for v, top in zip(p, MAX_ADAPT)) or 0 < p[1] < p[2]
-           for p in triples):
+        raise BitstreamError("adapt holds %d entries for %d stages" % (len(values), len(stages)))
+    full = tuple(p + (0,) * (4 - len(p)) if 2 <= len(p) <= 4 else p for p in values)
+    if any(len(p) != 4 or not all(0 <= v <= top for v, top in zip(p, MAX_ADAPT)) or 0 < p[1] < p[2]
+           for p in full):
         raise BitstreamError("adaptive parameters must be (strength 0..%d, pool 0..%d[, parent level 0..%d, "
-                             "not above a pool weight]) per stage, got %r" % (MAX_ADAPT + ([list(p) for p in values],)))
-    if triples[0][2]:
+                             "not above a pool weight[, aging 0..%d]]) per stage, got %r"
+                             % (MAX_ADAPT + ([list(p) for p in values],)))
+    if full[0][2]:
         raise BitstreamError("stage 1 is coded with the parent level %d, but the first stage has no parent"
-                             % triples[0][2])
-    return triples  # type: ignore[return-value]
+                             % full[0][2])
+    return full  # type: ignore[return-value]
 
 
 def _means(value: Any, stages: int) -> Tuple[Tuple[int, int, int], ...]:
@@ -666,7 +672,7 @@ def pack(header: Header, payload: Union[bytes, Sequence[bytes]], means: Sequence
     header = replace(header, stages=stages, means=mean_entries, payload_length=None)
     payload = b"".join(chunks[i] if kind == "stage" else mean_chunks[i] for kind, i in table_order(header))
     if header.version not in WRITABLE_VERSIONS:
-        raise BitstreamError("cannot write format version %d (this build writes versions 8, 7, 6, 5 and 4, and 3 to "
+        raise BitstreamError("cannot write format version %d (this build writes versions 9, 8, 7, 6, 5 and 4, and 3 to "
                              "cut version 3 files)" % header.version)
     if declared is not None and declared != len(payload):
         raise BitstreamError("header.payload_length is %d but the payload has %d bytes" % (declared, len(payload)))
@@ -731,7 +737,7 @@ def _head_v4(header: Header, stages, payload_length: int) -> bytes:
     for kind, i in order:
         if kind == "stage":
             sc, k, n = stages[i]
-            adapt = bytes(header.adapt[i][:_adapt_bytes(header.version)]) if header.adapt else b""
+            adapt = _adapt_to_bytes(header.adapt[i], header.version) if header.adapt else b""
             parts.append(_STAGE_V4.pack(sc, k - 1) + adapt + _varint(n))
         else:
             _, exponent, n = header.means[i]
@@ -928,7 +934,7 @@ def _parse_v4(buf: bytes, verify: bool) -> Tuple[Header, int]:
         if version >= 7:
             n_adapt = _adapt_bytes(version)
             at = cur.take(n_adapt, "the stage table")
-            raw_adapt.append(tuple(buf[at:at + n_adapt]))
+            raw_adapt.append(_adapt_from_bytes(buf[at:at + n_adapt], version))
         raw_stages.append((first, km1 + 1, cur.varint("stage %d's length" % (len(raw_stages) + 1))))
     if not raw_stages:  # pragma: no cover - the first entry is a stage
         raise BitstreamError("the stage table holds no stage")
@@ -1015,8 +1021,25 @@ def _entry_size(version: int, length: int, mean: bool = False) -> int:
 
 def _adapt_bytes(version: int) -> int:
     """Bytes of a stage's adaptive parameters in a stage table entry: (e, g) in version 7,
-    (e, g, m) in version 8."""
+    (e, g, m) in version 8, (e, g, m | h << 4) in version 9."""
     return 3 if version >= 8 else 2 if version == 7 else 0
+
+
+def _adapt_fields(version: int) -> int:
+    """How many of (e, g, m, h) a stream of ``version`` carries."""
+    return {7: 2, 8: 3}.get(version, 4 if version >= 9 else 0)
+
+
+def _adapt_to_bytes(params: Tuple[int, int, int, int], version: int) -> bytes:
+    e, g, m, h = params
+    return bytes((e, g, m | h << 4) if version >= 9 else (e, g, m)[:_adapt_bytes(version)])
+
+
+def _adapt_from_bytes(raw: bytes, version: int) -> Tuple[int, ...]:
+    """A stage's adaptive parameters as its entry holds them (checked by :class:`Header`)."""
+    if version >= 9:
+        return raw[0], raw[1], raw[2] & 0x0F, raw[2] >> 4
+    return tuple(raw)
 
 
 def truncated_sizes(header: Header, total: int) -> Dict[int, int]:

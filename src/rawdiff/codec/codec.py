@@ -174,7 +174,7 @@ class Codec:
         #: statistics passes of tiled decoding: 1, or "exact" (rawdiff.codec.tiling.run_tiled)
         self.tile_passes: Union[int, str] = 1
         #: code each stage with the prior's tables adapted to the frame (rawdiff.codec.adaptive:
-        #: format version 8, or 7 where no stage uses the parent level; 4 to 12 % fewer bytes);
+        #: format version 9, the counts aged; 4 to 12 % fewer bytes);
         #: False: the tables as they are, a stream that readers of format version 6 and before
         #: decode
         self.adaptive_coding = True

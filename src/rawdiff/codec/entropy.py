@@ -37,11 +37,12 @@ The unigram and uniform kinds code a whole grid in one call.
 The payload is the range coder's 32-bit words, little-endian (a multiple of 4 bytes).
 
 Adapted to the frame (:meth:`IndexPrior.encode_adaptive` / :meth:`IndexPrior.decode_adaptive`,
-bitstream format versions 7 and 8): the same contexts and tables, each table updated with
+bitstream format versions 7 to 9): the same contexts and tables, each table updated with
 the frame's own counts as the grid is coded (those of its context, of its parent code, the
-previous stage's at the same place, and of the whole grid), through
-:mod:`rawdiff.codec.adaptive`'s range coder; the payload is that coder's bytes (any length),
-the stage's (strength, pool, parent level) triple travels in the stage table.
+previous stage's at the same place, and of the whole grid; since version 9 halved as they
+grow, so the latest rows weigh most), through :mod:`rawdiff.codec.adaptive`'s range coder;
+the payload is that coder's bytes (any length), the stage's (strength, pool, parent level,
+aging) travel in the stage table.
 """
 
 from __future__ import annotations
@@ -402,23 +403,23 @@ class IndexPrior:
         return adaptive.Parents(over_grid(shape, np.asarray(parent), self.parent_ratio), self.parent_cluster.size)
 
     def encode_adaptive(self, grid: GridLike, parent: Optional[np.ndarray] = None,
-                        candidates: Sequence[Tuple[int, int, int]] = adaptive.CANDIDATES
-                        ) -> Tuple[Tuple[int, int, int], bytes]:
+                        candidates: Sequence[Tuple[int, int, int]] = adaptive.CANDIDATES,
+                        aging: int = adaptive.AGING) -> Tuple[Tuple[int, int, int, int], bytes]:
         """Code ``grid`` with the tables adapted to it as it goes (:mod:`rawdiff.codec.adaptive`;
-        the parent level with a parent grid), with the best of ``candidates``: ((strength
-        exponent, pool, parent level), bytes)."""
+        the parent level with a parent grid), with ``aging`` and the best of ``candidates``:
+        ((strength exponent, pool, parent level, aging), bytes)."""
         g = _check_grid(grid, self.codebook_size)  # the coder refuses more than MAX_SYMBOLS indices
         contexts = self._contexts(g, parent)
-        return adaptive.encode_best(g, contexts, self._cumulative(), candidates, self._parents(g.shape, parent))
+        return adaptive.encode_best(g, contexts, self._cumulative(), candidates, self._parents(g.shape, parent), aging)
 
     def decode_adaptive(self, data: bytes, shape: Tuple[int, int], params: Sequence[int],
                         parent: Optional[np.ndarray] = None) -> np.ndarray:
         """The grid of :meth:`encode_adaptive`'s bytes coded with ``params`` (strength exponent,
-        pool, parent level; a pair: no parent level) (int64 h x w). Raises ``ValueError`` for
-        data that cannot be such a coding."""
+        pool, parent level, aging; a pair: neither of the last two, a triple: no aging) (int64
+        h x w). Raises ``ValueError`` for data that cannot be such a coding."""
         h, w = _check_shape(shape)
         raw = _payload_bytes(data)
-        strength, pool, level = adaptive.as_params(params)
+        strength, pool, level, aging = adaptive.as_params(params)
         context = self.kind == "context"
         offsets = self._parent_offsets((h, w), parent) if context else None
         parents = self._parents((h, w), parent) if level else None
@@ -427,7 +428,7 @@ class IndexPrior:
         try:
             return adaptive.decode(raw, (h, w), offsets, self.cluster if context else None,
                                    self.num_clusters if context else 0, self._cumulative(), strength, pool, level,
-                                   parents)
+                                   parents, aging)
         except ValueError as exc:
             raise ValueError("entropy payload is corrupted or does not match the prior (%s)" % exc) from None
 
@@ -557,18 +558,19 @@ class StagedPrior:
         return [prior.encode(grid, parent) for prior, grid, parent in self._with_parents(codes)]
 
     def encode_adaptive(self, codes: Sequence[np.ndarray],
-                        candidates: Sequence[Tuple[int, int, int]] = adaptive.CANDIDATES
-                        ) -> Tuple[List[bytes], List[Tuple[int, int, int]]]:
+                        candidates: Sequence[Tuple[int, int, int]] = adaptive.CANDIDATES,
+                        aging: int = adaptive.AGING) -> Tuple[List[bytes], List[Tuple[int, int, int, int]]]:
         """:meth:`encode` with the tables adapted to each stage's grid (each stage from zero
         counts, so a prefix of the stages decodes alone): (one byte string per stage, each
-        stage's (strength exponent, pool, parent level))."""
-        coded = [prior.encode_adaptive(grid, parent, candidates) for prior, grid, parent in self._with_parents(codes)]
+        stage's (strength exponent, pool, parent level, aging))."""
+        coded = [prior.encode_adaptive(grid, parent, candidates, aging)
+                 for prior, grid, parent in self._with_parents(codes)]
         return [data for _, data in coded], [params for params, _ in coded]
 
     def decode(self, chunks: Sequence[bytes], shapes: Sequence[Tuple[int, int]],
                adapt: Sequence[Sequence[int]] = ()) -> List[np.ndarray]:
         """The grids of the stages in ``chunks`` (one byte string and one shape per stage;
-        ``adapt``: each stage's (strength exponent, pool, parent level) when coded by
+        ``adapt``: each stage's (strength exponent, pool, parent level, aging) when coded by
         :meth:`encode_adaptive`)."""
         if not 1 <= len(chunks) <= len(self.stages) or len(shapes) != len(chunks):
             raise ValueError("%d stage payloads (%d shapes) for a prior of %d stages"

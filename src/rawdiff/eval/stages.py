@@ -10,7 +10,7 @@
 Coded bits per index is what the range coder really wrote for a stage (its payload's bytes
 x 8 over its indices); prior bits per index is the ideal code length under the model's
 tables as they are (for a format version 6 stream its difference to the coded bits is the
-coder's overhead; a version 7 or 8 stream adapts the tables to the frame and codes below it);
+coder's overhead; a version 7 to 9 stream adapts the tables to the frame and codes below it);
 log2 K is what a fixed-length code would spend.
 """
 

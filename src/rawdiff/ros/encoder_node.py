@@ -50,8 +50,8 @@ Parameters (private; defaults in ``config/encoder.yaml``, which matches :data:`D
         time, which bounds its memory (its code search holds a table a code per position); the
         codes are the same; ``0``: whole frames. The default keeps a 1936x1112 frame whole.
     ``~adaptive_coding`` (bool, ``true``): code each stage with the model's tables adapted to
-        the frame (bitstream format version 8, or 7 where no stage uses the parent level; 4 to 12 %
-        fewer bytes); ``false``: the tables as
+        the frame (bitstream format version 9, the counts aged; 4 to 12 % fewer bytes); ``false``:
+        the tables as
         they are, for receivers that read format version 6 and before only.
     ``~device`` (str, ``auto``): ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
     ``~cfa`` (str, ``""``): RGGB, BGGR, GRBG or GBRG; needed for mono and packed input
@@ -196,8 +196,7 @@ def coding_status(adaptive_coding: bool) -> str:
         return "static tables (format version 6 and before)"
     from rawdiff.codec.adaptive import compiled
 
-    return "adaptive (format versions 7 and 8, %s)" % ("compiled" if compiled() else
-                                                        "Python reference: not built, slow")
+    return "adaptive (format version 9, %s)" % ("compiled" if compiled() else "Python reference: not built, slow")
 
 
 def check_flag(value: Any, name: str) -> bool:
