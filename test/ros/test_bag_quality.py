@@ -72,7 +72,7 @@ def test_bag_encode_codes_every_frame_at_the_quality_and_a_cut_log_equals_a_lowe
     assert main(ENCODE + [str(raw), str(tmp_path / "static.bag"), "--quality", "1", "--static-tables"]) == 0
     static = messages(tmp_path / "static.bag", "/compressed_codes")
     assert [read_header(bytes(m.data)).version for m in static] == [4] * 3
-    assert [read_header(bytes(m.data)).version for m in low] == [7] * 3
+    assert [read_header(bytes(m.data)).version for m in low] == [9] * 3  # adaptive coding, its counts aged
     for a, b in zip(low, static):
         for x, y in zip(codec.parse(bytes(a.data))[1], codec.parse(bytes(b.data))[1]):
             assert (x == y).all()
