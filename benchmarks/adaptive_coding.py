@@ -1,7 +1,7 @@
 """Adaptive coding of the indices (rawdiff.codec.adaptive) against the static tables.
 
     python benchmarks/adaptive_coding.py [--model DIR] [--eval val.txt test_held.txt ...]
-                                         [--aging H] [--search] [--json OUT]
+                                         [--aging H] [--search] [--large MPIXEL] [--json OUT]
 
 For the shipped codes of every frame of each ``--eval`` list: the bytes of each stage's
 indices coded with the prior's tables as they are (format version 6 and before) and with
@@ -11,7 +11,12 @@ the tables adapted to the frame (versions 7 to 9; per frame and stage the best o
 and 8 code), as the share saved at each quality (stages 1..q); which (strength, pool, parent
 level) triples were chosen; and the
 time to code and decode every stage of a frame both ways (median over the frames). Every
-adaptive coding is decoded and checked against the codes. ``--search`` also estimates every
+adaptive coding is decoded and checked against the codes. Each frame is also coded with
+format version 8's coder (its 28 triples, :data:`VERSION_8`, no aging): the bytes the
+adaptive coding saves against it at each quality, over all frames and over those of at
+least ``--large`` Mpixel (default 2: a vehicle camera's size), and each frame's. Last, the
+coding of every stage of ``benchmarks/encoder_speed.py``'s synthetic 1936x1112 frame, both
+ways (median of 25). ``--search`` also estimates every
 triple of :data:`GRID` per frame and stage (the coder's estimate of its code length) and
 reports how many more bits the best of the candidates needs at each quality than the best of
 the whole grid (how the candidates were chosen: on the validation frames). Prints JSON, then
@@ -37,6 +42,10 @@ from prior_headroom import frame_codes  # noqa: E402
 #: 6, or none; the pool's 2**-b, b in 0 to 6 or 8, or none; a <= b when both are used
 GRID = tuple((e, g, m) for e in range(2, 15, 2) for g in (0, 1, 2, 3, 4, 5, 6, 7, 9)
              for m in (0, 1, 2, 3, 4, 5, 7) if not 0 < g < m)
+
+
+#: the candidates of format version 8's coder, which codes without aging
+VERSION_8 = tuple((e, g, m) for e in (4, 6, 8, 10) for g, m in ((0, 0), (5, 0), (9, 0), (5, 1), (9, 1), (9, 4), (0, 5)))
 
 
 def search(codec, codes, aging: int) -> dict:
@@ -70,9 +79,45 @@ def measure(codec, codes, aging: int) -> dict:
     t4 = time.perf_counter()
     if not all(np.array_equal(a, b) for a, b in zip(back, codes)):
         raise SystemExit("the adaptive coding did not decode to the codes")
-    return {"static": [len(c) for c in static], "adaptive": [len(c) for c in chunks], "params": chosen,
+    v8 = prior.encode_adaptive(codes, VERSION_8, aging=0)[0]
+    return {"static": [len(c) for c in static], "adaptive": [len(c) for c in chunks], "version_8": [len(c) for c in v8],
+            "mpixel": codec.factor ** 2 * codes[-1].size / 1e6, "params": chosen,  # the finest grid's cells
             "indices": [int(g.size) for g in codes], "encode_static_s": t1 - t0, "encode_adaptive_s": t2 - t1,
             "decode_adaptive_s": t3 - t2, "decode_static_s": t4 - t3}
+
+
+def saved(frames, key: str) -> list:
+    """The share of version 8's bytes that ``key``'s coding saves at each quality, over ``frames``."""
+    if not frames:
+        return []
+    ours, v8 = (np.cumsum(np.sum([f[k] for f in frames], axis=0)) for k in (key, "version_8"))
+    return (1 - ours / v8).tolist()
+
+
+def against_version_8(frames, large: float) -> dict:
+    big = [f for f in frames if f["mpixel"] >= large]
+    return {"saved_at_quality": saved(frames, "adaptive"), "large_mpixel": large, "large_frames": len(big),
+            "large_saved_at_quality": saved(big, "adaptive"),
+            "per_frame": [{"mpixel": round(f["mpixel"], 2), "saved_at_quality": saved([f], "adaptive")}
+                          for f in frames]}
+
+
+def synthetic_coding(codec, aging: int, repeats: int = 25) -> dict:
+    """Median time and bytes of coding every stage of encoder_speed's synthetic 1936x1112 frame
+    with the adaptive coder and with version 8's."""
+    from encoder_speed import make_frame
+
+    codes = [np.asarray(g, dtype=np.int64) for g in codec.encode_codes(make_frame(1936, 1112))]
+    out = {}
+    for name, candidates, h in (("adaptive", None, aging), ("version_8", VERSION_8, 0)):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            chunks = (codec.prior.encode_adaptive(codes, aging=h) if candidates is None
+                      else codec.prior.encode_adaptive(codes, candidates, aging=h))[0]
+            times.append(time.perf_counter() - t0)
+        out[name] = {"median_ms": 1e3 * statistics.median(times), "bytes": sum(map(len, chunks))}
+    return out
 
 
 def main(argv=None) -> int:
@@ -87,6 +132,8 @@ def main(argv=None) -> int:
                    "triples" % len(GRID))
     p.add_argument("--aging", type=int, default=None, help="the aging to code with (default: the coder's, "
                    "rawdiff.codec.adaptive.AGING; 0: none, as format versions 7 and 8)")
+    p.add_argument("--large", type=float, default=2.0, help="frames of at least this many Mpixel are also reported "
+                   "apart against version 8's coder (default 2)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     codec = Codec.load(args.model)
@@ -106,6 +153,7 @@ def main(argv=None) -> int:
             "median_s": {key: statistics.median(f[key] for f in frames)
                          for key in ("encode_static_s", "encode_adaptive_s", "decode_static_s", "decode_adaptive_s")},
             "median_indices": statistics.median(sum(f["indices"]) for f in frames),
+            "against_version_8": against_version_8(frames, args.large),
         }
         if args.search:
             cands, grid = (np.sum([f[key] for f in frames], axis=0) for key in ("candidates_bits", "grid_bits"))
@@ -114,7 +162,7 @@ def main(argv=None) -> int:
         log("%s: %d frames" % (path, len(frames)))
     result = {"machine": machine(), "model": args.model, "model_id": codec.model_id,
               "candidates": [list(c) for c in adaptive.CANDIDATES], "aging": aging, "compiled": adaptive.compiled(),
-              "sets": sets}
+              "sets": sets, "synthetic_1936x1112": synthetic_coding(codec, aging)}
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
@@ -137,6 +185,19 @@ def main(argv=None) -> int:
               "%.1f ms, adaptive %.1f ms; decode static %.1f ms, adaptive %.1f ms" % (
                   n, sets[n]["params_chosen"], sets[n]["median_indices"], 1e3 * m["encode_static_s"],
                   1e3 * m["encode_adaptive_s"], 1e3 * m["decode_static_s"], 1e3 * m["decode_adaptive_s"]))
+    pct = lambda values: ", ".join("%.1f %%" % (100 * v) for v in values)  # noqa: E731
+    for n in names:
+        v8 = sets[n]["against_version_8"]
+        print("\n%s: bytes saved against version 8's coder at qualities 1 to %d: %s; on the %d frames of %g Mpixel or "
+              "more: %s; per frame (Mpixel: at quality 4): %s" % (
+                  n, len(codec.stages), pct(v8["saved_at_quality"]), v8["large_frames"], v8["large_mpixel"],
+                  pct(v8["large_saved_at_quality"]) or "none",
+                  ", ".join("%.1f: %.1f %%" % (f["mpixel"], 100 * f["saved_at_quality"][min(3, len(codec.stages) - 1)])
+                            for f in v8["per_frame"])))
+    syn = result["synthetic_1936x1112"]
+    print("\nsynthetic 1936x1112 frame, every stage coded (median of 25): %.1f ms, %d bytes; version 8's coder "
+          "%.1f ms, %d bytes" % (syn["adaptive"]["median_ms"], syn["adaptive"]["bytes"], syn["version_8"]["median_ms"],
+                        syn["version_8"]["bytes"]))
     return 0
 
 
