@@ -36,7 +36,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from encoder_speed import ROOT, log, machine  # noqa: E402
-from prior_headroom import frame_codes  # noqa: E402
 
 #: the triples --search tries: e 2 to 14 in steps of 2; the parent level's weight 2**-a, a in 0 to 4 or
 #: 6, or none; the pool's 2**-b, b in 0 to 6 or 8, or none; a <= b when both are used
@@ -65,7 +64,17 @@ def search(codec, codes, aging: int) -> dict:
     return {"candidates_bits": cands, "grid_bits": best}
 
 
-def measure(codec, codes, aging: int) -> dict:
+def frames_codes(codec, paths):
+    """(RAW pixels, every stage's index grid) of each frame (whole frames, as the codec
+    encodes them)."""
+    from rawdiff.eval.frames import load_frame
+
+    for path in paths:
+        frame = load_frame(path)[0]
+        yield frame.height * frame.width, [np.asarray(g, dtype=np.int64) for g in codec.encode_codes(frame)]
+
+
+def measure(codec, codes, aging: int, pixels: int) -> dict:
     prior = codec.prior
     shapes = [g.shape for g in codes]
     t0 = time.perf_counter()
@@ -81,7 +90,7 @@ def measure(codec, codes, aging: int) -> dict:
         raise SystemExit("the adaptive coding did not decode to the codes")
     v8 = prior.encode_adaptive(codes, VERSION_8, aging=0)[0]
     return {"static": [len(c) for c in static], "adaptive": [len(c) for c in chunks], "version_8": [len(c) for c in v8],
-            "mpixel": codec.factor ** 2 * codes[-1].size / 1e6, "params": chosen,  # the finest grid's cells
+            "mpixel": pixels / 1e6, "params": chosen,
             "indices": [int(g.size) for g in codes], "encode_static_s": t1 - t0, "encode_adaptive_s": t2 - t1,
             "decode_adaptive_s": t3 - t2, "decode_static_s": t4 - t3}
 
@@ -98,7 +107,7 @@ def against_version_8(frames, large: float) -> dict:
     big = [f for f in frames if f["mpixel"] >= large]
     return {"saved_at_quality": saved(frames, "adaptive"), "large_mpixel": large, "large_frames": len(big),
             "large_saved_at_quality": saved(big, "adaptive"),
-            "per_frame": [{"mpixel": round(f["mpixel"], 2), "saved_at_quality": saved([f], "adaptive")}
+            "per_frame": [{"mpixel": round(f["mpixel"], 3), "saved_at_quality": saved([f], "adaptive")}
                           for f in frames]}
 
 
@@ -140,8 +149,8 @@ def main(argv=None) -> int:
     sets = {}
     aging = adaptive.AGING if args.aging is None else args.aging
     for path in args.eval:
-        frames = [dict(measure(codec, codes, aging), **(search(codec, codes, aging) if args.search else {}))
-                  for codes in frame_codes(codec, find_frames([path]))]
+        frames = [dict(measure(codec, codes, aging, pixels), **(search(codec, codes, aging) if args.search else {}))
+                  for pixels, codes in frames_codes(codec, find_frames([path]))]
         static = np.sum([f["static"] for f in frames], axis=0)
         adapt = np.sum([f["adaptive"] for f in frames], axis=0)
         chosen = ["/".join(map(str, params)) for f in frames for params in f["params"]]
@@ -192,7 +201,7 @@ def main(argv=None) -> int:
               "more: %s; per frame (Mpixel: at quality 4): %s" % (
                   n, len(codec.stages), pct(v8["saved_at_quality"]), v8["large_frames"], v8["large_mpixel"],
                   pct(v8["large_saved_at_quality"]) or "none",
-                  ", ".join("%.1f: %.1f %%" % (f["mpixel"], 100 * f["saved_at_quality"][min(3, len(codec.stages) - 1)])
+                  ", ".join("%.2f: %.1f %%" % (f["mpixel"], 100 * f["saved_at_quality"][min(3, len(codec.stages) - 1)])
                             for f in v8["per_frame"])))
     syn = result["synthetic_1936x1112"]
     print("\nsynthetic 1936x1112 frame, every stage coded (median of 25): %.1f ms, %d bytes; version 8's coder "

@@ -101,7 +101,7 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
                         "0: whole frames (default %(default)s; the codes are the same)")
     p.add_argument("--static-tables", action="store_true",
                    help="code with the model's tables as they are, not adapted to the frame: streams of format "
-                        "version 6 or before, for readers older than version 7 (4 to 13 %% larger on the test frames)")
+                        "version 6 or before, for readers older than version 7 (4 to 14 %% larger on the test frames)")
 
 
 def _read_input(args):

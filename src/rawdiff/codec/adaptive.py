@@ -26,10 +26,12 @@ buildings, then road), so with ``h > 0`` a context's and a parent's counts are h
 rounded down, whenever they reach ``2**(h + 3)`` indices, and the pool's at ``2**(h + 7)``:
 the counts then say more about the rows just coded than about the whole frame so far (the
 halving of adaptive arithmetic coders since Witten, Neal and Cleary 1987). A halving costs
-K operations (the counts and their Fenwick tree), at most ``K / 2**(h + 3)`` an index and
-level: 2 for the shipped codebooks (K 512) at the encoder's aging 5, 32 at the smallest aging
-a stream may give. Without aging (``h = 0``, versions 7 and 8) a context and a parent stop
-counting at :data:`COUNT_CAP` indices, the pool at :data:`POOL_CAP`.
+K operations (the counts and their Fenwick tree); a halved level holds at most half its
+threshold, so it halves again no sooner than ``2**(h + 2)`` indices later: at most
+``K / 2**(h + 2)`` operations an index and level, 4 for the shipped codebooks (K 512) at the
+encoder's aging 5, 64 at the smallest aging a stream may give. Without aging (``h = 0``,
+versions 7 and 8) a context and a parent stop counting at :data:`COUNT_CAP` indices, the pool
+at :data:`POOL_CAP`.
 
 The range coder is 64-bit (range in [2**56, 2**64), bytes shifted out, the carry
 propagated into the bytes written): every interval is exact integer arithmetic. The
