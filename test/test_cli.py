@@ -75,6 +75,19 @@ def test_compress_decompress_info(tmp_path, frame, fixture_model, capsys):
         assert [named["strength_exponent"], named["pool"], named["parent_level"], named["aging"]] == st["adapt"]
 
 
+@pytest.mark.parametrize("name,named", [
+    ("frame_v7_rggb_adaptive", ["strength_exponent", "pool"]),
+    ("frame_v8_rggb_levels", ["strength_exponent", "pool", "parent_level"]),
+    ("frame_v9_rggb_aging", ["strength_exponent", "pool", "parent_level", "aging"])])
+def test_info_names_the_adaptive_values_each_version_carries(name, named, capsys):
+    golden = os.path.join(os.path.dirname(__file__), "golden", name + ".rdc")
+    assert main(["info", golden]) == 0
+    info = json.loads(capsys.readouterr().out)
+    for st in info["stages"]:
+        assert sorted(st["adaptive_coding"]) == sorted(named)
+        assert [st["adaptive_coding"][k] for k in named] == st["adapt"]
+
+
 @pytest.mark.parametrize("make_bad,expect", [
     (lambda d: str(d / "missing.npy"), "not found"),
     (lambda d: _write(d / "junk.rdc", b"hello world"), "not a rawdiff bitstream"),

@@ -234,11 +234,11 @@ def cmd_info(args) -> int:
     info = header.to_dict()
     info["bytes"] = len(payload)
     info["bpp"] = round(8.0 * len(payload) / (info["width"] * info["height"]), 6)
-    for k, (st, (h, w)) in enumerate(zip(info["stages"] or [], header.stage_shapes())):
+    for st, (h, w) in zip(info["stages"] or [], header.stage_shapes()):
         st.update(grid=[h, w], bits_per_index=round(8.0 * st["bytes"] / (h * w), 4),
                   bpp=round(8.0 * st["bytes"] / (info["width"] * info["height"]), 6))
-        if header.adapt:  # the stream's "adapt" values, named (rawdiff.codec.adaptive)
-            st["adaptive_coding"] = dict(zip(("strength_exponent", "pool", "parent_level", "aging"), header.adapt[k]))
+        if header.adapt:  # the stream's "adapt" values, named: those its version carries (rawdiff.codec.adaptive)
+            st["adaptive_coding"] = dict(zip(("strength_exponent", "pool", "parent_level", "aging"), st["adapt"]))
     print(json.dumps(info, indent=2, sort_keys=True))
     return 0
 
