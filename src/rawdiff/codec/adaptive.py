@@ -579,23 +579,17 @@ def _level_counts(key: np.ndarray, x: np.ndarray, k: int, cap: int) -> Tuple[np.
     return np.minimum(rank, cap), _capped_counts(key * k + x, rank < cap)
 
 
-def _aged_counts(key: np.ndarray, x: np.ndarray, k: int, half: int) -> Tuple[np.ndarray, np.ndarray]:
-    """:func:`_level_counts` with aging: the counts halved, rounded down, whenever they reach
-    ``half`` (in Python, index by index, as the coder keeps them)."""
-    counts: dict = {}
-    seen: dict = {}
+def _aged_counts(key: np.ndarray, x: np.ndarray, k: int, cap: int, half: int) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`_level_counts` with aging: the reference coder's counts (:class:`_Counts`,
+    halved at ``half``) kept index by index."""
+    levels: dict = {}
     n_all, n_own = np.zeros(x.size, dtype=np.int64), np.zeros(x.size, dtype=np.int64)
     for i, (kk, xx) in enumerate(zip(key.tolist(), x.tolist())):
-        row = counts.get(kk)
-        if row is None:
-            row = counts[kk] = [0] * k
-            seen[kk] = 0
-        n_all[i], n_own[i] = seen[kk], row[xx]
-        row[xx] += 1
-        seen[kk] += 1
-        if seen[kk] >= half:
-            counts[kk] = row = [v >> 1 for v in row]
-            seen[kk] = sum(row)
+        counts = levels.get(kk)
+        if counts is None:
+            counts = levels[kk] = _Counts(k, cap, half)
+        n_all[i], n_own[i] = counts.seen, counts.counts[xx]
+        counts.add(xx)
     return n_all, n_own
 
 
@@ -610,7 +604,7 @@ def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarra
     half, pool_half = _halving(aging)
 
     def counts(key: np.ndarray, cap: int, at: int) -> Tuple[np.ndarray, np.ndarray]:
-        return _aged_counts(key, x, k, at) if at else _level_counts(key, x, k, cap)
+        return _aged_counts(key, x, k, cap, at) if at else _level_counts(key, x, k, cap)
 
     n_c, n_cx = counts(c, COUNT_CAP, half)
     n_p = n_px = np.zeros(x.size)
