@@ -3,9 +3,8 @@ start roslaunch with): what was below it is stopped too, even in a session of it
 
 import os
 import subprocess
-import time
 
-from rawdiff.ros.tools.processes import Process, descendants
+from rawdiff.ros.tools.processes import Process, descendants, stop_process, wait_for
 
 
 def _alive(pid: int) -> bool:
@@ -22,29 +21,18 @@ def test_stop_kills_what_was_below_it_in_a_session_of_its_own(tmp_path):
     pidfile = tmp_path / "child.pid"
     script = "trap '' INT; setsid sleep 300 & echo $! > %s; wait" % pidfile
     proc = Process(["bash", "-c", script], str(tmp_path / "log"))
-    deadline = time.monotonic() + 10
-    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child = int(pidfile.read_text())
+    child = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, what="the child's pid"))
     assert _alive(child) and os.getpgid(child) != proc.proc.pid  # not in the group a group kill reaches
     assert child in [pid for pid, _ in descendants(proc.proc.pid)]
-    from rawdiff.ros.tools import processes
-
-    processes.stop_process(proc.proc, timeout=0.5)
-    deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child)
+    stop_process(proc.proc, timeout=0.5)
+    wait_for(lambda: not _alive(child), 5, what="the child to stop")
     assert proc.proc.returncode is not None
 
 
 def test_descendants_lists_the_children_while_they_run():
     parent = subprocess.Popen(["bash", "-c", "sleep 30 & wait"])
     try:
-        deadline = time.monotonic() + 10
-        while not descendants(parent.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        (child, started), = descendants(parent.pid)
+        (child, started), = wait_for(lambda: descendants(parent.pid), 10, what="the child")
         assert started and child != parent.pid
     finally:
         subprocess.run(["pkill", "-P", str(parent.pid)])

@@ -223,16 +223,19 @@ def _parents_for(parents: Optional[Parents], n: int, level: int) -> Tuple[np.nda
 # --------------------------------------------------------------------------- dispatch
 
 
+def _as_triples(candidates: Sequence[Tuple[int, ...]]) -> List[Tuple[int, int, int]]:
+    """Candidates as (strength, pool, parent level) triples, each checked: a pair has no parent
+    level; one aging serves them all, so a candidate of four values is refused."""
+    if any(len(t) > 3 for t in candidates if isinstance(t, (tuple, list, np.ndarray))):
+        raise ValueError("candidates are (strength, pool, parent level); the aging is one for them all")
+    return [as_params(t)[:3] for t in candidates]
+
+
 def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[Parents],
                       drop_levels: bool = False) -> List[Tuple[int, int, int]]:
     """The candidates, (strength, pool, parent level) triples (or pairs), checked; without
     parents, those with the parent level left out (``drop_levels``) or refused."""
-    if candidates is CANDIDATES:
-        triples = _CANDIDATES_CHECKED
-    else:
-        if any(len(t) > 3 for t in candidates if isinstance(t, (tuple, list, np.ndarray))):
-            raise ValueError("candidates are (strength, pool, parent level); the aging is one for them all")
-        triples = [as_params(t)[:3] for t in candidates]
+    triples = _CANDIDATES_CHECKED if candidates is CANDIDATES else _as_triples(candidates)
     if not 1 <= len(triples) <= 64:
         raise ValueError("1 to 64 candidates, got %d" % len(triples))
     usable = [t for t in triples if parents is not None or not t[2]]
@@ -613,7 +616,7 @@ def estimate_reference(symbols: np.ndarray, contexts: np.ndarray, cum: np.ndarra
             raise ValueError("%d parents for %d indices" % (np.size(parents), x.size))
         n_p, n_px = counts(np.ravel(parents).astype(np.int64), COUNT_CAP, half)
     n, n_x = counts(np.zeros_like(x), POOL_CAP, pool_half)
-    candidates = [as_params(t)[:3] for t in candidates]
+    candidates = _as_triples(candidates)
     if parents is None and any(m for _, _, m in candidates):
         raise ValueError("the parent level needs the parents of the indices")
     bits = []

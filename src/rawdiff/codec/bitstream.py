@@ -1026,8 +1026,9 @@ def _adapt_bytes(version: int) -> int:
 
 
 def _adapt_fields(version: int) -> int:
-    """How many of (e, g, m, h) a stream of ``version`` carries."""
-    return {7: 2, 8: 3}.get(version, 4 if version >= 9 else 0)
+    """How many of (e, g, m, h) a stream of ``version`` carries: its bytes' worth, and h in
+    version 9's third byte beside m."""
+    return _adapt_bytes(version) + (version >= 9)
 
 
 def _adapt_to_bytes(params: Tuple[int, int, int, int], version: int) -> bytes:
