@@ -165,3 +165,33 @@ def test_a_key_error_of_the_code_itself_is_a_traceback_not_a_user_error(monkeypa
     monkeypatch.setattr(rawdiff.train, "train", broken)
     with pytest.raises(KeyError, match="run_dir"):
         main(["train", "--base", "a.yaml"])
+
+
+def test_argument_and_input_mistakes_are_one_line_naming_them(tmp_path, frame, fixture_model, capsys):
+    src, rdc = write_raw(frame, str(tmp_path / "f.npy")), tmp_path / "f.rdc"
+    assert main(["compress", str(src), "-o", str(rdc), "--model", fixture_model]) == 0
+    with pytest.raises(SystemExit):
+        main(["compress", str(src), "-o", str(rdc), "--quality", "-1"])
+    assert "argument --quality: must be >= 1, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compress", "", "-o", str(rdc)])
+    assert "argument input: the input path is empty" in capsys.readouterr().err
+    cases = [
+        (["decompress", str(rdc), "-o", str(tmp_path / "o.png"), "--realism", "0.5", "--model", fixture_model],
+         "--realism given for the fast path: it is for --mode diffusion"),
+        (["decompress", str(rdc), "-o", str(tmp_path / "o.png"), "--steps", "2", "--realism", "0", "--model",
+          fixture_model], "--steps and --realism given for the fast path: they are for --mode diffusion"),
+        (["compress", str(src), "-o", str(tmp_path / "g.rdc"), "--model", fixture_model, "--device", "banana"],
+         "device 'banana' is not a device name (auto, cpu, cuda, cuda:1, ...)"),
+        (["compress", str(src), "-o", str(tmp_path / "g.rdc"), "--model", fixture_model, "--black-level", "-3"],
+         "black_level must be >= 0"),
+    ]
+    not_npy = tmp_path / "text.npy"
+    not_npy.write_text("hello\n")
+    cases.append((["compress", str(not_npy), "-o", str(tmp_path / "g.rdc"), "--model", fixture_model],
+                  "not a NumPy .npy file (it starts with b'hello\\n', not the .npy magic)"))
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "g.rdc").exists()

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
 from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS, DEFAULT_MAX_PIXELS, DEFAULT_TILE, MIN_TILE
-from rawdiff.codec.modeldir import TEXTURE_LEGACY_SIGMAS, deblocked_qualities
+from rawdiff.codec.modeldir import DEFAULT_DIFFUSION_STEPS, TEXTURE_LEGACY_SIGMAS, deblocked_qualities, diffusion_steps
 from rawdiff.outputs import atomic_output, check_folder, check_output, write_bytes
 from rawdiff.paths import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 
@@ -36,7 +36,8 @@ BITSTREAM_SUFFIXES = (".rdc",)
 
 
 def _add_raw_input(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="DNG, 16-bit PNG/TIFF or .npy mosaic (+ .json sidecar), or packed CSI-2")
+    p.add_argument("input", type=_input_path,
+                   help="DNG, 16-bit PNG/TIFF or .npy mosaic (+ .json sidecar), or packed CSI-2")
     p.add_argument("--format", choices=["raw10p", "raw12p"], help="packed MIPI CSI-2 input")
     p.add_argument("--width", type=int, help="frame width (packed input)")
     p.add_argument("--height", type=int, help="frame height (packed input)")
@@ -56,18 +57,29 @@ def _add_decoder_limits(p: argparse.ArgumentParser) -> None:
                         "stays that of a tile (default %(default)d; 0: never)")
 
 
-def _non_negative_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+
+
+def _input_path(text: str) -> str:
+    """argparse type of an input file's name: not empty (``""`` would be the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the input path is empty")
+    return text
+
+
+def _non_negative_int(text: str) -> int:
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be >= 0, got %d" % value)
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1, got %d" % value)
     return value
@@ -186,6 +198,7 @@ def cmd_decompress(args) -> int:
         if suffix not in RAW_OUTPUT_SUFFIXES:
             raise ValueError("--output raw writes %s, not %r (%s)"
                              % (", ".join(RAW_OUTPUT_SUFFIXES), suffix or "no suffix", args.output))
+    steps = diffusion_steps(args.mode, args.steps, args.realism)
     check_output(args.output, RAW_OUTPUT_SUFFIXES if output_kind == "raw" else IMAGE_SUFFIXES, [args.input])
     payload = _read_bytes(args.input)
     from rawdiff.codec.bitstream import read_header
@@ -195,13 +208,13 @@ def cmd_decompress(args) -> int:
     check_frame_size(read_header(payload), check_max_pixels(args.max_pixels))
     codec = Codec.load(args.model, device=args.device, max_pixels=args.max_pixels, tile=args.tile)
     if output_kind == "raw":
-        frame = codec.decompress_raw(payload, mode=args.mode, steps=args.steps, seed=args.seed,
+        frame = codec.decompress_raw(payload, mode=args.mode, steps=steps, seed=args.seed,
                                      realism=args.realism)
         _write_raw_frame(frame, args.output)
         print("%s: %d bytes -> %dx%d %s mosaic (%s)" % (args.input, len(payload), frame.width, frame.height,
                                                        frame.cfa, args.output))
         return 0
-    rgb = codec.decompress(payload, mode=args.mode, steps=args.steps, seed=args.seed, realism=args.realism)
+    rgb = codec.decompress(payload, mode=args.mode, steps=steps, seed=args.seed, realism=args.realism)
     _write_image(rgb, args.output)
     print("%s: %d bytes -> %dx%d RGB (%s)" % (args.input, len(payload), rgb.shape[1], rgb.shape[0], args.output))
     return 0
@@ -459,32 +472,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("truncate", help="cut an .rdc bitstream to a lower quality without re-encoding")
-    p.add_argument("input", help="IN.rdc")
+    p.add_argument("input", type=_input_path, help="IN.rdc")
     p.add_argument("-o", "--output", required=True, help="OUT.rdc: the bitstream encoding at --quality gives")
     p.add_argument("--quality", type=_positive_int, required=True, help="1 to the input's quality")
     p.set_defaults(func=cmd_truncate)
 
     p = sub.add_parser("decompress", help=".rdc bitstream -> RGB PNG, or the RAW frame (--output raw)")
-    p.add_argument("input")
+    p.add_argument("input", type=_input_path, help="IN.rdc")
     p.add_argument("-o", dest="output", metavar="OUT", required=True,
                    help="OUT.png (RGB); with --output raw: OUT.png/.tif/.npy (+ .json sidecar) or OUT.dng")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
-    p.add_argument("--steps", type=_positive_int, default=4, help="diffusion sampling steps")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="DIR",
+                   help="the model directory the stream was encoded with (default: the shipped model)")
+    p.add_argument("--mode", default="fast", choices=["fast", "diffusion"],
+                   help="fast: one pass of the decoder (default); diffusion: the latent diffusion decoder")
+    p.add_argument("--steps", type=_positive_int,
+                   help="diffusion sampling steps (default %d)" % DEFAULT_DIFFUSION_STEPS)
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     p.add_argument("--realism", type=realism_arg, metavar="R",
                    help="diffusion: 0 is the fast path, 1 a whole sample (texture back, less like the scene pixel "
                    "for pixel), finest scale first: with a texture stage its first share draws pixel texture, the "
                    "rest the latent's channels; default: the model's")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--output", dest="output_kind", choices=["rgb", "raw"],
                    help="rgb: sRGB image (default); raw: the reconstructed mosaic as a 16-bit PNG/TIFF/.npy "
-                        "with its JSON sidecar, or a DNG (the default for an .dng name)")
+                        "with its JSON sidecar, or a DNG (the default for a .dng name)")
     _add_decoder_limits(p)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print a bitstream's header as JSON, or a model's stages and operating points")
-    p.add_argument("input", nargs="?", help="IN.rdc")
+    p.add_argument("input", nargs="?", type=_input_path, help="IN.rdc")
     p.add_argument("--model", metavar="DIR", help="a model directory instead: its stages and the operating points "
                    "measured by `rawdiff eval --write-operating-points`")
     p.add_argument("--json", action="store_true", help="with --model: as JSON")
@@ -627,8 +643,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _stdout_closed()
     except (ValueError, OSError) as exc:  # bad input; anything else is a bug and shows its traceback
         msg = exc
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(msg):
-            msg = "%s: %s" % (exc.filename, exc.strerror or msg)
+        if isinstance(exc, OSError) and exc.filename and (exc.strerror or str(exc.filename) not in str(msg)):
+            msg = "%s: %s" % (exc.filename, exc.strerror or msg)  # "f.rdc: Permission denied", no "[Errno 13]"
         print("rawdiff %s: error: %s" % (command, msg), file=sys.stderr)
         return 1
 

@@ -16,8 +16,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         return accel if accel is not None else torch.device("cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError("device %r is not a torch device: %s" % (name, exc)) from None
+    except RuntimeError:
+        raise ValueError("device %r is not a device name (auto, cpu, cuda, cuda:1, ...)" % (name,)) from None
     if device.type != "cpu" and not torch.accelerator.is_available():
         raise ValueError("device %r requested but no accelerator is available" % name)
     return device

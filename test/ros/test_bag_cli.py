@@ -190,3 +190,16 @@ def test_pixels_above_the_white_level_are_counted_in_the_summary(tmp_path, capsy
                  "--cfa", "RGGB", "--black-level", "64", "--white-level", "1500", "-q"]) == 0
     out = capsys.readouterr().out
     assert "%d pixels in %d frames above the white level, clipped to it" % (expected, frames) in out
+
+
+def test_frames_that_stay_far_below_the_white_level_are_named_in_the_summary(tmp_path, capsys):
+    """12-bit frames in 16-bit images encoded without the sensor's levels (black 0, white
+    65535): the summary says so (the frames are coded, as given); with the levels it does not."""
+    raw, codes = tmp_path / "raw.bag", tmp_path / "codes.bag"
+    _make_bag(raw)
+    encode = ["bag", "encode", str(raw), str(codes), "--topic", "/camera/image_raw", "--model", FIXTURE_MODEL, "-q"]
+    assert main(encode) == 0
+    out = capsys.readouterr().out
+    assert "the brightest pixel of the %d frames is at " % N in out and "give its levels (--black-level" in out
+    assert main(encode + ["--black-level", "64", "--white-level", "4095"]) == 0
+    assert "the brightest pixel" not in capsys.readouterr().out

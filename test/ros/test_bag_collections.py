@@ -325,3 +325,17 @@ def test_stale_parts_are_the_temporary_names_of_the_outputs_writer(tmp_path):
         pass
     assert stale_parts(str(tmp_path / "drive.bag")) == [part]
     assert stale_parts(str(tmp_path / "drive.mcap")) == stale_parts(str(tmp_path / "drive2.bag")) == []
+
+
+def test_the_summary_says_how_much_larger_decoding_made_the_files_and_counts_one_file_as_one():
+    from rawdiff.ros.bag_transcode import ratio_text
+    from rawdiff.ros.collection import Job, format_table, new_result
+
+    assert ratio_text(151200, 1000) == "151.2:1" and ratio_text(1000, 301500) == "x301.5"
+    assert ratio_text(0, 10) == ratio_text(10, 0) == "-"
+    job = Job("codes.bag", "out/codes.bag")
+    result = dict(new_result(job, "done"), frames=32, bytes_in=140800, bytes_out=42450000)
+    table = format_table([result], "decode", 2.0, "1 worker (local Ray)")
+    assert table.splitlines()[0].startswith("rawdiff bag decode: 1 file, ")
+    done = next(line for line in table.splitlines() if line.startswith("decoded now"))
+    assert "x301.5" in done and "0.0:1" not in done

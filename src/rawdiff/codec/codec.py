@@ -128,6 +128,9 @@ def _auto_session(model_dir: str, device: str, threads: Optional[int], meta: Dic
     torch = _torch()
     if torch is None:
         return open_session(model_dir, device, threads=threads, meta=meta)
+    from rawdiff.device import resolve_device
+
+    dev = resolve_device(device)  # a device torch cannot use either is the error, not a fallback
     path = os.path.join(model_dir, "encoder.onnx")
     if not os.path.isfile(path):
         logger.info("encoding with torch: model directory %s has no encoder.onnx", model_dir)
@@ -137,9 +140,6 @@ def _auto_session(model_dir: str, device: str, threads: Optional[int], meta: Dic
     except Exception as exc:  # noqa: BLE001 - any failure of onnxruntime leaves torch, which works
         logger.warning("encoding with torch: %s cannot be used: %s", path, exc)
         return None
-    from rawdiff.device import resolve_device
-
-    dev = resolve_device(device)
     if dev.type != "cpu" and session_provider(session) == "CPUExecutionProvider":
         logger.warning("encoding with torch on %s: onnxruntime has no GPU provider here (install onnxruntime-gpu)",
                        dev)

@@ -30,7 +30,7 @@ import json
 import math
 import numbers
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from rawdiff.config import load_config
 from rawdiff.outputs import write_text
@@ -277,6 +277,20 @@ def check_realism(realism) -> float:
     if not 0.0 <= r <= 1.0:
         raise ValueError("realism must be in [0, 1] (0: the fast path, 1: a whole sample), got %g" % r)
     return r
+
+
+#: diffusion sampling steps of a decode that names none
+DEFAULT_DIFFUSION_STEPS = 4
+
+
+def diffusion_steps(mode: str, steps: Optional[int], realism: Optional[float]) -> int:
+    """The sampling steps of a decode in ``mode`` (``steps``, None: the default); a ValueError
+    when steps or a realism are given for the fast path, which would ignore them."""
+    given = [n for n, v in (("--steps", steps), ("--realism", realism)) if v is not None]
+    if mode != "diffusion" and given:
+        raise ValueError("%s given for the %s path: %s for --mode diffusion"
+                         % (" and ".join(given), mode, "they are" if len(given) > 1 else "it is"))
+    return DEFAULT_DIFFUSION_STEPS if steps is None else int(steps)
 
 
 def check_quality(quality, qualities: int) -> int:

@@ -114,6 +114,9 @@ class RawFrame:
             raise ValueError("black_level must be a scalar or 4 values, got %d" % black.size)
         if not np.all(np.isfinite(black)):
             raise ValueError("black_level must be finite, got %s" % (black,))
+        if np.any(black < 0):
+            raise ValueError("black_level must be >= 0 (the mosaic's unsigned values minus it), got %s"
+                             % (black.tolist() if black.size > 1 else black[0],))
         self.black_level = float(black[0]) if black.size == 1 else tuple(float(b) for b in black)
         self.white_level = float(self.white_level)
         if not np.isfinite(self.white_level):

@@ -248,6 +248,13 @@ def pixels_above_white(frame: RawFrame):
     return count, (int(frame.mosaic[above].max()) if count else None)
 
 
+def brightest_share(frame: RawFrame) -> float:
+    """The brightest pixel of the mosaic as a share of the range from the black level to the
+    white level (0 at black, 1 at white; a 12-bit frame taken as 16-bit reaches 1/16 at most)."""
+    black = float(np.max(frame.black_level))
+    return max(0.0, (float(frame.mosaic.max()) - black) / (frame.white_level - black))
+
+
 def warn_above_white(frame: RawFrame, name: str) -> int:
     """Log one warning when pixels of ``frame`` are above its white level (they are clipped
     to it); returns their number."""
@@ -318,6 +325,10 @@ def _load_mosaic(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
+            with open(path, "rb") as fh:
+                magic = fh.read(6)
+            if magic != b"\x93NUMPY" and magic[:4] != b"PK\x03\x04":
+                raise ValueError("not a NumPy .npy file (it starts with %r, not the .npy magic)" % (magic,))
             array = np.load(path, allow_pickle=False)
             if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
                 raise ValueError("not a single .npy array")

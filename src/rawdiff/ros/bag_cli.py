@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from rawdiff.codec.modeldir import DEFAULT_DIFFUSION_STEPS, diffusion_steps
 from rawdiff.ros import bag_transcode as bag_tools
 from rawdiff.ros.collection import format_table, plan_jobs
 from rawdiff.ros.node import resolve_model_dir
@@ -80,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str, encoder_option
                    help="decoded image topic (default %(default)s)")
     q.add_argument("--model", default=default_model, help="model directory (default: models/default)")
     q.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
-    q.add_argument("--steps", type=positive_int, default=4, help="diffusion sampling steps")
+    q.add_argument("--steps", type=positive_int, help="diffusion sampling steps (default %d)" % DEFAULT_DIFFUSION_STEPS)
     q.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
     q.add_argument("--realism", type=realism, metavar="R", help="diffusion: 0 (the fast path) to 1 (a "
                    "whole sample); default: the model's")
@@ -114,6 +115,7 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
+    args.steps = diffusion_steps(args.mode, args.steps, args.realism)
     if args.out_dir is None:
         _single(args)
         return bag_tools.cmd_decode(args)

@@ -92,7 +92,7 @@ def transcode_bag(in_path: str, out_path: str, topic: str, msg_type: str, conver
     summary: Dict[str, Any] = {
         "input": in_path, "output": out_path, "topic": topic, "output_topic": output_topic, "verb": verb,
         "frames": 0, "rejected": 0, "other_messages": 0, "bytes_in": 0, "bytes_out": 0, "code_bytes": 0,
-        "pixels": 0, "clipped": 0, "clipped_frames": 0, "errors": [],
+        "pixels": 0, "clipped": 0, "clipped_frames": 0, "peak": 0.0, "errors": [],
     }
 
     def note(text: str) -> None:
@@ -133,6 +133,7 @@ def transcode_bag(in_path: str, out_path: str, topic: str, msg_type: str, conver
                     summary["frames"] += 1
                     for key in ("bytes_in", "bytes_out", "code_bytes", "pixels"):
                         summary[key] += int(stats[key])
+                    summary["peak"] = max(summary["peak"], float(stats.get("peak", 1.0)))
                     if stats.get("clipped"):  # pixels above the white level: clipped, counted
                         summary["clipped"] += int(stats["clipped"])
                         summary["clipped_frames"] += 1
@@ -152,22 +153,40 @@ def _size(n: float) -> str:
     return "%d B" % n  # pragma: no cover
 
 
+#: a log whose frames all stay below this share of their white level is named in the summary:
+#: 12-bit data in 16-bit images read without the sensor's levels reaches 1/16 at most
+DIM_SHARE = 1.0 / 16
+
+
+def ratio_text(bytes_in: int, bytes_out: int) -> str:
+    """How much smaller the output is (``"151.2:1"``), or how much larger (``"x301.5"``,
+    decoding); ``"-"`` without bytes on either side."""
+    if not bytes_in or not bytes_out:
+        return "-"
+    ratio = bytes_in / bytes_out
+    return "%.1f:1" % ratio if ratio >= 1 else "x%.1f" % (1.0 / ratio)
+
+
 def format_summary(s: Dict[str, Any]) -> str:
     """The summary lines a bag command prints."""
-    ratio = s["bytes_in"] / s["bytes_out"] if s["bytes_out"] else 0.0
+    ratio = ratio_text(s["bytes_in"], s["bytes_out"])
     quality = " at quality %d of %d" % (s["quality"], s["qualities"]) if s.get("quality") else ""
     lines = [
         "%s: %sd %d frames of %s -> %s in %s%s" % (s["input"], s["verb"], s["frames"], s["topic"], s["output_topic"],
                                                   s["output"], quality),
         "  bytes in %s, bytes out %s (%s), %.4f bpp of the codes"
         % (_size(s["bytes_in"]), _size(s["bytes_out"]),
-           ("ratio %.1f:1" % ratio) if ratio >= 1 else ("x%.1f" % (1.0 / ratio) if ratio else "-"), s["bpp"]),
+           ("ratio " + ratio) if ratio.endswith(":1") else ratio, s["bpp"]),
         "  %d other messages copied, %d frames rejected, %.1f s (%.2f frames/s)"
         % (s["other_messages"], s["rejected"], s["seconds"], s["fps"]),
     ]
     if s.get("clipped"):
         lines.append("  %d pixels in %d frames above the white level, clipped to it (is --white-level right?)"
                      % (s["clipped"], s["clipped_frames"]))
+    if s["verb"] == "encode" and s["frames"] and s.get("peak", 1.0) <= DIM_SHARE:
+        lines.append("  the brightest pixel of the %d frames is at %.1f %% of the range up to the white level: if the "
+                     "sensor has fewer bits than its images, give its levels (--black-level, --white-level)"
+                     % (s["frames"], 100.0 * s["peak"]))
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS
 from rawdiff.outputs import check_output
 from rawdiff.ros.bag import CODES_TYPE, IMAGE_TYPE
-from rawdiff.ros.bag_transcode import _size, decode_bag, encode_bag
+from rawdiff.ros.bag_transcode import _size, decode_bag, encode_bag, ratio_text
 from rawdiff.ros.logs import LOG_FORMATS, LOG_SUFFIXES, LogInfo, codes_topic, log_info, open_log
 
 VERBS = ("encode", "decode")
@@ -282,11 +282,11 @@ def format_table(results: List[Dict[str, Any]], verb: str, seconds: float, where
     file. ``complete`` outputs were done by an earlier run: their frames are counted, their
     bytes not read. ``detail`` (e.g. the quality) goes into the first line."""
     head = "%-14s %6s %8s %10s %10s %9s %9s" % ("", "files", "frames", "bytes in", "bytes out", "ratio", "frames/s")
-    lines = ["rawdiff bag %s: %d files, %s%s, %.1f s" % (verb, len(results), where, ", " + detail if detail else "",
-                                                        seconds), head]
+    lines = ["rawdiff bag %s: %d file%s, %s%s, %.1f s" % (verb, len(results), "" if len(results) == 1 else "s", where,
+                                                          ", " + detail if detail else "", seconds), head]
 
     def row(name: str, t: Dict[str, Any], rate: bool) -> str:
-        ratio = "%.1f:1" % (t["bytes_in"] / t["bytes_out"]) if t["bytes_out"] else "-"
+        ratio = ratio_text(t["bytes_in"], t["bytes_out"])
         fps = "%.2f" % (t["frames"] / seconds) if rate and t["frames"] and seconds > 0 else "-"
         nbytes = t["bytes_in"] or t["bytes_out"]
         return "%-14s %6d %8d %10s %10s %9s %9s" % (

@@ -35,11 +35,12 @@ def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_lev
                  quality: Optional[int] = None) -> Tuple[Any, Dict[str, float]]:
     """``(CompressedCodes, info)`` of a RAW ``sensor_msgs/Image`` at ``quality`` (None: the
     model's default); ``info`` has ``work_s``, ``bytes_in``, ``bytes_out``, ``code_bytes``,
-    ``pixels``, ``quality`` and ``clipped`` (pixels above the white level, which the encoder
-    clips to it). ``wb_gains`` and ``color_matrix`` (None: gray world, the
+    ``pixels``, ``quality``, ``clipped`` (pixels above the white level, which the encoder
+    clips to it) and ``peak`` (the brightest pixel's share of the range from the black level
+    to the white level: a 12-bit sensor's frame read with 16-bit levels reaches 1/16 at most). ``wb_gains`` and ``color_matrix`` (None: gray world, the
     ISP's default matrix) go into the bitstream."""
     from rawdiff.msg import CompressedCodes
-    from rawdiff.raw.io import pixels_above_white
+    from rawdiff.raw.io import brightest_share, pixels_above_white
 
     start = time.perf_counter()
     frame = image_to_frame(msg, cfa=cfa, black_level=black_level, white_level=white_level,
@@ -57,7 +58,7 @@ def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_lev
     out.data = payload
     info = {"work_s": time.perf_counter() - start, "bytes_in": len(msg.data), "bytes_out": len(payload),
             "code_bytes": len(payload), "pixels": frame.height * frame.width, "quality": header.quality,
-            "clipped": pixels_above_white(frame)[0]}
+            "clipped": pixels_above_white(frame)[0], "peak": brightest_share(frame)}
     return out, info
 
 
