@@ -139,6 +139,10 @@ def test_transcode_one_message_both_ways(fixture_model):
     assert (codes.header.stamp, codes.header.frame_id) == (rospy.Time(5, 6), "left")
     assert (codes.height, codes.width, codes.code_height, codes.code_width) == (64, 96, 8, 12)
     assert info["bytes_in"] == 64 * 96 * 2 and info["code_bytes"] == len(codes.data) and info["pixels"] == 64 * 96
+    top = int(np.frombuffer(img.data, "<u2").max())
+    assert info["peak"] == pytest.approx((top - 64) / (4095 - 64))  # the brightest pixel's share of the range
+    peak = encode_image(codec, img)[1]["peak"]  # 12 bits taken as 16 (black 0, white 65535)
+    assert peak == pytest.approx(top / 65535.0) and peak <= 1 / 16
     rgb, info = decode_codes(codec, codes)
     assert (rgb.header.stamp, rgb.header.frame_id, rgb.encoding) == (rospy.Time(5, 6), "left", "rgb8")
     np.testing.assert_array_equal(np.frombuffer(rgb.data, np.uint8).reshape(64, 96, 3),

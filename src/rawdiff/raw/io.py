@@ -248,6 +248,11 @@ def pixels_above_white(frame: RawFrame):
     return count, (int(frame.mosaic[above].max()) if count else None)
 
 
+#: frames that all stay below this share of their white level are named to the user: 12-bit
+#: data in 16-bit images read without the sensor's levels reaches 1/16 at most
+DIM_SHARE = 1.0 / 16
+
+
 def brightest_share(frame: RawFrame) -> float:
     """The brightest pixel of the mosaic as a share of the range from the black level to the
     white level (0 at black, 1 at white; a 12-bit frame taken as 16-bit reaches 1/16 at most)."""

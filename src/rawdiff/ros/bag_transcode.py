@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, Optional
 
 from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS, DEFAULT_MAX_PIXELS, DEFAULT_TILE
 from rawdiff.outputs import atomic_output, check_output
+from rawdiff.raw.io import DIM_SHARE
 from rawdiff.ros.bag import CODES_TYPE, IMAGE_TYPE, check_topic
 from rawdiff.ros.diagnostics import ErrorThrottle
 from rawdiff.ros.logs import LOG_SUFFIXES, codes_topic, create_log, log_format, log_topics, open_log, output_compression
@@ -151,11 +152,6 @@ def _size(n: float) -> str:
             return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
         n /= 1000.0
     return "%d B" % n  # pragma: no cover
-
-
-#: a log whose frames all stay below this share of their white level is named in the summary:
-#: 12-bit data in 16-bit images read without the sensor's levels reaches 1/16 at most
-DIM_SHARE = 1.0 / 16
 
 
 def ratio_text(bytes_in: int, bytes_out: int) -> str:

@@ -37,8 +37,9 @@ def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_lev
     model's default); ``info`` has ``work_s``, ``bytes_in``, ``bytes_out``, ``code_bytes``,
     ``pixels``, ``quality``, ``clipped`` (pixels above the white level, which the encoder
     clips to it) and ``peak`` (the brightest pixel's share of the range from the black level
-    to the white level: a 12-bit sensor's frame read with 16-bit levels reaches 1/16 at most). ``wb_gains`` and ``color_matrix`` (None: gray world, the
-    ISP's default matrix) go into the bitstream."""
+    to the white level: a 12-bit sensor's frame read with 16-bit levels reaches 1/16 at most).
+    ``wb_gains`` and ``color_matrix`` (None: gray world, the ISP's default matrix) go into the
+    bitstream."""
     from rawdiff.msg import CompressedCodes
     from rawdiff.raw.io import brightest_share, pixels_above_white
 
