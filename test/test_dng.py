@@ -168,3 +168,19 @@ def test_xtrans_is_refused(tmp_path):
     path = write_dng(tmp_path / "xt.dng", _random_mosaic(shape=(24, 36)), cfa_dim=(6, 6), cfa_codes=xtrans)
     with pytest.raises(ValueError, match=r"xt\.dng: CFA pattern is 6x6 \(Fujifilm X-Trans\)"):
         read_dng(path)
+
+
+def test_a_truncated_dng_is_one_line_with_what_libraw_printed(tmp_path):
+    """LibRaw prints "NAME: Unexpected end of file" on the process's stderr itself; the
+    command's error is still one line, and names it."""
+    import subprocess
+    import sys
+
+    path = write_dng(tmp_path / "cut.dng", _random_mosaic(shape=(256, 320)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    run = subprocess.run([sys.executable, "-m", "rawdiff.cli", "isp", str(path), "-o", str(tmp_path / "o.png")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("rawdiff isp: error: %s: " % path) and "LibRaw: " in run.stderr
+    assert not (tmp_path / "o.png").exists()

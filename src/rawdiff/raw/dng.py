@@ -20,13 +20,18 @@ matrices for white-balanced camera RGB, the RawFrame convention.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Optional, Union
+import sys
+from typing import Iterator, List, Optional, Union
 
 import numpy as np
 
 from rawdiff.raw.frame import CFA_PATTERNS, RawFrame
 from rawdiff.raw.isp import camera_to_srgb_matrix
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -44,12 +49,44 @@ def read_dng(path: PathLike) -> RawFrame:
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise ValueError("%s: %s" % (name, "not a file" if os.path.exists(name) else "no such file"))
+    said: List[str] = []
     try:
-        with rawpy.imread(name) as raw:
-            return _frame_from_rawpy(raw, name)
+        with _stderr_into(said), rawpy.imread(name) as raw:
+            frame = _frame_from_rawpy(raw, name)
     except (rawpy.LibRawError, NotImplementedError, RuntimeError, OSError) as exc:
         detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
-        raise ValueError("%s: not a RAW file rawpy can read (%s: %s)" % (name, type(exc).__name__, detail)) from None
+        also = "; LibRaw: %s" % "; ".join(said) if said else ""
+        raise ValueError("%s: not a RAW file rawpy can read (%s: %s%s)"
+                         % (name, type(exc).__name__, detail, also)) from None
+    for line in said:  # read all the same: what LibRaw printed is a warning, through the logger
+        logger.warning("%s: LibRaw: %s", name, line)
+    return frame
+
+
+@contextlib.contextmanager
+def _stderr_into(lines: List[str]) -> Iterator[None]:
+    """What C code prints on the process's standard error meanwhile (LibRaw prints
+    ``NAME: Unexpected end of file`` itself), appended to ``lines`` instead of printed, so
+    that a command's error stays one line and names it."""
+    import tempfile
+
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr is not a file (a test's capture)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(4096).decode(errors="replace")
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _cfa_from_rawpy(raw, name: str):
