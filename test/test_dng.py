@@ -184,3 +184,18 @@ def test_a_truncated_dng_is_one_line_with_what_libraw_printed(tmp_path):
     assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
     assert run.stderr.startswith("rawdiff isp: error: %s: " % path) and "LibRaw: " in run.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_file_reads_when_standard_error_cannot_be_redirected(tmp_path, monkeypatch):
+    """The capture of LibRaw's messages is best effort: a full temporary folder (or no
+    descriptor 2) must not make a good file unreadable."""
+    import tempfile
+
+    mosaic = _random_mosaic()
+    path = write_dng(tmp_path / "good.dng", mosaic)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    np.testing.assert_array_equal(read_dng(path).mosaic, mosaic)

@@ -390,3 +390,12 @@ def test_write_errors(tmp_path):
         write_csi2(frame, tmp_path / "f.raw", 8)
     with pytest.raises(ValueError, match="not JSON-serialisable"):
         write_raw(frame.copy(extra={"x": object()}), tmp_path / "f.npy")
+
+
+def test_dim_note_names_frames_that_stay_far_below_their_white_level():
+    from rawdiff.raw.io import DIM_SHARE, dim_note
+
+    assert dim_note(DIM_SHARE + 1e-6, 10, "--white-level") is None and dim_note(0.01, 0, "x") is None
+    note = dim_note(4095 / 65535.0, 30, "~black_level, ~white_level", first=True)
+    assert note == ("the brightest pixel of the first 30 frames is at 6.2 % of the range up to the white level: if "
+                    "the sensor has fewer bits than its images, give its levels (~black_level, ~white_level)")

@@ -47,6 +47,23 @@ def _add_raw_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--white-level", type=float, help="sensor white (saturation) level")
 
 
+def _add_decoder_options(p: argparse.ArgumentParser) -> None:
+    """--model, --mode, --steps, --seed, --realism and --device of the commands that decode."""
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="DIR",
+                   help="the model directory the codes were made with (default: the shipped model, models/default)")
+    p.add_argument("--mode", default="fast", choices=["fast", "diffusion"],
+                   help="fast: one pass of the decoder (default); diffusion: the latent diffusion decoder (a model "
+                        "that has one, as the shipped model)")
+    p.add_argument("--steps", type=_positive_int,
+                   help="diffusion sampling steps (default %d; --mode diffusion only)" % DEFAULT_DIFFUSION_STEPS)
+    p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
+    p.add_argument("--realism", type=realism_arg, metavar="R",
+                   help="diffusion only: 0 is the fast path, 1 a whole sample (texture back, less like the scene "
+                        "pixel for pixel), finest scale first: with a texture stage its first share draws pixel "
+                        "texture, the rest the latent's channels; default: the model's")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+
+
 def _add_decoder_limits(p: argparse.ArgumentParser) -> None:
     """--max-pixels and --tile of the commands that decode (Codec.load's max_pixels and tile)."""
     p.add_argument("--max-pixels", type=_non_negative_int, default=DEFAULT_MAX_PIXELS,
@@ -481,18 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=_input_path, help="IN.rdc")
     p.add_argument("-o", dest="output", metavar="OUT", required=True,
                    help="OUT.png (RGB); with --output raw: OUT.png/.tif/.npy (+ .json sidecar) or OUT.dng")
-    p.add_argument("--model", default=DEFAULT_MODEL, metavar="DIR",
-                   help="the model directory the stream was encoded with (default: the shipped model)")
-    p.add_argument("--mode", default="fast", choices=["fast", "diffusion"],
-                   help="fast: one pass of the decoder (default); diffusion: the latent diffusion decoder")
-    p.add_argument("--steps", type=_positive_int,
-                   help="diffusion sampling steps (default %d)" % DEFAULT_DIFFUSION_STEPS)
-    p.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    p.add_argument("--realism", type=realism_arg, metavar="R",
-                   help="diffusion: 0 is the fast path, 1 a whole sample (texture back, less like the scene pixel "
-                   "for pixel), finest scale first: with a texture stage its first share draws pixel texture, the "
-                   "rest the latent's channels; default: the model's")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    _add_decoder_options(p)
     p.add_argument("--output", dest="output_kind", choices=["rgb", "raw"],
                    help="rgb: sRGB image (default); raw: the reconstructed mosaic as a 16-bit PNG/TIFF/.npy "
                         "with its JSON sidecar, or a DNG (the default for a .dng name)")
@@ -533,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "RAW frames <-> codes")
     from rawdiff.ros import bag_cli
 
-    bag_cli.add_arguments(p, DEFAULT_MODEL, _add_encoder_options, _add_decoder_limits, _positive_int, realism_arg)
+    bag_cli.add_arguments(p, DEFAULT_MODEL, _add_encoder_options, _add_decoder_options, _add_decoder_limits,
+                          _positive_int)
 
     p = sub.add_parser("eval", help="rate-distortion evaluation against JPEG, WebP, JPEG XL and AVIF")
     from rawdiff.eval import cli as eval_cli
@@ -644,7 +651,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, OSError) as exc:  # bad input; anything else is a bug and shows its traceback
         msg = exc
         if isinstance(exc, OSError) and exc.filename and (exc.strerror or str(exc.filename) not in str(msg)):
-            msg = "%s: %s" % (exc.filename, exc.strerror or msg)  # "f.rdc: Permission denied", no "[Errno 13]"
+            names = exc.filename if exc.filename2 is None else "%s -> %s" % (exc.filename, exc.filename2)
+            msg = "%s: %s" % (names, exc.strerror or msg)  # "f.rdc: Permission denied", no "[Errno 13]"
         print("rawdiff %s: error: %s" % (command, msg), file=sys.stderr)
         return 1
 

@@ -9,9 +9,9 @@ Every command checks its outputs with :func:`check_output` before it reads a mod
 decodes a frame, so a typo costs milliseconds, not a whole decode. A missing output folder
 is made the same way by every command (:func:`atomic_output`, when the file is written;
 the check has already made sure that its nearest existing ancestor is a writable folder and
-takes a new folder: a folder of a unique name is made there and removed, since permissions
-may allow what the file system refuses, a read-only or virtual one, which root's
-``os.access`` does not see).
+takes a new folder: a folder of a unique name is made there and removed, since ``os.access``
+may allow what the file system refuses: a virtual one such as /proc, NFS with root squashed,
+some FUSE mounts).
 Files are written under a temporary name in the destination folder (the real suffix
 kept last, since OpenCV picks the image format by it) and renamed over the destination
 when complete: ``os.replace`` is atomic within a filesystem, so a failure or an
@@ -56,12 +56,13 @@ def check_folder(folder: PathLike, what: str = "output folder") -> str:
         if existing == folder:
             raise ValueError("%s %s is not writable" % (what, folder))
         raise ValueError("cannot make %s %s: %s is not writable" % (what, folder, existing))
-    if existing != folder:  # permissions may allow what the file system refuses (read-only, virtual, root)
+    if existing != folder:  # os.access may allow what the file system refuses (/proc, NFS, FUSE)
         probe = os.path.join(existing, ".rawdiff-probe-%s" % uuid.uuid4().hex[:12])
         try:
             os.mkdir(probe)
         except OSError as exc:
-            raise ValueError("cannot make %s %s: %s" % (what, folder, exc.strerror or exc)) from None
+            raise ValueError("cannot make %s %s: %s takes no new folders (%s)"
+                             % (what, folder, existing, exc.strerror or exc)) from None
         os.rmdir(probe)
     return folder
 

@@ -203,3 +203,14 @@ def test_frames_that_stay_far_below_the_white_level_are_named_in_the_summary(tmp
     assert "the brightest pixel of the %d frames is at " % N in out and "give its levels (--black-level" in out
     assert main(encode + ["--black-level", "64", "--white-level", "4095"]) == 0
     assert "the brightest pixel" not in capsys.readouterr().out
+
+
+def test_a_negative_black_level_is_refused_before_the_log_is_read(tmp_path, capsys):
+    raw = tmp_path / "raw.bag"
+    _make_bag(raw)
+    assert main(["bag", "encode", str(raw), str(tmp_path / "codes.bag"), "--topic", "/camera/image_raw",
+                 "--model", FIXTURE_MODEL, "--black-level", "-3", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err == "rawdiff bag encode: error: black_level must be >= 0 (the mosaic's unsigned values minus it), " \
+                  "got -3.0\n"
+    assert not (tmp_path / "codes.bag").exists()

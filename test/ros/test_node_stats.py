@@ -102,6 +102,8 @@ def test_node_parameter_checks():
     for bad, message in [({"cfa": "RGBW"}, "cfa 'RGBW'"), ({"input_format": "raw14p"}, "raw14p"),
                          ({"black_level": 300, "white_level": 255}, "white_level"),
                          ({"black_level": "low"}, "black_level"),
+                         ({"black_level": -3}, "parameter black_level must be >= 0"),
+                         ({"black_level": [64, -1, 64, 64]}, "parameter black_level must be >= 0"),
                          ({"wb_gains": [1.0, 0.0, 1.0]}, "wb_gains must be 3 positive finite"),
                          ({"wb_gains": [1.0, -2.0, 1.0]}, "wb_gains must be 3 positive finite"),
                          ({"wb_gains": [1.0, float("nan"), 1.0]}, "wb_gains must be 3 positive finite"),

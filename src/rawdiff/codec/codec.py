@@ -72,7 +72,14 @@ from rawdiff.codec.limits import (
     check_max_pixels,
     check_tile,
 )
-from rawdiff.codec.modeldir import DIFFUSION_FILE, TEXTURE_FILE, check_quality, check_realism, read_model_dir
+from rawdiff.codec.modeldir import (
+    DEFAULT_DIFFUSION_STEPS,
+    DIFFUSION_FILE,
+    TEXTURE_FILE,
+    check_quality,
+    check_realism,
+    read_model_dir,
+)
 from rawdiff.raw.frame import RawFrame
 
 MODES = ("fast", "diffusion")
@@ -548,7 +555,7 @@ class Codec:
         return [torch.from_numpy(np.ascontiguousarray(g, dtype=np.int64))[None].to(self.device)
                 for g in self._codes(codes)]
 
-    def decode_indices(self, codes, mode: str = "fast", steps: int = 4, seed: int = 0,
+    def decode_indices(self, codes, mode: str = "fast", steps: int = DEFAULT_DIFFUSION_STEPS, seed: int = 0,
                        shape: Optional[tuple] = None, realism: Optional[float] = None) -> np.ndarray:
         """What the decoder network gives for code grids (:meth:`encode_codes`: a grid per stage
         coded, or one grid for a model of one stage), float32 in [0, 1], not cropped:
@@ -775,7 +782,7 @@ class Codec:
                                   self.tile_passes, cached[1] if cached else None)
         self._tile_norms = (latent, norms)
 
-    def decompress(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
+    def decompress(self, data: bytes, mode: str = "fast", steps: int = DEFAULT_DIFFUSION_STEPS, seed: int = 0,
                    realism: Optional[float] = None, texture: bool = True, deblock: bool = True) -> np.ndarray:
         """uint8 H x W x 3 sRGB image of the frame in ``data`` (in tiles when it is larger
         than ``tile``: see the module docstring). ``realism`` (diffusion; default the model's):
@@ -926,7 +933,7 @@ class Codec:
         return synthesize(net, img, quality / self.qualities, gain, gen, strip_rows=strip, synthesis=synthesis,
                           log_level=log_level)
 
-    def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = 4, seed: int = 0,
+    def decompress_raw(self, data: bytes, mode: str = "fast", steps: int = DEFAULT_DIFFUSION_STEPS, seed: int = 0,
                        realism: Optional[float] = None) -> RawFrame:
         """The reconstructed RAW frame of ``data`` (mosaic, CFA, levels, white balance, colour
         matrix): the reference ISP renders it as the frame it came from. With a texture stage

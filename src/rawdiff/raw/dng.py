@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from typing import Iterator, List, Optional, Union
 
 import numpy as np
@@ -50,43 +51,60 @@ def read_dng(path: PathLike) -> RawFrame:
     if not os.path.isfile(name):
         raise ValueError("%s: %s" % (name, "not a file" if os.path.exists(name) else "no such file"))
     said: List[str] = []
-    try:
-        with _stderr_into(said), rawpy.imread(name) as raw:
-            frame = _frame_from_rawpy(raw, name)
-    except (rawpy.LibRawError, NotImplementedError, RuntimeError, OSError) as exc:
-        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+    failure = None
+    with _stderr_into(said):
+        try:
+            with rawpy.imread(name) as raw:
+                frame = _frame_from_rawpy(raw, name)
+        except (rawpy.LibRawError, NotImplementedError, RuntimeError, OSError) as exc:
+            failure = exc
+    if failure is not None:
+        arg = failure.args[0] if failure.args else None
+        detail = arg.decode(errors="replace") if isinstance(arg, bytes) else failure
         also = "; LibRaw: %s" % "; ".join(said) if said else ""
         raise ValueError("%s: not a RAW file rawpy can read (%s: %s%s)"
-                         % (name, type(exc).__name__, detail, also)) from None
+                         % (name, type(failure).__name__, detail, also)) from None
     for line in said:  # read all the same: what LibRaw printed is a warning, through the logger
         logger.warning("%s: LibRaw: %s", name, line)
     return frame
 
 
+#: one redirection of the process's standard error at a time
+_STDERR_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _stderr_into(lines: List[str]) -> Iterator[None]:
-    """What C code prints on the process's standard error meanwhile (LibRaw prints
-    ``NAME: Unexpected end of file`` itself), appended to ``lines`` instead of printed, so
-    that a command's error stays one line and names it."""
+    """What C code writes to file descriptor 2 meanwhile (LibRaw prints ``NAME: Unexpected end
+    of file`` itself), appended to ``lines`` instead of printed, so that a command's error stays
+    one line and names it. Best effort: where the redirection cannot be made (no descriptor 2,
+    no temporary file), the read goes on without it. Everything written to the descriptor
+    meanwhile is caught, Python's own stderr included (it is flushed first)."""
     import tempfile
 
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # stderr is not a file (a test's capture)
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), fd)
+    with _STDERR_LOCK:
+        saved = sink = None
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            sink = tempfile.TemporaryFile()
+            os.dup2(sink.fileno(), 2)
+        except (OSError, ValueError, AttributeError):
+            if saved is not None:
+                os.close(saved)
+            if sink is not None:
+                sink.close()
+            saved = sink = None
         try:
             yield
         finally:
-            os.dup2(saved, fd)
-            os.close(saved)
-            sink.seek(0)
-            text = sink.read(4096).decode(errors="replace")
-            lines.extend(line.strip() for line in text.splitlines() if line.strip())
+            if saved is not None and sink is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+                sink.seek(0)
+                text = sink.read(4096).decode(errors="replace")
+                sink.close()
+                lines.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _cfa_from_rawpy(raw, name: str):

@@ -70,6 +70,20 @@ def crop_cfa(cfa: str, top: int, left: int) -> str:
     return "".join(tile[(top + r) % 2][(left + c) % 2] for r in (0, 1) for c in (0, 1))
 
 
+def check_black_level(black_level) -> np.ndarray:
+    """``black_level`` (a scalar or 4 values) as a float64 array of 1 or 4 values; a
+    ValueError unless each is finite and >= 0."""
+    black = np.asarray(black_level, dtype=np.float64).reshape(-1)
+    if black.size not in (1, 4):
+        raise ValueError("black_level must be a scalar or 4 values, got %d" % black.size)
+    if not np.all(np.isfinite(black)):
+        raise ValueError("black_level must be finite, got %s" % (black,))
+    if np.any(black < 0):
+        raise ValueError("black_level must be >= 0 (the mosaic's unsigned values minus it), got %s"
+                         % (black.tolist() if black.size > 1 else black[0],))
+    return black
+
+
 @dataclass(eq=False)
 class RawFrame:
     """One RAW Bayer frame.
@@ -109,14 +123,7 @@ class RawFrame:
             mosaic = mosaic.astype(np.uint16)
         self.mosaic = mosaic
         self.cfa = check_cfa(self.cfa)
-        black = np.asarray(self.black_level, dtype=np.float64).reshape(-1)
-        if black.size not in (1, 4):
-            raise ValueError("black_level must be a scalar or 4 values, got %d" % black.size)
-        if not np.all(np.isfinite(black)):
-            raise ValueError("black_level must be finite, got %s" % (black,))
-        if np.any(black < 0):
-            raise ValueError("black_level must be >= 0 (the mosaic's unsigned values minus it), got %s"
-                             % (black.tolist() if black.size > 1 else black[0],))
+        black = check_black_level(self.black_level)
         self.black_level = float(black[0]) if black.size == 1 else tuple(float(b) for b in black)
         self.white_level = float(self.white_level)
         if not np.isfinite(self.white_level):

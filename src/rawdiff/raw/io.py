@@ -260,6 +260,17 @@ def brightest_share(frame: RawFrame) -> float:
     return max(0.0, (float(frame.mosaic.max()) - black) / (frame.white_level - black))
 
 
+def dim_note(peak: float, frames: int, levels: str, first: bool = False) -> Optional[str]:
+    """The sentence that names ``frames`` frames whose brightest pixel stays at ``peak`` (a
+    share, :func:`brightest_share`) at most :data:`DIM_SHARE` of their white level, telling
+    how to give the sensor's ``levels``; None for brighter frames (or none)."""
+    if frames <= 0 or peak > DIM_SHARE:
+        return None
+    return ("the brightest pixel of the %s%d frames is at %.1f %% of the range up to the white level: if the sensor "
+            "has fewer bits than its images, give its levels (%s)" % ("first " if first else "", frames,
+                                                                      100.0 * peak, levels))
+
+
 def warn_above_white(frame: RawFrame, name: str) -> int:
     """Log one warning when pixels of ``frame`` are above its white level (they are clipped
     to it); returns their number."""

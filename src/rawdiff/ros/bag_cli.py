@@ -9,7 +9,8 @@
 A log is a ROS 1 bag (``.bag``) or an MCAP file (``.mcap``); the suffix picks the format
 of an input and of an output. :func:`add_arguments` is called by :mod:`rawdiff.cli` with
 the option helpers the other commands share, so every command spells ``--backend``,
-``--threads``, ``--max-pixels`` and ``--tile`` the same way.
+``--threads``, the decoder's ``--model``, ``--mode``, ``--steps``, ``--seed``, ``--realism`` and
+``--device``, ``--max-pixels`` and ``--tile`` the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from rawdiff.codec.modeldir import DEFAULT_DIFFUSION_STEPS, diffusion_steps
+from rawdiff.codec.modeldir import diffusion_steps
+from rawdiff.raw.frame import check_black_level
 from rawdiff.ros import bag_transcode as bag_tools
 from rawdiff.ros.collection import format_table, plan_jobs
 from rawdiff.ros.node import resolve_model_dir
@@ -53,7 +55,7 @@ def _add_collection_options(q: argparse.ArgumentParser, positive_int: Callable) 
 
 
 def add_arguments(p: argparse.ArgumentParser, default_model: str, encoder_options: Callable,
-                  decoder_limits: Callable, positive_int: Callable, realism: Callable = float) -> None:
+                  decoder_options: Callable, decoder_limits: Callable, positive_int: Callable) -> None:
     """The ``bag`` command's subcommands on ``p``."""
     bag_sub = p.add_subparsers(dest="bag_command", metavar="{encode,decode}")
     bag_sub.required = True
@@ -79,13 +81,7 @@ def add_arguments(p: argparse.ArgumentParser, default_model: str, encoder_option
     q.add_argument("--topic", help="codes topic (default: the log's only rawdiff/CompressedCodes topic)")
     q.add_argument("--output-topic", default=bag_tools.DEFAULT_DECODED_TOPIC,
                    help="decoded image topic (default %(default)s)")
-    q.add_argument("--model", default=default_model, help="model directory (default: models/default)")
-    q.add_argument("--mode", default="fast", choices=["fast", "diffusion"])
-    q.add_argument("--steps", type=positive_int, help="diffusion sampling steps (default %d)" % DEFAULT_DIFFUSION_STEPS)
-    q.add_argument("--seed", type=int, default=0, help="diffusion noise seed")
-    q.add_argument("--realism", type=realism, metavar="R", help="diffusion: 0 (the fast path) to 1 (a "
-                   "whole sample); default: the model's")
-    q.add_argument("--device", default="auto")
+    decoder_options(q)
     q.add_argument("--threads", type=positive_int, help="CPU threads for the decoder (default: torch's; "
                                                         "with --out-dir: 1 per worker)")
     decoder_limits(q)
@@ -105,6 +101,7 @@ def _single(args) -> None:
 
 
 def cmd_encode(args) -> int:
+    check_black_level(args.black_level)  # before a log is opened or the model read
     if args.out_dir is None:
         _single(args)
         return bag_tools.cmd_encode(args)

@@ -34,8 +34,9 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS, DEFAULT_MAX_PIXELS, DEFAULT_TILE
+from rawdiff.codec.modeldir import DEFAULT_DIFFUSION_STEPS
 from rawdiff.outputs import atomic_output, check_output
-from rawdiff.raw.io import DIM_SHARE
+from rawdiff.raw.io import dim_note
 from rawdiff.ros.bag import CODES_TYPE, IMAGE_TYPE, check_topic
 from rawdiff.ros.diagnostics import ErrorThrottle
 from rawdiff.ros.logs import LOG_SUFFIXES, codes_topic, create_log, log_format, log_topics, open_log, output_compression
@@ -179,10 +180,9 @@ def format_summary(s: Dict[str, Any]) -> str:
     if s.get("clipped"):
         lines.append("  %d pixels in %d frames above the white level, clipped to it (is --white-level right?)"
                      % (s["clipped"], s["clipped_frames"]))
-    if s["verb"] == "encode" and s["frames"] and s.get("peak", 1.0) <= DIM_SHARE:
-        lines.append("  the brightest pixel of the %d frames is at %.1f %% of the range up to the white level: if the "
-                     "sensor has fewer bits than its images, give its levels (--black-level, --white-level)"
-                     % (s["frames"], 100.0 * s["peak"]))
+    dim = dim_note(s.get("peak", 1.0), s["frames"], "--black-level, --white-level") if s["verb"] == "encode" else None
+    if dim:
+        lines.append("  " + dim)
     return "\n".join(lines)
 
 
@@ -222,7 +222,7 @@ def encode_bag(in_path: str, out_path: str, topic: str, model: Optional[str] = N
 
 
 def decode_bag(in_path: str, out_path: str, topic: Optional[str] = None, model: Optional[str] = None,
-               mode: str = "fast", steps: int = 4, seed: int = 0, device: str = "auto",
+               mode: str = "fast", steps: int = DEFAULT_DIFFUSION_STEPS, seed: int = 0, device: str = "auto",
                output_topic: str = DEFAULT_DECODED_TOPIC, progress: bool = True, codec=None,
                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
                threads: Optional[int] = None, realism: Optional[float] = None) -> Dict[str, Any]:

@@ -108,7 +108,7 @@ from typing import Any, Dict, List, Optional
 
 from rawdiff.codec.bitstream import read_header, truncated_sizes
 from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS, check_encode_rows
-from rawdiff.raw.io import DIM_SHARE
+from rawdiff.raw.io import dim_note
 from rawdiff.ros.camera_info import CameraInfoRelay, codes_camera_info_topic, sibling_camera_info_topic
 from rawdiff.ros.diagnostics import TOPIC_DEFAULTS
 from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
@@ -299,10 +299,10 @@ class EncoderNode(CodecNode):
     #: (pixels, frames) above the white level so far, clipped to it
     clipped = (0, 0)
     #: the brightest pixel so far as a share of the range up to the white level
-    #: (rawdiff.raw.io.brightest_share), and whether its warning was logged
+    #: (rawdiff.raw.io.brightest_share), and whether the first frames were looked at
     brightest = 0.0
     dim_warned = False
-    #: frames after which a node whose frames all stayed below DIM_SHARE of the white level says so
+    #: frames after which a node whose frames all stayed dim says so (rawdiff.raw.io.dim_note)
     DIM_FRAMES = 30
 
     def arrived(self, msg, now: float) -> None:
@@ -320,13 +320,13 @@ class EncoderNode(CodecNode):
         if info.get("clipped"):  # pixels above the white level, clipped to it: counted, not refused
             self.clipped = (self.clipped[0] + int(info["clipped"]), self.clipped[1] + 1)
         self.brightest = max(self.brightest, float(info["peak"]))
-        if not self.dim_warned and self.rate.frames >= self.DIM_FRAMES and self.brightest <= DIM_SHARE:
-            import rospy
+        if not self.dim_warned and self.rate.frames >= self.DIM_FRAMES:
+            self.dim_warned = True  # looked at once: a scene that darkens later is no configuration problem
+            dim = dim_note(self.brightest, self.rate.frames, "~black_level, ~white_level", first=True)
+            if dim:
+                import rospy
 
-            self.dim_warned = True
-            rospy.logwarn("the brightest pixel of the first %d frames is at %.1f %% of the range up to the white "
-                          "level: if the sensor has fewer bits than its images, set ~black_level and ~white_level",
-                          self.rate.frames, 100.0 * self.brightest)
+                rospy.logwarn(dim)
         return out, info
 
     def advertise_more(self) -> None:

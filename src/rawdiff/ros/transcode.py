@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from rawdiff.codec.bitstream import accepts_model, read_header
+from rawdiff.codec.modeldir import DEFAULT_DIFFUSION_STEPS
 from rawdiff.ros.conversions import frame_to_image, image_to_frame, rgb_to_image
 
 
@@ -90,7 +91,7 @@ def check_codes(msg, model_id: str, also: Sequence[str] = ()):
 OUTPUTS = ("rgb8", "bayer16")
 
 
-def decode_codes(codec, msg, mode: str = "fast", steps: int = 4, seed: int = 0,
+def decode_codes(codec, msg, mode: str = "fast", steps: int = DEFAULT_DIFFUSION_STEPS, seed: int = 0,
                  output: str = "rgb8", realism: Optional[float] = None) -> Tuple[Any, Dict[str, float]]:
     """``(sensor_msgs/Image, info)`` of a ``CompressedCodes`` message: ``rgb8`` (sRGB through
     the reference ISP's colour stage) or ``bayer16`` (the reconstructed mosaic as
