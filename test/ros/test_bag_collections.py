@@ -338,4 +338,11 @@ def test_the_summary_says_how_much_larger_decoding_made_the_files_and_counts_one
     table = format_table([result], "decode", 2.0, "1 worker (local Ray)")
     assert table.splitlines()[0].startswith("rawdiff bag decode: 1 file, ")
     done = next(line for line in table.splitlines() if line.startswith("decoded now"))
-    assert "x301.5" in done and "0.0:1" not in done
+    assert "x301.5" in done and "0.0:1" not in done and "levels:" not in table
+    encoded = [dict(new_result(Job("a.bag", "out/a.bag"), "done"), frames=6, peak=0.05, clipped=7, clipped_frames=2),
+               dict(new_result(Job("b.bag", "out/b.bag"), "done"), frames=6, peak=0.9)]
+    levels = [line for line in format_table(encoded, "encode", 2.0, "2 workers").splitlines() if "levels" in line]
+    assert levels == ["levels: a.bag: 7 pixels in 2 frames above the white level, clipped to it (is --white-level "
+                      "right?)", "levels: a.bag: the brightest pixel of the 6 frames is at 5.0 % of the range up to "
+                      "the white level: if the sensor has fewer bits than its images, give its levels (--black-level, "
+                      "--white-level)"]

@@ -155,6 +155,11 @@ def _size(n: float) -> str:
     return "%d B" % n  # pragma: no cover
 
 
+def clipped_note(pixels: int, frames: int) -> str:
+    """The sentence that counts the pixels the encoder clipped to the white level."""
+    return "%d pixels in %d frames above the white level, clipped to it (is --white-level right?)" % (pixels, frames)
+
+
 def ratio_text(bytes_in: int, bytes_out: int) -> str:
     """How much smaller the output is (``"151.2:1"``), or how much larger (``"x301.5"``,
     decoding); ``"-"`` without bytes on either side."""
@@ -178,8 +183,7 @@ def format_summary(s: Dict[str, Any]) -> str:
         % (s["other_messages"], s["rejected"], s["seconds"], s["fps"]),
     ]
     if s.get("clipped"):
-        lines.append("  %d pixels in %d frames above the white level, clipped to it (is --white-level right?)"
-                     % (s["clipped"], s["clipped_frames"]))
+        lines.append("  " + clipped_note(s["clipped"], s["clipped_frames"]))
     dim = dim_note(s.get("peak", 1.0), s["frames"], "--black-level, --white-level") if s["verb"] == "encode" else None
     if dim:
         lines.append("  " + dim)

@@ -36,8 +36,9 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS
 from rawdiff.outputs import check_output
+from rawdiff.raw.io import dim_note
 from rawdiff.ros.bag import CODES_TYPE, IMAGE_TYPE
-from rawdiff.ros.bag_transcode import _size, decode_bag, encode_bag, ratio_text
+from rawdiff.ros.bag_transcode import _size, clipped_note, decode_bag, encode_bag, ratio_text
 from rawdiff.ros.logs import LOG_FORMATS, LOG_SUFFIXES, LogInfo, codes_topic, log_info, open_log
 
 VERBS = ("encode", "decode")
@@ -52,7 +53,8 @@ def new_result(job: Job, status: str = "failed", error: str = "") -> Dict[str, A
     """A file's result: ``status`` is ``done`` (transcoded now), ``complete`` (its output
     was complete from an earlier run) or ``failed`` (``error`` says why, in one line)."""
     return {"input": job.input, "output": job.output, "status": status, "frames": 0, "rejected": 0,
-            "bytes_in": 0, "bytes_out": 0, "seconds": 0.0, "error": error, "traceback": ""}
+            "bytes_in": 0, "bytes_out": 0, "seconds": 0.0, "error": error, "traceback": "",
+            "clipped": 0, "clipped_frames": 0, "peak": None}
 
 
 # -- planning (the command's process) ---------------------------------------------------------
@@ -249,7 +251,10 @@ def transcode_file(job: Job, options: Dict[str, Any]) -> Dict[str, Any]:
             summary = decode_bag(job.input, job.output, topic=topic, codec=codec, progress=False,
                                  output_topic=options["output_topic"], mode=options["mode"], steps=options["steps"],
                                  seed=options["seed"], realism=options.get("realism"))
-        result.update({k: summary[k] for k in ("frames", "rejected", "bytes_in", "bytes_out")})
+        result.update({k: summary[k] for k in ("frames", "rejected", "bytes_in", "bytes_out", "clipped",
+                                               "clipped_frames")})
+        if verb == "encode":
+            result["peak"] = summary["peak"]
         if summary["rejected"]:
             result["error"] = "%d of %d frames rejected and left out of the output (first: %s)" % (
                 summary["rejected"], summary["rejected"] + summary["frames"],
@@ -302,6 +307,12 @@ def format_table(results: List[Dict[str, Any]], verb: str, seconds: float, where
         if r["status"] == "failed":  # the file's name once: most errors start with it
             error = r["error"]
             lines.append("failed: %s" % (error if error.startswith(r["input"]) else "%s: %s" % (r["input"], error)))
+    for r in results:  # the levels' warnings of single-log summaries, a line a file
+        if r.get("clipped"):
+            lines.append("levels: %s: %s" % (r["input"], clipped_note(r["clipped"], r["clipped_frames"])))
+        dim = dim_note(r["peak"], r["frames"], "--black-level, --white-level") if r.get("peak") is not None else None
+        if dim:
+            lines.append("levels: %s: %s" % (r["input"], dim))
     return "\n".join(lines)
 
 
