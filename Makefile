@@ -17,7 +17,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: ROS 1 (ros_comm 1.15, the Noetic line), gcc and the Python headers for the
 # compiled range coder, tools for baselines and
 # metrics, and the data the default corpus is made from.
-APT_PKGS := ros-core python3-rospy python3-rosbag python3-roslaunch python3-rostopic \
+APT_PKGS := ros-core rosbash python3-rospy python3-rosbag python3-roslaunch python3-rostopic \
 	python3-rostest python3-cv-bridge python3-sensor-msgs ros-sensor-msgs ros-std-msgs \
 	libstd-msgs-dev libsensor-msgs-dev ros-message-generation catkin \
 	python3-diagnostic-updater python3-diagnostic-msgs python3-dynamic-reconfigure \

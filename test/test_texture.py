@@ -31,6 +31,7 @@ from rawdiff.models.texture import (
     split_realism,
     synthesize,
 )
+from rawdiff.raw.frame import RawFrame
 from rawdiff.texture_fit import fit_texture, write_texture
 
 
@@ -528,6 +529,10 @@ def test_fit_level_only_keeps_the_network_and_the_encoder_sends_the_statistics(l
     np.testing.assert_allclose(codec.texture_level(header),
                                np.asarray(level["coefficients"]) @ np.append(dequantize(header.detail), 1.0))
     assert plain.texture_level(header) is None
+    tiny = RawFrame(np.full((4, 4), 1000, np.uint16), cfa="RGGB", black_level=64, white_level=4095)
+    with pytest.raises(ValueError, match="a 4x4 frame is too small: this model codes frames of at least 6 x 6 pixels"):
+        codec.compress(tiny)
+    assert len(plain.compress(tiny)) > 0  # a model without the statistics codes it
 
 
 def test_the_level_moves_the_texture_and_leaves_the_fast_path(levelled_model, textured_model, frame):

@@ -52,7 +52,7 @@ def test_fill_status_warns_on_new_drops_and_rejects_only():
     first = stats.snapshot()
     stat = fill_status(DiagnosticStatusWrapper(), first, "encode", {"dropped": 0}, {"model_id": "abc"})
     values = {kv.key: kv.value for kv in stat.values}
-    assert stat.level == 1 and "1 dropped" in stat.message
+    assert stat.level == 1 and stat.message == "frames since the last report: 1 dropped"
     assert values["frames dropped"] == "1" and values["model_id"] == "abc" and "input rate (Hz)" in values
     stat = fill_status(DiagnosticStatusWrapper(), stats.snapshot(), "encode", first)
     assert stat.level == 0
@@ -149,6 +149,15 @@ def test_transcode_one_message_both_ways(fixture_model):
     assert (rgb.header.stamp, rgb.header.frame_id, rgb.encoding) == (rospy.Time(5, 6), "left", "rgb8")
     np.testing.assert_array_equal(np.frombuffer(rgb.data, np.uint8).reshape(64, 96, 3),
                                   codec.decompress(bytes(codes.data)))
+    codes.source_encoding = "rgb8"  # a filled field must be the stream's; an empty one says nothing
+    with pytest.raises(ValueError, match="message field source_encoding='rgb8' disagrees with the bitstream "
+                                         "\\(source_encoding='bayer_rggb16'\\)"):
+        check_codes(codes, codec.model_id)
+    codes.source_encoding = ""
+    assert check_codes(codes, codec.model_id)[0].source_encoding == "bayer_rggb16"
+    codes.model_id = "b" * 32  # a model the decoder also takes, but not the stream's
+    with pytest.raises(ValueError, match="message field model_id='b{32}' disagrees with the bitstream"):
+        check_codes(codes, codec.model_id, ("b" * 32,))
     codes.model_id = "0" * 32
     with pytest.raises(ValueError, match="codes from model 0{32}, but this decoder runs model %s" % codec.model_id):
         check_codes(codes, codec.model_id)

@@ -60,6 +60,7 @@ from rawdiff.codec.colour_stats import CellMoments, apply_map, planes_statistics
 from rawdiff.codec.deblock import deblock as deblock_image
 from rawdiff.codec.deblock import deblock_filters, filter_levels
 from rawdiff.codec.detail_stats import FEATURES as DETAIL_FEATURES
+from rawdiff.codec.detail_stats import MIN_PLANE as DETAIL_MIN_PLANE
 from rawdiff.codec.detail_stats import dequantize as dequantize_detail
 from rawdiff.codec.detail_stats import frame_detail
 from rawdiff.codec.encode_strips import encode_in_strips
@@ -445,6 +446,9 @@ class Codec:
         from rawdiff.raw.isp import model_planes, render_parameters
 
         planes = np.ascontiguousarray(frame.to_planes(), dtype=np.float32)  # ValueError for odd sizes
+        if self.sends_detail and min(planes.shape[1:]) < DETAIL_MIN_PLANE:
+            raise ValueError("a %dx%d frame is too small: this model codes frames of at least %d x %d pixels"
+                             % (frame.width, frame.height, 2 * DETAIL_MIN_PLANE, 2 * DETAIL_MIN_PLANE))
         colour = render_parameters(frame, planes)
         planes = model_planes(frame, np.float32(colour["wb_gains"]) if self.colour_exact else None, planes)
         codes = self.encode_planes(planes, quality)

@@ -59,6 +59,10 @@ def _block_log_mean(energy: np.ndarray, block: int = BLOCK) -> float:
     return float(np.log(np.maximum(means, FLOOR)).mean())
 
 
+#: the smallest colour plane (pixels a side) the statistics are measured on: frames of 2 x that
+MIN_PLANE = 3
+
+
 def detail_statistics(planes: np.ndarray) -> np.ndarray:
     """(f0, f1, f2), float64, of 4 x H x W white-balanced planes (R, G1, G2, B) in [0, 1]
     (the planes a colour-exact codec's encoder takes: :meth:`rawdiff.codec.Codec.model_planes`);
@@ -66,8 +70,9 @@ def detail_statistics(planes: np.ndarray) -> np.ndarray:
     planes = np.asarray(planes)
     if planes.ndim != 3 or planes.shape[0] != 4:
         raise ValueError("detail statistics need 4 x H x W planes, got shape %s" % (planes.shape,))
-    if min(planes.shape[1:]) < 3:
-        raise ValueError("detail statistics need planes of at least 3 x 3 pixels, got %s" % (planes.shape[1:],))
+    if min(planes.shape[1:]) < MIN_PLANE:
+        raise ValueError("detail statistics need planes of at least %d x %d pixels, got %s"
+                         % (MIN_PLANE, MIN_PLANE, planes.shape[1:]))
     s = np.sqrt(np.clip(planes, 0.0, 1.0, dtype=np.float32))
     g1, g2 = s[1], s[2]
     y = np.float32(0.299) * s[0] + np.float32(0.587 / 2) * (g1 + g2) + np.float32(0.114) * s[3]
@@ -94,4 +99,5 @@ def frame_detail(planes: np.ndarray) -> tuple:
     return quantize(detail_statistics(planes))
 
 
-__all__ = ["BLOCK", "FEATURES", "LOW", "STEPS", "dequantize", "detail_statistics", "frame_detail", "quantize"]
+__all__ = ["BLOCK", "FEATURES", "LOW", "MIN_PLANE", "STEPS", "dequantize", "detail_statistics", "frame_detail",
+           "quantize"]

@@ -191,7 +191,7 @@ def fill_status(stat, snap: Dict[str, float], verb: str, previous: Optional[Dict
     new = {k: snap[k] - prev.get(k, 0) for k in ("dropped", "rejected", "failed")}
     problems = ["%d %s" % (n, k) for k, n in new.items() if n]
     if problems:
-        stat.summary(DiagnosticStatus.WARN, "frames %s since the last report" % ", ".join(problems))
+        stat.summary(DiagnosticStatus.WARN, "frames since the last report: %s" % ", ".join(problems))
     elif snap["received"] == 0:
         stat.summary(DiagnosticStatus.OK, "waiting for input")
     else:

@@ -111,7 +111,7 @@ from rawdiff.codec.limits import DEFAULT_ENCODE_ROWS, check_encode_rows
 from rawdiff.raw.io import dim_note
 from rawdiff.ros.camera_info import CameraInfoRelay, codes_camera_info_topic, sibling_camera_info_topic
 from rawdiff.ros.diagnostics import TOPIC_DEFAULTS
-from rawdiff.ros.node import CodecNode, read_params, resolve_model_dir, run_node
+from rawdiff.ros.node import CodecNode, named, read_params, resolve_model_dir, run_node
 from rawdiff.ros.rate_control import RateControl, check_target_kbps
 from rawdiff.ros.reconfigure import clamping_server, narrowed
 from rawdiff.ros.transcode import encode_image
@@ -274,7 +274,7 @@ class EncoderNode(CodecNode):
         notes = {"quality": "this model's operating points 1..%d, or 0 for its default %d" % (qualities, default),
                  "target_kbps": "kbit/s; 0: off"}
         return clamping_server(narrowed(base_config, {"quality": (0, qualities)}), self._reconfigure,
-                               rospy.logwarn, notes)
+                               named(rospy.logwarn), notes)
 
     def _reconfigure(self, config, level):
         """dynamic_reconfigure's callback: the values are in range (the server clamped them)."""
@@ -303,7 +303,7 @@ class EncoderNode(CodecNode):
     brightest = 0.0
     dim_warned = False
     #: frames after which a node whose frames all stayed dim says so (rawdiff.raw.io.dim_note)
-    DIM_FRAMES = 30
+    DIM_FRAMES = 10
 
     def arrived(self, msg, now: float) -> None:
         self.rate.arrived(now)
@@ -326,7 +326,7 @@ class EncoderNode(CodecNode):
             if dim:
                 import rospy
 
-                rospy.logwarn(dim)
+                named(rospy.logwarn)(dim)
         return out, info
 
     def advertise_more(self) -> None:
@@ -353,9 +353,20 @@ class EncoderNode(CodecNode):
     def hardware_id(self) -> str:
         return "rawdiff model %s" % self.codec.model_id
 
+    def encoder_device(self) -> str:
+        """Where the encoder runs: onnxruntime's provider for the graph, else torch's device
+        (resolved, not the ``auto`` asked for)."""
+        if self.codec.onnx_session is not None:
+            from rawdiff.codec.onnx_runtime import session_provider
+
+            return "onnxruntime %s" % session_provider(self.codec.onnx_session)
+        from rawdiff.device import resolve_device
+
+        return str(resolve_device(str(self.codec.device)))
+
     def status_extra(self) -> Dict[str, str]:
         return {"model_id": self.codec.model_id, "model": self.codec.model_dir,
-                "backend": self.codec.backend, "device": str(self.codec.device),
+                "backend": self.codec.backend, "device": self.encoder_device(),
                 "threads": str(torch_threads()), "torch": torch_version(),
                 "camera_info": "%s -> %s: %d received, %d relayed" % (
                     self.info_topics + (self.camera_info.received, self.camera_info.relayed)),
@@ -365,8 +376,9 @@ class EncoderNode(CodecNode):
     def status_now(self) -> Dict[str, str]:
         values = {"quality mode": "target" if self.rate.target_kbps > 0 else "fixed"}
         pixels, frames = getattr(self, "clipped", (0, 0))
-        values["pixels above white_level (clipped)"] = "%d in %d frames" % (pixels, frames)
-        values["brightest pixel (share of the range up to white_level)"] = "%.3f" % self.brightest
+        values["pixels above white_level since start (clipped)"] = "%d in %d frame%s" % (
+            pixels, frames, "" if frames == 1 else "s")
+        values["brightest pixel since start (share of the range up to white_level)"] = "%.3f" % self.brightest
         values.update(self.rate.status(self.pixels))
         if self.rate.target_kbps <= 0:
             values["target (kbps)"] = "0 (off)"

@@ -64,6 +64,14 @@ class DropOldestQueue:
             return len(self._items)
 
 
+def named(log):
+    """``log`` (``rospy.logerr``, ``rospy.logwarn``, ...) of one message, with the node's name
+    first as on its other lines: with several cameras on one console, whose problem it is."""
+    import rospy
+
+    return lambda text: log("%s: %s", rospy.get_name(), text)
+
+
 def read_params(defaults: Dict[str, Any]) -> Dict[str, Any]:
     """The node's private parameters (``~name``), with ``defaults`` for unset ones."""
     import rospy
@@ -106,7 +114,7 @@ class CodecNode:
 
         self.params = params
         self.stats = NodeStats(window_s=5.0)  # rates and means over the last 5 s
-        self.errors = ErrorThrottle(float(params.get("error_throttle_s", 5.0)), rospy.logerr)
+        self.errors = ErrorThrottle(float(params.get("error_throttle_s", 5.0)), named(rospy.logerr))
         self.queue = DropOldestQueue(int(params.get("queue_size", 1)))
         self.topic_checks = topic_check_args(params)
         self.pub = None
@@ -191,7 +199,7 @@ class CodecNode:
 
         if count <= 0:
             return
-        rospy.loginfo("waiting for %d subscriber(s) on %s", count, self.pub.resolved_name)
+        rospy.loginfo("%s: waiting for %d subscriber(s) on %s", rospy.get_name(), count, self.pub.resolved_name)
         while not rospy.is_shutdown() and self.pub.get_num_connections() < count:
             time.sleep(0.05)
 

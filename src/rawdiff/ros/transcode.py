@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from rawdiff.codec.bitstream import accepts_model, read_header
+from rawdiff.codec.bitstream import accepts_model, check_model, read_header
 from rawdiff.codec.modeldir import DEFAULT_DIFFUSION_STEPS
 from rawdiff.ros.conversions import frame_to_image, image_to_frame, rgb_to_image
 
@@ -66,7 +66,8 @@ def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_lev
 
 def check_codes(msg, model_id: str, also: Sequence[str] = ()):
     """The bitstream header of a ``CompressedCodes`` message after checking that the
-    message agrees with it and was made by ``model_id`` (or one of ``also``: the models whose
+    message agrees with it (sizes; model_id and source_encoding where the message fills them)
+    and was made by ``model_id`` (or one of ``also``: the models whose
     streams the decoder's model decodes too); raises ``ValueError``."""
     data = msg.data
     if not isinstance(data, bytes):
@@ -79,12 +80,17 @@ def check_codes(msg, model_id: str, also: Sequence[str] = ()):
                          % (claimed, model_id, " (which also decodes the codes of %s)" % ", ".join(also)
                             if also else ""))
     header = read_header(data)  # magic, version, length, CRC, field checks
+    check_model(header, model_id, also)  # the stream's own model first: both ids named
     fields = (("height", header.height), ("width", header.width),
               ("code_height", header.code_height), ("code_width", header.code_width))
     for name, value in fields:
         if int(getattr(msg, name)) != value:
             raise ValueError("message field %s=%d disagrees with the bitstream (%s=%d)"
                              % (name, int(getattr(msg, name)), name, value))
+    for name, value in (("model_id", header.model_id), ("source_encoding", header.source_encoding)):
+        given = claimed if name == "model_id" else str(msg.source_encoding or "")
+        if given and given != value:  # an empty field says nothing; a filled one must be the stream's
+            raise ValueError("message field %s=%r disagrees with the bitstream (%s=%r)" % (name, given, name, value))
     return header, data
 
 
