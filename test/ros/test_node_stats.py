@@ -123,7 +123,7 @@ def test_node_parameter_checks():
         decode_args(dict(DEC, mode="slow"))
     with pytest.raises(ValueError, match="~steps"):
         decode_args(dict(DEC, steps=0))
-    with pytest.raises(ValueError, match="~output must be one of rgb8, bayer16"):
+    with pytest.raises(ValueError, match=r"~output \(decoder.launch.s output_encoding\) must be one of rgb8, bayer16"):
         decode_args(dict(DEC, output="bgr8"))
 
 

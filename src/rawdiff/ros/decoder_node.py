@@ -116,7 +116,8 @@ def decode_args(params: Dict[str, Any]) -> Dict[str, Any]:
 
     output = str(params.get("output", "rgb8"))
     if output not in OUTPUTS:
-        raise ValueError("~output must be one of %s, got %r" % (", ".join(OUTPUTS), output))
+        raise ValueError("~output (decoder.launch's output_encoding) must be one of %s, got %r"
+                         % (", ".join(OUTPUTS), output))
     mode = str(params["mode"])
     if mode not in MODES:
         raise ValueError("~mode must be one of %s, got %r" % (", ".join(MODES), mode))
