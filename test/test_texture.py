@@ -530,7 +530,7 @@ def test_fit_level_only_keeps_the_network_and_the_encoder_sends_the_statistics(l
                                np.asarray(level["coefficients"]) @ np.append(dequantize(header.detail), 1.0))
     assert plain.texture_level(header) is None
     tiny = RawFrame(np.full((4, 4), 1000, np.uint16), cfa="RGGB", black_level=64, white_level=4095)
-    with pytest.raises(ValueError, match="a 4x4 frame is too small: this model codes frames of at least 6 x 6 pixels"):
+    with pytest.raises(ValueError, match="a 4x4 frame is too small: this model codes frames of at least 6x6 pixels"):
         codec.compress(tiny)
     assert len(plain.compress(tiny)) > 0  # a model without the statistics codes it
 

@@ -161,3 +161,30 @@ def test_transcode_one_message_both_ways(fixture_model):
     codes.model_id = "0" * 32
     with pytest.raises(ValueError, match="codes from model 0{32}, but this decoder runs model %s" % codec.model_id):
         check_codes(codes, codec.model_id)
+
+
+def test_the_library_s_log_records_reach_rospy_with_the_node_s_name(monkeypatch):
+    """ROS's logging configuration keeps other Python loggers out of the screen and /rosout:
+    the codec's reasons ("encoding with torch: ...") go through rospy, once, named."""
+    import logging
+
+    import rospy
+
+    from rawdiff.ros import node
+
+    said = []
+    for level in ("loginfo", "logwarn", "logerr"):
+        monkeypatch.setattr(rospy, level, lambda fmt, *args, _level=level: said.append((_level, fmt % args)))
+    monkeypatch.setattr(rospy, "get_name", lambda: "/cam/rawdiff_encoder")
+    library = logging.getLogger("rawdiff")
+    before = list(library.handlers)
+    try:
+        node.forward_library_log()
+        node.forward_library_log()  # once
+        logging.getLogger("rawdiff.codec.codec").warning("encoding with torch: %s cannot be used", "x.onnx")
+        logging.getLogger("rawdiff.codec.onnx_runtime").info("%d %% of it", 100)
+        logging.getLogger("rawdiff.codec.codec").debug("not this")
+    finally:
+        library.handlers[:] = before
+    assert said == [("logwarn", "/cam/rawdiff_encoder: encoding with torch: x.onnx cannot be used"),
+                    ("loginfo", "/cam/rawdiff_encoder: 100 % of it")]

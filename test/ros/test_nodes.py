@@ -348,7 +348,7 @@ def test_decoder_rejects_bad_codes_and_keeps_serving(pipe, other_codes, case):
     before = pipe.counters(DEC)
     pipe.codes_pub.publish(msg)
     errors = wait_for(lambda: pipe.errors_of(DEC, fragment), 60, what="an error naming %r" % fragment)
-    assert "rejected message stamp" in errors[0]
+    assert errors[0].startswith("/%s: rejected message stamp" % DEC)  # the node's name first, as its other lines
     pipe.roundtrip()  # still answering
     after = _delta(pipe.counters(DEC), before)
     assert after == {"received": 2, "published": 1, "dropped": 0, "rejected": 1, "failed": 0}
@@ -370,6 +370,7 @@ def test_diagnostics_report_rates_latency_and_counters(pipe, fixture_model):
         assert values["queue size"] == "1"
     # auto: the fixture model has no encoder.onnx; the launch sets OMP_NUM_THREADS=1
     assert enc["backend"] == "torch" and enc["threads"] == "1" and dec["mode"] == "fast"
+    assert enc["device"] == "cpu"  # where it runs, not the "auto" asked for
     assert os.path.samefile(enc["model"], fixture_model)
     assert float(enc["bytes in per frame"]) == H * W * 2
     assert enc["camera_info"].startswith("/camera/camera_info -> /compressed_codes/camera_info: ")

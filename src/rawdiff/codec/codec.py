@@ -419,6 +419,16 @@ class Codec:
             return encode_in_strips(encode, planes, scales[:count], self.plane_multiple, rows)
 
     @property
+    def encoder_device(self) -> str:
+        """Where the encoder runs: onnxruntime's provider for ``encoder.onnx``, else the torch
+        device (resolved once the network is loaded, the name asked for before)."""
+        if self.onnx_session is not None:
+            from rawdiff.codec.onnx_runtime import session_provider
+
+            return "onnxruntime %s" % session_provider(self.onnx_session)
+        return str(self.device)
+
+    @property
     def strip_rows(self) -> int:
         """Plane rows of each strip the encoder codes (0: the whole frame at once):
         ``encode_rows`` for a local encoder (:attr:`encoder_local`) that runs on the CPU. Not
@@ -447,7 +457,7 @@ class Codec:
 
         planes = np.ascontiguousarray(frame.to_planes(), dtype=np.float32)  # ValueError for odd sizes
         if self.sends_detail and min(planes.shape[1:]) < DETAIL_MIN_PLANE:
-            raise ValueError("a %dx%d frame is too small: this model codes frames of at least %d x %d pixels"
+            raise ValueError("a %dx%d frame is too small: this model codes frames of at least %dx%d pixels"
                              % (frame.width, frame.height, 2 * DETAIL_MIN_PLANE, 2 * DETAIL_MIN_PLANE))
         colour = render_parameters(frame, planes)
         planes = model_planes(frame, np.float32(colour["wb_gains"]) if self.colour_exact else None, planes)

@@ -95,9 +95,9 @@ what coding at it gives, so one frame measures every quality up to its own), sta
 the model's measured operating points when ``model.json`` lists them; below the rate of
 quality 1 it codes every frame at quality 1 and reports WARN.
 
-Bad input (a wrong byte count, an unknown encoding, a zero or odd size, levels that do
-not fit) is logged as a throttled error naming the problem, counted as rejected, and
-the node goes on with the next frame.
+Bad input (a wrong byte count, an unknown encoding, a zero or odd size, a frame too small
+for the model, levels that do not fit) is logged as a throttled error naming the problem,
+counted as rejected, and the node goes on with the next frame.
 """
 
 from __future__ import annotations
@@ -353,20 +353,9 @@ class EncoderNode(CodecNode):
     def hardware_id(self) -> str:
         return "rawdiff model %s" % self.codec.model_id
 
-    def encoder_device(self) -> str:
-        """Where the encoder runs: onnxruntime's provider for the graph, else torch's device
-        (resolved, not the ``auto`` asked for)."""
-        if self.codec.onnx_session is not None:
-            from rawdiff.codec.onnx_runtime import session_provider
-
-            return "onnxruntime %s" % session_provider(self.codec.onnx_session)
-        from rawdiff.device import resolve_device
-
-        return str(resolve_device(str(self.codec.device)))
-
     def status_extra(self) -> Dict[str, str]:
         return {"model_id": self.codec.model_id, "model": self.codec.model_dir,
-                "backend": self.codec.backend, "device": self.encoder_device(),
+                "backend": self.codec.backend, "device": self.codec.encoder_device,
                 "threads": str(torch_threads()), "torch": torch_version(),
                 "camera_info": "%s -> %s: %d received, %d relayed" % (
                     self.info_topics + (self.camera_info.received, self.camera_info.relayed)),

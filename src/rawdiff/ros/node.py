@@ -21,6 +21,7 @@ messages itself, so a gap would also count frames lost before the node.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -70,6 +71,30 @@ def named(log):
     import rospy
 
     return lambda text: log("%s: %s", rospy.get_name(), text)
+
+
+class _RospyHandler(logging.Handler):
+    """Records of the ``rawdiff`` loggers (the codec's reasons: "encoding with torch: ...") as
+    the node's own lines: ROS's logging configuration sends Python loggers other than its own
+    to the node's log file only, not to the screen or /rosout."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import rospy
+
+        log = (rospy.logerr if record.levelno >= logging.ERROR else rospy.logwarn if record.levelno >= logging.WARNING
+               else rospy.loginfo)
+        try:
+            named(log)(record.getMessage())
+        except Exception:  # noqa: BLE001 - a log line must never stop a frame
+            self.handleError(record)
+
+
+def forward_library_log() -> None:
+    """Send the ``rawdiff`` loggers' records of level INFO and above through rospy, once."""
+    logger = logging.getLogger("rawdiff")
+    if not any(isinstance(h, _RospyHandler) for h in logger.handlers):
+        logger.addHandler(_RospyHandler(logging.INFO))
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
 
 
 def read_params(defaults: Dict[str, Any]) -> Dict[str, Any]:
@@ -264,6 +289,7 @@ def run_node(node_name: str, make_node, argv: Optional[List[str]] = None) -> int
     import rospy
 
     rospy.init_node(node_name, argv=argv)
+    forward_library_log()
     try:
         node = make_node()
     except Exception as exc:  # a bad parameter or model directory: say which, exit non-zero

@@ -87,10 +87,14 @@ def check_codes(msg, model_id: str, also: Sequence[str] = ()):
         if int(getattr(msg, name)) != value:
             raise ValueError("message field %s=%d disagrees with the bitstream (%s=%d)"
                              % (name, int(getattr(msg, name)), name, value))
-    for name, value in (("model_id", header.model_id), ("source_encoding", header.source_encoding)):
-        given = claimed if name == "model_id" else str(msg.source_encoding or "")
-        if given and given != value:  # an empty field says nothing; a filled one must be the stream's
-            raise ValueError("message field %s=%r disagrees with the bitstream (%s=%r)" % (name, given, name, value))
+    # an empty field says nothing; a filled one must be the stream's
+    if claimed and claimed != header.model_id:
+        raise ValueError("message field model_id=%r disagrees with the bitstream (model_id=%r)"
+                         % (msg.model_id, header.model_id))
+    encoding = str(msg.source_encoding or "").strip()
+    if encoding and encoding != header.source_encoding:
+        raise ValueError("message field source_encoding=%r disagrees with the bitstream (source_encoding=%r)"
+                         % (msg.source_encoding, header.source_encoding))
     return header, data
 
 
