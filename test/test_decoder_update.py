@@ -311,7 +311,7 @@ def test_a_decoder_node_takes_codes_of_the_models_its_model_decodes():
         check_codes(msg, "a" * 32, ("b" * 32,))
     msg.data = b"x"
     with pytest.raises(ValueError, match="model mismatch: codes from model b+, but this decoder runs model a+ "
-                                         "\\(which also decodes the codes of c+\\)"):
+                                         "\\(which also decodes the streams of c+\\)"):
         check_codes(msg, "a" * 32, ("c" * 32,))
     with pytest.raises(ValueError, match="magic|bitstream|short"):  # past the model check: the header is read
         check_codes(msg, "a" * 32, ("b" * 32,))

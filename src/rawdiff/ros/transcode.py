@@ -77,7 +77,7 @@ def check_codes(msg, model_id: str, also: Sequence[str] = ()):
     claimed = str(msg.model_id or "").strip().lower()
     if claimed and not accepts_model(claimed, model_id, also):
         raise ValueError("model mismatch: codes from model %s, but this decoder runs model %s%s"
-                         % (claimed, model_id, " (which also decodes the codes of %s)" % ", ".join(also)
+                         % (claimed, model_id, " (which also decodes the streams of %s)" % ", ".join(also)
                             if also else ""))
     header = read_header(data)  # magic, version, length, CRC, field checks
     check_model(header, model_id, also)  # the stream's own model first: both ids named
