@@ -241,11 +241,14 @@ def read_raw(path: PathLike, **overrides: Any) -> RawFrame:
     return frame
 
 
-def pixels_above_white(frame: RawFrame):
-    """(count, largest value) of the mosaic's pixels above the white level."""
-    above = frame.mosaic > frame.white_level
-    count = int(np.count_nonzero(above))
-    return count, (int(frame.mosaic[above].max()) if count else None)
+def pixels_above_white(frame: RawFrame, top: Optional[int] = None):
+    """(count, largest value) of the mosaic's pixels above the white level (``top``: the
+    mosaic's largest value when the caller has it; the pixels are counted only when it is
+    above the white level, so a frame without clipping costs one pass)."""
+    top = int(frame.mosaic.max()) if top is None else int(top)
+    if top <= frame.white_level:
+        return 0, None
+    return int(np.count_nonzero(frame.mosaic > frame.white_level)), top
 
 
 #: frames that all stay below this share of their white level are named to the user: 12-bit
@@ -253,11 +256,13 @@ def pixels_above_white(frame: RawFrame):
 DIM_SHARE = 1.0 / 16
 
 
-def brightest_share(frame: RawFrame) -> float:
-    """The brightest pixel of the mosaic as a share of the range from the black level to the
-    white level (0 at black, 1 at white; a 12-bit frame taken as 16-bit reaches 1/16 at most)."""
+def brightest_share(frame: RawFrame, top: Optional[int] = None) -> float:
+    """The brightest pixel of the mosaic (``top``: its value when the caller has it) as a share
+    of the range from the black level to the white level (0 at black, 1 at white; a 12-bit
+    frame taken as 16-bit reaches 1/16 at most)."""
     black = float(np.max(frame.black_level))
-    return max(0.0, (float(frame.mosaic.max()) - black) / (frame.white_level - black))
+    top = float(frame.mosaic.max()) if top is None else float(top)
+    return max(0.0, (top - black) / (frame.white_level - black))
 
 
 def dim_note(peak: float, frames: int, levels: str, first: bool = False) -> Optional[str]:

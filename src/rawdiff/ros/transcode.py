@@ -58,9 +58,11 @@ def encode_image(codec, msg, cfa: Optional[str] = None, black_level=0, white_lev
     out.height, out.width = header.height, header.width
     out.code_height, out.code_width = header.code_height, header.code_width
     out.data = payload
-    info = {"work_s": time.perf_counter() - start, "bytes_in": len(msg.data), "bytes_out": len(payload),
+    work_s = time.perf_counter() - start
+    top = int(frame.mosaic.max())  # one pass for both level figures (pixels counted only when clipped)
+    info = {"work_s": work_s, "bytes_in": len(msg.data), "bytes_out": len(payload),
             "code_bytes": len(payload), "pixels": frame.height * frame.width, "quality": header.quality,
-            "clipped": pixels_above_white(frame)[0], "peak": brightest_share(frame)}
+            "clipped": pixels_above_white(frame, top)[0], "peak": brightest_share(frame, top)}
     return out, info
 
 
