@@ -95,19 +95,20 @@ def measure(codec, codes, aging: int, pixels: int) -> dict:
             "decode_adaptive_s": t3 - t2, "decode_static_s": t4 - t3}
 
 
-def saved(frames, key: str) -> list:
-    """The share of version 8's bytes that ``key``'s coding saves at each quality, over ``frames``."""
+def saved(frames, base: str = "version_8") -> list:
+    """The share of ``base``'s bytes (version 8's coder, or the static tables) that the adaptive
+    coding saves at each quality, over ``frames``."""
     if not frames:
         return []
-    ours, v8 = (np.cumsum(np.sum([f[k] for f in frames], axis=0)) for k in (key, "version_8"))
-    return (1 - ours / v8).tolist()
+    ours, theirs = (np.cumsum(np.sum([f[k] for f in frames], axis=0)) for k in ("adaptive", base))
+    return (1 - ours / theirs).tolist()
 
 
 def against_version_8(frames, large: float) -> dict:
     big = [f for f in frames if f["mpixel"] >= large]
-    return {"saved_at_quality": saved(frames, "adaptive"), "large_mpixel": large, "large_frames": len(big),
-            "large_saved_at_quality": saved(big, "adaptive"),
-            "per_frame": [{"mpixel": round(f["mpixel"], 3), "saved_at_quality": saved([f], "adaptive")}
+    return {"saved_at_quality": saved(frames), "large_mpixel": large, "large_frames": len(big),
+            "large_saved_at_quality": saved(big),
+            "per_frame": [{"mpixel": round(f["mpixel"], 3), "saved_at_quality": saved([f])}
                           for f in frames]}
 
 
@@ -140,15 +141,15 @@ def main(argv=None) -> int:
                                                   os.path.join(ROOT, "data", "corpus", "test_held.txt")])
     p.add_argument("--search", action="store_true", help="also the candidates against the best of a grid of %d "
                    "triples" % len(GRID))
-    p.add_argument("--aging", type=int, default=None, help="the aging to code with (default: the coder's, "
-                   "rawdiff.codec.adaptive.AGING; 0: none, as format versions 7 and 8)")
+    p.add_argument("--aging", type=int, default=adaptive.AGING, help="the aging to code with (default: the "
+                   "coder's, rawdiff.codec.adaptive.AGING = %(default)d; 0: none, as format versions 7 and 8)")
     p.add_argument("--large", type=float, default=2.0, help="frames of at least this many Mpixel are also reported "
                    "apart against version 8's coder (default 2)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     codec = Codec.load(args.model)
     sets = {}
-    aging = adaptive.AGING if args.aging is None else args.aging
+    aging = args.aging
     for path in args.eval:
         frames = [dict(measure(codec, codes, aging, pixels), **(search(codec, codes, aging) if args.search else {}))
                   for pixels, codes in frames_codes(codec, find_frames([path]))]
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
         chosen = ["/".join(map(str, params)) for f in frames for params in f["params"]]
         sets[os.path.basename(path)] = {
             "frames": len(frames), "static_bytes": static.tolist(), "adaptive_bytes": adapt.tolist(),
-            "saved_at_quality": (1 - np.cumsum(adapt) / np.cumsum(static)).tolist(),
+            "saved_at_quality": saved(frames, "static"),
             "saved_per_stage": (1 - adapt / static).tolist(),
             "params_chosen": {e: chosen.count(e) for e in sorted(set(chosen))},
             "median_s": {key: statistics.median(f[key] for f in frames)

@@ -50,21 +50,24 @@ def refine_stage(vq, residual, idx, scale: int, shape, sweeps: int):
     cost = float(scale * scale) * vq.code_cost.float()
     b, h, w = idx.shape
     rows, cols = torch.arange(h)[:, None] % 2, torch.arange(w)[None, :] % 2
+    parities = []  # per parity of the code grid: its mask and the spread's squared weights (autograd), once
+    for pr in (0, 1):
+        for pc in (0, 1):
+            mask = ((rows == pr) & (cols == pc)).to(residual.dtype)[None, None]
+            ones = mask.clone().requires_grad_(True)
+            with torch.enable_grad():
+                (0.5 * expand_to(ones, scale, shape).pow(2).sum()).backward()
+            parities.append((mask, ones.grad.expand(b, 1, h, w).permute(0, 2, 3, 1).reshape(-1, 1)))
     for _ in range(sweeps):
-        for pr in (0, 1):
-            for pc in (0, 1):
-                mask = ((rows == pr) & (cols == pc)).to(residual.dtype)[None, None]
-                q = vq.lookup(idx)
-                rest = (residual - expand_to(q, scale, shape) + expand_to(q * mask, scale, shape)).detach()
-                x = torch.zeros(b, residual.shape[1], h, w, requires_grad=True)
-                ones = mask.clone().requires_grad_(True)
-                with torch.enable_grad():  # the spread's adjoint and its squared weights, by autograd
-                    (expand_to(x, scale, shape) * rest).sum().backward()
-                    (0.5 * expand_to(ones, scale, shape).pow(2).sum()).backward()
-                target = x.grad.permute(0, 2, 3, 1).reshape(-1, residual.shape[1])
-                weight = ones.grad.expand(b, 1, h, w).permute(0, 2, 3, 1).reshape(-1, 1)
-                best = (weight * norms[None, :] - 2.0 * target @ codes.t() + cost[None, :]).argmin(1).reshape(b, h, w)
-                idx = torch.where(mask[0, 0].bool()[None].expand(b, h, w), best, idx)
+        for mask, weight in parities:
+            q = vq.lookup(idx)
+            rest = (residual - expand_to(q, scale, shape) + expand_to(q * mask, scale, shape)).detach()
+            x = torch.zeros(b, residual.shape[1], h, w, requires_grad=True)
+            with torch.enable_grad():  # the spread's adjoint, by autograd
+                (expand_to(x, scale, shape) * rest).sum().backward()
+            target = x.grad.permute(0, 2, 3, 1).reshape(-1, residual.shape[1])
+            best = (weight * norms[None, :] - 2.0 * target @ codes.t() + cost[None, :]).argmin(1).reshape(b, h, w)
+            idx = torch.where(mask[0, 0].bool()[None].expand(b, h, w), best, idx)
     return idx
 
 

@@ -246,7 +246,7 @@ def _check_candidates(candidates: Sequence[Tuple[int, ...]], parents: Optional[P
 
 
 #: the default candidates, checked once (every stage of every frame tries them)
-_CANDIDATES_CHECKED = [as_params(t)[:3] for t in CANDIDATES]
+_CANDIDATES_CHECKED = _as_triples(CANDIDATES)
 
 
 def _encode(s: np.ndarray, c: np.ndarray, cum: np.ndarray, params: Tuple[int, int, int, int],
@@ -356,13 +356,14 @@ def decode(data: bytes, shape: Tuple[int, int], offsets: Optional[np.ndarray], c
 
 class _Counts:
     """Counts of the codes and their Fenwick tree (a context's, a parent's or the pool's);
-    ``half``: halved (aging) when they reach it, else 0 (they stop at ``cap``)."""
+    ``half``: halved (aging) when they reach it, else 0 (they stop at ``cap``). ``tree=False``:
+    the counts alone (an estimate, which looks up no cumulative counts)."""
 
     __slots__ = ("counts", "tree", "seen", "cap", "half")
 
-    def __init__(self, k: int, cap: int, half: int = 0):
+    def __init__(self, k: int, cap: int, half: int = 0, tree: bool = True):
         self.counts = [0] * k
-        self.tree = [0] * (k + 1)
+        self.tree = [0] * (k + 1) if tree else None
         self.seen = 0
         self.cap = cap
         self.half = half
@@ -379,13 +380,15 @@ class _Counts:
             return
         self.counts[x] += 1
         tree, i, k = self.tree, x + 1, len(self.counts)
-        while i <= k:
+        while tree is not None and i <= k:
             tree[i] += 1
             i += i & -i
         self.seen += 1
         if self.half and self.seen >= self.half:
             self.counts = [v >> 1 for v in self.counts]
             self.seen = sum(self.counts)
+            if tree is None:
+                return
             self.tree = tree = [0] + self.counts
             for i in range(1, k + 1):
                 j = i + (i & -i)
@@ -590,7 +593,7 @@ def _aged_counts(key: np.ndarray, x: np.ndarray, k: int, cap: int, half: int) ->
     for i, (kk, xx) in enumerate(zip(key.tolist(), x.tolist())):
         counts = levels.get(kk)
         if counts is None:
-            counts = levels[kk] = _Counts(k, cap, half)
+            counts = levels[kk] = _Counts(k, cap, half, tree=False)
         n_all[i], n_own[i] = counts.seen, counts.counts[xx]
         counts.add(xx)
     return n_all, n_own

@@ -75,8 +75,9 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     (roslaunch's nodes have sessions of their own: had roslaunch died before it stopped them,
     they would go on; a process that had already died leaves none to find)."""
     deadline = time.monotonic() + timeout
-    below = descendants(proc.pid) if proc.poll() is None else []
+    below: List[int] = []
     if proc.poll() is None:
+        below = descendants(proc.pid)
         try:
             os.killpg(proc.pid, signal.SIGINT)
         except ProcessLookupError:
@@ -84,7 +85,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            below += descendants(proc.pid)  # and what it started since
+            below = list(dict.fromkeys(below + descendants(proc.pid)))  # and what it started since
     try:  # leftovers of the group
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
